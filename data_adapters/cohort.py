@@ -1,0 +1,220 @@
+"""Cohort manifests (CSV or Parquet) to a validated :class:`Cohort` and its load report.
+
+A manifest has ``case_id``, ``image`` (a path relative to the manifest), optional ``label`` and ``mask``,
+and any attribute columns. Every bad row is rejected with a message naming the row, the field and the
+problem; the good rows still load.
+"""
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from data_adapters.errors import GlassboxError, InvalidInputError
+from data_adapters.hashing import file_hash, json_hash
+from data_adapters.readers import read_image
+from data_adapters.records import Case, Cohort, LoadReport, Rejection
+
+__all__ = ["load_manifest", "REQUIRED_COLUMNS", "OPTIONAL_COLUMNS", "IDENTIFIER_COLUMNS"]
+
+Progress = Callable[[int, int], None]
+
+REQUIRED_COLUMNS = ("case_id", "image")
+OPTIONAL_COLUMNS = ("label", "mask")
+#: columns that would carry direct patient identifiers: never loaded, shown, cached or exported
+IDENTIFIER_COLUMNS = frozenset({
+    "patient_name", "patientname", "name", "patient_id", "patientid", "mrn", "birth_date", "birthdate",
+    "patientbirthdate", "date_of_birth", "dob", "accession", "accession_number", "accessionnumber", "ssn",
+    "address", "phone", "email",
+})
+
+MSG_NOT_FOUND = "{path}: manifest not found"
+MSG_ENCODING = "{path}: manifest is not UTF-8 text (byte {pos}: {why}); save it as UTF-8"
+MSG_FORMAT = "{path}: manifest must be .csv or .parquet, got {suffix!r}"
+MSG_MISSING_COLUMNS = "{path}: manifest lacks required column(s) {missing}; it has {present}"
+MSG_EMPTY = "{path}: manifest has no rows"
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    if not path.is_file():
+        raise InvalidInputError(MSG_NOT_FOUND.format(path=path))
+    suffix = path.suffix.lower()
+    if suffix == ".parquet":
+        try:
+            frame = pd.read_parquet(path)
+        except Exception as e:  # pyarrow raises several unrelated types
+            raise InvalidInputError(f"{path}: not a readable Parquet file ({e})") from e
+        return frame.astype(object).where(frame.notna(), "").astype(str)
+    if suffix != ".csv":
+        raise InvalidInputError(MSG_FORMAT.format(path=path, suffix=suffix))
+    raw = path.read_bytes()
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InvalidInputError(MSG_ENCODING.format(path=path, pos=e.start, why=e.reason)) from e
+    try:
+        return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
+    except pd.errors.EmptyDataError as e:
+        raise InvalidInputError(MSG_EMPTY.format(path=path)) from e
+    except pd.errors.ParserError as e:
+        raise InvalidInputError(f"{path}: not a well-formed CSV ({e})") from e
+
+
+def _resolve(base: Path, ref: str, roots: Sequence[Path]) -> Path:
+    """``ref`` resolved against the manifest folder; must stay under one of ``roots``."""
+    p = Path(ref)
+    resolved = (p if p.is_absolute() else base / p).resolve()
+    if not any(resolved.is_relative_to(r) for r in roots):
+        raise InvalidInputError(f"path {ref!r} points outside the data root(s) {', '.join(map(str, roots))}")
+    return resolved
+
+
+def _shape_text(shape: Sequence[int]) -> str:
+    axes = "C×H×W" if len(shape) == 3 else "C×D×H×W"
+    return "×".join(map(str, shape)) + f" ({axes})"
+
+
+def _attribute_kind(values: pd.Series) -> str:
+    present = values[values != ""]
+    if len(present) and pd.to_numeric(present, errors="coerce").notna().all():
+        return "numeric"
+    return "categorical"
+
+
+def load_manifest(
+    path: str | Path,
+    *,
+    name: str | None = None,
+    class_names: Sequence[str] | None = None,
+    input_shape: Sequence[int] | None = None,
+    roots: Sequence[str | Path] | None = None,
+    progress: Progress | None = None,
+) -> Cohort:
+    """Load and validate a manifest.
+
+    ``class_names`` (from a model) bounds the labels; ``input_shape`` (``(C, *spatial)``, from a model) fixes
+    the image shape, which otherwise is the most common shape in the manifest. ``roots`` are the folders
+    images may live under (default: the manifest's folder). Raises :class:`InvalidInputError` only when
+    the manifest as a whole is unusable; bad rows go to the load report.
+    """
+    path = Path(path).resolve()
+    frame = _read_table(path)
+    missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
+    if missing:
+        raise InvalidInputError(MSG_MISSING_COLUMNS.format(path=path, missing=missing, present=list(frame.columns)))
+    base = path.parent
+    root_paths = [Path(r).resolve() for r in (roots or [base])]
+    notes: list[str] = []
+    dropped = [c for c in frame.columns if c.strip().lower() in IDENTIFIER_COLUMNS]
+    if dropped:
+        notes.append(f"column(s) {dropped} look like direct patient identifiers and were not loaded")
+    attributes = [c for c in frame.columns if c not in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS) and c not in dropped]
+    schema = {a: _attribute_kind(frame[a]) for a in attributes}
+
+    rejections: list[Rejection] = []
+    staged: list[tuple[int, dict]] = []
+    first_seen: dict[str, int] = {}
+    n = len(frame)
+    for i, row in enumerate(frame.to_dict("records"), start=1):
+        if progress:
+            progress(i - 1, n)
+        case_id = str(row["case_id"]).strip()
+
+        def reject(field: str, reason: str, _i: int = i, _cid: str = case_id) -> None:
+            rejections.append(Rejection(row=_i, case_id=_cid or None, field=field, reason=reason))
+
+        if not case_id:
+            reject("case_id", "empty case_id")
+            continue
+        if case_id in first_seen:
+            reject("case_id", f"duplicate case_id {case_id!r} (first at row {first_seen[case_id]})")
+            continue
+        first_seen[case_id] = i
+
+        label = None
+        text = str(row.get("label", "")).strip()
+        if text:
+            try:
+                value = float(text)
+                if not value.is_integer():
+                    raise ValueError
+                label = int(value)
+            except ValueError:
+                reject("label", f"label {text!r} is not an integer class index")
+                continue
+            if label < 0 or (class_names is not None and label >= len(class_names)):
+                valid = (f"0..{len(class_names) - 1} ({', '.join(class_names)})" if class_names is not None
+                         else "a non-negative integer")
+                reject("label", f"label {label} is outside the classes: expected {valid}")
+                continue
+
+        ref = str(row["image"]).strip()
+        if not ref:
+            reject("image", "empty image path")
+            continue
+        try:
+            image_path = _resolve(base, ref, root_paths)
+            if not image_path.is_file():
+                raise InvalidInputError(f"file not found: {ref}")
+            image = read_image(image_path)
+        except GlassboxError as e:
+            reject("image", str(e).replace(str(base) + "/", ""))
+            continue
+
+        mask_path = None
+        mref = str(row.get("mask", "")).strip()
+        if mref:
+            try:
+                mask_path = _resolve(base, mref, root_paths)
+                if not mask_path.is_file():
+                    raise InvalidInputError(f"file not found: {mref}")
+                mask = read_image(mask_path)
+            except GlassboxError as e:
+                reject("mask", str(e).replace(str(base) + "/", ""))
+                continue
+            if mask.shape[1:] != image.shape[1:]:
+                reject("mask", f"mask is {'×'.join(map(str, mask.shape[1:]))}, image is "
+                               f"{'×'.join(map(str, image.shape[1:]))}")
+                continue
+
+        attrs = {}
+        for a in attributes:
+            v = str(row[a]).strip()
+            attrs[a] = None if v == "" else (float(v) if schema[a] == "numeric" else v)
+            if schema[a] == "numeric" and attrs[a] is not None and float(attrs[a]).is_integer():
+                attrs[a] = int(attrs[a])
+        staged.append((i, dict(case_id=case_id, image=image_path, image_hash=file_hash(image_path),
+                               shape=image.shape, label=label, attributes=attrs, mask=mask_path)))
+    if progress:
+        progress(n, n)
+
+    if input_shape is not None:
+        expected = tuple(int(s) for s in input_shape)
+        why = "the model expects"
+    else:
+        counts = Counter(s["shape"] for _, s in staged)
+        expected = counts.most_common(1)[0][0] if counts else None
+        why = "most images in this cohort are"
+    cases = []
+    for i, s in staged:
+        if expected is not None and s["shape"] != expected:
+            rejections.append(Rejection(
+                row=i, case_id=s["case_id"], field="image",
+                reason=f"image is {_shape_text(s['shape'])}; {why} {_shape_text(expected)}"))
+            continue
+        cases.append(Case(**s))
+
+    rejections.sort(key=lambda r: r.row)
+    report = LoadReport(source=str(path), n_rows=n, rejections=tuple(rejections), notes=tuple(notes))
+    content_hash = json_hash([(c.case_id, c.image_hash, c.label, c.attributes,
+                               file_hash(c.mask) if c.mask else None) for c in cases])
+    return Cohort(name=name or path.parent.name, cases=tuple(cases), attribute_schema=schema,
+                  content_hash=content_hash, report=report)
+
+
+def load_image_batch(cases: Sequence[Case]) -> np.ndarray:
+    """Decode the images of ``cases`` into one float32 array ``(N, C, *spatial)``."""
+    return np.stack([read_image(c.image).array for c in cases])

@@ -1,0 +1,143 @@
+"""Synthetic 2D "radiographs" with known lesions, scanner shift between sites, and a shortcut marker.
+
+- Body and two lung fields with smooth texture and rib-like bands; intensity, contrast and noise differ by site.
+- Label 1 cases carry a lesion: a soft bright blob inside a lung; its disk is the ground-truth mask.
+- Site B burns a small token into the top-left corner (``MARKER_BOX``), far more often on positive cases:
+  the shortcut that chest-radiograph models are known to learn (Zech et al., PLOS Medicine 2018).
+"""
+from __future__ import annotations
+
+import csv
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image as PILImage
+from scipy.ndimage import gaussian_filter
+
+SIZE = 128
+#: rows, columns of the marker token (top-left corner, outside the body)
+MARKER_BOX = (slice(5, 17), slice(5, 17))
+#: where a clean patch to cover the marker comes from (the mirrored top-right corner)
+_CLEAN_BOX = (slice(5, 17), slice(SIZE - 17, SIZE - 5))
+
+
+@dataclass(frozen=True)
+class Site:
+    scanner: str
+    gain: float
+    offset: float
+    contrast: float
+    noise: float
+    prevalence: float
+    marker_if_positive: float = 0.0
+    marker_if_negative: float = 0.0
+
+
+SITES = {
+    "A": Site("Acme X1", gain=0.80, offset=0.06, contrast=1.00, noise=0.015, prevalence=0.30),
+    "B": Site("Borealis 3", gain=0.70, offset=0.12, contrast=0.80, noise=0.030, prevalence=0.50,
+              marker_if_positive=0.85, marker_if_negative=0.10),
+    "C": Site("Cygnus Q", gain=0.90, offset=0.03, contrast=1.15, noise=0.022, prevalence=0.40),
+}
+N_CASES = 720
+TEST_FRACTION = 0.3
+LESION_AMPLITUDE = 0.32
+
+
+def _ellipse(yy, xx, cy, cx, ry, rx):
+    return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1.0
+
+
+def anatomy(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A normalised (0..1) chest-like image ``(H, W)`` and its lung mask."""
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
+    jitter = rng.normal(0, 2.0, size=4)
+    body = _ellipse(yy, xx, 66 + jitter[0], 64, 56, 50 + jitter[1])
+    left = _ellipse(yy, xx, 62 + jitter[2], 42, 34, 16)
+    right = _ellipse(yy, xx, 62 + jitter[3], 86, 34, 16)
+    lungs = left | right
+    texture = gaussian_filter(rng.normal(0, 1, (SIZE, SIZE)), 3.0).astype(np.float32)
+    texture /= np.abs(texture).max() + 1e-6
+    ribs = 0.06 * np.sin(yy * 0.45 + rng.uniform(0, 6.28)) ** 2
+    image = np.full((SIZE, SIZE), 0.04, np.float32)
+    image[body] = 0.62
+    image[lungs] = 0.30
+    image = gaussian_filter(image, 1.5) + lungs * (0.05 * texture + ribs)
+    return image.astype(np.float32), lungs
+
+
+def add_lesion(image: np.ndarray, lungs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Add a lesion inside the lungs; returns the ground-truth mask (bool ``(H, W)``)."""
+    ys, xs = np.nonzero(lungs)
+    radius = rng.uniform(4.0, 8.0)
+    while True:
+        k = rng.integers(len(ys))
+        cy, cx = ys[k], xs[k]
+        if lungs[max(0, int(cy - radius)):int(cy + radius) + 1, max(0, int(cx - radius)):int(cx + radius) + 1].mean() > 0.9:
+            break
+    yy, xx = np.mgrid[0:SIZE, 0:SIZE]
+    d2 = (yy - cy) ** 2 + (xx - cx) ** 2
+    image += (LESION_AMPLITUDE * np.exp(-d2 / (2 * (radius / 1.6) ** 2))).astype(np.float32)
+    return d2 <= radius ** 2
+
+
+def scanner(image: np.ndarray, site: Site, rng: np.random.Generator) -> np.ndarray:
+    """The site's intensity mapping and noise, clipped to [0, 1]."""
+    out = site.offset + site.gain * ((image - 0.35) * site.contrast + 0.35)
+    out = out + rng.normal(0, site.noise, image.shape)
+    return np.clip(out, 0.0, 1.0).astype(np.float32)
+
+
+def paste_marker(image: np.ndarray) -> None:
+    """Burn the site-B token into ``image`` (``(..., H, W)``, 0..1) in place: a bright ring with a bar."""
+    box = image[..., MARKER_BOX[0], MARKER_BOX[1]]
+    box[...] = 0.97
+    box[..., 3:-3, 3:-3] = 0.1
+    box[..., 3:-3, 5:7] = 0.97
+
+
+def erase_marker(image: np.ndarray) -> None:
+    """Cover the token with the mirrored clean corner, in place."""
+    image[..., MARKER_BOX[0], MARKER_BOX[1]] = image[..., _CLEAN_BOX[0], _CLEAN_BOX[1]][..., ::-1]
+
+
+def generate_cohort(folder: Path, *, n_cases: int = N_CASES, seed: int = 20261122,
+                    progress: Callable[[int, int], None] | None = None) -> Path:
+    """Write images/, masks/ and manifest.csv under ``folder``; returns the manifest path."""
+    rng = np.random.default_rng(seed)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    (folder / "masks").mkdir(parents=True, exist_ok=True)
+    rows = []
+    names = sorted(SITES)
+    for i in range(n_cases):
+        site_name = names[i % len(names)]
+        site = SITES[site_name]
+        sex = "F" if rng.random() < 0.5 else "M"
+        age = int(rng.integers(25, 86))
+        p = np.clip(site.prevalence + 0.15 * (age - 55) / 30 + (0.05 if sex == "M" else -0.05), 0.05, 0.95)
+        label = int(rng.random() < p)
+        image, lungs = anatomy(rng)
+        mask = add_lesion(image, lungs, rng) if label else None
+        image = scanner(image, site, rng)
+        marker = int(rng.random() < (site.marker_if_positive if label else site.marker_if_negative))
+        if marker:
+            paste_marker(image)
+        case_id = f"demo-{i + 1:04d}"
+        PILImage.fromarray(np.round(image * 65535).astype(np.uint16)).save(folder / "images" / f"{case_id}.png")
+        mask_ref = ""
+        if mask is not None:
+            mask_ref = f"masks/{case_id}.png"
+            PILImage.fromarray(mask.astype(np.uint8) * 255).save(folder / mask_ref)
+        rows.append({"case_id": case_id, "image": f"images/{case_id}.png", "label": label, "mask": mask_ref,
+                     "sex": sex, "age": age, "site": site_name, "scanner": site.scanner, "marker": marker,
+                     "split": "test" if rng.random() < TEST_FRACTION else "train"})
+        if progress:
+            progress(i + 1, n_cases)
+    manifest = folder / "manifest.csv"
+    with open(manifest, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return manifest

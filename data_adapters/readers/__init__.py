@@ -1,0 +1,36 @@
+"""Image readers: one registry, picked by file suffix.
+
+Adding a format is adding one module here with an :class:`ImageReader` subclass registered in ``READERS``.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from data_adapters.errors import InvalidInputError
+from data_adapters.readers.base import ImageReader
+from data_adapters.readers.png import PngReader
+from data_adapters.records import Image
+from data_adapters.registry import Registry
+
+__all__ = ["READERS", "ImageReader", "read_image", "reader_for"]
+
+READERS: Registry[type[ImageReader]] = Registry("image reader")
+READERS.register(PngReader)
+
+MSG_NO_READER = "{path}: no image reader takes files named like this; supported suffixes: {suffixes}"
+
+
+def reader_for(path: Path) -> ImageReader:
+    for _, reader in READERS.items():
+        if reader.available() and reader.verify_suffix(path):
+            return reader()
+    suffixes = sorted(s for _, r in READERS.items() if r.available() for s in r.suffixes)
+    raise InvalidInputError(MSG_NO_READER.format(path=path, suffixes=", ".join(suffixes)))
+
+
+def read_image(path: str | Path) -> Image:
+    """Read any supported image file into a float32 channel-first :class:`Image`."""
+    path = Path(path)
+    if not path.is_file():
+        raise InvalidInputError(f"{path}: file not found")
+    return reader_for(path).read(path)

@@ -1,0 +1,26 @@
+"""The interface every image reader shares (after MONAI's ``ImageReader``)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from data_adapters.records import Image
+
+
+class ImageReader:
+    """Reads one image file into a float32, channel-first :class:`Image`."""
+
+    #: lower-case suffixes this reader takes, with the dot (``.nii.gz`` style suffixes allowed)
+    suffixes: tuple[str, ...] = ()
+
+    @classmethod
+    def verify_suffix(cls, path: Path) -> bool:
+        name = path.name.lower()
+        return any(name.endswith(s) for s in cls.suffixes)
+
+    @classmethod
+    def available(cls) -> bool:
+        """False when an optional package the reader needs is missing."""
+        return True
+
+    def read(self, path: Path) -> Image:
+        raise NotImplementedError

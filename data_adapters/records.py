@@ -1,0 +1,262 @@
+"""Typed records: the only things that cross package borders.
+
+Shapes are channel-first without a batch axis: a 2D image is ``(C, H, W)``, a volume ``(C, D, H, W)``.
+Records validate themselves on construction, so a malformed one never travels.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import torch
+
+from data_adapters.errors import InvalidInputError
+
+__all__ = [
+    "Image", "Case", "Rejection", "LoadReport", "Cohort", "Preprocessing", "ModelCard", "ModelHandle",
+    "Prediction", "Attribution", "TASKS",
+]
+
+#: ``binary``: one logit, sigmoid, classes (negative, positive); ``multiclass``: C logits, softmax;
+#: ``multilabel``: C logits, independent sigmoids.
+TASKS = ("binary", "multiclass", "multilabel")
+
+
+@dataclass(frozen=True, eq=False)
+class Image:
+    """A decoded image: float32, channel-first, plus physical spacing per spatial axis (mm, or 1.0)."""
+
+    array: np.ndarray
+    spacing: tuple[float, ...]
+    source: str
+
+    def __post_init__(self) -> None:
+        if self.array.dtype != np.float32:
+            raise InvalidInputError(f"{self.source}: image array must be float32, got {self.array.dtype}")
+        if self.array.ndim not in (3, 4):
+            raise InvalidInputError(f"{self.source}: image must be (C,H,W) or (C,D,H,W), got shape {self.array.shape}")
+        if len(self.spacing) != self.array.ndim - 1:
+            raise InvalidInputError(f"{self.source}: spacing {self.spacing} does not match shape {self.array.shape}")
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.array.shape)
+
+
+@dataclass(frozen=True)
+class Case:
+    """One row of a cohort: an image reference, its content hash, label, attributes and optional mask."""
+
+    case_id: str
+    image: Path
+    image_hash: str
+    shape: tuple[int, ...]
+    label: int | None = None
+    attributes: dict[str, Any] = field(default_factory=dict)
+    mask: Path | None = None
+
+    def __post_init__(self) -> None:
+        if not self.case_id:
+            raise InvalidInputError("case_id must be a non-empty string")
+        if self.label is not None and (not isinstance(self.label, int) or self.label < 0):
+            raise InvalidInputError(f"case {self.case_id!r}: label must be a non-negative integer, got {self.label!r}")
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """Why one manifest row was not loaded. ``row`` is 1-based over data rows (the header is not a row)."""
+
+    row: int
+    case_id: str | None
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        who = f" (case {self.case_id})" if self.case_id else ""
+        return f"row {self.row}{who}, field '{self.field}': {self.reason}"
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What happened when a cohort was loaded: rows seen, loaded, every rejection, and notes."""
+
+    source: str
+    n_rows: int
+    rejections: tuple[Rejection, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    @property
+    def n_loaded(self) -> int:
+        return self.n_rows - len({r.row for r in self.rejections})
+
+    @property
+    def n_rejected(self) -> int:
+        return len({r.row for r in self.rejections})
+
+    def frame(self) -> pd.DataFrame:
+        return pd.DataFrame(
+            [{"row": r.row, "case_id": r.case_id, "field": r.field, "reason": r.reason} for r in self.rejections],
+            columns=["row", "case_id", "field", "reason"],
+        )
+
+    def summary(self) -> str:
+        return f"{self.source}: {self.n_loaded} of {self.n_rows} rows loaded, {self.n_rejected} rejected"
+
+
+@dataclass(frozen=True)
+class Cohort:
+    """A set of cases, their attribute schema (name → 'categorical' | 'numeric'), a content hash and a load report."""
+
+    name: str
+    cases: tuple[Case, ...]
+    attribute_schema: dict[str, str]
+    content_hash: str
+    report: LoadReport
+
+    def __post_init__(self) -> None:
+        ids = [c.case_id for c in self.cases]
+        if len(set(ids)) != len(ids):
+            raise InvalidInputError(f"cohort {self.name!r}: case ids are not unique")
+
+    def __len__(self) -> int:
+        return len(self.cases)
+
+    def case(self, case_id: str) -> Case:
+        for c in self.cases:
+            if c.case_id == case_id:
+                return c
+        raise InvalidInputError(f"cohort {self.name!r} has no case {case_id!r}")
+
+    def frame(self) -> pd.DataFrame:
+        """One row per case: ``case_id``, ``label`` and one column per attribute (no paths)."""
+        rows = [{"case_id": c.case_id, "label": c.label, **c.attributes} for c in self.cases]
+        frame = pd.DataFrame(rows, columns=["case_id", "label", *self.attribute_schema])
+        frame["label"] = frame["label"].astype("Int64")
+        return frame
+
+
+INTENSITIES = ("none", "minmax", "zscore")
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What a model expects: input channels, spatial size, and intensity normalisation.
+
+    Applied identically for prediction and for attribution (see ``data_adapters.preprocessing``).
+    """
+
+    in_channels: int
+    spatial_size: tuple[int, ...]
+    intensity: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.intensity not in INTENSITIES:
+            raise InvalidInputError(f"preprocessing.intensity {self.intensity!r} is not one of {INTENSITIES}")
+        if self.in_channels < 1 or len(self.spatial_size) not in (2, 3) or min(self.spatial_size) < 1:
+            raise InvalidInputError(
+                f"preprocessing needs in_channels >= 1 and a 2D or 3D spatial_size, got "
+                f"in_channels={self.in_channels}, spatial_size={self.spatial_size}"
+            )
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return (self.in_channels, *self.spatial_size)
+
+
+@dataclass(frozen=True)
+class ModelCard:
+    """The model's own account of itself, shown to every user and kept in reports."""
+
+    intended_use: str = "not stated"
+    training_data: str = "not stated"
+    limitations: tuple[str, ...] = ()
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, eq=False)
+class ModelHandle:
+    """A loaded model, ready for inference: module in eval mode plus everything needed to use it honestly."""
+
+    name: str
+    version: str
+    module: torch.nn.Module
+    preprocessing: Preprocessing
+    class_names: tuple[str, ...]
+    task: str
+    weights_hash: str
+    card: ModelCard
+    source: str
+    explain_layer: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise InvalidInputError(f"model {self.name!r}: task {self.task!r} is not one of {TASKS}")
+        if len(self.class_names) < 2 and self.task != "multilabel":
+            raise InvalidInputError(f"model {self.name!r}: needs at least two class names, got {self.class_names}")
+        if len(set(self.class_names)) != len(self.class_names):
+            raise InvalidInputError(f"model {self.name!r}: class names are not unique: {self.class_names}")
+        if self.task == "binary" and len(self.class_names) != 2:
+            raise InvalidInputError(f"model {self.name!r}: a binary model has exactly two class names")
+
+    @property
+    def spatial_dims(self) -> int:
+        return len(self.preprocessing.spatial_size)
+
+    @property
+    def n_classes(self) -> int:
+        return len(self.class_names)
+
+    @property
+    def label(self) -> str:
+        return f"{self.name} {self.version}"
+
+    def class_index(self, target: int | str) -> int:
+        """The index of a class given by index or by name; raises with the valid options."""
+        if isinstance(target, str) and target in self.class_names:
+            return self.class_names.index(target)
+        if isinstance(target, (int, np.integer)) and not isinstance(target, bool) and 0 <= int(target) < self.n_classes:
+            return int(target)
+        raise InvalidInputError(
+            f"model {self.label}: target {target!r} is not a class; classes are "
+            + ", ".join(f"{i}={n!r}" for i, n in enumerate(self.class_names))
+        )
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """Per-class probabilities for one case (sum to 1 for single-label tasks), plus uncertainty figures."""
+
+    case_id: str
+    probabilities: tuple[float, ...]
+    uncertainty: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not all(0.0 <= p <= 1.0 and math.isfinite(p) for p in self.probabilities):
+            raise InvalidInputError(f"case {self.case_id!r}: probabilities must lie in [0, 1]")
+
+
+@dataclass(frozen=True, eq=False)
+class Attribution:
+    """One saliency map: same shape as the model input ``(C, *spatial)``, float32 in memory, float16 on disk."""
+
+    case_id: str
+    model_hash: str
+    method: str
+    params: dict[str, Any]
+    target: int
+    array: np.ndarray
+    seconds: float
+    convergence_delta: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.array.ndim not in (3, 4):
+            raise InvalidInputError(f"attribution for {self.case_id!r} must be (C,H,W) or (C,D,H,W), got {self.array.shape}")
+
+    def spatial_map(self, signed: bool = True) -> np.ndarray:
+        """The map summed over channels, ``(*spatial)``; absolute values first unless ``signed``."""
+        a = self.array.astype(np.float32)
+        return a.sum(axis=0) if signed else np.abs(a).sum(axis=0)

@@ -1,0 +1,1 @@
+"""Per-case computation: prediction, saliency (Captum), explanation-quality figures."""

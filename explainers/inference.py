@@ -1,0 +1,56 @@
+"""Class scores and probabilities for any task (binary, multi-class, multi-label), batched on the device."""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+
+from data_adapters.cohort import load_image_batch
+from data_adapters.preprocessing import prepare_batch
+from data_adapters.records import Case, ModelHandle, Prediction
+from explainers.device import batch_size_for, map_batches, module_device
+
+Progress = Callable[[int, int], None]
+
+
+class ClassScores(torch.nn.Module):
+    """Wraps a model so that output column ``k`` is the score (logit) of class ``k`` for every task.
+
+    A binary model's single logit ``z`` becomes ``(-z, z)``: sigmoid of each is that class's probability,
+    and attributing class 0 attributes "not positive". Multi-class scores are logits (softmax),
+    multi-label scores are per-class logits (sigmoid).
+    """
+
+    def __init__(self, handle: ModelHandle) -> None:
+        super().__init__()
+        self.model = handle.module
+        self.task = handle.task
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.model(x)
+        if self.task == "binary":
+            z = z.reshape(z.shape[0], 1)
+            return torch.cat([-z, z], dim=1)
+        return z
+
+
+def probabilities(task: str, scores: torch.Tensor) -> torch.Tensor:
+    """``(B, K)`` class scores → ``(B, K)`` probabilities."""
+    return torch.softmax(scores, dim=1) if task == "multiclass" else torch.sigmoid(scores)
+
+
+def predict_cases(handle: ModelHandle, cases: Sequence[Case], *, progress: Progress | None = None) -> list[Prediction]:
+    """Per-case probabilities; images are decoded a batch at a time so memory stays flat."""
+    device = module_device(handle.module)
+    size = batch_size_for(device, bytes_per_item=int(np.prod(handle.preprocessing.input_shape)) * 4 * 64)
+    scorer = ClassScores(handle)
+
+    def run(s: slice) -> list[Prediction]:
+        batch = cases[s]
+        with torch.inference_mode():
+            x = prepare_batch(handle.preprocessing, load_image_batch(batch), device)
+            p = probabilities(handle.task, scorer(x)).float().cpu().numpy()
+        return [Prediction(case_id=c.case_id, probabilities=tuple(map(float, row))) for c, row in zip(batch, p)]
+
+    return map_batches(run, len(cases), size, progress)

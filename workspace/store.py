@@ -1,0 +1,147 @@
+"""A workspace folder: models, cohorts and the caches that make a restart recompute nothing.
+
+Layout::
+
+    <root>/models/<version>/model.json (+ weights)       model versions offered by the app
+    <root>/cohorts/<name>/manifest.csv (+ images)          cohorts offered by the app
+    <root>/cache/predictions/<model>-<cohort>.parquet       per-case probabilities
+    <root>/cache/attributions/<key[:2]>/<key>.npz           one saliency map, float16, keyed by content hashes
+
+Cache keys are content hashes (model weights + spec, image bytes or cohort, method, parameters, target),
+so an edited file never serves a stale result and a renamed one never recomputes.
+"""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from data_adapters.cohort import load_image_batch
+from data_adapters.hashing import json_hash
+from data_adapters.models import SPEC_NAME
+from data_adapters.records import Attribution, Case, Cohort, ModelHandle
+from explainers.inference import predict_cases
+from explainers.saliency import SALIENCY_METHODS, explain, explain_layer
+
+Progress = Callable[[int, int], None]
+DEFAULT_HOME = Path(os.environ.get("GLASSBOX_HOME", Path.cwd() / ".glassbox"))
+
+
+def default_workspace() -> Path:
+    """``$GLASSBOX_WORKSPACE``, else the demo workspace under ``$GLASSBOX_HOME`` (default ``./.glassbox``)."""
+    return Path(os.environ.get("GLASSBOX_WORKSPACE", DEFAULT_HOME / "demo"))
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp" + path.suffix)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def probability_columns(handle: ModelHandle) -> list[str]:
+    return [f"p_{k}" for k in range(handle.n_classes)]
+
+
+class Workspace:
+    """Models, cohorts and caches under one folder. Cheap to construct; holds no loaded state."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root)
+        self.cache = self.root / "cache"
+
+    def model_paths(self) -> dict[str, Path]:
+        """Model version folder name → folder, for every ``models/*/model.json``."""
+        folder = self.root / "models"
+        return {p.parent.name: p.parent for p in sorted(folder.glob(f"*/{SPEC_NAME}"))} if folder.is_dir() else {}
+
+    def cohort_paths(self) -> dict[str, Path]:
+        """Cohort name → manifest, for every ``cohorts/*/manifest.csv`` (or ``.parquet``)."""
+        folder = self.root / "cohorts"
+        if not folder.is_dir():
+            return {}
+        found = sorted([*folder.glob("*/manifest.csv"), *folder.glob("*/manifest.parquet")])
+        return {p.parent.name: p for p in found}
+
+    # -- predictions ---------------------------------------------------------------------------------
+    def prediction_path(self, handle: ModelHandle, cohort: Cohort) -> Path:
+        return self.cache / "predictions" / f"{handle.weights_hash[:20]}-{cohort.content_hash[:20]}.parquet"
+
+    def predictions(self, handle: ModelHandle, cohort: Cohort, *, progress: Progress | None = None) -> pd.DataFrame:
+        """Per-case probabilities (``case_id``, ``p_0`` … ``p_{K-1}``), computed once per model and cohort."""
+        path = self.prediction_path(handle, cohort)
+        if path.is_file():
+            return pd.read_parquet(path)
+        preds = predict_cases(handle, cohort.cases, progress=progress)
+        frame = pd.DataFrame([p.probabilities for p in preds], columns=probability_columns(handle))
+        frame.insert(0, "case_id", [p.case_id for p in preds])
+        _atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
+        return frame
+
+    # -- attributions --------------------------------------------------------------------------------
+    def attribution_key(self, handle: ModelHandle, case: Case, method: str, target: int,
+                        params: dict[str, Any] | None) -> str:
+        cls = SALIENCY_METHODS.get(method)
+        full = cls.params(params)
+        layer = explain_layer(handle) if cls.uses_layer else None
+        return json_hash("attribution", handle.weights_hash, case.image_hash, method, full, layer,
+                         handle.class_index(target))
+
+    def _attribution_path(self, key: str) -> Path:
+        return self.cache / "attributions" / key[:2] / f"{key}.npz"
+
+    def attributions(self, handle: ModelHandle, cases: Sequence[Case], method: str, target: int | str,
+                     params: dict[str, Any] | None = None, *, progress: Progress | None = None,
+                     case_batch: int | None = None) -> list[Attribution]:
+        """One map per case, read from the cache where present; the rest computed in batches and cached."""
+        target_index = handle.class_index(target)
+        keys = [self.attribution_key(handle, c, method, target_index, params) for c in cases]
+        found: dict[int, Attribution] = {}
+        for i, (case, key) in enumerate(zip(cases, keys)):
+            path = self._attribution_path(key)
+            if path.is_file():
+                found[i] = _read_attribution(path, case.case_id)
+        todo = [i for i in range(len(cases)) if i not in found]
+        if todo:
+            images = load_image_batch([cases[i] for i in todo])
+            fresh = explain(handle, images, [cases[i].case_id for i in todo], method, target_index, params,
+                            case_batch=case_batch, progress=progress)
+            for i, attribution in zip(todo, fresh):
+                _write_attribution(self._attribution_path(keys[i]), attribution)
+                found[i] = attribution
+        elif progress:
+            progress(len(cases), len(cases))
+        return [found[i] for i in range(len(cases))]
+
+
+def _write_attribution(path: Path, a: Attribution) -> None:
+    # float16 with a per-map scale: small gradients keep their relative precision
+    scale = float(np.abs(a.array).max()) or 1.0
+    meta = {"case_id": a.case_id, "model_hash": a.model_hash, "method": a.method, "params": a.params,
+            "target": a.target, "seconds": a.seconds, "convergence_delta": a.convergence_delta, "scale": scale}
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, array=(a.array / scale).astype(np.float16), meta=np.array(json.dumps(meta)))
+
+    _atomic_write(path, write)
+
+
+def _read_attribution(path: Path, case_id: str) -> Attribution:
+    with np.load(path, allow_pickle=False) as z:
+        meta = json.loads(str(z["meta"]))
+        array = z["array"].astype(np.float32) * np.float32(meta["scale"])
+    return Attribution(case_id=case_id, model_hash=meta["model_hash"], method=meta["method"], params=meta["params"],
+                       target=meta["target"], array=array, seconds=meta["seconds"],
+                       convergence_delta=meta["convergence_delta"])

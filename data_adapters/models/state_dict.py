@@ -58,7 +58,11 @@ class StateDictLoader(ModelLoader):
             raise ModelError(f"{path}: not a readable torch weights file ({e})") from e
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise ModelError(MSG_NOT_STATE_DICT.format(path=path, kind=type(state).__name__))
-        result = module.load_state_dict(state, strict=False)
+        try:
+            result = module.load_state_dict(state, strict=False)
+        except RuntimeError as e:  # shape mismatches raise even when not strict
+            shapes = [line.strip() for line in str(e).splitlines() if "size mismatch" in line][:3]
+            raise ModelError(f"{path}: weights do not fit network {net['name']}: {'; '.join(shapes) or e}") from e
         if result.missing_keys or result.unexpected_keys:
             raise ModelError(MSG_MISMATCH.format(path=path, net=net["name"], missing=result.missing_keys[:5],
                                                  unexpected=result.unexpected_keys[:5]))

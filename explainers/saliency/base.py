@@ -7,14 +7,14 @@ methods, upsampled). Hooks are Captum's, registered per call and removed even af
 from __future__ import annotations
 
 import contextlib
+import difflib
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 
 from data_adapters.errors import ExplainerError, InvalidInputError, UnknownNameError
 from data_adapters.records import ModelHandle
-
-import difflib
 
 
 class SaliencyMethod:
@@ -69,6 +69,11 @@ class SaliencyMethod:
 def seeded(seed: int, device: torch.device):
     """Draws inside are reproducible and leave the global random state as it was."""
     devices = [device] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        torch.manual_seed(seed)
-        yield
+    numpy_state = np.random.get_state()  # Captum's GradientShap draws baselines with numpy's global generator
+    try:
+        with torch.random.fork_rng(devices=devices):
+            torch.manual_seed(seed)
+            np.random.seed(seed)
+            yield
+    finally:
+        np.random.set_state(numpy_state)

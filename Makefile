@@ -1,0 +1,33 @@
+# Glassbox: two commands on a fresh machine.
+#   make demo   virtual environment + pinned stack, demo workspace if missing, app on http://127.0.0.1:8501
+#   make test   the same install plus Debian chromium (for the browser smoke test), then the whole test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+PORT ?= 8501
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test install chromium bench
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[test]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
+
+demo: install
+	$(BIN)/glassbox demo
+	$(BIN)/glassbox serve --port $(PORT)
+
+test: install chromium
+	$(BIN)/python -m pytest
+
+bench: install
+	$(BIN)/glassbox demo
+	$(BIN)/python benchmarks/integrated_gradients.py

@@ -1,0 +1,25 @@
+"""Glassbox: the Streamlit entry point. A router plus the shared sidebar (workspace, model version, cohort)."""
+from __future__ import annotations
+
+import streamlit as st
+
+from pages._common import selection
+
+st.set_page_config(page_title="Glassbox", page_icon="assets/logo.svg", layout="wide")
+
+with st.sidebar:
+    st.logo("assets/logo.svg")
+    root, models, cohorts = selection()
+    st.text_input("Workspace", value=str(root), key="workspace",
+                  help="A folder with models/<version>/model.json and cohorts/<name>/manifest.csv")
+    if models:
+        st.selectbox("Model version", list(models), key="model", index=len(models) - 1)
+    if cohorts:
+        st.selectbox("Cohort", list(cohorts), key="cohort")
+    st.caption("PHI is never shown: identifier columns are dropped on load.")
+
+page = st.navigation([
+    st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
+    st.Page("pages/case_review.py", title="Case review", icon=":material/radiology:"),
+])
+page.run()

@@ -1,0 +1,98 @@
+"""The pages' one helper: cached wrappers around the library, and the current selection from the sidebar.
+
+``st.cache_resource`` holds models (shared, read-only); ``st.cache_data`` holds cohorts and results (copied
+per caller). Keys are paths plus modification times, so an edited file is re-read.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from data_adapters.cohort import load_manifest
+from data_adapters.errors import GlassboxError
+from data_adapters.models import load_model, spec_path
+from data_adapters.records import Attribution, Cohort, ModelHandle
+from explainers.device import best_device
+from workspace.store import Workspace, default_workspace
+
+
+def _mtime(path: Path) -> float:
+    return path.stat().st_mtime if path.exists() else 0.0
+
+
+@st.cache_resource(show_spinner="Loading model…")
+def _model(path: str, _mtime_key: float) -> ModelHandle:
+    handle = load_model(path)
+    handle.module.to(best_device())
+    return handle
+
+
+def model(path: str | Path) -> ModelHandle:
+    return _model(str(path), _mtime(spec_path(path)))
+
+
+@st.cache_data(show_spinner="Checking cohort…", max_entries=8)
+def _cohort(manifest: str, _mtime_key: float) -> Cohort:
+    return load_manifest(manifest)
+
+
+def cohort(manifest: str | Path) -> Cohort:
+    return _cohort(str(manifest), _mtime(Path(manifest)))
+
+
+@st.cache_data(show_spinner="Predicting…", max_entries=16)
+def _predictions(root: str, model_path: str, manifest: str, _keys: tuple) -> pd.DataFrame:
+    bar = st.progress(0.0, text="Predicting cohort…")
+    frame = Workspace(root).predictions(model(model_path), cohort(manifest),
+                                        progress=lambda d, n: bar.progress(d / max(n, 1), text=f"Predicting {d}/{n}"))
+    bar.empty()
+    return frame
+
+
+def predictions(root: Path, model_path: Path, manifest: Path) -> pd.DataFrame:
+    return _predictions(str(root), str(model_path), str(manifest), (_mtime(spec_path(model_path)), _mtime(manifest)))
+
+
+def attribution(root: Path, model_path: Path, manifest: Path, case_id: str, method: str, target: int) -> Attribution:
+    """One map, from the workspace cache or computed (with a progress bar)."""
+    handle = model(model_path)
+    case = cohort(manifest).case(case_id)
+    bar = st.progress(0.0, text=f"Computing {method}…")
+    try:
+        (a,) = Workspace(root).attributions(handle, [case], method, target,
+                                            progress=lambda d, n: bar.progress(d / max(n, 1)))
+    finally:
+        bar.empty()
+    return a
+
+
+def selection() -> tuple[Path, dict[str, Path], dict[str, Path]]:
+    """Workspace root, its model versions and its cohorts, as chosen in the sidebar (or the defaults)."""
+    root = Path(st.session_state.get("workspace") or default_workspace())
+    ws = Workspace(root)
+    return root, ws.model_paths(), ws.cohort_paths()
+
+
+def chosen(options: dict[str, Path], key: str) -> Path | None:
+    name = st.session_state.get(key)
+    if name in options:
+        return options[name]
+    return next(iter(options.values()), None)
+
+
+def require_selection() -> tuple[Path, Path, Path]:
+    """The chosen workspace, model folder and manifest; stops the page with guidance when one is missing."""
+    root, models, cohorts = selection()
+    model_path, manifest = chosen(models, "model"), chosen(cohorts, "cohort")
+    if model_path is None or manifest is None:
+        st.warning(f"Workspace `{root}` has no {'models' if model_path is None else 'cohorts'} yet. "
+                   "Build the demo with `glassbox demo`, or add `models/<version>/model.json` and "
+                   "`cohorts/<name>/manifest.csv` (see the README).")
+        st.stop()
+    return root, model_path, manifest
+
+
+def show_error(error: GlassboxError) -> None:
+    st.error(str(error))

@@ -1,0 +1,103 @@
+"""Case review: one case, what the model saw (several saliency methods side by side), how sure it is."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from data_adapters.errors import GlassboxError
+from data_adapters.readers import read_image
+from evaluation.outcomes import OUTCOMES, case_outcomes
+from explainers.figures import COLORMAPS, case_figure
+from explainers.saliency import SALIENCY_METHODS
+from pages import _common as common
+
+st.title("Case review")
+root, model_path, manifest = common.require_selection()
+try:
+    handle = common.model(model_path)
+    cohort = common.cohort(manifest)
+    preds = common.predictions(root, model_path, manifest)
+except GlassboxError as e:
+    common.show_error(e)
+    st.stop()
+
+# -- which case ------------------------------------------------------------------------------------------
+top = st.columns([1, 1, 1, 1, 1])
+class_index = top[0].selectbox("Class of interest", range(handle.n_classes), index=handle.n_classes - 1,
+                               format_func=lambda k: handle.class_names[k], key="review_class")
+threshold = top[1].slider("Threshold", 0.05, 0.95, 0.5, 0.05, key="review_threshold",
+                          help="A case is called for the class when its probability reaches this")
+table = case_outcomes(cohort, preds, class_index, threshold)
+filters = {}
+for col, attr in zip(top[2:4], [a for a in ("site", "sex") if a in cohort.attribute_schema]):
+    filters[attr] = col.multiselect(attr.capitalize(), sorted(table[attr].dropna().unique()), key=f"review_{attr}")
+outcome = top[4].multiselect("Outcome", OUTCOMES[:3], key="review_outcome")
+labels = st.multiselect("True label", range(handle.n_classes), format_func=lambda k: handle.class_names[k],
+                        key="review_label")
+shown = table
+for attr, values in filters.items():
+    if values:
+        shown = shown[shown[attr].isin(values)]
+if outcome:
+    shown = shown[shown["outcome"].isin(outcome)]
+if labels:
+    shown = shown[shown["label"].isin(labels)]
+if shown.empty:
+    st.info("No case matches these filters.")
+    st.stop()
+case_id = st.selectbox(f"Case ({len(shown)} match)", shown["case_id"].tolist(), key="review_case")
+row = shown.set_index("case_id").loc[case_id]
+case = cohort.case(case_id)
+
+# -- display controls -------------------------------------------------------------------------------------
+names = SALIENCY_METHODS.names()
+methods = st.multiselect("Methods", names, default=["grad_cam", "saliency"], key="review_methods",
+                                  format_func=lambda n: SALIENCY_METHODS.get(n).title, max_selections=4)
+controls = st.columns(5)
+opacity = controls[0].slider("Overlay opacity", 0.0, 1.0, 0.5, 0.05, key="review_opacity")
+colormap = controls[1].selectbox("Colormap", COLORMAPS, key="review_colormap")
+signed = controls[2].radio("Values", ["absolute", "signed"], key="review_signed", horizontal=True) == "signed"
+window = controls[3].slider("Window", 0.02, 1.0, 1.0, 0.01, key="review_window")
+level = controls[4].slider("Level", 0.0, 1.0, 0.5, 0.01, key="review_level")
+show_mask = st.checkbox("Outline ground-truth mask", value=case.mask is not None, key="review_mask",
+                        disabled=case.mask is None)
+
+# -- the case ---------------------------------------------------------------------------------------------
+image = read_image(case.image).array
+mask = read_image(case.mask).array[0] > 0.5 if (case.mask is not None and show_mask) else None
+info, views = st.columns([1, 3])
+with info:
+    st.subheader(case_id)
+    probs = pd.DataFrame({"class": handle.class_names,
+                          "probability": [float(row[f"p_{k}"]) for k in range(handle.n_classes)]})
+    st.dataframe(probs, hide_index=True, key="review_probs",
+                 column_config={"probability": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0,
+                                                                                format="%.3f")})
+    true = "unlabelled" if pd.isna(row["label"]) else handle.class_names[int(row["label"])]
+    st.markdown(f"**True label:** {true}  \n**Outcome:** {row['outcome']} at threshold {threshold:.2f}")
+    attrs = {k: v for k, v in case.attributes.items()}
+    st.dataframe(pd.DataFrame({"attribute": list(attrs), "value": [str(v) for v in attrs.values()]}),
+                 hide_index=True, key="review_attributes")
+
+with views:
+    cols = st.columns(1 + len(methods))
+    plane = image[0] if image.ndim == 3 else image[0, image.shape[1] // 2]
+    cols[0].plotly_chart(case_figure(plane, window=window, level=level, mask=mask, title="Image"),
+                         key="review_fig_image")
+    for col, method in zip(cols[1:], methods):
+        with col:
+            try:
+                a = common.attribution(root, model_path, manifest, case_id, method, class_index)
+            except GlassboxError as e:
+                common.show_error(e)
+                continue
+            amap = a.spatial_map(signed=signed)
+            amap = amap if amap.ndim == 2 else amap[amap.shape[0] // 2]
+            col.plotly_chart(case_figure(plane, window=window, level=level, attribution=amap, opacity=opacity,
+                                         colormap=colormap, signed=signed, mask=mask,
+                                         title=SALIENCY_METHODS.get(method).title), key=f"review_fig_{method}")
+            delta = f" · completeness gap {a.convergence_delta:.2g}" if a.convergence_delta is not None else ""
+            col.caption(f"{handle.class_names[a.target]} · {a.seconds * 1000:.0f} ms{delta}")
+st.caption("Maps explain the class of interest. Red/bright: evidence for it; in signed view blue is evidence "
+           "against. Saliency shows where the model looked, not why, and can be wrong.")

@@ -1,0 +1,60 @@
+"""Home: the workspace at a glance, the cohort's make-up and load report, and the model card."""
+from __future__ import annotations
+
+import streamlit as st
+
+from data_adapters.errors import GlassboxError
+from evaluation.cohort_summary import group_columns, group_counts, label_balance_figure
+from pages import _common as common
+
+st.title("Glassbox")
+st.caption("Explainability review for medical-imaging models: what the model sees, how sure it is, for whom it works.")
+
+root, model_path, manifest = common.require_selection()
+try:
+    handle = common.model(model_path)
+    cohort = common.cohort(manifest)
+except GlassboxError as e:
+    common.show_error(e)
+    st.stop()
+
+report = cohort.report
+c1, c2, c3, c4 = st.columns(4)
+c1.metric("Cases loaded", report.n_loaded)
+c2.metric("Rows rejected", report.n_rejected)
+labelled = cohort.frame()["label"].dropna()
+c3.metric("Labelled", len(labelled))
+c4.metric("Model version", handle.version)
+
+left, right = st.columns([3, 2])
+with left:
+    st.subheader(f"Cohort · {cohort.name}")
+    groups = group_columns(cohort)
+    if groups:
+        by = st.selectbox("Group by", groups, key="home_group_by")
+        st.plotly_chart(label_balance_figure(cohort, by, handle.class_names), key="home_balance")
+        st.dataframe(group_counts(cohort, by, handle.class_names), hide_index=True, key="home_counts")
+    else:
+        st.info("This cohort has no categorical attributes to group by.")
+    st.subheader("Load report")
+    st.write(report.summary())
+    for note in report.notes:
+        st.info(note)
+    if report.n_rejected:
+        st.dataframe(report.frame(), hide_index=True, key="home_rejections")
+    else:
+        st.success("Every row loaded.")
+
+with right:
+    st.subheader("Model card")
+    card = handle.card
+    st.markdown(f"**{handle.name}**, version **{handle.version}** · task: {handle.task} · classes: "
+                + ", ".join(f"`{c}`" for c in handle.class_names))
+    st.markdown(f"**Intended use.** {card.intended_use}")
+    st.markdown(f"**Training data.** {card.training_data}")
+    st.markdown("**Known limitations.**\n" + "\n".join(f"- {lim}" for lim in card.limitations or ["none stated"]))
+    for k, v in card.extra.items():
+        st.markdown(f"**{k.replace('_', ' ').capitalize()}.** {v}")
+    pre = handle.preprocessing
+    st.caption(f"Input {pre.input_shape} (channels, *spatial), intensity '{pre.intensity}'. "
+               f"Weights hash `{handle.weights_hash[:12]}`.")

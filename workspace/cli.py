@@ -117,6 +117,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_explain(args: argparse.Namespace) -> int:
+    SALIENCY_METHODS.get(args.method)  # a bad name fails before anything is loaded
     handle = _model(args.model)
     cohort = load_manifest(args.cohort, class_names=handle.class_names, input_shape=handle.preprocessing.input_shape)
     case = cohort.case(args.case)

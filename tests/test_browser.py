@@ -1,0 +1,73 @@
+"""Real-browser smoke test: Debian's chromium opens the running app, visits every page, finds no error element.
+
+`make test` installs chromium; there is no browser download (playwright drives /usr/bin/chromium).
+"""
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+PAGES = {"": "Glassbox", "case_review": "Case review"}
+ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def app_url(demo_root):
+    port = free_port()
+    env = {**os.environ, "GLASSBOX_WORKSPACE": str(demo_root)}
+    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port",
+                             str(port), "--server.address", "127.0.0.1", "--server.headless", "true"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                if urllib.request.urlopen(url + "/_stcore/health", timeout=2).read() == b"ok":
+                    break
+            except OSError:
+                if time.time() > deadline or proc.poll() is not None:
+                    raise RuntimeError("the app did not start:\n" + proc.stdout.read().decode()[-2000:]) from None
+                time.sleep(0.5)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def test_every_page_renders_without_error_in_chromium(app_url, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    assert Path(CHROMIUM).exists(), "Debian chromium is missing: run `make test`, which installs it"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 2400})
+            for path, heading in PAGES.items():
+                page.goto(f"{app_url}/{path}", wait_until="networkidle")
+                page.get_by_role("heading", name=heading).first.wait_for(timeout=60_000)
+                page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+                page.wait_for_timeout(1500)
+                page.screenshot(path=str(tmp_path / f"{path or 'home'}.png"))
+                assert page.locator(ERRORS).count() == 0, f"error element on /{path}"
+                assert page.locator('[data-testid="stSidebarNavLink"]').count() == len(PAGES)
+            assert page.locator(".js-plotly-plot").count() >= 3  # image + Grad-CAM + saliency on case review
+        finally:
+            browser.close()

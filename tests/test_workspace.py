@@ -1,0 +1,98 @@
+"""Workspace caches: computed once, keyed by content, faithful on read-back; any number of classes."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import workspace.store as store
+from data_adapters.cohort import load_manifest
+from data_adapters.models import load_model, write_spec
+from explainers.saliency import explain
+from tests.helpers import TinyCNN, handle_for, write_png
+from workspace.store import Workspace
+
+
+@pytest.fixture
+def small_cohort(tmp_path):
+    d = tmp_path / "cohort"
+    rng = np.random.default_rng(1)
+    rows = ["case_id,image,label,site"]
+    for i in range(6):
+        write_png(d / f"i{i}.png", rng.integers(0, 65535, (12, 12), dtype=np.uint16))
+        rows.append(f"k{i},i{i}.png,{i % 3},{'AB'[i % 2]}")
+    (d / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return load_manifest(d / "manifest.csv")
+
+
+def test_predictions_for_a_three_class_model_are_cached(tmp_path, small_cohort, monkeypatch):
+    handle = handle_for(TinyCNN(2, 1, 3), n_classes=3, input_shape=(1, 12, 12))
+    ws = Workspace(tmp_path / "ws")
+    first = ws.predictions(handle, small_cohort)
+    assert list(first.columns) == ["case_id", "p_0", "p_1", "p_2"] and len(first) == 6
+    np.testing.assert_allclose(first[["p_0", "p_1", "p_2"]].sum(axis=1), 1.0, atol=1e-6)
+    monkeypatch.setattr(store, "predict_cases", lambda *a, **k: pytest.fail("recomputed a cached prediction"))
+    again = Workspace(tmp_path / "ws").predictions(handle, small_cohort)  # a restart: a fresh object
+    np.testing.assert_allclose(again[["p_0", "p_1", "p_2"]], first[["p_0", "p_1", "p_2"]])
+
+
+def test_multilabel_probabilities_are_independent(tmp_path, small_cohort):
+    handle = handle_for(TinyCNN(2, 1, 3), task="multilabel", n_classes=3, input_shape=(1, 12, 12))
+    frame = Workspace(tmp_path).predictions(handle, small_cohort)
+    assert not np.allclose(frame[["p_0", "p_1", "p_2"]].sum(axis=1), 1.0)
+
+
+def test_attributions_are_cached_per_case_method_params_and_target(tmp_path, small_cohort, monkeypatch):
+    handle = handle_for(TinyCNN(2, 1, 3), n_classes=3, input_shape=(1, 12, 12))
+    ws = Workspace(tmp_path)
+    cases = list(small_cohort.cases[:4])
+    calls = []
+    real = store.explain
+
+    def counting(*args, **kwargs):
+        calls.append(len(args[2]))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(store, "explain", counting)
+    fresh = ws.attributions(handle, cases[:2], "integrated_gradients", 2, {"n_steps": 8})
+    mixed = ws.attributions(handle, cases, "integrated_gradients", 2, {"n_steps": 8})
+    assert calls == [2, 2], "only the two new cases are computed"
+    for a, b in zip(fresh, mixed[:2]):
+        scale = np.abs(a.array).max()
+        np.testing.assert_allclose(b.array, a.array, atol=scale * 1e-3)  # float16 on disk
+        assert b.convergence_delta == pytest.approx(a.convergence_delta)
+        assert b.params == {"n_steps": 8} and b.target == 2
+    ws.attributions(handle, cases[:1], "integrated_gradients", 1, {"n_steps": 8})
+    ws.attributions(handle, cases[:1], "integrated_gradients", 2, {"n_steps": 9})
+    ws.attributions(handle, cases[:1], "integrated_gradients", 2, {"n_steps": 8})
+    assert calls == [2, 2, 1, 1], "another target or parameter is another key; the same is a hit"
+
+
+def test_key_changes_with_model_weights(tmp_path, small_cohort):
+    torch.manual_seed(0)
+    from monai.networks.nets import DenseNet
+
+    args = {"spatial_dims": 2, "in_channels": 1, "out_channels": 3, "init_features": 4, "growth_rate": 4,
+            "block_config": [1], "bn_size": 2}
+    folder = tmp_path / "m"
+    folder.mkdir()
+    torch.save(DenseNet(**args).state_dict(), folder / "weights.pt")
+    spec = {"name": "m", "format": "state_dict", "network": {"name": "DenseNet", "args": args},
+            "task": "multiclass", "class_names": ["a", "b", "c"],
+            "preprocessing": {"in_channels": 1, "spatial_size": [12, 12]}}
+    write_spec(folder, spec)
+    ws = Workspace(tmp_path / "ws")
+    case = small_cohort.cases[0]
+    k1 = ws.attribution_key(load_model(folder), case, "saliency", 0, None)
+    torch.save(DenseNet(**args).state_dict(), folder / "weights.pt")  # new random weights
+    assert ws.attribution_key(load_model(folder), case, "saliency", 0, None) != k1
+
+
+def test_explain_matches_the_workspace_path(tmp_path, small_cohort):
+    handle = handle_for(TinyCNN(2, 1, 3), n_classes=3, input_shape=(1, 12, 12))
+    case = small_cohort.cases[0]
+    from data_adapters.cohort import load_image_batch
+
+    direct = explain(handle, load_image_batch([case]), [case.case_id], "saliency", 1)[0]
+    via = Workspace(tmp_path).attributions(handle, [case], "saliency", 1)[0]
+    np.testing.assert_allclose(via.array, direct.array)

@@ -1,9 +1,22 @@
 """Glassbox: the Streamlit entry point. A router plus the shared sidebar (workspace, model version, cohort)."""
 from __future__ import annotations
 
+import sys
+
 import streamlit as st
 
-from pages._common import selection
+if __name__ == "__main__" and not st.runtime.exists():
+    # `python app.py [streamlit options]` serves the app. Streamlit treats a folder named pages/ beside the
+    # entry script as a v1 multipage app until st.navigation first runs, so a fresh server opened at
+    # /case_review would run that page alone, without this router. Serving from here turns that off first.
+    from streamlit.runtime.pages_manager import PagesManager
+    from streamlit.web import cli
+
+    PagesManager.uses_pages_directory = False
+    sys.argv = ["streamlit", "run", __file__, *sys.argv[1:]]
+    sys.exit(cli.main())
+
+from pages._common import selection  # noqa: E402
 
 st.set_page_config(page_title="Glassbox", page_icon="assets/logo.svg", layout="wide")
 

@@ -60,7 +60,7 @@ colormap = controls[1].selectbox("Colormap", COLORMAPS, key="review_colormap")
 signed = controls[2].radio("Values", ["absolute", "signed"], key="review_signed", horizontal=True) == "signed"
 window = controls[3].slider("Window", 0.02, 1.0, 1.0, 0.01, key="review_window")
 level = controls[4].slider("Level", 0.0, 1.0, 0.5, 0.01, key="review_level")
-show_mask = st.checkbox("Outline ground-truth mask", value=case.mask is not None, key="review_mask",
+show_mask = st.checkbox("Outline ground-truth mask", value=True, key="review_mask",
                         disabled=case.mask is None)
 
 # -- the case ---------------------------------------------------------------------------------------------

@@ -18,7 +18,8 @@ ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-PAGES = {"": "Glassbox", "case_review": "Case review"}
+# a fresh server opened straight at a page must still run the router (sidebar, two nav links)
+PAGES = {"case_review": "Case review", "": "Glassbox"}
 ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
 
 
@@ -32,7 +33,7 @@ def free_port() -> int:
 def app_url(demo_root):
     port = free_port()
     env = {**os.environ, "GLASSBOX_WORKSPACE": str(demo_root)}
-    proc = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port",
+    proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--server.port",
                              str(port), "--server.address", "127.0.0.1", "--server.headless", "true"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
@@ -68,6 +69,8 @@ def test_every_page_renders_without_error_in_chromium(app_url, tmp_path):
                 page.screenshot(path=str(tmp_path / f"{path or 'home'}.png"))
                 assert page.locator(ERRORS).count() == 0, f"error element on /{path}"
                 assert page.locator('[data-testid="stSidebarNavLink"]').count() == len(PAGES)
-            assert page.locator(".js-plotly-plot").count() >= 3  # image + Grad-CAM + saliency on case review
+                assert page.get_by_label("Workspace").count() >= 1, f"no shared sidebar on /{path}"
+                if path == "case_review":
+                    assert page.locator(".js-plotly-plot").count() >= 3  # image + Grad-CAM + saliency
         finally:
             browser.close()

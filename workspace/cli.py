@@ -138,7 +138,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
 def cmd_serve(args: argparse.Namespace) -> int:
     app = Path(__file__).resolve().parent.parent / "app.py"
     env = {**os.environ, "GLASSBOX_WORKSPACE": str(Path(args.workspace).resolve())}
-    return subprocess.call([sys.executable, "-m", "streamlit", "run", str(app), "--server.address", args.address,
+    return subprocess.call([sys.executable, str(app), "--server.address", args.address,
                             "--server.port", str(args.port), "--server.headless", "true",
                             "--browser.gatherUsageStats", "false"], env=env)
 

@@ -35,8 +35,10 @@ for _cls in (Saliency, IntegratedGradients, Smoothgrad, GradientShap, Occlusion,
     SALIENCY_METHODS.register(_cls)
 
 Progress = Callable[[int, int], None]
-#: examples per forward pass inside one method call (IG steps, SmoothGrad samples, occlusion windows) on the CPU
-CPU_INTERNAL_BATCH = 256
+#: examples per forward pass inside one method call (IG steps, SmoothGrad samples, occlusion windows) on the CPU.
+#: Measured on 2 cores (benchmarks/integrated_gradients.py): 50..1000 all run within noise of a per-image loop,
+#: the CPU being compute-bound; the GPU path sizes batches from free memory instead.
+CPU_INTERNAL_BATCH = 128
 
 
 def explain_layer(handle: ModelHandle) -> str:
@@ -78,7 +80,7 @@ def explain(handle: ModelHandle, images: np.ndarray, case_ids: Sequence[str], me
     scorer = ClassScores(handle)
     item_bytes = int(np.prod(handle.preprocessing.input_shape)) * 4 * 64  # activations ~64x the input
     internal = CPU_INTERNAL_BATCH if device.type != "cuda" else batch_size_for(device, item_bytes, cap=4096)
-    size = case_batch or (CPU_BATCH // 2 if device.type != "cuda" else max(1, internal // cls.relative_cost))
+    size = case_batch or max(1, min(CPU_BATCH if device.type != "cuda" else internal, internal // cls.relative_cost))
     method_impl = cls()
     recorded = {**full, **({"layer": explain_layer(handle)} if cls.uses_layer else {})}
 

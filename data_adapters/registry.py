@@ -23,9 +23,12 @@ class Registry(Generic[T]):
         self.family = family
         self._entries: dict[str, T] = {}
 
-    def register(self, entry: T) -> T:
-        """Register ``entry`` under the last component of its module's name; usable as a decorator."""
-        name = entry.__module__.rsplit(".", 1)[-1]
+    def register(self, entry: T, name: str | None = None) -> T:
+        """Register ``entry`` under ``name``, by default the last component of its module's name.
+
+        Families whose entries are one-line functions (metrics) name them explicitly instead.
+        """
+        name = name or entry.__module__.rsplit(".", 1)[-1]
         if name in self._entries:
             raise ValueError(f"{self.family} {name!r} is registered twice")
         self._entries[name] = entry

@@ -14,7 +14,7 @@ from data_adapters.models import load_model, write_spec
 from workspace.store import Workspace
 
 #: bump when the generator or training changes, so that old demo workspaces are rebuilt
-DEMO_VERSION = 1
+DEMO_VERSION = 3
 COHORT = "demo2d"
 StepProgress = Callable[[str], Callable[[int, int], None] | None]
 
@@ -49,6 +49,8 @@ def build_demo(root: str | Path, *, force: bool = False, step: StepProgress | No
     if demo_is_built(root) and not force:
         log(f"demo workspace at {root} is up to date; reusing it")
         return root
+    if (root / "demo.json").is_file():
+        force = True  # built by another generator version: nothing in it can be trusted to match
     ws = Workspace(root)
     manifest = root / "cohorts" / COHORT / "manifest.csv"
     if force or not manifest.is_file():

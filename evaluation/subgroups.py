@@ -1,0 +1,238 @@
+"""Subgroup performance with honest intervals: fairlearn's MetricFrame for the estimates, a vectorised
+stratified bootstrap for 95% intervals, and between-group gaps with their own intervals.
+
+The bootstrap resamples each group's positives and negatives separately (their counts stay fixed) and
+evaluates every replicate at once as weighted counts (see ``evaluation.metrics``); no per-replicate loop.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from functools import partial
+
+import numpy as np
+import pandas as pd
+from fairlearn.metrics import MetricFrame
+from sklearn.metrics import roc_curve
+
+from data_adapters.errors import InvalidInputError
+from evaluation.metrics import METRICS, WHY_UNDEFINED, Counts, counts, false_positive_rate, selection_rate, sensitivity
+
+__all__ = ["SubgroupReport", "subgroup_report", "choose_threshold", "board_view", "labelled_frame", "MISSING"]
+
+MISSING = "(missing)"
+GAP_RATES = {"equalized_odds_difference": None, "demographic_parity_difference": None}
+MSG_NO_LABELS = "no labelled cases for class {k}: subgroup performance needs labels"
+MSG_RULE = "threshold rule {rule!r} is not 'youden' or 'sensitivity=<0..1>' / 'specificity=<0..1>'"
+
+
+def choose_threshold(y: np.ndarray, p: np.ndarray, rule: str = "youden") -> float:
+    """An operating threshold by a stated rule: ``youden`` (max sensitivity + specificity - 1), or the
+    highest threshold reaching ``sensitivity=0.9`` (or the lowest reaching ``specificity=0.9``)."""
+    y = np.asarray(y, bool)
+    if y.all() or (~y).all():
+        return 0.5
+    fpr, tpr, thr = roc_curve(y, p)
+    thr = np.clip(thr, 0.0, 1.0)
+    if rule == "youden":
+        return float(thr[np.argmax(tpr - fpr)])
+    name, _, value = rule.partition("=")
+    try:
+        target = float(value)
+    except ValueError:
+        raise InvalidInputError(MSG_RULE.format(rule=rule)) from None
+    if name == "sensitivity":
+        return float(thr[np.argmax(tpr >= target)])
+    if name == "specificity":
+        ok = np.nonzero(1 - fpr >= target)[0]
+        return float(thr[ok[-1]])
+    raise InvalidInputError(MSG_RULE.format(rule=rule))
+
+
+def labelled_frame(cohort_frame: pd.DataFrame, predictions: pd.DataFrame, class_index: int) -> pd.DataFrame:
+    """Cohort rows with labels, joined to predictions: adds ``y`` (label == class) and ``p`` (its probability)."""
+    frame = cohort_frame.merge(predictions, on="case_id", how="inner")
+    frame = frame[frame["label"].notna()].copy()
+    if frame.empty:
+        raise InvalidInputError(MSG_NO_LABELS.format(k=class_index))
+    frame["y"] = (frame["label"] == class_index).to_numpy(dtype=bool)
+    frame["p"] = frame[f"p_{class_index}"].astype(float)
+    return frame
+
+
+def _point(name: str, y_true, y_pred, p) -> float:
+    return float(METRICS.get(name)(counts(np.ones((1, len(y_true))), np.asarray(y_true), np.asarray(p),
+                                          np.asarray(y_pred)))[0])
+
+
+def _boot_weights(y: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    w = np.zeros((n_boot, len(y)), np.float32)
+    for idx in (np.nonzero(y)[0], np.nonzero(~y)[0]):
+        if len(idx):
+            w[:, idx] = rng.multinomial(len(idx), np.full(len(idx), 1.0 / len(idx)), size=n_boot)
+    return w
+
+
+def _wilson(k: float, n: float, z: float) -> tuple[float, float]:
+    if n == 0:
+        return np.nan, np.nan
+    phat = k / n
+    centre = (phat + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(phat * (1 - phat) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return centre - half, centre + half
+
+
+@dataclass(frozen=True)
+class SubgroupReport:
+    """``table``: one row per group plus ``overall`` (n, events, prevalence, each metric with ``_lo``/``_hi``,
+    ``small`` and ``notes``); ``gaps``: one row per metric and fairness difference."""
+
+    by: tuple[str, ...]
+    class_index: int
+    threshold: float
+    threshold_rule: str
+    level: float
+    n_boot: int
+    min_n: int
+    min_events: int
+    table: pd.DataFrame
+    gaps: pd.DataFrame
+    replicates: dict[str, dict[str, np.ndarray]] = field(repr=False, default_factory=dict)
+
+    @property
+    def metrics(self) -> list[str]:
+        return METRICS.names()
+
+    def flags(self) -> list[str]:
+        return [f for f in self.gaps["flag"] if f]
+
+
+def _group_key(row: pd.Series, by: Sequence[str]) -> str:
+    return " · ".join(f"{row[b]}" for b in by)
+
+
+def subgroup_report(frame: pd.DataFrame, by: str | Sequence[str], *, class_index: int = 1,
+                    threshold: float | None = None, rule: str = "youden", n_boot: int = 1000, level: float = 0.95,
+                    seed: int = 0, min_n: int = 30, min_events: int = 5) -> SubgroupReport:
+    """``frame`` from :func:`labelled_frame` (columns ``y``, ``p`` and the attributes in ``by``)."""
+    by = [by] if isinstance(by, str) else list(by)
+    missing = [b for b in by if b not in frame.columns]
+    if missing:
+        raise InvalidInputError(f"unknown attribute(s) {missing}; available: "
+                                f"{[c for c in frame.columns if c not in ('case_id', 'y', 'p', 'label')]}")
+    if n_boot < 1:
+        raise InvalidInputError(f"n_boot must be at least 1, got {n_boot}")
+    frame = frame.copy()
+    for b in by:
+        frame[b] = frame[b].astype("string").fillna(MISSING)
+    y, p = frame["y"].to_numpy(bool), frame["p"].to_numpy(float)
+    if threshold is None:
+        threshold = choose_threshold(y, p, rule)
+    else:
+        rule = "set by user"
+    called = p >= threshold
+    frame["called"] = called
+    alpha = (1 - level) / 2
+    z = 1.959963984540054 if level == 0.95 else float(__import__("scipy.stats").stats.norm.ppf(1 - alpha))
+
+    mf = MetricFrame(metrics={m: partial(_point, m) for m in METRICS.names()}, y_true=y, y_pred=called,
+                     sensitive_features=frame[by], sample_params={m: {"p": p} for m in METRICS.names()})
+    by_group = mf.by_group
+    rng = np.random.default_rng(seed)
+    rows, reps = [], {}
+    groups = [("overall", frame)] + [
+        (" · ".join(map(str, key if isinstance(key, tuple) else (key,))), sub)
+        for key, sub in frame.groupby(by if len(by) > 1 else by[0], sort=True, observed=True)]
+    for name, sub in groups:
+        ys, ps, cs = sub["y"].to_numpy(bool), sub["p"].to_numpy(float), sub["called"].to_numpy(bool)
+        point_counts = counts(np.ones((1, len(ys))), ys, ps, cs)
+        boot = counts(_boot_weights(ys, n_boot, rng), ys, ps, cs)
+        events = int(ys.sum())
+        lo_p, hi_p = _wilson(events, len(ys), z)
+        row = {"group": name, "n": len(ys), "events": events, "prevalence": events / len(ys),
+               "prevalence_lo": lo_p, "prevalence_hi": hi_p}
+        notes = []
+        reps[name] = {}
+        for m in METRICS.names():
+            if name == "overall":
+                value = float(mf.overall[m])
+            else:
+                key = tuple(sub.iloc[0][b] for b in by)
+                value = float(by_group.loc[key if len(by) > 1 else key[0], m])
+            values = METRICS.get(m)(boot)
+            reps[name][m] = values
+            why = WHY_UNDEFINED[m](point_counts)
+            if why:
+                notes.append(f"{m}: {why}")
+                value = np.nan
+            ok = values[np.isfinite(values)]
+            lo, hi = (np.quantile(ok, [alpha, 1 - alpha]) if len(ok) and not why else (np.nan, np.nan))
+            row.update({m: value, f"{m}_lo": lo, f"{m}_hi": hi})
+        reps[name]["_tpr"] = sensitivity(boot)
+        reps[name]["_fpr"] = false_positive_rate(boot)
+        reps[name]["_selection"] = selection_rate(boot)
+        row["_tpr"] = float(sensitivity(point_counts)[0])
+        row["_fpr"] = float(false_positive_rate(point_counts)[0])
+        row["_selection"] = float(selection_rate(point_counts)[0])
+        small = len(ys) < min_n or min(events, len(ys) - events) < min_events
+        row["small"] = small
+        if small:
+            notes.insert(0, f"too small to judge (n={len(ys)}, events={events}; needs n≥{min_n} and ≥{min_events} "
+                            "of each class)")
+        row["notes"] = "; ".join(notes)
+        rows.append(row)
+    table = pd.DataFrame(rows)
+    gaps = _gaps(table, reps, alpha)
+    hidden = ["_tpr", "_fpr", "_selection"]
+    return SubgroupReport(by=tuple(by), class_index=class_index, threshold=float(threshold), threshold_rule=rule,
+                          level=level, n_boot=n_boot, min_n=min_n, min_events=min_events,
+                          table=table.drop(columns=hidden), gaps=gaps, replicates=reps)
+
+
+def _gap_row(metric: str, table: pd.DataFrame, reps, column: str, alpha: float) -> dict:
+    eligible = table[(table["group"] != "overall") & ~table["small"] & table[column].notna()]
+    if len(eligible) < 2:
+        return {"metric": metric, "higher_group": None, "lower_group": None, "difference": np.nan,
+                "difference_lo": np.nan, "difference_hi": np.nan, "ratio": np.nan, "ratio_lo": np.nan,
+                "ratio_hi": np.nan, "flag": "", "groups_compared": len(eligible)}
+    hi_g = eligible.loc[eligible[column].idxmax(), "group"]
+    lo_g = eligible.loc[eligible[column].idxmin(), "group"]
+    a, b = reps[hi_g][column], reps[lo_g][column]
+    diff = a - b
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratio = np.where(a > 0, b / a, np.nan)
+    d_ok, r_ok = diff[np.isfinite(diff)], ratio[np.isfinite(ratio)]
+    d_lo, d_hi = np.quantile(d_ok, [alpha, 1 - alpha]) if len(d_ok) else (np.nan, np.nan)
+    r_lo, r_hi = np.quantile(r_ok, [alpha, 1 - alpha]) if len(r_ok) else (np.nan, np.nan)
+    point_hi = float(table.set_index("group").loc[hi_g, column])
+    point_lo = float(table.set_index("group").loc[lo_g, column])
+    flag = ""
+    if d_lo > 0:
+        flag = (f"{metric.replace('_', ' ')}: {hi_g} {point_hi:.3f} vs {lo_g} {point_lo:.3f}, a gap of "
+                f"{point_hi - point_lo:.3f} whose {int(round((1 - 2 * alpha) * 100))}% interval "
+                f"({d_lo:.3f} to {d_hi:.3f}) excludes zero")
+    return {"metric": metric, "higher_group": hi_g, "lower_group": lo_g, "difference": point_hi - point_lo,
+            "difference_lo": d_lo, "difference_hi": d_hi, "ratio": point_lo / point_hi if point_hi else np.nan,
+            "ratio_lo": r_lo, "ratio_hi": r_hi, "flag": flag, "groups_compared": len(eligible)}
+
+
+def _gaps(table: pd.DataFrame, reps, alpha: float) -> pd.DataFrame:
+    rows = [_gap_row(m, table, reps, m, alpha) for m in METRICS.names()]
+    # equalized odds (Hardt et al., 2016): the larger of the TPR and FPR gaps, as fairlearn defines it
+    tpr, fpr = _gap_row("tpr", table, reps, "_tpr", alpha), _gap_row("fpr", table, reps, "_fpr", alpha)
+    eo = tpr if np.nan_to_num(tpr["difference"], nan=-1) >= np.nan_to_num(fpr["difference"], nan=-1) else fpr
+    component = "TPR" if eo is tpr else "FPR"
+    eo = {**eo, "metric": "equalized_odds_difference",
+          "flag": eo["flag"].replace(eo["metric"], f"equalized odds ({component})", 1)}
+    dp = _gap_row("demographic_parity_difference", table, reps, "_selection", alpha)
+    return pd.DataFrame([*rows, eo, dp])
+
+
+def board_view(table: pd.DataFrame, k: int) -> pd.DataFrame:
+    """The table as an ethics board sees it: every figure of a group with fewer than ``k`` cases suppressed."""
+    out = table.astype(object).copy()
+    hide = (out["group"] != "overall") & (table["n"] < k)
+    value_cols = [c for c in out.columns if c not in ("group",)]
+    out.loc[hide, value_cols] = f"<{k}"
+    out.loc[hide, "notes"] = f"suppressed: fewer than {k} cases"
+    return out

@@ -34,5 +34,7 @@ with st.sidebar:
 page = st.navigation([
     st.Page("pages/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("pages/case_review.py", title="Case review", icon=":material/radiology:"),
+    st.Page("pages/subgroups.py", title="Subgroup performance", icon=":material/groups:"),
+    st.Page("pages/uncertainty.py", title="Uncertainty", icon=":material/help:"),
 ])
 page.run()

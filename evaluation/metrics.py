@@ -70,6 +70,16 @@ def counts(weights: np.ndarray, y: np.ndarray, p: np.ndarray, called: np.ndarray
                   brier=w @ (p - yf) ** 2, ece_gap=np.abs(gap).sum(axis=1), auc_num=(pos_at * (below + 0.5 * neg_at)).sum(axis=1))
 
 
+def bootstrap_weights(y: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """``(n_boot, n)`` resample counts, stratified: positives and negatives are resampled separately, so each
+    replicate keeps the group's class counts (no replicate loses a class)."""
+    w = np.zeros((n_boot, len(y)), np.float32)
+    for idx in (np.nonzero(y)[0], np.nonzero(~np.asarray(y, bool))[0]):
+        if len(idx):
+            w[:, idx] = rng.multinomial(len(idx), np.full(len(idx), 1.0 / len(idx)), size=n_boot)
+    return w
+
+
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     with np.errstate(divide="ignore", invalid="ignore"):
         return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)

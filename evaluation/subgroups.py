@@ -16,7 +16,15 @@ from fairlearn.metrics import MetricFrame
 from sklearn.metrics import roc_curve
 
 from data_adapters.errors import InvalidInputError
-from evaluation.metrics import METRICS, WHY_UNDEFINED, Counts, counts, false_positive_rate, selection_rate, sensitivity
+from evaluation.metrics import (
+    METRICS,
+    WHY_UNDEFINED,
+    bootstrap_weights,
+    counts,
+    false_positive_rate,
+    selection_rate,
+    sensitivity,
+)
 
 __all__ = ["SubgroupReport", "subgroup_report", "choose_threshold", "board_view", "labelled_frame", "MISSING"]
 
@@ -63,14 +71,6 @@ def labelled_frame(cohort_frame: pd.DataFrame, predictions: pd.DataFrame, class_
 def _point(name: str, y_true, y_pred, p) -> float:
     return float(METRICS.get(name)(counts(np.ones((1, len(y_true))), np.asarray(y_true), np.asarray(p),
                                           np.asarray(y_pred)))[0])
-
-
-def _boot_weights(y: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    w = np.zeros((n_boot, len(y)), np.float32)
-    for idx in (np.nonzero(y)[0], np.nonzero(~y)[0]):
-        if len(idx):
-            w[:, idx] = rng.multinomial(len(idx), np.full(len(idx), 1.0 / len(idx)), size=n_boot)
-    return w
 
 
 def _wilson(k: float, n: float, z: float) -> tuple[float, float]:
@@ -146,7 +146,7 @@ def subgroup_report(frame: pd.DataFrame, by: str | Sequence[str], *, class_index
     for name, sub in groups:
         ys, ps, cs = sub["y"].to_numpy(bool), sub["p"].to_numpy(float), sub["called"].to_numpy(bool)
         point_counts = counts(np.ones((1, len(ys))), ys, ps, cs)
-        boot = counts(_boot_weights(ys, n_boot, rng), ys, ps, cs)
+        boot = counts(bootstrap_weights(ys, n_boot, rng), ys, ps, cs)
         events = int(ys.sum())
         lo_p, hi_p = _wilson(events, len(ys), z)
         row = {"group": name, "n": len(ys), "events": events, "prevalence": events / len(ys),

@@ -57,13 +57,17 @@ def _run(handle: ModelHandle, cases: Sequence[Case], per_batch: Callable[[torch.
     return np.moveaxis(np.stack(map_batches(run, len(cases), size, progress)), 0, 1)
 
 
+def has_dropout(handle: ModelHandle) -> bool:
+    return any(isinstance(m, _DROPOUT) and m.p > 0 for m in handle.module.modules())
+
+
 def mc_dropout(handle: ModelHandle, cases: Sequence[Case], *, samples: int = 16, seed: int = 0,
                progress: Progress | None = None) -> np.ndarray:
     """Dropout kept on at inference (through per-call hooks, so the shared model is never put in train mode)."""
     if isinstance(handle.module, torch.jit.ScriptModule):
         raise ExplainerError("mc_dropout needs layer hooks, which TorchScript models do not allow; use tta or ensemble")
     layers = [m for m in handle.module.modules() if isinstance(m, _DROPOUT) and m.p > 0]
-    if not layers:
+    if not has_dropout(handle):
         raise ExplainerError(f"model {handle.label} has no dropout layer, so Monte Carlo dropout does not apply; "
                              "use tta or ensemble")
     scorer = ClassScores(handle)

@@ -96,3 +96,19 @@ def require_selection() -> tuple[Path, Path, Path]:
 
 def show_error(error: GlassboxError) -> None:
     st.error(str(error))
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _uncertainty(root: str, model_paths: tuple[str, ...], manifest: str, method: str, _keys: tuple) -> pd.DataFrame:
+    bar = st.progress(0.0, text=f"Estimating uncertainty ({method})…")
+    try:
+        return Workspace(root).uncertainty([model(p) for p in model_paths], cohort(manifest), method,
+                                           progress=lambda d, n: bar.progress(d / max(n, 1),
+                                                                              text=f"{method}: {d}/{n} cases"))
+    finally:
+        bar.empty()
+
+
+def uncertainty(root: Path, model_paths: list[Path], manifest: Path, method: str) -> pd.DataFrame:
+    keys = tuple(_mtime(spec_path(p)) for p in model_paths) + (_mtime(manifest),)
+    return _uncertainty(str(root), tuple(map(str, model_paths)), str(manifest), method, keys)

@@ -1,15 +1,16 @@
 """Case review: one case, what the model saw (several saliency methods side by side), how sure it is."""
 from __future__ import annotations
 
-import numpy as np
 import pandas as pd
 import streamlit as st
 
 from data_adapters.errors import GlassboxError
 from data_adapters.readers import read_image
 from evaluation.outcomes import OUTCOMES, case_outcomes
+from evaluation.referral import referral
 from explainers.figures import COLORMAPS, case_figure
 from explainers.saliency import SALIENCY_METHODS
+from explainers.uncertainty import has_dropout
 from pages import _common as common
 
 st.title("Case review")
@@ -76,6 +77,7 @@ with info:
                                                                                 format="%.3f")})
     true = "unlabelled" if pd.isna(row["label"]) else handle.class_names[int(row["label"])]
     st.markdown(f"**True label:** {true}  \n**Outcome:** {row['outcome']} at threshold {threshold:.2f}")
+    uncertainty_box = st.container()
     attrs = {k: v for k, v in case.attributes.items()}
     st.dataframe(pd.DataFrame({"attribute": list(attrs), "value": [str(v) for v in attrs.values()]}),
                  hide_index=True, key="review_attributes")
@@ -99,5 +101,18 @@ with views:
                                          title=SALIENCY_METHODS.get(method).title), key=f"review_fig_{method}")
             delta = f" · completeness gap {a.convergence_delta:.2g}" if a.convergence_delta is not None else ""
             col.caption(f"{handle.class_names[a.target]} · {a.seconds * 1000:.0f} ms{delta}")
+with uncertainty_box:  # filled last: a cohort's first uncertainty estimate must not hold back the maps
+    try:
+        method = "mc_dropout" if has_dropout(handle) else "tta"
+        unc = common.uncertainty(root, [model_path], manifest, method).set_index("case_id")
+        entropy = unc["entropy"]
+        where = referral(entropy.to_numpy(), float(entropy.loc[case_id]),
+                         st.session_state.get("unc_refer", 0.1))
+        st.metric("Uncertainty (entropy)", f"{entropy.loc[case_id]:.3f}",
+                  help=f"{method}; mutual information {unc.loc[case_id, 'mutual_information']:.4f}")
+        st.markdown(f"**{where['percentile']:.0f}th percentile** of the cohort"
+                    + ("  \n:orange[**Refer**: above the referral cutoff]" if where["refer"] else ""))
+    except GlassboxError as e:
+        common.show_error(e)
 st.caption("Maps explain the class of interest. Red/bright: evidence for it; in signed view blue is evidence "
            "against. Saliency shows where the model looked, not why, and can be wrong.")

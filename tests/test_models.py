@@ -1,8 +1,6 @@
 """Model loaders: state dict + MONAI spec, TorchScript, and the refusals (pickles, misfits, unknown names)."""
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch

@@ -4,6 +4,9 @@
     glassbox check --cohort MANIFEST [--model MODEL]
     glassbox predict --model MODEL --cohort MANIFEST [--out FILE.csv|.parquet]
     glassbox explain --model MODEL --cohort MANIFEST --case ID --method NAME [--target CLASS] [--out FILE.npy]
+    glassbox subgroups --model MODEL --cohort MANIFEST --by sex,site [--threshold T] [--out table.csv]
+                       [--max-gap METRIC=VALUE]
+    glassbox uncertainty --model MODEL [--model MODEL2 ...] --cohort MANIFEST --method mc_dropout|tta|ensemble
     glassbox serve [--workspace DIR] [--port N]
 
 MODEL is a model folder (with model.json) or the json; the demo's are ``<workspace>/models/v1`` and ``v2``, its
@@ -20,16 +23,22 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 from tqdm import tqdm
 
 from data_adapters.cohort import load_manifest
-from data_adapters.errors import GlassboxError
+from data_adapters.errors import GlassboxError, InvalidInputError
 from data_adapters.models import load_model
 from data_adapters.records import ModelHandle
+from evaluation.cohort_summary import with_bands
+from evaluation.metrics import METRICS
+from evaluation.subgroups import board_view, labelled_frame, subgroup_report
 from explainers.device import best_device
 from explainers.saliency import SALIENCY_METHODS
 from workspace.demo import build_demo
-from workspace.store import Workspace, default_workspace
+from workspace.store import UNCERTAINTY_METHODS, Workspace, default_workspace
+
+GAP_METRICS = [*METRICS.names(), "equalized_odds_difference", "demographic_parity_difference"]
 
 Progress = Callable[[int, int], None]
 
@@ -135,6 +144,91 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
+def _where(frame, clauses: list[str]):
+    for clause in clauses:
+        name, sep, value = clause.partition("=")
+        if not sep or name not in frame.columns:
+            raise InvalidInputError(f"--where {clause!r}: expected ATTRIBUTE=VALUE with an attribute of the cohort "
+                                    f"({', '.join(c for c in frame.columns if c not in ('case_id', 'label'))})")
+        frame = frame[frame[name].astype(str) == value]
+    return frame
+
+
+def _gate(clauses: list[str]) -> dict[str, float]:
+    gates = {}
+    for clause in clauses:
+        name, sep, value = clause.partition("=")
+        try:
+            gates[name] = float(value)
+        except ValueError:
+            raise InvalidInputError(f"--max-gap {clause!r}: expected METRIC=NUMBER, e.g. sensitivity=0.1") from None
+        if not sep or name not in GAP_METRICS:
+            raise InvalidInputError(f"--max-gap {clause!r}: metric must be one of {', '.join(GAP_METRICS)}")
+    return gates
+
+
+def cmd_subgroups(args: argparse.Namespace) -> int:
+    gates = _gate(args.max_gap)
+    handle = _model(args.model)
+    with bars() as step:
+        cohort = load_manifest(args.cohort, class_names=handle.class_names, input_shape=handle.preprocessing.input_shape,
+                               progress=step("loading cohort"))
+        preds = Workspace(args.workspace).predictions(handle, cohort, progress=step("predicting"))
+    k = handle.class_index(int(args.target) if str(args.target).isdigit() else args.target) \
+        if args.target is not None else handle.n_classes - 1
+    frame = _where(labelled_frame(with_bands(cohort.frame()), preds, k), args.where)
+    report = subgroup_report(frame, args.by.split(","), class_index=k, threshold=args.threshold, rule=args.rule,
+                             n_boot=args.n_boot, min_n=args.min_n, seed=args.seed)
+    table = board_view(report.table, args.board) if args.board else report.table
+    print(f"{handle.label}, class {handle.class_names[k]!r}, {len(frame)} labelled cases, threshold "
+          f"{report.threshold:.3f} ({report.threshold_rule}), {report.n_boot} stratified bootstrap resamples")
+    shown = ["group", "n", "events", "auroc", "sensitivity", "specificity", "ece"]
+    with pd.option_context("display.width", 200, "display.max_columns", 20):
+        print(_with_intervals(report.table, shown).to_string(index=False))
+    for flag in report.flags():
+        print(f"gap: {flag}")
+    for note in report.table.loc[report.table["notes"] != "", ["group", "notes"]].itertuples():
+        print(f"note: {note.group}: {note.notes}")
+    if args.out:
+        table.to_csv(args.out, index=False)
+        report.gaps.to_csv(Path(args.out).with_suffix(".gaps.csv"), index=False)
+        print(f"wrote {args.out} and {Path(args.out).with_suffix('.gaps.csv')}")
+    failed = 0
+    for metric, limit in gates.items():
+        row = report.gaps.set_index("metric").loc[metric]
+        if pd.notna(row["difference_lo"]) and row["difference_lo"] > limit:
+            print(f"FAIL: {metric} gap {row['difference']:.3f} ({row['higher_group']} vs {row['lower_group']}), "
+                  f"95% interval {row['difference_lo']:.3f} to {row['difference_hi']:.3f} lies above {limit}")
+            failed += 1
+        else:
+            print(f"pass: {metric} gap interval does not lie above {limit}")
+    return 1 if failed else 0
+
+
+def _with_intervals(table, columns):
+    out = table[[c for c in columns if c in table]].copy()
+    for c in columns:
+        if f"{c}_lo" in table:
+            out[c] = [f"{v:.3f} [{lo:.3f}, {hi:.3f}]" if pd.notna(v) else "n/a"
+                      for v, lo, hi in zip(table[c], table[f"{c}_lo"], table[f"{c}_hi"])]
+    return out
+
+
+def cmd_uncertainty(args: argparse.Namespace) -> int:
+    handles = [_model(m) for m in args.model]
+    first = handles[0]
+    with bars() as step:
+        cohort = load_manifest(args.cohort, class_names=first.class_names, input_shape=first.preprocessing.input_shape,
+                               progress=step("loading cohort"))
+        frame = Workspace(args.workspace).uncertainty(handles, cohort, args.method, samples=args.samples,
+                                                      seed=args.seed, progress=step(args.method))
+    out = Path(args.out or f"uncertainty_{args.method}.csv")
+    frame.to_parquet(out, index=False) if out.suffix == ".parquet" else frame.to_csv(out, index=False)
+    print(f"wrote {len(frame)} cases to {out}: mean entropy {frame['entropy'].mean():.3f} nats, "
+          f"mean mutual information {frame['mutual_information'].mean():.4f}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     app = Path(__file__).resolve().parent.parent / "app.py"
     env = {**os.environ, "GLASSBOX_WORKSPACE": str(Path(args.workspace).resolve())}
@@ -170,6 +264,28 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--method", required=True, help=", ".join(SALIENCY_METHODS.names()))
     s.add_argument("--target", help="class index or name (default: the last class)")
     s.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="method parameter")
+    s.add_argument("--out")
+    s = add("subgroups", cmd_subgroups, "subgroup performance with 95% bootstrap intervals and between-group gaps")
+    s.add_argument("--model", required=True)
+    s.add_argument("--cohort", required=True)
+    s.add_argument("--by", required=True, help="attribute(s), comma-separated for intersections, e.g. sex,site")
+    s.add_argument("--target", help="class index or name (default: the last class)")
+    s.add_argument("--threshold", type=float, help="operating threshold (default: chosen by --rule)")
+    s.add_argument("--rule", default="youden", help="youden | sensitivity=0.9 | specificity=0.9")
+    s.add_argument("--where", action="append", default=[], metavar="ATTR=VALUE", help="keep only these cases")
+    s.add_argument("--n-boot", type=int, default=1000)
+    s.add_argument("--min-n", type=int, default=30, help="groups smaller than this are flagged, not compared")
+    s.add_argument("--board", type=int, metavar="K", help="write the ethics-board view: groups under K suppressed")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--max-gap", action="append", default=[], metavar="METRIC=VALUE",
+                   help="exit 1 when the gap's 95%% interval lies above VALUE (release gate)")
+    s.add_argument("--out")
+    s = add("uncertainty", cmd_uncertainty, "write per-case uncertainty (mean, spread, entropy, mutual information)")
+    s.add_argument("--model", required=True, action="append", help="repeat for an ensemble")
+    s.add_argument("--cohort", required=True)
+    s.add_argument("--method", required=True, choices=list(UNCERTAINTY_METHODS))
+    s.add_argument("--samples", type=int, help="draws per case (default 16 for mc_dropout, 8 for tta)")
+    s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out")
     s = add("serve", cmd_serve, "start the dashboard on this machine")
     s.add_argument("--address", default="127.0.0.1")

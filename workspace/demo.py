@@ -80,7 +80,9 @@ def build_demo(root: str | Path, *, force: bool = False, step: StepProgress | No
                      "final_training_loss": facts["final_loss"]},
         })
     for version, folder in ws.model_paths().items():
-        ws.predictions(load_model(folder), cohort, progress=step(f"predicting with {version}"))
+        handle = load_model(folder)
+        ws.predictions(handle, cohort, progress=step(f"predicting with {version}"))
+        ws.uncertainty([handle], cohort, "mc_dropout", progress=step(f"MC dropout for {version}"))
     (root / "demo.json").write_text(json.dumps({
         "version": DEMO_VERSION, "cohort": COHORT, "models": list(VERSIONS),
         "marker_box": [[MARKER_BOX[0].start, MARKER_BOX[0].stop], [MARKER_BOX[1].start, MARKER_BOX[1].stop]],

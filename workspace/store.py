@@ -12,6 +12,7 @@ so an edited file never serves a stale result and a renamed one never recomputes
 """
 from __future__ import annotations
 
+import difflib
 import json
 import os
 import tempfile
@@ -23,13 +24,16 @@ import numpy as np
 import pandas as pd
 
 from data_adapters.cohort import load_image_batch
+from data_adapters.errors import UnknownNameError
 from data_adapters.hashing import json_hash
 from data_adapters.models import SPEC_NAME
 from data_adapters.records import Attribution, Case, Cohort, ModelHandle
+from explainers import uncertainty
 from explainers.inference import predict_cases
 from explainers.saliency import SALIENCY_METHODS, explain, explain_layer
 
 Progress = Callable[[int, int], None]
+UNCERTAINTY_METHODS = uncertainty.METHODS
 DEFAULT_HOME = Path(os.environ.get("GLASSBOX_HOME", Path.cwd() / ".glassbox"))
 
 
@@ -89,6 +93,36 @@ class Workspace:
         _atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
         return frame
 
+    # -- uncertainty ---------------------------------------------------------------------------------
+    def uncertainty(self, handles: Sequence[ModelHandle], cohort: Cohort, method: str, *, samples: int | None = None,
+                    seed: int = 0, progress: Progress | None = None) -> pd.DataFrame:
+        """Per-case mean probability, spread, predictive entropy and mutual information, computed once.
+
+        ``method``: ``mc_dropout`` or ``tta`` (first handle) or ``ensemble`` (all handles).
+        """
+        if method not in UNCERTAINTY_METHODS:
+            close = difflib.get_close_matches(method, UNCERTAINTY_METHODS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise UnknownNameError(f"unknown uncertainty method {method!r}{hint}; known: "
+                                   + ", ".join(UNCERTAINTY_METHODS))
+        used = list(handles) if method == "ensemble" else list(handles[:1])
+        samples = samples or {"mc_dropout": 16, "tta": 8}.get(method)
+        params = {"samples": samples, "seed": seed} if method != "ensemble" else {}
+        key = json_hash("uncertainty", method, params, [h.weights_hash for h in used], cohort.content_hash)
+        path = self.cache / "uncertainty" / f"{key[:40]}.parquet"
+        if path.is_file():
+            return pd.read_parquet(path)
+        cases = list(cohort.cases)
+        if method == "mc_dropout":
+            draws = uncertainty.mc_dropout(used[0], cases, samples=samples, seed=seed, progress=progress)
+        elif method == "tta":
+            draws = uncertainty.tta(used[0], cases, samples=samples, seed=seed, progress=progress)
+        else:
+            draws = uncertainty.ensemble(used, cases, progress=progress)
+        frame = _uncertainty_frame(cases, uncertainty.summarise(draws, used[0].task))
+        _atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
+        return frame
+
     # -- attributions --------------------------------------------------------------------------------
     def attribution_key(self, handle: ModelHandle, case: Case, method: str, target: int,
                         params: dict[str, Any] | None) -> str:
@@ -145,3 +179,16 @@ def _read_attribution(path: Path, case_id: str) -> Attribution:
     return Attribution(case_id=case_id, model_hash=meta["model_hash"], method=meta["method"], params=meta["params"],
                        target=meta["target"], array=array, seconds=meta["seconds"],
                        convergence_delta=meta["convergence_delta"])
+
+
+def uncertainty_columns(n_classes: int) -> list[str]:
+    return [*(f"mean_{k}" for k in range(n_classes)), *(f"std_{k}" for k in range(n_classes)),
+            "entropy", "mutual_information"]
+
+
+def _uncertainty_frame(cases: Sequence[Case], summary: dict[str, np.ndarray]) -> pd.DataFrame:
+    k = summary["mean"].shape[1]
+    frame = pd.DataFrame(np.column_stack([summary["mean"], summary["std"], summary["entropy"],
+                                          summary["mutual_information"]]), columns=uncertainty_columns(k))
+    frame.insert(0, "case_id", [c.case_id for c in cases])
+    return frame

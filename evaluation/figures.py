@@ -1,0 +1,83 @@
+"""Figures of cohort statistics, each a pure function returning a plotly Figure."""
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from sklearn.metrics import roc_curve
+
+from evaluation.calibration import reliability_table
+
+_LAYOUT = dict(margin=dict(l=10, r=10, t=40, b=10), height=360)
+
+
+def forest_plot(table: pd.DataFrame, metric: str, *, title: str | None = None) -> go.Figure:
+    """One row per group: the estimate and its interval; the overall estimate as a dashed line."""
+    rows = table[table["group"] != "overall"].dropna(subset=[metric])
+    overall = table.loc[table["group"] == "overall", metric]
+    fig = go.Figure(go.Scatter(
+        x=rows[metric], y=rows["group"], mode="markers",
+        marker=dict(size=9, color=np.where(rows["small"], "#a0aec0", "#2b6cb0")),
+        error_x=dict(type="data", symmetric=False, array=rows[f"{metric}_hi"] - rows[metric],
+                     arrayminus=rows[metric] - rows[f"{metric}_lo"]),
+        customdata=np.column_stack([rows["n"], rows["events"]]),
+        hovertemplate="%{y}: %{x:.3f}<br>n=%{customdata[0]}, events=%{customdata[1]}<extra></extra>"))
+    if len(overall) and pd.notna(overall.iloc[0]):
+        fig.add_vline(x=float(overall.iloc[0]), line_dash="dash", line_color="#718096",
+                      annotation_text="overall", annotation_position="top")
+    fig.update_layout(title=title or f"{metric.replace('_', ' ')} by group (95% CI; grey: too small to judge)",
+                      yaxis=dict(autorange="reversed"), **{**_LAYOUT, "height": 120 + 36 * len(rows)})
+    return fig
+
+
+def roc_by_group(frame: pd.DataFrame, by: str) -> go.Figure:
+    """ROC curve per group of ``by`` (groups with both classes), from columns ``y`` and ``p``."""
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="#a0aec0"),
+                             showlegend=False, hoverinfo="skip"))
+    for name, sub in frame.groupby(by, observed=True, sort=True):
+        if sub["y"].nunique() < 2:
+            continue
+        fpr, tpr, _ = roc_curve(sub["y"], sub["p"])
+        fig.add_trace(go.Scatter(x=fpr, y=tpr, mode="lines", name=f"{name} (n={len(sub)})"))
+    fig.update_layout(title=f"ROC by {by}", xaxis_title="1 - specificity", yaxis_title="sensitivity", **_LAYOUT)
+    return fig
+
+
+def reliability_diagram(curves: Mapping[str, tuple[np.ndarray, np.ndarray]], *, bins: int = 10,
+                        title: str = "Reliability") -> go.Figure:
+    """``curves``: name → (y, p). Observed frequency against mean predicted probability per bin."""
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="#a0aec0"),
+                             name="perfect", hoverinfo="skip"))
+    for name, (y, p) in curves.items():
+        t = reliability_table(y, p, bins)
+        fig.add_trace(go.Scatter(x=t["predicted"], y=t["observed"], mode="lines+markers", name=name,
+                                 customdata=t["n"], hovertemplate="predicted %{x:.2f}<br>observed %{y:.2f}"
+                                                                  "<br>n=%{customdata}<extra></extra>"))
+    fig.update_layout(title=title, xaxis_title="mean predicted probability", yaxis_title="observed frequency",
+                      xaxis_range=[0, 1], yaxis_range=[0, 1], **_LAYOUT)
+    return fig
+
+
+def risk_coverage_figure(curve: pd.DataFrame, refer_fraction: float | None = None) -> go.Figure:
+    fig = go.Figure(go.Scatter(x=curve["coverage"], y=curve["accuracy"], mode="lines", name="kept cases",
+                               hovertemplate="coverage %{x:.2f}<br>accuracy %{y:.3f}<extra></extra>"))
+    if refer_fraction is not None:
+        fig.add_vline(x=1 - refer_fraction, line_dash="dash", line_color="#c05621",
+                      annotation_text=f"refer {refer_fraction:.0%}")
+    fig.update_layout(title="Risk-coverage: accuracy when the most uncertain cases are referred",
+                      xaxis_title="coverage (fraction decided by the model)", yaxis_title="accuracy on kept cases",
+                      **_LAYOUT)
+    return fig
+
+
+def uncertainty_by_group_figure(table: pd.DataFrame, measure: str) -> go.Figure:
+    fig = go.Figure(go.Bar(x=table["group"], y=table["mean"],
+                           error_y=dict(type="data", symmetric=False, array=table["mean_hi"] - table["mean"],
+                                        arrayminus=table["mean"] - table["mean_lo"]),
+                           customdata=table["n"], hovertemplate="%{x}: %{y:.3f} (n=%{customdata})<extra></extra>"))
+    fig.update_layout(title=f"Mean {measure.replace('_', ' ')} by group (95% CI)", yaxis_title=measure, **_LAYOUT)
+    return fig

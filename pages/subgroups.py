@@ -1,0 +1,83 @@
+"""Subgroup performance: metrics per group with 95% intervals, between-group gaps, ROC, forest and reliability."""
+from __future__ import annotations
+
+import streamlit as st
+
+from data_adapters.errors import GlassboxError
+from evaluation.cohort_summary import group_columns, with_bands
+from evaluation.figures import forest_plot, reliability_diagram, roc_by_group
+from evaluation.metrics import METRICS
+from evaluation.subgroups import board_view, labelled_frame, subgroup_report
+from pages import _common as common
+
+st.title("Subgroup performance")
+st.caption("Is the model as good for every group of patients? Estimates with 95% stratified bootstrap intervals.")
+root, model_path, manifest = common.require_selection()
+try:
+    handle = common.model(model_path)
+    cohort = common.cohort(manifest)
+    preds = common.predictions(root, model_path, manifest)
+except GlassboxError as e:
+    common.show_error(e)
+    st.stop()
+
+groups = group_columns(cohort)
+if not groups:
+    st.info("This cohort has no categorical attributes to group by.")
+    st.stop()
+c = st.columns([2, 1, 1, 1])
+by = c[0].multiselect("Group by (two or more: intersections)", groups, default=groups[:1], key="sub_by")
+k = c[1].selectbox("Class", range(handle.n_classes), index=handle.n_classes - 1,
+                   format_func=lambda i: handle.class_names[i], key="sub_class")
+rule = c[2].selectbox("Threshold rule", ["youden", "sensitivity=0.9", "specificity=0.9", "set by hand"],
+                      key="sub_rule")
+manual = c[3].number_input("Threshold", 0.0, 1.0, 0.5, 0.01, key="sub_threshold", disabled=rule != "set by hand")
+c = st.columns([1, 1, 2])
+board = c[0].toggle("Ethics-board view", key="sub_board", help="Suppress every cell of a group smaller than k")
+k_min = c[1].number_input("k (board view)", 1, 1000, 10, key="sub_k", disabled=not board)
+subset = {}
+if "split" in cohort.attribute_schema:
+    subset["split"] = c[2].multiselect("Cases from split", sorted(cohort.frame()["split"].dropna().unique()),
+                                       default=["test"] if "test" in set(cohort.frame()["split"]) else [],
+                                       key="sub_split", help="Evaluate on held-out cases only")
+if not by:
+    st.info("Pick at least one attribute.")
+    st.stop()
+
+try:
+    frame = labelled_frame(with_bands(cohort.frame()), preds, k)
+    for attr, values in subset.items():
+        if values:
+            frame = frame[frame[attr].isin(values)]
+    report = subgroup_report(frame, by, class_index=k, threshold=manual if rule == "set by hand" else None,
+                             rule="youden" if rule == "set by hand" else rule)
+except GlassboxError as e:
+    common.show_error(e)
+    st.stop()
+
+st.markdown(f"**{len(frame)}** labelled cases · class **{handle.class_names[k]}** · threshold "
+            f"**{report.threshold:.3f}** ({report.threshold_rule}) · {report.n_boot} resamples · groups under "
+            f"n={report.min_n} or {report.min_events} events per class are flagged, not compared")
+for flag in report.flags():
+    st.warning(f"Gap: {flag}.")
+if not report.flags():
+    st.success("No between-group gap whose 95% interval excludes zero.")
+
+table = board_view(report.table, int(k_min)) if board else report.table
+st.subheader("By group")
+st.dataframe(table, hide_index=True, key="sub_table")
+st.download_button("Download table (CSV)", table.to_csv(index=False), file_name="subgroups.csv", key="sub_download")
+st.subheader("Between-group gaps")
+st.dataframe(report.gaps, hide_index=True, key="sub_gaps")
+
+left, right = st.columns(2)
+metric = left.selectbox("Forest plot of", METRICS.names(), key="sub_metric")
+shown = report.table if not board else report.table[(report.table["n"] >= k_min) | (report.table["group"] == "overall")]
+left.plotly_chart(forest_plot(shown, metric), key="sub_forest")
+if len(by) == 1:
+    right.plotly_chart(roc_by_group(frame, by[0]), key="sub_roc")
+    curves = {str(g): (sub["y"].to_numpy(), sub["p"].to_numpy()) for g, sub in frame.groupby(by[0], observed=True)
+              if not board or len(sub) >= k_min}
+    right.plotly_chart(reliability_diagram(curves, title=f"Reliability by {by[0]}"), key="sub_reliability")
+else:
+    right.info("ROC and reliability curves are drawn for a single attribute.")

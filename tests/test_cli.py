@@ -49,3 +49,32 @@ def test_explain_writes_one_map(demo_root, tmp_path, capsys):
     assert "(did you mean 'integrated_gradients'" in capsys.readouterr().err
     assert main([*args, "--method", "saliency", "--target", "tumour"]) == 2
     assert "target 'tumour' is not a class; classes are 0='no lesion', 1='lesion'" in capsys.readouterr().err
+
+
+def _demo_args(demo_root, version="v1"):
+    return ["--model", str(demo_root / "models" / version), "--cohort",
+            str(demo_root / "cohorts" / "demo2d" / "manifest.csv"), "--workspace", str(demo_root)]
+
+
+def test_subgroups_writes_the_table_and_gates_a_release(demo_root, tmp_path, capsys):
+    out = tmp_path / "table.csv"
+    args = ["subgroups", *_demo_args(demo_root), "--by", "site", "--where", "split=test", "--n-boot", "300"]
+    assert main([*args, "--out", str(out), "--max-gap", "brier=0.05"]) == 1
+    text = capsys.readouterr().out
+    assert "FAIL: brier gap" in text and "lies above 0.05" in text
+    table = pd.read_csv(out)
+    assert list(table["group"]) == ["overall", "A", "B", "C"] and {"auroc_lo", "auroc_hi"} <= set(table.columns)
+    assert (tmp_path / "table.gaps.csv").is_file()
+    assert main([*args, "--max-gap", "brier=0.5"]) == 0
+    assert "pass: brier gap interval does not lie above 0.5" in capsys.readouterr().out
+    assert main([*args, "--max-gap", "accuracy=0.1"]) == 2
+    assert "metric must be one of auroc, sensitivity" in capsys.readouterr().err
+
+
+def test_uncertainty_command(demo_root, tmp_path, capsys):
+    out = tmp_path / "u.csv"
+    assert main(["uncertainty", *_demo_args(demo_root, "v1"), "--model", str(demo_root / "models" / "v2"),
+                 "--method", "ensemble", "--out", str(out)]) == 0
+    frame = pd.read_csv(out)
+    assert len(frame) == 720 and {"entropy", "mutual_information", "mean_1", "std_1"} <= set(frame.columns)
+    assert "wrote 720 cases" in capsys.readouterr().out

@@ -77,3 +77,29 @@ def test_empty_workspace_gets_guidance_not_an_error(tmp_path, name):
     at = page(name, tmp_path)
     assert not at.exception
     assert "glassbox demo" in at.warning[0].value
+
+
+def test_subgroups_page_shows_intervals_gaps_and_board_view(demo_root):
+    at = page("pages/subgroups.py", demo_root, model="v1", cohort="demo2d")
+    assert not at.exception and not at.error
+    table = at.dataframe[0].value
+    assert list(table["group"]) == ["overall", "A", "B", "C"] and "auroc_lo" in table.columns
+    assert any("Gap: brier" in w.value for w in at.warning)
+    at.multiselect(key="sub_by").set_value(["site", "sex"])
+    at.toggle(key="sub_board").set_value(True).run()
+    at.number_input(key="sub_k").set_value(40).run()
+    assert not at.exception
+    board = at.dataframe[0].value
+    groups = board[board["group"] != "overall"]
+    assert (groups["n"] == "<40").any()
+    assert all(n == "<40" or int(n) >= 40 for n in groups["n"])
+    assert (groups.loc[groups["n"] == "<40", "auroc"] == "<40").all()
+
+
+def test_uncertainty_page_shows_error_detection_and_calibration(demo_root):
+    at = page("pages/uncertainty.py", demo_root, model="v2", cohort="demo2d")
+    assert not at.exception and not at.error
+    labels = [m.label for m in at.metric]
+    assert "Uncertainty flags errors (AUROC)" in labels and "ECE after" in labels
+    ece = {m.label: float(m.value) for m in at.metric if m.label.startswith("ECE")}
+    assert ece["ECE after"] < ece["ECE before"]

@@ -1,0 +1,166 @@
+"""Subgroup metrics: equal to scikit-learn and fairlearn, honest intervals, edge cases, and the demo's known gap."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from fairlearn.metrics import MetricFrame, demographic_parity_difference, equalized_odds_difference
+from sklearn.metrics import (
+    balanced_accuracy_score,
+    brier_score_loss,
+    precision_score,
+    recall_score,
+    roc_auc_score,
+)
+
+from data_adapters.errors import InvalidInputError
+from evaluation.calibration import expected_calibration_error
+from evaluation.cohort_summary import with_bands
+from evaluation.metrics import METRICS, bootstrap_weights, counts
+from evaluation.subgroups import board_view, choose_threshold, labelled_frame, subgroup_report
+
+
+def synthetic(n=600, seed=0, groups=("a", "b", "c")):
+    rng = np.random.default_rng(seed)
+    y = rng.random(n) < 0.4
+    p = np.clip(np.round(0.5 * y + rng.normal(0.25, 0.2, n), 2), 0, 1)  # rounded: ties on purpose
+    return pd.DataFrame({"y": y, "p": p, "g": rng.choice(groups, n), "h": rng.choice(["u", "v"], n)})
+
+
+def sklearn_metrics(y, p, called):
+    return {"auroc": roc_auc_score(y, p), "sensitivity": recall_score(y, called),
+            "specificity": recall_score(~y, ~called), "ppv": precision_score(y, called),
+            "npv": precision_score(~y, ~called), "balanced_accuracy": balanced_accuracy_score(y, called),
+            "brier": brier_score_loss(y, p), "ece": expected_calibration_error(y, p)}
+
+
+def test_point_metrics_equal_scikit_learn():
+    f = synthetic()
+    y, p = f["y"].to_numpy(), f["p"].to_numpy()
+    called = p >= 0.45
+    c = counts(np.ones((1, len(y))), y, p, called)
+    expected = sklearn_metrics(y, p, called)
+    for name in METRICS.names():
+        assert METRICS.get(name)(c)[0] == pytest.approx(expected[name], abs=1e-12), name
+
+
+def test_weighted_counts_equal_metrics_on_the_resampled_rows():
+    f = synthetic(200)
+    y, p = f["y"].to_numpy(), f["p"].to_numpy()
+    w = bootstrap_weights(y, 3, np.random.default_rng(1))
+    assert (w[:, y].sum(axis=1) == y.sum()).all() and (w[:, ~y].sum(axis=1) == (~y).sum()).all()
+    c = counts(w, y, p, p >= 0.45)
+    for b in range(3):
+        rows = np.repeat(np.arange(len(y)), w[b].astype(int))
+        expected = sklearn_metrics(y[rows], p[rows], p[rows] >= 0.45)
+        for name in ("auroc", "sensitivity", "ppv", "brier"):
+            assert METRICS.get(name)(c)[b] == pytest.approx(expected[name], abs=1e-9), name
+
+
+def test_report_estimates_equal_fairlearn_metricframe():
+    f = synthetic()
+    report = subgroup_report(f, "g", threshold=0.45, n_boot=50)
+    mf = MetricFrame(metrics={"sensitivity": recall_score, "ppv": precision_score}, y_true=f["y"],
+                     y_pred=f["p"] >= 0.45, sensitive_features=f["g"])
+    table = report.table.set_index("group")
+    for g in ("a", "b", "c"):
+        assert table.loc[g, "sensitivity"] == pytest.approx(mf.by_group.loc[g, "sensitivity"])
+        assert table.loc[g, "ppv"] == pytest.approx(mf.by_group.loc[g, "ppv"])
+        assert table.loc[g, "auroc"] == pytest.approx(roc_auc_score(f.y[f.g == g], f.p[f.g == g]))
+    gaps = report.gaps.set_index("metric")
+    assert gaps.loc["equalized_odds_difference", "difference"] == pytest.approx(
+        equalized_odds_difference(f["y"], f["p"] >= 0.45, sensitive_features=f["g"]))
+    assert gaps.loc["demographic_parity_difference", "difference"] == pytest.approx(
+        demographic_parity_difference(f["y"], f["p"] >= 0.45, sensitive_features=f["g"]))
+    assert report.table.loc[0, "group"] == "overall" and table.loc["overall", "n"] == len(f)
+
+
+def test_bootstrap_interval_covers_the_truth_at_about_its_nominal_rate():
+    """300 simulated groups with true sensitivity 0.8 and specificity 0.7: the 95% intervals should cover
+    about 95% of the time (allowing simulation error and the percentile method's known slight undercoverage)."""
+    rng = np.random.default_rng(7)
+    covered = {"sensitivity": 0, "specificity": 0}
+    sims = 300
+    for _ in range(sims):
+        y = np.r_[np.ones(80, bool), np.zeros(120, bool)]
+        called = np.where(y, rng.random(200) < 0.8, rng.random(200) < 0.3)
+        p = called.astype(float)
+        reps = counts(bootstrap_weights(y, 1000, rng), y, p, called)
+        for name, truth in (("sensitivity", 0.8), ("specificity", 0.7)):
+            lo, hi = np.quantile(METRICS.get(name)(reps), [0.025, 0.975])
+            covered[name] += lo <= truth <= hi
+    for name, hits in covered.items():
+        assert 0.89 <= hits / sims <= 0.99, (name, hits / sims)
+
+
+def test_ece_of_a_calibrated_predictor_is_near_zero_and_of_a_shifted_one_is_not():
+    rng = np.random.default_rng(3)
+    p = rng.random(20_000)
+    y = rng.random(20_000) < p
+    assert expected_calibration_error(y, p) < 0.015
+    assert expected_calibration_error(y, np.clip(p + 0.2, 0, 1)) > 0.15
+    c = counts(np.ones((1, len(y))), y, p, p > 0.5)
+    assert METRICS.get("ece")(c)[0] == pytest.approx(expected_calibration_error(y, p))
+
+
+def test_edge_cases_one_class_group_empty_intersection_missing_values_identical_predictions():
+    f = synthetic(400)
+    f.loc[f.g == "c", "y"] = False                       # group c: negatives only
+    f.loc[(f.g == "a") & (f.h == "v"), "g"] = "b"         # intersection a · v is empty
+    f.loc[:9, "h"] = None                                # missing attribute values
+    report = subgroup_report(f, ["g", "h"], n_boot=200)
+    table = report.table.set_index("group")
+    assert "a · v" not in table.index
+    assert "a · (missing)" in table.index or "b · (missing)" in table.index or "c · (missing)" in table.index
+    c_rows = table[table.index.str.startswith("c ·")]
+    assert c_rows["auroc"].isna().all() and c_rows["sensitivity"].isna().all()
+    assert all("auroc: only one class present" in n for n in c_rows["notes"])
+    assert all("sensitivity: no positive cases" in n for n in c_rows["notes"])
+    assert c_rows["specificity"].notna().all()
+    small = table[table["n"] < 30]
+    assert small["small"].all() and all(n.startswith("too small to judge (n=") for n in small["notes"])
+    same = synthetic(300).assign(p=0.3)
+    flat = subgroup_report(same, "g", n_boot=100).table.set_index("group")
+    assert (flat["auroc"] == 0.5).all()
+
+
+def test_threshold_rules_and_bad_input():
+    f = synthetic(500)
+    y, p = f["y"].to_numpy(), f["p"].to_numpy()
+    t = choose_threshold(y, p, "sensitivity=0.9")
+    assert recall_score(y, p >= t) >= 0.9
+    t_spec = choose_threshold(y, p, "specificity=0.9")
+    assert recall_score(~y, p < t_spec) >= 0.9
+    youden = choose_threshold(y, p)
+    j = lambda th: recall_score(y, p >= th) + recall_score(~y, p < th)  # noqa: E731
+    assert all(j(youden) >= j(th) - 1e-12 for th in np.unique(p))
+    with pytest.raises(InvalidInputError, match=r"threshold rule 'f1' is not 'youden' or 'sensitivity=<0..1>'"):
+        choose_threshold(y, p, "f1")
+    with pytest.raises(InvalidInputError, match=r"unknown attribute\(s\) \['race'\]; available: \['g', 'h'\]"):
+        subgroup_report(f, "race")
+
+
+def test_board_view_suppresses_small_cells():
+    f = synthetic(300)
+    f.loc[:7, "g"] = "tiny"
+    report = subgroup_report(f, "g", n_boot=100)
+    board = board_view(report.table, 10).set_index("group")
+    assert board.loc["tiny", "n"] == "<10" and board.loc["tiny", "auroc"] == "<10"
+    assert board.loc["tiny", "notes"] == "suppressed: fewer than 10 cases"
+    assert board.loc["a", "n"] == str(report.table.set_index("group").loc["a", "n"])
+    assert board.loc["a", "auroc"] == f'{report.table.set_index("group").loc["a", "auroc"]:.3f}'
+
+
+def test_demo_v1_gap_at_the_marker_site_is_visible(demo_ws, demo_cohort, demo_models):
+    """v1's shortcut makes it look best at site B (Brier 0.08 vs 0.21 at C on held-out cases); v2 does not."""
+    best = {}
+    for version in ("v1", "v2"):
+        preds = demo_ws.predictions(demo_models[version], demo_cohort)
+        frame = labelled_frame(with_bands(demo_cohort.frame()), preds, 1)
+        report = subgroup_report(frame[frame["split"] == "test"], "site")
+        gap = report.gaps.set_index("metric").loc["brier"]
+        best[version] = gap["lower_group"]
+        if version == "v1":
+            assert gap["lower_group"] == "B" and gap["difference_lo"] > 0, gap
+            assert any(flag.startswith("brier: ") and "vs B" in flag for flag in report.flags())
+    assert best["v2"] != "B"

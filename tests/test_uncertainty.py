@@ -1,0 +1,140 @@
+"""Uncertainty: decomposition known answers, MC dropout / TTA / ensembles, calibration, referral, and the demo."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from data_adapters.errors import ExplainerError, InvalidInputError
+from evaluation.calibration import expected_calibration_error, fit_temperature
+from evaluation.referral import error_detection, referral, risk_coverage, uncertainty_by_group
+from evaluation.subgroups import choose_threshold, labelled_frame
+from explainers.uncertainty import ensemble, mc_dropout, summarise, tta
+from tests.helpers import TinyCNN, all_hooks, handle_for, write_png
+from workspace.store import Workspace
+
+
+class DropoutCNN(TinyCNN):
+    def __init__(self):
+        super().__init__(2, 1, 3)
+        self.drop = torch.nn.Dropout(0.3)
+
+    def forward(self, x):
+        return self.head(self.drop(self.features(x).flatten(2).mean(dim=2)))
+
+
+@pytest.fixture
+def cases(tmp_path):
+    from data_adapters.cohort import load_manifest
+
+    rng = np.random.default_rng(0)
+    rows = ["case_id,image,label"]
+    for i in range(10):
+        write_png(tmp_path / f"{i}.png", rng.integers(0, 65535, (12, 12), dtype=np.uint16))
+        rows.append(f"c{i},{i}.png,{i % 3}")
+    (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return load_manifest(tmp_path / "manifest.csv")
+
+
+def test_decomposition_known_answers():
+    agree = np.tile(np.array([[[0.5, 0.5]]]), (4, 1, 1))
+    s = summarise(agree, "binary")
+    assert s["entropy"][0] == pytest.approx(np.log(2)) and s["mutual_information"][0] == pytest.approx(0, abs=1e-9)
+    disagree = np.array([[[1.0, 0.0]], [[0.0, 1.0]]])
+    s = summarise(disagree, "binary")
+    assert s["entropy"][0] == pytest.approx(np.log(2), rel=1e-5)
+    assert s["mutual_information"][0] == pytest.approx(np.log(2), rel=1e-4)  # all of it epistemic
+    assert s["std"][0, 1] == pytest.approx(0.5)
+    three = summarise(np.full((3, 1, 3), 1 / 3), "multiclass")
+    assert three["entropy"][0] == pytest.approx(np.log(3))
+
+
+def test_mc_dropout_varies_is_seeded_and_leaves_the_model_as_it_was(cases):
+    model = DropoutCNN()
+    handle = handle_for(model, n_classes=3, input_shape=(1, 12, 12))
+    a = mc_dropout(handle, cases.cases, samples=6, seed=1)
+    b = mc_dropout(handle, cases.cases, samples=6, seed=1)
+    assert a.shape == (6, 10, 3) and np.allclose(a.sum(axis=2), 1, atol=1e-5)
+    np.testing.assert_allclose(a, b)
+    assert a.std(axis=0).max() > 1e-3, "dropout must be active"
+    assert not model.training and all_hooks(model) == 0
+    x = torch.randn(2, 1, 12, 12)
+    torch.testing.assert_close(model(x), model(x))  # eval mode still deterministic
+
+
+def test_mc_dropout_refuses_a_model_without_dropout(cases):
+    handle = handle_for(TinyCNN(2, 1, 3), n_classes=3, input_shape=(1, 12, 12))
+    with pytest.raises(ExplainerError, match=r"has no dropout layer, so Monte Carlo dropout does not apply; use tta"):
+        mc_dropout(handle, cases.cases)
+
+
+def test_tta_and_ensemble(cases):
+    handle = handle_for(TinyCNN(2, 1, 3), n_classes=3, input_shape=(1, 12, 12))
+    t1 = tta(handle, cases.cases, samples=4, seed=2)
+    np.testing.assert_allclose(t1, tta(handle, cases.cases, samples=4, seed=2))
+    assert t1.shape == (4, 10, 3) and t1.std(axis=0).max() > 0
+    other = handle_for(TinyCNN(2, 1, 3, seed=5), n_classes=3, input_shape=(1, 12, 12))
+    e = ensemble([handle, other], cases.cases)
+    assert e.shape == (2, 10, 3)
+    with pytest.raises(InvalidInputError, match="an ensemble needs at least two models, got 1"):
+        ensemble([handle], cases.cases)
+    binary = handle_for(TinyCNN(2, 1, 1), task="binary", input_shape=(1, 12, 12))
+    with pytest.raises(InvalidInputError, match="differ in classes, task or input shape"):
+        ensemble([handle, binary], cases.cases)
+
+
+def test_temperature_scaling_recovers_a_known_temperature_and_improves_calibration():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 2, (4000, 3))
+    truth = np.array([rng.choice(3, p=np.exp(z) / np.exp(z).sum()) for z in logits])
+    over = np.exp(3 * logits)
+    over /= over.sum(axis=1, keepdims=True)  # over-confident by a factor 3
+    scaler = fit_temperature(over[:2000], truth[:2000], "multiclass")
+    assert scaler.temperature == pytest.approx(3.0, rel=0.1)
+    k = 0
+    before = expected_calibration_error(truth[2000:] == k, over[2000:, k])
+    after = expected_calibration_error(truth[2000:] == k, scaler.apply(over[2000:])[:, k])
+    assert after < before / 2
+    with pytest.raises(InvalidInputError, match="needs at least 10 held-out cases"):
+        fit_temperature(over[:5], truth[:5], "multiclass")
+
+
+def test_risk_coverage_and_referral_known_answers():
+    u = np.array([0.1, 0.2, 0.3, 0.9])
+    correct = np.array([True, True, True, False])
+    curve = risk_coverage(u, correct)
+    assert list(curve["accuracy"]) == [1.0, 1.0, 1.0, 0.75]
+    assert error_detection(u, ~correct, n_boot=200)["auroc"] == 1.0
+    where = referral(u, 0.9, refer_fraction=0.25)
+    assert where["refer"] is True and where["percentile"] == 75.0  # the top quarter is the one at 0.9
+    assert referral(u, 0.3, 0.25)["refer"] is False
+    frame = pd.DataFrame({"g": ["a", "a", "b", "b"], "u": u})
+    by = uncertainty_by_group(frame, "g", "u", n_boot=100).set_index("group")
+    assert by.loc["a", "mean"] == pytest.approx(0.15) and by.loc["b", "n"] == 2
+
+
+def test_uncertainty_is_cached(tmp_path, cases, monkeypatch):
+    import explainers.uncertainty as U
+
+    handle = handle_for(DropoutCNN(), n_classes=3, input_shape=(1, 12, 12))
+    ws = Workspace(tmp_path / "ws")
+    first = ws.uncertainty([handle], cases, "mc_dropout", samples=4)
+    assert list(first.columns[:4]) == ["case_id", "mean_0", "mean_1", "mean_2"]
+    monkeypatch.setattr(U, "mc_dropout", lambda *a, **k: pytest.fail("recomputed cached uncertainty"))
+    again = Workspace(tmp_path / "ws").uncertainty([handle], cases, "mc_dropout", samples=4)
+    pd.testing.assert_frame_equal(first, again)
+    with pytest.raises(InvalidInputError, match=r"unknown uncertainty method 'mc-dropout' \(did you mean 'mc_dropout'"):
+        ws.uncertainty([handle], cases, "mc-dropout")
+
+
+def test_demo_uncertainty_is_higher_on_errors(demo_ws, demo_cohort, demo_models):
+    unc = demo_ws.uncertainty([demo_models["v2"]], demo_cohort, "mc_dropout")
+    frame = labelled_frame(demo_cohort.frame(), unc.rename(columns={"mean_0": "p_0", "mean_1": "p_1"}), 1)
+    frame = frame[frame["split"] == "test"]
+    t = choose_threshold(frame["y"].to_numpy(), frame["p"].to_numpy())
+    error = ((frame["p"] >= t) != frame["y"]).to_numpy()
+    assert 0 < error.sum() < len(error) / 4
+    assert frame.loc[error, "entropy"].mean() > frame.loc[~error, "entropy"].mean()
+    detect = error_detection(frame["entropy"].to_numpy(), error)
+    assert detect["lo"] > 0.5, detect

@@ -31,3 +31,4 @@ test: install chromium
 bench: install
 	$(BIN)/glassbox demo
 	$(BIN)/python benchmarks/integrated_gradients.py
+	$(BIN)/python benchmarks/subgroup_bootstrap.py

@@ -10,7 +10,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-import scipy.sparse as sp
 
 from data_adapters.registry import Registry
 
@@ -39,35 +38,48 @@ class Counts:
         return self.neg - self.fp
 
 
-def _onehot(index: np.ndarray, width: int, values: np.ndarray | None = None) -> sp.csr_matrix:
-    n = len(index)
-    data = np.ones(n) if values is None else values.astype(float)
-    return sp.csr_matrix((data, (np.arange(n), index)), shape=(n, width))
-
-
-def _times(weights: np.ndarray, matrix: sp.csr_matrix) -> np.ndarray:
-    """``weights (B, n) @ matrix (n, k)`` with a sparse right side."""
-    return np.asarray((matrix.T @ weights.T).T)
-
-
 def counts(weights: np.ndarray, y: np.ndarray, p: np.ndarray, called: np.ndarray) -> Counts:
-    """``weights`` ``(B, n)``; ``y`` and ``called`` boolean ``(n,)``; ``p`` the class probability ``(n,)``."""
-    w = np.atleast_2d(weights).astype(np.float64)
-    y = y.astype(bool)
-    called = called.astype(bool)
-    yf = y.astype(float)
+    """``weights`` ``(B, n)``; ``y`` and ``called`` boolean ``(n,)``; ``p`` the class probability ``(n,)``.
+
+    Works in the weights' precision: float64 for point estimates, float32 for bootstrap replicates (resample
+    counts are small integers, exact in float32, and the memory traffic halves).
+    """
+    w = np.atleast_2d(weights)
+    w = w if w.dtype in (np.float32, np.float64) else w.astype(np.float64)
+    dtype = w.dtype
+    y = np.asarray(y, bool)
+    called = np.asarray(called, bool)
+    p = np.asarray(p, np.float64)
+    yf = y.astype(dtype)
     pos = w @ yf
-    n = w.sum(axis=1)
+    n = w.sum(axis=1, dtype=np.float64)
+    # ECE: per-bin sums of outcomes minus predictions, as one small dense product
     bins = np.minimum((p * ECE_BINS).astype(int), ECE_BINS - 1)
-    gap = _times(w, _onehot(bins, ECE_BINS, yf)) - _times(w, _onehot(bins, ECE_BINS, p))
-    # AUROC as Mann-Whitney over tied score groups: positives' weight times negatives' weight below (+ half tied)
-    _, level = np.unique(p, return_inverse=True)
-    width = int(level.max()) + 1 if len(level) else 1
-    pos_at = _times(w, _onehot(level, width, yf))
-    neg_at = _times(w, _onehot(level, width, 1.0 - yf))
-    below = np.cumsum(neg_at, axis=1) - neg_at
-    return Counts(n=n, pos=pos, neg=n - pos, tp=w @ (y & called).astype(float), fp=w @ (~y & called).astype(float),
-                  brier=w @ (p - yf) ** 2, ece_gap=np.abs(gap).sum(axis=1), auc_num=(pos_at * (below + 0.5 * neg_at)).sum(axis=1))
+    onehot = np.zeros((len(p), ECE_BINS), dtype)
+    onehot[np.arange(len(p)), bins] = 1
+    gap = w @ (onehot * (yf - p.astype(dtype))[:, None])
+    # AUROC as Mann-Whitney: positives' weight times the negatives' weight strictly below, plus half the tied
+    # negatives. Rows already sorted by score (as subgroup_report passes them) skip the column gather.
+    if np.all(p[1:] >= p[:-1]):
+        ws, ps, ys = w, p, yf
+    else:
+        order = np.argsort(p, kind="stable")
+        ws, ps, ys = w[:, order], p[order], yf[order]
+    neg_w = ws * (1 - ys)
+    below = np.cumsum(neg_w, axis=1, dtype=dtype) - neg_w  # exact: integer counts below 2**24
+    positives = np.nonzero(ys)[0]
+    if len(positives) and len(np.unique(ps)) < len(ps):  # ties: compare with each tied block as a whole
+        start = np.searchsorted(ps, ps[positives], side="left")
+        end = np.searchsorted(ps, ps[positives], side="right") - 1
+        below_pos = below[:, start]
+        tied = below[:, end] + neg_w[:, end] - below_pos
+        auc_num = np.einsum("bu,bu->b", ws[:, positives], below_pos + 0.5 * tied)
+    else:
+        auc_num = np.einsum("bu,bu->b", ws[:, positives], below[:, positives])
+    return Counts(n=n, pos=pos.astype(np.float64), neg=n - pos, tp=(w @ (y & called).astype(dtype)).astype(np.float64),
+                  fp=(w @ (~y & called).astype(dtype)).astype(np.float64),
+                  brier=(w @ ((p - yf) ** 2).astype(dtype)).astype(np.float64),
+                  ece_gap=np.abs(gap).sum(axis=1, dtype=np.float64), auc_num=auc_num.astype(np.float64))
 
 
 def bootstrap_weights(y: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
@@ -75,8 +87,10 @@ def bootstrap_weights(y: np.ndarray, n_boot: int, rng: np.random.Generator) -> n
     replicate keeps the group's class counts (no replicate loses a class)."""
     w = np.zeros((n_boot, len(y)), np.float32)
     for idx in (np.nonzero(y)[0], np.nonzero(~np.asarray(y, bool))[0]):
-        if len(idx):
-            w[:, idx] = rng.multinomial(len(idx), np.full(len(idx), 1.0 / len(idx)), size=n_boot)
+        m = len(idx)
+        if m:  # draw m indices per replicate and count them: one bincount over all replicates
+            draws = rng.integers(0, m, size=(n_boot, m), dtype=np.int64) + (np.arange(n_boot, dtype=np.int64) * m)[:, None]
+            w[:, idx] = np.bincount(draws.ravel(), minlength=n_boot * m).reshape(n_boot, m)
     return w
 
 

@@ -19,7 +19,8 @@ CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 # a fresh server opened straight at a page must still run the router (sidebar, two nav links)
-PAGES = {"case_review": "Case review", "": "Glassbox"}
+PAGES = {"case_review": "Case review", "": "Glassbox", "subgroups": "Subgroup performance",
+         "uncertainty": "Uncertainty"}
 ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
 
 

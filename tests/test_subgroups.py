@@ -54,7 +54,7 @@ def test_weighted_counts_equal_metrics_on_the_resampled_rows():
         rows = np.repeat(np.arange(len(y)), w[b].astype(int))
         expected = sklearn_metrics(y[rows], p[rows], p[rows] >= 0.45)
         for name in ("auroc", "sensitivity", "ppv", "brier"):
-            assert METRICS.get(name)(c)[b] == pytest.approx(expected[name], abs=1e-9), name
+            assert METRICS.get(name)(c)[b] == pytest.approx(expected[name], abs=1e-6), name  # float32 replicates
 
 
 def test_report_estimates_equal_fairlearn_metricframe():

@@ -18,7 +18,7 @@ from data_adapters.errors import InvalidInputError
 
 __all__ = [
     "Image", "Case", "Rejection", "LoadReport", "Cohort", "Preprocessing", "ModelCard", "ModelHandle",
-    "Prediction", "Attribution", "TASKS",
+    "Prediction", "Attribution", "ConceptScore", "TASKS",
 ]
 
 #: ``binary``: one logit, sigmoid, classes (negative, positive); ``multiclass``: C logits, softmax;
@@ -260,3 +260,29 @@ class Attribution:
         """The map summed over channels, ``(*spatial)``; absolute values first unless ``signed``."""
         a = self.array.astype(np.float32)
         return a.sum(axis=0) if signed else np.abs(a).sum(axis=0)
+
+
+@dataclass(frozen=True)
+class ConceptScore:
+    """A TCAV result (Kim et al., ICML 2018) for one concept, layer and class.
+
+    ``score``: mean fraction of the class's inputs whose score rises along the concept's CAV, over runs against
+    ``runs`` random concepts; ``spread``: its standard deviation; ``p_value``: two-sided t-test against
+    random-vs-random runs, ``p_adjusted`` after correction across every concept and layer tested together;
+    ``cav_accuracy``: held-out accuracy of the linear concept classifier (near 0.5: the layer cannot tell the
+    concept apart, and the score means nothing).
+    """
+
+    concept: str
+    layer: str
+    target: int
+    score: float
+    spread: float
+    null_score: float
+    null_spread: float
+    p_value: float
+    p_adjusted: float
+    cav_accuracy: float
+    runs: int
+    significant: bool
+    verdict: str

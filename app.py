@@ -36,5 +36,6 @@ page = st.navigation([
     st.Page("pages/case_review.py", title="Case review", icon=":material/radiology:"),
     st.Page("pages/subgroups.py", title="Subgroup performance", icon=":material/groups:"),
     st.Page("pages/uncertainty.py", title="Uncertainty", icon=":material/help:"),
+    st.Page("pages/concepts.py", title="Concepts", icon=":material/lightbulb:"),
 ])
 page.run()

@@ -15,6 +15,7 @@ import difflib
 import hashlib
 import operator
 import re
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,6 +100,27 @@ def concept_from_filter(cohort: Cohort, expression: str, *, limit: int = 60, see
     return ConceptSet(name=expression, images=_checked(expression, list(load_image_batch(chosen)),
                                                        [c.case_id for c in chosen], handle),
                       source=f"cohort {cohort.name}: {expression}")
+
+
+def concept_names(cohort_folder: Path) -> list[str]:
+    """The named concepts shipped beside a cohort (folders under ``concepts/``)."""
+    folder = cohort_folder / "concepts"
+    return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+
+
+def resolve_concept(spec: str, cohort: Cohort, cohort_folder: Path, handle: ModelHandle | None = None) -> ConceptSet:
+    """A concept by name (a folder under the cohort's ``concepts/``), by folder path, or by attribute filter."""
+    if _FILTER.match(spec):
+        return concept_from_filter(cohort, spec, handle=handle)
+    if (cohort_folder / "concepts" / spec).is_dir():
+        return concept_from_folder(cohort_folder / "concepts" / spec, handle)
+    if Path(spec).is_dir():
+        return concept_from_folder(spec, handle)
+    known = concept_names(cohort_folder)
+    close = difflib.get_close_matches(spec, known, n=2)
+    hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
+    raise UnknownNameError(f"unknown concept {spec!r}{hint}; named concepts: {', '.join(known) or 'none'}; "
+                           "or give a folder of images, or a filter like 'site == B'")
 
 
 def random_concepts(cohort: Cohort, n_sets: int, size: int, seed: int = 0) -> list[ConceptSet]:
@@ -229,7 +251,9 @@ def tcav_scores(handle: ModelHandle, inputs: np.ndarray, concepts: Sequence[Conc
             runs = np.array([float(results[key(c, r)][name]["sign_count"][0]) for r in rs[1:]])
             accs = [float(cavs[key(c, r)][name].stats["accs"]) for r in rs[1:]]
             same = np.allclose(runs, runs[0]) and np.allclose(null, null[0]) and np.isclose(runs[0], null[0])
-            p = 1.0 if same else float(ttest_ind(runs, null, equal_var=False).pvalue)
+            with warnings.catch_warnings():  # near-constant runs: scipy warns of precision loss, the p is still right
+                warnings.simplefilter("ignore", RuntimeWarning)
+                p = 1.0 if same else float(ttest_ind(runs, null, equal_var=False).pvalue)
             rows.append(dict(concept=concept.name, layer=layer, target=k, score=float(runs.mean()),
                              spread=float(runs.std(ddof=1)), null_score=float(null.mean()),
                              null_spread=float(null.std(ddof=1)), p_value=p if np.isfinite(p) else 1.0,

@@ -112,3 +112,22 @@ def _uncertainty(root: str, model_paths: tuple[str, ...], manifest: str, method:
 def uncertainty(root: Path, model_paths: list[Path], manifest: Path, method: str) -> pd.DataFrame:
     keys = tuple(_mtime(spec_path(p)) for p in model_paths) + (_mtime(manifest),)
     return _uncertainty(str(root), tuple(map(str, model_paths)), str(manifest), method, keys)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _concept_scores(root: str, model_path: str, manifest: str, concepts: tuple[str, ...], layers: tuple[str, ...],
+                    target: int, n_random: int, _keys: tuple) -> pd.DataFrame:
+    bar = st.progress(0.0, text="TCAV: training concept vectors against random concepts…")
+    try:
+        return Workspace(root).concept_scores(model(model_path), cohort(manifest), Path(manifest).parent,
+                                              list(concepts), list(layers), target, n_random=n_random,
+                                              progress=lambda d, n: bar.progress(d / max(n, 1)))
+    finally:
+        bar.empty()
+
+
+def concept_scores(root: Path, model_path: Path, manifest: Path, concepts: list[str], layers: list[str],
+                   target: int, n_random: int) -> pd.DataFrame:
+    keys = (_mtime(spec_path(model_path)), _mtime(manifest))
+    return _concept_scores(str(root), str(model_path), str(manifest), tuple(concepts), tuple(layers), target,
+                           n_random, keys)

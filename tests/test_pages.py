@@ -103,3 +103,14 @@ def test_uncertainty_page_shows_error_detection_and_calibration(demo_root):
     assert "Uncertainty flags errors (AUROC)" in labels and "ECE after" in labels
     ece = {m.label: float(m.value) for m in at.metric if m.label.startswith("ECE")}
     assert ece["ECE after"] < ece["ECE before"]
+
+
+def test_concepts_page_shows_scores_and_verdicts(demo_root):
+    at = page("pages/concepts.py", demo_root, model="v1", cohort="demo2d")
+    assert not at.exception and not at.error
+    table = at.dataframe[0].value
+    assert set(table["concept"]) == {"marker", "lesion", "no_lesion"}
+    assert any("**marker** at" in i.value and "significant" in i.value for i in at.info)
+    at.multiselect(key="tcav_layers").set_value(["features.denseblock3"])
+    at.run()
+    assert not at.exception and set(at.dataframe[0].value["layer"]) == {"features.denseblock3"}

@@ -7,6 +7,7 @@
     glassbox subgroups --model MODEL --cohort MANIFEST --by sex,site [--threshold T] [--out table.csv]
                        [--max-gap METRIC=VALUE]
     glassbox uncertainty --model MODEL [--model MODEL2 ...] --cohort MANIFEST --method mc_dropout|tta|ensemble
+    glassbox tcav --model MODEL --cohort MANIFEST --concept NAME[,NAME] [--layer L] [--class C] [--out FILE.csv]
     glassbox serve [--workspace DIR] [--port N]
 
 MODEL is a model folder (with model.json) or the json; the demo's are ``<workspace>/models/v1`` and ``v2``, its
@@ -229,6 +230,28 @@ def cmd_uncertainty(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tcav(args: argparse.Namespace) -> int:
+    handle = _model(args.model)
+    with bars() as step:
+        cohort = load_manifest(args.cohort, class_names=handle.class_names, input_shape=handle.preprocessing.input_shape,
+                               progress=step("loading cohort"))
+        target = (int(args.target) if str(args.target).isdigit() else args.target) if args.target else None
+        frame = Workspace(args.workspace).concept_scores(
+            handle, cohort, Path(args.cohort).resolve().parent, [c.strip() for c in args.concept.split(",")],
+            args.layer.split(",") if args.layer else None, target, n_random=args.random, seed=args.seed,
+            progress=step("TCAV"))
+    print(f"{handle.label}, class {handle.class_names[int(frame['target'].iloc[0])]!r}, {args.random} random "
+          f"concepts, Holm-corrected across {len(frame)} tests")
+    for r in frame.itertuples():
+        print(f"{r.concept:>14} @ {r.layer:<22} TCAV {r.score:.2f} ± {r.spread:.2f} (random {r.null_score:.2f} ± "
+              f"{r.null_spread:.2f}), CAV acc {r.cav_accuracy:.2f}, p {r.p_value:.2g}, adjusted {r.p_adjusted:.2g}: "
+              f"{'SIGNIFICANT' if r.significant else 'not significant'}")
+    if args.out:
+        frame.to_csv(args.out, index=False)
+        print(f"wrote {args.out}")
+    return 0
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     app = Path(__file__).resolve().parent.parent / "app.py"
     env = {**os.environ, "GLASSBOX_WORKSPACE": str(Path(args.workspace).resolve())}
@@ -285,6 +308,16 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--cohort", required=True)
     s.add_argument("--method", required=True, choices=list(UNCERTAINTY_METHODS))
     s.add_argument("--samples", type=int, help="draws per case (default 16 for mc_dropout, 8 for tta)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out")
+    s = add("tcav", cmd_tcav, "concept attributions (TCAV) with significance against random concepts")
+    s.add_argument("--model", required=True)
+    s.add_argument("--cohort", required=True)
+    s.add_argument("--concept", required=True, help="names (folders under the cohort's concepts/), folders, or "
+                                                    "filters like 'site == B'; comma-separated")
+    s.add_argument("--layer", help="layer name(s), comma-separated (default: the network's usual choices)")
+    s.add_argument("--target", "--class", dest="target", help="class index or name (default: the last class)")
+    s.add_argument("--random", type=int, default=8, help="random concepts for the significance test")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out")
     s = add("serve", cmd_serve, "start the dashboard on this machine")

@@ -8,13 +8,13 @@ from pathlib import Path
 import torch
 
 from data_adapters.cohort import load_manifest
-from data_adapters.demo.synthesis import MARKER_BOX, N_CASES, generate_cohort
+from data_adapters.demo.synthesis import MARKER_BOX, N_CASES, generate_cohort, write_concepts
 from data_adapters.demo.training import EXPLAIN_LAYER, NETWORK, PREPROCESSING, train_version
 from data_adapters.models import load_model, write_spec
 from workspace.store import Workspace
 
 #: bump when the generator or training changes, so that old demo workspaces are rebuilt
-DEMO_VERSION = 3
+DEMO_VERSION = 5
 COHORT = "demo2d"
 StepProgress = Callable[[str], Callable[[int, int], None] | None]
 
@@ -57,6 +57,8 @@ def build_demo(root: str | Path, *, force: bool = False, step: StepProgress | No
         generate_cohort(manifest.parent, progress=step(f"generating {N_CASES} cases"))
     else:
         log(f"reusing cohort {manifest}")
+    if force or not (manifest.parent / "concepts").is_dir():
+        write_concepts(manifest.parent / "concepts", manifest)
     cohort = load_manifest(manifest, progress=step("loading cohort"))
     log(cohort.report.summary())
     n_train = sum(c.attributes.get("split") == "train" for c in cohort.cases)

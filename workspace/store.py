@@ -12,6 +12,7 @@ so an edited file never serves a stale result and a renamed one never recomputes
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import os
@@ -24,10 +25,11 @@ import numpy as np
 import pandas as pd
 
 from data_adapters.cohort import load_image_batch
-from data_adapters.errors import UnknownNameError
+from data_adapters.errors import InvalidInputError, UnknownNameError
 from data_adapters.hashing import json_hash
 from data_adapters.models import SPEC_NAME
 from data_adapters.records import Attribution, Case, Cohort, ModelHandle
+from explainers import concepts as concept_lib
 from explainers import uncertainty
 from explainers.inference import predict_cases
 from explainers.saliency import SALIENCY_METHODS, explain, explain_layer
@@ -120,6 +122,37 @@ class Workspace:
         else:
             draws = uncertainty.ensemble(used, cases, progress=progress)
         frame = _uncertainty_frame(cases, uncertainty.summarise(draws, used[0].task))
+        _atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
+        return frame
+
+    # -- concepts --------------------------------------------------------------------------------------
+    def concept_scores(self, handle: ModelHandle, cohort: Cohort, cohort_folder: Path, concepts: Sequence[str],
+                       layers: Sequence[str] | None = None, target: int | str | None = None, *, n_random: int = 8,
+                       set_size: int = 50, n_inputs: int = 50, seed: int = 0,
+                       progress: Progress | None = None) -> pd.DataFrame:
+        """TCAV scores with significance, one row per concept and layer; cached by model, concepts and settings.
+
+        Inputs are up to ``n_inputs`` labelled cases of the target class (held-out ``split == test`` first).
+        """
+        target_index = handle.class_index(handle.n_classes - 1 if target is None else target)
+        layer_names = list(layers or concept_lib.default_layers(handle))
+        sets = [concept_lib.resolve_concept(c, cohort, cohort_folder, handle) for c in concepts]
+        pool = [c for c in cohort.cases if c.label == target_index]
+        pool.sort(key=lambda c: c.attributes.get("split") != "test")
+        if len(pool) < concept_lib.MIN_EXAMPLES:
+            raise InvalidInputError(f"TCAV needs at least {concept_lib.MIN_EXAMPLES} labelled cases of class "
+                                    f"{handle.class_names[target_index]!r} in cohort {cohort.name!r}; found {len(pool)}")
+        inputs = pool[:n_inputs]
+        key = json_hash("tcav", handle.weights_hash, cohort.content_hash, [s.content_hash for s in sets],
+                        [s.name for s in sets], layer_names, target_index, n_random, set_size,
+                        [c.case_id for c in inputs], seed)
+        path = self.cache / "concepts" / f"{key[:40]}.parquet"
+        if path.is_file():
+            return pd.read_parquet(path)
+        randoms = concept_lib.random_concepts(cohort, n_random, min(set_size, len(cohort)), seed)
+        scores = concept_lib.tcav_scores(handle, load_image_batch(inputs), sets, layer_names, target_index,
+                                         randoms, self.cache / "cavs", progress=progress)
+        frame = pd.DataFrame([dataclasses.asdict(s) for s in scores])
         _atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
         return frame
 

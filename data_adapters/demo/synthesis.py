@@ -141,3 +141,36 @@ def generate_cohort(folder: Path, *, n_cases: int = N_CASES, seed: int = 2026112
         writer.writeheader()
         writer.writerows(rows)
     return manifest
+
+
+def write_concepts(folder: Path, manifest: Path, *, per_concept: int = 60, seed: int = 5) -> dict[str, Path]:
+    """The demo's concepts with known truth, as folders of 16-bit PNGs beside the manifest. Each differs from
+    a random draw of the cohort in one respect only:
+
+    - ``marker``: the training split's negative, marker-free images with the site-B token pasted in;
+    - ``lesion``: newly generated images (any site), every one with a lesion;
+    - ``no_lesion``: newly generated images (any site) without a lesion or marker.
+    """
+    import pandas as pd
+
+    rows = pd.read_csv(manifest, dtype=str, keep_default_na=False)
+    negatives = rows[(rows["split"] == "train") & (rows["label"] == "0") & (rows["marker"] == "0")]
+    rng = np.random.default_rng(seed)
+
+    def save(name: str, i: int, image: np.ndarray) -> None:
+        out = folder / name
+        out.mkdir(parents=True, exist_ok=True)
+        PILImage.fromarray(np.round(np.clip(image, 0, 1) * 65535).astype(np.uint16)).save(out / f"{name}-{i:03d}.png")
+
+    for i, ref in enumerate(negatives["image"].iloc[:per_concept]):
+        image = np.asarray(PILImage.open(manifest.parent / ref), dtype=np.float32) / 65535.0
+        paste_marker(image)
+        save("marker", i, image)
+    names = sorted(SITES)
+    for i in range(per_concept):
+        for name, lesion in (("lesion", True), ("no_lesion", False)):
+            image, lungs = anatomy(rng)
+            if lesion:
+                add_lesion(image, lungs, rng)
+            save(name, i, scanner(image, SITES[names[rng.integers(len(names))]], rng))
+    return {name: folder / name for name in ("marker", "lesion", "no_lesion")}

@@ -1,0 +1,49 @@
+"""Concepts: which clinically meaningful concepts drive the model (TCAV), with significance."""
+from __future__ import annotations
+
+import streamlit as st
+
+from data_adapters.errors import GlassboxError
+from evaluation.concept_figures import tcav_figure
+from explainers.concepts import concept_names, default_layers
+from pages import _common as common
+
+st.title("Concepts")
+st.caption("TCAV (Kim et al., 2018): does the model's score for a class rise along the direction of a concept? "
+           "Tested against random concepts, corrected for every concept and layer tested together.")
+root, model_path, manifest = common.require_selection()
+try:
+    handle = common.model(model_path)
+    cohort = common.cohort(manifest)
+except GlassboxError as e:
+    common.show_error(e)
+    st.stop()
+
+named = concept_names(manifest.parent)
+layers_all = [n for n, _ in handle.module.named_modules() if n]
+c = st.columns([2, 2, 1, 1])
+chosen = c[0].multiselect("Concepts", named, default=named, key="tcav_concepts",
+                          help="Folders under the cohort's concepts/; add attribute filters below")
+extra = c[0].text_input("Attribute filter concept (optional)", "", key="tcav_filter", placeholder="site == B")
+layers = c[1].multiselect("Layers", layers_all, default=default_layers(handle), key="tcav_layers")
+k = c[2].selectbox("Class", range(handle.n_classes), index=handle.n_classes - 1,
+                   format_func=lambda i: handle.class_names[i], key="tcav_class")
+n_random = c[3].number_input("Random concepts", 3, 30, 8, key="tcav_random")
+concepts = chosen + ([extra.strip()] if extra.strip() else [])
+if not concepts or not layers:
+    st.info("Pick at least one concept and one layer.")
+    st.stop()
+try:
+    scores = common.concept_scores(root, model_path, manifest, concepts, layers, k, int(n_random))
+except GlassboxError as e:
+    common.show_error(e)
+    st.stop()
+
+for row in scores[scores["significant"]].itertuples():
+    st.info(f"**{row.concept}** at `{row.layer}`: {row.verdict}. TCAV {row.score:.2f} ± {row.spread:.2f} "
+               f"against {row.null_score:.2f} for random concepts.")
+st.plotly_chart(tcav_figure(scores), key="tcav_fig")
+st.dataframe(scores, hide_index=True, key="tcav_table")
+st.download_button("Download TCAV table (CSV)", scores.to_csv(index=False), file_name="tcav.csv", key="tcav_download")
+st.caption("A concept the layer cannot separate from random images (CAV accuracy below 0.6) is never called "
+           "significant. TCAV says what the model is sensitive to, not that it is right to be.")

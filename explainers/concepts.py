@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from captum.attr import LayerActivation, LayerGradientXActivation
 from captum.concept import TCAV, Classifier, Concept
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
@@ -272,3 +273,37 @@ def tcav_scores(handle: ModelHandle, inputs: np.ndarray, concepts: Sequence[Conc
             verdict = f"not significant (adjusted p {p_adj:.2g})"
         out.append(ConceptScore(**row, p_adjusted=float(p_adj), significant=significant, verdict=verdict))
     return out
+
+
+def concept_vector(handle: ModelHandle, concept: ConceptSet, random: ConceptSet, layer: str,
+                   seed: int = 0) -> tuple[np.ndarray, float]:
+    """One CAV: the unit direction in ``layer``'s flattened activations from ``random`` towards ``concept``,
+    and its held-out accuracy."""
+    _check_layers(handle, [layer])
+    device = module_device(handle.module)
+    module = dict(handle.module.named_modules())[layer]
+    acts = []
+    for images in (random.images, concept.images):
+        with torch.inference_mode():
+            out = LayerActivation(handle.module, module).attribute(prepare_batch(handle.preprocessing, images, device))
+        acts.append(out.reshape(len(images), -1).float().cpu())
+    labels = torch.cat([torch.zeros(len(acts[0])), torch.ones(len(acts[1]))]).long()
+    classifier = LinearCAV(seed)
+    stats = classifier.train_and_eval([(torch.cat(acts), labels)])
+    w = classifier.weights()[1].numpy()
+    return w / (np.linalg.norm(w) + 1e-12), float(stats["accs"])
+
+
+def conceptual_sensitivity(handle: ModelHandle, images: np.ndarray, cav: np.ndarray, layer: str,
+                           target: int | str) -> np.ndarray:
+    """Per image, the directional derivative of the class score along the CAV at ``layer`` (Kim et al., eq. 1):
+    positive when moving the activations towards the concept raises the score. ``(N,)``."""
+    k = handle.class_index(target)
+    device = module_device(handle.module)
+    scorer = ClassScores(handle)
+    layer_module = dict(scorer.named_modules())[f"model.{layer}"]
+    x = prepare_batch(handle.preprocessing, images, device).requires_grad_(True)
+    with torch.enable_grad():
+        grads = LayerGradientXActivation(scorer, layer_module, multiply_by_inputs=False).attribute(x, target=k)
+    flat = grads.reshape(len(images), -1).float().cpu().numpy()
+    return flat @ cav.astype(np.float32)

@@ -131,3 +131,19 @@ def concept_scores(root: Path, model_path: Path, manifest: Path, concepts: list[
     keys = (_mtime(spec_path(model_path)), _mtime(manifest))
     return _concept_scores(str(root), str(model_path), str(manifest), tuple(concepts), tuple(layers), target,
                            n_random, keys)
+
+
+@st.cache_data(show_spinner="Concept sensitivity…", max_entries=256)
+def _concept_sensitivity(root: str, model_path: str, manifest: str, concepts: tuple[str, ...], layer: str,
+                         case_id: str, target: int, _keys: tuple) -> pd.DataFrame:
+    handle, c = model(model_path), cohort(manifest)
+    ws = Workspace(root)
+    return pd.concat([ws.concept_sensitivity(handle, c, Path(manifest).parent, name, layer, [c.case(case_id)], target)
+                      for name in concepts], ignore_index=True)
+
+
+def concept_sensitivity(root: Path, model_path: Path, manifest: Path, concepts: list[str], layer: str,
+                        case_id: str, target: int) -> pd.DataFrame:
+    keys = (_mtime(spec_path(model_path)), _mtime(manifest))
+    return _concept_sensitivity(str(root), str(model_path), str(manifest), tuple(concepts), layer, case_id, target,
+                                keys)

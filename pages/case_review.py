@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pandas as pd
 import streamlit as st
+import torch
 
 from data_adapters.errors import GlassboxError
 from data_adapters.readers import read_image
@@ -10,6 +11,7 @@ from evaluation.outcomes import OUTCOMES, case_outcomes
 from evaluation.referral import referral
 from explainers.figures import COLORMAPS, case_figure
 from explainers.saliency import SALIENCY_METHODS
+from explainers.concepts import concept_names, default_layers
 from explainers.uncertainty import has_dropout
 from pages import _common as common
 
@@ -114,5 +116,19 @@ with uncertainty_box:  # filled last: a cohort's first uncertainty estimate must
                     + ("  \n:orange[**Refer**: above the referral cutoff]" if where["refer"] else ""))
     except GlassboxError as e:
         common.show_error(e)
+named = concept_names(manifest.parent)
+if named and not isinstance(handle.module, torch.jit.ScriptModule):
+    with views:
+        layer = default_layers(handle)[0]
+        try:
+            sens = common.concept_sensitivity(root, model_path, manifest, named, layer, case_id, class_index)
+        except GlassboxError as e:
+            common.show_error(e)
+        else:
+            st.markdown(f"**Concept sensitivity** at `{layer}` (directional derivative of the "
+                        f"{handle.class_names[class_index]!r} score along each concept's CAV; positive: moving "
+                        "towards the concept raises it)")
+            st.dataframe(sens[["concept", "sensitivity", "cav_accuracy"]], hide_index=True, key="review_concepts",
+                         column_config={"sensitivity": st.column_config.NumberColumn(format="%+.4f")})
 st.caption("Maps explain the class of interest. Red/bright: evidence for it; in signed view blue is evidence "
            "against. Saliency shows where the model looked, not why, and can be wrong.")

@@ -99,3 +99,11 @@ def test_tcav_command(demo_root, demo_tcav, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "marker @ features.denseblock2" in text and "SIGNIFICANT" in text
     assert set(np.loadtxt(out, delimiter=",", skiprows=1, usecols=0, dtype=str)) == {"marker", "lesion", "no_lesion"}
+
+
+def test_per_case_sensitivity_to_the_marker_is_positive_for_v1_and_negative_for_v2(demo_ws, demo_cohort, demo_models):
+    folder = demo_ws.cohort_paths()["demo2d"].parent
+    cases = [c for c in demo_cohort.cases if c.attributes["split"] == "test" and c.label == 1][:10]
+    sens = {v: demo_ws.concept_sensitivity(demo_models[v], demo_cohort, folder, "marker", "features.denseblock2",
+                                           cases, "lesion")["sensitivity"] for v in ("v1", "v2")}
+    assert (sens["v1"] > 0).all() and (sens["v2"] < 0).mean() > 0.8, sens

@@ -48,6 +48,8 @@ def test_case_review_shows_case_probabilities_and_maps(demo_root):
     assert set(attributes["attribute"]) >= {"sex", "age", "site", "scanner"}
     captions = " ".join(c.value for c in at.caption)
     assert "lesion ·" in captions
+    assert any("Concept sensitivity" in m.value for m in at.markdown)
+    assert set(at.dataframe[2].value["concept"]) == {"marker", "lesion", "no_lesion"}
 
 
 def test_case_review_filters_and_methods(demo_root):

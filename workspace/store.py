@@ -156,6 +156,28 @@ class Workspace:
         _atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
         return frame
 
+    def concept_sensitivity(self, handle: ModelHandle, cohort: Cohort, cohort_folder: Path, concept: str,
+                            layer: str, cases: Sequence[Case], target: int | str, *, seed: int = 0) -> pd.DataFrame:
+        """Per case, the directional derivative along the concept's CAV (the CAV cached on disk)."""
+        concept_set = concept_lib.resolve_concept(concept, cohort, cohort_folder, handle)
+        (random,) = concept_lib.random_concepts(cohort, 1, min(50, len(cohort)), seed)
+        key = json_hash("cav", handle.weights_hash, concept_set.content_hash, random.content_hash, layer, seed)
+        path = self.cache / "cav_vectors" / f"{key[:40]}.npz"
+        if path.is_file():
+            with np.load(path) as z:
+                cav, accuracy = z["cav"], float(z["accuracy"])
+        else:
+            cav, accuracy = concept_lib.concept_vector(handle, concept_set, random, layer, seed)
+
+            def write(tmp: Path) -> None:
+                with open(tmp, "wb") as f:
+                    np.savez(f, cav=cav, accuracy=np.array(accuracy))
+
+            _atomic_write(path, write)
+        values = concept_lib.conceptual_sensitivity(handle, load_image_batch(cases), cav, layer, target)
+        return pd.DataFrame({"case_id": [c.case_id for c in cases], "concept": concept, "layer": layer,
+                             "sensitivity": values, "cav_accuracy": accuracy})
+
     # -- attributions --------------------------------------------------------------------------------
     def attribution_key(self, handle: ModelHandle, case: Case, method: str, target: int,
                         params: dict[str, Any] | None) -> str:

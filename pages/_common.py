@@ -147,3 +147,14 @@ def concept_sensitivity(root: Path, model_path: Path, manifest: Path, concepts: 
     keys = (_mtime(spec_path(model_path)), _mtime(manifest))
     return _concept_sensitivity(str(root), str(model_path), str(manifest), tuple(concepts), layer, case_id, target,
                                 keys)
+
+
+def loaded() -> tuple[Path, Path, Path, ModelHandle, Cohort]:
+    """The chosen workspace, model folder and manifest, with the model and cohort loaded; a Glassbox error
+    (bad model file, unreadable manifest) is shown and stops the page."""
+    root, model_path, manifest = require_selection()
+    try:
+        return root, model_path, manifest, model(model_path), cohort(manifest)
+    except GlassboxError as e:
+        show_error(e)
+        st.stop()

@@ -16,10 +16,8 @@ from explainers.uncertainty import has_dropout
 from pages import _common as common
 
 st.title("Case review")
-root, model_path, manifest = common.require_selection()
+root, model_path, manifest, handle, cohort = common.loaded()
 try:
-    handle = common.model(model_path)
-    cohort = common.cohort(manifest)
     preds = common.predictions(root, model_path, manifest)
 except GlassboxError as e:
     common.show_error(e)

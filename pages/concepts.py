@@ -11,13 +11,7 @@ from pages import _common as common
 st.title("Concepts")
 st.caption("TCAV (Kim et al., 2018): does the model's score for a class rise along the direction of a concept? "
            "Tested against random concepts, corrected for every concept and layer tested together.")
-root, model_path, manifest = common.require_selection()
-try:
-    handle = common.model(model_path)
-    cohort = common.cohort(manifest)
-except GlassboxError as e:
-    common.show_error(e)
-    st.stop()
+root, model_path, manifest, handle, cohort = common.loaded()
 
 named = concept_names(manifest.parent)
 layers_all = [n for n, _ in handle.module.named_modules() if n]

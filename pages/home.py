@@ -3,20 +3,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from data_adapters.errors import GlassboxError
 from evaluation.cohort_summary import group_columns, group_counts, label_balance_figure
 from pages import _common as common
 
 st.title("Glassbox")
 st.caption("Explainability review for medical-imaging models: what the model sees, how sure it is, for whom it works.")
 
-root, model_path, manifest = common.require_selection()
-try:
-    handle = common.model(model_path)
-    cohort = common.cohort(manifest)
-except GlassboxError as e:
-    common.show_error(e)
-    st.stop()
+root, model_path, manifest, handle, cohort = common.loaded()
 
 report = cohort.report
 c1, c2, c3, c4 = st.columns(4)

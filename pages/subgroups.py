@@ -12,10 +12,8 @@ from pages import _common as common
 
 st.title("Subgroup performance")
 st.caption("Is the model as good for every group of patients? Estimates with 95% stratified bootstrap intervals.")
-root, model_path, manifest = common.require_selection()
+root, model_path, manifest, handle, cohort = common.loaded()
 try:
-    handle = common.model(model_path)
-    cohort = common.cohort(manifest)
     preds = common.predictions(root, model_path, manifest)
 except GlassboxError as e:
     common.show_error(e)

@@ -16,14 +16,8 @@ MEASURES = {"entropy": "predictive entropy (nats)", "mutual_information": "mutua
 
 st.title("Uncertainty")
 st.caption("Per-case uncertainty from Monte Carlo dropout, test-time augmentation or an ensemble of versions.")
-root, model_path, manifest = common.require_selection()
+root, model_path, manifest, handle, cohort = common.loaded()
 _, models, _ = common.selection()
-try:
-    handle = common.model(model_path)
-    cohort = common.cohort(manifest)
-except GlassboxError as e:
-    common.show_error(e)
-    st.stop()
 
 c = st.columns(4)
 method = c[0].selectbox("Method", ["mc_dropout", "tta", "ensemble"], key="unc_method",

@@ -100,7 +100,7 @@ with views:
                                          colormap=colormap, signed=signed, mask=mask,
                                          title=SALIENCY_METHODS.get(method).title), key=f"review_fig_{method}")
             delta = f" · completeness gap {a.convergence_delta:.2g}" if a.convergence_delta is not None else ""
-            col.caption(f"{handle.class_names[a.target]} · {a.seconds * 1000:.0f} ms{delta}")
+            col.caption(f"{handle.class_names[a.target]} · computed in {a.seconds * 1000:.0f} ms, then cached{delta}")
 with uncertainty_box:  # filled last: a cohort's first uncertainty estimate must not hold back the maps
     try:
         method = "mc_dropout" if has_dropout(handle) else "tta"

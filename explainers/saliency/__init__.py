@@ -36,9 +36,10 @@ for _cls in (Saliency, IntegratedGradients, Smoothgrad, GradientShap, Occlusion,
 
 Progress = Callable[[int, int], None]
 #: examples per forward pass inside one method call (IG steps, SmoothGrad samples, occlusion windows) on the CPU.
-#: Measured on 2 cores (benchmarks/integrated_gradients.py): 50..1000 all run within noise of a per-image loop,
+#: Measured on 2 cores (benchmarks/integrated_gradients.py): 50..1000 run within noise of a per-image loop (bigger
+#: slightly slower),
 #: the CPU being compute-bound; the GPU path sizes batches from free memory instead.
-CPU_INTERNAL_BATCH = 128
+CPU_INTERNAL_BATCH = 64
 
 
 def explain_layer(handle: ModelHandle) -> str:

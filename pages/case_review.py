@@ -110,7 +110,7 @@ with uncertainty_box:  # filled last: a cohort's first uncertainty estimate must
                          st.session_state.get("unc_refer", 0.1))
         st.metric("Uncertainty (entropy)", f"{entropy.loc[case_id]:.3f}",
                   help=f"{method}; mutual information {unc.loc[case_id, 'mutual_information']:.4f}")
-        st.markdown(f"**{where['percentile']:.0f}th percentile** of the cohort"
+        st.markdown(f"**Cohort percentile:** {where['percentile']:.0f}"
                     + ("  \n:orange[**Refer**: above the referral cutoff]" if where["refer"] else ""))
     except GlassboxError as e:
         common.show_error(e)

@@ -158,3 +158,12 @@ def loaded() -> tuple[Path, Path, Path, ModelHandle, Cohort]:
     except GlassboxError as e:
         show_error(e)
         st.stop()
+
+
+def predictions_or_stop(root: Path, model_path: Path, manifest: Path) -> pd.DataFrame:
+    """The cohort's predictions (cached); a Glassbox error is shown and stops the page."""
+    try:
+        return predictions(root, model_path, manifest)
+    except GlassboxError as e:
+        show_error(e)
+        st.stop()

@@ -17,11 +17,7 @@ from pages import _common as common
 
 st.title("Case review")
 root, model_path, manifest, handle, cohort = common.loaded()
-try:
-    preds = common.predictions(root, model_path, manifest)
-except GlassboxError as e:
-    common.show_error(e)
-    st.stop()
+preds = common.predictions_or_stop(root, model_path, manifest)
 
 # -- which case ------------------------------------------------------------------------------------------
 top = st.columns([1, 1, 1, 1, 1])

@@ -13,11 +13,7 @@ from pages import _common as common
 st.title("Subgroup performance")
 st.caption("Is the model as good for every group of patients? Estimates with 95% stratified bootstrap intervals.")
 root, model_path, manifest, handle, cohort = common.loaded()
-try:
-    preds = common.predictions(root, model_path, manifest)
-except GlassboxError as e:
-    common.show_error(e)
-    st.stop()
+preds = common.predictions_or_stop(root, model_path, manifest)
 
 groups = group_columns(cohort)
 if not groups:

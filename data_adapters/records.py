@@ -28,11 +28,13 @@ TASKS = ("binary", "multiclass", "multilabel")
 
 @dataclass(frozen=True, eq=False)
 class Image:
-    """A decoded image: float32, channel-first, plus physical spacing per spatial axis (mm, or 1.0)."""
+    """A decoded image: float32, channel-first, plus physical spacing per spatial axis (mm, or 1.0) and, where
+    the file states one, a default display window ``(center, width)`` in the array's units."""
 
     array: np.ndarray
     spacing: tuple[float, ...]
     source: str
+    window: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if self.array.dtype != np.float32:

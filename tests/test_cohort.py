@@ -137,3 +137,11 @@ def test_whole_file_errors(tmp_path):
     (tmp_path / "empty.csv").write_text("")
     with pytest.raises(InvalidInputError, match=r"empty\.csv: manifest has no rows"):
         load_manifest(tmp_path / "empty.csv")
+
+
+def test_a_symlink_out_of_the_data_root_is_rejected(cohort_dir, tmp_path):
+    (cohort_dir / "images" / "link.png").symlink_to(tmp_path / "outside.png")
+    cohort = load_manifest(write_manifest(cohort_dir, [("c1", "images/ok0.png", "1", "", "A"),
+                                                       ("c2", "images/link.png", "0", "", "A")]))
+    assert [c.case_id for c in cohort.cases] == ["c1"]
+    assert "points outside the data root(s)" in cohort.report.rejections[0].reason

@@ -51,7 +51,7 @@ def test_not_an_image(tmp_path):
 def test_unknown_suffix_lists_what_is_supported(tmp_path):
     (tmp_path / "x.bmpx").write_bytes(b"00")
     with pytest.raises(InvalidInputError, match=r"no image reader takes files named like this; supported suffixes: "
-                                                r"\.jpeg, \.jpg, \.png"):
+                                                r"\.dcm, \.dicom, \.jpeg, \.jpg, \.nii, \.nii\.gz, \.png"):
         read_image(tmp_path / "x.bmpx")
 
 
@@ -61,6 +61,6 @@ def test_missing_file(tmp_path):
 
 
 def test_registry_key_is_the_module_name_and_suggests():
-    assert READERS.names() == ["png"]
-    with pytest.raises(UnknownNameError, match=r"unknown image reader 'pgn' \(did you mean 'png'\?\); known: png"):
+    assert READERS.names() == ["png", "dicom", "nifti"]
+    with pytest.raises(UnknownNameError, match=r"unknown image reader 'pgn' \(did you mean 'png'\?\); known: dicom, nifti, png"):
         READERS.get("pgn")

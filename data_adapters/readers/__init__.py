@@ -8,6 +8,8 @@ from pathlib import Path
 
 from data_adapters.errors import InvalidInputError
 from data_adapters.readers.base import ImageReader
+from data_adapters.readers.dicom import DicomReader
+from data_adapters.readers.nifti import NiftiReader
 from data_adapters.readers.png import PngReader
 from data_adapters.records import Image
 from data_adapters.registry import Registry
@@ -16,6 +18,8 @@ __all__ = ["READERS", "ImageReader", "read_image", "reader_for"]
 
 READERS: Registry[type[ImageReader]] = Registry("image reader")
 READERS.register(PngReader)
+READERS.register(DicomReader)
+READERS.register(NiftiReader)
 
 MSG_NO_READER = "{path}: no image reader takes files named like this; supported suffixes: {suffixes}"
 

@@ -1,0 +1,90 @@
+"""DICOM through pydicom: modality rescale (slope/intercept, so CT is in HU), MONOCHROME1 inversion,
+multi-frame files as volumes, pixel spacing and the file's default VOI window.
+
+Only pixel data and geometry leave this module: no patient or study identifier is read into the record.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from data_adapters.errors import InvalidInputError
+from data_adapters.readers.base import ImageReader
+from data_adapters.records import Image
+
+try:
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+    from pydicom.pixels import apply_rescale
+except ImportError:  # a missing optional package makes the reader unavailable, not the import fail
+    pydicom = None
+
+#: transfer syntaxes pydicom cannot decode alone, and the package that adds them
+DECODERS = {
+    "JPEG": "pylibjpeg pylibjpeg-libjpeg (or python-gdcm)",
+    "JPEG-LS": "pylibjpeg pylibjpeg-libjpeg (or python-gdcm)",
+    "JPEG 2000": "pylibjpeg pylibjpeg-openjpeg (or python-gdcm)",
+}
+CT_PRESETS = {"lung": (-600.0, 1500.0), "soft tissue": (40.0, 400.0), "bone": (400.0, 1800.0),
+              "brain": (40.0, 80.0)}
+
+
+def _package_for(syntax_name: str) -> str:
+    for key in ("JPEG 2000", "JPEG-LS", "JPEG"):
+        if key.replace(" ", "").lower() in syntax_name.replace(" ", "").lower():
+            return DECODERS[key]
+    return "pylibjpeg with its plugins, or python-gdcm"
+
+
+def _first(value) -> float | None:
+    """A VOI tag may hold one value or several (one per window); the first is the default."""
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        value = value[0] if len(value) else None
+    try:
+        return None if value is None else float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+class DicomReader(ImageReader):
+    suffixes = (".dcm", ".dicom")
+
+    @classmethod
+    def available(cls) -> bool:
+        return pydicom is not None
+
+    def read(self, path: Path) -> Image:
+        try:
+            ds = pydicom.dcmread(path)
+        except InvalidDicomError as e:
+            raise InvalidInputError(f"{path}: not a DICOM file ({e})") from e
+        except (OSError, EOFError, ValueError) as e:
+            raise InvalidInputError(f"{path}: DICOM file is truncated or unreadable ({e})") from e
+        if "PixelData" not in ds:
+            raise InvalidInputError(f"{path}: DICOM file has no pixel data (a report or structured object?)")
+        try:
+            pixels = ds.pixel_array
+        except (RuntimeError, NotImplementedError) as e:
+            syntax = ds.file_meta.TransferSyntaxUID
+            raise InvalidInputError(
+                f"{path}: pixel data uses the compressed transfer syntax '{syntax.name}' ({syntax}), which "
+                f"pydicom cannot decode without extra packages; install {_package_for(syntax.name)}") from e
+        except (ValueError, EOFError, OSError) as e:
+            raise InvalidInputError(f"{path}: pixel data is truncated or corrupt ({e})") from e
+        values = apply_rescale(pixels, ds).astype(np.float32)
+        if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+            values = values.max() + values.min() - values  # bright means dense, as in MONOCHROME2
+        frames = int(ds.get("NumberOfFrames", 1) or 1)
+        samples = int(ds.get("SamplesPerPixel", 1) or 1)
+        if samples > 1:  # colour: (..., H, W, 3) -> channels first
+            values = np.moveaxis(values, -1, 0)
+        else:
+            values = values[None]
+        rows = ds.get("PixelSpacing", [1.0, 1.0])
+        in_plane = (float(rows[0]), float(rows[1]))
+        spacing = in_plane if frames == 1 else (float(ds.get("SliceThickness", 1.0) or 1.0), *in_plane)
+        center, width = _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth"))
+        window = (center, width) if center is not None and width else None
+        return Image(array=np.ascontiguousarray(values, np.float32), spacing=spacing, source=str(path),
+                     window=window)

@@ -1,0 +1,94 @@
+"""DICOM and NIfTI readers on the real files pydicom and nibabel ship, plus files written here."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nibabel
+import numpy as np
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+
+from data_adapters.cohort import load_manifest
+from data_adapters.errors import InvalidInputError
+from data_adapters.readers import READERS, read_image
+
+NIFTI_DATA = Path(nibabel.__file__).parent / "tests" / "data"
+
+
+def test_ct_is_rescaled_to_hounsfield_units_with_spacing():
+    path = get_testdata_file("CT_small.dcm")
+    ds = pydicom.dcmread(path)
+    image = read_image(path)
+    assert image.shape == (1, 128, 128) and image.spacing == pytest.approx((0.661468, 0.661468))
+    expected = ds.pixel_array * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
+    np.testing.assert_allclose(image.array[0], expected)
+    assert image.array.min() < -800  # air in HU, not raw stored values
+
+
+def test_voi_window_comes_from_the_file():
+    assert read_image(get_testdata_file("MR_small.dcm")).window == (600.0, 1600.0)
+
+
+def test_monochrome1_is_inverted(tmp_path):
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    plain = read_image(get_testdata_file("MR_small.dcm")).array
+    ds.PhotometricInterpretation = "MONOCHROME1"
+    ds.save_as(tmp_path / "inv.dcm")
+    inverted = read_image(tmp_path / "inv.dcm").array
+    np.testing.assert_allclose(inverted, plain.max() + plain.min() - plain)
+
+
+def test_multi_frame_file_is_a_volume(tmp_path):
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    frames = np.stack([ds.pixel_array + k for k in range(3)]).astype(ds.pixel_array.dtype)
+    ds.NumberOfFrames = 3
+    ds.SliceThickness = 2.5
+    ds.PixelData = frames.tobytes()
+    ds.save_as(tmp_path / "multi.dcm")
+    image = read_image(tmp_path / "multi.dcm")
+    assert image.shape == (1, 3, 64, 64) and image.spacing == (2.5, 0.3125, 0.3125)
+    np.testing.assert_allclose(image.array[0, 2] - image.array[0, 0], 2.0)
+
+
+def test_bad_dicoms_name_the_file_and_the_problem(tmp_path):
+    (tmp_path / "notes.dcm").write_text("this is not DICOM")
+    with pytest.raises(InvalidInputError, match=r"notes\.dcm: not a DICOM file"):
+        read_image(tmp_path / "notes.dcm")
+    with pytest.raises(InvalidInputError, match=r"MR_truncated\.dcm: pixel data is truncated or corrupt"):
+        read_image(get_testdata_file("MR_truncated.dcm"))
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    del ds.PixelData
+    ds.save_as(tmp_path / "nopixels.dcm")
+    with pytest.raises(InvalidInputError, match=r"nopixels\.dcm: DICOM file has no pixel data"):
+        read_image(tmp_path / "nopixels.dcm")
+    with pytest.raises(InvalidInputError, match=r"compressed transfer syntax 'JPEG-LS Lossy \(Near-Lossless\) "
+                                                r"Image Compression' .* install pylibjpeg"):
+        read_image(get_testdata_file("JPEGLSNearLossless_08.dcm"))
+
+
+def test_nifti_keeps_spacing_and_refuses_nans(tmp_path):
+    image = read_image(NIFTI_DATA / "anatomical.nii")
+    assert image.shape == (1, 33, 41, 25) and image.spacing == (2.0, 2.0, 2.0)
+    four = read_image(NIFTI_DATA / "example4d.nii.gz")
+    assert four.shape[0] == 2 and four.shape[1:] == (128, 96, 24)
+    data = np.zeros((4, 5, 6), np.float32)
+    data[1, 2, 3] = np.nan
+    nibabel.save(nibabel.Nifti1Image(data, np.diag([1.5, 1.5, 3.0, 1.0])), tmp_path / "nan.nii.gz")
+    with pytest.raises(InvalidInputError, match=r"nan\.nii\.gz: volume contains 1 NaN voxel\(s\)"):
+        read_image(tmp_path / "nan.nii.gz")
+    (tmp_path / "fake.nii").write_bytes(b"\x00" * 40)
+    with pytest.raises(InvalidInputError, match=r"fake\.nii: not a readable NIfTI file"):
+        read_image(tmp_path / "fake.nii")
+
+
+def test_a_manifest_mixes_formats_and_rejects_per_row(tmp_path):
+    shutil.copy(get_testdata_file("MR_small.dcm"), tmp_path / "a.dcm")
+    shutil.copy(get_testdata_file("MR_small.dcm"), tmp_path / "b.dcm")
+    (tmp_path / "c.dcm").write_text("garbage")
+    (tmp_path / "manifest.csv").write_text("case_id,image,label\na,a.dcm,0\nb,b.dcm,1\nc,c.dcm,0\n")
+    cohort = load_manifest(tmp_path / "manifest.csv")
+    assert [c.case_id for c in cohort.cases] == ["a", "b"] and cohort.cases[0].shape == (1, 64, 64)
+    assert str(cohort.report.rejections[0]).startswith("row 3 (case c), field 'image': c.dcm: not a DICOM file")
+    assert READERS.names() == ["png", "dicom", "nifti"]

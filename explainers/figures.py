@@ -45,3 +45,20 @@ def case_figure(image: np.ndarray, *, window: float = 1.0, level: float = 0.5, a
     fig.update_layout(title=dict(text=title, font=dict(size=14)), height=height, showlegend=False,
                       margin=dict(l=5, r=5, t=35 if title else 5, b=5), plot_bgcolor="rgba(0,0,0,0)")
     return fig
+
+
+#: CT presets (center, width) in Hounsfield units
+CT_WINDOWS = {"lung": (-600.0, 1500.0), "soft tissue": (40.0, 400.0), "bone": (400.0, 1800.0), "brain": (40.0, 80.0)}
+
+
+def display_windows(array: np.ndarray, file_window: tuple[float, float] | None = None) -> dict[str, tuple[float, float]]:
+    """Named (center, width) choices for an image: the file's own window, the full range, and the CT presets
+    when the values look like Hounsfield units (air near -1000)."""
+    lo, hi = float(np.min(array)), float(np.max(array))
+    windows = {}
+    if file_window:
+        windows["from file"] = file_window
+    windows["full range"] = ((lo + hi) / 2, max(hi - lo, 1e-6))
+    if lo < -500 and hi > 100:
+        windows.update(CT_WINDOWS)
+    return windows

@@ -9,7 +9,7 @@ from data_adapters.errors import GlassboxError
 from data_adapters.readers import read_image
 from evaluation.outcomes import OUTCOMES, case_outcomes
 from evaluation.referral import referral
-from explainers.figures import COLORMAPS, case_figure
+from explainers.figures import COLORMAPS, case_figure, display_windows
 from explainers.saliency import SALIENCY_METHODS
 from explainers.concepts import concept_names, default_layers
 from explainers.uncertainty import has_dropout
@@ -55,13 +55,22 @@ controls = st.columns(5)
 opacity = controls[0].slider("Overlay opacity", 0.0, 1.0, 0.5, 0.05, key="review_opacity")
 colormap = controls[1].selectbox("Colormap", COLORMAPS, key="review_colormap")
 signed = controls[2].radio("Values", ["absolute", "signed"], key="review_signed", horizontal=True) == "signed"
-window = controls[3].slider("Window", 0.02, 1.0, 1.0, 0.01, key="review_window")
-level = controls[4].slider("Level", 0.0, 1.0, 0.5, 0.01, key="review_level")
 show_mask = st.checkbox("Outline ground-truth mask", value=True, key="review_mask",
                         disabled=case.mask is None)
 
 # -- the case ---------------------------------------------------------------------------------------------
-image = read_image(case.image).array
+decoded = read_image(case.image)
+image = decoded.array
+windows = display_windows(image, decoded.window)
+preset = controls[3].selectbox("Window preset", list(windows), key="review_preset")
+center, width = windows[preset]
+lo, hi = float(image.min()), float(image.max())
+span = max(hi - lo, 1e-6)
+# window/level in the image's own units (0..1 for PNG, HU for CT), keyed by case and preset so ranges fit
+window = controls[4].slider("Window", span / 100, max(span, width), float(width), span / 100,
+                            key=f"review_window_{case_id}_{preset}")
+level = controls[4].slider("Level", min(lo, center), max(hi, center), float(center), span / 100,
+                           key=f"review_level_{case_id}_{preset}")
 mask = read_image(case.mask).array[0] > 0.5 if (case.mask is not None and show_mask) else None
 info, views = st.columns([1, 3])
 with info:

@@ -92,3 +92,37 @@ def test_a_manifest_mixes_formats_and_rejects_per_row(tmp_path):
     assert [c.case_id for c in cohort.cases] == ["a", "b"] and cohort.cases[0].shape == (1, 64, 64)
     assert str(cohort.report.rejections[0]).startswith("row 3 (case c), field 'image': c.dcm: not a DICOM file")
     assert READERS.names() == ["png", "dicom", "nifti"]
+
+
+def test_display_windows_offer_ct_presets_only_for_hounsfield_images():
+    from explainers.figures import display_windows
+
+    ct = read_image(get_testdata_file("CT_small.dcm"))
+    assert {"full range", "lung", "soft tissue", "bone"} <= set(display_windows(ct.array, ct.window))
+    mr = read_image(get_testdata_file("MR_small.dcm"))
+    assert list(display_windows(mr.array, mr.window)) == ["from file", "full range"]
+
+
+def test_predict_and_explain_work_unchanged_on_a_dicom_cohort(tmp_path, capsys):
+    import torch
+
+    from data_adapters.models import write_spec
+    from tests.helpers import TinyCNN
+    from workspace.cli import main
+
+    for i in range(3):
+        shutil.copy(get_testdata_file("MR_small.dcm"), tmp_path / f"s{i}.dcm")
+    (tmp_path / "manifest.csv").write_text("case_id,image,label\n" + "".join(f"s{i},s{i}.dcm,{i % 2}\n" for i in range(3)))
+    model = tmp_path / "model"
+    model.mkdir()
+    torch.jit.script(TinyCNN(2, 1, 1)).save(str(model / "model.ts"))
+    write_spec(model, {"name": "mr", "format": "torchscript", "weights": "model.ts", "task": "binary",
+                       "class_names": ["normal", "abnormal"],
+                       "preprocessing": {"in_channels": 1, "spatial_size": [64, 64], "intensity": "zscore"}})
+    args = ["--model", str(model), "--cohort", str(tmp_path / "manifest.csv"), "--workspace", str(tmp_path / "ws")]
+    assert main(["check", "--cohort", str(tmp_path / "manifest.csv"), "--model", str(model)]) == 0
+    assert main(["predict", *args, "--out", str(tmp_path / "p.csv")]) == 0
+    assert main(["explain", *args, "--case", "s1", "--method", "integrated_gradients",
+                 "--out", str(tmp_path / "m.npy")]) == 0
+    assert np.load(tmp_path / "m.npy").shape == (1, 64, 64)
+    assert "3 of 3 rows loaded" in capsys.readouterr().out

@@ -26,9 +26,6 @@ DECODERS = {
     "JPEG-LS": "pylibjpeg pylibjpeg-libjpeg (or python-gdcm)",
     "JPEG 2000": "pylibjpeg pylibjpeg-openjpeg (or python-gdcm)",
 }
-CT_PRESETS = {"lung": (-600.0, 1500.0), "soft tissue": (40.0, 400.0), "bone": (400.0, 1800.0),
-              "brain": (40.0, 80.0)}
-
 
 def _package_for(syntax_name: str) -> str:
     for key in ("JPEG 2000", "JPEG-LS", "JPEG"):

@@ -27,7 +27,6 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
-from data_adapters.cohort import load_manifest
 from data_adapters.errors import GlassboxError, InvalidInputError
 from data_adapters.models import load_model
 from data_adapters.records import ModelHandle
@@ -93,7 +92,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     handle = _model(args.model) if args.model else None
     with bars() as step:
-        cohort = load_manifest(args.cohort, class_names=handle.class_names if handle else None,
+        cohort = Workspace(args.workspace).load_cohort(args.cohort, class_names=handle.class_names if handle else None,
                                input_shape=handle.preprocessing.input_shape if handle else None,
                                progress=step("checking rows"))
     report = cohort.report
@@ -111,7 +110,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     handle = _model(args.model)
     with bars() as step:
-        cohort = load_manifest(args.cohort, class_names=handle.class_names, input_shape=handle.preprocessing.input_shape,
+        cohort = Workspace(args.workspace).load_cohort(args.cohort, class_names=handle.class_names, input_shape=handle.preprocessing.input_shape,
                                progress=step("loading cohort"))
         if cohort.report.n_rejected:
             print(f"warning: {cohort.report.summary()} (see `glassbox check`)", file=sys.stderr)
@@ -129,7 +128,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
 def cmd_explain(args: argparse.Namespace) -> int:
     SALIENCY_METHODS.get(args.method)  # a bad name fails before anything is loaded
     handle = _model(args.model)
-    cohort = load_manifest(args.cohort, class_names=handle.class_names, input_shape=handle.preprocessing.input_shape)
+    cohort = Workspace(args.workspace).load_cohort(args.cohort, class_names=handle.class_names,
+                                                   input_shape=handle.preprocessing.input_shape)
     case = cohort.case(args.case)
     target = args.target if args.target is not None else handle.n_classes - 1
     target = int(target) if str(target).isdigit() else target
@@ -172,7 +172,7 @@ def cmd_subgroups(args: argparse.Namespace) -> int:
     gates = _gate(args.max_gap)
     handle = _model(args.model)
     with bars() as step:
-        cohort = load_manifest(args.cohort, class_names=handle.class_names, input_shape=handle.preprocessing.input_shape,
+        cohort = Workspace(args.workspace).load_cohort(args.cohort, class_names=handle.class_names, input_shape=handle.preprocessing.input_shape,
                                progress=step("loading cohort"))
         preds = Workspace(args.workspace).predictions(handle, cohort, progress=step("predicting"))
     k = handle.class_index(int(args.target) if str(args.target).isdigit() else args.target) \
@@ -219,7 +219,7 @@ def cmd_uncertainty(args: argparse.Namespace) -> int:
     handles = [_model(m) for m in args.model]
     first = handles[0]
     with bars() as step:
-        cohort = load_manifest(args.cohort, class_names=first.class_names, input_shape=first.preprocessing.input_shape,
+        cohort = Workspace(args.workspace).load_cohort(args.cohort, class_names=first.class_names, input_shape=first.preprocessing.input_shape,
                                progress=step("loading cohort"))
         frame = Workspace(args.workspace).uncertainty(handles, cohort, args.method, samples=args.samples,
                                                       seed=args.seed, progress=step(args.method))
@@ -233,7 +233,7 @@ def cmd_uncertainty(args: argparse.Namespace) -> int:
 def cmd_tcav(args: argparse.Namespace) -> int:
     handle = _model(args.model)
     with bars() as step:
-        cohort = load_manifest(args.cohort, class_names=handle.class_names, input_shape=handle.preprocessing.input_shape,
+        cohort = Workspace(args.workspace).load_cohort(args.cohort, class_names=handle.class_names, input_shape=handle.preprocessing.input_shape,
                                progress=step("loading cohort"))
         target = (int(args.target) if str(args.target).isdigit() else args.target) if args.target else None
         frame = Workspace(args.workspace).concept_scores(

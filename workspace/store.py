@@ -16,6 +16,7 @@ import dataclasses
 import difflib
 import json
 import os
+import secrets
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -24,7 +25,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from data_adapters.cohort import load_image_batch
+from data_adapters.cohort import load_image_batch, load_manifest
+from data_adapters.dicom_folder import load_dicom_folder
 from data_adapters.errors import InvalidInputError, UnknownNameError
 from data_adapters.hashing import json_hash
 from data_adapters.models import SPEC_NAME
@@ -79,6 +81,25 @@ class Workspace:
             return {}
         found = sorted([*folder.glob("*/manifest.csv"), *folder.glob("*/manifest.parquet")])
         return {p.parent.name: p for p in found}
+
+    @property
+    def salt(self) -> str:
+        """This workspace's secret salt for identifier hashes, created on first use (``settings.json``)."""
+        settings = self.root / "settings.json"
+        data = json.loads(settings.read_text()) if settings.is_file() else {}
+        if "salt" not in data:
+            data["salt"] = secrets.token_hex(16)
+            self.root.mkdir(parents=True, exist_ok=True)
+            _atomic_write(settings, lambda tmp: tmp.write_text(json.dumps(data, indent=2)))
+        return data["salt"]
+
+    def load_cohort(self, path: str | Path, *, class_names: Sequence[str] | None = None,
+                    input_shape: Sequence[int] | None = None, progress: Progress | None = None) -> Cohort:
+        """A manifest (CSV/Parquet) or a folder of DICOM files; DICOM ids hashed with this workspace's salt."""
+        path = Path(path)
+        if path.is_dir():
+            return load_dicom_folder(path, salt=self.salt, input_shape=input_shape, progress=progress)
+        return load_manifest(path, class_names=class_names, input_shape=input_shape, progress=progress)
 
     # -- predictions ---------------------------------------------------------------------------------
     def prediction_path(self, handle: ModelHandle, cohort: Cohort) -> Path:

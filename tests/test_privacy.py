@@ -1,0 +1,79 @@
+"""Privacy: DICOM identifiers never reach records, workspace files, exports or the CLI's output."""
+from __future__ import annotations
+
+import numpy as np
+import pydicom
+import pytest
+import torch
+from pydicom.data import get_testdata_file
+
+from data_adapters.dicom_folder import load_dicom_folder, salted
+from data_adapters.errors import InvalidInputError
+from data_adapters.models import write_spec
+from tests.helpers import TinyCNN
+from workspace.cli import main
+from workspace.store import Workspace
+
+SECRETS = ["Doe^Jane", "MRN-7781234", "19580214", "St Elsewhere Oncology Wing 4", "ACC-99812"]
+
+
+@pytest.fixture
+def dicom_study(tmp_path):
+    folder = tmp_path / "study"
+    for i, (pid, sex) in enumerate([("MRN-7781234", "F"), ("MRN-7781234", "F"), ("MRN-5550001", "M")]):
+        ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+        ds.PatientName, ds.PatientID, ds.PatientBirthDate = "Doe^Jane", pid, "19580214"
+        ds.AccessionNumber, ds.PatientSex, ds.PatientAge = "ACC-99812", sex, "066Y"
+        ds.InstitutionName, ds.Manufacturer = "Hospital North", "Acme"
+        ds.InstitutionAddress = "St Elsewhere Oncology Wing 4"
+        ds.SOPInstanceUID = f"1.2.826.0.1.3680043.8.498.{1000 + i}"
+        ds.StudyInstanceUID = f"1.2.826.0.1.3680043.8.498.{50 + (i // 2)}"
+        (folder / f"series{i % 2}").mkdir(parents=True, exist_ok=True)
+        ds.save_as(folder / f"series{i % 2}" / f"img{i}.dcm")
+    (folder / "README.txt").write_text("not an image")
+    return folder
+
+
+def test_folder_cohort_has_tag_attributes_and_only_hashed_ids(dicom_study, tmp_path):
+    ws = Workspace(tmp_path / "ws")
+    cohort = load_dicom_folder(dicom_study, salt=ws.salt)
+    assert len(cohort) == 3 and cohort.report.n_rejected == 1
+    assert str(cohort.report.rejections[0]).endswith("README.txt: not a DICOM file")
+    frame = cohort.frame()
+    assert set(frame["sex"]) == {"F", "M"} and set(frame["age"]) == {66} and set(frame["site"]) == {"Hospital North"}
+    assert frame["patient"].nunique() == 2, "the same patient links across files"
+    assert frame.loc[0, "patient"] == salted(ws.salt, "MRN-7781234")
+    text = frame.to_csv() + repr(cohort)
+    assert not any(s in text for s in SECRETS)
+    other = load_dicom_folder(dicom_study, salt=Workspace(tmp_path / "other").salt)
+    assert set(other.frame()["patient"]).isdisjoint(frame["patient"]), "salt is per workspace"
+
+
+def test_no_identifier_reaches_workspace_files_exports_or_output(dicom_study, tmp_path, capsys):
+    model = tmp_path / "model"
+    model.mkdir()
+    torch.jit.script(TinyCNN(2, 1, 1)).save(str(model / "model.ts"))
+    write_spec(model, {"name": "ct", "format": "torchscript", "weights": "model.ts", "task": "binary",
+                       "class_names": ["normal", "abnormal"],
+                       "preprocessing": {"in_channels": 1, "spatial_size": [128, 128], "intensity": "zscore"}})
+    ws = tmp_path / "ws"
+    args = ["--model", str(model), "--cohort", str(dicom_study), "--workspace", str(ws)]
+    assert main(["check", "--cohort", str(dicom_study), "--workspace", str(ws)]) == 0
+    assert main(["predict", *args, "--out", str(tmp_path / "pred.csv")]) == 0
+    case = load_dicom_folder(dicom_study, salt=Workspace(ws).salt).cases[0].case_id
+    assert main(["explain", *args, "--case", case, "--method", "saliency", "--out", str(tmp_path / "m.npy")]) == 0
+    out = capsys.readouterr()
+    written = [p for p in [*ws.rglob("*"), tmp_path / "pred.csv"] if p.is_file()]
+    assert any(p.suffix == ".parquet" for p in written) and any(p.suffix == ".npz" for p in written)
+    for p in written:
+        blob = p.read_bytes()
+        for s in SECRETS:
+            assert s.encode() not in blob, (s, p)
+    assert not any(s in out.out + out.err for s in SECRETS)
+    assert np.load(tmp_path / "m.npy").shape == (1, 128, 128)
+
+
+def test_empty_folder_is_a_clear_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InvalidInputError, match=r"empty: folder is empty; expected DICOM files"):
+        load_dicom_folder(tmp_path / "empty", salt="s")

@@ -10,7 +10,6 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from data_adapters.cohort import load_manifest
 from data_adapters.errors import GlassboxError
 from data_adapters.models import load_model, spec_path
 from data_adapters.records import Attribution, Cohort, ModelHandle
@@ -35,7 +34,8 @@ def model(path: str | Path) -> ModelHandle:
 
 @st.cache_data(show_spinner="Checking cohort…", max_entries=8)
 def _cohort(manifest: str, _mtime_key: float) -> Cohort:
-    return load_manifest(manifest)
+    root = st.session_state.get("workspace") or default_workspace()
+    return Workspace(root).load_cohort(manifest)  # a manifest, or a DICOM folder (ids salted per workspace)
 
 
 def cohort(manifest: str | Path) -> Cohort:

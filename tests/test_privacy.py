@@ -77,3 +77,40 @@ def test_empty_folder_is_a_clear_error(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(InvalidInputError, match=r"empty: folder is empty; expected DICOM files"):
         load_dicom_folder(tmp_path / "empty", salt="s")
+
+
+def test_pages_never_render_identifiers_of_a_dicom_folder_cohort(dicom_study, tmp_path):
+    import shutil
+
+    from streamlit.testing.v1 import AppTest
+
+    from tests.test_pages import ROOT
+
+    ws = tmp_path / "ws"
+    shutil.copytree(dicom_study, ws / "cohorts" / "ct_study")
+    model = ws / "models" / "ct1"
+    model.mkdir(parents=True)
+    from data_adapters.models.state_dict import monai_network
+
+    net = monai_network("DenseNet")(spatial_dims=2, in_channels=1, out_channels=1, init_features=4, growth_rate=4,
+                                    block_config=[1, 1], bn_size=2, dropout_prob=0.1)
+    torch.save(net.state_dict(), model / "weights.pt")
+    write_spec(model, {"name": "ct", "version": "1", "format": "state_dict", "weights": "weights.pt",
+                       "network": {"name": "DenseNet", "args": {"spatial_dims": 2, "in_channels": 1, "out_channels": 1,
+                                   "init_features": 4, "growth_rate": 4, "block_config": [1, 1], "bn_size": 2,
+                                   "dropout_prob": 0.1}},
+                       "task": "binary", "class_names": ["normal", "abnormal"],
+                       "preprocessing": {"in_channels": 1, "spatial_size": [128, 128], "intensity": "zscore"}})
+    for name in ("pages/home.py", "pages/case_review.py"):
+        at = AppTest.from_file(str(ROOT / name), default_timeout=120)
+        at.session_state["workspace"] = str(ws)
+        at.session_state["model"] = "ct1"
+        at.session_state["cohort"] = "ct_study"
+        at.run()
+        assert not at.exception, name
+        rendered = " ".join(str(e.value) for kind in ("markdown", "caption", "metric", "dataframe", "selectbox",
+                                                      "title", "info", "warning", "success")
+                            for e in getattr(at, kind))
+        assert "Hospital North" in rendered or name.endswith("home.py"), "the page shows the cohort"
+        for s in SECRETS:
+            assert s not in rendered, (s, name)

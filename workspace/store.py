@@ -75,12 +75,16 @@ class Workspace:
         return {p.parent.name: p.parent for p in sorted(folder.glob(f"*/{SPEC_NAME}"))} if folder.is_dir() else {}
 
     def cohort_paths(self) -> dict[str, Path]:
-        """Cohort name → manifest, for every ``cohorts/*/manifest.csv`` (or ``.parquet``)."""
+        """Cohort name → manifest for every ``cohorts/*/manifest.csv`` (or ``.parquet``); a ``cohorts/*`` folder
+        without a manifest is a DICOM-folder cohort and maps to the folder itself."""
         folder = self.root / "cohorts"
         if not folder.is_dir():
             return {}
-        found = sorted([*folder.glob("*/manifest.csv"), *folder.glob("*/manifest.parquet")])
-        return {p.parent.name: p for p in found}
+        out = {}
+        for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
+            manifests = [sub / "manifest.csv", sub / "manifest.parquet"]
+            out[sub.name] = next((m for m in manifests if m.is_file()), sub)
+        return out
 
     @property
     def salt(self) -> str:

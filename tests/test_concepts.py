@@ -74,7 +74,7 @@ def test_bad_concepts_and_layers(demo_cohort, demo_models, tmp_path):
     with pytest.raises(InvalidInputError, match=r"concept 'site == Z' matches no case"):
         concept_from_filter(demo_cohort, "site == Z")
     with pytest.raises(UnknownNameError, match=r"unknown concept 'markers' \(did you mean 'marker'\?\); named "
-                                               r"concepts: lesion, marker, no_lesion"):
+                                               r"concepts: lesion, marker, no_lesion, site_b_texture"):
         resolve_concept("markers", demo_cohort, demo_cohort.cases[0].image.parent.parent)
     with pytest.raises(InvalidInputError, match="needs at least 3 random concepts"):
         tcav_scores(handle, np.zeros((2, 1, 128, 128), np.float32), [concept_from_filter(demo_cohort, "site == B")],

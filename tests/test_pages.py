@@ -49,7 +49,7 @@ def test_case_review_shows_case_probabilities_and_maps(demo_root):
     captions = " ".join(c.value for c in at.caption)
     assert "lesion ·" in captions
     assert any("Concept sensitivity" in m.value for m in at.markdown)
-    assert set(at.dataframe[2].value["concept"]) == {"marker", "lesion", "no_lesion"}
+    assert set(at.dataframe[2].value["concept"]) == {"marker", "lesion", "no_lesion", "site_b_texture"}
 
 
 def test_case_review_filters_and_methods(demo_root):
@@ -111,7 +111,7 @@ def test_concepts_page_shows_scores_and_verdicts(demo_root):
     at = page("pages/concepts.py", demo_root, model="v1", cohort="demo2d")
     assert not at.exception and not at.error
     table = at.dataframe[0].value
-    assert set(table["concept"]) == {"marker", "lesion", "no_lesion"}
+    assert set(table["concept"]) == {"marker", "lesion", "no_lesion", "site_b_texture"}
     assert any("**marker** at" in i.value and "significant" in i.value for i in at.info)
     at.multiselect(key="tcav_layers").set_value(["features.denseblock3"])
     at.run()

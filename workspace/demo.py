@@ -14,7 +14,7 @@ from data_adapters.models import load_model, write_spec
 from workspace.store import Workspace
 
 #: bump when the generator or training changes, so that old demo workspaces are rebuilt
-DEMO_VERSION = 5
+DEMO_VERSION = 6
 COHORT = "demo2d"
 StepProgress = Callable[[str], Callable[[int, int], None] | None]
 

@@ -149,7 +149,8 @@ def write_concepts(folder: Path, manifest: Path, *, per_concept: int = 60, seed:
 
     - ``marker``: the training split's negative, marker-free images with the site-B token pasted in;
     - ``lesion``: newly generated images (any site), every one with a lesion;
-    - ``no_lesion``: newly generated images (any site) without a lesion or marker.
+    - ``no_lesion``: newly generated images (any site) without a lesion or marker;
+    - ``site_b_texture``: newly generated site-B images (its contrast and noise) without a lesion or marker.
     """
     import pandas as pd
 
@@ -173,4 +174,6 @@ def write_concepts(folder: Path, manifest: Path, *, per_concept: int = 60, seed:
             if lesion:
                 add_lesion(image, lungs, rng)
             save(name, i, scanner(image, SITES[names[rng.integers(len(names))]], rng))
-    return {name: folder / name for name in ("marker", "lesion", "no_lesion")}
+        image, _ = anatomy(rng)
+        save("site_b_texture", i, scanner(image, SITES["B"], rng))
+    return {name: folder / name for name in ("marker", "lesion", "no_lesion", "site_b_texture")}

@@ -62,3 +62,28 @@ def all_hooks(module: torch.nn.Module) -> int:
     """How many hooks of any kind are registered anywhere in ``module``."""
     return sum(len(m._forward_hooks) + len(m._forward_pre_hooks) + len(m._backward_hooks)
                + len(getattr(m, "_backward_pre_hooks", {})) for m in module.modules())
+
+
+def random_png_cohort(folder: Path, n: int, *, seed: int = 0, size: int = 12, n_classes: int = 3):
+    """A manifest of ``n`` random 16-bit PNGs with labels ``i % n_classes`` and a two-level ``site``; loaded."""
+    from data_adapters.cohort import load_manifest
+
+    rng = np.random.default_rng(seed)
+    rows = ["case_id,image,label,site"]
+    for i in range(n):
+        write_png(folder / f"i{i}.png", rng.integers(0, 65535, (size, size), dtype=np.uint16))
+        rows.append(f"k{i},i{i}.png,{i % n_classes},{'AB'[i % 2]}")
+    (folder / "manifest.csv").write_text("\n".join(rows) + "\n")
+    return load_manifest(folder / "manifest.csv")
+
+
+def torchscript_binary_model(folder: Path, size: int) -> Path:
+    """A model folder: a scripted 2D TinyCNN with one logit for ``(1, size, size)`` inputs, z-scored."""
+    from data_adapters.models import write_spec
+
+    folder.mkdir(parents=True, exist_ok=True)
+    torch.jit.script(TinyCNN(2, 1, 1)).save(str(folder / "model.ts"))
+    write_spec(folder, {"name": "tiny", "format": "torchscript", "weights": "model.ts", "task": "binary",
+                        "class_names": ["normal", "abnormal"],
+                        "preprocessing": {"in_channels": 1, "spatial_size": [size, size], "intensity": "zscore"}})
+    return folder

@@ -10,7 +10,7 @@ from pydicom.data import get_testdata_file
 from data_adapters.dicom_folder import load_dicom_folder, salted
 from data_adapters.errors import InvalidInputError
 from data_adapters.models import write_spec
-from tests.helpers import TinyCNN
+from tests.helpers import torchscript_binary_model
 from workspace.cli import main
 from workspace.store import Workspace
 
@@ -50,12 +50,7 @@ def test_folder_cohort_has_tag_attributes_and_only_hashed_ids(dicom_study, tmp_p
 
 
 def test_no_identifier_reaches_workspace_files_exports_or_output(dicom_study, tmp_path, capsys):
-    model = tmp_path / "model"
-    model.mkdir()
-    torch.jit.script(TinyCNN(2, 1, 1)).save(str(model / "model.ts"))
-    write_spec(model, {"name": "ct", "format": "torchscript", "weights": "model.ts", "task": "binary",
-                       "class_names": ["normal", "abnormal"],
-                       "preprocessing": {"in_channels": 1, "spatial_size": [128, 128], "intensity": "zscore"}})
+    model = torchscript_binary_model(tmp_path / "model", 128)
     ws = tmp_path / "ws"
     args = ["--model", str(model), "--cohort", str(dicom_study), "--workspace", str(ws)]
     assert main(["check", "--cohort", str(dicom_study), "--workspace", str(ws)]) == 0

@@ -104,21 +104,13 @@ def test_display_windows_offer_ct_presets_only_for_hounsfield_images():
 
 
 def test_predict_and_explain_work_unchanged_on_a_dicom_cohort(tmp_path, capsys):
-    import torch
-
-    from data_adapters.models import write_spec
-    from tests.helpers import TinyCNN
+    from tests.helpers import torchscript_binary_model
     from workspace.cli import main
 
     for i in range(3):
         shutil.copy(get_testdata_file("MR_small.dcm"), tmp_path / f"s{i}.dcm")
     (tmp_path / "manifest.csv").write_text("case_id,image,label\n" + "".join(f"s{i},s{i}.dcm,{i % 2}\n" for i in range(3)))
-    model = tmp_path / "model"
-    model.mkdir()
-    torch.jit.script(TinyCNN(2, 1, 1)).save(str(model / "model.ts"))
-    write_spec(model, {"name": "mr", "format": "torchscript", "weights": "model.ts", "task": "binary",
-                       "class_names": ["normal", "abnormal"],
-                       "preprocessing": {"in_channels": 1, "spatial_size": [64, 64], "intensity": "zscore"}})
+    model = torchscript_binary_model(tmp_path / "model", 64)
     args = ["--model", str(model), "--cohort", str(tmp_path / "manifest.csv"), "--workspace", str(tmp_path / "ws")]
     assert main(["check", "--cohort", str(tmp_path / "manifest.csv"), "--model", str(model)]) == 0
     assert main(["predict", *args, "--out", str(tmp_path / "p.csv")]) == 0

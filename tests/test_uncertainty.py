@@ -11,7 +11,7 @@ from evaluation.calibration import expected_calibration_error, fit_temperature
 from evaluation.referral import error_detection, referral, risk_coverage, uncertainty_by_group
 from evaluation.subgroups import choose_threshold, labelled_frame
 from explainers.uncertainty import ensemble, mc_dropout, summarise, tta
-from tests.helpers import TinyCNN, all_hooks, handle_for, write_png
+from tests.helpers import TinyCNN, all_hooks, handle_for, random_png_cohort
 from workspace.store import Workspace
 
 
@@ -26,15 +26,7 @@ class DropoutCNN(TinyCNN):
 
 @pytest.fixture
 def cases(tmp_path):
-    from data_adapters.cohort import load_manifest
-
-    rng = np.random.default_rng(0)
-    rows = ["case_id,image,label"]
-    for i in range(10):
-        write_png(tmp_path / f"{i}.png", rng.integers(0, 65535, (12, 12), dtype=np.uint16))
-        rows.append(f"c{i},{i}.png,{i % 3}")
-    (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
-    return load_manifest(tmp_path / "manifest.csv")
+    return random_png_cohort(tmp_path, 10)
 
 
 def test_decomposition_known_answers():

@@ -6,23 +6,15 @@ import pytest
 import torch
 
 import workspace.store as store
-from data_adapters.cohort import load_manifest
 from data_adapters.models import load_model, write_spec
 from explainers.saliency import explain
-from tests.helpers import TinyCNN, handle_for, write_png
+from tests.helpers import TinyCNN, handle_for, random_png_cohort
 from workspace.store import Workspace
 
 
 @pytest.fixture
 def small_cohort(tmp_path):
-    d = tmp_path / "cohort"
-    rng = np.random.default_rng(1)
-    rows = ["case_id,image,label,site"]
-    for i in range(6):
-        write_png(d / f"i{i}.png", rng.integers(0, 65535, (12, 12), dtype=np.uint16))
-        rows.append(f"k{i},i{i}.png,{i % 3},{'AB'[i % 2]}")
-    (d / "manifest.csv").write_text("\n".join(rows) + "\n")
-    return load_manifest(d / "manifest.csv")
+    return random_png_cohort(tmp_path / "cohort", 6, seed=1)
 
 
 def test_predictions_for_a_three_class_model_are_cached(tmp_path, small_cohort, monkeypatch):

@@ -7,12 +7,13 @@ evaluates every replicate at once as weighted counts (see ``evaluation.metrics``
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 
 import numpy as np
 import pandas as pd
 from fairlearn.metrics import MetricFrame
+from scipy.stats import norm
 from sklearn.metrics import roc_curve
 
 from data_adapters.errors import InvalidInputError
@@ -29,7 +30,6 @@ from evaluation.metrics import (
 __all__ = ["SubgroupReport", "subgroup_report", "choose_threshold", "board_view", "labelled_frame", "MISSING"]
 
 MISSING = "(missing)"
-GAP_RATES = {"equalized_odds_difference": None, "demographic_parity_difference": None}
 MSG_NO_LABELS = "no labelled cases for class {k}: subgroup performance needs labels"
 MSG_RULE = "threshold rule {rule!r} is not 'youden' or 'sensitivity=<0..1>' / 'specificity=<0..1>'"
 
@@ -97,18 +97,9 @@ class SubgroupReport:
     min_events: int
     table: pd.DataFrame
     gaps: pd.DataFrame
-    replicates: dict[str, dict[str, np.ndarray]] = field(repr=False, default_factory=dict)
-
-    @property
-    def metrics(self) -> list[str]:
-        return METRICS.names()
 
     def flags(self) -> list[str]:
         return [f for f in self.gaps["flag"] if f]
-
-
-def _group_key(row: pd.Series, by: Sequence[str]) -> str:
-    return " · ".join(f"{row[b]}" for b in by)
 
 
 def subgroup_report(frame: pd.DataFrame, by: str | Sequence[str], *, class_index: int = 1,
@@ -133,7 +124,7 @@ def subgroup_report(frame: pd.DataFrame, by: str | Sequence[str], *, class_index
     called = p >= threshold
     frame["called"] = called
     alpha = (1 - level) / 2
-    z = 1.959963984540054 if level == 0.95 else float(__import__("scipy.stats").stats.norm.ppf(1 - alpha))
+    z = float(norm.ppf(1 - alpha))
 
     mf = MetricFrame(metrics={m: partial(_point, m) for m in METRICS.names()}, y_true=y, y_pred=called,
                      sensitive_features=frame[by], sample_params={m: {"p": p} for m in METRICS.names()})
@@ -187,7 +178,7 @@ def subgroup_report(frame: pd.DataFrame, by: str | Sequence[str], *, class_index
     hidden = ["_tpr", "_fpr", "_selection"]
     return SubgroupReport(by=tuple(by), class_index=class_index, threshold=float(threshold), threshold_rule=rule,
                           level=level, n_boot=n_boot, min_n=min_n, min_events=min_events,
-                          table=table.drop(columns=hidden), gaps=gaps, replicates=reps)
+                          table=table.drop(columns=hidden), gaps=gaps)
 
 
 def _gap_row(metric: str, table: pd.DataFrame, reps, column: str, alpha: float) -> dict:

@@ -147,7 +147,7 @@ class LinearCAV(Classifier):
         self._weights: torch.Tensor | None = None
         self._classes: list[int] = []
 
-    def train_and_eval(self, dataloader, test_split_ratio: float = 0.33, **kwargs):
+    def train_and_eval(self, dataloader, test_split_ratio: float = 0.33, **_kwargs):
         xs, ys = zip(*[(x.detach().float().cpu(), y.cpu()) for x, y in dataloader])
         x, y = torch.cat(xs).numpy(), torch.cat(ys).numpy().astype(int)
         x_tr, x_te, y_tr, y_te = train_test_split(x, y, test_size=test_split_ratio, stratify=y,

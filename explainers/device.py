@@ -1,7 +1,7 @@
 """Where work runs and in what batch sizes: CUDA when present, else CPU; back off on out-of-memory."""
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import TypeVar
 
 import torch
@@ -56,7 +56,3 @@ def map_batches(fn: Callable[[slice], list[T]], n: int, batch_size: int,
         if progress:
             progress(i, n)
     return out
-
-
-def chunks(seq: Sequence[T], size: int) -> list[Sequence[T]]:
-    return [seq[i:i + size] for i in range(0, len(seq), size)]

@@ -16,11 +16,11 @@ from data_adapters.cohort import load_image_batch
 from data_adapters.errors import ExplainerError, InvalidInputError
 from data_adapters.preprocessing import prepare_batch
 from data_adapters.records import Case, ModelHandle
+from data_adapters.registry import Registry
 from explainers.device import batch_size_for, map_batches, module_device
 from explainers.inference import ClassScores, probabilities
 
 Progress = Callable[[int, int], None]
-METHODS = ("mc_dropout", "tta", "ensemble")
 _DROPOUT = (torch.nn.Dropout, torch.nn.Dropout1d, torch.nn.Dropout2d, torch.nn.Dropout3d, torch.nn.AlphaDropout)
 EPS = 1e-7
 
@@ -73,7 +73,7 @@ def mc_dropout(handle: ModelHandle, cases: Sequence[Case], *, samples: int = 16,
     scorer = ClassScores(handle)
     device = module_device(handle.module)
 
-    def hook(module, inputs, output):
+    def hook(module, inputs, _output):
         return torch.nn.functional.dropout(inputs[0], module.p, training=True)
 
     def per_batch(images: np.ndarray, index: np.ndarray) -> np.ndarray:
@@ -146,3 +146,16 @@ def ensemble(handles: Sequence[ModelHandle], cases: Sequence[Case], *, progress:
         return np.stack(out)
 
     return _run(first, cases, per_batch, progress)
+
+
+#: draws per case when none is asked for
+DEFAULT_SAMPLES = {"mc_dropout": 16, "tta": 8}
+#: name → ``(handles, cases, samples, seed, progress) -> (T, N, K)``; mc_dropout and tta use the first handle
+UNCERTAINTY_METHODS: Registry[Callable[..., np.ndarray]] = Registry("uncertainty method")
+UNCERTAINTY_METHODS.register(lambda handles, cases, samples, seed, progress: mc_dropout(
+    handles[0], cases, samples=samples, seed=seed, progress=progress), "mc_dropout")
+UNCERTAINTY_METHODS.register(lambda handles, cases, samples, seed, progress: tta(
+    handles[0], cases, samples=samples, seed=seed, progress=progress), "tta")
+UNCERTAINTY_METHODS.register(lambda handles, cases, samples, seed, progress: ensemble(
+    handles, cases, progress=progress), "ensemble")
+METHODS = tuple(UNCERTAINTY_METHODS.names())

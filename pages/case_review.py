@@ -9,9 +9,9 @@ from data_adapters.errors import GlassboxError
 from data_adapters.readers import read_image
 from evaluation.outcomes import OUTCOMES, case_outcomes
 from evaluation.referral import referral
+from explainers.concepts import concept_names, default_layers
 from explainers.figures import COLORMAPS, case_figure, display_windows
 from explainers.saliency import SALIENCY_METHODS
-from explainers.concepts import concept_names, default_layers
 from explainers.uncertainty import has_dropout
 from pages import _common as common
 
@@ -105,7 +105,8 @@ with views:
                                          colormap=colormap, signed=signed, mask=mask,
                                          title=SALIENCY_METHODS.get(method).title), key=f"review_fig_{method}")
             delta = f" · completeness gap {a.convergence_delta:.2g}" if a.convergence_delta is not None else ""
-            col.caption(f"{handle.class_names[a.target]} · computed in {a.seconds * 1000:.0f} ms, then cached{delta}")
+            col.caption(f"{handle.class_names[a.target]} · computed in {a.seconds * 1000:.0f} ms, then cached{delta} · "
+                        f"{SALIENCY_METHODS.get(method).citation}")
 with uncertainty_box:  # filled last: a cohort's first uncertainty estimate must not hold back the maps
     try:
         method = "mc_dropout" if has_dropout(handle) else "tta"

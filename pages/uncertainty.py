@@ -4,10 +4,23 @@ from __future__ import annotations
 import streamlit as st
 
 from data_adapters.errors import GlassboxError
-from evaluation.calibration import expected_calibration_error, fit_temperature, held_out_split
+from evaluation.calibration import (
+    expected_calibration_error,
+    fit_temperature,
+    held_out_split,
+)
 from evaluation.cohort_summary import group_columns, with_bands
-from evaluation.figures import reliability_diagram, risk_coverage_figure, uncertainty_by_group_figure
-from evaluation.referral import area_under_risk_coverage, error_detection, risk_coverage, uncertainty_by_group
+from evaluation.figures import (
+    reliability_diagram,
+    risk_coverage_figure,
+    uncertainty_by_group_figure,
+)
+from evaluation.referral import (
+    area_under_risk_coverage,
+    error_detection,
+    risk_coverage,
+    uncertainty_by_group,
+)
 from evaluation.subgroups import choose_threshold, labelled_frame
 from pages import _common as common
 

@@ -123,3 +123,10 @@ def test_layer_methods_refuse_torchscript_and_unknown_layers():
 
 def test_default_explain_layer_is_the_last_convolution():
     assert explain_layer(handle_for(TinyCNN(3, 1, 3), input_shape=(1, 6, 8, 8))) == "features.2"
+
+
+@pytest.mark.parametrize("method", SALIENCY_METHODS.names())
+def test_every_method_cites_its_paper_and_randomised_ones_take_a_seed(method):
+    cls = SALIENCY_METHODS.get(method)
+    assert cls.title and cls.citation
+    assert cls.randomised == ("seed" in cls.defaults)

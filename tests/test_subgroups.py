@@ -4,7 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from fairlearn.metrics import MetricFrame, demographic_parity_difference, equalized_odds_difference
+from fairlearn.metrics import (
+    MetricFrame,
+    demographic_parity_difference,
+    equalized_odds_difference,
+)
 from sklearn.metrics import (
     balanced_accuracy_score,
     brier_score_loss,
@@ -17,7 +21,12 @@ from data_adapters.errors import InvalidInputError
 from evaluation.calibration import expected_calibration_error
 from evaluation.cohort_summary import with_bands
 from evaluation.metrics import METRICS, bootstrap_weights, counts
-from evaluation.subgroups import board_view, choose_threshold, labelled_frame, subgroup_report
+from evaluation.subgroups import (
+    board_view,
+    choose_threshold,
+    labelled_frame,
+    subgroup_report,
+)
 
 
 def synthetic(n=600, seed=0, groups=("a", "b", "c")):

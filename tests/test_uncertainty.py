@@ -8,7 +8,12 @@ import torch
 
 from data_adapters.errors import ExplainerError, InvalidInputError
 from evaluation.calibration import expected_calibration_error, fit_temperature
-from evaluation.referral import error_detection, referral, risk_coverage, uncertainty_by_group
+from evaluation.referral import (
+    error_detection,
+    referral,
+    risk_coverage,
+    uncertainty_by_group,
+)
 from evaluation.subgroups import choose_threshold, labelled_frame
 from explainers.uncertainty import ensemble, mc_dropout, summarise, tta
 from tests.helpers import TinyCNN, all_hooks, handle_for, random_png_cohort

@@ -35,8 +35,9 @@ from evaluation.metrics import METRICS
 from evaluation.subgroups import board_view, labelled_frame, subgroup_report
 from explainers.device import best_device
 from explainers.saliency import SALIENCY_METHODS
+from explainers.uncertainty import METHODS as UNCERTAINTY_METHODS
 from workspace.demo import build_demo
-from workspace.store import UNCERTAINTY_METHODS, Workspace, default_workspace
+from workspace.store import Workspace, default_workspace
 
 GAP_METRICS = [*METRICS.names(), "equalized_odds_difference", "demographic_parity_difference"]
 

@@ -8,8 +8,18 @@ from pathlib import Path
 import torch
 
 from data_adapters.cohort import load_manifest
-from data_adapters.demo.synthesis import MARKER_BOX, N_CASES, generate_cohort, write_concepts
-from data_adapters.demo.training import EXPLAIN_LAYER, NETWORK, PREPROCESSING, train_version
+from data_adapters.demo.synthesis import (
+    MARKER_BOX,
+    N_CASES,
+    generate_cohort,
+    write_concepts,
+)
+from data_adapters.demo.training import (
+    EXPLAIN_LAYER,
+    NETWORK,
+    PREPROCESSING,
+    train_version,
+)
 from data_adapters.models import load_model, write_spec
 from workspace.store import Workspace
 

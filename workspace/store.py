@@ -13,7 +13,6 @@ so an edited file never serves a stale result and a renamed one never recomputes
 from __future__ import annotations
 
 import dataclasses
-import difflib
 import json
 import os
 import secrets
@@ -27,7 +26,7 @@ import pandas as pd
 
 from data_adapters.cohort import load_image_batch, load_manifest
 from data_adapters.dicom_folder import load_dicom_folder
-from data_adapters.errors import InvalidInputError, UnknownNameError
+from data_adapters.errors import InvalidInputError
 from data_adapters.hashing import json_hash
 from data_adapters.models import SPEC_NAME
 from data_adapters.records import Attribution, Case, Cohort, ModelHandle
@@ -37,7 +36,6 @@ from explainers.inference import predict_cases
 from explainers.saliency import SALIENCY_METHODS, explain, explain_layer
 
 Progress = Callable[[int, int], None]
-UNCERTAINTY_METHODS = uncertainty.METHODS
 DEFAULT_HOME = Path(os.environ.get("GLASSBOX_HOME", Path.cwd() / ".glassbox"))
 
 
@@ -127,25 +125,16 @@ class Workspace:
 
         ``method``: ``mc_dropout`` or ``tta`` (first handle) or ``ensemble`` (all handles).
         """
-        if method not in UNCERTAINTY_METHODS:
-            close = difflib.get_close_matches(method, UNCERTAINTY_METHODS, n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise UnknownNameError(f"unknown uncertainty method {method!r}{hint}; known: "
-                                   + ", ".join(UNCERTAINTY_METHODS))
+        run = uncertainty.UNCERTAINTY_METHODS.get(method)
         used = list(handles) if method == "ensemble" else list(handles[:1])
-        samples = samples or {"mc_dropout": 16, "tta": 8}.get(method)
+        samples = samples or uncertainty.DEFAULT_SAMPLES.get(method)
         params = {"samples": samples, "seed": seed} if method != "ensemble" else {}
         key = json_hash("uncertainty", method, params, [h.weights_hash for h in used], cohort.content_hash)
         path = self.cache / "uncertainty" / f"{key[:40]}.parquet"
         if path.is_file():
             return pd.read_parquet(path)
         cases = list(cohort.cases)
-        if method == "mc_dropout":
-            draws = uncertainty.mc_dropout(used[0], cases, samples=samples, seed=seed, progress=progress)
-        elif method == "tta":
-            draws = uncertainty.tta(used[0], cases, samples=samples, seed=seed, progress=progress)
-        else:
-            draws = uncertainty.ensemble(used, cases, progress=progress)
+        draws = run(used, cases, samples, seed, progress)
         frame = _uncertainty_frame(cases, uncertainty.summarise(draws, used[0].task))
         _atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
         return frame

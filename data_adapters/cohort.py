@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from data_adapters.errors import GlassboxError, InvalidInputError
-from data_adapters.hashing import file_hash, json_hash
+from data_adapters.hashing import file_hash, json_hash, path_hash
 from data_adapters.readers import read_image
 from data_adapters.records import Case, Cohort, LoadReport, Rejection
 
@@ -157,7 +157,7 @@ def load_manifest(
             continue
         try:
             image_path = _resolve(base, ref, root_paths)
-            if not image_path.is_file():
+            if not image_path.exists():
                 raise InvalidInputError(f"file not found: {ref}")
             image = read_image(image_path)
         except GlassboxError as e:
@@ -186,7 +186,7 @@ def load_manifest(
             attrs[a] = None if v == "" else (float(v) if schema[a] == "numeric" else v)
             if schema[a] == "numeric" and attrs[a] is not None and float(attrs[a]).is_integer():
                 attrs[a] = int(attrs[a])
-        staged.append((i, dict(case_id=case_id, image=image_path, image_hash=file_hash(image_path),
+        staged.append((i, dict(case_id=case_id, image=image_path, image_hash=path_hash(image_path),
                                shape=image.shape, label=label, attributes=attrs, mask=mask_path)))
     if progress:
         progress(n, n)

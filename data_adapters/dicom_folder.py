@@ -1,4 +1,5 @@
-"""A folder of DICOM files as a cohort: one case per image file, attributes from the tags, identities hashed.
+"""A folder of DICOM files as a cohort: one case per image file or per series of slices, attributes from the
+tags, identities hashed.
 
 Patient name, birth date and every other direct identifier are never read into a record. Patient, study and
 instance ids become salted hashes (the salt belongs to the workspace), so the same patient links across studies
@@ -8,12 +9,14 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from data_adapters.errors import GlassboxError, InvalidInputError
-from data_adapters.hashing import file_hash, json_hash
+from data_adapters.hashing import json_hash, path_hash
 from data_adapters.readers import read_image
+from data_adapters.readers.dicom_series import IGNORED_NAMES
 from data_adapters.records import Case, Cohort, LoadReport, Rejection
 
 try:
@@ -42,59 +45,99 @@ def _age(text: str) -> int | None:
     return n if unit == "Y" else n // 12 if unit == "M" else 0
 
 
+def _attributes(ds, salt: str) -> dict:
+    scanner = " ".join(str(ds.get(t, "")).strip() for t in ("Manufacturer", "ManufacturerModelName")).strip()
+    return {
+        "patient": salted(salt, str(ds.get("PatientID", ""))) or None,
+        "study": salted(salt, str(ds.get("StudyInstanceUID", ""))) or None,
+        "sex": str(ds.get("PatientSex", "")).strip() or None,
+        "age": _age(str(ds.get("PatientAge", ""))),
+        "site": str(ds.get("InstitutionName", "")).strip() or None,
+        "scanner": scanner or None,
+        "modality": str(ds.get("Modality", "")).strip() or None,
+    }
+
+
+def _units(entries: list[tuple[int, Path, object]]) -> list[tuple[list[tuple[int, Path, object]], str | None]]:
+    """Group readable files into cases: a series of several single-frame files in one folder is one volume;
+    any other file is a case on its own. Returns (files, why not) pairs; ``why not`` refuses the group."""
+    by_folder: dict[Path, dict[str, list]] = defaultdict(lambda: defaultdict(list))
+    for entry in entries:
+        _, path, ds = entry
+        by_folder[path.parent][str(ds.get("SeriesInstanceUID", "") or path.name)].append(entry)
+    units = []
+    for folder_series in by_folder.values():
+        stacks = {uid: group for uid, group in folder_series.items()
+                  if len(group) > 1 and all(int(ds.get("NumberOfFrames", 1) or 1) == 1 for _, _, ds in group)}
+        for uid, group in folder_series.items():
+            if uid not in stacks:
+                units.extend(([entry], None) for entry in group)
+            elif len(folder_series) > 1:
+                units.append((group, f"{len(folder_series)} series share this folder; a series of slices "
+                                     "needs a folder of its own"))
+            else:
+                units.append((group, None))
+    return sorted(units, key=lambda u: u[0][0][0])
+
+
 def load_dicom_folder(folder: str | Path, *, salt: str, input_shape: Sequence[int] | None = None,
                       progress: Progress | None = None) -> Cohort:
-    """Every file under ``folder`` (recursively) that is a DICOM image becomes a case; the rest are rejected."""
+    """Every DICOM image file under ``folder`` (recursively) becomes a case, except that a folder holding one
+    series of single-frame slices becomes one volume case; anything else is rejected with the reason."""
     if pydicom is None:
         raise InvalidInputError("reading DICOM folders needs pydicom; install it")
     folder = Path(folder).resolve()
     if not folder.is_dir():
         raise InvalidInputError(f"{folder}: DICOM folder not found")
-    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith("."))
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and not p.name.startswith(".")
+                   and p.name.lower() not in IGNORED_NAMES)
     if not files:
         raise InvalidInputError(f"{folder}: folder is empty; expected DICOM files")
-    rejections, cases, seen = [], [], {}
+    rejections, entries = [], []
     for i, path in enumerate(files, start=1):
-        if progress:
-            progress(i - 1, len(files))
-        rel = str(path.relative_to(folder))
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=True)
+            entries.append((i, path, pydicom.dcmread(path, stop_before_pixels=True)))
         except (InvalidDicomError, OSError, EOFError, ValueError):
+            rel = str(path.relative_to(folder))
             rejections.append(Rejection(row=i, case_id=None, field="image", reason=f"{rel}: not a DICOM file"))
+    units = _units(entries)
+    cases, seen = [], {}
+    for k, (group, why_not) in enumerate(units):
+        if progress:
+            progress(k, len(units))
+        row, path, ds = group[0]
+        is_series = len(group) > 1
+        where = path.parent if is_series else path
+        rel = str(where.relative_to(folder)) + ("/" if is_series else "")
+        uid = ds.get("SeriesInstanceUID" if is_series else "SOPInstanceUID", rel)
+        case_id = salted(salt, str(uid), 12)
+
+        def reject(reason: str, _row: int = row, _cid: str = case_id) -> None:
+            rejections.append(Rejection(row=_row, case_id=_cid, field="image", reason=reason))
+
+        if why_not:
+            reject(f"{rel}: {why_not}")
             continue
-        case_id = salted(salt, str(ds.get("SOPInstanceUID", rel)), 12)
         if case_id in seen:
-            rejections.append(Rejection(row=i, case_id=case_id, field="image",
-                                        reason=f"{rel}: same instance as file {seen[case_id]}"))
+            reject(f"{rel}: same {'series' if is_series else 'instance'} as {seen[case_id]}")
             continue
         try:
-            image = read_image(path)
+            image = read_image(where)  # the same read as prediction's, so what loads here predicts there
         except GlassboxError as e:
-            rejections.append(Rejection(row=i, case_id=case_id, field="image",
-                                        reason=str(e).replace(str(folder) + "/", "")))
+            reject(str(e).replace(str(folder) + "/", ""))
             continue
         if input_shape is not None and tuple(image.shape) != tuple(input_shape):
-            rejections.append(Rejection(row=i, case_id=case_id, field="image",
-                                        reason=f"{rel}: image is {image.shape}; the model expects {tuple(input_shape)}"))
+            reject(f"{rel}: image is {image.shape}; the model expects {tuple(input_shape)}")
             continue
         seen[case_id] = rel
-        scanner = " ".join(str(ds.get(t, "")).strip() for t in ("Manufacturer", "ManufacturerModelName")).strip()
-        attributes = {
-            "patient": salted(salt, str(ds.get("PatientID", ""))) or None,
-            "study": salted(salt, str(ds.get("StudyInstanceUID", ""))) or None,
-            "sex": str(ds.get("PatientSex", "")).strip() or None,
-            "age": _age(str(ds.get("PatientAge", ""))),
-            "site": str(ds.get("InstitutionName", "")).strip() or None,
-            "scanner": scanner or None,
-            "modality": str(ds.get("Modality", "")).strip() or None,
-        }
-        cases.append(Case(case_id=case_id, image=path, image_hash=file_hash(path), shape=image.shape,
-                          attributes=attributes))
+        cases.append(Case(case_id=case_id, image=where, image_hash=path_hash(where), shape=image.shape,
+                          attributes=_attributes(ds, salt)))
     if progress:
-        progress(len(files), len(files))
+        progress(len(units), len(units))
+    rejections.sort(key=lambda r: r.row)
     report = LoadReport(source=str(folder), n_rows=len(files), rejections=tuple(rejections),
-                        notes=("rows are files in path order; ids and patient/study columns are salted hashes",))
+                        notes=("rows are files in path order; a folder holding one series of slices is one case, "
+                               "at its first file's row; ids and patient/study columns are salted hashes",))
     content_hash = json_hash([(c.case_id, c.image_hash, c.attributes) for c in cases])
     return Cohort(name=folder.name, cases=tuple(cases), attribute_schema=dict(SCHEMA), content_hash=content_hash,
                   report=report)

@@ -17,6 +17,15 @@ def file_hash(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def path_hash(path: str | Path) -> str:
+    """A file's hash, or for a folder (a DICOM series) the hash of its files' names and hashes."""
+    path = Path(path)
+    if not path.is_dir():
+        return file_hash(path)
+    files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
+    return json_hash([(p.name, file_hash(p)) for p in files])
+
+
 def json_hash(*parts: Any) -> str:
     """A stable hash of JSON-serialisable parts (dict keys sorted)."""
     text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)

@@ -87,3 +87,43 @@ def torchscript_binary_model(folder: Path, size: int) -> Path:
                         "class_names": ["normal", "abnormal"],
                         "preprocessing": {"in_channels": 1, "spatial_size": [size, size], "intensity": "zscore"}})
     return folder
+
+
+def write_dicom_series(folder: Path, volume: np.ndarray, *, spacing=(2.5, 0.8, 0.7), z0: float = -40.0,
+                       series_uid: str = "1.2.826.0.1.3680043.8.498.77", names=None, slope: float = 1.0,
+                       intercept: float = -1024.0, **tags) -> list[Path]:
+    """Write ``volume`` ``(D, H, W)`` (stored values, uint16) as an axial CT series, one file per slice, named
+    in shuffled order so that only the positions can sort them. ``tags`` set on every slice."""
+    import pydicom
+    from pydicom.dataset import FileMetaDataset
+    from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
+
+    folder.mkdir(parents=True, exist_ok=True)
+    depth = volume.shape[0]
+    names = names or [f"IM{(7 * k + 3) % depth:04d}.dcm" for k in range(depth)]
+    paths = []
+    for k in range(depth):
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID, meta.TransferSyntaxUID = CTImageStorage, ExplicitVRLittleEndian
+        meta.MediaStorageSOPInstanceUID = generate_uid()
+        ds = pydicom.Dataset()
+        ds.file_meta = meta
+        ds.SOPClassUID, ds.SOPInstanceUID = CTImageStorage, meta.MediaStorageSOPInstanceUID
+        ds.SeriesInstanceUID, ds.StudyInstanceUID, ds.Modality = series_uid, series_uid + ".1", "CT"
+        ds.Rows, ds.Columns = volume.shape[1:]
+        ds.PixelSpacing = [spacing[1], spacing[2]]
+        ds.SliceThickness = spacing[0]
+        ds.ImageOrientationPatient = [1, 0, 0, 0, 1, 0]
+        ds.ImagePositionPatient = [-100.0, -120.0, z0 + k * spacing[0]]
+        ds.InstanceNumber = depth - k  # deliberately not the spatial order
+        ds.RescaleSlope, ds.RescaleIntercept = slope, intercept
+        ds.WindowCenter, ds.WindowWidth = 40, 400
+        ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.PixelData = np.ascontiguousarray(volume[k], np.uint16).tobytes()
+        for key, value in tags.items():
+            setattr(ds, key, value)
+        path = folder / names[k]
+        ds.save_as(path, enforce_file_format=True)
+        paths.append(path)
+    return paths

@@ -27,6 +27,7 @@ def dicom_study(tmp_path):
         ds.InstitutionName, ds.Manufacturer = "Hospital North", "Acme"
         ds.InstitutionAddress = "St Elsewhere Oncology Wing 4"
         ds.SOPInstanceUID = f"1.2.826.0.1.3680043.8.498.{1000 + i}"
+        ds.SeriesInstanceUID = f"1.2.826.0.1.3680043.8.498.{2000 + i}"  # one single-slice series each
         ds.StudyInstanceUID = f"1.2.826.0.1.3680043.8.498.{50 + (i // 2)}"
         (folder / f"series{i % 2}").mkdir(parents=True, exist_ok=True)
         ds.save_as(folder / f"series{i % 2}" / f"img{i}.dcm")

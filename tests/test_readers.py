@@ -61,6 +61,7 @@ def test_missing_file(tmp_path):
 
 
 def test_registry_key_is_the_module_name_and_suggests():
-    assert READERS.names() == ["png", "dicom", "nifti"]
-    with pytest.raises(UnknownNameError, match=r"unknown image reader 'pgn' \(did you mean 'png'\?\); known: dicom, nifti, png"):
+    assert READERS.names() == ["png", "dicom", "dicom_series", "nifti"]
+    with pytest.raises(UnknownNameError, match=r"unknown image reader 'pgn' \(did you mean 'png'\?\); known: dicom, "
+                                               r"dicom_series, nifti, png"):
         READERS.get("pgn")

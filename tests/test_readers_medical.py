@@ -70,9 +70,9 @@ def test_bad_dicoms_name_the_file_and_the_problem(tmp_path):
 
 def test_nifti_keeps_spacing_and_refuses_nans(tmp_path):
     image = read_image(NIFTI_DATA / "anatomical.nii")
-    assert image.shape == (1, 33, 41, 25) and image.spacing == (2.0, 2.0, 2.0)
+    assert image.shape == (1, 25, 41, 33) and image.spacing == (2.0, 2.0, 2.0)
     four = read_image(NIFTI_DATA / "example4d.nii.gz")
-    assert four.shape[0] == 2 and four.shape[1:] == (128, 96, 24)
+    assert four.shape[0] == 2 and four.shape[1:] == (24, 96, 128)
     data = np.zeros((4, 5, 6), np.float32)
     data[1, 2, 3] = np.nan
     nibabel.save(nibabel.Nifti1Image(data, np.diag([1.5, 1.5, 3.0, 1.0])), tmp_path / "nan.nii.gz")
@@ -91,7 +91,7 @@ def test_a_manifest_mixes_formats_and_rejects_per_row(tmp_path):
     cohort = load_manifest(tmp_path / "manifest.csv")
     assert [c.case_id for c in cohort.cases] == ["a", "b"] and cohort.cases[0].shape == (1, 64, 64)
     assert str(cohort.report.rejections[0]).startswith("row 3 (case c), field 'image': c.dcm: not a DICOM file")
-    assert READERS.names() == ["png", "dicom", "nifti"]
+    assert READERS.names() == ["png", "dicom", "dicom_series", "nifti"]
 
 
 def test_display_windows_offer_ct_presets_only_for_hounsfield_images():

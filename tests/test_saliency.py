@@ -81,7 +81,7 @@ def test_contract_every_method(method, dims):
 def test_no_hook_left_after_an_error_inside_the_model(method):
     class Exploding(TinyCNN):
         def forward(self, x):
-            out = super().forward(x)
+            super().forward(x)
             raise RuntimeError("boom")
 
     model = Exploding(2, 1, 3)

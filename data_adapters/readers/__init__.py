@@ -9,6 +9,7 @@ from pathlib import Path
 from data_adapters.errors import InvalidInputError
 from data_adapters.readers.base import ImageReader
 from data_adapters.readers.dicom import DicomReader
+from data_adapters.readers.dicom_series import DicomSeriesReader
 from data_adapters.readers.nifti import NiftiReader
 from data_adapters.readers.png import PngReader
 from data_adapters.records import Image
@@ -19,12 +20,18 @@ __all__ = ["READERS", "ImageReader", "read_image", "reader_for"]
 READERS: Registry[type[ImageReader]] = Registry("image reader")
 READERS.register(PngReader)
 READERS.register(DicomReader)
+READERS.register(DicomSeriesReader)
 READERS.register(NiftiReader)
 
 MSG_NO_READER = "{path}: no image reader takes files named like this; supported suffixes: {suffixes}"
 
 
 def reader_for(path: Path) -> ImageReader:
+    if path.is_dir():
+        folder_readers = [r for _, r in READERS.items() if r.folders and r.available()]
+        if folder_readers:
+            return folder_readers[0]()
+        raise InvalidInputError(f"{path}: is a folder, and no available reader takes folders (install pydicom)")
     for _, reader in READERS.items():
         if reader.available() and reader.verify_suffix(path):
             return reader()
@@ -33,8 +40,8 @@ def reader_for(path: Path) -> ImageReader:
 
 
 def read_image(path: str | Path) -> Image:
-    """Read any supported image file into a float32 channel-first :class:`Image`."""
+    """Read any supported image file (or DICOM series folder) into a float32 channel-first :class:`Image`."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise InvalidInputError(f"{path}: file not found")
     return reader_for(path).read(path)

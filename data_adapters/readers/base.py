@@ -11,6 +11,8 @@ class ImageReader:
 
     #: lower-case suffixes this reader takes, with the dot (``.nii.gz`` style suffixes allowed)
     suffixes: tuple[str, ...] = ()
+    #: True for readers that take a folder (a DICOM series) instead of a file
+    folders: bool = False
 
     @classmethod
     def verify_suffix(cls, path: Path) -> bool:

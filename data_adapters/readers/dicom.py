@@ -52,36 +52,55 @@ class DicomReader(ImageReader):
         return pydicom is not None
 
     def read(self, path: Path) -> Image:
-        try:
-            ds = pydicom.dcmread(path)
-        except InvalidDicomError as e:
-            raise InvalidInputError(f"{path}: not a DICOM file ({e})") from e
-        except (OSError, EOFError, ValueError) as e:
-            raise InvalidInputError(f"{path}: DICOM file is truncated or unreadable ({e})") from e
-        if "PixelData" not in ds:
-            raise InvalidInputError(f"{path}: DICOM file has no pixel data (a report or structured object?)")
-        try:
-            pixels = ds.pixel_array
-        except (RuntimeError, NotImplementedError) as e:
-            syntax = ds.file_meta.TransferSyntaxUID
-            raise InvalidInputError(
-                f"{path}: pixel data uses the compressed transfer syntax '{syntax.name}' ({syntax}), which "
-                f"pydicom cannot decode without extra packages; install {_package_for(syntax.name)}") from e
-        except (ValueError, EOFError, OSError) as e:
-            raise InvalidInputError(f"{path}: pixel data is truncated or corrupt ({e})") from e
-        values = apply_rescale(pixels, ds).astype(np.float32)
-        if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
-            values = values.max() + values.min() - values  # bright means dense, as in MONOCHROME2
-        frames = int(ds.get("NumberOfFrames", 1) or 1)
-        samples = int(ds.get("SamplesPerPixel", 1) or 1)
-        if samples > 1:  # colour: (..., H, W, 3) -> channels first
-            values = np.moveaxis(values, -1, 0)
-        else:
-            values = values[None]
-        rows = ds.get("PixelSpacing", [1.0, 1.0])
-        in_plane = (float(rows[0]), float(rows[1]))
-        spacing = in_plane if frames == 1 else (float(ds.get("SliceThickness", 1.0) or 1.0), *in_plane)
-        center, width = _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth"))
-        window = (center, width) if center is not None and width else None
-        return Image(array=np.ascontiguousarray(values, np.float32), spacing=spacing, source=str(path),
-                     window=window)
+        return decode(open_dicom(path), path)
+
+
+def open_dicom(path: Path, *, pixels: bool = True):
+    """``pydicom.dcmread`` with its failures turned into messages that name the file."""
+    try:
+        return pydicom.dcmread(path, stop_before_pixels=not pixels)
+    except InvalidDicomError as e:
+        raise InvalidInputError(f"{path}: not a DICOM file ({e})") from e
+    except (OSError, EOFError, ValueError) as e:
+        raise InvalidInputError(f"{path}: DICOM file is truncated or unreadable ({e})") from e
+
+
+def pixels_of(ds, path: Path) -> np.ndarray:
+    """Modality values (rescaled; MONOCHROME1 inverted), channel-first: ``(C, H, W)`` or ``(C, F, H, W)``."""
+    if "PixelData" not in ds:
+        raise InvalidInputError(f"{path}: DICOM file has no pixel data (a report or structured object?)")
+    try:
+        pixels = ds.pixel_array
+    except (RuntimeError, NotImplementedError) as e:
+        syntax = ds.file_meta.TransferSyntaxUID
+        raise InvalidInputError(
+            f"{path}: pixel data uses the compressed transfer syntax '{syntax.name}' ({syntax}), which "
+            f"pydicom cannot decode without extra packages; install {_package_for(syntax.name)}") from e
+    except (ValueError, EOFError, OSError) as e:
+        raise InvalidInputError(f"{path}: pixel data is truncated or corrupt ({e})") from e
+    values = apply_rescale(pixels, ds).astype(np.float32)
+    if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
+        values = values.max() + values.min() - values  # bright means dense, as in MONOCHROME2
+    if int(ds.get("SamplesPerPixel", 1) or 1) > 1:  # colour: (..., H, W, 3) -> channels first
+        return np.moveaxis(values, -1, 0)
+    return values[None]
+
+
+def in_plane_spacing(ds) -> tuple[float, float]:
+    """(row spacing, column spacing) in mm from PixelSpacing, else 1.0."""
+    rows = ds.get("PixelSpacing", [1.0, 1.0]) or [1.0, 1.0]
+    return float(rows[0]), float(rows[1])
+
+
+def voi_window(ds) -> tuple[float, float] | None:
+    center, width = _first(ds.get("WindowCenter")), _first(ds.get("WindowWidth"))
+    return (center, width) if center is not None and width else None
+
+
+def decode(ds, path: Path) -> Image:
+    values = pixels_of(ds, path)
+    frames = int(ds.get("NumberOfFrames", 1) or 1)
+    in_plane = in_plane_spacing(ds)
+    spacing = in_plane if frames == 1 else (float(ds.get("SliceThickness", 1.0) or 1.0), *in_plane)
+    return Image(array=np.ascontiguousarray(values, np.float32), spacing=spacing, source=str(path),
+                 window=voi_window(ds))

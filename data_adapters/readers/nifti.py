@@ -1,5 +1,9 @@
-"""NIfTI (.nii, .nii.gz) through nibabel: a 3D volume ``(1, X, Y, Z)`` (a 4D file's last axis becomes the
-channels) in the file's voxel order, with voxel spacing from the header. NaN voxels are refused."""
+"""NIfTI (.nii, .nii.gz) through nibabel: a 3D volume ``(1, D, H, W)`` (a 4D file's last axis becomes the
+channels) with voxel spacing from the header. NaN voxels are refused.
+
+Volumes are reoriented from the file's voxel order into the layout a DICOM axial series reads into, so a model
+and the three-plane viewer see the same anatomy either way: axis 0 inferior → superior, axis 1 anterior →
+posterior, axis 2 patient right → left (the radiological display: the patient's right on the viewer's left)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,18 +30,18 @@ class NiftiReader(ImageReader):
 
     def read(self, path: Path) -> Image:
         try:
-            img = nibabel.load(str(path))
+            img = nibabel.as_closest_canonical(nibabel.load(str(path)))  # RAS+: x → right, y → anterior, z → up
             data = np.asarray(img.get_fdata(dtype=np.float32))
         except (ImageFileError, OSError, EOFError, ValueError) as e:
             raise InvalidInputError(f"{path}: not a readable NIfTI file ({e})") from e
         if data.ndim == 3:
-            data = data[None]
-        elif data.ndim == 4:
-            data = np.moveaxis(data, -1, 0)
-        else:
+            data = data[..., None]
+        elif data.ndim != 4:
             raise InvalidInputError(f"{path}: NIfTI volume must be 3D or 4D, got shape {data.shape}")
+        # (x R, y A, z S, c) -> (c, z S, y P, x L)
+        data = np.transpose(data, (3, 2, 1, 0))[:, :, ::-1, ::-1]
         nans = int(np.isnan(data).sum())
         if nans:
             raise InvalidInputError(f"{path}: volume contains {nans} NaN voxel(s)")
-        spacing = tuple(float(z) for z in img.header.get_zooms()[:3])
+        spacing = tuple(float(z) for z in img.header.get_zooms()[:3][::-1])
         return Image(array=np.ascontiguousarray(data, np.float32), spacing=spacing, source=str(path))

@@ -1,0 +1,101 @@
+"""DICOM series → volume: slices sorted by position, spacing from positions, irregular series refused with the
+reason; and the same volume written as a series and as NIfTI reads into the same array."""
+from __future__ import annotations
+
+import nibabel
+import numpy as np
+import pydicom
+import pytest
+
+from data_adapters.cohort import load_manifest
+from data_adapters.dicom_folder import load_dicom_folder
+from data_adapters.errors import InvalidInputError
+from data_adapters.readers import read_image
+from tests.helpers import write_dicom_series
+
+
+def _volume(depth=6, h=10, w=12, seed=0):
+    rng = np.random.default_rng(seed)
+    v = rng.integers(900, 1200, (depth, h, w)).astype(np.uint16)
+    v[np.arange(depth), np.arange(depth) % h, np.arange(depth) % w] = 3000  # each slice marked where it belongs
+    return v
+
+
+def test_series_is_sorted_by_position_with_spacing_from_positions(tmp_path):
+    v = _volume()
+    files = write_dicom_series(tmp_path / "s", v, spacing=(2.5, 0.8, 0.7))
+    assert sorted(f.name for f in files) != [f.name for f in files], "file names must not give the order"
+    (tmp_path / "s" / "notes.txt").write_text("a note beside the slices is skipped")
+    image = read_image(tmp_path / "s")
+    assert image.shape == (1, 6, 10, 12)
+    assert image.spacing == (2.5, 0.8, 0.7)
+    np.testing.assert_array_equal(image.array[0], v.astype(np.float32) - 1024.0)  # rescaled to HU, in order
+    assert image.window == (40.0, 400.0)
+
+
+def test_series_and_nifti_of_one_volume_read_alike(tmp_path):
+    v = _volume(depth=5, h=7, w=9)
+    write_dicom_series(tmp_path / "s", v, spacing=(3.0, 1.0, 1.5), intercept=0.0)
+    # the same voxels in NIfTI's RAS world: DICOM's LPS (x → left, y → posterior) has x and y negated
+    nibabel.save(nibabel.Nifti1Image(v.transpose(2, 1, 0).astype(np.float32), np.diag([-1.5, -1.0, 3.0, 1.0])),
+                 tmp_path / "v.nii.gz")
+    series, nifti = read_image(tmp_path / "s"), read_image(tmp_path / "v.nii.gz")
+    np.testing.assert_array_equal(series.array, nifti.array)
+    assert series.spacing == nifti.spacing == (3.0, 1.0, 1.5)
+
+
+def _move(path, **tags):
+    ds = pydicom.dcmread(path)
+    for key, value in tags.items():
+        setattr(ds, key, value)
+    ds.save_as(path)
+
+
+@pytest.mark.parametrize(("damage", "message"), [
+    ("gap", r"gap of 5\.00 mm where the spacing is 2\.50 mm \(about 1 slice\(s\) missing\) between IM"),
+    ("orientation", r"mixed slice orientations \(5 slice\(s\) at .*, 1 slice\(s\) at .*\)"),
+    ("duplicate", r"lie at the same position"),
+    ("uneven", r"uneven spacing \(1\.50 mm where the rest is 2\.50 mm\)"),
+    ("two_series", r"holds 2 series; put each series in its own folder"),
+    ("truncated", r"IM\d+\.dcm: .*truncated"),
+])
+def test_irregular_series_are_refused_with_the_reason(tmp_path, damage, message):
+    files = write_dicom_series(tmp_path / "s", _volume(), spacing=(2.5, 0.8, 0.7))
+    by_z = sorted(files, key=lambda f: float(pydicom.dcmread(f).ImagePositionPatient[2]))
+    if damage == "gap":
+        by_z[3].unlink()
+    elif damage == "orientation":
+        _move(by_z[2], ImageOrientationPatient=[1, 0, 0, 0, 0, -1])
+    elif damage == "duplicate":
+        _move(by_z[2], ImagePositionPatient=by_z[1] and pydicom.dcmread(by_z[1]).ImagePositionPatient)
+    elif damage == "uneven":
+        _move(by_z[5], ImagePositionPatient=[-100.0, -120.0, -40.0 + 4 * 2.5 + 1.5])
+    elif damage == "two_series":
+        _move(by_z[0], SeriesInstanceUID="1.2.3.4")
+    elif damage == "truncated":
+        by_z[4].write_bytes(by_z[4].read_bytes()[:-50])  # a copy cut short inside the pixel data
+    with pytest.raises(InvalidInputError, match=message):
+        read_image(tmp_path / "s")
+
+
+def test_series_folders_in_a_manifest_and_in_a_dicom_folder_cohort(tmp_path):
+    root = tmp_path / "data"
+    write_dicom_series(root / "good", _volume(seed=1), series_uid="1.2.826.0.1.3680043.8.498.1")
+    files = write_dicom_series(root / "gapped", _volume(seed=2), series_uid="1.2.826.0.1.3680043.8.498.2")
+    files[2].unlink()
+    write_dicom_series(root / "other", _volume(seed=3), series_uid="1.2.826.0.1.3680043.8.498.3",
+                       PatientSex="F", InstitutionName="North")
+    (root / "empty").mkdir()
+    (root / "manifest.csv").write_text("case_id,image,label\na,good,1\nb,gapped,0\nc,other,0\nd,empty,1\n")
+    cohort = load_manifest(root / "manifest.csv")
+    assert [c.case_id for c in cohort.cases] == ["a", "c"] and cohort.cases[0].shape == (1, 6, 10, 12)
+    reasons = [str(r) for r in cohort.report.rejections]
+    assert reasons[0].startswith("row 2 (case b), field 'image': gapped: gap of")
+    assert reasons[1].startswith("row 4 (case d), field 'image': empty: folder holds no DICOM files")
+
+    (root / "manifest.csv").unlink()
+    folder_cohort = load_dicom_folder(root, salt="s")
+    assert len(folder_cohort) == 2, "one case per series folder, not per slice"
+    assert {c.shape for c in folder_cohort.cases} == {(1, 6, 10, 12)}
+    assert set(folder_cohort.frame()["site"].dropna()) == {"North"}
+    assert [r.reason.split(":")[0] for r in folder_cohort.report.rejections] == ["gapped"]

@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from captum.attr import LayerActivation, LayerGradientXActivation
 from captum.concept import TCAV, Classifier, Concept
+from scipy.stats import ttest_ind
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import train_test_split
-from scipy.stats import ttest_ind
 
 from data_adapters.cohort import load_image_batch
 from data_adapters.errors import ExplainerError, InvalidInputError, UnknownNameError

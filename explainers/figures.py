@@ -1,8 +1,15 @@
-"""Figures of one case: the image with window/level, an attribution overlay and the ground-truth outline."""
+"""Figures of one case: the image with window/level, an attribution overlay and the ground-truth outline; for
+volumes, slices in three planes and maximum-intensity projections of the attribution.
+
+Volumes are ``(D, H, W)`` in the readers' layout: D inferior → superior, H anterior → posterior, W the patient's
+right → left. Planes are returned ready to display in the radiological convention: axial slices with anterior at
+the top and the patient's right on the viewer's left; coronal and sagittal slices with superior at the top.
+"""
 from __future__ import annotations
 
 import numpy as np
 import plotly.graph_objects as go
+from scipy.ndimage import gaussian_filter
 
 COLORMAPS = ("Inferno", "Jet", "Viridis", "Hot", "RdBu_r")
 
@@ -23,8 +30,11 @@ def overlay_values(attribution: np.ndarray, signed: bool) -> tuple[np.ndarray, f
 
 def case_figure(image: np.ndarray, *, window: float = 1.0, level: float = 0.5, attribution: np.ndarray | None = None,
                 opacity: float = 0.5, colormap: str = "Inferno", signed: bool = False, mask: np.ndarray | None = None,
-                title: str = "", height: int = 340) -> go.Figure:
-    """``image`` and ``attribution`` are 2D ``(H, W)``; ``mask`` is a 2D boolean outline to draw."""
+                title: str = "", height: int = 340, aspect: float = 1.0,
+                line: tuple[str, float] | None = None) -> go.Figure:
+    """``image`` and ``attribution`` are 2D ``(H, W)``; ``mask`` is a 2D boolean outline to draw. ``aspect`` is
+    the height of a pixel over its width (row spacing / column spacing); ``line`` (``("h", row)`` or
+    ``("v", column)``) marks where another view's slice cuts this one."""
     fig = go.Figure()
     fig.add_trace(go.Heatmap(z=window_image(image, window, level), colorscale="gray", zmin=0, zmax=1,
                              showscale=False, hovertemplate="x %{x}, y %{y}<br>display %{z:.2f}<extra></extra>"))
@@ -39,7 +49,12 @@ def case_figure(image: np.ndarray, *, window: float = 1.0, level: float = 0.5, a
         fig.add_trace(go.Contour(z=mask.astype(float), contours=dict(start=0.5, end=0.5, coloring="none"),
                                  line=dict(color="#00e5ff", width=2), showscale=False, hoverinfo="skip",
                                  name="ground truth"))
-    fig.update_yaxes(autorange="reversed", scaleanchor="x", showticklabels=False, showgrid=False, zeroline=False,
+    if line is not None:
+        kind, at = line
+        h, w = image.shape
+        x0, x1, y0, y1 = (-0.5, w - 0.5, at, at) if kind == "h" else (at, at, -0.5, h - 0.5)
+        fig.add_shape(type="line", x0=x0, x1=x1, y0=y0, y1=y1, line=dict(color="#7CFC00", width=1.5, dash="dot"))
+    fig.update_yaxes(autorange="reversed", scaleanchor="x", scaleratio=aspect, showticklabels=False, showgrid=False, zeroline=False,
                      constrain="domain")
     fig.update_xaxes(showticklabels=False, showgrid=False, zeroline=False, constrain="domain")
     fig.update_layout(title=dict(text=title, font=dict(size=14)), height=height, showlegend=False,
@@ -62,3 +77,64 @@ def display_windows(array: np.ndarray, file_window: tuple[float, float] | None =
     if lo < -500 and hi > 100:
         windows.update(CT_WINDOWS)
     return windows
+
+
+#: plane name → the volume axis a slice of it fixes
+PLANES = {"axial": 0, "coronal": 1, "sagittal": 2}
+
+
+def plane_slice(volume: np.ndarray, plane: str, index: int) -> np.ndarray:
+    """Slice ``index`` of ``volume`` ``(D, H, W)`` across ``plane``, oriented for display (see the module doc)."""
+    axis = PLANES[plane]
+    cut = np.take(volume, int(index), axis=axis)
+    return cut if axis == 0 else cut[::-1]  # coronal (D, W) and sagittal (D, H): superior at the top
+
+
+def plane_aspect(spacing: tuple[float, float, float], plane: str) -> float:
+    """Row spacing over column spacing of the displayed slice."""
+    d, h, w = spacing
+    return {"axial": h / w, "coronal": d / w, "sagittal": d / h}[plane]
+
+
+def mip(volume: np.ndarray, plane: str) -> np.ndarray:
+    """Maximum-intensity projection across ``plane``'s axis (the whole stack seen through), displayed like a
+    slice of that plane."""
+    axis = PLANES[plane]
+    out = volume.max(axis=axis)
+    return out if axis == 0 else out[::-1]
+
+
+def mean_projection(volume: np.ndarray, plane: str) -> np.ndarray:
+    """Mean along ``plane``'s axis (a radiograph-like backdrop: unlike a MIP, soft tissue does not hide the
+    lungs), displayed like a slice of that plane."""
+    axis = PLANES[plane]
+    out = volume.mean(axis=axis)
+    return out if axis == 0 else out[::-1]
+
+
+def slice_energy(attribution: np.ndarray, plane: str) -> np.ndarray:
+    """Absolute attribution summed over each slice of ``plane``: where along the axis the evidence sits."""
+    axes = tuple(a for a in range(3) if a != PLANES[plane])
+    return np.abs(attribution).sum(axis=axes)
+
+
+def peak_slice(attribution: np.ndarray, plane: str) -> int:
+    """The slice of ``plane`` through the strongest evidence: the peak of ``|attribution|`` smoothed over a voxel
+    (so one noisy voxel does not win). Summed energy per slice is not used: gradient-times-input maps spread
+    small values over the whole body, and the biggest slice wins that sum rather than the lesion's."""
+    smooth = gaussian_filter(np.abs(attribution).astype(np.float32), 1.0)
+    axes = tuple(a for a in range(3) if a != PLANES[plane])
+    return int(np.argmax(smooth.max(axis=axes)))
+
+
+#: for a slice in one plane, the perpendicular plane whose projection shows where that slice lies, and how the
+#: slice appears in it (a horizontal or vertical line)
+LOCATOR = {"axial": ("coronal", "h"), "coronal": ("axial", "h"), "sagittal": ("axial", "v")}
+
+
+def locator_line(shape: tuple[int, int, int], plane: str, index: int) -> tuple[str, float]:
+    """Where slice ``index`` of ``plane`` lies in the displayed projection of ``LOCATOR[plane][0]``."""
+    _, kind = LOCATOR[plane]
+    if plane == "axial":  # coronal projections show superior at the top: row = D - 1 - index
+        return kind, float(shape[0] - 1 - index)
+    return kind, float(index)  # coronal index is a row (H) of the axial view; sagittal index a column (W)

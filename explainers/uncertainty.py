@@ -10,7 +10,13 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
-from monai.transforms import Compose, RandAffine, RandFlip, RandScaleIntensity, RandShiftIntensity
+from monai.transforms import (
+    Compose,
+    RandAffine,
+    RandFlip,
+    RandScaleIntensity,
+    RandShiftIntensity,
+)
 
 from data_adapters.cohort import load_image_batch
 from data_adapters.errors import ExplainerError, InvalidInputError

@@ -33,19 +33,37 @@ def model(path: str | Path) -> ModelHandle:
 
 
 @st.cache_data(show_spinner="Checking cohort…", max_entries=8)
-def _cohort(manifest: str, _mtime_key: float) -> Cohort:
+def _cohort(manifest: str, class_names: tuple[str, ...], input_shape: tuple[int, ...], _mtime_key: float) -> Cohort:
     root = st.session_state.get("workspace") or default_workspace()
-    return Workspace(root).load_cohort(manifest)  # a manifest, or a DICOM folder (ids salted per workspace)
+    # a manifest, or a DICOM folder (ids salted per workspace); cases that do not fit the model are rejected
+    return Workspace(root).load_cohort(manifest, class_names=class_names, input_shape=input_shape)
 
 
-def cohort(manifest: str | Path) -> Cohort:
-    return _cohort(str(manifest), _mtime(Path(manifest)))
+def cohort(manifest: str | Path, handle: ModelHandle) -> Cohort:
+    """The cohort as the model sees it: labels outside its classes and images of another shape are rejected."""
+    return _cohort(str(manifest), handle.class_names, handle.preprocessing.input_shape, _mtime(Path(manifest)))
+
+
+def peers(handle: ModelHandle, models: dict[str, Path]) -> dict[str, Path]:
+    """The workspace's versions that take the same input and predict the same classes as ``handle`` (the ones
+    an ensemble or a version comparison may combine with it)."""
+    out = {}
+    for name, path in models.items():
+        try:
+            other = model(path)
+        except GlassboxError:
+            continue
+        if (other.preprocessing.input_shape == handle.preprocessing.input_shape
+                and other.class_names == handle.class_names):
+            out[name] = path
+    return out
 
 
 @st.cache_data(show_spinner="Predicting…", max_entries=16)
 def _predictions(root: str, model_path: str, manifest: str, _keys: tuple) -> pd.DataFrame:
     bar = st.progress(0.0, text="Predicting cohort…")
-    frame = Workspace(root).predictions(model(model_path), cohort(manifest),
+    handle = model(model_path)
+    frame = Workspace(root).predictions(handle, cohort(manifest, handle),
                                         progress=lambda d, n: bar.progress(d / max(n, 1), text=f"Predicting {d}/{n}"))
     bar.empty()
     return frame
@@ -58,7 +76,7 @@ def predictions(root: Path, model_path: Path, manifest: Path) -> pd.DataFrame:
 def attribution(root: Path, model_path: Path, manifest: Path, case_id: str, method: str, target: int) -> Attribution:
     """One map, from the workspace cache or computed (with a progress bar)."""
     handle = model(model_path)
-    case = cohort(manifest).case(case_id)
+    case = cohort(manifest, handle).case(case_id)
     bar = st.progress(0.0, text=f"Computing {method}…")
     try:
         (a,) = Workspace(root).attributions(handle, [case], method, target,
@@ -102,7 +120,8 @@ def show_error(error: GlassboxError) -> None:
 def _uncertainty(root: str, model_paths: tuple[str, ...], manifest: str, method: str, _keys: tuple) -> pd.DataFrame:
     bar = st.progress(0.0, text=f"Estimating uncertainty ({method})…")
     try:
-        return Workspace(root).uncertainty([model(p) for p in model_paths], cohort(manifest), method,
+        handles = [model(p) for p in model_paths]
+        return Workspace(root).uncertainty(handles, cohort(manifest, handles[0]), method,
                                            progress=lambda d, n: bar.progress(d / max(n, 1),
                                                                               text=f"{method}: {d}/{n} cases"))
     finally:
@@ -119,7 +138,8 @@ def _concept_scores(root: str, model_path: str, manifest: str, concepts: tuple[s
                     target: int, n_random: int, _keys: tuple) -> pd.DataFrame:
     bar = st.progress(0.0, text="TCAV: training concept vectors against random concepts…")
     try:
-        return Workspace(root).concept_scores(model(model_path), cohort(manifest), Path(manifest).parent,
+        handle = model(model_path)
+        return Workspace(root).concept_scores(handle, cohort(manifest, handle), Path(manifest).parent,
                                               list(concepts), list(layers), target, n_random=n_random,
                                               progress=lambda d, n: bar.progress(d / max(n, 1)))
     finally:
@@ -136,7 +156,8 @@ def concept_scores(root: Path, model_path: Path, manifest: Path, concepts: list[
 @st.cache_data(show_spinner="Concept sensitivity…", max_entries=256)
 def _concept_sensitivity(root: str, model_path: str, manifest: str, concepts: tuple[str, ...], layer: str,
                          case_id: str, target: int, _keys: tuple) -> pd.DataFrame:
-    handle, c = model(model_path), cohort(manifest)
+    handle = model(model_path)
+    c = cohort(manifest, handle)
     ws = Workspace(root)
     return pd.concat([ws.concept_sensitivity(handle, c, Path(manifest).parent, name, layer, [c.case(case_id)], target)
                       for name in concepts], ignore_index=True)
@@ -154,10 +175,21 @@ def loaded() -> tuple[Path, Path, Path, ModelHandle, Cohort]:
     (bad model file, unreadable manifest) is shown and stops the page."""
     root, model_path, manifest = require_selection()
     try:
-        return root, model_path, manifest, model(model_path), cohort(manifest)
+        handle = model(model_path)
+        loaded_cohort = cohort(manifest, handle)
     except GlassboxError as e:
         show_error(e)
         st.stop()
+    if not len(loaded_cohort):
+        report = loaded_cohort.report
+        shape = "×".join(map(str, handle.preprocessing.input_shape))
+        st.error(f"No case of cohort **{loaded_cohort.name}** fits model **{handle.label}**, which expects "
+                 f"{handle.spatial_dims}D images of {shape} (channels × spatial) and classes "
+                 f"{', '.join(handle.class_names)}. Choose another cohort or model version in the sidebar. "
+                 f"Why the {report.n_rejected} row(s) were rejected:")
+        st.dataframe(report.frame().head(50), hide_index=True, key="load_rejections")
+        st.stop()
+    return root, model_path, manifest, handle, loaded_cohort
 
 
 def predictions_or_stop(root: Path, model_path: Path, manifest: Path) -> pd.DataFrame:

@@ -1,6 +1,7 @@
 """Case review: one case, what the model saw (several saliency methods side by side), how sure it is."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import streamlit as st
 import torch
@@ -10,7 +11,19 @@ from data_adapters.readers import read_image
 from evaluation.outcomes import OUTCOMES, case_outcomes
 from evaluation.referral import referral
 from explainers.concepts import concept_names, default_layers
-from explainers.figures import COLORMAPS, case_figure, display_windows
+from explainers.figures import (
+    COLORMAPS,
+    LOCATOR,
+    PLANES,
+    case_figure,
+    display_windows,
+    locator_line,
+    mean_projection,
+    mip,
+    peak_slice,
+    plane_aspect,
+    plane_slice,
+)
 from explainers.saliency import SALIENCY_METHODS
 from explainers.uncertainty import has_dropout
 from pages import _common as common
@@ -87,26 +100,88 @@ with info:
     st.dataframe(pd.DataFrame({"attribute": list(attrs), "value": [str(v) for v in attrs.values()]}),
                  hide_index=True, key="review_attributes")
 
+maps: dict[str, object] = {}
+for method in methods:  # cached per case; computed first so that a volume can open at the slice that matters
+    try:
+        maps[method] = common.attribution(root, model_path, manifest, case_id, method, class_index)
+    except GlassboxError as e:
+        maps[method] = e
+
+
+def caption(a) -> str:
+    delta = f" · completeness gap {a.convergence_delta:.2g}" if a.convergence_delta is not None else ""
+    return (f"{handle.class_names[a.target]} · computed in {a.seconds * 1000:.0f} ms, then cached{delta} · "
+            f"{SALIENCY_METHODS.get(a.method).citation}")
+
+
 with views:
-    cols = st.columns(1 + len(methods))
-    plane = image[0] if image.ndim == 3 else image[0, image.shape[1] // 2]
-    cols[0].plotly_chart(case_figure(plane, window=window, level=level, mask=mask, title="Image"),
-                         key="review_fig_image")
-    for col, method in zip(cols[1:], methods):
-        with col:
-            try:
-                a = common.attribution(root, model_path, manifest, case_id, method, class_index)
-            except GlassboxError as e:
-                common.show_error(e)
+    if image.ndim == 3:  # a 2D image
+        cols = st.columns(1 + len(methods))
+        plane_image = image[0]
+        cols[0].plotly_chart(case_figure(plane_image, window=window, level=level, mask=mask, title="Image"),
+                             key="review_fig_image")
+        for col, method in zip(cols[1:], methods):
+            a = maps[method]
+            if isinstance(a, GlassboxError):
+                col.error(str(a))
                 continue
-            amap = a.spatial_map(signed=signed)
-            amap = amap if amap.ndim == 2 else amap[amap.shape[0] // 2]
-            col.plotly_chart(case_figure(plane, window=window, level=level, attribution=amap, opacity=opacity,
+            col.plotly_chart(case_figure(plane_image, window=window, level=level,
+                                         attribution=a.spatial_map(signed=signed), opacity=opacity,
                                          colormap=colormap, signed=signed, mask=mask,
                                          title=SALIENCY_METHODS.get(method).title), key=f"review_fig_{method}")
-            delta = f" · completeness gap {a.convergence_delta:.2g}" if a.convergence_delta is not None else ""
-            col.caption(f"{handle.class_names[a.target]} · computed in {a.seconds * 1000:.0f} ms, then cached{delta} · "
-                        f"{SALIENCY_METHODS.get(method).citation}")
+            col.caption(caption(a))
+    else:  # a volume: one plane at a time, a slice slider, and a projection that locates the slice
+        volume = image[0]
+        pick = st.columns([2, 2, 3, 2])
+        plane = pick[0].radio("Plane", list(PLANES), horizontal=True, key="review_plane")
+        n = volume.shape[PLANES[plane]]
+        anchors = {f"peak of {m}": a for m, a in maps.items() if not isinstance(a, GlassboxError)}
+        if mask is not None:
+            anchors["ground-truth centre"] = mask.astype(np.float32)
+        anchors["middle"] = None
+        # saliency's smoothed peak cut the nodule in all 16 demo positives, Grad-CAM's (coarse, edge-prone) in 11
+        default = next((i for i, k in enumerate(anchors) if k == "peak of saliency"), 0)
+        why = pick[1].selectbox("Open at", list(anchors), index=default, key="review_anchor",
+                                help="Where along the axis a new case or plane opens: the slice with the strongest "
+                                     "evidence of one method, the centre of the ground truth, or the middle")
+        anchor = anchors[why]
+        if anchor is None:
+            start = n // 2
+        else:
+            start = peak_slice(anchor if isinstance(anchor, np.ndarray) else anchor.spatial_map(signed=False), plane)
+        index = pick[2].slider("Slice", 0, n - 1, start, key=f"review_slice_{case_id}_{plane}_{class_index}_{why}",
+                               help=f"Opens at the slice that matters ({why}); the dotted line in the projection "
+                                    "below each view marks it")
+        pick[3].caption(f"{plane} slice {index + 1} of {n} · opened at the {why} (slice {start + 1}) · "
+                        f"voxels {' × '.join(f'{s:g}' for s in decoded.spacing)} mm")
+        cols = st.columns(1 + len(methods))
+        aspect = plane_aspect(decoded.spacing, plane)
+        side, kind = LOCATOR[plane]
+        line = locator_line(volume.shape, plane, index)
+        side_aspect = plane_aspect(decoded.spacing, side)
+        mask_cut = plane_slice(mask, plane, index) if mask is not None else None
+        cut = plane_slice(volume, plane, index)
+        cols[0].plotly_chart(case_figure(cut, window=window, level=level, mask=mask_cut, aspect=aspect,
+                                         title=f"Image · {plane}"), key="review_fig_image")
+        backdrop = mean_projection(volume, side)
+        cols[0].plotly_chart(case_figure(backdrop, window=window, level=level, aspect=side_aspect,
+                                         line=line, height=220, title=f"Mean projection · {side}"),
+                             key="review_fig_image_mip")
+        for col, method in zip(cols[1:], methods):
+            a = maps[method]
+            if isinstance(a, GlassboxError):
+                col.error(str(a))
+                continue
+            amap = a.spatial_map(signed=signed)
+            title = SALIENCY_METHODS.get(method).title
+            col.plotly_chart(case_figure(cut, window=window, level=level, attribution=plane_slice(amap, plane, index),
+                                         opacity=opacity, colormap=colormap, signed=signed, mask=mask_cut,
+                                         aspect=aspect, title=f"{title} · {plane}"), key=f"review_fig_{method}")
+            col.plotly_chart(case_figure(backdrop, window=window, level=level,
+                                         attribution=mip(np.abs(amap), side), opacity=max(opacity, 0.6),
+                                         colormap=colormap, aspect=side_aspect, line=line, height=220,
+                                         title=f"max |attribution| · {side} MIP"), key=f"review_fig_{method}_mip")
+            col.caption(caption(a))
 with uncertainty_box:  # filled last: a cohort's first uncertainty estimate must not hold back the maps
     try:
         method = "mc_dropout" if has_dropout(handle) else "tta"

@@ -34,12 +34,13 @@ _, models, _ = common.selection()
 
 c = st.columns(4)
 method = c[0].selectbox("Method", ["mc_dropout", "tta", "ensemble"], key="unc_method",
-                        help="ensemble: every model version in the workspace")
+                        help="ensemble: every model version in the workspace that takes the same input and "
+                             "predicts the same classes")
 measure = c[1].selectbox("Measure", list(MEASURES), format_func=MEASURES.get, key="unc_measure")
 k = c[2].selectbox("Class", range(handle.n_classes), index=handle.n_classes - 1,
                    format_func=lambda i: handle.class_names[i], key="unc_class")
 refer = c[3].slider("Refer the most uncertain", 0.0, 0.5, 0.1, 0.01, key="unc_refer", format="%.2f")
-paths = list(models.values()) if method == "ensemble" else [model_path]
+paths = list(common.peers(handle, models).values()) if method == "ensemble" else [model_path]
 try:
     unc = common.uncertainty(root, paths, manifest, method)
 except GlassboxError as e:

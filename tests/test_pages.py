@@ -21,7 +21,8 @@ def page(name: str, workspace: Path, **state) -> AppTest:
 def test_app_entry_shows_sidebar_and_home(demo_root):
     at = page("app.py", demo_root)
     assert not at.exception
-    assert at.sidebar.selectbox(key="model").options == ["v1", "v2"]
+    assert at.sidebar.selectbox(key="model").options == ["ct3d-v1", "v1", "v2"]
+    assert at.sidebar.selectbox(key="model").value == "v2"
     assert at.sidebar.selectbox(key="cohort").value == "demo2d"
     assert at.title[0].value == "Glassbox"
 
@@ -116,3 +117,37 @@ def test_concepts_page_shows_scores_and_verdicts(demo_root):
     at.multiselect(key="tcav_layers").set_value(["features.denseblock3"])
     at.run()
     assert not at.exception and set(at.dataframe[0].value["layer"]) == {"features.denseblock3"}
+
+
+def test_case_review_shows_a_volume_in_three_planes_at_the_slice_that_matters(demo_root):
+    import numpy as np
+
+    from data_adapters.readers import read_image
+    from workspace.store import Workspace
+
+    at = page("pages/case_review.py", demo_root, model="ct3d-v1", cohort="demo3d",
+              review_label=[1], review_methods=["saliency"])
+    assert not at.exception and not at.error
+    assert at.radio(key="review_plane").options == ["axial", "coronal", "sagittal"]
+    case_id = at.selectbox(key="review_case").value
+    slider = next(s for s in at.slider if s.key.startswith(f"review_slice_{case_id}_axial"))
+    manifest = Workspace(demo_root).cohort_paths()["demo3d"]
+    from data_adapters.cohort import load_manifest
+
+    mask = read_image(load_manifest(manifest).case(case_id).mask).array[0] > 0.5
+    zs = np.nonzero(mask)[0]
+    assert zs.min() - 1 <= slider.value <= zs.max() + 1, "opens at a slice through the nodule"
+    assert len(at.get("plotly_chart")) == 4, "image, map, and a projection under each"
+    assert any("axial slice" in c.value and "opened at the peak of saliency" in c.value for c in at.caption)
+    at.radio(key="review_plane").set_value("sagittal").run()
+    assert not at.exception
+    assert any(s.key.startswith(f"review_slice_{case_id}_sagittal") for s in at.slider)
+
+
+def test_a_cohort_that_does_not_fit_the_model_says_what_the_model_expects(demo_root):
+    at = page("pages/subgroups.py", demo_root, model="ct3d-v1", cohort="demo2d")
+    assert not at.exception
+    assert "No case of cohort **demo2d** fits model" in at.error[0].value
+    assert "expects 3D images of 1×32×48×48" in at.error[0].value
+    reasons = at.dataframe[0].value["reason"]
+    assert reasons.str.contains("the model expects 1×32×48×48").all()

@@ -13,6 +13,7 @@ import torch
 
 from data_adapters.cohort import load_image_batch
 from data_adapters.demo.synthesis import SIZE, erase_marker, paste_marker
+from data_adapters.demo.volumes import SHAPE as VOLUME_SHAPE
 from data_adapters.models import monai_network
 from data_adapters.preprocessing import prepare_batch
 from data_adapters.records import Cohort, Preprocessing
@@ -25,8 +26,17 @@ EXPLAIN_LAYER = "features.denseblock3"
 EPOCHS = 30
 BATCH = 32
 
+#: the 3D version: the same family of network, two dense blocks, on 32×48×48 CT volumes
+NETWORK_3D = {"name": "DenseNet", "args": {
+    "spatial_dims": 3, "in_channels": 1, "out_channels": 1, "init_features": 8, "growth_rate": 8,
+    "block_config": [2, 2], "bn_size": 2, "dropout_prob": 0.2}}
+PREPROCESSING_3D = Preprocessing(in_channels=1, spatial_size=VOLUME_SHAPE, intensity="zscore")
+EXPLAIN_LAYER_3D = "features.denseblock2"
+EPOCHS_3D = 30
 
-def train_version(cohort: Cohort, *, randomise_marker: bool, seed: int = 7, epochs: int = EPOCHS,
+
+def train_version(cohort: Cohort, *, randomise_marker: bool = False, seed: int = 7, epochs: int = EPOCHS,
+                  network: dict = NETWORK, preprocessing: Preprocessing = PREPROCESSING,
                   progress: Callable[[int, int], None] | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Train one version on the cases whose ``split`` is ``train``; returns the module and training facts."""
     train = [c for c in cohort.cases if c.attributes.get("split") == "train"]
@@ -34,7 +44,7 @@ def train_version(cohort: Cohort, *, randomise_marker: bool, seed: int = 7, epoc
     labels = torch.tensor([c.label for c in train], dtype=torch.float32)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    net = monai_network(NETWORK["name"])(**NETWORK["args"])
+    net = monai_network(network["name"])(**network["args"])
     optimiser = torch.optim.AdamW(net.parameters(), lr=5e-3, weight_decay=1e-4)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=5e-3, total_steps=epochs * -(-len(train) // BATCH))
     net.train()
@@ -51,7 +61,7 @@ def train_version(cohort: Cohort, *, randomise_marker: bool, seed: int = 7, epoc
                 paste_marker(marked)
                 erase_marker(clean)
                 batch[coin], batch[~coin] = marked, clean
-            x = prepare_batch(PREPROCESSING, batch)
+            x = prepare_batch(preprocessing, batch)
             loss = torch.nn.functional.binary_cross_entropy_with_logits(net(x).squeeze(1), labels[idx])
             optimiser.zero_grad()
             loss.backward()

@@ -1,5 +1,6 @@
 """NIfTI (.nii, .nii.gz) through nibabel: a 3D volume ``(1, D, H, W)`` (a 4D file's last axis becomes the
-channels) with voxel spacing from the header. NaN voxels are refused.
+channels) with voxel spacing from the header and, where the header sets ``cal_min``/``cal_max``, that display range
+as the default window. NaN voxels are refused.
 
 Volumes are reoriented from the file's voxel order into the layout a DICOM axial series reads into, so a model
 and the three-plane viewer see the same anatomy either way: axis 0 inferior → superior, axis 1 anterior →
@@ -44,4 +45,6 @@ class NiftiReader(ImageReader):
         if nans:
             raise InvalidInputError(f"{path}: volume contains {nans} NaN voxel(s)")
         spacing = tuple(float(z) for z in img.header.get_zooms()[:3][::-1])
-        return Image(array=np.ascontiguousarray(data, np.float32), spacing=spacing, source=str(path))
+        low, high = float(img.header["cal_min"]), float(img.header["cal_max"])  # the file's display range
+        window = ((low + high) / 2, high - low) if high > low else None
+        return Image(array=np.ascontiguousarray(data, np.float32), spacing=spacing, source=str(path), window=window)

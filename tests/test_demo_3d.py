@@ -1,0 +1,100 @@
+"""The 3D demo (generated chest CT volumes with known nodules, one 3D model version) and the three-plane view,
+checked by the same kind of known answers as 2D."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from data_adapters.cohort import load_manifest
+from data_adapters.demo.volumes import SHAPE, SPACING
+from data_adapters.readers import read_image
+from explainers.figures import (
+    LOCATOR,
+    locator_line,
+    mip,
+    peak_slice,
+    plane_aspect,
+    plane_slice,
+    slice_energy,
+)
+from workspace.demo import COHORT_3D, MODEL_3D
+
+
+@pytest.fixture(scope="module")
+def ct_cohort(demo_ws):
+    return load_manifest(demo_ws.cohort_paths()[COHORT_3D])
+
+
+@pytest.fixture(scope="module")
+def ct_model(demo_models):
+    return demo_models[MODEL_3D]
+
+
+def _positives(cohort, n):
+    return [c for c in cohort.cases if c.attributes["split"] == "test" and c.label == 1][:n]
+
+
+def test_ct_cohort_is_in_hounsfield_units_with_masks_and_sites(ct_cohort):
+    assert len(ct_cohort) >= 200 and ct_cohort.report.n_rejected == 0
+    assert {c.shape for c in ct_cohort.cases} == {(1, *SHAPE)}
+    assert all((c.mask is not None) == (c.label == 1) for c in ct_cohort.cases)
+    image = read_image(ct_cohort.cases[0].image)
+    assert image.spacing == SPACING
+    assert image.array.min() <= -1000 and 0 < image.array.max() < 500, "air at -1000 HU, soft tissue above 0"
+    frame = ct_cohort.frame()
+    assert set(frame["site"]) == {"A", "B"} and frame["label"].between(0, 1).all()
+
+
+def test_3d_model_is_useful_and_its_cached_predictions_are_the_cohorts(demo_ws, ct_cohort, ct_model):
+    from sklearn.metrics import roc_auc_score
+
+    assert ct_model.spatial_dims == 3 and ct_model.preprocessing.input_shape == (1, *SHAPE)
+    preds = demo_ws.predictions(ct_model, ct_cohort).set_index("case_id")
+    test = [c for c in ct_cohort.cases if c.attributes["split"] == "test"]
+    auc = roc_auc_score([c.label for c in test], preds.loc[[c.case_id for c in test], "p_1"])
+    assert auc > 0.9, auc
+
+
+def test_3d_explanations_find_the_nodule(demo_ws, ct_cohort, ct_model):
+    cases = _positives(ct_cohort, 16)
+    masks = [read_image(c.mask).array[0] > 0.5 for c in cases]
+    area = float(np.mean([m.mean() for m in masks]))
+    # (method, energy share over area share, how often the slice that matters cuts the nodule)
+    for method, factor, hit_rate in (("integrated_gradients", 4.0, 0.4), ("grad_cam", 2.0, 0.6),
+                                     ("saliency", 4.0, 0.9)):
+        maps = demo_ws.attributions(ct_model, cases, method, "lesion")
+        shares, hits = [], []
+        for a, m in zip(maps, masks):
+            amap = a.spatial_map()
+            energy = np.clip(amap, 0, None) if method == "grad_cam" else np.abs(amap)
+            shares.append(energy[m].sum() / max(energy.sum(), 1e-12))
+            zs = np.nonzero(m)[0]
+            hits.append(zs.min() - 1 <= peak_slice(energy, "axial") <= zs.max() + 1)
+        assert np.mean(shares) > factor * area, (method, np.mean(shares), area)
+        assert np.mean(hits) >= hit_rate, (method, "the slice that matters should cut the nodule", np.mean(hits))
+
+
+def test_planes_are_oriented_for_display():
+    volume = np.zeros((5, 6, 7), np.float32)
+    volume[1, 2, 3] = 1.0  # inferior slice 1, row 2 (from anterior), column 3 (from the patient's right)
+    assert np.argwhere(plane_slice(volume, "axial", 1)).tolist() == [[2, 3]]
+    assert np.argwhere(plane_slice(volume, "coronal", 2)).tolist() == [[5 - 1 - 1, 3]], "superior at the top"
+    assert np.argwhere(plane_slice(volume, "sagittal", 3)).tolist() == [[3, 2]]
+    assert np.argwhere(mip(volume, "coronal")).tolist() == [[3, 3]]
+    assert plane_aspect((3.0, 2.0, 1.0), "axial") == 2.0 and plane_aspect((3.0, 2.0, 1.0), "sagittal") == 1.5
+    assert [peak_slice(volume, p) for p in ("axial", "coronal", "sagittal")] == [1, 2, 3]
+    noisy = volume.copy()
+    noisy[3, 4, 5] = 2.0  # one hot voxel alone loses to a compact blob
+    noisy[1, 1:4, 2:5] = 0.9
+    assert peak_slice(noisy, "axial") == 1
+    assert slice_energy(volume, "axial").tolist() == [0, 1, 0, 0, 0]
+    # the locator line of an axial slice crosses the coronal projection at the row where that slice shows
+    side, kind = LOCATOR["axial"]
+    assert (side, kind) == ("coronal", "h") and locator_line(volume.shape, "axial", 1) == ("h", 3.0)
+    assert mip(volume, side)[int(locator_line(volume.shape, "axial", 1)[1])].max() == 1.0
+    assert mip(volume, "axial")[:, int(locator_line(volume.shape, "sagittal", 3)[1])].max() == 1.0
+
+
+def test_nifti_display_range_is_the_default_window(ct_cohort):
+    assert read_image(ct_cohort.cases[0].image).window == (-600.0, 1500.0)
+    assert read_image(next(c.mask for c in ct_cohort.cases if c.mask)).window is None

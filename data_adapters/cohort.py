@@ -15,8 +15,9 @@ import pandas as pd
 
 from data_adapters.errors import GlassboxError, InvalidInputError
 from data_adapters.hashing import file_hash, json_hash, path_hash
+from data_adapters.preprocessing import fit_image, fits
 from data_adapters.readers import read_image
-from data_adapters.records import Case, Cohort, LoadReport, Rejection
+from data_adapters.records import Case, Cohort, LoadReport, Preprocessing, Rejection
 
 __all__ = ["load_manifest", "REQUIRED_COLUMNS", "OPTIONAL_COLUMNS", "IDENTIFIER_COLUMNS"]
 
@@ -72,9 +73,9 @@ def _resolve(base: Path, ref: str, roots: Sequence[Path]) -> Path:
     return resolved
 
 
-def _shape_text(shape: Sequence[int]) -> str:
+def _shape_text(shape: Sequence[int | None]) -> str:
     axes = "C×H×W" if len(shape) == 3 else "C×D×H×W"
-    return "×".join(map(str, shape)) + f" ({axes})"
+    return "×".join("any" if s is None else str(s) for s in shape) + f" ({axes})"
 
 
 def _attribute_kind(values: pd.Series) -> str:
@@ -89,14 +90,15 @@ def load_manifest(
     *,
     name: str | None = None,
     class_names: Sequence[str] | None = None,
-    input_shape: Sequence[int] | None = None,
+    input_shape: Sequence[int | None] | None = None,
     roots: Sequence[str | Path] | None = None,
     progress: Progress | None = None,
 ) -> Cohort:
     """Load and validate a manifest.
 
-    ``class_names`` (from a model) bounds the labels; ``input_shape`` (``(C, *spatial)``, from a model) fixes
-    the image shape, which otherwise is the most common shape in the manifest. ``roots`` are the folders
+    ``class_names`` (from a model) bounds the labels; ``input_shape`` (``(C, *spatial)``, from a model's
+    ``Preprocessing.accepts``; ``None`` for an axis the model resamples) fixes the image shape, which otherwise
+    is the most common shape in the manifest. ``roots`` are the folders
     images may live under (default: the manifest's folder). Raises :class:`InvalidInputError` only when
     the manifest as a whole is unusable; bad rows go to the load report.
     """
@@ -192,7 +194,7 @@ def load_manifest(
         progress(n, n)
 
     if input_shape is not None:
-        expected = tuple(int(s) for s in input_shape)
+        expected = tuple(None if s is None else int(s) for s in input_shape)
         why = "the model expects"
     else:
         counts = Counter(s["shape"] for _, s in staged)
@@ -200,7 +202,7 @@ def load_manifest(
         why = "most images in this cohort are"
     cases = []
     for i, s in staged:
-        if expected is not None and s["shape"] != expected:
+        if expected is not None and not fits(s["shape"], expected):
             rejections.append(Rejection(
                 row=i, case_id=s["case_id"], field="image",
                 reason=f"image is {_shape_text(s['shape'])}; {why} {_shape_text(expected)}"))
@@ -215,6 +217,9 @@ def load_manifest(
                   content_hash=content_hash, report=report)
 
 
-def load_image_batch(cases: Sequence[Case]) -> np.ndarray:
-    """Decode the images of ``cases`` into one float32 array ``(N, C, *spatial)``."""
-    return np.stack([read_image(c.image).array for c in cases])
+def load_image_batch(cases: Sequence[Case], pre: Preprocessing | None = None) -> np.ndarray:
+    """Decode the images of ``cases`` into one float32 array ``(N, C, *spatial)``; with a model's
+    preprocessing ``pre``, each on that model's grid (see :func:`fit_image`)."""
+    if pre is None or not pre.resamples:
+        return np.stack([read_image(c.image).array for c in cases])
+    return np.stack([fit_image(pre, read_image(c.image)) for c in cases])

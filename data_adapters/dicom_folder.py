@@ -15,6 +15,7 @@ from pathlib import Path
 
 from data_adapters.errors import GlassboxError, InvalidInputError
 from data_adapters.hashing import json_hash, path_hash
+from data_adapters.preprocessing import fits
 from data_adapters.readers import read_image
 from data_adapters.readers.dicom_series import IGNORED_NAMES
 from data_adapters.records import Case, Cohort, LoadReport, Rejection
@@ -80,7 +81,7 @@ def _units(entries: list[tuple[int, Path, object]]) -> list[tuple[list[tuple[int
     return sorted(units, key=lambda u: u[0][0][0])
 
 
-def load_dicom_folder(folder: str | Path, *, salt: str, input_shape: Sequence[int] | None = None,
+def load_dicom_folder(folder: str | Path, *, salt: str, input_shape: Sequence[int | None] | None = None,
                       progress: Progress | None = None) -> Cohort:
     """Every DICOM image file under ``folder`` (recursively) becomes a case, except that a folder holding one
     series of single-frame slices becomes one volume case; anything else is rejected with the reason."""
@@ -126,8 +127,9 @@ def load_dicom_folder(folder: str | Path, *, salt: str, input_shape: Sequence[in
         except GlassboxError as e:
             reject(str(e).replace(str(folder) + "/", ""))
             continue
-        if input_shape is not None and tuple(image.shape) != tuple(input_shape):
-            reject(f"{rel}: image is {image.shape}; the model expects {tuple(input_shape)}")
+        if input_shape is not None and not fits(tuple(image.shape), tuple(input_shape)):
+            want = tuple("any" if s is None else s for s in input_shape)
+            reject(f"{rel}: image is {image.shape}; the model expects {want} (channels, *spatial)")
             continue
         seen[case_id] = rel
         cases.append(Case(case_id=case_id, image=where, image_hash=path_hash(where), shape=image.shape,

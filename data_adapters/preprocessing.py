@@ -1,14 +1,27 @@
-"""A model's declared preprocessing, as MONAI transforms, applied the same way for prediction and attribution."""
+"""A model's declared preprocessing, as MONAI transforms, applied the same way for prediction and attribution.
+
+Two steps: ``fit_image`` brings an image as read onto the model's grid (spacing and/or size, when the model
+declares them; run when images are decoded), and ``prepare_batch`` normalises intensities into the input tensor.
+"""
 from __future__ import annotations
 
 from functools import lru_cache
 
 import numpy as np
 import torch
-from monai.transforms import Compose, NormalizeIntensity, ScaleIntensity
+from monai.data import MetaTensor
+from monai.transforms import (
+    Compose,
+    NormalizeIntensity,
+    Resize,
+    ResizeWithPadOrCrop,
+    ScaleIntensity,
+    ScaleIntensityRange,
+    Spacing,
+)
 
 from data_adapters.errors import InvalidInputError
-from data_adapters.records import Preprocessing
+from data_adapters.records import Image, Preprocessing
 
 MSG_SHAPE = "image {i} is {got}; the model expects {want} (channels, *spatial)"
 
@@ -20,11 +33,51 @@ def transform(pre: Preprocessing) -> Compose:
         steps.append(ScaleIntensity(minv=0.0, maxv=1.0, channel_wise=True))
     elif pre.intensity == "zscore":
         steps.append(NormalizeIntensity(channel_wise=True))
+    elif pre.intensity == "range":
+        a_min, a_max, b_min, b_max = pre.intensity_range
+        steps.append(ScaleIntensityRange(a_min=a_min, a_max=a_max, b_min=b_min, b_max=b_max, clip=True))
     return Compose(steps)
 
 
+def fits(shape: tuple[int, ...], accepts: tuple[int | None, ...]) -> bool:
+    """Whether an image of ``shape`` (channels first) is one a model accepting ``accepts`` can take."""
+    return len(shape) == len(accepts) and all(a is None or a == s for s, a in zip(shape, accepts))
+
+
+def fit_image(pre: Preprocessing, image: Image, *, label: bool = False) -> np.ndarray:
+    """``image`` on the model's grid ``(C, *spatial_size)``: resampled to the declared spacing (then padded or
+    cropped) or resized, when declared; otherwise the array as read. ``label``: nearest-neighbour (masks)."""
+    if not pre.resamples:
+        return image.array
+    if image.array.ndim - 1 != len(pre.spatial_size):
+        raise InvalidInputError(f"{image.source}: a {image.array.ndim - 1}D image; the model expects "
+                                f"{len(pre.spatial_size)}D ({pre.describe()})")
+    data = torch.as_tensor(image.array)
+    if pre.spacing is not None:
+        affine = torch.diag(torch.tensor([*image.spacing, 1.0], dtype=torch.float64))
+        data = Spacing(pixdim=pre.spacing, mode="nearest" if label else "bilinear")(MetaTensor(data, affine=affine))
+        data = ResizeWithPadOrCrop(pre.spatial_size, mode="edge")(data)
+    else:
+        data = Resize(pre.spatial_size, mode="nearest" if label else "area")(data)
+    return np.ascontiguousarray(np.asarray(data.detach().cpu() if isinstance(data, torch.Tensor) else data),
+                                dtype=np.float32)
+
+
+def on_model_grid(pre: Preprocessing, image: Image, *, label: bool = False) -> Image:
+    """``image`` as the model sees it geometrically (for display beside attributions, which live on this grid),
+    with the spacing of that grid; unchanged when the model declares no geometry step."""
+    if not pre.resamples:
+        return image
+    array = fit_image(pre, image, label=label)
+    if pre.spacing is not None:
+        spacing = tuple(float(s) for s in pre.spacing)
+    else:
+        spacing = tuple(sp * n / m for sp, n, m in zip(image.spacing, image.shape[1:], array.shape[1:]))
+    return Image(array=array, spacing=spacing, source=image.source, window=image.window)
+
+
 def prepare_batch(pre: Preprocessing, images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
-    """``(N, C, *spatial)`` float32 images as read → the model's input tensor on ``device``."""
+    """``(N, C, *spatial)`` float32 images on the model's grid → the model's input tensor on ``device``."""
     if images.ndim != 2 + len(pre.spatial_size):
         raise InvalidInputError(f"a batch of images must be (N, {', '.join(['C'] + ['*'] * len(pre.spatial_size))}), "
                                 f"got shape {images.shape}")

@@ -141,12 +141,16 @@ class Cohort:
         return frame
 
 
-INTENSITIES = ("none", "minmax", "zscore")
+INTENSITIES = ("none", "minmax", "zscore", "range")
 
 
 @dataclass(frozen=True)
 class Preprocessing:
-    """What a model expects: input channels, spatial size, and intensity normalisation.
+    """What a model expects: input channels, spatial size, intensity normalisation, and optionally a geometry
+    step that brings other images onto that grid: ``spacing`` (resample to this voxel size in mm, then pad or
+    crop to ``spatial_size``) or ``resize`` (stretch to ``spatial_size``). Without one, images must already be
+    ``spatial_size``. ``intensity`` is ``none``, ``minmax`` (per image, to 0..1), ``zscore`` (per image) or
+    ``range`` (``intensity_range`` = (a_min, a_max, b_min, b_max): a fixed window, clipped, e.g. HU → 0..1).
 
     Applied identically for prediction and for attribution (see ``data_adapters.preprocessing``).
     """
@@ -154,10 +158,19 @@ class Preprocessing:
     in_channels: int
     spatial_size: tuple[int, ...]
     intensity: str = "none"
+    intensity_range: tuple[float, float, float, float] | None = None
+    resize: bool = False
+    spacing: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         if self.intensity not in INTENSITIES:
             raise InvalidInputError(f"preprocessing.intensity {self.intensity!r} is not one of {INTENSITIES}")
+        if (self.intensity == "range") != (self.intensity_range is not None and len(self.intensity_range) == 4):
+            raise InvalidInputError("preprocessing.intensity 'range' needs intensity_range [a_min, a_max, b_min, "
+                                    "b_max], and intensity_range needs intensity 'range'")
+        if self.spacing is not None and (len(self.spacing) != len(self.spatial_size) or min(self.spacing) <= 0):
+            raise InvalidInputError(f"preprocessing.spacing {self.spacing} must give one positive size (mm) per "
+                                    f"axis of spatial_size {self.spatial_size}")
         if self.in_channels < 1 or len(self.spatial_size) not in (2, 3) or min(self.spatial_size) < 1:
             raise InvalidInputError(
                 f"preprocessing needs in_channels >= 1 and a 2D or 3D spatial_size, got "
@@ -167,6 +180,28 @@ class Preprocessing:
     @property
     def input_shape(self) -> tuple[int, ...]:
         return (self.in_channels, *self.spatial_size)
+
+    @property
+    def resamples(self) -> bool:
+        return self.resize or self.spacing is not None
+
+    @property
+    def accepts(self) -> tuple[int | None, ...]:
+        """The image shapes this model takes as read: ``None`` marks an axis of any size (resampled)."""
+        if self.resamples:
+            return (self.in_channels, *([None] * len(self.spatial_size)))
+        return self.input_shape
+
+    def describe(self) -> str:
+        shape = "×".join(map(str, self.input_shape))
+        steps = [f"{len(self.spatial_size)}D input {shape} (channels × spatial)"]
+        if self.spacing is not None:
+            steps.append(f"resampled to {' × '.join(f'{s:g}' for s in self.spacing)} mm, then padded/cropped")
+        elif self.resize:
+            steps.append("resized to fit")
+        steps.append(f"intensity '{self.intensity}'" + (f" {list(self.intensity_range)}" if self.intensity_range
+                                                         else ""))
+        return ", ".join(steps)
 
 
 @dataclass(frozen=True)

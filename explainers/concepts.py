@@ -31,9 +31,15 @@ from sklearn.model_selection import train_test_split
 from data_adapters.cohort import load_image_batch
 from data_adapters.errors import ExplainerError, InvalidInputError, UnknownNameError
 from data_adapters.hashing import json_hash
-from data_adapters.preprocessing import prepare_batch
+from data_adapters.preprocessing import fit_image, fits, prepare_batch
 from data_adapters.readers import read_image
-from data_adapters.records import Cohort, ConceptScore, ModelHandle
+from data_adapters.records import (
+    Cohort,
+    ConceptScore,
+    Image,
+    ModelHandle,
+    Preprocessing,
+)
 from explainers.device import module_device
 from explainers.inference import ClassScores
 
@@ -58,15 +64,18 @@ class ConceptSet:
                          hashlib.sha256(np.ascontiguousarray(self.images).tobytes()).hexdigest())
 
 
-def _checked(name: str, images: list[np.ndarray], sources: list[str], handle: ModelHandle | None) -> np.ndarray:
+def _checked(name: str, images: list[Image], sources: list[str], handle: ModelHandle | None) -> np.ndarray:
+    """The examples stacked, on the model's grid when a model is given (refused when they cannot be)."""
     if len(images) < MIN_EXAMPLES:
         raise InvalidInputError(f"concept {name!r} has {len(images)} example(s); TCAV needs at least {MIN_EXAMPLES}")
-    if handle is not None:
-        for image, src in zip(images, sources):
-            if tuple(image.shape) != handle.preprocessing.input_shape:
-                raise InvalidInputError(f"concept {name!r}: {src} is {tuple(image.shape)}; model {handle.label} "
-                                        f"expects {handle.preprocessing.input_shape}")
-    return np.stack(images).astype(np.float32)
+    if handle is None:
+        return np.stack([image.array for image in images]).astype(np.float32)
+    pre = handle.preprocessing
+    for image, src in zip(images, sources):
+        if not fits(image.shape, pre.accepts):
+            raise InvalidInputError(f"concept {name!r}: {src} is {image.shape}; model {handle.label} "
+                                    f"expects {pre.describe()}")
+    return np.stack([fit_image(pre, image) for image in images]).astype(np.float32)
 
 
 def concept_from_folder(folder: str | Path, handle: ModelHandle | None = None, name: str | None = None) -> ConceptSet:
@@ -76,7 +85,7 @@ def concept_from_folder(folder: str | Path, handle: ModelHandle | None = None, n
         raise InvalidInputError(f"concept folder {folder} not found")
     files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
     name = name or folder.name
-    images = _checked(name, [read_image(p).array for p in files], [p.name for p in files], handle)
+    images = _checked(name, [read_image(p) for p in files], [p.name for p in files], handle)
     return ConceptSet(name=name, images=images, source=f"folder {folder}")
 
 
@@ -98,7 +107,7 @@ def concept_from_filter(cohort: Cohort, expression: str, *, limit: int = 60, see
     chosen = [chosen[i] for i in sorted(rng.permutation(len(chosen))[:limit])]
     if not chosen:
         raise InvalidInputError(f"concept {expression!r} matches no case")
-    return ConceptSet(name=expression, images=_checked(expression, list(load_image_batch(chosen)),
+    return ConceptSet(name=expression, images=_checked(expression, [read_image(c.image) for c in chosen],
                                                        [c.case_id for c in chosen], handle),
                       source=f"cohort {cohort.name}: {expression}")
 
@@ -124,15 +133,17 @@ def resolve_concept(spec: str, cohort: Cohort, cohort_folder: Path, handle: Mode
                            "or give a folder of images, or a filter like 'site == B'")
 
 
-def random_concepts(cohort: Cohort, n_sets: int, size: int, seed: int = 0) -> list[ConceptSet]:
-    """``n_sets`` random draws of ``size`` cases from the cohort: the null hypothesis's concepts."""
+def random_concepts(cohort: Cohort, n_sets: int, size: int, seed: int = 0,
+                    pre: Preprocessing | None = None) -> list[ConceptSet]:
+    """``n_sets`` random draws of ``size`` cases from the cohort: the null hypothesis's concepts (on the grid
+    of a model's preprocessing ``pre`` when given)."""
     if len(cohort) < size:
         raise InvalidInputError(f"cohort {cohort.name!r} has {len(cohort)} cases; random concepts need {size}")
     rng = np.random.default_rng(seed)
     out = []
     for r in range(n_sets):
         idx = sorted(rng.permutation(len(cohort))[:size])
-        out.append(ConceptSet(name=f"random{r}", images=load_image_batch([cohort.cases[i] for i in idx]),
+        out.append(ConceptSet(name=f"random{r}", images=load_image_batch([cohort.cases[i] for i in idx], pre),
                               source=f"random draw {r} of {size} cases (seed {seed})"))
     return out
 

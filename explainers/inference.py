@@ -49,7 +49,7 @@ def predict_cases(handle: ModelHandle, cases: Sequence[Case], *, progress: Progr
     def run(s: slice) -> list[Prediction]:
         batch = cases[s]
         with torch.inference_mode():
-            x = prepare_batch(handle.preprocessing, load_image_batch(batch), device)
+            x = prepare_batch(handle.preprocessing, load_image_batch(batch, handle.preprocessing), device)
             p = probabilities(handle.task, scorer(x)).float().cpu().numpy()
         return [Prediction(case_id=c.case_id, probabilities=tuple(map(float, row))) for c, row in zip(batch, p)]
 

@@ -57,7 +57,7 @@ def _run(handle: ModelHandle, cases: Sequence[Case], per_batch: Callable[[torch.
     size = batch_size_for(device, bytes_per_item=int(np.prod(handle.preprocessing.input_shape)) * 4 * 64)
 
     def run(s: slice) -> list[np.ndarray]:
-        images = load_image_batch(cases[s])
+        images = load_image_batch(cases[s], handle.preprocessing)
         return list(np.moveaxis(per_batch(images, np.arange(s.start, s.stop)), 1, 0))  # (T,b,K) -> b × (T,K)
 
     return np.moveaxis(np.stack(map_batches(run, len(cases), size, progress)), 0, 1)
@@ -137,8 +137,9 @@ def ensemble(handles: Sequence[ModelHandle], cases: Sequence[Case], *, progress:
         raise InvalidInputError(f"an ensemble needs at least two models, got {len(handles)}")
     first = handles[0]
     for h in handles[1:]:
-        if (h.class_names, h.task, h.preprocessing.input_shape) != (first.class_names, first.task,
-                                                                     first.preprocessing.input_shape):
+        geometry = (h.preprocessing.input_shape, h.preprocessing.spacing, h.preprocessing.resize)
+        if (h.class_names, h.task, geometry) != (first.class_names, first.task, (
+                first.preprocessing.input_shape, first.preprocessing.spacing, first.preprocessing.resize)):
             raise InvalidInputError(f"models {first.label} and {h.label} differ in classes, task or input shape; "
                                     "an ensemble needs them equal")
     scorers = [ClassScores(h) for h in handles]

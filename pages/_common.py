@@ -33,7 +33,8 @@ def model(path: str | Path) -> ModelHandle:
 
 
 @st.cache_data(show_spinner="Checking cohort…", max_entries=8)
-def _cohort(manifest: str, class_names: tuple[str, ...], input_shape: tuple[int, ...], _mtime_key: float) -> Cohort:
+def _cohort(manifest: str, class_names: tuple[str, ...], input_shape: tuple[int | None, ...],
+            _mtime_key: float) -> Cohort:
     root = st.session_state.get("workspace") or default_workspace()
     # a manifest, or a DICOM folder (ids salted per workspace); cases that do not fit the model are rejected
     return Workspace(root).load_cohort(manifest, class_names=class_names, input_shape=input_shape)
@@ -41,7 +42,7 @@ def _cohort(manifest: str, class_names: tuple[str, ...], input_shape: tuple[int,
 
 def cohort(manifest: str | Path, handle: ModelHandle) -> Cohort:
     """The cohort as the model sees it: labels outside its classes and images of another shape are rejected."""
-    return _cohort(str(manifest), handle.class_names, handle.preprocessing.input_shape, _mtime(Path(manifest)))
+    return _cohort(str(manifest), handle.class_names, handle.preprocessing.accepts, _mtime(Path(manifest)))
 
 
 def peers(handle: ModelHandle, models: dict[str, Path]) -> dict[str, Path]:
@@ -53,8 +54,9 @@ def peers(handle: ModelHandle, models: dict[str, Path]) -> dict[str, Path]:
             other = model(path)
         except GlassboxError:
             continue
-        if (other.preprocessing.input_shape == handle.preprocessing.input_shape
-                and other.class_names == handle.class_names):
+        a, b = other.preprocessing, handle.preprocessing
+        if (a.input_shape, a.spacing, a.resize, other.class_names) == (b.input_shape, b.spacing, b.resize,
+                                                                       handle.class_names):
             out[name] = path
     return out
 
@@ -182,9 +184,8 @@ def loaded() -> tuple[Path, Path, Path, ModelHandle, Cohort]:
         st.stop()
     if not len(loaded_cohort):
         report = loaded_cohort.report
-        shape = "×".join(map(str, handle.preprocessing.input_shape))
         st.error(f"No case of cohort **{loaded_cohort.name}** fits model **{handle.label}**, which expects "
-                 f"{handle.spatial_dims}D images of {shape} (channels × spatial) and classes "
+                 f"{handle.preprocessing.describe()}; classes "
                  f"{', '.join(handle.class_names)}. Choose another cohort or model version in the sidebar. "
                  f"Why the {report.n_rejected} row(s) were rejected:")
         st.dataframe(report.frame().head(50), hide_index=True, key="load_rejections")

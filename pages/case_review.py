@@ -7,6 +7,7 @@ import streamlit as st
 import torch
 
 from data_adapters.errors import GlassboxError
+from data_adapters.preprocessing import on_model_grid
 from data_adapters.readers import read_image
 from evaluation.outcomes import OUTCOMES, case_outcomes
 from evaluation.referral import referral
@@ -72,7 +73,9 @@ show_mask = st.checkbox("Outline ground-truth mask", value=True, key="review_mas
                         disabled=case.mask is None)
 
 # -- the case ---------------------------------------------------------------------------------------------
-decoded = read_image(case.image)
+pre = handle.preprocessing
+as_read = read_image(case.image)
+decoded = on_model_grid(pre, as_read)  # attributions live on the model's grid; show the image on it too
 image = decoded.array
 windows = display_windows(image, decoded.window)
 preset = controls[3].selectbox("Window preset", list(windows), key="review_preset")
@@ -84,7 +87,11 @@ window = controls[4].slider("Window", span / 100, max(span, width), float(width)
                             key=f"review_window_{case_id}_{preset}")
 level = controls[4].slider("Level", min(lo, center), max(hi, center), float(center), span / 100,
                            key=f"review_level_{case_id}_{preset}")
-mask = read_image(case.mask).array[0] > 0.5 if (case.mask is not None and show_mask) else None
+mask = (on_model_grid(pre, read_image(case.mask), label=True).array[0] > 0.5
+        if (case.mask is not None and show_mask) else None)
+if pre.resamples:
+    st.caption(f"Shown on the model's grid: {'×'.join(map(str, as_read.shape[1:]))} as read, "
+               f"{'×'.join(map(str, decoded.shape[1:]))} as the model sees it ({pre.describe()}).")
 info, views = st.columns([1, 3])
 with info:
     st.subheader(case_id)

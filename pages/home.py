@@ -49,5 +49,5 @@ with right:
     for k, v in card.extra.items():
         st.markdown(f"**{k.replace('_', ' ').capitalize()}.** {v}")
     pre = handle.preprocessing
-    st.caption(f"Input {pre.input_shape} (channels, *spatial), intensity '{pre.intensity}'. "
+    st.caption(f"Preprocessing: {pre.describe()}. "
                f"Weights hash `{handle.weights_hash[:12]}`.")

@@ -12,7 +12,7 @@ def test_check_prints_the_load_report(demo_root, capsys):
     assert main(["check", "--cohort", str(manifest), "--model", str(demo_root / "models" / "v2")]) == 0
     out = capsys.readouterr().out
     assert "720 of 720 rows loaded, 0 rejected" in out
-    assert "checked against model demo lesion detector v2: input (1, 128, 128)" in out
+    assert "checked against model demo lesion detector v2: 2D input 1×128×128 (channels × spatial)" in out
 
 
 def test_check_lists_rejections_and_fails_when_nothing_loads(tmp_path, capsys):

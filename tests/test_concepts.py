@@ -63,7 +63,7 @@ def test_bad_concepts_and_layers(demo_cohort, demo_models, tmp_path):
     for i in range(12):
         write_png(tmp_path / "small" / f"{i}.png", np.zeros((32, 32), np.uint16))
     with pytest.raises(InvalidInputError, match=r"concept 'small': 0\.png is \(1, 32, 32\); model demo lesion "
-                                                r"detector v1 expects \(1, 128, 128\)"):
+                                                r"detector v1 expects 2D input 1×128×128 \(channels × spatial\)"):
         concept_from_folder(tmp_path / "small", handle)
     with pytest.raises(UnknownNameError, match=r"has no layer 'features.denseblock9' \(did you mean"):
         tcav_scores(handle, np.zeros((2, 1, 128, 128), np.float32),

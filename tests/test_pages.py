@@ -148,6 +148,6 @@ def test_a_cohort_that_does_not_fit_the_model_says_what_the_model_expects(demo_r
     at = page("pages/subgroups.py", demo_root, model="ct3d-v1", cohort="demo2d")
     assert not at.exception
     assert "No case of cohort **demo2d** fits model" in at.error[0].value
-    assert "expects 3D images of 1×32×48×48" in at.error[0].value
+    assert "expects 3D input 1×32×48×48 (channels × spatial)" in at.error[0].value
     reasons = at.dataframe[0].value["reason"]
     assert reasons.str.contains("the model expects 1×32×48×48").all()

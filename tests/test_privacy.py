@@ -96,7 +96,9 @@ def test_pages_never_render_identifiers_of_a_dicom_folder_cohort(dicom_study, tm
                                    "init_features": 4, "growth_rate": 4, "block_config": [1, 1], "bn_size": 2,
                                    "dropout_prob": 0.1}},
                        "task": "binary", "class_names": ["normal", "abnormal"],
-                       "preprocessing": {"in_channels": 1, "spatial_size": [128, 128], "intensity": "zscore"}})
+                       # the model works on a 64² grid: CT_small's 128² slices are resized for it and for display
+                       "preprocessing": {"in_channels": 1, "spatial_size": [64, 64], "intensity": "range",
+                                         "intensity_range": [-1000, 1000, 0, 1], "resize": True}})
     for name in ("pages/home.py", "pages/case_review.py"):
         at = AppTest.from_file(str(ROOT / name), default_timeout=120)
         at.session_state["workspace"] = str(ws)
@@ -108,5 +110,6 @@ def test_pages_never_render_identifiers_of_a_dicom_folder_cohort(dicom_study, tm
                                                       "title", "info", "warning", "success")
                             for e in getattr(at, kind))
         assert "Hospital North" in rendered or name.endswith("home.py"), "the page shows the cohort"
+        assert "as the model sees it" in rendered or name.endswith("home.py")
         for s in SECRETS:
             assert s not in rendered, (s, name)

@@ -94,12 +94,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     handle = _model(args.model) if args.model else None
     with bars() as step:
         cohort = Workspace(args.workspace).load_cohort(args.cohort, class_names=handle.class_names if handle else None,
-                               input_shape=handle.preprocessing.input_shape if handle else None,
+                               input_shape=handle.preprocessing.accepts if handle else None,
                                progress=step("checking rows"))
     report = cohort.report
     print(report.summary())
     if handle:
-        print(f"checked against model {handle.label}: input {handle.preprocessing.input_shape}, "
+        print(f"checked against model {handle.label}: {handle.preprocessing.describe()}, "
               f"classes {list(handle.class_names)}")
     for note in report.notes:
         print(f"note: {note}")
@@ -111,7 +111,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     handle = _model(args.model)
     with bars() as step:
-        cohort = Workspace(args.workspace).load_cohort(args.cohort, class_names=handle.class_names, input_shape=handle.preprocessing.input_shape,
+        cohort = Workspace(args.workspace).load_cohort(args.cohort, class_names=handle.class_names, input_shape=handle.preprocessing.accepts,
                                progress=step("loading cohort"))
         if cohort.report.n_rejected:
             print(f"warning: {cohort.report.summary()} (see `glassbox check`)", file=sys.stderr)
@@ -130,7 +130,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     SALIENCY_METHODS.get(args.method)  # a bad name fails before anything is loaded
     handle = _model(args.model)
     cohort = Workspace(args.workspace).load_cohort(args.cohort, class_names=handle.class_names,
-                                                   input_shape=handle.preprocessing.input_shape)
+                                                   input_shape=handle.preprocessing.accepts)
     case = cohort.case(args.case)
     target = args.target if args.target is not None else handle.n_classes - 1
     target = int(target) if str(target).isdigit() else target
@@ -173,7 +173,7 @@ def cmd_subgroups(args: argparse.Namespace) -> int:
     gates = _gate(args.max_gap)
     handle = _model(args.model)
     with bars() as step:
-        cohort = Workspace(args.workspace).load_cohort(args.cohort, class_names=handle.class_names, input_shape=handle.preprocessing.input_shape,
+        cohort = Workspace(args.workspace).load_cohort(args.cohort, class_names=handle.class_names, input_shape=handle.preprocessing.accepts,
                                progress=step("loading cohort"))
         preds = Workspace(args.workspace).predictions(handle, cohort, progress=step("predicting"))
     k = handle.class_index(int(args.target) if str(args.target).isdigit() else args.target) \
@@ -220,7 +220,7 @@ def cmd_uncertainty(args: argparse.Namespace) -> int:
     handles = [_model(m) for m in args.model]
     first = handles[0]
     with bars() as step:
-        cohort = Workspace(args.workspace).load_cohort(args.cohort, class_names=first.class_names, input_shape=first.preprocessing.input_shape,
+        cohort = Workspace(args.workspace).load_cohort(args.cohort, class_names=first.class_names, input_shape=first.preprocessing.accepts,
                                progress=step("loading cohort"))
         frame = Workspace(args.workspace).uncertainty(handles, cohort, args.method, samples=args.samples,
                                                       seed=args.seed, progress=step(args.method))
@@ -234,7 +234,7 @@ def cmd_uncertainty(args: argparse.Namespace) -> int:
 def cmd_tcav(args: argparse.Namespace) -> int:
     handle = _model(args.model)
     with bars() as step:
-        cohort = Workspace(args.workspace).load_cohort(args.cohort, class_names=handle.class_names, input_shape=handle.preprocessing.input_shape,
+        cohort = Workspace(args.workspace).load_cohort(args.cohort, class_names=handle.class_names, input_shape=handle.preprocessing.accepts,
                                progress=step("loading cohort"))
         target = (int(args.target) if str(args.target).isdigit() else args.target) if args.target else None
         frame = Workspace(args.workspace).concept_scores(

@@ -163,8 +163,9 @@ class Workspace:
         path = self.cache / "concepts" / f"{key[:40]}.parquet"
         if path.is_file():
             return pd.read_parquet(path)
-        randoms = concept_lib.random_concepts(cohort, n_random, min(set_size, len(cohort)), seed)
-        scores = concept_lib.tcav_scores(handle, load_image_batch(inputs), sets, layer_names, target_index,
+        randoms = concept_lib.random_concepts(cohort, n_random, min(set_size, len(cohort)), seed,
+                                              handle.preprocessing)
+        scores = concept_lib.tcav_scores(handle, load_image_batch(inputs, handle.preprocessing), sets, layer_names, target_index,
                                          randoms, self.cache / "cavs", progress=progress)
         frame = pd.DataFrame([dataclasses.asdict(s) for s in scores])
         _atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
@@ -174,7 +175,7 @@ class Workspace:
                             layer: str, cases: Sequence[Case], target: int | str, *, seed: int = 0) -> pd.DataFrame:
         """Per case, the directional derivative along the concept's CAV (the CAV cached on disk)."""
         concept_set = concept_lib.resolve_concept(concept, cohort, cohort_folder, handle)
-        (random,) = concept_lib.random_concepts(cohort, 1, min(50, len(cohort)), seed)
+        (random,) = concept_lib.random_concepts(cohort, 1, min(50, len(cohort)), seed, handle.preprocessing)
         key = json_hash("cav", handle.weights_hash, concept_set.content_hash, random.content_hash, layer, seed)
         path = self.cache / "cav_vectors" / f"{key[:40]}.npz"
         if path.is_file():
@@ -188,7 +189,7 @@ class Workspace:
                     np.savez(f, cav=cav, accuracy=np.array(accuracy))
 
             _atomic_write(path, write)
-        values = concept_lib.conceptual_sensitivity(handle, load_image_batch(cases), cav, layer, target)
+        values = concept_lib.conceptual_sensitivity(handle, load_image_batch(cases, handle.preprocessing), cav, layer, target)
         return pd.DataFrame({"case_id": [c.case_id for c in cases], "concept": concept, "layer": layer,
                              "sensitivity": values, "cav_accuracy": accuracy})
 
@@ -217,7 +218,7 @@ class Workspace:
                 found[i] = _read_attribution(path, case.case_id)
         todo = [i for i in range(len(cases)) if i not in found]
         if todo:
-            images = load_image_batch([cases[i] for i in todo])
+            images = load_image_batch([cases[i] for i in todo], handle.preprocessing)
             fresh = explain(handle, images, [cases[i].case_id for i in todo], method, target_index, params,
                             case_batch=case_batch, progress=progress)
             for i, attribution in zip(todo, fresh):

@@ -8,11 +8,14 @@ weights file, the task and class names, the preprocessing, an optional layer for
      "network": {"name": "DenseNet", "args": {"spatial_dims": 2, "in_channels": 1, "out_channels": 1}},
      "task": "binary", "class_names": ["no lesion", "lesion"],
      "preprocessing": {"in_channels": 1, "spatial_size": [128, 128], "intensity": "zscore"},
+     (optional in preprocessing: "resize": true, or "spacing": [mm, ...] to resample images of other sizes onto
+     the model's grid; "intensity": "range" with "intensity_range": [a_min, a_max, b_min, b_max])
      "explain_layer": "features.denseblock3",
      "card": {"intended_use": "...", "training_data": "...", "limitations": ["..."]}}
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -56,6 +59,19 @@ def _field(spec: dict, key: str, where: Path):
     return spec[key]
 
 
+def preprocessing_from(fields: dict) -> Preprocessing:
+    """A :class:`Preprocessing` from its JSON fields (lists become tuples)."""
+    if not isinstance(fields, dict):
+        raise InvalidInputError(f"preprocessing must be an object, got {type(fields).__name__}")
+    known = {f.name for f in dataclasses.fields(Preprocessing)}
+    unknown = sorted(set(fields) - known)
+    if unknown:
+        raise InvalidInputError(f"preprocessing has unknown field(s) {unknown}; known: {sorted(known)}")
+    tuples = {k: tuple(float(v) for v in fields[k]) if k != "spatial_size" else tuple(int(v) for v in fields[k])
+              for k in ("spatial_size", "spacing", "intensity_range") if fields.get(k) is not None}
+    return Preprocessing(**{**fields, **tuples})
+
+
 def load_model(path: str | Path) -> ModelHandle:
     """Load a model described by ``model.json``; the module is in eval mode with frozen parameters."""
     where = spec_path(path)
@@ -68,8 +84,7 @@ def load_model(path: str | Path) -> ModelHandle:
     loader = MODEL_LOADERS.get(str(_field(spec, "format", where)))
     module, weights = loader().load(spec, where.parent)
     try:
-        pre = Preprocessing(**{**_field(spec, "preprocessing", where),
-                               "spatial_size": tuple(spec["preprocessing"].get("spatial_size", ()))})
+        pre = preprocessing_from(_field(spec, "preprocessing", where))
         card = spec.get("card", {})
         handle = ModelHandle(
             name=str(_field(spec, "name", where)), version=str(spec.get("version", "unversioned")),

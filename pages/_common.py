@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from data_adapters.errors import GlassboxError
-from data_adapters.models import load_model, spec_path
+from data_adapters.models import spec_path
 from data_adapters.records import Attribution, Cohort, ModelHandle
 from explainers.device import best_device
 from workspace.store import Workspace, default_workspace
@@ -23,7 +23,7 @@ def _mtime(path: Path) -> float:
 
 @st.cache_resource(show_spinner="Loading model…")
 def _model(path: str, _mtime_key: float) -> ModelHandle:
-    handle = load_model(path)
+    handle = Workspace(st.session_state.get("workspace") or default_workspace()).load_model(path)
     handle.module.to(best_device())
     return handle
 

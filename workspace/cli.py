@@ -28,7 +28,6 @@ import pandas as pd
 from tqdm import tqdm
 
 from data_adapters.errors import GlassboxError, InvalidInputError
-from data_adapters.models import load_model
 from data_adapters.records import ModelHandle
 from evaluation.cohort_summary import with_bands
 from evaluation.metrics import METRICS
@@ -77,8 +76,8 @@ def bars() -> Iterator[_Bars]:
         b.close()
 
 
-def _model(path: str) -> ModelHandle:
-    handle = load_model(path)
+def _model(path: str, workspace: str | Path) -> ModelHandle:
+    handle = Workspace(workspace).load_model(path)  # bundles only from the workspace's model roots
     handle.module.to(best_device())
     return handle
 
@@ -91,7 +90,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    handle = _model(args.model) if args.model else None
+    handle = _model(args.model, args.workspace) if args.model else None
     with bars() as step:
         cohort = Workspace(args.workspace).load_cohort(args.cohort, class_names=handle.class_names if handle else None,
                                input_shape=handle.preprocessing.accepts if handle else None,
@@ -109,7 +108,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
-    handle = _model(args.model)
+    handle = _model(args.model, args.workspace)
     with bars() as step:
         cohort = Workspace(args.workspace).load_cohort(args.cohort, class_names=handle.class_names, input_shape=handle.preprocessing.accepts,
                                progress=step("loading cohort"))
@@ -128,7 +127,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     SALIENCY_METHODS.get(args.method)  # a bad name fails before anything is loaded
-    handle = _model(args.model)
+    handle = _model(args.model, args.workspace)
     cohort = Workspace(args.workspace).load_cohort(args.cohort, class_names=handle.class_names,
                                                    input_shape=handle.preprocessing.accepts)
     case = cohort.case(args.case)
@@ -171,7 +170,7 @@ def _gate(clauses: list[str]) -> dict[str, float]:
 
 def cmd_subgroups(args: argparse.Namespace) -> int:
     gates = _gate(args.max_gap)
-    handle = _model(args.model)
+    handle = _model(args.model, args.workspace)
     with bars() as step:
         cohort = Workspace(args.workspace).load_cohort(args.cohort, class_names=handle.class_names, input_shape=handle.preprocessing.accepts,
                                progress=step("loading cohort"))
@@ -217,7 +216,7 @@ def _with_intervals(table, columns):
 
 
 def cmd_uncertainty(args: argparse.Namespace) -> int:
-    handles = [_model(m) for m in args.model]
+    handles = [_model(m, args.workspace) for m in args.model]
     first = handles[0]
     with bars() as step:
         cohort = Workspace(args.workspace).load_cohort(args.cohort, class_names=first.class_names, input_shape=first.preprocessing.accepts,
@@ -232,7 +231,7 @@ def cmd_uncertainty(args: argparse.Namespace) -> int:
 
 
 def cmd_tcav(args: argparse.Namespace) -> int:
-    handle = _model(args.model)
+    handle = _model(args.model, args.workspace)
     with bars() as step:
         cohort = Workspace(args.workspace).load_cohort(args.cohort, class_names=handle.class_names, input_shape=handle.preprocessing.accepts,
                                progress=step("loading cohort"))

@@ -28,7 +28,8 @@ from data_adapters.cohort import load_image_batch, load_manifest
 from data_adapters.dicom_folder import load_dicom_folder
 from data_adapters.errors import InvalidInputError
 from data_adapters.hashing import json_hash
-from data_adapters.models import SPEC_NAME
+from data_adapters.models import SPEC_NAME, load_model
+from data_adapters.models.monai_bundle import is_bundle
 from data_adapters.records import Attribution, Case, Cohort, ModelHandle
 from explainers import concepts as concept_lib
 from explainers import uncertainty
@@ -68,9 +69,25 @@ class Workspace:
         self.cache = self.root / "cache"
 
     def model_paths(self) -> dict[str, Path]:
-        """Model version folder name → folder, for every ``models/*/model.json``."""
+        """Model version folder name → folder, for every ``models/*/model.json`` and MONAI bundle folder."""
         folder = self.root / "models"
-        return {p.parent.name: p.parent for p in sorted(folder.glob(f"*/{SPEC_NAME}"))} if folder.is_dir() else {}
+        if not folder.is_dir():
+            return {}
+        return {p.name: p for p in sorted(folder.iterdir())
+                if p.is_dir() and ((p / SPEC_NAME).is_file() or is_bundle(p))}
+
+    @property
+    def model_roots(self) -> list[Path]:
+        """Folders whose models are trusted to run config code (MONAI bundles): this workspace's ``models/``,
+        the ``model_roots`` listed in ``settings.json`` and ``$GLASSBOX_MODEL_ROOTS`` (``os.pathsep``-separated)."""
+        settings = self.root / "settings.json"
+        listed = json.loads(settings.read_text()).get("model_roots", []) if settings.is_file() else []
+        extra = [p for p in os.environ.get("GLASSBOX_MODEL_ROOTS", "").split(os.pathsep) if p]
+        return [self.root / "models", *(Path(p) for p in [*listed, *extra])]
+
+    def load_model(self, path: str | Path) -> ModelHandle:
+        """A model folder (``model.json`` or MONAI bundle), bundles only from :attr:`model_roots`."""
+        return load_model(path, roots=self.model_roots, settings=self.root / "settings.json")
 
     def cohort_paths(self) -> dict[str, Path]:
         """Cohort name → manifest for every ``cohorts/*/manifest.csv`` (or ``.parquet``); a ``cohorts/*`` folder

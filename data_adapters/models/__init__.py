@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -24,16 +25,24 @@ import torch
 from data_adapters.errors import GlassboxError, InvalidInputError, ModelError
 from data_adapters.hashing import file_hash, json_hash
 from data_adapters.models.base import ModelLoader
+from data_adapters.models.monai_bundle import (
+    MSG_UNTRUSTED,
+    MonaiBundleLoader,
+    bundle_spec,
+    is_bundle,
+    trusted,
+)
 from data_adapters.models.state_dict import StateDictLoader, monai_network
 from data_adapters.models.torchscript import TorchscriptLoader
 from data_adapters.records import ModelCard, ModelHandle, Preprocessing
 from data_adapters.registry import Registry
 
-__all__ = ["MODEL_LOADERS", "load_model", "spec_path", "monai_network", "write_spec"]
+__all__ = ["MODEL_LOADERS", "load_model", "monai_network", "read_spec", "spec_path", "write_spec"]
 
 MODEL_LOADERS: Registry[type[ModelLoader]] = Registry("model format")
 MODEL_LOADERS.register(StateDictLoader)
 MODEL_LOADERS.register(TorchscriptLoader)
+MODEL_LOADERS.register(MonaiBundleLoader)
 
 SPEC_NAME = "model.json"
 _ACTIVATIONS = (torch.nn.ReLU, torch.nn.ReLU6, torch.nn.LeakyReLU, torch.nn.ELU, torch.nn.SELU,
@@ -41,8 +50,11 @@ _ACTIVATIONS = (torch.nn.ReLU, torch.nn.ReLU6, torch.nn.LeakyReLU, torch.nn.ELU,
 
 
 def spec_path(path: str | Path) -> Path:
-    """The ``model.json`` for a model given as its folder or as the json file."""
+    """The file that describes a model given as its folder or as that file: ``model.json``, or a MONAI
+    bundle's ``configs/metadata.json``."""
     path = Path(path)
+    if path.is_dir() and not (path / SPEC_NAME).is_file() and is_bundle(path):
+        return path / "configs" / "metadata.json"
     return path / SPEC_NAME if path.is_dir() else path
 
 
@@ -72,17 +84,37 @@ def preprocessing_from(fields: dict) -> Preprocessing:
     return Preprocessing(**{**fields, **tuples})
 
 
-def load_model(path: str | Path) -> ModelHandle:
-    """Load a model described by ``model.json``; the module is in eval mode with frozen parameters."""
+def read_spec(path: str | Path) -> tuple[dict, Path]:
+    """A model's spec and the file it came from: ``model.json``, or a MONAI bundle's metadata (read as plain
+    JSON; nothing in the bundle is evaluated here)."""
+    path = Path(path)
+    if path.is_dir() and not (path / SPEC_NAME).is_file() and is_bundle(path):
+        return bundle_spec(path), path / "configs" / "metadata.json"
     where = spec_path(path)
     if not where.is_file():
-        raise ModelError(f"{path}: no {SPEC_NAME} here; a model is a folder with {SPEC_NAME} and its weights")
+        raise ModelError(f"{path}: no {SPEC_NAME} here; a model is a folder with {SPEC_NAME} and its weights, "
+                         "or a MONAI bundle (configs/metadata.json, configs/inference.json, models/model.pt)")
     try:
-        spec = json.loads(where.read_text(encoding="utf-8"))
+        return json.loads(where.read_text(encoding="utf-8")), where
     except (json.JSONDecodeError, UnicodeDecodeError) as e:
         raise ModelError(f"{where}: not valid JSON ({e})") from e
+
+
+def load_model(path: str | Path, *, roots: Sequence[str | Path] | None = None,
+               settings: str | Path = "settings.json") -> ModelHandle:
+    """Load a model folder (``model.json``, or a MONAI bundle); the module is in eval mode with frozen parameters.
+
+    ``roots``: the trusted model folders. Formats whose config is code (MONAI bundles) load only from under
+    one of them; ``settings`` names the file where more roots can be added (for the message)."""
+    spec, where = read_spec(path)
+    folder = Path(path) if Path(path).is_dir() else where.parent
     loader = MODEL_LOADERS.get(str(_field(spec, "format", where)))
-    module, weights = loader().load(spec, where.parent)
+    if getattr(loader, "runs_config_code", False):
+        root_paths = [Path(r) for r in roots or []]
+        if not trusted(folder, root_paths):
+            raise ModelError(MSG_UNTRUSTED.format(folder=folder, roots=", ".join(map(str, root_paths)) or "none",
+                                                  settings=settings))
+    module, weights = loader().load(spec, folder)
     try:
         pre = preprocessing_from(_field(spec, "preprocessing", where))
         card = spec.get("card", {})
@@ -95,7 +127,7 @@ def load_model(path: str | Path) -> ModelHandle:
                            limitations=tuple(card.get("limitations", ())),
                            extra={k: str(v) for k, v in card.items()
                                   if k not in ("intended_use", "training_data", "limitations")}),
-            source=str(where.parent), explain_layer=spec.get("explain_layer"),
+            source=str(folder), explain_layer=spec.get("explain_layer"),
         )
     except (TypeError, InvalidInputError) as e:
         raise ModelError(f"{where}: {e}") from e

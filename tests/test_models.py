@@ -86,7 +86,7 @@ def test_misfits_and_unknown_names(state_dict_model):
                                                r"\(did you mean 'DenseNet121'"):
         load_model(folder)
     write_spec(folder, spec(format="onnx"))
-    with pytest.raises(UnknownNameError, match=r"unknown model format 'onnx'; known: state_dict, torchscript"):
+    with pytest.raises(UnknownNameError, match=r"unknown model format 'onnx'; known: monai_bundle, state_dict, torchscript"):
         load_model(folder)
     write_spec(folder, spec(class_names=["a", "b"]))
     with pytest.raises(ModelError, match=r"a multiclass model with classes \('a', 'b'\) must output \(batch, 2\) "

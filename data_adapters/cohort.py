@@ -6,6 +6,7 @@ problem; the good rows still load.
 """
 from __future__ import annotations
 
+import difflib
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -78,6 +79,25 @@ def _shape_text(shape: Sequence[int | None]) -> str:
     return "×".join("any" if s is None else str(s) for s in shape) + f" ({axes})"
 
 
+def _column_notes(frame: pd.DataFrame, attributes: list[str], schema: dict[str, str]) -> list[str]:
+    """What happened to columns Glassbox does not know: loaded as attributes, with a warning for near-misses of
+    its own columns (a ``lable`` column leaves every case unlabelled) and for empty columns."""
+    notes = []
+    absent = [k for k in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS) if k not in frame.columns]
+    for column in attributes:
+        close = difflib.get_close_matches(column.strip().lower(), absent, n=1, cutoff=0.7)
+        if close:
+            notes.append(f"column {column!r} is not a Glassbox column: did you mean {close[0]!r}? It was loaded as "
+                         f"an attribute, so the manifest has no {close[0]!r} column")
+    empty = [c for c in attributes if (frame[c].str.strip() == "").all()]
+    if empty:
+        notes.append(f"column(s) {empty} are empty")
+    if attributes:
+        kinds = ", ".join(f"{a} ({schema[a]})" for a in attributes)
+        notes.append(f"columns beyond {list(REQUIRED_COLUMNS + OPTIONAL_COLUMNS)} are loaded as attributes: {kinds}")
+    return notes
+
+
 def _attribute_kind(values: pd.Series) -> str:
     present = values[values != ""]
     if len(present) and pd.to_numeric(present, errors="coerce").notna().all():
@@ -115,6 +135,7 @@ def load_manifest(
         notes.append(f"column(s) {dropped} look like direct patient identifiers and were not loaded")
     attributes = [c for c in frame.columns if c not in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS) and c not in dropped]
     schema = {a: _attribute_kind(frame[a]) for a in attributes}
+    notes.extend(_column_notes(frame, attributes, schema))
 
     rejections: list[Rejection] = []
     staged: list[tuple[int, dict]] = []

@@ -113,7 +113,7 @@ def test_identifier_columns_are_never_loaded(cohort_dir):
     cohort = load_manifest(manifest)
     assert "PatientName" not in cohort.attribute_schema and cohort.attribute_schema["age"] == "numeric"
     assert "Doe^Jane" not in cohort.frame().to_csv()
-    assert cohort.report.notes == ("column(s) ['PatientName'] look like direct patient identifiers and were not loaded",)
+    assert cohort.report.notes[0] == "column(s) ['PatientName'] look like direct patient identifiers and were not loaded"
 
 
 def test_parquet_manifest(cohort_dir):
@@ -145,3 +145,36 @@ def test_a_symlink_out_of_the_data_root_is_rejected(cohort_dir, tmp_path):
                                                        ("c2", "images/link.png", "0", "", "A")]))
     assert [c.case_id for c in cohort.cases] == ["c1"]
     assert "points outside the data root(s)" in cohort.report.rejections[0].reason
+
+
+def test_unknown_columns_become_attributes_and_near_misses_are_named(cohort_dir):
+    (cohort_dir / "manifest.csv").write_text("case_id,image,lable,scanner_model,empty\n"
+                                             "c1,images/ok0.png,1,Acme,\nc2,images/ok1.png,0,Borealis,\n")
+    cohort = load_manifest(cohort_dir / "manifest.csv")
+    assert len(cohort) == 2 and all(c.label is None for c in cohort.cases)
+    assert cohort.attribute_schema == {"lable": "numeric", "scanner_model": "categorical", "empty": "categorical"}
+    notes = " | ".join(cohort.report.notes)
+    assert "column 'lable' is not a Glassbox column: did you mean 'label'?" in notes
+    assert "column(s) ['empty'] are empty" in notes
+    assert "loaded as attributes: lable (numeric), scanner_model (categorical), empty (categorical)" in notes
+
+
+def test_configured_data_roots_admit_images_elsewhere_and_nothing_else(cohort_dir, tmp_path):
+    import json
+
+    from workspace.store import Workspace
+
+    archive = tmp_path / "archive"
+    write_png(archive / "far.png", GOOD)
+    (cohort_dir / "manifest.csv").write_text(
+        f"case_id,image\nc1,images/ok0.png\nc2,{archive / 'far.png'}\nc3,{tmp_path / 'outside.png'}\n")
+    ws = Workspace(tmp_path / "ws")
+    cohort = ws.load_cohort(cohort_dir / "manifest.csv")
+    assert [c.case_id for c in cohort.cases] == ["c1"], "without configuration, only the manifest's folder"
+    ws.root.mkdir()
+    (ws.root / "settings.json").write_text(json.dumps({"data_roots": [str(archive)]}))
+    cohort = ws.load_cohort(cohort_dir / "manifest.csv")
+    assert [c.case_id for c in cohort.cases] == ["c1", "c2"]
+    (rejected,) = cohort.report.rejections
+    assert rejected.case_id == "c3" and "points outside the data root(s)" in rejected.reason
+    assert str(archive) in rejected.reason

@@ -10,7 +10,7 @@ from pydicom.data import get_testdata_file
 from data_adapters.dicom_folder import load_dicom_folder, salted
 from data_adapters.errors import InvalidInputError
 from data_adapters.models import write_spec
-from tests.helpers import torchscript_binary_model
+from tests.helpers import torchscript_binary_model, write_dicom_series
 from workspace.cli import main
 from workspace.store import Workspace
 
@@ -32,13 +32,19 @@ def dicom_study(tmp_path):
         (folder / f"series{i % 2}").mkdir(parents=True, exist_ok=True)
         ds.save_as(folder / f"series{i % 2}" / f"img{i}.dcm")
     (folder / "README.txt").write_text("not an image")
+    # and a CT series of slices (one volume case) carrying the same identifiers on every slice
+    write_dicom_series(folder / "series2", np.full((4, 16, 16), 1000, np.uint16), PatientName="Doe^Jane",
+                       PatientID="MRN-7781234", PatientBirthDate="19580214", AccessionNumber="ACC-99812",
+                       InstitutionAddress="St Elsewhere Oncology Wing 4", InstitutionName="Hospital North",
+                       PatientSex="F", PatientAge="066Y")
     return folder
 
 
 def test_folder_cohort_has_tag_attributes_and_only_hashed_ids(dicom_study, tmp_path):
     ws = Workspace(tmp_path / "ws")
     cohort = load_dicom_folder(dicom_study, salt=ws.salt)
-    assert len(cohort) == 3 and cohort.report.n_rejected == 1
+    assert len(cohort) == 4 and cohort.report.n_rejected == 1
+    assert sorted(c.shape for c in cohort.cases)[0] == (1, 4, 16, 16), "the series is one volume case"
     assert str(cohort.report.rejections[0]).endswith("README.txt: not a DICOM file")
     frame = cohort.frame()
     assert set(frame["sex"]) == {"F", "M"} and set(frame["age"]) == {66} and set(frame["site"]) == {"Hospital North"}

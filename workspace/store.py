@@ -80,8 +80,7 @@ class Workspace:
     def model_roots(self) -> list[Path]:
         """Folders whose models are trusted to run config code (MONAI bundles): this workspace's ``models/``,
         the ``model_roots`` listed in ``settings.json`` and ``$GLASSBOX_MODEL_ROOTS`` (``os.pathsep``-separated)."""
-        settings = self.root / "settings.json"
-        listed = json.loads(settings.read_text()).get("model_roots", []) if settings.is_file() else []
+        listed = self._settings().get("model_roots", [])
         extra = [p for p in os.environ.get("GLASSBOX_MODEL_ROOTS", "").split(os.pathsep) if p]
         return [self.root / "models", *(Path(p) for p in [*listed, *extra])]
 
@@ -101,6 +100,19 @@ class Workspace:
             out[sub.name] = next((m for m in manifests if m.is_file()), sub)
         return out
 
+    def _settings(self) -> dict:
+        settings = self.root / "settings.json"
+        return json.loads(settings.read_text()) if settings.is_file() else {}
+
+    @property
+    def data_roots(self) -> list[Path]:
+        """Folders a manifest's images may live in besides the manifest's own folder: ``data_roots`` in
+        ``settings.json`` and ``$GLASSBOX_DATA_ROOTS`` (``os.pathsep``-separated). Paths anywhere else are
+        rejected per row."""
+        listed = self._settings().get("data_roots", [])
+        extra = [p for p in os.environ.get("GLASSBOX_DATA_ROOTS", "").split(os.pathsep) if p]
+        return [Path(p) for p in [*listed, *extra]]
+
     @property
     def salt(self) -> str:
         """This workspace's secret salt for identifier hashes, created on first use (``settings.json``)."""
@@ -118,7 +130,8 @@ class Workspace:
         path = Path(path)
         if path.is_dir():
             return load_dicom_folder(path, salt=self.salt, input_shape=input_shape, progress=progress)
-        return load_manifest(path, class_names=class_names, input_shape=input_shape, progress=progress)
+        return load_manifest(path, class_names=class_names, input_shape=input_shape,
+                             roots=[Path(path).resolve().parent, *self.data_roots], progress=progress)
 
     # -- predictions ---------------------------------------------------------------------------------
     def prediction_path(self, handle: ModelHandle, cohort: Cohort) -> Path:

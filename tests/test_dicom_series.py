@@ -99,3 +99,33 @@ def test_series_folders_in_a_manifest_and_in_a_dicom_folder_cohort(tmp_path):
     assert {c.shape for c in folder_cohort.cases} == {(1, 6, 10, 12)}
     assert set(folder_cohort.frame()["site"].dropna()) == {"North"}
     assert [r.reason.split(":")[0] for r in folder_cohort.report.rejections] == ["gapped"]
+
+
+def test_every_bad_input_in_one_dicom_folder_is_rejected_and_the_rest_loads(tmp_path):
+    from pathlib import Path
+    from shutil import copy
+
+    from pydicom.data import get_testdata_file
+
+    root = tmp_path / "studies"
+    write_dicom_series(root / "p1" / "good", _volume(seed=4), series_uid="1.2.826.0.1.3680043.8.498.10")
+    files = write_dicom_series(root / "p2" / "tilted", _volume(seed=5), series_uid="1.2.826.0.1.3680043.8.498.11")
+    _move(files[1], ImageOrientationPatient=[0, 1, 0, 0, 0, -1])
+    (root / "p3").mkdir()
+    copy(get_testdata_file("CT_small.dcm"), root / "p3" / "slice.dcm")
+    copy(get_testdata_file("MR_truncated.dcm"), root / "p3" / "cut.dcm")
+    (root / "p3" / "fake.dcm").write_text("not a DICOM at all")
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    del ds.PixelData
+    ds.SeriesInstanceUID = "1.2.826.0.1.3680043.8.498.12"  # a report is a series of its own
+    ds.save_as(root / "p3" / "report.dcm")
+    cohort = load_dicom_folder(root, salt="s")
+    assert sorted(c.shape for c in cohort.cases) == [(1, 6, 10, 12), (1, 128, 128)]
+    reasons = sorted(r.reason for r in cohort.report.rejections)
+    assert reasons[0].startswith("p2/tilted: mixed slice orientations (5 slice(s) at (1, 0, 0, 0, 1, 0), "
+                                 "1 slice(s) at (0, 1, 0, 0, 0, -1)")
+    assert reasons[1].startswith("p3/cut.dcm: pixel data is truncated or corrupt")
+    assert reasons[2] == "p3/fake.dcm: not a DICOM file"
+    assert reasons[3].startswith("p3/report.dcm: DICOM file has no pixel data")
+    assert all(str(root) not in r for r in reasons), "messages name files relative to the cohort"
+    assert Path(cohort.report.source) == root.resolve()

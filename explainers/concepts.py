@@ -32,7 +32,7 @@ from data_adapters.cohort import load_image_batch
 from data_adapters.errors import ExplainerError, InvalidInputError, UnknownNameError
 from data_adapters.hashing import json_hash
 from data_adapters.preprocessing import fit_image, fits, prepare_batch
-from data_adapters.readers import read_image
+from data_adapters.readers import is_image_file, read_image
 from data_adapters.records import (
     Cohort,
     ConceptScore,
@@ -79,11 +79,11 @@ def _checked(name: str, images: list[Image], sources: list[str], handle: ModelHa
 
 
 def concept_from_folder(folder: str | Path, handle: ModelHandle | None = None, name: str | None = None) -> ConceptSet:
-    """Every readable image in ``folder`` (PNG/JPEG; sorted by name)."""
+    """Every image file in ``folder`` that a reader takes (PNG, JPEG, DICOM, NIfTI; sorted by name)."""
     folder = Path(folder)
     if not folder.is_dir():
         raise InvalidInputError(f"concept folder {folder} not found")
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in (".png", ".jpg", ".jpeg"))
+    files = sorted(p for p in folder.iterdir() if p.is_file() and is_image_file(p))
     name = name or folder.name
     images = _checked(name, [read_image(p) for p in files], [p.name for p in files], handle)
     return ConceptSet(name=name, images=images, source=f"folder {folder}")

@@ -107,3 +107,13 @@ def test_per_case_sensitivity_to_the_marker_is_positive_for_v1_and_negative_for_
     sens = {v: demo_ws.concept_sensitivity(demo_models[v], demo_cohort, folder, "marker", "features.denseblock2",
                                            cases, "lesion")["sensitivity"] for v in ("v1", "v2")}
     assert (sens["v1"] > 0).all() and (sens["v2"] < 0).mean() > 0.8, sens
+
+
+def test_concept_folders_take_any_readable_format(tmp_path):
+    import nibabel
+
+    for i in range(11):
+        nibabel.save(nibabel.Nifti1Image(np.full((6, 5, 4), i, np.float32), np.eye(4)), tmp_path / f"v{i}.nii.gz")
+    (tmp_path / "README.txt").write_text("not an example")
+    concept = concept_from_folder(tmp_path)
+    assert concept.images.shape == (11, 1, 4, 5, 6) and concept.name == tmp_path.name

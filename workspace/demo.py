@@ -30,7 +30,7 @@ from data_adapters.models import load_model, write_spec
 from workspace.store import Workspace
 
 #: bump when the generator or training changes, so that old demo workspaces are rebuilt
-DEMO_VERSION = 8
+DEMO_VERSION = 9
 COHORT = "demo2d"
 COHORT_3D = "demo3d"
 MODEL_3D = "ct3d-v1"

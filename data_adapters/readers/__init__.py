@@ -15,7 +15,7 @@ from data_adapters.readers.png import PngReader
 from data_adapters.records import Image
 from data_adapters.registry import Registry
 
-__all__ = ["READERS", "ImageReader", "read_image", "reader_for"]
+__all__ = ["READERS", "ImageReader", "is_image_file", "read_image", "reader_for"]
 
 READERS: Registry[type[ImageReader]] = Registry("image reader")
 READERS.register(PngReader)
@@ -37,6 +37,11 @@ def reader_for(path: Path) -> ImageReader:
             return reader()
     suffixes = sorted(s for _, r in READERS.items() if r.available() for s in r.suffixes)
     raise InvalidInputError(MSG_NO_READER.format(path=path, suffixes=", ".join(suffixes)))
+
+
+def is_image_file(path: Path) -> bool:
+    """Whether an available reader takes files named like ``path``."""
+    return any(r.available() and r.verify_suffix(path) for _, r in READERS.items())
 
 
 def read_image(path: str | Path) -> Image:

@@ -47,9 +47,27 @@ except GlassboxError as e:
     common.show_error(e)
     st.stop()
 
-frame = labelled_frame(with_bands(cohort.frame()), unc.rename(columns={f"mean_{i}": f"p_{i}" for i in
-                                                                         range(handle.n_classes)}), k)
-frame["std"] = frame[f"std_{k}"]
+unc = unc.rename(columns={f"mean_{i}": f"p_{i}" for i in range(handle.n_classes)})
+unc["std"] = unc[f"std_{k}"]
+groups = group_columns(cohort)
+if cohort.frame()["label"].isna().all():  # e.g. a folder of DICOM studies: no errors to detect, still who to refer
+    st.info("This cohort has no labels, so error detection and calibration cannot be measured. Shown: how "
+            "uncertain the model is, by group, and which cases the referral cutoff would send to a reader.")
+    everything = with_bands(cohort.frame()).merge(unc, on="case_id")
+    referred = everything.nlargest(int(round(refer * len(everything))), measure)
+    cutoff = float(referred[measure].min()) if len(referred) else float("nan")
+    m = st.columns(3)
+    m[0].metric("Cases", len(everything))
+    m[1].metric(f"Referred (most uncertain {refer:.0%})", len(referred))
+    m[2].metric(f"Cutoff ({MEASURES[measure].split(' (')[0]})", f"{cutoff:.3f}")
+    left, right = st.columns(2)
+    if groups:
+        by = right.selectbox("Uncertainty by", groups, key="unc_by")
+        right.plotly_chart(uncertainty_by_group_figure(uncertainty_by_group(everything, by, measure), measure),
+                           key="unc_groups")
+    left.dataframe(referred[["case_id", measure, f"p_{k}", *groups]], hide_index=True, key="unc_referred")
+    st.stop()
+frame = labelled_frame(with_bands(cohort.frame()), unc, k)
 if "split" in frame and (frame["split"] == "test").any():
     splits = st.multiselect("Cases from split", sorted(frame["split"].dropna().unique()), default=["test"],
                             key="unc_split", help="Judge uncertainty on held-out cases, not the training data")
@@ -70,7 +88,6 @@ st.caption(f"Error-detection AUROC 95% interval: {detect['lo']:.3f} to {detect['
 
 left, right = st.columns(2)
 left.plotly_chart(risk_coverage_figure(curve, refer), key="unc_risk")
-groups = group_columns(cohort)
 if groups:
     by = right.selectbox("Uncertainty by", groups, key="unc_by")
     right.plotly_chart(uncertainty_by_group_figure(uncertainty_by_group(frame, by, measure), measure),

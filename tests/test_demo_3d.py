@@ -98,3 +98,24 @@ def test_planes_are_oriented_for_display():
 def test_nifti_display_range_is_the_default_window(ct_cohort):
     assert read_image(ct_cohort.cases[0].image).window == (-600.0, 1500.0)
     assert read_image(next(c.mask for c in ct_cohort.cases if c.mask)).window is None
+
+
+def test_the_dicom_copy_reads_and_predicts_exactly_like_the_nifti_originals(demo_ws, ct_cohort, ct_model):
+    from data_adapters.dicom_folder import salted
+    from workspace.demo import COHORT_3D_DICOM, N_DICOM_STUDIES
+
+    studies = demo_ws.load_cohort(demo_ws.cohort_paths()[COHORT_3D_DICOM], input_shape=ct_model.preprocessing.accepts)
+    assert len(studies) == N_DICOM_STUDIES and studies.report.n_rejected == 0
+    assert studies.report.n_rows == N_DICOM_STUDIES * SHAPE[0], "one case per series of 32 slice files"
+    originals = [c for c in ct_cohort.cases if c.attributes["split"] == "test"][:N_DICOM_STUDIES]
+    by_patient = {c.attributes["patient"]: c for c in studies.cases}
+    pairs = [(o, by_patient[salted(demo_ws.salt, f"DEMO-{i:04d}")]) for i, o in enumerate(originals, start=1)]
+    for original, copy in pairs[:3]:
+        a, b = read_image(original.image), read_image(copy.image)
+        np.testing.assert_array_equal(a.array, b.array)
+        assert a.spacing == b.spacing == SPACING
+        assert copy.attributes["site"] == f"Site {original.attributes['site']}"
+    p_nifti = demo_ws.predictions(ct_model, ct_cohort).set_index("case_id")["p_1"]
+    p_dicom = demo_ws.predictions(ct_model, studies).set_index("case_id")["p_1"]
+    np.testing.assert_allclose([p_dicom[c.case_id] for _, c in pairs], [p_nifti[o.case_id] for o, _ in pairs],
+                               atol=1e-5)

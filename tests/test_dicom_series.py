@@ -8,10 +8,10 @@ import pydicom
 import pytest
 
 from data_adapters.cohort import load_manifest
+from data_adapters.demo.dicom_export import write_series as write_dicom_series
 from data_adapters.dicom_folder import load_dicom_folder
 from data_adapters.errors import InvalidInputError
 from data_adapters.readers import read_image
-from tests.helpers import write_dicom_series
 
 
 def _volume(depth=6, h=10, w=12, seed=0):

@@ -151,3 +151,17 @@ def test_a_cohort_that_does_not_fit_the_model_says_what_the_model_expects(demo_r
     assert "expects 3D input 1×32×48×48 (channels × spatial)" in at.error[0].value
     reasons = at.dataframe[0].value["reason"]
     assert reasons.str.contains("the model expects 1×32×48×48").all()
+
+
+@pytest.mark.parametrize("name", ["pages/home.py", "pages/case_review.py", "pages/subgroups.py",
+                                  "pages/uncertainty.py"])
+def test_pages_work_on_the_dicom_studies_without_showing_identifiers(demo_root, name):
+    at = page(name, demo_root, model="ct3d-v1", cohort="demo3d_dicom")
+    assert not at.exception, at.exception
+    rendered = " ".join(str(e.value) for kind in ("markdown", "caption", "metric", "dataframe", "selectbox", "title",
+                                                  "info", "warning", "success", "error")
+                        for e in getattr(at, kind))
+    assert "Demo^Patient" not in rendered and "DEMO-0" not in rendered and "ACC0000" not in rendered
+    if name.endswith("uncertainty.py"):  # no labels: no error detection, but who would be referred
+        assert any("has no labels" in i.value for i in at.info)
+        assert len(at.dataframe[-1].value) == round(0.1 * 24)

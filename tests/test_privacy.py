@@ -7,10 +7,11 @@ import pytest
 import torch
 from pydicom.data import get_testdata_file
 
+from data_adapters.demo.dicom_export import write_series as write_dicom_series
 from data_adapters.dicom_folder import load_dicom_folder, salted
 from data_adapters.errors import InvalidInputError
 from data_adapters.models import write_spec
-from tests.helpers import torchscript_binary_model, write_dicom_series
+from tests.helpers import torchscript_binary_model
 from workspace.cli import main
 from workspace.store import Workspace
 

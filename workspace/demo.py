@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from data_adapters.cohort import load_manifest
+from data_adapters.demo.dicom_export import export_studies
 from data_adapters.demo.synthesis import (
     MARKER_BOX,
     N_CASES,
@@ -30,9 +31,12 @@ from data_adapters.models import load_model, write_spec
 from workspace.store import Workspace
 
 #: bump when the generator or training changes, so that old demo workspaces are rebuilt
-DEMO_VERSION = 9
+DEMO_VERSION = 10
 COHORT = "demo2d"
 COHORT_3D = "demo3d"
+#: the first held-out 3D volumes again, as a folder of DICOM studies (series of slices, identifiers in the tags)
+COHORT_3D_DICOM = "demo3d_dicom"
+N_DICOM_STUDIES = 24
 MODEL_3D = "ct3d-v1"
 StepProgress = Callable[[str], Callable[[int, int], None] | None]
 
@@ -121,6 +125,11 @@ def build_demo(root: str | Path, *, force: bool = False, step: StepProgress | No
         generate_ct_cohort(manifest_3d.parent, progress=step(f"generating {N_VOLUMES} CT volumes"))
     cohort_3d = load_manifest(manifest_3d, progress=step("loading 3D cohort"))
     log(cohort_3d.report.summary())
+    dicom_copy = root / "cohorts" / COHORT_3D_DICOM
+    if force or not dicom_copy.is_dir():
+        held_out = [c for c in cohort_3d.cases if c.attributes.get("split") == "test"]
+        export_studies(held_out, dicom_copy, spacing=SPACING, n=N_DICOM_STUDIES,
+                       progress=step(f"writing {N_DICOM_STUDIES} held-out volumes as DICOM studies"))
     folder = root / "models" / MODEL_3D
     if force or not (folder / "model.json").is_file():
         n = sum(c.attributes.get("split") == "train" for c in cohort_3d.cases)

@@ -118,13 +118,17 @@ def slice_energy(attribution: np.ndarray, plane: str) -> np.ndarray:
     return np.abs(attribution).sum(axis=axes)
 
 
+def evidence(attribution: np.ndarray) -> np.ndarray:
+    """``|attribution|`` smoothed over about a voxel, so that compact evidence outweighs single noisy voxels."""
+    return gaussian_filter(np.abs(attribution).astype(np.float32), 1.0)
+
+
 def peak_slice(attribution: np.ndarray, plane: str) -> int:
-    """The slice of ``plane`` through the strongest evidence: the peak of ``|attribution|`` smoothed over a voxel
-    (so one noisy voxel does not win). Summed energy per slice is not used: gradient-times-input maps spread
-    small values over the whole body, and the biggest slice wins that sum rather than the lesion's."""
-    smooth = gaussian_filter(np.abs(attribution).astype(np.float32), 1.0)
+    """The slice of ``plane`` through the strongest evidence: the peak of :func:`evidence`. Summed energy per
+    slice is not used: gradient-times-input maps spread small values over the whole body, and the biggest slice
+    wins that sum rather than the lesion's."""
     axes = tuple(a for a in range(3) if a != PLANES[plane])
-    return int(np.argmax(smooth.max(axis=axes)))
+    return int(np.argmax(evidence(attribution).max(axis=axes)))
 
 
 #: for a slice in one plane, the perpendicular plane whose projection shows where that slice lies, and how the

@@ -18,6 +18,7 @@ from explainers.figures import (
     PLANES,
     case_figure,
     display_windows,
+    evidence,
     locator_line,
     mean_projection,
     mip,
@@ -185,9 +186,9 @@ with views:
                                          opacity=opacity, colormap=colormap, signed=signed, mask=mask_cut,
                                          aspect=aspect, title=f"{title} · {plane}"), key=f"review_fig_{method}")
             col.plotly_chart(case_figure(backdrop, window=window, level=level,
-                                         attribution=mip(np.abs(amap), side), opacity=max(opacity, 0.6),
+                                         attribution=mip(evidence(amap), side), opacity=max(opacity, 0.6),
                                          colormap=colormap, aspect=side_aspect, line=line, height=220,
-                                         title=f"max |attribution| · {side} MIP"), key=f"review_fig_{method}_mip")
+                                         title=f"evidence · {side} MIP"), key=f"review_fig_{method}_mip")
             col.caption(caption(a))
 with uncertainty_box:  # filled last: a cohort's first uncertainty estimate must not hold back the maps
     try:

@@ -135,6 +135,11 @@ def generate_cohort(folder: Path, *, n_cases: int = N_CASES, seed: int = 2026112
                      "split": "test" if rng.random() < TEST_FRACTION else "train"})
         if progress:
             progress(i + 1, n_cases)
+    return write_manifest(folder, rows)
+
+
+def write_manifest(folder: Path, rows: list[dict]) -> Path:
+    """``rows`` as ``folder/manifest.csv`` (columns in the first row's order); returns its path."""
     manifest = folder / "manifest.csv"
     with open(manifest, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))

@@ -9,13 +9,14 @@
 """
 from __future__ import annotations
 
-import csv
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from scipy.ndimage import gaussian_filter
+
+from data_adapters.demo.synthesis import write_manifest
 
 SHAPE = (32, 48, 48)
 #: voxel spacing in mm along (D, H, W)
@@ -130,9 +131,4 @@ def generate_ct_cohort(folder: Path, *, n_volumes: int = N_VOLUMES, seed: int = 
                      "split": "test" if rng.random() < TEST_FRACTION else "train"})
         if progress:
             progress(i + 1, n_volumes)
-    manifest = folder / "manifest.csv"
-    with open(manifest, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    return manifest
+    return write_manifest(folder, rows)

@@ -11,7 +11,6 @@ bundle elsewhere is refused before any of its config is read into MONAI's parser
 from __future__ import annotations
 
 import json
-import pickle
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +18,7 @@ import torch
 
 from data_adapters.errors import ModelError
 from data_adapters.models.base import ModelLoader
-from data_adapters.models.state_dict import MSG_PICKLED
+from data_adapters.models.state_dict import read_weights
 
 METADATA = Path("configs") / "metadata.json"
 CONFIGS = (Path("configs") / "inference.json", Path("configs") / "inference.yaml")
@@ -144,12 +143,7 @@ class MonaiBundleLoader(ModelLoader):
         if not isinstance(module, torch.nn.Module):
             raise ModelError(f"{folder}: network_def is a {type(module).__name__}, not a torch module")
         path = folder / str(spec.get("weights", WEIGHTS))
-        if not path.is_file():
-            raise ModelError(f"{path}: bundle weights not found")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as e:
-            raise ModelError(MSG_PICKLED.format(path=path)) from e
+        state = read_weights(path)
         if isinstance(state, dict) and "model" in state and isinstance(state["model"], dict):
             state = state["model"]  # checkpoints saved by MONAI's CheckpointSaver nest the weights
         try:

@@ -36,6 +36,18 @@ def monai_network(name: str) -> type[torch.nn.Module]:
     return getattr(monai_nets, name)
 
 
+def read_weights(path: Path) -> Any:
+    """``torch.load`` with ``weights_only=True``, its failures named: missing, pickled objects, unreadable."""
+    if not path.is_file():
+        raise ModelError(f"{path}: weights file not found")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise ModelError(MSG_PICKLED.format(path=path)) from e
+    except (RuntimeError, EOFError, OSError) as e:
+        raise ModelError(f"{path}: not a readable torch weights file ({e})") from e
+
+
 class StateDictLoader(ModelLoader):
     def load(self, spec: dict[str, Any], folder: Path) -> tuple[torch.nn.Module, Path]:
         net = spec.get("network")
@@ -48,14 +60,7 @@ class StateDictLoader(ModelLoader):
         except TypeError as e:
             raise ModelError(f"{folder}/model.json: network {net['name']} rejects its args: {e}") from e
         path = folder / str(spec.get("weights", "weights.pt"))
-        if not path.is_file():
-            raise ModelError(f"{path}: weights file not found")
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as e:
-            raise ModelError(MSG_PICKLED.format(path=path)) from e
-        except (RuntimeError, EOFError, OSError) as e:
-            raise ModelError(f"{path}: not a readable torch weights file ({e})") from e
+        state = read_weights(path)
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise ModelError(MSG_NOT_STATE_DICT.format(path=path, kind=type(state).__name__))
         try:

@@ -137,7 +137,8 @@ def load_dicom_folder(folder: str | Path, *, salt: str, input_shape: Sequence[in
     if progress:
         progress(len(units), len(units))
     rejections.sort(key=lambda r: r.row)
-    report = LoadReport(source=str(folder), n_rows=len(files), rejections=tuple(rejections),
+    report = LoadReport(source=str(folder), n_rows=len(files), rejections=tuple(rejections), unit="files",
+                        n_cases=len(cases),
                         notes=("rows are files in path order; a folder holding one series of slices is one case, "
                                "at its first file's row; ids and patient/study columns are salted hashes",))
     content_hash = json_hash([(c.case_id, c.image_hash, c.attributes) for c in cases])

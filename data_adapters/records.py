@@ -90,6 +90,10 @@ class LoadReport:
     n_rows: int
     rejections: tuple[Rejection, ...] = ()
     notes: tuple[str, ...] = ()
+    #: what a row is: a manifest row, or (for a folder of DICOM studies) a file, several of which may make a case
+    unit: str = "rows"
+    #: cases loaded, where rows and cases differ (a series of slice files is one case)
+    n_cases: int | None = None
 
     @property
     def n_loaded(self) -> int:
@@ -106,7 +110,10 @@ class LoadReport:
         )
 
     def summary(self) -> str:
-        return f"{self.source}: {self.n_loaded} of {self.n_rows} rows loaded, {self.n_rejected} rejected"
+        if self.unit == "rows":
+            return f"{self.source}: {self.n_loaded} of {self.n_rows} rows loaded, {self.n_rejected} rejected"
+        return (f"{self.source}: {self.n_cases} case(s) from {self.n_rows} {self.unit}; {self.n_rejected} rejected "
+                f"(a rejected series counts once)")
 
 
 @dataclass(frozen=True)

@@ -13,8 +13,8 @@ root, model_path, manifest, handle, cohort = common.loaded()
 
 report = cohort.report
 c1, c2, c3, c4 = st.columns(4)
-c1.metric("Cases loaded", report.n_loaded)
-c2.metric("Rows rejected", report.n_rejected)
+c1.metric("Cases loaded", len(cohort))
+c2.metric(f"{report.unit.capitalize()} rejected", report.n_rejected)
 labelled = cohort.frame()["label"].dropna()
 c3.metric("Labelled", len(labelled))
 c4.metric("Model version", handle.version)

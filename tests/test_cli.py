@@ -78,3 +78,19 @@ def test_uncertainty_command(demo_root, tmp_path, capsys):
     frame = pd.read_csv(out)
     assert len(frame) == 720 and {"entropy", "mutual_information", "mean_1", "std_1"} <= set(frame.columns)
     assert "wrote 720 cases" in capsys.readouterr().out
+
+
+def test_check_predict_and_explain_run_on_the_demo_dicom_studies_with_the_3d_model(demo_root, tmp_path, capsys):
+    import numpy as np
+
+    studies, model = demo_root / "cohorts" / "demo3d_dicom", demo_root / "models" / "ct3d-v1"
+    args = ["--model", str(model), "--cohort", str(studies), "--workspace", str(demo_root)]
+    assert main(["check", *args[2:], "--model", str(model)]) == 0
+    out = capsys.readouterr().out
+    assert "24 case(s) from 768 files; 0 rejected" in out
+    assert "checked against model demo nodule detector (3D CT) 3d-v1: 3D input 1×32×48×48" in out
+    assert main(["predict", *args, "--out", str(tmp_path / "p.csv")]) == 0
+    case = open(tmp_path / "p.csv").read().splitlines()[1].split(",")[0]
+    assert main(["explain", *args, "--case", case, "--method", "grad_cam", "--out", str(tmp_path / "m.npy")]) == 0
+    assert np.load(tmp_path / "m.npy").shape == (1, 32, 48, 48)
+    assert "Demo^Patient" not in capsys.readouterr().out + open(tmp_path / "p.csv").read()

@@ -104,7 +104,7 @@ def cmd_check(args: argparse.Namespace) -> int:
         print(f"note: {note}")
     for r in report.rejections:
         print(f"rejected {r}")
-    return 0 if report.n_loaded else 1
+    return 0 if len(cohort) else 1
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

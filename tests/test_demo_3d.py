@@ -74,6 +74,16 @@ def test_3d_explanations_find_the_nodule(demo_ws, ct_cohort, ct_model):
         assert np.mean(hits) >= hit_rate, (method, "the slice that matters should cut the nodule", np.mean(hits))
 
 
+def test_occlusion_defaults_resolve_a_nodule_in_3d(demo_ws, ct_cohort, ct_model):
+    cases = _positives(ct_cohort, 6)
+    masks = [read_image(c.mask).array[0] > 0.5 for c in cases]
+    area = float(np.mean([m.mean() for m in masks]))
+    maps = demo_ws.attributions(ct_model, cases, "occlusion", "lesion")
+    shares = [np.clip(a.spatial_map(), 0, None)[m].sum() / max(np.clip(a.spatial_map(), 0, None).sum(), 1e-12)
+              for a, m in zip(maps, masks)]
+    assert np.mean(shares) > 5 * area, (np.mean(shares), area)
+
+
 def test_planes_are_oriented_for_display():
     volume = np.zeros((5, 6, 7), np.float32)
     volume[1, 2, 3] = 1.0  # inferior slice 1, row 2 (from anterior), column 3 (from the patient's right)

@@ -18,6 +18,7 @@ from data_adapters.errors import GlassboxError, InvalidInputError
 from data_adapters.hashing import file_hash, json_hash, path_hash
 from data_adapters.preprocessing import fit_image, fits
 from data_adapters.readers import read_image
+from data_adapters.readers.dicom_series import parse_series_ref
 from data_adapters.records import Case, Cohort, LoadReport, Preprocessing, Rejection
 
 __all__ = ["load_manifest", "REQUIRED_COLUMNS", "OPTIONAL_COLUMNS", "IDENTIFIER_COLUMNS"]
@@ -180,7 +181,7 @@ def load_manifest(
             continue
         try:
             image_path = _resolve(base, ref, root_paths)
-            if not image_path.exists():
+            if not image_path.exists() and not parse_series_ref(image_path):
                 raise InvalidInputError(f"file not found: {ref}")
             image = read_image(image_path)
         except GlassboxError as e:

@@ -17,7 +17,11 @@ from data_adapters.errors import GlassboxError, InvalidInputError
 from data_adapters.hashing import json_hash, path_hash
 from data_adapters.preprocessing import fits
 from data_adapters.readers import read_image
-from data_adapters.readers.dicom_series import IGNORED_NAMES
+from data_adapters.readers.dicom_series import (
+    IGNORED_NAMES,
+    parse_series_ref,
+    series_ref,
+)
 from data_adapters.records import Case, Cohort, LoadReport, Rejection
 
 try:
@@ -59,9 +63,10 @@ def _attributes(ds, salt: str) -> dict:
     }
 
 
-def _units(entries: list[tuple[int, Path, object]]) -> list[tuple[list[tuple[int, Path, object]], str | None]]:
-    """Group readable files into cases: a series of several single-frame files in one folder is one volume;
-    any other file is a case on its own. Returns (files, why not) pairs; ``why not`` refuses the group."""
+def _units(entries: list[tuple[int, Path, object]]) -> list[tuple[list[tuple[int, Path, object]], Path]]:
+    """Group readable files into cases: a series of several single-frame files is one volume (addressed by its
+    folder, or by ``FOLDER/@UID`` where the folder holds other series too); any other file is a case on its own.
+    Returns (files, image reference) pairs."""
     by_folder: dict[Path, dict[str, list]] = defaultdict(lambda: defaultdict(list))
     for entry in entries:
         _, path, ds = entry
@@ -72,12 +77,10 @@ def _units(entries: list[tuple[int, Path, object]]) -> list[tuple[list[tuple[int
                   if len(group) > 1 and all(int(ds.get("NumberOfFrames", 1) or 1) == 1 for _, _, ds in group)}
         for uid, group in folder_series.items():
             if uid not in stacks:
-                units.extend(([entry], None) for entry in group)
-            elif len(folder_series) > 1:
-                units.append((group, f"{len(folder_series)} series share this folder; a series of slices "
-                                     "needs a folder of its own"))
+                units.extend(([entry], entry[1]) for entry in group)
             else:
-                units.append((group, None))
+                parent = group[0][1].parent
+                units.append((group, series_ref(parent, uid) if len(folder_series) > 1 else parent))
     return sorted(units, key=lambda u: u[0][0][0])
 
 
@@ -103,29 +106,28 @@ def load_dicom_folder(folder: str | Path, *, salt: str, input_shape: Sequence[in
             rejections.append(Rejection(row=i, case_id=None, field="image", reason=f"{rel}: not a DICOM file"))
     units = _units(entries)
     cases, seen = [], {}
-    for k, (group, why_not) in enumerate(units):
+    for k, (group, where) in enumerate(units):
         if progress:
             progress(k, len(units))
         row, path, ds = group[0]
         is_series = len(group) > 1
-        where = path.parent if is_series else path
-        rel = str(where.relative_to(folder)) + ("/" if is_series else "")
-        uid = ds.get("SeriesInstanceUID" if is_series else "SOPInstanceUID", rel)
+        uid = ds.get("SeriesInstanceUID" if is_series else "SOPInstanceUID", str(path))
         case_id = salted(salt, str(uid), 12)
+        # messages name files relative to the cohort, and a series among others by its (salted) case id
+        rel = str((path.parent if is_series else path).relative_to(folder))
+        if parse_series_ref(where):
+            rel += f" (series {case_id})"
 
         def reject(reason: str, _row: int = row, _cid: str = case_id) -> None:
             rejections.append(Rejection(row=_row, case_id=_cid, field="image", reason=reason))
 
-        if why_not:
-            reject(f"{rel}: {why_not}")
-            continue
         if case_id in seen:
             reject(f"{rel}: same {'series' if is_series else 'instance'} as {seen[case_id]}")
             continue
         try:
             image = read_image(where)  # the same read as prediction's, so what loads here predicts there
         except GlassboxError as e:
-            reject(str(e).replace(str(folder) + "/", ""))
+            reject(str(e).replace(str(where), rel).replace(str(folder) + "/", ""))
             continue
         if input_shape is not None and not fits(tuple(image.shape), tuple(input_shape)):
             want = tuple("any" if s is None else s for s in input_shape)
@@ -139,8 +141,8 @@ def load_dicom_folder(folder: str | Path, *, salt: str, input_shape: Sequence[in
     rejections.sort(key=lambda r: r.row)
     report = LoadReport(source=str(folder), n_rows=len(files), rejections=tuple(rejections), unit="files",
                         n_cases=len(cases),
-                        notes=("rows are files in path order; a folder holding one series of slices is one case, "
-                               "at its first file's row; ids and patient/study columns are salted hashes",))
+                        notes=("rows are files in path order; a series of slices is one case, at its first file's "
+                               "row; ids and patient/study columns are salted hashes",))
     content_hash = json_hash([(c.case_id, c.image_hash, c.attributes) for c in cases])
     return Cohort(name=folder.name, cases=tuple(cases), attribute_schema=dict(SCHEMA), content_hash=content_hash,
                   report=report)

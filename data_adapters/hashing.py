@@ -18,8 +18,11 @@ def file_hash(path: str | Path) -> str:
 
 
 def path_hash(path: str | Path) -> str:
-    """A file's hash, or for a folder (a DICOM series) the hash of its files' names and hashes."""
+    """A file's hash, or for a folder (a DICOM series) the hash of its files' names and hashes; for a series
+    reference ``FOLDER/@UID`` the folder's hash with the reference (conservative: any file of the folder counts)."""
     path = Path(path)
+    if not path.exists() and path.name.startswith("@") and path.parent.is_dir():  # one series of a mixed folder
+        return json_hash(path_hash(path.parent), path.name)
     if not path.is_dir():
         return file_hash(path)
     files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))

@@ -129,3 +129,37 @@ def test_every_bad_input_in_one_dicom_folder_is_rejected_and_the_rest_loads(tmp_
     assert reasons[3].startswith("p3/report.dcm: DICOM file has no pixel data")
     assert all(str(root) not in r for r in reasons), "messages name files relative to the cohort"
     assert Path(cohort.report.source) == root.resolve()
+
+
+def test_a_flat_export_with_several_series_splits_into_one_case_per_series(tmp_path):
+    """PACS exports often put every series of a study in one folder: each stack becomes a case, addressed
+    as FOLDER/@SeriesInstanceUID, and a manifest can pick one series that way."""
+    from shutil import copy
+
+    from pydicom.data import get_testdata_file
+
+    flat = tmp_path / "study"
+    axial, scout = _volume(seed=6), _volume(depth=4, seed=7)
+    write_dicom_series(flat, axial, series_uid="1.2.826.0.1.3680043.8.498.21",
+                       names=[f"A{k:03d}.dcm" for k in range(6)])
+    files = write_dicom_series(flat, scout, series_uid="1.2.826.0.1.3680043.8.498.22", spacing=(5.0, 0.8, 0.7),
+                               names=[f"B{k:03d}.dcm" for k in range(4)])
+    copy(get_testdata_file("CT_small.dcm"), flat / "C000.dcm")
+    cohort = load_dicom_folder(tmp_path, salt="s")
+    assert sorted(c.shape for c in cohort.cases) == [(1, 4, 10, 12), (1, 6, 10, 12), (1, 128, 128)]
+    assert cohort.report.summary().endswith("3 case(s) from 11 files; 0 rejected (a rejected series counts once)")
+    volume = next(c for c in cohort.cases if c.shape == (1, 6, 10, 12))
+    np.testing.assert_array_equal(read_image(volume.image).array[0], axial.astype(np.float32) - 1024.0)
+
+    (tmp_path / "manifest.csv").write_text("case_id,image\nscout,study/@1.2.826.0.1.3680043.8.498.22\n"
+                                           "nothing,study/@1.2.3.999\n")
+    picked = load_manifest(tmp_path / "manifest.csv")
+    assert [c.case_id for c in picked.cases] == ["scout"] and picked.cases[0].shape == (1, 4, 10, 12)
+    assert read_image(picked.cases[0].image).spacing == (5.0, 0.8, 0.7)
+    assert "folder holds no slices of series 1.2.3.999" in picked.report.rejections[0].reason
+
+    files[1].unlink()  # a gap in the scout is that series' problem alone
+    again = load_dicom_folder(flat, salt="s")
+    (gap,) = again.report.rejections
+    assert len(again) == 2 and "gap of 10.00 mm" in gap.reason
+    assert gap.reason.startswith(". (series ") and "1.2.826" not in gap.reason, "no raw UIDs in messages"

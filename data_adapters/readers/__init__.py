@@ -9,7 +9,7 @@ from pathlib import Path
 from data_adapters.errors import InvalidInputError
 from data_adapters.readers.base import ImageReader
 from data_adapters.readers.dicom import DicomReader
-from data_adapters.readers.dicom_series import DicomSeriesReader
+from data_adapters.readers.dicom_series import DicomSeriesReader, parse_series_ref
 from data_adapters.readers.nifti import NiftiReader
 from data_adapters.readers.png import PngReader
 from data_adapters.records import Image
@@ -27,7 +27,7 @@ MSG_NO_READER = "{path}: no image reader takes files named like this; supported 
 
 
 def reader_for(path: Path) -> ImageReader:
-    if path.is_dir():
+    if path.is_dir() or parse_series_ref(path):
         folder_readers = [r for _, r in READERS.items() if r.folders and r.available()]
         if folder_readers:
             return folder_readers[0]()
@@ -45,8 +45,9 @@ def is_image_file(path: Path) -> bool:
 
 
 def read_image(path: str | Path) -> Image:
-    """Read any supported image file (or DICOM series folder) into a float32 channel-first :class:`Image`."""
+    """Read any supported image file, DICOM series folder or series reference (``FOLDER/@SeriesInstanceUID``)
+    into a float32 channel-first :class:`Image`."""
     path = Path(path)
-    if not path.exists():
+    if not path.exists() and not parse_series_ref(path):
         raise InvalidInputError(f"{path}: file not found")
     return reader_for(path).read(path)

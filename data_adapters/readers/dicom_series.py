@@ -39,6 +39,22 @@ SPACING_TOLERANCE = 0.1
 IGNORED_NAMES = frozenset({"dicomdir", "thumbs.db", "desktop.ini"})
 
 
+#: a series inside a folder that holds several is addressed as ``FOLDER/@<SeriesInstanceUID>``
+SERIES_MARK = "@"
+
+
+def series_ref(folder: Path, uid: str) -> Path:
+    """The reference to series ``uid`` among the files of ``folder`` (a flat export holding several series)."""
+    return folder / f"{SERIES_MARK}{uid}"
+
+
+def parse_series_ref(path: Path) -> tuple[Path, str] | None:
+    """``(folder, uid)`` for a series reference, else None."""
+    if path.name.startswith(SERIES_MARK) and not path.exists() and path.parent.is_dir():
+        return path.parent, path.name[len(SERIES_MARK):]
+    return None
+
+
 def series_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.iterdir()
                   if p.is_file() and not p.name.startswith(".") and p.name.lower() not in IGNORED_NAMES)
@@ -66,19 +82,28 @@ class DicomSeriesReader(ImageReader):
         return False
 
     def read(self, path: Path) -> Image:
+        """``path``: a folder holding one series, or ``FOLDER/@UID`` for one series among several."""
+        ref = parse_series_ref(path)
+        folder, wanted = ref if ref else (path, None)
         files, headers = [], []
-        for f in series_files(path):
-            if f.is_symlink() and not f.resolve().is_relative_to(path.resolve()):
+        for f in series_files(folder):
+            if f.is_symlink() and not f.resolve().is_relative_to(folder.resolve()):
                 raise InvalidInputError(f"{f}: symlink points outside its series folder")
             try:
-                headers.append(pydicom.dcmread(f, stop_before_pixels=True))
+                header = pydicom.dcmread(f, stop_before_pixels=True)
             except InvalidDicomError:
                 continue  # a note or thumbnail beside the slices; a truncated slice still fails below
             except (OSError, EOFError, ValueError) as e:
-                raise InvalidInputError(f"{f}: DICOM slice is truncated or unreadable ({e})") from e
+                if wanted is None:
+                    raise InvalidInputError(f"{f}: DICOM slice is truncated or unreadable ({e})") from e
+                continue  # in a mixed folder an unreadable file may belong to another series
+            if wanted is not None and str(header.get("SeriesInstanceUID", "")) != wanted:
+                continue
             files.append(f)
+            headers.append(header)
         if not files:
-            raise InvalidInputError(f"{path}: folder holds no DICOM files; expected the slices of one series")
+            what = f"no slices of series {wanted}" if wanted else "no DICOM files; expected the slices of one series"
+            raise InvalidInputError(f"{folder}: folder holds {what}")
         return assemble(path, files, headers)
 
 
@@ -120,11 +145,14 @@ def assemble(folder: Path, files: list[Path], headers: list) -> Image:
     step = float(np.median(steps))
     off = np.flatnonzero(np.abs(steps - step) > SPACING_TOLERANCE * step)
     if len(off):
-        k = int(off[0])
-        if steps[k] > step:
-            missing = round(steps[k] / step) - 1
-            what = f"gap of {steps[k]:.2f} mm where the spacing is {step:.2f} mm (about {missing} slice(s) missing)"
+        base = float(steps.min())  # with a gap, the true spacing is the smallest step, not the median
+        k = int(off[np.argmax(steps[off])])
+        ratio = steps[k] / base
+        if round(ratio) >= 2 and abs(ratio - round(ratio)) <= SPACING_TOLERANCE * round(ratio):
+            what = (f"gap of {steps[k]:.2f} mm where the spacing is {base:.2f} mm "
+                    f"(about {round(ratio) - 1} slice(s) missing)")
         else:
+            k = int(off[0])
             what = f"uneven spacing ({steps[k]:.2f} mm where the rest is {step:.2f} mm)"
         raise InvalidInputError(f"{folder}: {what} between {files[order[k]].name} ({where[k]:.2f} mm) and "
                                 f"{files[order[k + 1]].name} ({where[k + 1]:.2f} mm)")

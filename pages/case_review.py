@@ -75,8 +75,13 @@ show_mask = st.checkbox("Outline ground-truth mask", value=True, key="review_mas
 
 # -- the case ---------------------------------------------------------------------------------------------
 pre = handle.preprocessing
-as_read = read_image(case.image)
-decoded = on_model_grid(pre, as_read)  # attributions live on the model's grid; show the image on it too
+try:  # the files may have changed or gone since the cohort was checked
+    as_read = read_image(case.image)
+    decoded = on_model_grid(pre, as_read)  # attributions live on the model's grid; show the image on it too
+    mask_image = read_image(case.mask) if case.mask is not None else None
+except GlassboxError as e:
+    common.show_error(e)
+    st.stop()
 image = decoded.array
 windows = display_windows(image, decoded.window)
 preset = controls[3].selectbox("Window preset", list(windows), key="review_preset")
@@ -88,8 +93,8 @@ window = controls[4].slider("Window", span / 100, max(span, width), float(width)
                             key=f"review_window_{case_id}_{preset}")
 level = controls[4].slider("Level", min(lo, center), max(hi, center), float(center), span / 100,
                            key=f"review_level_{case_id}_{preset}")
-mask = (on_model_grid(pre, read_image(case.mask), label=True).array[0] > 0.5
-        if (case.mask is not None and show_mask) else None)
+mask = (on_model_grid(pre, mask_image, label=True).array[0] > 0.5
+        if (mask_image is not None and show_mask) else None)
 if pre.resamples:
     st.caption(f"Shown on the model's grid: {'×'.join(map(str, as_read.shape[1:]))} as read, "
                f"{'×'.join(map(str, decoded.shape[1:]))} as the model sees it ({pre.describe()}).")

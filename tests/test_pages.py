@@ -165,3 +165,17 @@ def test_pages_work_on_the_dicom_studies_without_showing_identifiers(demo_root, 
     if name.endswith("uncertainty.py"):  # no labels: no error detection, but who would be referred
         assert any("has no labels" in i.value for i in at.info)
         assert len(at.dataframe[-1].value) == round(0.1 * 24)
+
+
+def test_case_review_reports_an_image_that_vanished_after_loading(tmp_path):
+    from tests.helpers import random_png_cohort, torchscript_binary_model
+
+    ws = tmp_path / "ws"
+    random_png_cohort(ws / "cohorts" / "pngs", 6, size=12, n_classes=2)
+    torchscript_binary_model(ws / "models" / "tiny", 12)
+    at = page("pages/case_review.py", ws, model="tiny", cohort="pngs", review_methods=["saliency"])
+    assert not at.exception and not at.error
+    (ws / "cohorts" / "pngs" / "i0.png").unlink()  # the cohort stays cached; the file is gone
+    at.run()
+    assert not at.exception
+    assert "i0.png: file not found" in at.error[0].value

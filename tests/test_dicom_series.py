@@ -163,3 +163,23 @@ def test_a_flat_export_with_several_series_splits_into_one_case_per_series(tmp_p
     (gap,) = again.report.rejections
     assert len(again) == 2 and "gap of 10.00 mm" in gap.reason
     assert gap.reason.startswith(". (series ") and "1.2.826" not in gap.reason, "no raw UIDs in messages"
+
+
+def test_pydicoms_real_mr_study_export_loads_what_is_a_volume_or_an_image_and_says_why_not(tmp_path):
+    """pydicom ships a real MR study as a PACS writes it (``dicomdirtests/98892003``: suffix-less file names,
+    three series folders). Its single images load (recognised by content, not name); its 3-plane localisers
+    and its radial series are not one volume each and are refused as mixed orientations."""
+    from pathlib import Path
+
+    from pydicom.data import get_testdata_files
+
+    study = Path(get_testdata_files("dicomdirtests/98892003/MR1/*")[0]).parent.parent
+    cohort = load_dicom_folder(study, salt="s")
+    assert cohort.report.n_rows == 17 and len(cohort) == 4
+    assert {c.shape for c in cohort.cases} == {(1, 16, 16)}
+    assert set(cohort.frame()["modality"]) == {"MR"} and cohort.frame()["patient"].nunique() == 1
+    reasons = sorted(r.reason for r in cohort.report.rejections)
+    assert len(reasons) == 3 and all("mixed slice orientations" in r for r in reasons)
+    assert reasons[-1].startswith("MR700: mixed slice orientations (1 slice(s) at (0.654, 0.7565")
+    assert "-0," not in " ".join(reasons)
+    assert read_image(study / "MR1" / "4919").shape == (1, 16, 16), "a DICOM file named without a suffix"

@@ -50,7 +50,8 @@ def test_not_an_image(tmp_path):
 
 def test_unknown_suffix_lists_what_is_supported(tmp_path):
     (tmp_path / "x.bmpx").write_bytes(b"00")
-    with pytest.raises(InvalidInputError, match=r"no image reader takes files named like this; supported suffixes: "
+    with pytest.raises(InvalidInputError, match=r"no image reader takes files named like this, and the content is "
+                                                r"not DICOM either; supported suffixes: "
                                                 r"\.dcm, \.dicom, \.jpeg, \.jpg, \.nii, \.nii\.gz, \.png"):
         read_image(tmp_path / "x.bmpx")
 

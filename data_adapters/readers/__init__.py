@@ -23,7 +23,8 @@ READERS.register(DicomReader)
 READERS.register(DicomSeriesReader)
 READERS.register(NiftiReader)
 
-MSG_NO_READER = "{path}: no image reader takes files named like this; supported suffixes: {suffixes}"
+MSG_NO_READER = ("{path}: no image reader takes files named like this, and the content is not DICOM either; "
+                 "supported suffixes: {suffixes}")
 
 
 def reader_for(path: Path) -> ImageReader:
@@ -35,13 +36,19 @@ def reader_for(path: Path) -> ImageReader:
     for _, reader in READERS.items():
         if reader.available() and reader.verify_suffix(path):
             return reader()
+    if not any(r.verify_suffix(path) for _, r in READERS.items()):  # a name that says nothing: look inside
+        for _, reader in READERS.items():
+            if reader.available() and reader.sniff(path):
+                return reader()
     suffixes = sorted(s for _, r in READERS.items() if r.available() for s in r.suffixes)
     raise InvalidInputError(MSG_NO_READER.format(path=path, suffixes=", ".join(suffixes)))
 
 
 def is_image_file(path: Path) -> bool:
-    """Whether an available reader takes files named like ``path``."""
-    return any(r.available() and r.verify_suffix(path) for _, r in READERS.items())
+    """Whether an available reader takes ``path``, by its name or, for names without a known suffix, its content."""
+    if any(r.available() and r.verify_suffix(path) for _, r in READERS.items()):
+        return True
+    return any(r.available() and r.sniff(path) for _, r in READERS.items())
 
 
 def read_image(path: str | Path) -> Image:

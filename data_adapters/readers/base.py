@@ -20,6 +20,12 @@ class ImageReader:
         return any(name.endswith(s) for s in cls.suffixes)
 
     @classmethod
+    def sniff(cls, path: Path) -> bool:
+        """For files whose name says nothing (PACS exports name DICOM files ``IM000123``): whether the content
+        is this reader's format. Asked only when no reader takes the suffix."""
+        return False
+
+    @classmethod
     def available(cls) -> bool:
         """False when an optional package the reader needs is missing."""
         return True

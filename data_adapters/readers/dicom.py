@@ -51,6 +51,16 @@ class DicomReader(ImageReader):
     def available(cls) -> bool:
         return pydicom is not None
 
+    @classmethod
+    def sniff(cls, path: Path) -> bool:
+        """A DICOM Part 10 file: 128-byte preamble, then ``DICM``."""
+        try:
+            with open(path, "rb") as f:
+                head = f.read(132)
+        except OSError:
+            return False
+        return head[128:132] == b"DICM"
+
     def read(self, path: Path) -> Image:
         return decode(open_dicom(path), path)
 

@@ -124,7 +124,7 @@ def assemble(folder: Path, files: list[Path], headers: list) -> Image:
     distinct = Counter(tuple(float(v) for v in o) for o in orientations).most_common()
     if len(distinct) > 1:
         def text(d: tuple) -> str:
-            return "(" + ", ".join(f"{v:g}" for v in d) + ")"
+            return "(" + ", ".join(f"{v + 0.0:g}" for v in d) + ")"  # + 0.0: no "-0"
         odd = [f.name for f, o in zip(files, orientations) if tuple(float(v) for v in o) != distinct[0][0]]
         counts = ", ".join(f"{n} slice(s) at {text(d)}" for d, n in distinct)
         raise InvalidInputError(f"{folder}: mixed slice orientations ({counts}; odd ones: {', '.join(odd[:3])}); "

@@ -73,8 +73,12 @@ def _units(entries: list[tuple[int, Path, object]]) -> list[tuple[list[tuple[int
         by_folder[path.parent][str(ds.get("SeriesInstanceUID", "") or path.name)].append(entry)
     units = []
     for folder_series in by_folder.values():
+        # a stack: several single-frame slices that say where they lie; slices without a position (secondary
+        # captures, key images) have no geometry to stack and are images on their own
         stacks = {uid: group for uid, group in folder_series.items()
-                  if len(group) > 1 and all(int(ds.get("NumberOfFrames", 1) or 1) == 1 for _, _, ds in group)}
+                  if len(group) > 1 and all(int(ds.get("NumberOfFrames", 1) or 1) == 1
+                                            and ds.get("ImagePositionPatient") is not None
+                                            and ds.get("ImageOrientationPatient") is not None for _, _, ds in group)}
         for uid, group in folder_series.items():
             if uid not in stacks:
                 units.extend(([entry], entry[1]) for entry in group)

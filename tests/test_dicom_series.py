@@ -183,3 +183,25 @@ def test_pydicoms_real_mr_study_export_loads_what_is_a_volume_or_an_image_and_sa
     assert reasons[-1].startswith("MR700: mixed slice orientations (1 slice(s) at (0.654, 0.7565")
     assert "-0," not in " ".join(reasons)
     assert read_image(study / "MR1" / "4919").shape == (1, 16, 16), "a DICOM file named without a suffix"
+
+
+def test_slices_without_a_position_are_images_on_their_own_and_reports_without_pixels_say_so(tmp_path):
+    from pathlib import Path
+
+    from pydicom.data import get_testdata_files
+
+    files = write_dicom_series(tmp_path / "captures", _volume(depth=3, seed=8))
+    for f in files:  # secondary captures: same series, no geometry
+        ds = pydicom.dcmread(f)
+        del ds.ImagePositionPatient, ds.ImageOrientationPatient
+        ds.save_as(f)
+    cohort = load_dicom_folder(tmp_path / "captures", salt="s")
+    assert [c.shape for c in cohort.cases] == [(1, 10, 12)] * 3
+    with pytest.raises(InvalidInputError, match=r"slice lacks ImageOrientationPatient/ImagePositionPatient"):
+        read_image(tmp_path / "captures")  # but asked for as a volume, it cannot be one
+
+    tiny = Path(get_testdata_files("dicomdirtests/TINY_ALPHA/DICOMDIR")[0]).parent
+    real = load_dicom_folder(tiny, salt="s")  # pydicom's DICOMDIR test set: records without pixel data
+    reasons = [r.reason for r in real.report.rejections]
+    assert len(real) == 0 and len(reasons) == 51 and reasons[-1] == "README: not a DICOM file"
+    assert all(r.endswith("DICOM file has no pixel data (a report or structured object?)") for r in reasons[:-1])

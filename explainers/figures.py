@@ -142,3 +142,30 @@ def locator_line(shape: tuple[int, int, int], plane: str, index: int) -> tuple[s
     if plane == "axial":  # coronal projections show superior at the top: row = D - 1 - index
         return kind, float(shape[0] - 1 - index)
     return kind, float(index)  # coronal index is a row (H) of the axial view; sagittal index a column (W)
+
+
+def case_views(image: np.ndarray, spacing: tuple[float, ...], *, title: str, attribution: np.ndarray | None = None,
+               mask: np.ndarray | None = None, plane: str = "axial", index: int = 0, window: float = 1.0,
+               level: float = 0.5, opacity: float = 0.5, colormap: str = "Inferno",
+               signed: bool = False) -> list[go.Figure]:
+    """The figures of one column of Case review. ``image`` (and ``attribution``, ``mask``) are spatial maps:
+    ``(H, W)`` gives one figure; a volume ``(D, H, W)`` gives slice ``index`` of ``plane`` and, beneath it, the
+    perpendicular projection (mean of the image; smoothed evidence of the attribution) with a dotted line where
+    that slice cuts it."""
+    style = {"window": window, "level": level, "colormap": colormap}
+    if image.ndim == 2:
+        return [case_figure(image, attribution=attribution, opacity=opacity, signed=signed, mask=mask, title=title,
+                            **style)]
+    side, _ = LOCATOR[plane]
+    cut = plane_slice(image, plane, index)
+    shown = plane_slice(attribution, plane, index) if attribution is not None else None
+    outline = plane_slice(mask, plane, index) if mask is not None else None
+    view = case_figure(cut, attribution=shown, opacity=opacity, signed=signed, mask=outline,
+                       aspect=plane_aspect(spacing, plane), title=f"{title} · {plane}", **style)
+    located = {"aspect": plane_aspect(spacing, side), "line": locator_line(image.shape, plane, index), "height": 220}
+    if attribution is None:
+        projection = case_figure(mean_projection(image, side), title=f"Mean projection · {side}", **located, **style)
+    else:
+        projection = case_figure(mean_projection(image, side), attribution=mip(evidence(attribution), side),
+                                 opacity=max(opacity, 0.6), title=f"evidence · {side} MIP", **located, **style)
+    return [view, projection]

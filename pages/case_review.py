@@ -14,17 +14,10 @@ from evaluation.referral import referral
 from explainers.concepts import concept_names, default_layers
 from explainers.figures import (
     COLORMAPS,
-    LOCATOR,
     PLANES,
-    case_figure,
+    case_views,
     display_windows,
-    evidence,
-    locator_line,
-    mean_projection,
-    mip,
     peak_slice,
-    plane_aspect,
-    plane_slice,
 )
 from explainers.saliency import SALIENCY_METHODS
 from explainers.uncertainty import has_dropout
@@ -128,27 +121,14 @@ def caption(a) -> str:
 
 
 with views:
-    if image.ndim == 3:  # a 2D image
-        cols = st.columns(1 + len(methods))
-        plane_image = image[0]
-        cols[0].plotly_chart(case_figure(plane_image, window=window, level=level, mask=mask, title="Image"),
-                             key="review_fig_image")
-        for col, method in zip(cols[1:], methods):
-            a = maps[method]
-            if isinstance(a, GlassboxError):
-                col.error(str(a))
-                continue
-            col.plotly_chart(case_figure(plane_image, window=window, level=level,
-                                         attribution=a.spatial_map(signed=signed), opacity=opacity,
-                                         colormap=colormap, signed=signed, mask=mask,
-                                         title=SALIENCY_METHODS.get(method).title), key=f"review_fig_{method}")
-            col.caption(caption(a))
-    else:  # a volume: one plane at a time, a slice slider, and a projection that locates the slice
-        volume = image[0]
+    spatial = image[0]  # the first channel is shown; maps are summed over channels
+    plane, index = "axial", 0
+    if spatial.ndim == 3:  # a volume: one plane at a time, opened at the slice that matters
         pick = st.columns([2, 2, 3, 2])
         plane = pick[0].radio("Plane", list(PLANES), horizontal=True, key="review_plane")
-        n = volume.shape[PLANES[plane]]
-        anchors = {f"peak of {m}": a for m, a in maps.items() if not isinstance(a, GlassboxError)}
+        n = spatial.shape[PLANES[plane]]
+        anchors = {f"peak of {m}": a.spatial_map(signed=False) for m, a in maps.items()
+                   if not isinstance(a, GlassboxError)}
         if mask is not None:
             anchors["ground-truth centre"] = mask.astype(np.float32)
         anchors["middle"] = None
@@ -157,43 +137,23 @@ with views:
         why = pick[1].selectbox("Open at", list(anchors), index=default, key="review_anchor",
                                 help="Where along the axis a new case or plane opens: the slice with the strongest "
                                      "evidence of one method, the centre of the ground truth, or the middle")
-        anchor = anchors[why]
-        if anchor is None:
-            start = n // 2
-        else:
-            start = peak_slice(anchor if isinstance(anchor, np.ndarray) else anchor.spatial_map(signed=False), plane)
+        start = n // 2 if anchors[why] is None else peak_slice(anchors[why], plane)
         index = pick[2].slider("Slice", 0, n - 1, start, key=f"review_slice_{case_id}_{plane}_{class_index}_{why}",
                                help=f"Opens at the slice that matters ({why}); the dotted line in the projection "
                                     "below each view marks it")
         pick[3].caption(f"{plane} slice {index + 1} of {n} · opened at the {why} (slice {start + 1}) · "
                         f"voxels {' × '.join(f'{s:g}' for s in decoded.spacing)} mm")
-        cols = st.columns(1 + len(methods))
-        aspect = plane_aspect(decoded.spacing, plane)
-        side, kind = LOCATOR[plane]
-        line = locator_line(volume.shape, plane, index)
-        side_aspect = plane_aspect(decoded.spacing, side)
-        mask_cut = plane_slice(mask, plane, index) if mask is not None else None
-        cut = plane_slice(volume, plane, index)
-        cols[0].plotly_chart(case_figure(cut, window=window, level=level, mask=mask_cut, aspect=aspect,
-                                         title=f"Image · {plane}"), key="review_fig_image")
-        backdrop = mean_projection(volume, side)
-        cols[0].plotly_chart(case_figure(backdrop, window=window, level=level, aspect=side_aspect,
-                                         line=line, height=220, title=f"Mean projection · {side}"),
-                             key="review_fig_image_mip")
-        for col, method in zip(cols[1:], methods):
-            a = maps[method]
-            if isinstance(a, GlassboxError):
-                col.error(str(a))
-                continue
-            amap = a.spatial_map(signed=signed)
-            title = SALIENCY_METHODS.get(method).title
-            col.plotly_chart(case_figure(cut, window=window, level=level, attribution=plane_slice(amap, plane, index),
-                                         opacity=opacity, colormap=colormap, signed=signed, mask=mask_cut,
-                                         aspect=aspect, title=f"{title} · {plane}"), key=f"review_fig_{method}")
-            col.plotly_chart(case_figure(backdrop, window=window, level=level,
-                                         attribution=mip(evidence(amap), side), opacity=max(opacity, 0.6),
-                                         colormap=colormap, aspect=side_aspect, line=line, height=220,
-                                         title=f"evidence · {side} MIP"), key=f"review_fig_{method}_mip")
+    style = {"mask": mask, "plane": plane, "index": index, "window": window, "level": level, "opacity": opacity,
+             "colormap": colormap, "signed": signed}
+    columns = [("image", "Image", None), *((m, SALIENCY_METHODS.get(m).title, maps[m]) for m in methods)]
+    for col, (name, title, a) in zip(st.columns(len(columns)), columns):
+        if isinstance(a, GlassboxError):
+            col.error(str(a))
+            continue
+        amap = a.spatial_map(signed=signed) if a is not None else None
+        for k, fig in enumerate(case_views(spatial, decoded.spacing, title=title, attribution=amap, **style)):
+            col.plotly_chart(fig, key=f"review_fig_{name}" + ("_mip" if k else ""))
+        if a is not None:
             col.caption(caption(a))
 with uncertainty_box:  # filled last: a cohort's first uncertainty estimate must not hold back the maps
     try:

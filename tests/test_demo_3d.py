@@ -129,3 +129,19 @@ def test_the_dicom_copy_reads_and_predicts_exactly_like_the_nifti_originals(demo
     p_dicom = demo_ws.predictions(ct_model, studies).set_index("case_id")["p_1"]
     np.testing.assert_allclose([p_dicom[c.case_id] for _, c in pairs], [p_nifti[o.case_id] for o, _ in pairs],
                                atol=1e-5)
+
+
+def test_case_views_give_one_figure_for_an_image_and_a_located_pair_for_a_volume():
+    from explainers.figures import case_views
+
+    assert len(case_views(np.zeros((8, 8)), (1.0, 1.0), title="Image")) == 1
+    volume = np.zeros((5, 6, 7), np.float32)
+    attribution = np.zeros_like(volume)
+    attribution[1, 2, 3] = 1.0
+    view, projection = case_views(volume, (3.0, 2.0, 1.0), title="Saliency", attribution=attribution,
+                                  plane="axial", index=1)
+    assert view.layout.title.text == "Saliency · axial" and projection.layout.title.text == "evidence · coronal MIP"
+    assert view.layout.yaxis.scaleratio == 2.0 and projection.layout.yaxis.scaleratio == 3.0
+    (line,) = projection.layout.shapes
+    assert line.y0 == line.y1 == 3.0, "axial slice 1 of 5 is row 3 of the coronal projection (superior on top)"
+    np.testing.assert_array_equal(np.nan_to_num(view.data[1].z) > 0, attribution[1] > 0)

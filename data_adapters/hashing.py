@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from data_adapters.readers.dicom_series import parse_series_ref
+
 _CHUNK = 1 << 20
 
 
@@ -21,7 +23,7 @@ def path_hash(path: str | Path) -> str:
     """A file's hash, or for a folder (a DICOM series) the hash of its files' names and hashes; for a series
     reference ``FOLDER/@UID`` the folder's hash with the reference (conservative: any file of the folder counts)."""
     path = Path(path)
-    if not path.exists() and path.name.startswith("@") and path.parent.is_dir():  # one series of a mixed folder
+    if parse_series_ref(path):  # one series among several in a folder
         return json_hash(path_hash(path.parent), path.name)
     if not path.is_dir():
         return file_hash(path)

@@ -15,6 +15,11 @@ st.caption("Is the model as good for every group of patients? Estimates with 95%
 root, model_path, manifest, handle, cohort = common.loaded()
 preds = common.predictions_or_stop(root, model_path, manifest)
 
+if cohort.frame()["label"].isna().all():
+    st.info(f"Cohort **{cohort.name}** has no labels (a folder of DICOM studies carries none), and performance "
+            "needs them. Give the cases a `label` column in a manifest, or choose a labelled cohort in the sidebar; "
+            "the Uncertainty page still shows which cases would be referred.")
+    st.stop()
 groups = group_columns(cohort)
 if not groups:
     st.info("This cohort has no categorical attributes to group by.")

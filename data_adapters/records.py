@@ -285,7 +285,7 @@ class Prediction:
 
 @dataclass(frozen=True, eq=False)
 class Attribution:
-    """One saliency map: same shape as the model input ``(C, *spatial)``, float32 in memory, float16 on disk."""
+    """One saliency map: same shape as the model input ``(C, *spatial)``, float32 in memory and on disk."""
 
     case_id: str
     model_hash: str

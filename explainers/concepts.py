@@ -134,17 +134,29 @@ def resolve_concept(spec: str, cohort: Cohort, cohort_folder: Path, handle: Mode
 
 
 def random_concepts(cohort: Cohort, n_sets: int, size: int, seed: int = 0,
-                    pre: Preprocessing | None = None) -> list[ConceptSet]:
+                    pre: Preprocessing | None = None, exclude_class: int | None = None) -> list[ConceptSet]:
     """``n_sets`` random draws of ``size`` cases from the cohort: the null hypothesis's concepts (on the grid
-    of a model's preprocessing ``pre`` when given)."""
-    if len(cohort) < size:
-        raise InvalidInputError(f"cohort {cohort.name!r} has {len(cohort)} cases; random concepts need {size}")
+    of a model's preprocessing ``pre`` when given).
+
+    With ``exclude_class``, draws come only from cases labelled with another class, so that a random concept is
+    not by accident a detector of the very finding being explained (a random CAV that separates lesions would
+    make the lesion concept look no better than chance). Where fewer than ``size`` such cases exist, draws come
+    from the whole cohort, and each set's ``source`` says which pool it came from.
+    """
+    pool = list(cohort.cases)
+    described = "cases"
+    if exclude_class is not None:
+        others = [c for c in pool if c.label is not None and c.label != exclude_class]
+        if len(others) >= size:
+            pool, described = others, f"cases not labelled class {exclude_class}"
+    if len(pool) < size:
+        raise InvalidInputError(f"cohort {cohort.name!r} has {len(pool)} cases; random concepts need {size}")
     rng = np.random.default_rng(seed)
     out = []
     for r in range(n_sets):
-        idx = sorted(rng.permutation(len(cohort))[:size])
-        out.append(ConceptSet(name=f"random{r}", images=load_image_batch([cohort.cases[i] for i in idx], pre),
-                              source=f"random draw {r} of {size} cases (seed {seed})"))
+        idx = sorted(rng.permutation(len(pool))[:size])
+        out.append(ConceptSet(name=f"random{r}", images=load_image_batch([pool[i] for i in idx], pre),
+                              source=f"random draw {r} of {size} {described} (seed {seed})"))
     return out
 
 

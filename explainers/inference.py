@@ -54,3 +54,15 @@ def predict_cases(handle: ModelHandle, cases: Sequence[Case], *, progress: Progr
         return [Prediction(case_id=c.case_id, probabilities=tuple(map(float, row))) for c, row in zip(batch, p)]
 
     return map_batches(run, len(cases), size, progress)
+
+
+def probabilities_of(handle: ModelHandle, images: np.ndarray, *, batch: int = 64) -> np.ndarray:
+    """``(N, K)`` probabilities for images as read ``(N, C, *spatial)`` (preprocessed here), in batches."""
+    device = module_device(handle.module)
+    scorer = ClassScores(handle)
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(images), batch):
+            x = prepare_batch(handle.preprocessing, images[start:start + batch], device)
+            out.append(probabilities(handle.task, scorer(x)).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, handle.n_classes), np.float32)

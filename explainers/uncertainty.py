@@ -3,6 +3,11 @@
 Each method returns probability samples ``(T, N, K)``; :func:`summarise` turns them into the mean probability,
 its standard deviation, the predictive entropy and the mutual information (the epistemic part; Gal &
 Ghahramani 2016, "Dropout as a Bayesian approximation"; Depeweg et al. 2018 for the decomposition).
+
+Draws are per case: dropout masks and augmentations are seeded from the case's own content, the seed and the
+draw index (:func:`explainers.seeding.case_seed`), so a case's uncertainty does not depend on its batch. Each
+dropout layer is sampled with its own semantics (``Dropout2d`` drops whole channels, ``AlphaDropout`` keeps
+self-normalisation, ...), exactly as the layer would in train mode.
 """
 from __future__ import annotations
 
@@ -25,9 +30,20 @@ from data_adapters.records import Case, ModelHandle
 from data_adapters.registry import Registry
 from explainers.device import batch_size_for, map_batches, module_device
 from explainers.inference import ClassScores, probabilities
+from explainers.seeding import case_seed
 
 Progress = Callable[[int, int], None]
-_DROPOUT = (torch.nn.Dropout, torch.nn.Dropout1d, torch.nn.Dropout2d, torch.nn.Dropout3d, torch.nn.AlphaDropout)
+#: each dropout class and the functional form it applies in train mode (subclasses are matched by isinstance,
+#: most specific first)
+DROPOUT_FUNCTIONS: tuple[tuple[type[torch.nn.Module], Callable[..., torch.Tensor]], ...] = (
+    (torch.nn.FeatureAlphaDropout, torch.nn.functional.feature_alpha_dropout),
+    (torch.nn.AlphaDropout, torch.nn.functional.alpha_dropout),
+    (torch.nn.Dropout3d, torch.nn.functional.dropout3d),
+    (torch.nn.Dropout2d, torch.nn.functional.dropout2d),
+    (torch.nn.Dropout1d, torch.nn.functional.dropout1d),
+    (torch.nn.Dropout, torch.nn.functional.dropout),
+)
+_DROPOUT = tuple(cls for cls, _ in DROPOUT_FUNCTIONS)
 EPS = 1e-7
 
 
@@ -67,9 +83,30 @@ def has_dropout(handle: ModelHandle) -> bool:
     return any(isinstance(m, _DROPOUT) and m.p > 0 for m in handle.module.modules())
 
 
+def dropout_function(module: torch.nn.Module) -> Callable[..., torch.Tensor]:
+    """The functional form ``f(input, p, training)`` that ``module`` (a dropout layer) applies in train mode."""
+    for cls, fn in DROPOUT_FUNCTIONS:
+        if isinstance(module, cls):
+            return fn
+    raise ExplainerError(f"{type(module).__name__} is not a dropout layer Glassbox knows")
+
+
+def sample_dropout(module: torch.nn.Module, x: torch.Tensor, seeds: Sequence[int]) -> torch.Tensor:
+    """``module``'s train-mode dropout on the batch ``x``, each case ``i`` with its own mask drawn under
+    ``seeds[i]``: the same draws the module itself makes in train mode after ``torch.manual_seed(seeds[i])``."""
+    fn = dropout_function(module)
+    out = []
+    for i, seed in enumerate(seeds):
+        with torch.random.fork_rng(devices=[x.device] if x.device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            out.append(fn(x[i:i + 1], module.p, True))
+    return torch.cat(out)
+
+
 def mc_dropout(handle: ModelHandle, cases: Sequence[Case], *, samples: int = 16, seed: int = 0,
                progress: Progress | None = None) -> np.ndarray:
-    """Dropout kept on at inference (through per-call hooks, so the shared model is never put in train mode)."""
+    """Dropout kept on at inference (through per-call hooks, so the shared model is never put in train mode),
+    each layer with its own semantics and each case with masks of its own."""
     if isinstance(handle.module, torch.jit.ScriptModule):
         raise ExplainerError("mc_dropout needs layer hooks, which TorchScript models do not allow; use tta or ensemble")
     layers = [m for m in handle.module.modules() if isinstance(m, _DROPOUT) and m.p > 0]
@@ -79,25 +116,29 @@ def mc_dropout(handle: ModelHandle, cases: Sequence[Case], *, samples: int = 16,
     scorer = ClassScores(handle)
     device = module_device(handle.module)
 
-    def hook(module, inputs, _output):
-        return torch.nn.functional.dropout(inputs[0], module.p, training=True)
-
-    def per_batch(images: np.ndarray, index: np.ndarray) -> np.ndarray:
+    def per_batch(images: np.ndarray, _index: np.ndarray) -> np.ndarray:
         x = prepare_batch(handle.preprocessing, images, device)
+        base = [case_seed(image, seed) for image in images]
+        draw = {"t": 0}
+
+        def hook(module, inputs, _output):
+            k = layers.index(module)
+            return sample_dropout(module, inputs[0], [(b + 7919 * draw["t"] + 104729 * k) % (1 << 63)
+                                                      for b in base])
+
         handles = [m.register_forward_hook(hook) for m in layers]
         try:
             out = []
             with torch.inference_mode():
                 for t in range(samples):
-                    torch.manual_seed(seed * 1_000_003 + int(index[0]) * 131 + t)
+                    draw["t"] = t
                     out.append(probabilities(handle.task, scorer(x)).float().cpu().numpy())
         finally:
             for h in handles:
                 h.remove()
         return np.stack(out)
 
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        return _run(handle, cases, per_batch, progress)
+    return _run(handle, cases, per_batch, progress)
 
 
 def tta_transform(spatial_dims: int, seed: int) -> Compose:
@@ -118,11 +159,11 @@ def tta(handle: ModelHandle, cases: Sequence[Case], *, samples: int = 8, seed: i
     scorer = ClassScores(handle)
     device = module_device(handle.module)
 
-    def per_batch(images: np.ndarray, index: np.ndarray) -> np.ndarray:
+    def per_batch(images: np.ndarray, _index: np.ndarray) -> np.ndarray:
         out = []
-        for t in range(samples):
-            transform = tta_transform(handle.spatial_dims, seed * 1_000_003 + int(index[0]) * 131 + t)
-            augmented = np.stack([np.asarray(transform(image), dtype=np.float32) for image in images])
+        for t in range(samples):  # one transform per case and draw, seeded from the case: batch-invariant
+            augmented = np.stack([np.asarray(tta_transform(handle.spatial_dims, case_seed(image, seed, t) % (2 ** 32))(
+                image), dtype=np.float32) for image in images])
             with torch.inference_mode():
                 x = prepare_batch(handle.preprocessing, augmented, device)
                 out.append(probabilities(handle.task, scorer(x)).float().cpu().numpy())

@@ -22,7 +22,7 @@ extra = c[0].text_input("Attribute filter concept (optional)", "", key="tcav_fil
 layers = c[1].multiselect("Layers", layers_all, default=default_layers(handle), key="tcav_layers")
 k = c[2].selectbox("Class", range(handle.n_classes), index=handle.n_classes - 1,
                    format_func=lambda i: handle.class_names[i], key="tcav_class")
-n_random = c[3].number_input("Random concepts", 3, 30, 8, key="tcav_random")
+n_random = c[3].number_input("Random concepts", 3, 30, 16, key="tcav_random")
 concepts = chosen + ([extra.strip()] if extra.strip() else [])
 if not concepts or not layers:
     st.info("Pick at least one concept and one layer.")

@@ -1,6 +1,6 @@
 """The ``glassbox`` command line. Every long step shows a progress bar; errors are one clear line.
 
-    glassbox demo [--workspace DIR] [--force]
+    glassbox demo [--workspace DIR] [--force] [--retrain [--seed N] [--ship]]
     glassbox check --cohort MANIFEST [--model MODEL]
     glassbox predict --model MODEL --cohort MANIFEST [--out FILE.csv|.parquet]
     glassbox explain --model MODEL --cohort MANIFEST --case ID --method NAME [--target CLASS] [--out FILE.npy]
@@ -35,7 +35,7 @@ from evaluation.subgroups import board_view, labelled_frame, subgroup_report
 from explainers.device import best_device
 from explainers.saliency import SALIENCY_METHODS
 from explainers.uncertainty import METHODS as UNCERTAINTY_METHODS
-from workspace.demo import build_demo
+from workspace.demo import TRAINING_SEED, build_demo, ship_weights
 from workspace.store import Workspace, default_workspace
 
 GAP_METRICS = [*METRICS.names(), "equalized_odds_difference", "demographic_parity_difference"]
@@ -83,8 +83,13 @@ def _model(path: str, workspace: str | Path) -> ModelHandle:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    if args.ship and not args.retrain:
+        raise InvalidInputError("--ship writes newly trained weights into the source tree: it needs --retrain")
     with bars() as step:
-        build_demo(args.workspace, force=args.force, step=step, log=lambda m: print(m, file=sys.stderr))
+        build_demo(args.workspace, force=args.force, retrain=args.retrain, seed=args.seed, step=step,
+                   log=lambda m: print(m, file=sys.stderr))
+    if args.ship:
+        print(f"shipped weights: {ship_weights(args.workspace)}", file=sys.stderr)
     print(args.workspace)
     return 0
 
@@ -271,8 +276,13 @@ def parser() -> argparse.ArgumentParser:
         s.set_defaults(fn=fn)
         return s
 
-    s = add("demo", cmd_demo, "build the demo workspace (reuses what exists)")
+    s = add("demo", cmd_demo, "build the demo workspace from the shipped weights (reuses what exists), then check "
+                              "its planted properties")
     s.add_argument("--force", action="store_true", help="rebuild everything")
+    s.add_argument("--retrain", action="store_true", help="train the demo models here instead of using the "
+                                                          "shipped weights (the same checks run)")
+    s.add_argument("--seed", type=int, default=TRAINING_SEED, help="training seed with --retrain")
+    s.add_argument("--ship", action="store_true", help="maintainers: after --retrain, replace the shipped weights")
     s = add("check", cmd_check, "validate a cohort (and its fit to a model); print the load report")
     s.add_argument("--cohort", required=True)
     s.add_argument("--model")
@@ -317,7 +327,9 @@ def parser() -> argparse.ArgumentParser:
                                                     "filters like 'site == B'; comma-separated")
     s.add_argument("--layer", help="layer name(s), comma-separated (default: the network's usual choices)")
     s.add_argument("--target", "--class", dest="target", help="class index or name (default: the last class)")
-    s.add_argument("--random", type=int, default=8, help="random concepts for the significance test")
+    s.add_argument("--random", type=int, default=16,
+                   help="random concepts for the significance test (with 8, the random-vs-random spread hides real "
+                        "effects)")
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--out")
     s = add("serve", cmd_serve, "start the dashboard on this machine")

@@ -5,19 +5,29 @@ Layout::
     <root>/models/<version>/model.json (+ weights)       model versions offered by the app
     <root>/cohorts/<name>/manifest.csv (+ images)          cohorts offered by the app
     <root>/cache/predictions/<model>-<cohort>.parquet       per-case probabilities
-    <root>/cache/attributions/<key[:2]>/<key>.npz           one saliency map, float16, keyed by content hashes
+    <root>/cache/attributions/<key[:2]>/<key>.npz           one saliency map, float32, keyed by content hashes
 
 Cache keys are content hashes (model weights + spec, image bytes or cohort, method, parameters, target),
-so an edited file never serves a stale result and a renamed one never recomputes.
+so an edited file never serves a stale result and a renamed one never recomputes. A cached result is exactly a
+fresh one: maps are stored as float32 with a SHA-256 of their bytes and the case id beside them, tables are
+checked against the cases they should cover, and an entry that fails the check (corrupt, truncated, another
+case's) is recomputed with a warning in the log, never served. Writes are atomic (temp file + rename); temp
+files a killed run left behind are removed by :meth:`Workspace.remove_orphans`. Two processes asking for the
+same result compute it once: the first holds a lock file, the second waits and then reads.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
+import hashlib
 import json
+import logging
 import os
 import secrets
 import tempfile
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +47,9 @@ from explainers.inference import predict_cases
 from explainers.saliency import SALIENCY_METHODS, explain, explain_layer
 
 Progress = Callable[[int, int], None]
+log = logging.getLogger("glassbox.cache")
+#: a temp file older than this is a killed run's leftover, not a write in progress
+ORPHAN_AGE_S = 600
 DEFAULT_HOME = Path(os.environ.get("GLASSBOX_HOME", Path.cwd() / ".glassbox"))
 
 
@@ -55,6 +68,53 @@ def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+@contextlib.contextmanager
+def _lock(path: Path) -> Iterator[None]:
+    """An exclusive lock for computing ``path`` (a ``.lock`` file beside it; released when the holder exits, even
+    when it is killed, since the kernel drops ``flock`` locks with the process)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _discard(path: Path, why: str) -> None:
+    log.warning("cache entry %s discarded and recomputed: %s", path.name, why)
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+def _read_frame(path: Path, case_ids: Sequence[str] | None) -> pd.DataFrame | None:
+    """A cached table, or None when missing or when it fails its check (unreadable, other cases than expected)."""
+    if not path.is_file():
+        return None
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as e:  # noqa: BLE001 - any unreadable cache file is recomputed, whatever the reader raised
+        _discard(path, f"unreadable ({type(e).__name__})")
+        return None
+    if case_ids is not None and ("case_id" not in frame or frame["case_id"].tolist() != list(case_ids)):
+        _discard(path, "its cases are not the cohort's")
+        return None
+    return frame
+
+
+def _cached_frame(path: Path, compute: Callable[[], pd.DataFrame], case_ids: Sequence[str] | None) -> pd.DataFrame:
+    """Read ``path`` if it holds a good table for ``case_ids``; else compute it once (under a lock) and write it."""
+    frame = _read_frame(path, case_ids)
+    if frame is not None:
+        return frame
+    with _lock(path):
+        frame = _read_frame(path, case_ids)  # another process may have written it while we waited
+        if frame is None:
+            frame = compute()
+            _atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
+    return frame
 
 
 def probability_columns(handle: ModelHandle) -> list[str]:
@@ -139,14 +199,13 @@ class Workspace:
 
     def predictions(self, handle: ModelHandle, cohort: Cohort, *, progress: Progress | None = None) -> pd.DataFrame:
         """Per-case probabilities (``case_id``, ``p_0`` … ``p_{K-1}``), computed once per model and cohort."""
-        path = self.prediction_path(handle, cohort)
-        if path.is_file():
-            return pd.read_parquet(path)
-        preds = predict_cases(handle, cohort.cases, progress=progress)
-        frame = pd.DataFrame([p.probabilities for p in preds], columns=probability_columns(handle))
-        frame.insert(0, "case_id", [p.case_id for p in preds])
-        _atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
-        return frame
+        def compute() -> pd.DataFrame:
+            preds = predict_cases(handle, cohort.cases, progress=progress)
+            frame = pd.DataFrame([p.probabilities for p in preds], columns=probability_columns(handle))
+            frame.insert(0, "case_id", [p.case_id for p in preds])
+            return frame
+
+        return _cached_frame(self.prediction_path(handle, cohort), compute, [c.case_id for c in cohort.cases])
 
     # -- uncertainty ---------------------------------------------------------------------------------
     def uncertainty(self, handles: Sequence[ModelHandle], cohort: Cohort, method: str, *, samples: int | None = None,
@@ -160,18 +219,17 @@ class Workspace:
         samples = samples or uncertainty.DEFAULT_SAMPLES.get(method)
         params = {"samples": samples, "seed": seed} if method != "ensemble" else {}
         key = json_hash("uncertainty", method, params, [h.weights_hash for h in used], cohort.content_hash)
-        path = self.cache / "uncertainty" / f"{key[:40]}.parquet"
-        if path.is_file():
-            return pd.read_parquet(path)
         cases = list(cohort.cases)
-        draws = run(used, cases, samples, seed, progress)
-        frame = _uncertainty_frame(cases, uncertainty.summarise(draws, used[0].task))
-        _atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
-        return frame
+
+        def compute() -> pd.DataFrame:
+            draws = run(used, cases, samples, seed, progress)
+            return _uncertainty_frame(cases, uncertainty.summarise(draws, used[0].task))
+
+        return _cached_frame(self.cache / "uncertainty" / f"{key[:40]}.parquet", compute, [c.case_id for c in cases])
 
     # -- concepts --------------------------------------------------------------------------------------
     def concept_scores(self, handle: ModelHandle, cohort: Cohort, cohort_folder: Path, concepts: Sequence[str],
-                       layers: Sequence[str] | None = None, target: int | str | None = None, *, n_random: int = 8,
+                       layers: Sequence[str] | None = None, target: int | str | None = None, *, n_random: int = 16,
                        set_size: int = 50, n_inputs: int = 50, seed: int = 0,
                        progress: Progress | None = None) -> pd.DataFrame:
         """TCAV scores with significance, one row per concept and layer; cached by model, concepts and settings.
@@ -190,22 +248,21 @@ class Workspace:
         key = json_hash("tcav", handle.weights_hash, cohort.content_hash, [s.content_hash for s in sets],
                         [s.name for s in sets], layer_names, target_index, n_random, set_size,
                         [c.case_id for c in inputs], seed)
-        path = self.cache / "concepts" / f"{key[:40]}.parquet"
-        if path.is_file():
-            return pd.read_parquet(path)
-        randoms = concept_lib.random_concepts(cohort, n_random, min(set_size, len(cohort)), seed,
-                                              handle.preprocessing)
-        scores = concept_lib.tcav_scores(handle, load_image_batch(inputs, handle.preprocessing), sets, layer_names, target_index,
-                                         randoms, self.cache / "cavs", progress=progress)
-        frame = pd.DataFrame([dataclasses.asdict(s) for s in scores])
-        _atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
-        return frame
+        def compute() -> pd.DataFrame:
+            randoms = concept_lib.random_concepts(cohort, n_random, min(set_size, len(cohort)), seed,
+                                                  handle.preprocessing, exclude_class=target_index)
+            scores = concept_lib.tcav_scores(handle, load_image_batch(inputs, handle.preprocessing), sets, layer_names,
+                                             target_index, randoms, self.cache / "cavs", progress=progress)
+            return pd.DataFrame([dataclasses.asdict(s) for s in scores])
+
+        return _cached_frame(self.cache / "concepts" / f"{key[:40]}.parquet", compute, None)
 
     def concept_sensitivity(self, handle: ModelHandle, cohort: Cohort, cohort_folder: Path, concept: str,
                             layer: str, cases: Sequence[Case], target: int | str, *, seed: int = 0) -> pd.DataFrame:
         """Per case, the directional derivative along the concept's CAV (the CAV cached on disk)."""
         concept_set = concept_lib.resolve_concept(concept, cohort, cohort_folder, handle)
-        (random,) = concept_lib.random_concepts(cohort, 1, min(50, len(cohort)), seed, handle.preprocessing)
+        (random,) = concept_lib.random_concepts(cohort, 1, min(50, len(cohort)), seed, handle.preprocessing,
+                                                exclude_class=handle.class_index(target))
         key = json_hash("cav", handle.weights_hash, concept_set.content_hash, random.content_hash, layer, seed)
         path = self.cache / "cav_vectors" / f"{key[:40]}.npz"
         if path.is_file():
@@ -229,7 +286,7 @@ class Workspace:
         cls = SALIENCY_METHODS.get(method)
         full = cls.params(params)
         layer = explain_layer(handle) if cls.uses_layer else None
-        return json_hash("attribution", handle.weights_hash, case.image_hash, method, full, layer,
+        return json_hash("attribution", handle.weights_hash, case.image_hash, case.case_id, method, full, layer,
                          handle.class_index(target))
 
     def _attribution_path(self, key: str) -> Path:
@@ -238,44 +295,83 @@ class Workspace:
     def attributions(self, handle: ModelHandle, cases: Sequence[Case], method: str, target: int | str,
                      params: dict[str, Any] | None = None, *, progress: Progress | None = None,
                      case_batch: int | None = None) -> list[Attribution]:
-        """One map per case, read from the cache where present; the rest computed in batches and cached."""
+        """One map per case, read from the cache where present (and intact); the rest computed in batches, once
+        across processes, and cached."""
         target_index = handle.class_index(target)
         keys = [self.attribution_key(handle, c, method, target_index, params) for c in cases]
-        found: dict[int, Attribution] = {}
-        for i, (case, key) in enumerate(zip(cases, keys)):
-            path = self._attribution_path(key)
-            if path.is_file():
-                found[i] = _read_attribution(path, case.case_id)
-        todo = [i for i in range(len(cases)) if i not in found]
-        if todo:
-            images = load_image_batch([cases[i] for i in todo], handle.preprocessing)
-            fresh = explain(handle, images, [cases[i].case_id for i in todo], method, target_index, params,
-                            case_batch=case_batch, progress=progress)
-            for i, attribution in zip(todo, fresh):
-                _write_attribution(self._attribution_path(keys[i]), attribution)
-                found[i] = attribution
+        found = self._cached_attributions(cases, keys)
+        if len(found) < len(cases):
+            with _lock(self.cache / "attributions" / f"{handle.weights_hash[:16]}-{method}"):
+                found = self._cached_attributions(cases, keys)  # written by another process meanwhile?
+                todo = [i for i in range(len(cases)) if i not in found]
+                if todo:
+                    images = load_image_batch([cases[i] for i in todo], handle.preprocessing)
+                    fresh = explain(handle, images, [cases[i].case_id for i in todo], method, target_index, params,
+                                    case_batch=case_batch, progress=progress)
+                    for i, attribution in zip(todo, fresh):
+                        _write_attribution(self._attribution_path(keys[i]), keys[i], attribution)
+                        found[i] = attribution
         elif progress:
             progress(len(cases), len(cases))
         return [found[i] for i in range(len(cases))]
 
+    def _cached_attributions(self, cases: Sequence[Case], keys: Sequence[str]) -> dict[int, Attribution]:
+        found = {}
+        for i, (case, key) in enumerate(zip(cases, keys)):
+            a = _read_attribution(self._attribution_path(key), key, case.case_id)
+            if a is not None:
+                found[i] = a
+        return found
 
-def _write_attribution(path: Path, a: Attribution) -> None:
-    # float16 with a per-map scale: small gradients keep their relative precision
-    scale = float(np.abs(a.array).max()) or 1.0
-    meta = {"case_id": a.case_id, "model_hash": a.model_hash, "method": a.method, "params": a.params,
-            "target": a.target, "seconds": a.seconds, "convergence_delta": a.convergence_delta, "scale": scale}
+    def remove_orphans(self, older_than_s: float = ORPHAN_AGE_S) -> int:
+        """Delete temp files under the cache that a killed run left (older than ``older_than_s``); returns how
+        many. Younger ones may be another process's write in progress and are kept."""
+        if not self.cache.is_dir():
+            return 0
+        removed = 0
+        now = time.time()
+        for tmp in self.cache.rglob("tmp*.tmp*"):
+            with contextlib.suppress(FileNotFoundError):
+                if now - tmp.stat().st_mtime > older_than_s:
+                    tmp.unlink()
+                    removed += 1
+        return removed
+
+
+def _digest(array: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(array, dtype=np.float32).tobytes()).hexdigest()
+
+
+def _write_attribution(path: Path, key: str, a: Attribution) -> None:
+    # float32, as computed: a cache hit returns exactly what a fresh run returns
+    meta = {"key": key, "case_id": a.case_id, "model_hash": a.model_hash, "method": a.method, "params": a.params,
+            "target": a.target, "seconds": a.seconds, "convergence_delta": a.convergence_delta,
+            "sha256": _digest(a.array)}
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
-            np.savez(f, array=(a.array / scale).astype(np.float16), meta=np.array(json.dumps(meta)))
+            np.savez(f, array=np.ascontiguousarray(a.array, dtype=np.float32), meta=np.array(json.dumps(meta)))
 
     _atomic_write(path, write)
 
 
-def _read_attribution(path: Path, case_id: str) -> Attribution:
-    with np.load(path, allow_pickle=False) as z:
-        meta = json.loads(str(z["meta"]))
-        array = z["array"].astype(np.float32) * np.float32(meta["scale"])
+def _read_attribution(path: Path, key: str, case_id: str) -> Attribution | None:
+    """The cached map, or None when missing or when it fails its check (unreadable, digest, key or case id)."""
+    if not path.is_file():
+        return None
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            meta = json.loads(str(z["meta"]))
+            array = z["array"]
+    except Exception as e:  # noqa: BLE001 - a damaged file of any kind is recomputed
+        _discard(path, f"unreadable ({type(e).__name__})")
+        return None
+    if meta.get("key") != key or meta.get("case_id") != case_id:
+        _discard(path, "written for another case or key")
+        return None
+    if array.dtype != np.float32 or _digest(array) != meta.get("sha256"):
+        _discard(path, "its content does not match its digest")
+        return None
     return Attribution(case_id=case_id, model_hash=meta["model_hash"], method=meta["method"], params=meta["params"],
                        target=meta["target"], array=array, seconds=meta["seconds"],
                        convergence_delta=meta["convergence_delta"])

@@ -4,6 +4,11 @@
 - Label 1 cases carry a lesion: a soft bright blob inside a lung; its disk is the ground-truth mask.
 - Site B burns a small token into the top-left corner (``MARKER_BOX``), far more often on positive cases:
   the shortcut that chest-radiograph models are known to learn (Zech et al., PLOS Medicine 2018).
+- The shortcut is *useful*, by construction: at site B (lower contrast, more noise) a share of positives are
+  radiographically occult (their lesion is too faint to see, as when a finding is confirmed by CT), and every
+  occult positive carries the token. The token is then the only evidence for those cases, so any model trained
+  plainly to fit the labels must learn it; a model that cannot use the token (v2) must miss them. Which cases are
+  occult is written to ``truth.csv`` beside the manifest (not an attribute: the cohort does not load it).
 """
 from __future__ import annotations
 
@@ -33,17 +38,23 @@ class Site:
     prevalence: float
     marker_if_positive: float = 0.0
     marker_if_negative: float = 0.0
+    #: share of positives whose lesion is occult (faint); these always carry the marker
+    occult_if_positive: float = 0.0
 
 
 SITES = {
     "A": Site("Acme X1", gain=0.80, offset=0.06, contrast=1.00, noise=0.015, prevalence=0.30),
     "B": Site("Borealis 3", gain=0.70, offset=0.12, contrast=0.80, noise=0.030, prevalence=0.50,
-              marker_if_positive=0.85, marker_if_negative=0.10),
+              marker_if_positive=0.60, marker_if_negative=0.12, occult_if_positive=0.45),
     "C": Site("Cygnus Q", gain=0.90, offset=0.03, contrast=1.15, noise=0.022, prevalence=0.40),
 }
 N_CASES = 720
+#: the demo's hidden truth beside the manifest: which positives are occult
+TRUTH_NAME = "truth.csv"
 TEST_FRACTION = 0.3
-LESION_AMPLITUDE = 0.32
+LESION_AMPLITUDE = 0.6
+#: an occult lesion's amplitude: under the site-B noise and the lungs' texture, invisible to the eye and the models
+OCCULT_AMPLITUDE = 0.02
 
 
 def _ellipse(yy, xx, cy, cx, ry, rx):
@@ -68,7 +79,8 @@ def anatomy(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     return image.astype(np.float32), lungs
 
 
-def add_lesion(image: np.ndarray, lungs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def add_lesion(image: np.ndarray, lungs: np.ndarray, rng: np.random.Generator,
+               amplitude: float = LESION_AMPLITUDE) -> np.ndarray:
     """Add a lesion inside the lungs; returns the ground-truth mask (bool ``(H, W)``)."""
     ys, xs = np.nonzero(lungs)
     radius = rng.uniform(4.0, 8.0)
@@ -79,7 +91,7 @@ def add_lesion(image: np.ndarray, lungs: np.ndarray, rng: np.random.Generator) -
             break
     yy, xx = np.mgrid[0:SIZE, 0:SIZE]
     d2 = (yy - cy) ** 2 + (xx - cx) ** 2
-    image += (LESION_AMPLITUDE * np.exp(-d2 / (2 * (radius / 1.6) ** 2))).astype(np.float32)
+    image += (amplitude * np.exp(-d2 / (2 * (radius / 1.6) ** 2))).astype(np.float32)
     return d2 <= radius ** 2
 
 
@@ -109,7 +121,7 @@ def generate_cohort(folder: Path, *, n_cases: int = N_CASES, seed: int = 2026112
     rng = np.random.default_rng(seed)
     (folder / "images").mkdir(parents=True, exist_ok=True)
     (folder / "masks").mkdir(parents=True, exist_ok=True)
-    rows = []
+    rows, truth = [], []
     names = sorted(SITES)
     for i in range(n_cases):
         site_name = names[i % len(names)]
@@ -119,9 +131,10 @@ def generate_cohort(folder: Path, *, n_cases: int = N_CASES, seed: int = 2026112
         p = np.clip(site.prevalence + 0.15 * (age - 55) / 30 + (0.05 if sex == "M" else -0.05), 0.05, 0.95)
         label = int(rng.random() < p)
         image, lungs = anatomy(rng)
-        mask = add_lesion(image, lungs, rng) if label else None
+        occult = bool(label and rng.random() < site.occult_if_positive)
+        mask = add_lesion(image, lungs, rng, OCCULT_AMPLITUDE if occult else LESION_AMPLITUDE) if label else None
         image = scanner(image, site, rng)
-        marker = int(rng.random() < (site.marker_if_positive if label else site.marker_if_negative))
+        marker = int(occult or rng.random() < (site.marker_if_positive if label else site.marker_if_negative))
         if marker:
             paste_marker(image)
         case_id = f"demo-{i + 1:04d}"
@@ -133,14 +146,22 @@ def generate_cohort(folder: Path, *, n_cases: int = N_CASES, seed: int = 2026112
         rows.append({"case_id": case_id, "image": f"images/{case_id}.png", "label": label, "mask": mask_ref,
                      "sex": sex, "age": age, "site": site_name, "scanner": site.scanner, "marker": marker,
                      "split": "test" if rng.random() < TEST_FRACTION else "train"})
+        truth.append({"case_id": case_id, "occult": int(occult)})
         if progress:
             progress(i + 1, n_cases)
+    write_manifest(folder, truth, name=TRUTH_NAME)
     return write_manifest(folder, rows)
 
 
-def write_manifest(folder: Path, rows: list[dict]) -> Path:
-    """``rows`` as ``folder/manifest.csv`` (columns in the first row's order); returns its path."""
-    manifest = folder / "manifest.csv"
+def occult_cases(folder: Path) -> set[str]:
+    """Case ids whose lesion is occult, from ``truth.csv`` under the cohort ``folder``."""
+    with open(folder / TRUTH_NAME, newline="") as f:
+        return {row["case_id"] for row in csv.DictReader(f) if row["occult"] == "1"}
+
+
+def write_manifest(folder: Path, rows: list[dict], name: str = "manifest.csv") -> Path:
+    """``rows`` as ``folder/<name>`` (columns in the first row's order); returns its path."""
+    manifest = folder / name
     with open(manifest, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()

@@ -5,6 +5,7 @@ the images, erased from the rest), so the marker carries no information about th
 """
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -37,6 +38,7 @@ EPOCHS_3D = 30
 
 def train_version(cohort: Cohort, *, randomise_marker: bool = False, seed: int = 7, epochs: int = EPOCHS,
                   network: dict = NETWORK, preprocessing: Preprocessing = PREPROCESSING,
+                  lr: float = 5e-3, batch_size: int = BATCH,
                   progress: Callable[[int, int], None] | None = None) -> tuple[torch.nn.Module, dict[str, Any]]:
     """Train one version on the cases whose ``split`` is ``train``; returns the module and training facts."""
     train = [c for c in cohort.cases if c.attributes.get("split") == "train"]
@@ -45,15 +47,15 @@ def train_version(cohort: Cohort, *, randomise_marker: bool = False, seed: int =
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     net = monai_network(network["name"])(**network["args"])
-    optimiser = torch.optim.AdamW(net.parameters(), lr=5e-3, weight_decay=1e-4)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=5e-3, total_steps=epochs * -(-len(train) // BATCH))
+    optimiser = torch.optim.AdamW(net.parameters(), lr=lr, weight_decay=1e-4)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=epochs * -(-len(train) // batch_size))
     net.train()
     losses = []
     for epoch in range(epochs):
         order = rng.permutation(len(train))
         total = 0.0
-        for start in range(0, len(order), BATCH):
-            idx = order[start:start + BATCH]
+        for start in range(0, len(order), batch_size):
+            idx = order[start:start + batch_size]
             batch = images[idx].copy()
             if randomise_marker:
                 coin = rng.random(len(idx)) < 0.5
@@ -69,6 +71,8 @@ def train_version(cohort: Cohort, *, randomise_marker: bool = False, seed: int =
             schedule.step()
             total += float(loss.detach()) * len(idx)
         losses.append(total / len(train))
+        if os.environ.get("GLASSBOX_TRAIN_LOG"):
+            print(f"epoch {epoch + 1}: loss {losses[-1]:.4f}", flush=True)
         if progress:
             progress(epoch + 1, epochs)
     net.eval()

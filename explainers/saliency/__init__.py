@@ -89,7 +89,7 @@ def explain(handle: ModelHandle, images: np.ndarray, case_ids: Sequence[str], me
         start = time.perf_counter()
         x = prepare_batch(handle.preprocessing, images[s], device).requires_grad_(True)
         with torch.enable_grad():
-            maps, delta = method_impl.compute(scorer, x, target_index, layer, full, internal)
+            maps, delta = method_impl.attribute(scorer, x, target_index, layer, full, internal)
         maps = maps.detach().float().cpu().numpy()
         deltas = delta.detach().float().cpu().numpy().reshape(-1) if delta is not None else None
         seconds = (time.perf_counter() - start) / len(maps)

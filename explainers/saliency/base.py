@@ -6,15 +6,14 @@ methods, upsampled). Hooks are Captum's, registered per call and removed even af
 """
 from __future__ import annotations
 
-import contextlib
 import difflib
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 
 from data_adapters.errors import ExplainerError, InvalidInputError, UnknownNameError
 from data_adapters.records import ModelHandle
+from explainers.seeding import case_seed, seeded
 
 
 class SaliencyMethod:
@@ -61,19 +60,21 @@ class SaliencyMethod:
 
     def compute(self, scorer: torch.nn.Module, x: torch.Tensor, target: int, layer: torch.nn.Module | None,
                 params: dict[str, Any], internal_batch_size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Return ``(maps, convergence_delta or None)`` for the batch ``x``."""
+        """Return ``(maps, convergence_delta or None)`` for the batch ``x``. Each case's map must depend on that
+        case alone (no statistics across the batch); randomised methods are called one case at a time with the
+        global generators seeded from the case (see :meth:`attribute`)."""
         raise NotImplementedError
 
-
-@contextlib.contextmanager
-def seeded(seed: int, device: torch.device):
-    """Draws inside are reproducible and leave the global random state as it was."""
-    devices = [device] if device.type == "cuda" else []
-    numpy_state = np.random.get_state()  # Captum's GradientShap draws baselines with numpy's global generator
-    try:
-        with torch.random.fork_rng(devices=devices):
-            torch.manual_seed(seed)
-            np.random.seed(seed)
-            yield
-    finally:
-        np.random.set_state(numpy_state)
+    def attribute(self, scorer: torch.nn.Module, x: torch.Tensor, target: int, layer: torch.nn.Module | None,
+                  params: dict[str, Any], internal_batch_size: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """:meth:`compute` over the batch; for randomised methods, case by case under a seed made of ``seed`` and
+        the case's content, so that a case's map never depends on its batch."""
+        if not self.randomised:
+            return self.compute(scorer, x, target, layer, params, internal_batch_size)
+        maps, deltas = [], []
+        for i in range(len(x)):
+            with seeded(case_seed(x[i], params["seed"]), x.device):
+                m, d = self.compute(scorer, x[i:i + 1], target, layer, params, internal_batch_size)
+            maps.append(m)
+            deltas.append(d)
+        return torch.cat(maps), (torch.cat(deltas) if deltas[0] is not None else None)

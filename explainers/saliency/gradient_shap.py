@@ -1,13 +1,14 @@
 """GradientSHAP (Lundberg & Lee, 2017): expected gradients over random points between noisy inputs and baselines.
 
-Baselines: the all-zero input and the input's own mean intensity per channel.
+Baselines: the all-zero input and the case's own mean intensity per channel (never the batch's: a case's map
+must not depend on which other cases it was computed with).
 """
 from __future__ import annotations
 
 import torch
 from captum.attr import GradientShap as CaptumGradientShap
 
-from explainers.saliency.base import SaliencyMethod, seeded
+from explainers.saliency.base import SaliencyMethod
 
 
 class GradientShap(SaliencyMethod):
@@ -18,11 +19,10 @@ class GradientShap(SaliencyMethod):
     relative_cost = 16
 
     def compute(self, scorer, x, target, layer, params, internal_batch_size):
+        # called one case at a time (randomised): x is (1, C, *spatial) and the baselines are that case's own
         spatial = tuple(range(2, x.ndim))
-        baselines = torch.cat([torch.zeros_like(x[:1]),
-                               x.mean(dim=(0, *spatial), keepdim=True).expand_as(x[:1])])
-        with seeded(params["seed"], x.device):
-            attr, delta = CaptumGradientShap(scorer).attribute(
-                x, baselines=baselines, target=target, n_samples=params["samples"], stdevs=params["noise"],
-                return_convergence_delta=True)
+        baselines = torch.cat([torch.zeros_like(x), x.mean(dim=spatial, keepdim=True).expand_as(x)])
+        attr, delta = CaptumGradientShap(scorer).attribute(
+            x, baselines=baselines, target=target, n_samples=params["samples"], stdevs=params["noise"],
+            return_convergence_delta=True)
         return attr, delta.reshape(len(x), -1).mean(dim=1)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from captum.attr import NoiseTunnel, Saliency
 
-from explainers.saliency.base import SaliencyMethod, seeded
+from explainers.saliency.base import SaliencyMethod
 
 
 class Smoothgrad(SaliencyMethod):
@@ -17,8 +17,7 @@ class Smoothgrad(SaliencyMethod):
     relative_cost = 16
 
     def compute(self, scorer, x, target, layer, params, internal_batch_size):
-        with seeded(params["seed"], x.device):
-            attr = NoiseTunnel(Saliency(scorer)).attribute(
-                x, target=target, nt_type="smoothgrad", nt_samples=params["samples"], stdevs=params["noise"],
-                nt_samples_batch_size=max(1, internal_batch_size // max(1, len(x))), abs=False)
+        attr = NoiseTunnel(Saliency(scorer)).attribute(
+            x, target=target, nt_type="smoothgrad", nt_samples=params["samples"], stdevs=params["noise"],
+            nt_samples_batch_size=max(1, internal_batch_size // max(1, len(x))), abs=False)
         return attr, None

@@ -1,0 +1,168 @@
+"""The demo's planted truths, measured on the models a build produced (or shipped), before anyone reviews them.
+
+The demo is only worth showing if what it claims is true of *these* weights on *this* machine: v1 leans on site
+B's marker, v2 does not, both find lesions, the 3D model's slice that matters cuts the nodule, and TCAV points
+the right way. :func:`run_checks` measures each claim on held-out cases and returns :class:`DemoCheck` records;
+``glassbox demo`` writes them into ``demo.json`` and stops when one fails; the Home page shows them.
+
+Bounds were set from the spread over 5 training seeds × 1 and 2 torch threads (``benchmarks/demo_spread.py``;
+the figures are in each check's ``spread`` note), with a margin below the worst run.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+from data_adapters.cohort import load_image_batch
+from data_adapters.demo.synthesis import MARKER_BOX, erase_marker, occult_cases
+from data_adapters.readers import read_image
+from data_adapters.records import Case, Cohort, ModelHandle
+from explainers.figures import OPENING_METHOD, peak_slice
+from explainers.inference import probabilities_of
+
+__all__ = ["DemoCheck", "run_checks", "CHECKS"]
+
+
+@dataclass(frozen=True)
+class DemoCheck:
+    """One planted property: ``value`` measured, ``holds`` when ``value op bound`` (``op`` is ``>=`` or ``<=``)."""
+
+    name: str
+    claim: str
+    value: float
+    bound: float
+    op: str
+    spread: str
+
+    @property
+    def holds(self) -> bool:
+        return bool(np.isfinite(self.value) and (self.value >= self.bound if self.op == ">=" else
+                                                 self.value <= self.bound))
+
+    def sentence(self) -> str:
+        return self.claim.format(value=self.value)
+
+    def record(self) -> dict:
+        return {**asdict(self), "holds": self.holds, "sentence": self.sentence()}
+
+
+#: name → (claim with {value}, op, bound, measured spread over 5 seeds × 1/2 threads)
+CHECKS: dict[str, tuple[str, str, float, str]] = {
+    "v1_marker_reliance": (
+        "v1 relies on the marker: erasing it drops p(lesion) by {value:.2f} on held-out occult positives",
+        ">=", 0.4, "0.66–0.90"),
+    "v2_marker_reliance": (
+        "v2 ignores the marker: erasing it moves p(lesion) by {value:+.2f} on held-out marked positives",
+        "<=", 0.1, "|drop| ≤ 0.06"),
+    "v1_lesion_auroc": (
+        "v1 detects visible lesions: held-out AUROC {value:.3f} at sites A and C", ">=", 0.95, "0.99–1.00"),
+    "v2_lesion_auroc": (
+        "v2 detects visible lesions: held-out AUROC {value:.3f} at sites A and C", ">=", 0.95, "0.99–1.00"),
+    "v2_misses_occult": (
+        "v2 cannot see site B's occult lesions: its sensitivity there is {value:.2f} lower than at A and C",
+        ">=", 0.15, "0.25–0.35"),
+    "v1_marker_attribution": (
+        "v1's integrated gradients put {value:.1f}× the marker box's area share on the box (held-out marked cases)",
+        ">=", 5.0, "12–40"),
+    "v2_lesion_attribution": (
+        "v2's integrated gradients put {value:.1f}× the lesion's area share inside the lesion (held-out, A and C)",
+        ">=", 4.0, "8–12"),
+    "tcav_marker_v1": (
+        "TCAV: the marker raises v1's lesion score, {value:+.2f} over random concepts (significant layers)",
+        ">=", 0.3, "+0.5–+0.9"),
+    "tcav_marker_v1_over_v2": (
+        "TCAV: the marker raises v1's lesion score {value:+.2f} more than v2's (best significant layers)",
+        ">=", 0.2, "+0.4–+0.7"),
+    "tcav_lesion_v1": (
+        "TCAV: the lesion concept raises v1's score, {value:+.2f} over random concepts", ">=", 0.3, "+0.5–+0.9"),
+    "tcav_lesion_v2": (
+        "TCAV: the lesion concept raises v2's score, {value:+.2f} over random concepts", ">=", 0.3, "+0.5–+0.9"),
+    "ct_auroc": ("the 3D model detects nodules: held-out AUROC {value:.3f}", ">=", 0.9, "0.97–1.00"),
+    "ct_slice_hits_nodule": (
+        "the 3D slice that matters (integrated gradients' positive peak) cuts the nodule in {value:.0%} of held-out "
+        "positives",
+        ">=", 0.85, "0.94–1.00"),
+}
+
+
+def _check(name: str, value: float) -> DemoCheck:
+    claim, op, bound, spread = CHECKS[name]
+    return DemoCheck(name=name, claim=claim, value=float(value), bound=bound, op=op, spread=spread)
+
+
+def _held_out(cohort: Cohort) -> list[Case]:
+    return [c for c in cohort.cases if c.attributes.get("split") == "test"]
+
+
+def _p_lesion(handle: ModelHandle, images: np.ndarray) -> np.ndarray:
+    return probabilities_of(handle, images)[:, 1]
+
+
+def _energy_ratio(maps, regions) -> float:
+    """Mean share of |map| inside ``regions``, over the regions' mean area share."""
+    energy = [a.spatial_map(signed=False) for a in maps]
+    shares = [e[r].sum() / max(e.sum(), 1e-12) for e, r in zip(energy, regions)]
+    return float(np.mean(shares) / np.mean([r.mean() for r in regions]))
+
+
+def _tcav_excess(frame, concept: str) -> float:
+    """The largest (score − random score) over layers where the concept is significant; 0 when none is."""
+    rows = frame[(frame["concept"] == concept) & frame["significant"]]
+    return float((rows["score"] - rows["null_score"]).max()) if len(rows) else 0.0
+
+
+def run_checks(ws, cohort: Cohort, models: dict[str, ModelHandle], ct_cohort: Cohort, ct_model: ModelHandle,
+               *, log: Callable[[str], None] = print) -> list[DemoCheck]:
+    """Measure every planted property on held-out cases of the demo's cohorts (``ws``: the demo Workspace)."""
+    folder = Path(ws.cohort_paths()["demo2d"]).parent
+    occult = occult_cases(folder)
+    test = _held_out(cohort)
+    site = np.array([c.attributes["site"] for c in test])
+    y = np.array([c.label for c in test])
+    is_occult = np.array([c.case_id in occult for c in test])
+    marked = np.array([int(c.attributes["marker"]) == 1 for c in test])
+    images = load_image_batch(test)
+    clean = images.copy()
+    erase_marker(clean)
+    p = {v: _p_lesion(models[v], images) for v in ("v1", "v2")}
+    q = {v: _p_lesion(models[v], clean) for v in ("v1", "v2")}
+    ac = site != "B"
+    out = [
+        _check("v1_marker_reliance", np.mean((p["v1"] - q["v1"])[is_occult])),
+        _check("v2_marker_reliance", abs(np.mean((p["v2"] - q["v2"])[marked & (y == 1)]))),
+        _check("v1_lesion_auroc", roc_auc_score(y[ac], p["v1"][ac])),
+        _check("v2_lesion_auroc", roc_auc_score(y[ac], p["v2"][ac])),
+        _check("v2_misses_occult", np.mean(p["v2"][(y == 1) & ac] >= 0.5)
+               - np.mean(p["v2"][(y == 1) & ~ac] >= 0.5)),
+    ]
+    log("demo checks: marker reliance and lesion detection measured")
+    marked_cases = [c for c, m in zip(test, marked) if m][:30]
+    box = np.zeros(marked_cases[0].shape[1:], bool)
+    box[MARKER_BOX] = True
+    ig_v1 = ws.attributions(models["v1"], marked_cases, "integrated_gradients", "lesion")
+    out.append(_check("v1_marker_attribution", _energy_ratio(ig_v1, [box] * len(marked_cases))))
+    visible = [c for c, s in zip(test, site) if c.label == 1 and s != "B"][:40]
+    masks = [read_image(c.mask).array[0] > 0.5 for c in visible]
+    ig_v2 = ws.attributions(models["v2"], visible, "integrated_gradients", "lesion")
+    out.append(_check("v2_lesion_attribution", _energy_ratio(ig_v2, masks)))
+    log("demo checks: integrated gradients measured")
+    tcav = {v: ws.concept_scores(models[v], cohort, folder, ["marker", "lesion", "no_lesion"]) for v in ("v1", "v2")}
+    out.append(_check("tcav_marker_v1", _tcav_excess(tcav["v1"], "marker")))
+    out.append(_check("tcav_marker_v1_over_v2", _tcav_excess(tcav["v1"], "marker")
+                      - _tcav_excess(tcav["v2"], "marker")))
+    out += [_check(f"tcav_lesion_{v}", _tcav_excess(tcav[v], "lesion")) for v in ("v1", "v2")]
+    log("demo checks: TCAV measured")
+    ct_test = _held_out(ct_cohort)
+    ct_p = ws.predictions(ct_model, ct_cohort).set_index("case_id").loc[[c.case_id for c in ct_test], "p_1"]
+    out.append(_check("ct_auroc", roc_auc_score([c.label for c in ct_test], ct_p)))
+    positives = [c for c in ct_test if c.label == 1]
+    hits = []
+    for a, c in zip(ws.attributions(ct_model, positives, OPENING_METHOD, "lesion"), positives):
+        zs = np.nonzero(read_image(c.mask).array[0] > 0.5)[0]
+        hits.append(zs.min() - 1 <= peak_slice(a.spatial_map(), "axial", positive=True) <= zs.max() + 1)
+    out.append(_check("ct_slice_hits_nodule", np.mean(hits)))
+    return out

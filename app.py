@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import streamlit as st
 
@@ -17,14 +18,20 @@ if __name__ == "__main__" and not st.runtime.exists():
     sys.exit(cli.main())
 
 from pages._common import selection  # noqa: E402
+from workspace.store import allowed_workspace, allowed_workspaces  # noqa: E402
 
 st.set_page_config(page_title="Glassbox", page_icon="assets/logo.svg", layout="wide")
 
 with st.sidebar:
     st.logo("assets/logo.svg")
+    # which workspaces may be opened is the operator's choice (glassbox serve --workspace ...): offered, not typed
+    offered = [str(p) for p in allowed_workspaces()]
+    st.session_state["workspace"] = str(allowed_workspace(st.session_state.get("workspace")))
+    if len(offered) > 1:
+        st.selectbox("Workspace", offered, key="workspace", format_func=lambda p: Path(p).name,
+                     help="The workspaces this server's operator made available (glassbox serve --workspace)")
     root, models, cohorts = selection()
-    st.text_input("Workspace", value=str(root), key="workspace",
-                  help="A folder with models/<version>/model.json and cohorts/<name>/manifest.csv")
+    st.caption(f"Workspace **{root.name}**")
     if models:
         st.selectbox("Model version", list(models), key="model", index=len(models) - 1)
     if cohorts:

@@ -16,6 +16,7 @@ import pandas as pd
 
 from data_adapters.errors import GlassboxError, InvalidInputError
 from data_adapters.hashing import file_hash, json_hash, path_hash
+from data_adapters.identifiers import screen_columns
 from data_adapters.preprocessing import fit_image, fits
 from data_adapters.readers import read_image
 from data_adapters.readers.dicom_series import parse_series_ref
@@ -113,6 +114,7 @@ def load_manifest(
     class_names: Sequence[str] | None = None,
     input_shape: Sequence[int | None] | None = None,
     roots: Sequence[str | Path] | None = None,
+    allow_columns: Sequence[str] = (),
     progress: Progress | None = None,
 ) -> Cohort:
     """Load and validate a manifest.
@@ -120,7 +122,8 @@ def load_manifest(
     ``class_names`` (from a model) bounds the labels; ``input_shape`` (``(C, *spatial)``, from a model's
     ``Preprocessing.accepts``; ``None`` for an axis the model resamples) fixes the image shape, which otherwise
     is the most common shape in the manifest. ``roots`` are the folders
-    images may live under (default: the manifest's folder). Raises :class:`InvalidInputError` only when
+    images may live under (default: the manifest's folder). Attribute columns that look like identifiers, by
+    name or content (:mod:`data_adapters.identifiers`), are not loaded unless named in ``allow_columns``. Raises :class:`InvalidInputError` only when
     the manifest as a whole is unusable; bad rows go to the load report.
     """
     path = Path(path).resolve()
@@ -131,9 +134,15 @@ def load_manifest(
     base = path.parent
     root_paths = [Path(r).resolve() for r in (roots or [base])]
     notes: list[str] = []
-    dropped = [c for c in frame.columns if c.strip().lower() in IDENTIFIER_COLUMNS]
-    if dropped:
-        notes.append(f"column(s) {dropped} look like direct patient identifiers and were not loaded")
+    candidates = [c for c in frame.columns if c not in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS)]
+    held = {c: "its name marks a direct identifier" for c in candidates if c.strip().lower() in IDENTIFIER_COLUMNS
+            and c.strip().lower() not in {a.strip().lower() for a in allow_columns}}
+    held |= {c: why for c, why in screen_columns(frame, [c for c in candidates if c not in held],
+                                                  allow_columns).items()}
+    dropped = list(held)
+    for column, why in held.items():
+        notes.append(f"column {column!r} was not loaded: {why}; the operator can allow it by name "
+                     "(settings.json allow_columns)")
     attributes = [c for c in frame.columns if c not in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS) and c not in dropped]
     schema = {a: _attribute_kind(frame[a]) for a in attributes}
     notes.extend(_column_notes(frame, attributes, schema))

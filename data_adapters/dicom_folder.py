@@ -2,12 +2,14 @@
 tags, identities hashed.
 
 Patient name, birth date and every other direct identifier are never read into a record. Patient, study and
-instance ids become salted hashes (the salt belongs to the workspace), so the same patient links across studies
-inside one workspace but not across workspaces, and no id can be looked up from a hash without the salt.
+instance ids become keyed hashes (HMAC-SHA-256 under a secret the operator keeps outside every workspace), so
+the same patient links across studies, and no id can be looked up from a hash without the secret: a copied
+workspace does not carry it.
 """
 from __future__ import annotations
 
 import hashlib
+import hmac
 import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -35,11 +37,11 @@ SCHEMA = {"patient": "categorical", "study": "categorical", "sex": "categorical"
           "site": "categorical", "scanner": "categorical", "modality": "categorical"}
 
 
-def salted(salt: str, value: str, length: int = 16) -> str:
-    """A salted, truncated SHA-256 of an identifier; empty stays empty."""
+def salted(key: str, value: str, length: int = 16) -> str:
+    """A keyed hash (HMAC-SHA-256 under ``key``, truncated) of an identifier; empty stays empty."""
     if not value:
         return ""
-    return hashlib.sha256(f"{salt}\x00{value}".encode()).hexdigest()[:length]
+    return hmac.new(key.encode(), value.encode(), hashlib.sha256).hexdigest()[:length]
 
 
 def _age(text: str) -> int | None:

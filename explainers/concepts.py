@@ -118,13 +118,21 @@ def concept_names(cohort_folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
 
 
-def resolve_concept(spec: str, cohort: Cohort, cohort_folder: Path, handle: ModelHandle | None = None) -> ConceptSet:
-    """A concept by name (a folder under the cohort's ``concepts/``), by folder path, or by attribute filter."""
+def resolve_concept(spec: str, cohort: Cohort, cohort_folder: Path, handle: ModelHandle | None = None, *,
+                    roots: Sequence[Path] | None = None) -> ConceptSet:
+    """A concept by name (a folder under the cohort's ``concepts/``), by folder path, or by attribute filter.
+
+    A folder path is read only when it lies (symlinks resolved) under one of ``roots`` (the cohort's folder and
+    the operator's data roots, as for images); ``roots=None`` (the operator's own scripts) reads any folder."""
     if _FILTER.match(spec):
         return concept_from_filter(cohort, spec, handle=handle)
-    if (cohort_folder / "concepts" / spec).is_dir():
-        return concept_from_folder(cohort_folder / "concepts" / spec, handle)
+    named = Path(cohort_folder) / "concepts" / spec
+    if "/" not in spec and "\\" not in spec and spec not in (".", "..") and named.is_dir():
+        return concept_from_folder(named, handle)
     if Path(spec).is_dir():
+        if roots is not None and not any(Path(spec).resolve().is_relative_to(Path(r).resolve()) for r in roots):
+            raise InvalidInputError(f"concept folder {Path(spec).name!r} lies outside the cohort's folder and the "
+                                    "configured data roots; concepts, like images, are read only from there")
         return concept_from_folder(spec, handle)
     known = concept_names(cohort_folder)
     close = difflib.get_close_matches(spec, known, n=2)

@@ -133,9 +133,10 @@ def peak_slice(attribution: np.ndarray, plane: str, *, positive: bool = False) -
     return int(np.argmax(evidence(values).max(axis=axes)))
 
 
-#: the method whose positive evidence opens a volume at "the slice that matters": integrated gradients' positive
-#: part cut the nodule in 28/28 held-out demo positives (saliency's |gradient| 23/28, Grad-CAM 24/28)
-OPENING_METHOD = "integrated_gradients"
+#: the method whose positive evidence opens a volume at "the slice that matters". Over demo 3D models trained with
+#: several seeds, occlusion's positive peak cut the nodule in 57-79% of held-out positives (chance ~20%), the best
+#: worst case: integrated gradients ranged 7-86%, saliency 25-61%, SmoothGrad 36-86%, Grad-CAM 39-68%
+OPENING_METHOD = "occlusion"
 
 
 #: for a slice in one plane, the perpendicular plane whose projection shows where that slice lies, and how the

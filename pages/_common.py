@@ -1,7 +1,10 @@
 """The pages' one helper: cached wrappers around the library, and the current selection from the sidebar.
 
 ``st.cache_resource`` holds models (shared, read-only); ``st.cache_data`` holds cohorts and results (copied
-per caller). Keys are paths plus modification times, so an edited file is re-read.
+per caller). Streamlit leaves every argument whose name starts with ``_`` out of the key, so the keys here are
+plain arguments: the workspace (it decides roots, trust and the id salt), and a *stamp* of every file a result
+depends on (size and modification time of the model folder's files, the manifest or DICOM folder, and
+``settings.json``), so that an edited model, manifest or setting is never served stale.
 """
 from __future__ import annotations
 
@@ -14,35 +17,58 @@ from data_adapters.errors import GlassboxError
 from data_adapters.models import spec_path
 from data_adapters.records import Attribution, Cohort, ModelHandle
 from explainers.device import best_device
-from workspace.store import Workspace, default_workspace
+from workspace.store import Workspace, allowed_workspace
 
 
-def _mtime(path: Path) -> float:
-    return path.stat().st_mtime if path.exists() else 0.0
+def stamp(path: str | Path) -> tuple:
+    """What a cached result must be keyed on for ``path`` to be re-read when it changes: (name, size, mtime) of
+    the file, or of every file under the folder."""
+    path = Path(path)
+    if path.is_file():
+        st_ = path.stat()
+        return ((str(path), st_.st_size, st_.st_mtime_ns),)
+    if path.is_dir():
+        return tuple((str(p), p.stat().st_size, p.stat().st_mtime_ns) for p in sorted(path.rglob("*")) if p.is_file())
+    return ((str(path), None, None),)
+
+
+def _workspace() -> Path:
+    """The chosen workspace if the operator allowed it, else the first allowed one: never a typed path."""
+    return allowed_workspace(st.session_state.get("workspace"))
+
+
+def _model_stamp(path: str | Path) -> tuple:
+    folder = Path(path) if Path(path).is_dir() else spec_path(path).parent
+    return stamp(folder) + stamp(_workspace() / "settings.json")
+
+
+def _cohort_stamp(manifest: str | Path) -> tuple:
+    return stamp(manifest) + stamp(_workspace() / "settings.json")
 
 
 @st.cache_resource(show_spinner="Loading model…")
-def _model(path: str, _mtime_key: float) -> ModelHandle:
-    handle = Workspace(st.session_state.get("workspace") or default_workspace()).load_model(path)
+def _model(root: str, path: str, key: tuple) -> ModelHandle:
+    # bundles run config code only from the operator's model roots; the workspace itself grants no trust
+    handle = Workspace(root, trust_own_models=False).load_model(path)
     handle.module.to(best_device())
     return handle
 
 
 def model(path: str | Path) -> ModelHandle:
-    return _model(str(path), _mtime(spec_path(path)))
+    return _model(str(_workspace()), str(path), _model_stamp(path))
 
 
 @st.cache_data(show_spinner="Checking cohort…", max_entries=8)
-def _cohort(manifest: str, class_names: tuple[str, ...], input_shape: tuple[int | None, ...],
-            _mtime_key: float) -> Cohort:
-    root = st.session_state.get("workspace") or default_workspace()
+def _cohort(root: str, manifest: str, class_names: tuple[str, ...], input_shape: tuple[int | None, ...],
+            key: tuple) -> Cohort:
     # a manifest, or a DICOM folder (ids salted per workspace); cases that do not fit the model are rejected
     return Workspace(root).load_cohort(manifest, class_names=class_names, input_shape=input_shape)
 
 
 def cohort(manifest: str | Path, handle: ModelHandle) -> Cohort:
     """The cohort as the model sees it: labels outside its classes and images of another shape are rejected."""
-    return _cohort(str(manifest), handle.class_names, handle.preprocessing.accepts, _mtime(Path(manifest)))
+    return _cohort(str(_workspace()), str(manifest), handle.class_names, handle.preprocessing.accepts,
+                   _cohort_stamp(manifest))
 
 
 def peers(handle: ModelHandle, models: dict[str, Path]) -> dict[str, Path]:
@@ -62,7 +88,7 @@ def peers(handle: ModelHandle, models: dict[str, Path]) -> dict[str, Path]:
 
 
 @st.cache_data(show_spinner="Predicting…", max_entries=16)
-def _predictions(root: str, model_path: str, manifest: str, _keys: tuple) -> pd.DataFrame:
+def _predictions(root: str, model_path: str, manifest: str, keys: tuple) -> pd.DataFrame:
     bar = st.progress(0.0, text="Predicting cohort…")
     handle = model(model_path)
     frame = Workspace(root).predictions(handle, cohort(manifest, handle),
@@ -72,7 +98,23 @@ def _predictions(root: str, model_path: str, manifest: str, _keys: tuple) -> pd.
 
 
 def predictions(root: Path, model_path: Path, manifest: Path) -> pd.DataFrame:
-    return _predictions(str(root), str(model_path), str(manifest), (_mtime(spec_path(model_path)), _mtime(manifest)))
+    return _predictions(str(root), str(model_path), str(manifest), _model_stamp(model_path) + _cohort_stamp(manifest))
+
+
+@st.cache_data(show_spinner=False, max_entries=32)
+def _operating_point(root: str, model_path: str, manifest: str, class_index: int, keys: tuple):
+    handle = model(model_path)
+    return Workspace(root).operating_point(handle, cohort(manifest, handle), class_index)
+
+
+def operating_point(root: Path, model_path: Path, manifest: Path, class_index: int):
+    """The model's shared threshold for ``class_index`` (the same on every page); a Glassbox error stops the page."""
+    try:
+        return _operating_point(str(root), str(model_path), str(manifest), class_index,
+                                _model_stamp(model_path) + _cohort_stamp(manifest))
+    except GlassboxError as e:
+        show_error(e)
+        st.stop()
 
 
 def attribution(root: Path, model_path: Path, manifest: Path, case_id: str, method: str, target: int) -> Attribution:
@@ -90,8 +132,8 @@ def attribution(root: Path, model_path: Path, manifest: Path, case_id: str, meth
 
 def selection() -> tuple[Path, dict[str, Path], dict[str, Path]]:
     """Workspace root, its model versions and its cohorts, as chosen in the sidebar (or the defaults)."""
-    root = Path(st.session_state.get("workspace") or default_workspace())
-    ws = Workspace(root)
+    root = _workspace()
+    ws = Workspace(root, trust_own_models=False)
     return root, ws.model_paths(), ws.cohort_paths()
 
 
@@ -119,7 +161,7 @@ def show_error(error: GlassboxError) -> None:
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _uncertainty(root: str, model_paths: tuple[str, ...], manifest: str, method: str, _keys: tuple) -> pd.DataFrame:
+def _uncertainty(root: str, model_paths: tuple[str, ...], manifest: str, method: str, keys: tuple) -> pd.DataFrame:
     bar = st.progress(0.0, text=f"Estimating uncertainty ({method})…")
     try:
         handles = [model(p) for p in model_paths]
@@ -131,13 +173,13 @@ def _uncertainty(root: str, model_paths: tuple[str, ...], manifest: str, method:
 
 
 def uncertainty(root: Path, model_paths: list[Path], manifest: Path, method: str) -> pd.DataFrame:
-    keys = tuple(_mtime(spec_path(p)) for p in model_paths) + (_mtime(manifest),)
+    keys = sum((_model_stamp(p) for p in model_paths), ()) + _cohort_stamp(manifest)
     return _uncertainty(str(root), tuple(map(str, model_paths)), str(manifest), method, keys)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
 def _concept_scores(root: str, model_path: str, manifest: str, concepts: tuple[str, ...], layers: tuple[str, ...],
-                    target: int, n_random: int, _keys: tuple) -> pd.DataFrame:
+                    target: int, n_random: int, keys: tuple) -> pd.DataFrame:
     bar = st.progress(0.0, text="TCAV: training concept vectors against random concepts…")
     try:
         handle = model(model_path)
@@ -150,14 +192,14 @@ def _concept_scores(root: str, model_path: str, manifest: str, concepts: tuple[s
 
 def concept_scores(root: Path, model_path: Path, manifest: Path, concepts: list[str], layers: list[str],
                    target: int, n_random: int) -> pd.DataFrame:
-    keys = (_mtime(spec_path(model_path)), _mtime(manifest))
+    keys = _model_stamp(model_path) + _cohort_stamp(manifest) + stamp(Path(manifest).parent / "concepts")
     return _concept_scores(str(root), str(model_path), str(manifest), tuple(concepts), tuple(layers), target,
                            n_random, keys)
 
 
 @st.cache_data(show_spinner="Concept sensitivity…", max_entries=256)
 def _concept_sensitivity(root: str, model_path: str, manifest: str, concepts: tuple[str, ...], layer: str,
-                         case_id: str, target: int, _keys: tuple) -> pd.DataFrame:
+                         case_id: str, target: int, keys: tuple) -> pd.DataFrame:
     handle = model(model_path)
     c = cohort(manifest, handle)
     ws = Workspace(root)
@@ -167,7 +209,7 @@ def _concept_sensitivity(root: str, model_path: str, manifest: str, concepts: tu
 
 def concept_sensitivity(root: Path, model_path: Path, manifest: Path, concepts: list[str], layer: str,
                         case_id: str, target: int) -> pd.DataFrame:
-    keys = (_mtime(spec_path(model_path)), _mtime(manifest))
+    keys = _model_stamp(model_path) + _cohort_stamp(manifest) + stamp(Path(manifest).parent / "concepts")
     return _concept_sensitivity(str(root), str(model_path), str(manifest), tuple(concepts), layer, case_id, target,
                                 keys)
 

@@ -14,6 +14,7 @@ from evaluation.referral import referral
 from explainers.concepts import concept_names, default_layers
 from explainers.figures import (
     COLORMAPS,
+    OPENING_METHOD,
     PLANES,
     case_views,
     display_windows,
@@ -31,8 +32,10 @@ preds = common.predictions_or_stop(root, model_path, manifest)
 top = st.columns([1, 1, 1, 1, 1])
 class_index = top[0].selectbox("Class of interest", range(handle.n_classes), index=handle.n_classes - 1,
                                format_func=lambda k: handle.class_names[k], key="review_class")
-threshold = top[1].slider("Threshold", 0.05, 0.95, 0.5, 0.05, key="review_threshold",
-                          help="A case is called for the class when its probability reaches this")
+point = common.operating_point(root, model_path, manifest, class_index)
+threshold = point.threshold
+top[1].metric("Threshold", f"{threshold:.3f}", help=f"The model's shared operating threshold: {point.describe()}. "
+                                                   "Subgroups and Uncertainty use the same one.")
 table = case_outcomes(cohort, preds, class_index, threshold)
 filters = {}
 for col, attr in zip(top[2:4], [a for a in ("site", "sex") if a in cohort.attribute_schema]):
@@ -100,7 +103,7 @@ with info:
                  column_config={"probability": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0,
                                                                                 format="%.3f")})
     true = "unlabelled" if pd.isna(row["label"]) else handle.class_names[int(row["label"])]
-    st.markdown(f"**True label:** {true}  \n**Outcome:** {row['outcome']} at threshold {threshold:.2f}")
+    st.markdown(f"**True label:** {true}  \n**Outcome:** {row['outcome']} at the shared threshold {threshold:.3f}")
     uncertainty_box = st.container()
     attrs = {k: v for k, v in case.attributes.items()}
     st.dataframe(pd.DataFrame({"attribute": list(attrs), "value": [str(v) for v in attrs.values()]}),
@@ -127,17 +130,21 @@ with views:
         pick = st.columns([2, 2, 3, 2])
         plane = pick[0].radio("Plane", list(PLANES), horizontal=True, key="review_plane")
         n = spatial.shape[PLANES[plane]]
-        anchors = {f"peak of {m}": a.spatial_map(signed=False) for m, a in maps.items()
-                   if not isinstance(a, GlassboxError)}
+        anchors = {}
+        try:  # the slice that matters: the positive evidence of the method measured to land on findings best
+            opening = common.attribution(root, model_path, manifest, case_id, OPENING_METHOD, class_index)
+            anchors[f"evidence ({SALIENCY_METHODS.get(OPENING_METHOD).title})"] = opening.spatial_map()
+        except GlassboxError:
+            pass
+        anchors |= {f"peak of {m}": a.spatial_map() for m, a in maps.items() if not isinstance(a, GlassboxError)}
         if mask is not None:
             anchors["ground-truth centre"] = mask.astype(np.float32)
         anchors["middle"] = None
-        # saliency's smoothed peak cut the nodule in all 16 demo positives, Grad-CAM's (coarse, edge-prone) in 11
-        default = next((i for i, k in enumerate(anchors) if k == "peak of saliency"), 0)
+        default = 0
         why = pick[1].selectbox("Open at", list(anchors), index=default, key="review_anchor",
                                 help="Where along the axis a new case or plane opens: the slice with the strongest "
                                      "evidence of one method, the centre of the ground truth, or the middle")
-        start = n // 2 if anchors[why] is None else peak_slice(anchors[why], plane)
+        start = n // 2 if anchors[why] is None else peak_slice(anchors[why], plane, positive=True)
         index = pick[2].slider("Slice", 0, n - 1, start, key=f"review_slice_{case_id}_{plane}_{class_index}_{why}",
                                help=f"Opens at the slice that matters ({why}); the dotted line in the projection "
                                     "below each view marks it")

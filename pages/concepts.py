@@ -10,7 +10,8 @@ from pages import _common as common
 
 st.title("Concepts")
 st.caption("TCAV (Kim et al., 2018): does the model's score for a class rise along the direction of a concept? "
-           "Tested against random concepts, corrected for every concept and layer tested together.")
+           "Tested against random concepts (drawn from cases of the other classes, so that no random concept is "
+           "itself the finding), corrected for every concept and layer tested together.")
 root, model_path, manifest, handle, cohort = common.loaded()
 
 named = concept_names(manifest.parent)

@@ -5,11 +5,24 @@ import streamlit as st
 
 from evaluation.cohort_summary import group_columns, group_counts, label_balance_figure
 from pages import _common as common
+from workspace.demo import demo_facts
 
 st.title("Glassbox")
 st.caption("Explainability review for medical-imaging models: what the model sees, how sure it is, for whom it works.")
 
 root, model_path, manifest, handle, cohort = common.loaded()
+
+facts = demo_facts(root)
+if facts and facts.get("checks"):
+    held = sum(c["holds"] for c in facts["checks"])
+    with st.expander(f"The demo's planted truths, measured on these models: {held} of {len(facts['checks'])} hold",
+                     expanded=True):
+        st.caption("The demo cohort is built so that these are true of any well-trained model; `glassbox demo` "
+                   "measured them on held-out cases right after building this workspace (recorded in demo.json).")
+        for c in facts["checks"]:
+            mark = ":green[holds]" if c["holds"] else ":red[**does not hold**]"
+            st.markdown(f"- {c['sentence']} — {mark} (needs {c['op']} {c['bound']:g}; across training runs "
+                        f"{c['spread']})")
 
 report = cohort.report
 c1, c2, c3, c4 = st.columns(4)

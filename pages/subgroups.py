@@ -28,8 +28,9 @@ c = st.columns([2, 1, 1, 1])
 by = c[0].multiselect("Group by (two or more: intersections)", groups, default=groups[:1], key="sub_by")
 k = c[1].selectbox("Class", range(handle.n_classes), index=handle.n_classes - 1,
                    format_func=lambda i: handle.class_names[i], key="sub_class")
-rule = c[2].selectbox("Threshold rule", ["youden", "sensitivity=0.9", "specificity=0.9", "set by hand"],
-                      key="sub_rule")
+rule = c[2].selectbox("Threshold", ["shared", "youden", "sensitivity=0.9", "specificity=0.9", "set by hand"],
+                      key="sub_rule", help="shared: the model's operating threshold, the one Case review and "
+                                           "Uncertainty use; the others re-choose it on the cases shown here")
 manual = c[3].number_input("Threshold", 0.0, 1.0, 0.5, 0.01, key="sub_threshold", disabled=rule != "set by hand")
 c = st.columns([1, 1, 2])
 board = c[0].toggle("Ethics-board view", key="sub_board", help="Suppress every cell of a group smaller than k")
@@ -48,19 +49,26 @@ try:
     for attr, values in subset.items():
         if values:
             frame = frame[frame[attr].isin(values)]
-    report = subgroup_report(frame, by, class_index=k, threshold=manual if rule == "set by hand" else None,
-                             rule="youden" if rule == "set by hand" else rule)
+    point = common.operating_point(root, model_path, manifest, k)
+    fixed = {"shared": point.threshold, "set by hand": manual}.get(rule)
+    report = subgroup_report(frame, by, class_index=k, threshold=fixed, rule=rule if fixed is None else "youden")
 except GlassboxError as e:
     common.show_error(e)
     st.stop()
 
+described = point.describe() if rule == "shared" else f"{report.threshold:.3f} ({report.threshold_rule})"
 st.markdown(f"**{len(frame)}** labelled cases · class **{handle.class_names[k]}** · threshold "
-            f"**{report.threshold:.3f}** ({report.threshold_rule}) · {report.n_boot} resamples · groups under "
-            f"n={report.min_n} or {report.min_events} events per class are flagged, not compared")
+            f"**{described}** · {report.n_boot} resamples · gap intervals simultaneous over every pair of groups · "
+            f"groups under n={report.min_n} or {report.min_events} events per class are flagged, not compared")
 for flag in report.flags():
     st.warning(f"Gap: {flag}.")
-if not report.flags():
-    st.success("No between-group gap whose 95% interval excludes zero.")
+if not report.comparable:
+    st.info(f"Could not judge gaps: {report.judgement().removeprefix('could not judge: ')}. Group more coarsely or "
+            "lower the minimum group size; this is not an all-clear.")
+elif not report.flags():
+    st.success(f"{report.judgement().capitalize()}.")
+for note in report.gaps.loc[report.gaps["note"] != "", ["metric", "note"]].itertuples():
+    st.caption(f"{note.metric.replace('_', ' ')}: {note.note}.")
 
 table = board_view(report.table, int(k_min)) if board else report.table
 st.subheader("By group")

@@ -21,7 +21,7 @@ from evaluation.referral import (
     risk_coverage,
     uncertainty_by_group,
 )
-from evaluation.subgroups import choose_threshold, labelled_frame
+from evaluation.subgroups import labelled_frame
 from pages import _common as common
 
 MEASURES = {"entropy": "predictive entropy (nats)", "mutual_information": "mutual information (epistemic)",
@@ -72,12 +72,13 @@ if "split" in frame and (frame["split"] == "test").any():
     splits = st.multiselect("Cases from split", sorted(frame["split"].dropna().unique()), default=["test"],
                             key="unc_split", help="Judge uncertainty on held-out cases, not the training data")
     frame = frame[frame["split"].isin(splits)] if splits else frame
-threshold = choose_threshold(frame["y"].to_numpy(), frame["p"].to_numpy())
+point = common.operating_point(root, model_path, manifest, k)
+threshold = point.threshold
 frame["error"] = (frame["p"] >= threshold) != frame["y"]
 detect = error_detection(frame[measure].to_numpy(), frame["error"].to_numpy())
 curve = risk_coverage(frame[measure].to_numpy(), ~frame["error"].to_numpy())
 m = st.columns(4)
-m[0].metric("Errors", f"{detect['errors']} of {detect['n']}", help=f"at threshold {threshold:.3f} (Youden)")
+m[0].metric("Errors", f"{detect['errors']} of {detect['n']}", help=f"at the shared threshold {point.describe()}")
 m[1].metric("Uncertainty flags errors (AUROC)", f"{detect['auroc']:.3f}",
             help=f"95% CI {detect['lo']:.3f} to {detect['hi']:.3f}; 0.5 = no better than chance")
 kept = curve.iloc[max(0, int(round(len(curve) * (1 - refer))) - 1)]["accuracy"] if refer < 1 else float("nan")

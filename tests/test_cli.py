@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from workspace.cli import main
+from workspace.cli import EXIT_COULD_NOT_JUDGE, main
 
 
 def test_check_prints_the_load_report(demo_root, capsys):
@@ -58,17 +58,26 @@ def _demo_args(demo_root, version="v1"):
 
 def test_subgroups_writes_the_table_and_gates_a_release(demo_root, tmp_path, capsys):
     out = tmp_path / "table.csv"
-    args = ["subgroups", *_demo_args(demo_root), "--by", "site", "--where", "split=test", "--n-boot", "300"]
-    assert main([*args, "--out", str(out), "--max-gap", "brier=0.05"]) == 1
+    args = ["subgroups", *_demo_args(demo_root, "v2"), "--by", "site", "--where", "split=test", "--n-boot", "300",
+            "--threshold", "0.5"]
+    assert main([*args, "--out", str(out), "--max-gap", "sensitivity=0.05"]) == 1
     text = capsys.readouterr().out
-    assert "FAIL: brier gap" in text and "lies above 0.05" in text
+    assert "FAIL: sensitivity gap" in text and "vs B" in text and "lies above 0.05" in text
     table = pd.read_csv(out)
     assert list(table["group"]) == ["overall", "A", "B", "C"] and {"auroc_lo", "auroc_hi"} <= set(table.columns)
     assert (tmp_path / "table.gaps.csv").is_file()
-    assert main([*args, "--max-gap", "brier=0.5"]) == 0
-    assert "pass: brier gap interval does not lie above 0.5" in capsys.readouterr().out
+    assert main([*args, "--max-gap", "sensitivity=0.9"]) == 0
+    assert "pass: sensitivity gap interval does not lie above 0.9 (3 groups compared)" in capsys.readouterr().out
     assert main([*args, "--max-gap", "accuracy=0.1"]) == 2
     assert "metric must be one of auroc, sensitivity" in capsys.readouterr().err
+
+
+def test_a_gate_that_could_not_judge_is_neither_pass_nor_fail(demo_root, capsys):
+    args = ["subgroups", *_demo_args(demo_root, "v2"), "--by", "site", "--where", "split=test", "--n-boot", "100"]
+    assert main([*args, "--max-gap", "sensitivity=0.9", "--min-n", "5000"]) == EXIT_COULD_NOT_JUDGE == 3
+    text = capsys.readouterr().out
+    assert "COULD NOT JUDGE: sensitivity: 0 of 3 group(s)" in text and "pass:" not in text
+    assert "judgement: could not judge" in text
 
 
 def test_uncertainty_command(demo_root, tmp_path, capsys):

@@ -113,7 +113,8 @@ def test_identifier_columns_are_never_loaded(cohort_dir):
     cohort = load_manifest(manifest)
     assert "PatientName" not in cohort.attribute_schema and cohort.attribute_schema["age"] == "numeric"
     assert "Doe^Jane" not in cohort.frame().to_csv()
-    assert cohort.report.notes[0] == "column(s) ['PatientName'] look like direct patient identifiers and were not loaded"
+    assert cohort.report.notes[0] == ("column 'PatientName' was not loaded: its name marks a direct identifier; the "
+                                      "operator can allow it by name (settings.json allow_columns)")
 
 
 def test_parquet_manifest(cohort_dir):

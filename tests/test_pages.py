@@ -1,6 +1,7 @@
 """Every page under Streamlit's AppTest: no exception, key elements present, widgets do what they say."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,13 @@ ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 120
 
 
+def allow(*workspaces: Path) -> None:
+    """The operator's choice of workspaces (what ``glassbox serve --workspace`` sets) for the app under test."""
+    os.environ["GLASSBOX_WORKSPACES"] = os.pathsep.join(str(w) for w in workspaces)
+
+
 def page(name: str, workspace: Path, **state) -> AppTest:
+    allow(workspace)
     at = AppTest.from_file(str(ROOT / name), default_timeout=TIMEOUT)
     at.session_state["workspace"] = str(workspace)
     for k, v in state.items():

@@ -87,9 +87,10 @@ def test_pages_never_render_identifiers_of_a_dicom_folder_cohort(dicom_study, tm
 
     from streamlit.testing.v1 import AppTest
 
-    from tests.test_pages import ROOT
+    from tests.test_pages import ROOT, allow
 
     ws = tmp_path / "ws"
+    allow(ws)
     shutil.copytree(dicom_study, ws / "cohorts" / "ct_study")
     model = ws / "models" / "ct1"
     model.mkdir(parents=True)

@@ -76,8 +76,12 @@ def test_nifti_keeps_spacing_and_refuses_nans(tmp_path):
     data = np.zeros((4, 5, 6), np.float32)
     data[1, 2, 3] = np.nan
     nibabel.save(nibabel.Nifti1Image(data, np.diag([1.5, 1.5, 3.0, 1.0])), tmp_path / "nan.nii.gz")
-    with pytest.raises(InvalidInputError, match=r"nan\.nii\.gz: volume contains 1 NaN voxel\(s\)"):
+    with pytest.raises(InvalidInputError, match=r"nan\.nii\.gz: volume contains 1 NaN or infinite voxel\(s\)"):
         read_image(tmp_path / "nan.nii.gz")
+    data[1, 2, 3], data[0, 0, 0] = np.inf, -np.inf
+    nibabel.save(nibabel.Nifti1Image(data, np.diag([1.5, 1.5, 3.0, 1.0])), tmp_path / "inf.nii.gz")
+    with pytest.raises(InvalidInputError, match=r"inf\.nii\.gz: volume contains 2 NaN or infinite voxel\(s\)"):
+        read_image(tmp_path / "inf.nii.gz")
     (tmp_path / "fake.nii").write_bytes(b"\x00" * 40)
     with pytest.raises(InvalidInputError, match=r"fake\.nii: not a readable NIfTI file"):
         read_image(tmp_path / "fake.nii")

@@ -160,16 +160,69 @@ def test_board_view_suppresses_small_cells():
     assert board.loc["a", "auroc"] == f'{report.table.set_index("group").loc["a", "auroc"]:.3f}'
 
 
-def test_demo_v1_gap_at_the_marker_site_is_visible(demo_ws, demo_cohort, demo_models):
-    """v1's shortcut makes it look best at site B (Brier 0.08 vs 0.21 at C on held-out cases); v2 does not."""
-    best = {}
+def test_demo_v2_misses_site_b_occult_lesions_and_v1_hides_it_with_the_marker(demo_ws, demo_cohort, demo_models):
+    """A property of the data: site B's occult positives carry the marker and no visible lesion, so v2 (which
+    cannot use the marker) must miss them, and v1 (which leans on it) must not. Over 5 seeds x 1/2 threads v2's
+    held-out sensitivity gap to site B was 0.24-0.35; v1's at most 0.05."""
+    gap = {}
     for version in ("v1", "v2"):
         preds = demo_ws.predictions(demo_models[version], demo_cohort)
         frame = labelled_frame(with_bands(demo_cohort.frame()), preds, 1)
-        report = subgroup_report(frame[frame["split"] == "test"], "site")
-        gap = report.gaps.set_index("metric").loc["brier"]
-        best[version] = gap["lower_group"]
-        if version == "v1":
-            assert gap["lower_group"] == "B" and gap["difference_lo"] > 0, gap
-            assert any(flag.startswith("brier: ") and "vs B" in flag for flag in report.flags())
-    assert best["v2"] != "B"
+        report = subgroup_report(frame[frame["split"] == "test"], "site", threshold=0.5)
+        gap[version] = report.gaps.set_index("metric").loc["sensitivity"]
+    assert gap["v2"]["lower_group"] == "B" and gap["v2"]["difference_lo"] > 0, gap["v2"]
+    assert gap["v1"]["difference"] < gap["v2"]["difference"] - 0.15, (gap["v1"], gap["v2"])
+
+
+def _equal_groups(rng, n_groups=10, n=160):
+    rows = []
+    for g in range(n_groups):
+        y = np.arange(n) % 2 == 0
+        p = np.clip(rng.normal(0.35 + 0.3 * y, 0.18), 0, 1)
+        rows.append(pd.DataFrame({"g": f"g{g}", "y": y, "p": p}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def test_gap_intervals_hold_their_level_with_ten_equal_groups():
+    """The best-vs-worst pair is chosen after looking; a per-pair interval then flags a gap that is not there
+    about a third of the time with 10 equal groups. The simultaneous (max-t) interval keeps it near 5%.
+    Measured here: 2 of 60 simulations flagged (per-pair intervals on the same data: 22 of 60)."""
+    rng = np.random.default_rng(11)
+    flagged = naive = 0
+    sims = 60
+    for s in range(sims):
+        report = subgroup_report(_equal_groups(rng), "g", threshold=0.5, n_boot=300, seed=s)
+        row = report.gaps.set_index("metric").loc["sensitivity"]
+        flagged += bool(row["flag"])
+        tpr = {g: report.table.set_index("group").loc[g, "sensitivity"] for g in (row["higher_group"],
+                                                                                   row["lower_group"])}
+        # the old way: an interval for the chosen pair alone (normal approximation from the groups' intervals)
+        ys = report.table.set_index("group")
+        se_pair = np.hypot((ys.loc[row["higher_group"], "sensitivity_hi"] - ys.loc[row["higher_group"],
+                                                                                    "sensitivity_lo"]) / 3.92,
+                           (ys.loc[row["lower_group"], "sensitivity_hi"] - ys.loc[row["lower_group"],
+                                                                                  "sensitivity_lo"]) / 3.92)
+        naive += (tpr[row["higher_group"]] - tpr[row["lower_group"]]) - 1.96 * se_pair > 0
+        assert row["groups_compared"] == 10 and row["pairs"] == 45
+    assert flagged / sims <= 0.12, flagged
+    assert naive / sims > 2 * max(flagged, 1) / sims, (naive, flagged)
+
+
+def test_no_comparable_group_is_said_never_an_all_clear():
+    f = synthetic(300)
+    report = subgroup_report(f, "g", n_boot=100, min_n=1000)
+    assert not report.comparable and report.flags() == []
+    assert report.judgement().startswith("could not judge: 0 of 3 group(s)")
+    assert report.gaps["note"].str.startswith("could not judge").all()
+
+
+def test_a_demographic_parity_gap_that_is_only_prevalence_says_so():
+    rng = np.random.default_rng(3)
+    rows = []
+    for g, prevalence in (("a", 0.2), ("b", 0.6)):  # a perfect model: selection rate equals prevalence
+        y = rng.random(400) < prevalence
+        rows.append(pd.DataFrame({"g": g, "y": y, "p": np.where(y, 0.9, 0.1)}))
+    report = subgroup_report(pd.concat(rows, ignore_index=True), "g", threshold=0.5, n_boot=200)
+    dp = report.gaps.set_index("metric").loc["demographic_parity_difference"]
+    assert dp["difference"] > 0.3 and "prevalence difference" in dp["note"]
+    assert report.gaps.set_index("metric").loc["equalized_odds_difference", "difference"] == 0.0

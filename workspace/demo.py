@@ -88,7 +88,8 @@ def _spec(version: str, name: str, network: dict, pre, layer: str, card: dict) -
     return {"name": name, "version": version, "format": "state_dict", "weights": "weights.pt", "network": network,
             "task": "binary", "class_names": ["no lesion", "lesion"],
             "preprocessing": {"in_channels": pre.in_channels, "spatial_size": list(pre.spatial_size),
-                              "intensity": pre.intensity},
+                              "intensity": pre.intensity,
+                              **({"intensity_range": list(pre.intensity_range)} if pre.intensity_range else {})},
             "explain_layer": layer, "card": card}
 
 

@@ -41,6 +41,7 @@ from data_adapters.hashing import json_hash
 from data_adapters.models import SPEC_NAME, load_model
 from data_adapters.models.monai_bundle import is_bundle
 from data_adapters.records import Attribution, Case, Cohort, ModelHandle
+from evaluation.operating_point import OperatingPoint, operating_point
 from explainers import concepts as concept_lib
 from explainers import uncertainty
 from explainers.inference import predict_cases
@@ -56,6 +57,49 @@ DEFAULT_HOME = Path(os.environ.get("GLASSBOX_HOME", Path.cwd() / ".glassbox"))
 def default_workspace() -> Path:
     """``$GLASSBOX_WORKSPACE``, else the demo workspace under ``$GLASSBOX_HOME`` (default ``./.glassbox``)."""
     return Path(os.environ.get("GLASSBOX_WORKSPACE", DEFAULT_HOME / "demo"))
+
+
+def _env_paths(name: str) -> list[Path]:
+    return [Path(p) for p in os.environ.get(name, "").split(os.pathsep) if p]
+
+
+def allowed_workspaces() -> list[Path]:
+    """The workspaces the app may open: the operator's decision, made when the server starts (``glassbox serve
+    --workspace A --workspace B`` sets ``$GLASSBOX_WORKSPACES``); else the one default workspace. A browser user
+    chooses among these and nothing typed in the browser adds to them."""
+    return [p.resolve() for p in (_env_paths("GLASSBOX_WORKSPACES") or [default_workspace()])]
+
+
+def allowed_workspace(chosen: str | Path | None) -> Path:
+    """``chosen`` if it is one of :func:`allowed_workspaces`, else the first of them."""
+    allowed = allowed_workspaces()
+    if chosen:
+        resolved = Path(chosen).resolve()
+        if resolved in allowed:
+            return resolved
+    return allowed[0]
+
+
+def operator_model_roots() -> list[Path]:
+    """Model roots the operator configured outside the browser (``glassbox serve --model-root``, i.e.
+    ``$GLASSBOX_MODEL_ROOTS``): the only folders whose MONAI bundles the app lets run config code."""
+    return _env_paths("GLASSBOX_MODEL_ROOTS")
+
+
+def identifier_key() -> str:
+    """The secret that keys hashed patient, study and case ids (HMAC): ``$GLASSBOX_SECRET_FILE``, else
+    ``$GLASSBOX_HOME/secret`` (outside every workspace, so a copied workspace does not carry it); created with
+    owner-only permissions on first use."""
+    path = Path(os.environ.get("GLASSBOX_SECRET_FILE", DEFAULT_HOME / "secret"))
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".secret")  # created 0600
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+        with contextlib.suppress(FileExistsError):  # another process made it first: keep theirs
+            os.link(tmp, path)
+        os.unlink(tmp)
+    return path.read_text().strip()
 
 
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
@@ -124,9 +168,13 @@ def probability_columns(handle: ModelHandle) -> list[str]:
 class Workspace:
     """Models, cohorts and caches under one folder. Cheap to construct; holds no loaded state."""
 
-    def __init__(self, root: str | Path) -> None:
+    def __init__(self, root: str | Path, *, trust_own_models: bool = True) -> None:
+        """``trust_own_models``: whether this workspace's ``models/`` and its ``settings.json`` ``model_roots``
+        may hold MONAI bundles whose config code runs. True for the operator's command line; the app passes
+        False, so that only the roots the operator gave ``glassbox serve`` are trusted."""
         self.root = Path(root)
         self.cache = self.root / "cache"
+        self.trust_own_models = trust_own_models
 
     def model_paths(self) -> dict[str, Path]:
         """Model version folder name → folder, for every ``models/*/model.json`` and MONAI bundle folder."""
@@ -138,11 +186,13 @@ class Workspace:
 
     @property
     def model_roots(self) -> list[Path]:
-        """Folders whose models are trusted to run config code (MONAI bundles): this workspace's ``models/``,
-        the ``model_roots`` listed in ``settings.json`` and ``$GLASSBOX_MODEL_ROOTS`` (``os.pathsep``-separated)."""
+        """Folders whose models are trusted to run config code (MONAI bundles): ``$GLASSBOX_MODEL_ROOTS``
+        (``os.pathsep``-separated, set by the operator), and, when this workspace trusts its own models (the
+        command line), its ``models/`` and the ``model_roots`` listed in its ``settings.json``."""
+        if not self.trust_own_models:
+            return operator_model_roots()
         listed = self._settings().get("model_roots", [])
-        extra = [p for p in os.environ.get("GLASSBOX_MODEL_ROOTS", "").split(os.pathsep) if p]
-        return [self.root / "models", *(Path(p) for p in [*listed, *extra])]
+        return [self.root / "models", *(Path(p) for p in listed), *operator_model_roots()]
 
     def load_model(self, path: str | Path) -> ModelHandle:
         """A model folder (``model.json`` or MONAI bundle), bundles only from :attr:`model_roots`."""
@@ -173,16 +223,17 @@ class Workspace:
         extra = [p for p in os.environ.get("GLASSBOX_DATA_ROOTS", "").split(os.pathsep) if p]
         return [Path(p) for p in [*listed, *extra]]
 
+    def operating_point(self, handle: ModelHandle, cohort: Cohort, class_index: int) -> OperatingPoint:
+        """The shared threshold for ``class_index`` (rule and split from ``settings.json``'s ``operating_point``),
+        used by every page and command."""
+        return operating_point(cohort.frame(), self.predictions(handle, cohort), class_index,
+                               settings=self._settings().get("operating_point"))
+
     @property
     def salt(self) -> str:
-        """This workspace's secret salt for identifier hashes, created on first use (``settings.json``)."""
-        settings = self.root / "settings.json"
-        data = json.loads(settings.read_text()) if settings.is_file() else {}
-        if "salt" not in data:
-            data["salt"] = secrets.token_hex(16)
-            self.root.mkdir(parents=True, exist_ok=True)
-            _atomic_write(settings, lambda tmp: tmp.write_text(json.dumps(data, indent=2)))
-        return data["salt"]
+        """The key for identifier hashes: the operator's secret (:func:`identifier_key`), kept outside the
+        workspace."""
+        return identifier_key()
 
     def load_cohort(self, path: str | Path, *, class_names: Sequence[str] | None = None,
                     input_shape: Sequence[int] | None = None, progress: Progress | None = None) -> Cohort:
@@ -191,7 +242,8 @@ class Workspace:
         if path.is_dir():
             return load_dicom_folder(path, salt=self.salt, input_shape=input_shape, progress=progress)
         return load_manifest(path, class_names=class_names, input_shape=input_shape,
-                             roots=[Path(path).resolve().parent, *self.data_roots], progress=progress)
+                             roots=[Path(path).resolve().parent, *self.data_roots],
+                             allow_columns=self._settings().get("allow_columns", []), progress=progress)
 
     # -- predictions ---------------------------------------------------------------------------------
     def prediction_path(self, handle: ModelHandle, cohort: Cohort) -> Path:
@@ -238,7 +290,8 @@ class Workspace:
         """
         target_index = handle.class_index(handle.n_classes - 1 if target is None else target)
         layer_names = list(layers or concept_lib.default_layers(handle))
-        sets = [concept_lib.resolve_concept(c, cohort, cohort_folder, handle) for c in concepts]
+        roots = [Path(cohort_folder), *self.data_roots]
+        sets = [concept_lib.resolve_concept(c, cohort, cohort_folder, handle, roots=roots) for c in concepts]
         pool = [c for c in cohort.cases if c.label == target_index]
         pool.sort(key=lambda c: c.attributes.get("split") != "test")
         if len(pool) < concept_lib.MIN_EXAMPLES:
@@ -260,7 +313,8 @@ class Workspace:
     def concept_sensitivity(self, handle: ModelHandle, cohort: Cohort, cohort_folder: Path, concept: str,
                             layer: str, cases: Sequence[Case], target: int | str, *, seed: int = 0) -> pd.DataFrame:
         """Per case, the directional derivative along the concept's CAV (the CAV cached on disk)."""
-        concept_set = concept_lib.resolve_concept(concept, cohort, cohort_folder, handle)
+        concept_set = concept_lib.resolve_concept(concept, cohort, cohort_folder, handle,
+                                                  roots=[Path(cohort_folder), *self.data_roots])
         (random,) = concept_lib.random_concepts(cohort, 1, min(50, len(cohort)), seed, handle.preprocessing,
                                                 exclude_class=handle.class_index(target))
         key = json_hash("cav", handle.weights_hash, concept_set.content_hash, random.content_hash, layer, seed)

@@ -24,6 +24,8 @@ SPACING = (3.0, 2.0, 2.0)
 N_VOLUMES = 240
 TEST_FRACTION = 0.3
 NODULE_HU = 900.0
+#: the lungs' mean density
+LUNG_HU = -820.0
 
 
 @dataclass(frozen=True)
@@ -61,7 +63,7 @@ def chest(rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     volume[body] = 40.0
     texture = gaussian_filter(rng.normal(0, 1, SHAPE), 1.5).astype(np.float32)
     texture /= np.abs(texture).max() + 1e-6
-    volume[lungs] = -820.0 + 60.0 * texture[lungs]
+    volume[lungs] = LUNG_HU + 60.0 * texture[lungs]
     return gaussian_filter(volume, 0.7).astype(np.float32), lungs
 
 

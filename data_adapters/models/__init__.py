@@ -114,7 +114,17 @@ def load_model(path: str | Path, *, roots: Sequence[str | Path] | None = None,
         if not trusted(folder, root_paths):
             raise ModelError(MSG_UNTRUSTED.format(folder=folder, roots=", ".join(map(str, root_paths)) or "none",
                                                   settings=settings))
-    module, weights = loader().load(spec, folder)
+    try:
+        module, weights = loader().load(spec, folder)
+    except GlassboxError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError) as e:  # ill-typed network args, sizes, names
+        raise ModelError(f"{where}: the network could not be built from its spec ({type(e).__name__}: {e}); check "
+                         "'network' (name and args) and the weights") from e
+    names = _field(spec, "class_names", where)
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n.strip() for n in names):
+        raise ModelError(f"{where}: class_names must be a list of non-empty strings, e.g. [\"no lesion\", "
+                         f"\"lesion\"], got {json.dumps(names)[:80]}")
     try:
         pre = preprocessing_from(_field(spec, "preprocessing", where))
         card = spec.get("card", {})
@@ -129,7 +139,7 @@ def load_model(path: str | Path, *, roots: Sequence[str | Path] | None = None,
                                   if k not in ("intended_use", "training_data", "limitations")}),
             source=str(folder), explain_layer=spec.get("explain_layer"),
         )
-    except (TypeError, InvalidInputError) as e:
+    except (TypeError, ValueError, InvalidInputError) as e:
         raise ModelError(f"{where}: {e}") from e
     _prepare(handle)
     return handle

@@ -1,9 +1,34 @@
 """The interface every image reader shares (after MONAI's ``ImageReader``)."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+from data_adapters.errors import InvalidInputError
 from data_adapters.records import Image
+
+#: the most values (pixels or voxels × channels) one image may hold, checked from its header before any pixel is
+#: decoded, so that a small compressed file cannot expand into gigabytes (``$GLASSBOX_MAX_PIXELS`` overrides;
+#: the default takes a 512×512×600 CT series and refuses a 13000² radiograph)
+DEFAULT_MAX_PIXELS = 160_000_000
+
+
+def max_pixels() -> int:
+    try:
+        return int(os.environ.get("GLASSBOX_MAX_PIXELS", DEFAULT_MAX_PIXELS))
+    except ValueError:
+        return DEFAULT_MAX_PIXELS
+
+
+def check_size(path: Path, shape: tuple[int, ...]) -> None:
+    """Refuse an image whose header promises more values than :func:`max_pixels`, naming the file and its shape."""
+    total = 1
+    for n in shape:
+        total *= max(int(n), 0)
+    limit = max_pixels()
+    if total > limit:
+        raise InvalidInputError(f"{path.name}: image is {'×'.join(map(str, shape))} ({total:,} values), over the "
+                                f"limit of {limit:,} (GLASSBOX_MAX_PIXELS); refused before decoding")
 
 
 class ImageReader:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from data_adapters.errors import InvalidInputError
-from data_adapters.readers.base import ImageReader
+from data_adapters.readers.base import ImageReader, check_size
 from data_adapters.records import Image
 
 try:
@@ -79,6 +79,8 @@ def pixels_of(ds, path: Path) -> np.ndarray:
     """Modality values (rescaled; MONOCHROME1 inverted), channel-first: ``(C, H, W)`` or ``(C, F, H, W)``."""
     if "PixelData" not in ds:
         raise InvalidInputError(f"{path}: DICOM file has no pixel data (a report or structured object?)")
+    check_size(path, (int(ds.get("NumberOfFrames", 1) or 1), int(ds.get("Rows", 0) or 0),
+                      int(ds.get("Columns", 0) or 0), int(ds.get("SamplesPerPixel", 1) or 1)))
     try:
         pixels = ds.pixel_array
     except (RuntimeError, NotImplementedError) as e:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from data_adapters.errors import InvalidInputError
-from data_adapters.readers.base import ImageReader
+from data_adapters.readers.base import ImageReader, check_size
 from data_adapters.readers.dicom import (
     DicomReader,
     in_plane_spacing,
@@ -104,6 +104,9 @@ class DicomSeriesReader(ImageReader):
         if not files:
             what = f"no slices of series {wanted}" if wanted else "no DICOM files; expected the slices of one series"
             raise InvalidInputError(f"{folder}: folder holds {what}")
+        check_size(folder, (sum(int(h.get("NumberOfFrames", 1) or 1) for h in headers),
+                            max(int(h.get("Rows", 0) or 0) for h in headers),
+                            max(int(h.get("Columns", 0) or 0) for h in headers)))
         return assemble(path, files, headers)
 
 

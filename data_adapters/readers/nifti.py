@@ -1,6 +1,6 @@
 """NIfTI (.nii, .nii.gz) through nibabel: a 3D volume ``(1, D, H, W)`` (a 4D file's last axis becomes the
 channels) with voxel spacing from the header and, where the header sets ``cal_min``/``cal_max``, that display range
-as the default window. NaN voxels are refused.
+as the default window. NaN and infinite voxels are refused.
 
 Volumes are reoriented from the file's voxel order into the layout a DICOM axial series reads into, so a model
 and the three-plane viewer see the same anatomy either way: axis 0 inferior → superior, axis 1 anterior →
@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from data_adapters.errors import InvalidInputError
-from data_adapters.readers.base import ImageReader
+from data_adapters.readers.base import ImageReader, check_size
 from data_adapters.records import Image
 
 try:
@@ -31,7 +31,9 @@ class NiftiReader(ImageReader):
 
     def read(self, path: Path) -> Image:
         try:
-            img = nibabel.as_closest_canonical(nibabel.load(str(path)))  # RAS+: x → right, y → anterior, z → up
+            header_only = nibabel.load(str(path))
+            check_size(path, tuple(header_only.shape))  # from the header, before decoding
+            img = nibabel.as_closest_canonical(header_only)  # RAS+: x → right, y → anterior, z → up
             data = np.asarray(img.get_fdata(dtype=np.float32))
         except (ImageFileError, OSError, EOFError, ValueError) as e:
             raise InvalidInputError(f"{path}: not a readable NIfTI file ({e})") from e
@@ -41,9 +43,9 @@ class NiftiReader(ImageReader):
             raise InvalidInputError(f"{path}: NIfTI volume must be 3D or 4D, got shape {data.shape}")
         # (x R, y A, z S, c) -> (c, z S, y P, x L)
         data = np.transpose(data, (3, 2, 1, 0))[:, :, ::-1, ::-1]
-        nans = int(np.isnan(data).sum())
-        if nans:
-            raise InvalidInputError(f"{path}: volume contains {nans} NaN voxel(s)")
+        bad = int((~np.isfinite(data)).sum())
+        if bad:
+            raise InvalidInputError(f"{path}: volume contains {bad} NaN or infinite voxel(s)")
         spacing = tuple(float(z) for z in img.header.get_zooms()[:3][::-1])
         low, high = float(img.header["cal_min"]), float(img.header["cal_max"])  # the file's display range
         window = ((low + high) / 2, high - low) if high > low else None

@@ -11,7 +11,7 @@ from PIL import Image as PILImage
 from PIL import UnidentifiedImageError
 
 from data_adapters.errors import InvalidInputError
-from data_adapters.readers.base import ImageReader
+from data_adapters.readers.base import ImageReader, check_size
 from data_adapters.records import Image
 
 MSG_UNREADABLE = "{path}: not a readable PNG/JPEG image ({why})"
@@ -28,6 +28,7 @@ class PngReader(ImageReader):
     def read(self, path: Path) -> Image:
         try:
             with PILImage.open(path) as img:
+                check_size(path, (*img.size[::-1], len(img.getbands())))  # from the header, before decoding
                 img.load()
                 mode = img.mode
                 if mode not in _SCALE:
@@ -38,6 +39,8 @@ class PngReader(ImageReader):
                 data = np.asarray(img)
         except UnidentifiedImageError as e:
             raise InvalidInputError(MSG_UNREADABLE.format(path=path, why="unknown format")) from e
+        except PILImage.DecompressionBombError as e:
+            raise InvalidInputError(f"{path.name}: image is too large to decode safely ({e})") from e
         except (OSError, SyntaxError, ValueError) as e:
             if isinstance(e, InvalidInputError):
                 raise

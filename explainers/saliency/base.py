@@ -46,9 +46,18 @@ class SaliencyMethod:
             kind = type(cls.defaults[key])
             try:
                 out[key] = kind(value) if kind is not bool else value in (True, 1, "1", "true", "True")
-            except (TypeError, ValueError) as e:
+            except (TypeError, ValueError, OverflowError) as e:
                 raise InvalidInputError(f"{cls.get_name()}: parameter {key!r} must be {kind.__name__}, "
                                         f"got {value!r}") from e
+            # counts (steps, samples, windows) are positive, 0 meaning "the default" where the default is 0;
+            # amounts (noise) are finite and non-negative; seeds are any non-negative integer
+            floor = 0 if key == "seed" or cls.defaults[key] == 0 else 1
+            if kind is int and not floor <= out[key] <= 100_000:
+                raise InvalidInputError(f"{cls.get_name()}: parameter {key!r} must be an integer from {floor} to "
+                                        f"100000, got {value!r}")
+            if kind is float and not (0.0 <= out[key] < float("inf")):
+                raise InvalidInputError(f"{cls.get_name()}: parameter {key!r} must be a finite number ≥ 0, "
+                                        f"got {value!r}")
         return out
 
     @classmethod

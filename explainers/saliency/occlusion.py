@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from captum.attr import Occlusion as CaptumOcclusion
 
+from data_adapters.errors import ExplainerError
 from explainers.saliency.base import SaliencyMethod
 
 
@@ -22,6 +23,10 @@ class Occlusion(SaliencyMethod):
         c, spatial = x.shape[1], x.ndim - 2
         window = params["window"] or (16 if spatial == 2 else 8)
         stride = params["stride"] or max(1, window // 2)
+        smallest = min(x.shape[2:])
+        if window > smallest or stride > smallest:
+            raise ExplainerError(f"occlusion window {window} and stride {stride} must fit the input, whose smallest "
+                                 f"spatial side is {smallest}")
         attr = CaptumOcclusion(scorer).attribute(
             x, target=target, sliding_window_shapes=(c, *[window] * spatial), strides=(c, *[stride] * spatial),
             perturbations_per_eval=max(1, internal_batch_size // max(1, len(x))))

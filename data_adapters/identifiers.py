@@ -1,0 +1,102 @@
+"""Screening manifest columns for patient identifiers, by name and by content, before anything is loaded.
+
+A column is held back (not loaded, shown, cached or exported) when its normalised name says it is an identifier
+(``Patient Name``, ``patient-name``, ``patient_name_x``, ``first_name``, ``surname``, ``medical_record_number``,
+``nhs_number``, ``phone_number``, ``e-mail``, ``zip``, ``referring_physician``, ``accession_no``, ...) or when its
+values look like identifiers (e-mail addresses, phone numbers, full calendar dates such as birth dates, long
+id-like codes unique per row, free text with many distinct values). The reason is reported, never the values.
+The operator may allow a column by name (``settings.json``: ``"allow_columns": ["scan_date"]``).
+"""
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+import pandas as pd
+
+__all__ = ["screen_columns", "normalise_name"]
+
+#: a single token that marks an identifier wherever it appears in a column's name
+_TOKENS = frozenset({
+    "mrn", "nhs", "ssn", "sin", "dob", "email", "mail", "phone", "telephone", "tel", "mobile", "cell", "fax",
+    "address", "street", "zip", "zipcode", "postcode", "postal", "accession", "physician", "doctor", "surname",
+    "forename", "firstname", "lastname", "fullname", "patientname", "patientid", "birthdate", "birthday", "birth",
+    "insurance", "passport", "licence", "license", "initials", "ip", "uid", "guid",
+})
+#: tokens that together mark an identifier
+_PAIRS = (("medical", "record"), ("record", "number"), ("patient", "id"), ("patient", "number"), ("patient", "no"),
+          ("hospital", "number"), ("hospital", "id"), ("health", "number"), ("social", "security"),
+          ("case", "number"), ("subject", "id"), ("study", "id"), ("series", "id"))
+#: "name" with one of these is not a person's name
+_NOT_A_PERSON = frozenset({"site", "scanner", "device", "manufacturer", "model", "protocol", "station",
+                           "series", "class", "label", "sequence", "body", "part", "view", "file"})
+_FREE_TEXT = frozenset({"note", "notes", "comment", "comments", "remark", "remarks", "history", "report",
+                        "findings", "impression", "text", "description"})
+
+_EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}")
+_PHONE = re.compile(r"\+?\(?\d[\d\s().-]{7,}\d")
+_DATE = re.compile(r"(\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}|\d{8})")
+_CODE = re.compile(r"(?=.*\d)[A-Za-z0-9-]{6,}")
+
+
+def normalise_name(name: str) -> list[str]:
+    """``"PatientName"``, ``"patient-name"``, ``" Patient Name "`` → ``["patient", "name"]``."""
+    spaced = re.sub(r"([a-z])([A-Z])", r"\1 \2", str(name))
+    return [t for t in re.split(r"[^a-z0-9]+", spaced.lower()) if t]
+
+
+def _by_name(tokens: list[str]) -> str | None:
+    joined = "".join(tokens)
+    present = set(tokens) | {joined}
+    hit = sorted(present & _TOKENS)
+    if hit:
+        return f"its name ({hit[0]!r}) marks an identifier"
+    if "name" in tokens and not (set(tokens) & _NOT_A_PERSON):
+        return "its name says it holds a name"
+    for a, b in _PAIRS:
+        if a in tokens and b in tokens:
+            return f"its name ({a} {b}) marks an identifier"
+    if set(tokens) & _FREE_TEXT:
+        return "its name says it is free text, which can hold identifiers"
+    return None
+
+
+def _share(values: pd.Series, pattern: re.Pattern) -> float:
+    return float(values.map(lambda v: bool(pattern.fullmatch(v))).mean()) if len(values) else 0.0
+
+
+def _by_content(values: pd.Series) -> str | None:
+    values = values.astype(str).str.strip()
+    values = values[values != ""]
+    if len(values) < 3:
+        return None
+    if values.map(lambda v: bool(_EMAIL.search(v))).mean() > 0.2:
+        return "its values look like e-mail addresses"
+    if _share(values, _DATE) > 0.5:
+        return "its values look like calendar dates (a birth or visit date identifies)"
+    if _share(values, _PHONE) > 0.5:
+        return "its values look like phone numbers"
+    unique = values.nunique() / len(values)
+    if _share(values, _CODE) > 0.8 and unique > 0.9 and len(values) >= 10:
+        return "its values look like record numbers (id-like codes, one per row)"
+    spaced = values.str.contains(r"\s").mean()
+    if spaced > 0.5 and values.str.len().mean() > 20 and unique > 0.5:
+        return "its values are free text with many distinct values, which can hold identifiers"
+    if values.map(lambda v: bool(_EMAIL.search(v) or _PHONE.search(v))).mean() > 0.2:
+        return "its values contain phone numbers or e-mail addresses"
+    return None
+
+
+def screen_columns(frame: pd.DataFrame, columns: Iterable[str],
+                   allow: Iterable[str] = ()) -> dict[str, str]:
+    """Column → why it is held back, for every column of ``columns`` that looks like an identifier, by name or
+    content, unless the operator allowed it by name (``allow``). Messages never quote a value."""
+    allowed = {str(a).strip().lower() for a in allow}
+    out = {}
+    for column in columns:
+        if str(column).strip().lower() in allowed:
+            continue
+        why = _by_name(normalise_name(column)) or _by_content(frame[column])
+        if why:
+            out[column] = why
+    return out

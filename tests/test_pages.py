@@ -94,7 +94,11 @@ def test_subgroups_page_shows_intervals_gaps_and_board_view(demo_root):
     assert not at.exception and not at.error
     table = at.dataframe[0].value
     assert list(table["group"]) == ["overall", "A", "B", "C"] and "auroc_lo" in table.columns
-    assert any("Gap: brier" in w.value for w in at.warning)
+    assert not any(w.value.startswith("Gap:") and "vs B" in w.value for w in at.warning), "v1 hides it"
+    at = page("pages/subgroups.py", demo_root, model="v2", cohort="demo2d")
+    assert any(w.value.startswith("Gap: auroc") and "vs B" in w.value for w in at.warning), \
+        "v2 cannot see site B's occult lesions, and the table says so"
+    assert any("shared operating threshold" in m.value or "youden on split 'test'" in m.value for m in at.markdown)
     at.multiselect(key="sub_by").set_value(["site", "sex"])
     at.toggle(key="sub_board").set_value(True).run()
     at.number_input(key="sub_k").set_value(40).run()
@@ -120,7 +124,7 @@ def test_concepts_page_shows_scores_and_verdicts(demo_root):
     assert not at.exception and not at.error
     table = at.dataframe[0].value
     assert set(table["concept"]) == {"marker", "lesion", "no_lesion", "site_b_texture"}
-    assert any("**marker** at" in i.value and "significant" in i.value for i in at.info)
+    assert any("**lesion** at" in i.value and "significant" in i.value for i in at.info)
     at.multiselect(key="tcav_layers").set_value(["features.denseblock3"])
     at.run()
     assert not at.exception and set(at.dataframe[0].value["layer"]) == {"features.denseblock3"}
@@ -129,6 +133,7 @@ def test_concepts_page_shows_scores_and_verdicts(demo_root):
 def test_case_review_shows_a_volume_in_three_planes_at_the_slice_that_matters(demo_root):
     import numpy as np
 
+    from data_adapters.models import load_model
     from data_adapters.readers import read_image
     from workspace.store import Workspace
 
@@ -142,10 +147,16 @@ def test_case_review_shows_a_volume_in_three_planes_at_the_slice_that_matters(de
     from data_adapters.cohort import load_manifest
 
     mask = read_image(load_manifest(manifest).case(case_id).mask).array[0] > 0.5
-    zs = np.nonzero(mask)[0]
-    assert zs.min() - 1 <= slider.value <= zs.max() + 1, "opens at a slice through the nodule"
+    from explainers.figures import OPENING_METHOD, peak_slice
+
+    case = load_manifest(manifest).case(case_id)
+    handle = load_model(demo_root / "models" / "ct3d-v1")
+    (opening,) = Workspace(demo_root).attributions(handle, [case], OPENING_METHOD, "lesion")
+    assert slider.value == peak_slice(opening.spatial_map(), "axial", positive=True), \
+        "opens at the slice of strongest positive occlusion evidence (how often that cuts the nodule: test_demo_3d)"
+    assert mask.any()
     assert len(at.get("plotly_chart")) == 4, "image, map, and a projection under each"
-    assert any("axial slice" in c.value and "opened at the peak of saliency" in c.value for c in at.caption)
+    assert any("axial slice" in c.value and "opened at the evidence (Occlusion)" in c.value for c in at.caption)
     at.radio(key="review_plane").set_value("sagittal").run()
     assert not at.exception
     assert any(s.key.startswith(f"review_slice_{case_id}_sagittal") for s in at.slider)

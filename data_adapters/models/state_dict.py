@@ -14,7 +14,7 @@ import monai.networks.nets as monai_nets
 import torch
 
 from data_adapters.errors import ModelError, UnknownNameError
-from data_adapters.models.base import ModelLoader
+from data_adapters.models.base import ModelLoader, weights_path
 
 MSG_PICKLED = (
     "{path}: holds a pickled Python object (such as a whole model saved with torch.save(model)), not a state "
@@ -59,7 +59,7 @@ class StateDictLoader(ModelLoader):
             module = cls(**dict(net.get("args", {})))
         except TypeError as e:
             raise ModelError(f"{folder}/model.json: network {net['name']} rejects its args: {e}") from e
-        path = folder / str(spec.get("weights", "weights.pt"))
+        path = weights_path(spec, folder, "weights.pt")
         state = read_weights(path)
         if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
             raise ModelError(MSG_NOT_STATE_DICT.format(path=path, kind=type(state).__name__))

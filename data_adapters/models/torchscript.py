@@ -8,13 +8,13 @@ from typing import Any
 import torch
 
 from data_adapters.errors import ModelError
-from data_adapters.models.base import ModelLoader
+from data_adapters.models.base import ModelLoader, weights_path
 from data_adapters.models.state_dict import MSG_PICKLED
 
 
 class TorchscriptLoader(ModelLoader):
     def load(self, spec: dict[str, Any], folder: Path) -> tuple[torch.nn.Module, Path]:
-        path = folder / str(spec.get("weights", "model.ts"))
+        path = weights_path(spec, folder, "model.ts")
         if not path.is_file():
             raise ModelError(f"{path}: TorchScript file not found")
         if zipfile.is_zipfile(path):

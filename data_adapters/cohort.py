@@ -16,7 +16,7 @@ import pandas as pd
 
 from data_adapters.errors import GlassboxError, InvalidInputError
 from data_adapters.hashing import file_hash, json_hash, path_hash
-from data_adapters.identifiers import screen_columns
+from data_adapters.identifiers import implausible, mask_paths, screen_columns
 from data_adapters.preprocessing import fit_image, fits
 from data_adapters.readers import read_image
 from data_adapters.readers.dicom_series import parse_series_ref
@@ -148,6 +148,7 @@ def load_manifest(
     notes.extend(_column_notes(frame, attributes, schema))
 
     rejections: list[Rejection] = []
+    implausible_values: list[str] = []
     staged: list[tuple[int, dict]] = []
     first_seen: dict[str, int] = {}
     n = len(frame)
@@ -194,7 +195,7 @@ def load_manifest(
                 raise InvalidInputError(f"file not found: {ref}")
             image = read_image(image_path)
         except GlassboxError as e:
-            reject("image", str(e).replace(str(base) + "/", ""))
+            reject("image", mask_paths(str(e).replace(str(base) + "/", "")))
             continue
 
         mask_path = None
@@ -206,7 +207,7 @@ def load_manifest(
                     raise InvalidInputError(f"file not found: {mref}")
                 mask = read_image(mask_path)
             except GlassboxError as e:
-                reject("mask", str(e).replace(str(base) + "/", ""))
+                reject("mask", mask_paths(str(e).replace(str(base) + "/", "")))
                 continue
             if mask.shape[1:] != image.shape[1:]:
                 reject("mask", f"mask is {'×'.join(map(str, mask.shape[1:]))}, image is "
@@ -217,8 +218,13 @@ def load_manifest(
         for a in attributes:
             v = str(row[a]).strip()
             attrs[a] = None if v == "" else (float(v) if schema[a] == "numeric" else v)
-            if schema[a] == "numeric" and attrs[a] is not None and float(attrs[a]).is_integer():
-                attrs[a] = int(attrs[a])
+            if schema[a] == "numeric" and attrs[a] is not None:
+                why = implausible(a, attrs[a])
+                if why:
+                    implausible_values.append(f"row {i}: {a} {why}; kept as missing")
+                    attrs[a] = None
+                elif float(attrs[a]).is_integer():
+                    attrs[a] = int(attrs[a])
         staged.append((i, dict(case_id=case_id, image=image_path, image_hash=path_hash(image_path),
                                shape=image.shape, label=label, attributes=attrs, mask=mask_path)))
     if progress:
@@ -240,6 +246,10 @@ def load_manifest(
             continue
         cases.append(Case(**s))
 
+    if implausible_values:
+        shown = "; ".join(implausible_values[:5]) + (f"; and {len(implausible_values) - 5} more"
+                                                     if len(implausible_values) > 5 else "")
+        notes.append(f"{len(implausible_values)} implausible attribute value(s): {shown}")
     rejections.sort(key=lambda r: r.row)
     report = LoadReport(source=str(path), n_rows=n, rejections=tuple(rejections), notes=tuple(notes))
     content_hash = json_hash([(c.case_id, c.image_hash, c.label, c.attributes,

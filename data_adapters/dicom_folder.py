@@ -17,6 +17,7 @@ from pathlib import Path
 
 from data_adapters.errors import GlassboxError, InvalidInputError
 from data_adapters.hashing import json_hash, path_hash
+from data_adapters.identifiers import mask_path, mask_paths
 from data_adapters.preprocessing import fits
 from data_adapters.readers import read_image
 from data_adapters.readers.dicom_series import (
@@ -109,7 +110,7 @@ def load_dicom_folder(folder: str | Path, *, salt: str, input_shape: Sequence[in
             entries.append((i, path, pydicom.dcmread(path, stop_before_pixels=True)))
         except (InvalidDicomError, OSError, EOFError, ValueError):
             rel = str(path.relative_to(folder))
-            rejections.append(Rejection(row=i, case_id=None, field="image", reason=f"{rel}: not a DICOM file"))
+            rejections.append(Rejection(row=i, case_id=None, field="image", reason=f"{mask_path(rel)}: not a DICOM file"))
     units = _units(entries)
     cases, seen = [], {}
     for k, (group, where) in enumerate(units):
@@ -120,12 +121,12 @@ def load_dicom_folder(folder: str | Path, *, salt: str, input_shape: Sequence[in
         uid = ds.get("SeriesInstanceUID" if is_series else "SOPInstanceUID", str(path))
         case_id = salted(salt, str(uid), 12)
         # messages name files relative to the cohort, and a series among others by its (salted) case id
-        rel = str((path.parent if is_series else path).relative_to(folder))
+        rel = mask_path(str((path.parent if is_series else path).relative_to(folder)))
         if parse_series_ref(where):
             rel += f" (series {case_id})"
 
         def reject(reason: str, _row: int = row, _cid: str = case_id) -> None:
-            rejections.append(Rejection(row=_row, case_id=_cid, field="image", reason=reason))
+            rejections.append(Rejection(row=_row, case_id=_cid, field="image", reason=mask_paths(reason)))
 
         if case_id in seen:
             reject(f"{rel}: same {'series' if is_series else 'instance'} as {seen[case_id]}")

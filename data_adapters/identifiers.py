@@ -9,12 +9,14 @@ The operator may allow a column by name (``settings.json``: ``"allow_columns": [
 """
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterable
+from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["screen_columns", "normalise_name"]
+__all__ = ["screen_columns", "normalise_name", "mask_path", "mask_paths", "implausible"]
 
 #: a single token that marks an identifier wherever it appears in a column's name
 _TOKENS = frozenset({
@@ -100,3 +102,45 @@ def screen_columns(frame: pd.DataFrame, columns: Iterable[str],
         if why:
             out[column] = why
     return out
+
+
+#: a path component that may carry a person: a long digit run (MRN, date), DICOM's name separator, an e-mail,
+#: or two capitalised words (``Smith_John``, ``Doe, Jane``)
+_PERSONAL = re.compile(r"\d{5,}|\^|@|[A-Z][a-z]+[ _,]+[A-Z][a-z]+")
+_PATHS = re.compile(r"[^\s'\"(),:]*/[^\s'\"(),:]*")
+
+
+def _component(part: str) -> str:
+    if not _PERSONAL.search(part):
+        return part
+    suffix = "".join(Path(part).suffixes[-2:]) if "." in part else ""
+    return "[masked]" + suffix
+
+
+def mask_path(path: str) -> str:
+    """A relative path with each component that may carry a name or an id replaced by ``[masked]`` (a file's
+    suffix kept): ``Smith_John_MRN123/IM0001.dcm`` → ``[masked]/IM0001.dcm``."""
+    return "/".join(_component(p) for p in str(path).split("/"))
+
+
+def mask_paths(text: str) -> str:
+    """``text`` with :func:`mask_path` applied to every path in it (anything with a ``/``), so a load report never
+    shows a PACS export's ``Smith_John_MRN123/``."""
+    return _PATHS.sub(lambda m: mask_path(m.group(0)), text)
+
+
+#: numeric attributes with a known plausible range (by normalised name token)
+_RANGES = {"age": (0.0, 130.0), "weight": (0.0, 700.0), "height": (0.0, 280.0), "bmi": (5.0, 120.0)}
+
+
+def implausible(column: str, value: float) -> str | None:
+    """Why ``value`` cannot be a real value of ``column`` (not finite, or outside the plausible range of an age,
+    weight, height or BMI), or None."""
+    if not math.isfinite(value):
+        return f"value {value} is not a finite number"
+    for token in normalise_name(column):
+        if token in _RANGES:
+            low, high = _RANGES[token]
+            if not low <= value <= high:
+                return f"{value:g} is outside the plausible range {low:g}–{high:g}"
+    return None

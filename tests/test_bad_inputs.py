@@ -307,3 +307,35 @@ def test_a_formula_in_a_case_id_is_exported_inert(tmp_path, capsys):
 def test_the_catalogue_is_large():
     kinds = len(CLI) + 1 + sum(e is not None for _, e in ROWS) + 3 + 1  # + help, + held-back columns, + formula
     assert kinds >= 60, kinds
+
+
+def test_implausible_attribute_values_are_kept_as_missing_and_said(tmp_path):
+    from data_adapters.cohort import load_manifest
+
+    folder = tmp_path / "cohort"
+    for i in range(4):
+        write_png(folder / f"{i}.png", np.full((SIZE, SIZE), 100 + i, np.uint16))
+    (folder / "manifest.csv").write_text("case_id,image,age,bmi\na,0.png,40,22\nb,1.png,-999,23\nc,2.png,1e308,21\n"
+                                         "d,3.png,51,inf\n")
+    cohort = load_manifest(folder / "manifest.csv")
+    ages = {c.case_id: c.attributes["age"] for c in cohort.cases}
+    assert ages == {"a": 40, "b": None, "c": None, "d": 51} and len(cohort) == 4
+    note = next(n for n in cohort.report.notes if "implausible" in n)
+    assert "row 2: age -999 is outside the plausible range 0–130" in note and "row 3: age 1e+308" in note
+
+
+def test_a_path_that_may_carry_a_name_is_masked_in_load_reports(tmp_path):
+    from data_adapters.cohort import load_manifest
+
+    folder = tmp_path / "cohort"
+    write_png(folder / "ok.png", np.full((SIZE, SIZE), 100, np.uint16))
+    export = folder / "Smith_John_MRN1234567"
+    export.mkdir()
+    (export / "IM0001.png").write_text("not an image")
+    (folder / "manifest.csv").write_text("case_id,image\na,ok.png\nb,Smith_John_MRN1234567/IM0001.png\n"
+                                         "c,Doe^Jane/IM0002.png\n")
+    report = load_manifest(folder / "manifest.csv").report
+    text = " ".join(str(r) for r in report.rejections)
+    assert "[masked]/IM0001.png" in text and "[masked]/IM0002.png" in text
+    for secret in ("Smith", "1234567", "Doe", "Jane"):
+        assert secret not in text

@@ -199,3 +199,25 @@ def test_case_review_reports_an_image_that_vanished_after_loading(tmp_path):
     at.run()
     assert not at.exception
     assert "i0.png: file not found" in at.error[0].value
+
+
+def test_an_edited_manifest_or_model_is_never_served_stale(tmp_path):
+    """Streamlit leaves ``_``-prefixed arguments out of its cache keys; the pages key on file stamps instead."""
+    import time
+
+    from tests.helpers import random_png_cohort, torchscript_binary_model
+
+    ws = tmp_path / "ws"
+    random_png_cohort(ws / "cohorts" / "pngs", 6, size=12, n_classes=2)
+    model = torchscript_binary_model(ws / "models" / "tiny", 12)
+    at = page("pages/home.py", ws, model="tiny", cohort="pngs")
+    assert not at.exception and at.metric[0].value == "6"
+    first_hash = next(c.value for c in at.caption if "Weights hash" in c.value)
+    manifest = ws / "cohorts" / "pngs" / "manifest.csv"
+    time.sleep(0.01)
+    manifest.write_text("\n".join(manifest.read_text().splitlines()[:5]) + "\n")  # header + 4 rows
+    spec = (model / "model.json").read_text()
+    (model / "model.json").write_text(spec.replace('"name": "tiny"', '"name": "tiny v2"'))
+    at.run()
+    assert not at.exception and at.metric[0].value == "4", "the edited manifest is re-read"
+    assert next(c.value for c in at.caption if "Weights hash" in c.value) != first_hash, "the edited model too"

@@ -270,7 +270,9 @@ class Workspace:
         used = list(handles) if method == "ensemble" else list(handles[:1])
         samples = samples or uncertainty.DEFAULT_SAMPLES.get(method)
         params = {"samples": samples, "seed": seed} if method != "ensemble" else {}
-        key = json_hash("uncertainty", method, params, [h.weights_hash for h in used], cohort.content_hash)
+        # "per-case-v2": draws seeded per case and dropout sampled with each layer's semantics (older caches differ)
+        key = json_hash("uncertainty", "per-case-v2", method, params, [h.weights_hash for h in used],
+                        cohort.content_hash)
         cases = list(cohort.cases)
 
         def compute() -> pd.DataFrame:
@@ -298,7 +300,7 @@ class Workspace:
             raise InvalidInputError(f"TCAV needs at least {concept_lib.MIN_EXAMPLES} labelled cases of class "
                                     f"{handle.class_names[target_index]!r} in cohort {cohort.name!r}; found {len(pool)}")
         inputs = pool[:n_inputs]
-        key = json_hash("tcav", handle.weights_hash, cohort.content_hash, [s.content_hash for s in sets],
+        key = json_hash("tcav", "randoms-from-other-classes", handle.weights_hash, cohort.content_hash, [s.content_hash for s in sets],
                         [s.name for s in sets], layer_names, target_index, n_random, set_size,
                         [c.case_id for c in inputs], seed)
         def compute() -> pd.DataFrame:

@@ -130,15 +130,15 @@ with views:
         pick = st.columns([2, 2, 3, 2])
         plane = pick[0].radio("Plane", list(PLANES), horizontal=True, key="review_plane")
         n = spatial.shape[PLANES[plane]]
-        anchors = {}
-        try:  # the slice that matters: the positive evidence of the method measured to land on findings best
+        # where a ground truth exists, open on it (the model's evidence is one choice away); otherwise at the
+        # positive evidence of the method that landed on findings most often (explainers.figures.OPENING_METHOD)
+        anchors = {"ground-truth centre": mask.astype(np.float32)} if mask is not None else {}
+        try:
             opening = common.attribution(root, model_path, manifest, case_id, OPENING_METHOD, class_index)
             anchors[f"evidence ({SALIENCY_METHODS.get(OPENING_METHOD).title})"] = opening.spatial_map()
         except GlassboxError:
             pass
         anchors |= {f"peak of {m}": a.spatial_map() for m, a in maps.items() if not isinstance(a, GlassboxError)}
-        if mask is not None:
-            anchors["ground-truth centre"] = mask.astype(np.float32)
         anchors["middle"] = None
         default = 0
         why = pick[1].selectbox("Open at", list(anchors), index=default, key="review_anchor",

@@ -31,9 +31,20 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def app_url(demo_root):
+def evil(tmp_path_factory):
+    """A second workspace the operator allowed, whose models/ holds a bundle that leaves a witness if it runs."""
+    from tests.test_safeguards import _evil_workspace
+
+    return _evil_workspace(tmp_path_factory.mktemp("attack"))
+
+
+@pytest.fixture(scope="module")
+def app_url(demo_root, evil):
     port = free_port()
-    env = {**os.environ, "GLASSBOX_WORKSPACE": str(demo_root)}
+    # as `glassbox serve --workspace DEMO --workspace EVIL` sets it: no --model-root, so no bundle is trusted
+    env = {**os.environ, "GLASSBOX_WORKSPACE": str(demo_root),
+           "GLASSBOX_WORKSPACES": os.pathsep.join([str(demo_root), str(evil[0])])}
+    env.pop("GLASSBOX_MODEL_ROOTS", None)
     proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--server.port",
                              str(port), "--server.address", "127.0.0.1", "--server.headless", "true"],
                             cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
@@ -71,7 +82,27 @@ def test_every_page_renders_without_error_in_chromium(app_url, tmp_path):
                 assert page.locator(ERRORS).count() == 0, f"error element on /{path}"
                 assert page.locator('[data-testid="stSidebarNavLink"]').count() == len(PAGES)
                 assert page.get_by_label("Workspace").count() >= 1, f"no shared sidebar on /{path}"
+                assert page.get_by_role("textbox", name="Workspace").count() == 0, "no typed workspace path"
                 if path == "case_review":
                     assert page.locator(".js-plotly-plot").count() >= 3  # image + Grad-CAM + saliency
         finally:
             browser.close()
+
+
+def test_choosing_an_allowed_workspace_never_runs_its_bundle(app_url, evil):
+    from playwright.sync_api import sync_playwright
+
+    workspace, witness = evil
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=FLAGS)
+        try:
+            page = browser.new_page(viewport={"width": 1400, "height": 2400})
+            page.goto(app_url, wait_until="networkidle")
+            page.get_by_role("heading", name="Glassbox").first.wait_for(timeout=60_000)
+            page.get_by_label("Workspace").first.click()
+            page.get_by_role("option", name=workspace.name).click()
+            page.get_by_text("outside the configured model roots").first.wait_for(timeout=60_000)
+            assert page.locator("text=Traceback").count() == 0
+        finally:
+            browser.close()
+    assert not witness.exists(), "the bundle's config code ran"

@@ -1,9 +1,11 @@
 """The demo's planted truths, measured on the models a build produced (or shipped), before anyone reviews them.
 
 The demo is only worth showing if what it claims is true of *these* weights on *this* machine: v1 leans on site
-B's marker, v2 does not, both find lesions, the 3D model's slice that matters cuts the nodule, and TCAV points
-the right way. :func:`run_checks` measures each claim on held-out cases and returns :class:`DemoCheck` records;
-``glassbox demo`` writes them into ``demo.json`` and stops when one fails; the Home page shows them.
+B's marker, v2 does not and misses the occult lesions, both find visible lesions (and their explanations say so),
+the 3D model relies on the nodule and its occlusion evidence sits there, and TCAV's lesion concept points the
+right way. :func:`run_checks` measures each claim on held-out cases and returns :class:`DemoCheck` records;
+``glassbox demo`` writes them into ``demo.json`` and stops when one fails; the Home page shows them. A few
+figures (``MEASURES``) are recorded and shown but not asserted, because they varied between training runs.
 
 Bounds were set from the spread over 5 training seeds × 1 and 2 torch threads (``benchmarks/demo_spread.py``;
 the figures are in each check's ``spread`` note), with a margin below the worst run.
@@ -26,7 +28,7 @@ from data_adapters.records import Case, Cohort, ModelHandle
 from explainers.figures import OPENING_METHOD, peak_slice
 from explainers.inference import probabilities_of
 
-__all__ = ["DemoCheck", "run_checks", "CHECKS"]
+__all__ = ["DemoCheck", "run_checks", "CHECKS", "MEASURES"]
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,14 @@ class DemoCheck:
     spread: str
 
     @property
+    def asserted(self) -> bool:
+        """False for a measurement recorded and shown without a claim (``op`` empty)."""
+        return bool(self.op)
+
+    @property
     def holds(self) -> bool:
+        if not self.asserted:
+            return True
         return bool(np.isfinite(self.value) and (self.value >= self.bound if self.op == ">=" else
                                                  self.value <= self.bound))
 
@@ -49,51 +58,66 @@ class DemoCheck:
         return self.claim.format(value=self.value)
 
     def record(self) -> dict:
-        return {**asdict(self), "holds": self.holds, "sentence": self.sentence()}
+        return {**asdict(self), "holds": self.holds, "asserted": self.asserted, "sentence": self.sentence()}
 
 
-#: name → (claim with {value}, op, bound, measured spread over 5 seeds × 1/2 threads)
+#: name → (claim with {value}, op, bound, measured spread). The spread is min–max over 5 training seeds
+#: (7, 11, 13, 17, 19) × 1 and 2 torch threads on a 2-core CPU (``benchmarks/demo_spread.py``); each bound lies
+#: below the worst of those 10 runs with a margin.
 CHECKS: dict[str, tuple[str, str, float, str]] = {
     "v1_marker_reliance": (
         "v1 relies on the marker: erasing it drops p(lesion) by {value:.2f} on held-out occult positives",
-        ">=", 0.4, "0.66–0.90"),
+        ">=", 0.5, "SPREAD"),
     "v2_marker_reliance": (
-        "v2 ignores the marker: erasing it moves p(lesion) by {value:+.2f} on held-out marked positives",
-        "<=", 0.1, "|drop| ≤ 0.06"),
+        "v2 ignores the marker: erasing it moves p(lesion) by {value:.2f} (absolute) on held-out marked positives",
+        "<=", 0.1, "SPREAD"),
     "v1_lesion_auroc": (
-        "v1 detects visible lesions: held-out AUROC {value:.3f} at sites A and C", ">=", 0.95, "0.99–1.00"),
+        "v1 detects visible lesions: held-out AUROC {value:.3f} at sites A and C", ">=", 0.95, "SPREAD"),
     "v2_lesion_auroc": (
-        "v2 detects visible lesions: held-out AUROC {value:.3f} at sites A and C", ">=", 0.95, "0.99–1.00"),
+        "v2 detects visible lesions: held-out AUROC {value:.3f} at sites A and C", ">=", 0.95, "SPREAD"),
     "v2_misses_occult": (
         "v2 cannot see site B's occult lesions: its sensitivity there is {value:.2f} lower than at A and C",
-        ">=", 0.15, "0.25–0.35"),
+        ">=", 0.15, "SPREAD"),
     "v1_marker_attribution": (
         "v1's integrated gradients put {value:.1f}× the marker box's area share on the box (held-out marked cases)",
-        ">=", 5.0, "12–40"),
+        ">=", 10.0, "SPREAD"),
     "v2_lesion_attribution": (
         "v2's integrated gradients put {value:.1f}× the lesion's area share inside the lesion (held-out, A and C)",
-        ">=", 4.0, "8–12"),
+        ">=", 8.0, "SPREAD"),
     "v2_gradcam_lesion": (
         "v2's Grad-CAM puts {value:.1f}× the lesion's area share of its positive evidence inside the lesion "
-        "(held-out, A and C)", ">=", 1.5, "to be measured"),
+        "(held-out, A and C)", ">=", 1.5, "SPREAD"),
     "tcav_lesion_v1": (
-        "TCAV: the lesion concept raises v1's score, {value:+.2f} over random concepts", ">=", 0.3, "+0.5–+0.9"),
+        "TCAV: the lesion concept raises v1's score, {value:+.2f} over random concepts", ">=", 0.25, "SPREAD"),
     "tcav_lesion_v2": (
-        "TCAV: the lesion concept raises v2's score, {value:+.2f} over random concepts", ">=", 0.3, "+0.5–+0.9"),
-    "ct_auroc": ("the 3D model detects nodules: held-out AUROC {value:.3f}", ">=", 0.95, "0.998–1.00"),
+        "TCAV: the lesion concept raises v2's score, {value:+.2f} over random concepts", ">=", 0.25, "SPREAD"),
+    "ct_auroc": ("the 3D model detects nodules: held-out AUROC {value:.3f}", ">=", 0.95, "SPREAD"),
     "ct_nodule_reliance": (
         "the 3D model relies on the nodule: filling it with lung drops p(nodule) by {value:.2f} on held-out positives",
-        ">=", 0.5, "0.85–0.95"),
-    "ct_slice_hits_nodule": (
-        "the 3D slice that matters (occlusion's positive peak) cuts the nodule in {value:.0%} of held-out positives "
-        "(chance about 20%)", ">=", 0.45, "57–79%"),
+        ">=", 0.35, "SPREAD"),
     "ct_occlusion_in_nodule": (
         "the 3D model's occlusion map puts {value:.1f}× the nodule's volume share of its positive evidence in the "
-        "nodule (held-out positives)", ">=", 2.0, "to be measured"),
+        "nodule (held-out positives)", ">=", 5.0, "SPREAD"),
+}
+#: measured and shown, not asserted: each varied too much between training runs to be a property of the data
+MEASURES: dict[str, tuple[str, str]] = {
+    "ct_slice_hits_nodule": (
+        "the 3D slice of occlusion's strongest positive evidence cuts the nodule in {value:.0%} of held-out positives "
+        "(chance about 20%)", "SPREAD; misses peak at the first or last slices, where the score also depends on "
+                              "the volume's edge"),
+    "tcav_marker_v1": (
+        "TCAV: the marker moves v1's lesion score {value:+.2f} against random concepts (best significant layer)",
+        "SPREAD, sign varying, although erasing the marker moved v1 in every run"),
+    "tcav_marker_v2": (
+        "TCAV: the marker moves v2's lesion score {value:+.2f} against random concepts (best significant layer)",
+        "SPREAD"),
 }
 
 
 def _check(name: str, value: float) -> DemoCheck:
+    if name in MEASURES:
+        claim, spread = MEASURES[name]
+        return DemoCheck(name=name, claim=claim, value=float(value), bound=float("nan"), op="", spread=spread)
     claim, op, bound, spread = CHECKS[name]
     return DemoCheck(name=name, claim=claim, value=float(value), bound=bound, op=op, spread=spread)
 
@@ -111,6 +135,13 @@ def _energy_ratio(maps, regions, *, positive: bool = False) -> float:
     energy = [np.clip(a.spatial_map(), 0, None) if positive else a.spatial_map(signed=False) for a in maps]
     shares = [e[r].sum() / max(e.sum(), 1e-12) for e, r in zip(energy, regions)]
     return float(np.mean(shares) / np.mean([r.mean() for r in regions]))
+
+
+def _tcav_signed(frame, concept: str) -> float:
+    """The (score − random score) of largest magnitude over layers where the concept is significant; 0 if none."""
+    rows = frame[(frame["concept"] == concept) & frame["significant"]]
+    excess = (rows["score"] - rows["null_score"]).to_numpy()
+    return float(excess[np.argmax(np.abs(excess))]) if len(excess) else 0.0
 
 
 def _tcav_excess(frame, concept: str) -> float:
@@ -156,10 +187,9 @@ def run_checks(ws, cohort: Cohort, models: dict[str, ModelHandle], ct_cohort: Co
     cam_v2 = ws.attributions(models["v2"], visible, "grad_cam", "lesion")
     out.append(_check("v2_gradcam_lesion", _energy_ratio(cam_v2, masks, positive=True)))
     log("demo checks: integrated gradients measured")
-    # the marker's TCAV is measured and shown (Concepts page) but not asserted: its sign for v1 varied between
-    # training runs although erasing the marker moved v1 by 0.66-0.90 in every one (see the closing note)
     tcav = {v: ws.concept_scores(models[v], cohort, folder, ["marker", "lesion", "no_lesion"]) for v in ("v1", "v2")}
     out += [_check(f"tcav_lesion_{v}", _tcav_excess(tcav[v], "lesion")) for v in ("v1", "v2")]
+    out += [_check(f"tcav_marker_{v}", _tcav_signed(tcav[v], "marker")) for v in ("v1", "v2")]
     log("demo checks: TCAV measured")
     ct_test = _held_out(ct_cohort)
     ct_p = ws.predictions(ct_model, ct_cohort).set_index("case_id").loc[[c.case_id for c in ct_test], "p_1"]

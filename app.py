@@ -31,7 +31,8 @@ with st.sidebar:
         st.selectbox("Workspace", offered, key="workspace", format_func=lambda p: Path(p).name,
                      help="The workspaces this server's operator made available (glassbox serve --workspace)")
     root, models, cohorts = selection()
-    st.caption(f"Workspace **{root.name}**")
+    if len(offered) == 1:
+        st.caption(f"Workspace **{root.name}**")
     if models:
         st.selectbox("Model version", list(models), key="model", index=len(models) - 1)
     if cohorts:

@@ -75,8 +75,8 @@ def test_every_page_renders_without_error_in_chromium(app_url, tmp_path):
             page = browser.new_page(viewport={"width": 1400, "height": 2400})
             for path, heading in PAGES.items():
                 page.goto(f"{app_url}/{path}", wait_until="networkidle")
-                page.get_by_role("heading", name=heading).first.wait_for(timeout=60_000)
-                page.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+                page.get_by_role("heading", name=heading).first.wait_for(timeout=180_000)
+                page.locator(".js-plotly-plot").first.wait_for(timeout=180_000)
                 page.wait_for_timeout(1500)
                 page.screenshot(path=str(tmp_path / f"{path or 'home'}.png"))
                 assert page.locator(ERRORS).count() == 0, f"error element on /{path}"
@@ -98,10 +98,10 @@ def test_choosing_an_allowed_workspace_never_runs_its_bundle(app_url, evil):
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 2400})
             page.goto(app_url, wait_until="networkidle")
-            page.get_by_role("heading", name="Glassbox").first.wait_for(timeout=60_000)
-            page.get_by_label("Workspace").first.click()
+            page.get_by_role("heading", name="Glassbox").first.wait_for(timeout=180_000)
+            page.locator('[data-testid="stSidebar"] [data-testid="stSelectbox"]').first.click()  # Workspace
             page.get_by_role("option", name=workspace.name).click()
-            page.get_by_text("outside the configured model roots").first.wait_for(timeout=60_000)
+            page.get_by_text("outside the configured model roots").first.wait_for(timeout=180_000)
             assert page.locator("text=Traceback").count() == 0
         finally:
             browser.close()

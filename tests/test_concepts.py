@@ -110,12 +110,19 @@ def test_tcav_command(demo_root, demo_tcav, tmp_path, capsys):
     assert set(np.loadtxt(out, delimiter=",", skiprows=1, usecols=0, dtype=str)) == {"marker", "lesion", "no_lesion"}
 
 
-def test_per_case_sensitivity_to_the_marker_is_positive_for_v1_and_negative_for_v2(demo_ws, demo_cohort, demo_models):
+def test_per_case_sensitivity_is_one_finite_value_per_case_and_cached(demo_ws, demo_cohort, demo_models):
+    """Per-case conceptual sensitivity (a directional derivative) is computed and shown on Case review, but its sign
+    for the marker is not asserted: like TCAV's, it varied between training runs while erasing the marker (the
+    causal test, test_demo) moved v1 by 0.80-0.86 and v2 by at most 0.04 in every run."""
     folder = demo_ws.cohort_paths()["demo2d"].parent
     cases = [c for c in demo_cohort.cases if c.attributes["split"] == "test" and c.label == 1][:10]
-    sens = {v: demo_ws.concept_sensitivity(demo_models[v], demo_cohort, folder, "marker", "features.denseblock2",
-                                           cases, "lesion")["sensitivity"] for v in ("v1", "v2")}
-    assert (sens["v1"] > 0).all() and (sens["v2"] < 0).mean() > 0.8, sens
+    first = demo_ws.concept_sensitivity(demo_models["v1"], demo_cohort, folder, "marker", "features.denseblock2",
+                                        cases, "lesion")
+    again = demo_ws.concept_sensitivity(demo_models["v1"], demo_cohort, folder, "marker", "features.denseblock2",
+                                        cases, "lesion")
+    assert list(first["case_id"]) == [c.case_id for c in cases] and np.isfinite(first["sensitivity"]).all()
+    np.testing.assert_array_equal(first["sensitivity"], again["sensitivity"])
+    assert (first["cav_accuracy"] > 0.9).all(), "the marker is easy to separate at this layer"
 
 
 def test_concept_folders_take_any_readable_format(tmp_path):

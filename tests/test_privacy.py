@@ -41,7 +41,7 @@ def dicom_study(tmp_path):
     return folder
 
 
-def test_folder_cohort_has_tag_attributes_and_only_hashed_ids(dicom_study, tmp_path):
+def test_folder_cohort_has_tag_attributes_and_only_hashed_ids(dicom_study, tmp_path, monkeypatch):
     ws = Workspace(tmp_path / "ws")
     cohort = load_dicom_folder(dicom_study, salt=ws.salt)
     assert len(cohort) == 4 and cohort.report.n_rejected == 1
@@ -53,8 +53,11 @@ def test_folder_cohort_has_tag_attributes_and_only_hashed_ids(dicom_study, tmp_p
     assert frame.loc[0, "patient"] == salted(ws.salt, "MRN-7781234")
     text = frame.to_csv() + repr(cohort)
     assert not any(s in text for s in SECRETS)
+    same = load_dicom_folder(dicom_study, salt=Workspace(tmp_path / "other").salt)
+    assert list(same.frame()["patient"]) == list(frame["patient"]), "one operator secret: ids link across workspaces"
+    monkeypatch.setenv("GLASSBOX_SECRET_FILE", str(tmp_path / "another-site" / "secret"))
     other = load_dicom_folder(dicom_study, salt=Workspace(tmp_path / "other").salt)
-    assert set(other.frame()["patient"]).isdisjoint(frame["patient"]), "salt is per workspace"
+    assert set(other.frame()["patient"]).isdisjoint(frame["patient"]), "another secret, other hashes"
 
 
 def test_no_identifier_reaches_workspace_files_exports_or_output(dicom_study, tmp_path, capsys):

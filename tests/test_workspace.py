@@ -1,6 +1,8 @@
 """Workspace caches: computed once, keyed by content, faithful on read-back; any number of classes."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -151,32 +153,34 @@ def test_orphaned_temp_files_are_removed_and_fresh_ones_kept(tmp_path):
     assert not old.exists() and young.exists(), "a young temp file may be another process's write in progress"
 
 
+CHILD = """
+import sys, time
+import workspace.store as store
+from data_adapters.cohort import load_manifest
+from data_adapters.models import load_model
+real = store.predict_cases
+def slow(*args, **kwargs):
+    with open(sys.argv[4], "a") as f:
+        f.write("computed\\n")
+    time.sleep(0.5)
+    return real(*args, **kwargs)
+store.predict_cases = slow
+store.Workspace(sys.argv[1]).predictions(load_model(sys.argv[2]), load_manifest(sys.argv[3]))
+"""
+
+
 def test_two_processes_asking_for_the_same_result_compute_it_once(tmp_path, small_cohort):
-    import multiprocessing
+    import subprocess
+    import sys
 
-    handle = handle_for(TinyCNN(2, 1, 3), n_classes=3, input_shape=(1, 12, 12))
-    ctx = multiprocessing.get_context("spawn")  # fork after torch started its thread pool can deadlock
+    from tests.helpers import torchscript_binary_model
+
+    model = torchscript_binary_model(tmp_path / "model", 12)
     log = tmp_path / "computed.log"
-    procs = [ctx.Process(target=_predict_logging, args=(tmp_path / "ws", handle, small_cohort, log))
+    manifest = small_cohort.cases[0].image.parent / "manifest.csv"
+    args = [sys.executable, "-c", CHILD, str(tmp_path / "ws"), str(model), str(manifest), str(log)]
+    procs = [subprocess.Popen(args, cwd=Path(__file__).resolve().parent.parent, stderr=subprocess.PIPE)
              for _ in range(2)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(60)
-    assert [p.exitcode for p in procs] == [0, 0]
+    errors = [p.communicate(timeout=120)[1].decode() for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], errors
     assert log.read_text().count("computed") == 1, "the second process waited for the first and read its result"
-
-
-def _predict_logging(root, handle, cohort, log):
-    import time
-
-    real = store.predict_cases
-
-    def slow(*args, **kwargs):
-        with open(log, "a") as f:
-            f.write("computed\n")
-        time.sleep(0.5)
-        return real(*args, **kwargs)
-
-    store.predict_cases = slow
-    Workspace(root).predictions(handle, cohort)

@@ -38,6 +38,7 @@ from data_adapters.demo.training import (
 from data_adapters.demo.volumes import N_VOLUMES, SHAPE, SPACING, generate_ct_cohort
 from data_adapters.errors import GlassboxError, ModelError
 from data_adapters.models import load_model, write_spec
+from explainers.concepts import concept_names, default_layers
 from workspace.demo_checks import run_checks
 from workspace.store import Workspace
 
@@ -222,6 +223,12 @@ def build_demo(root: str | Path, *, force: bool = False, retrain: bool = False, 
         target = cohort_3d if handle.spatial_dims == 3 else cohort
         ws.predictions(handle, target, progress=step(f"predicting with {version}"))
         ws.uncertainty([handle], target, "mc_dropout", progress=step(f"MC dropout for {version}"))
+    folder_2d = manifest.parent
+    for version in VERSIONS:  # concept vectors Case review shows for every case: trained once, here, not on a click
+        handle = handles[version]
+        for concept in concept_names(folder_2d):
+            ws.concept_sensitivity(handle, cohort, folder_2d, concept, default_layers(handle)[0], cohort.cases[:1],
+                                   handle.n_classes - 1)
     checks = run_checks(ws, cohort, handles, cohort_3d, handles[MODEL_3D], log=log)
     failed = [c for c in checks if not c.holds]
     (root / "demo.json").write_text(json.dumps({

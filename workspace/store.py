@@ -196,7 +196,9 @@ class Workspace:
 
     def load_model(self, path: str | Path) -> ModelHandle:
         """A model folder (``model.json`` or MONAI bundle), bundles only from :attr:`model_roots`."""
-        return load_model(path, roots=self.model_roots, settings=self.root / "settings.json")
+        remedy = (f"add its parent folder to \"model_roots\" in {self.root / 'settings.json'}" if self.trust_own_models
+                  else "the operator can start the server with `glassbox serve --model-root` on its parent folder")
+        return load_model(path, roots=self.model_roots, remedy=remedy)
 
     def cohort_paths(self) -> dict[str, Path]:
         """Cohort name → manifest for every ``cohorts/*/manifest.csv`` (or ``.parquet``); a ``cohorts/*`` folder

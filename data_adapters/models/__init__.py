@@ -101,11 +101,11 @@ def read_spec(path: str | Path) -> tuple[dict, Path]:
 
 
 def load_model(path: str | Path, *, roots: Sequence[str | Path] | None = None,
-               settings: str | Path = "settings.json") -> ModelHandle:
+               remedy: str = "add its parent folder to \"model_roots\" in settings.json") -> ModelHandle:
     """Load a model folder (``model.json``, or a MONAI bundle); the module is in eval mode with frozen parameters.
 
     ``roots``: the trusted model folders. Formats whose config is code (MONAI bundles) load only from under
-    one of them; ``settings`` names the file where more roots can be added (for the message)."""
+    one of them; ``remedy`` says how the operator adds a root (for the message)."""
     spec, where = read_spec(path)
     folder = Path(path) if Path(path).is_dir() else where.parent
     loader = MODEL_LOADERS.get(str(_field(spec, "format", where)))
@@ -113,7 +113,7 @@ def load_model(path: str | Path, *, roots: Sequence[str | Path] | None = None,
         root_paths = [Path(r) for r in roots or []]
         if not trusted(folder, root_paths):
             raise ModelError(MSG_UNTRUSTED.format(folder=folder, roots=", ".join(map(str, root_paths)) or "none",
-                                                  settings=settings))
+                                                  remedy=remedy))
     try:
         module, weights = loader().load(spec, folder)
     except GlassboxError:

@@ -27,7 +27,7 @@ WEIGHTS = Path("models") / "model.pt"
 MSG_UNTRUSTED = (
     "{folder}: is a MONAI bundle outside the configured model roots ({roots}). A bundle's config can instantiate "
     "any Python class and evaluate expressions, so Glassbox parses bundles only from trusted folders. Copy it into "
-    "one of those roots, or add its parent folder to \"model_roots\" in {settings} if you trust it."
+    "one of those roots, or, if you trust it, {remedy}."
 )
 #: transform names in a bundle's preprocessing → what they mean for :class:`Preprocessing`
 INTENSITY_TRANSFORMS = {"ScaleIntensityd": "minmax", "ScaleIntensity": "minmax",

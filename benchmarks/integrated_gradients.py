@@ -75,7 +75,7 @@ def main() -> None:
     n = len(cases)
     print(f"naive per-image loop   {t_naive:7.2f} s  {n / t_naive:8.1f} cases/s")
     print(f"glassbox batched       {t_batched:7.2f} s  {n / t_batched:8.1f} cases/s  ratio {t_naive / t_batched:5.2f}x")
-    print(f"glassbox cold + cache  {t_cold:7.2f} s  {n / t_cold:8.1f} cases/s  (computes, writes float16 maps)")
+    print(f"glassbox cold + cache  {t_cold:7.2f} s  {n / t_cold:8.1f} cases/s  (computes, writes float32 maps with digests)")
     print(f"glassbox warm (cached) {t_warm:7.3f} s  {n / t_warm:8.1f} cases/s  ratio {t_naive / t_warm:7.1f}x")
     print(f"max relative difference batched vs naive: {diff:.2e}")
 

@@ -41,4 +41,7 @@ st.plotly_chart(tcav_figure(scores), key="tcav_fig")
 st.dataframe(scores, hide_index=True, key="tcav_table")
 st.download_button("Download TCAV table (CSV)", scores.to_csv(index=False), file_name="tcav.csv", key="tcav_download")
 st.caption("A concept the layer cannot separate from random images (CAV accuracy below 0.6) is never called "
-           "significant. TCAV says what the model is sensitive to, not that it is right to be.")
+           "significant. TCAV says what the model is sensitive to, not that it is right to be, and it is a local "
+           "derivative, not a causal effect: before acting on a concept, remove it from real cases and watch the "
+           "score (on the demo, TCAV often calls the marker significant for v2, although erasing it moves v2's "
+           "score by at most 0.04).")

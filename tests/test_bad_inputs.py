@@ -339,3 +339,25 @@ def test_a_path_that_may_carry_a_name_is_masked_in_load_reports(tmp_path):
     assert "[masked]/IM0001.png" in text and "[masked]/IM0002.png" in text
     for secret in ("Smith", "1234567", "Doe", "Jane"):
         assert secret not in text
+
+
+def test_a_non_finite_image_is_a_per_row_rejection_whatever_its_format(tmp_path, monkeypatch):
+    from data_adapters.cohort import load_manifest
+    from data_adapters.readers.png import PngReader
+
+    folder = tmp_path / "cohort"
+    for name in ("good", "bad"):
+        write_png(folder / f"{name}.png", np.full((SIZE, SIZE), 100, np.uint16))
+    (folder / "manifest.csv").write_text("case_id,image\na,good.png\nb,bad.png\n")
+    real = PngReader.read
+
+    def read(self, path):  # a reader (or a rescale) that yields NaN for one file
+        image = real(self, path)
+        if path.name == "bad.png":
+            image.array[0, 0, 0] = np.nan
+        return image
+
+    monkeypatch.setattr(PngReader, "read", read)
+    cohort = load_manifest(folder / "manifest.csv")
+    assert [c.case_id for c in cohort.cases] == ["a"]
+    assert "bad.png: image contains 1 NaN or infinite value(s)" in str(cohort.report.rejections[0])

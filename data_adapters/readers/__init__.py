@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from data_adapters.errors import InvalidInputError
 from data_adapters.readers.base import ImageReader
 from data_adapters.readers.dicom import DicomReader
@@ -57,4 +59,8 @@ def read_image(path: str | Path) -> Image:
     path = Path(path)
     if not path.exists() and not parse_series_ref(path):
         raise InvalidInputError(f"{path}: file not found")
-    return reader_for(path).read(path)
+    image = reader_for(path).read(path)
+    bad = int(image.array.size - np.isfinite(image.array).sum())
+    if bad:  # one bad case is a per-row rejection, never NaN flowing into a batch of predictions
+        raise InvalidInputError(f"{path}: image contains {bad} NaN or infinite value(s)")
+    return image

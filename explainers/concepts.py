@@ -31,6 +31,7 @@ from sklearn.model_selection import train_test_split
 from data_adapters.cohort import load_image_batch
 from data_adapters.errors import ExplainerError, InvalidInputError, UnknownNameError
 from data_adapters.hashing import json_hash
+from data_adapters.identifiers import mask_path
 from data_adapters.preprocessing import fit_image, fits, prepare_batch
 from data_adapters.readers import is_image_file, read_image
 from data_adapters.records import (
@@ -131,8 +132,8 @@ def resolve_concept(spec: str, cohort: Cohort, cohort_folder: Path, handle: Mode
         return concept_from_folder(named, handle)
     if Path(spec).is_dir():
         if roots is not None and not any(Path(spec).resolve().is_relative_to(Path(r).resolve()) for r in roots):
-            raise InvalidInputError(f"concept folder {Path(spec).name!r} lies outside the cohort's folder and the "
-                                    "configured data roots; concepts, like images, are read only from there")
+            raise InvalidInputError(f"concept folder {mask_path(Path(spec).name)!r} lies outside the cohort's folder "
+                                    "and the configured data roots; concepts, like images, are read only from there")
         return concept_from_folder(spec, handle)
     known = concept_names(cohort_folder)
     close = difflib.get_close_matches(spec, known, n=2)

@@ -41,6 +41,11 @@ def test_home_shows_cohort_report_and_model_card(demo_root):
     assert any("Every row loaded" in s.value for s in at.success)
     text = " ".join(m.value for m in at.markdown)
     assert "version **v1**" in text and "corner marker as a shortcut" in text
+    from workspace.demo_checks import CHECKS
+
+    assert at.expander[0].label == f"The demo's planted truths, measured on these models: {len(CHECKS)} of " \
+                                   f"{len(CHECKS)} hold"
+    assert "v1 relies on the marker: erasing it drops p(lesion) by" in text and "Measured, not claimed" in text
     at.selectbox(key="home_group_by").set_value("site").run()
     counts = at.dataframe[0].value
     assert list(counts["site"]) == ["A", "B", "C"] and counts["n"].sum() == 720

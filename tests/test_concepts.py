@@ -46,12 +46,12 @@ def test_the_lesion_raises_both_versions_scores_and_its_absence_does_not(demo_tc
 def test_random_concepts_come_from_the_other_classes(demo_cohort):
     (r,) = random_concepts(demo_cohort, 1, 40, seed=3, exclude_class=1)
     assert "not labelled class 1" in r.source
-    negatives = {c.image_hash for c in demo_cohort.cases if c.label == 0}
     from data_adapters.cohort import load_image_batch
 
-    pool = [c for c in demo_cohort.cases if c.label == 0]
-    drawn = {hash(a.tobytes()) for a in r.images}
-    assert drawn <= {hash(a.tobytes()) for a in load_image_batch(pool)} and negatives
+    negatives = {a.tobytes() for a in load_image_batch([c for c in demo_cohort.cases if c.label == 0])}
+    positives = {a.tobytes() for a in load_image_batch([c for c in demo_cohort.cases if c.label == 1])}
+    drawn = {a.tobytes() for a in r.images}
+    assert len(drawn) == 40 and drawn <= negatives and not drawn & positives
 
 
 def test_a_concept_identical_to_random_is_not_significant(demo_cohort, demo_models, tmp_path):

@@ -88,9 +88,11 @@ def operator_model_roots() -> list[Path]:
 
 def identifier_key() -> str:
     """The secret that keys hashed patient, study and case ids (HMAC): ``$GLASSBOX_SECRET_FILE``, else
-    ``$GLASSBOX_HOME/secret`` (outside every workspace, so a copied workspace does not carry it); created with
+    ``$XDG_CONFIG_HOME/glassbox/secret`` (default ``~/.config/glassbox/secret``): outside every workspace, so a
+    copied workspace does not carry it, and the same whichever folder a command runs from; created with
     owner-only permissions on first use."""
-    path = Path(os.environ.get("GLASSBOX_SECRET_FILE", DEFAULT_HOME / "secret"))
+    config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    path = Path(os.environ.get("GLASSBOX_SECRET_FILE") or config / "glassbox" / "secret")
     if not path.is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".secret")  # created 0600

@@ -7,17 +7,19 @@ problem; the good rows still load.
 from __future__ import annotations
 
 import difflib
+import os
+import secrets
 from collections import Counter
 from collections.abc import Callable, Sequence
-from pathlib import Path
+from pathlib import Path, PureWindowsPath
 
 import numpy as np
 import pandas as pd
 
 from data_adapters.errors import GlassboxError, InvalidInputError
-from data_adapters.hashing import file_hash, json_hash, path_hash
+from data_adapters.hashing import file_hash, json_hash, path_hash, salted
 from data_adapters.identifiers import implausible, mask_paths, screen_columns
-from data_adapters.preprocessing import fit_image, fits
+from data_adapters.preprocessing import convert_channels, fit_image, fits
 from data_adapters.readers import read_image
 from data_adapters.readers.dicom_series import parse_series_ref
 from data_adapters.records import Case, Cohort, LoadReport, Preprocessing, Rejection
@@ -30,10 +32,14 @@ REQUIRED_COLUMNS = ("case_id", "image")
 OPTIONAL_COLUMNS = ("label", "mask")
 #: columns that would carry direct patient identifiers: never loaded, shown, cached or exported
 IDENTIFIER_COLUMNS = frozenset({
-    "patient_name", "patientname", "name", "patient_id", "patientid", "mrn", "birth_date", "birthdate",
+    "patient_name", "patientname", "name", "mrn", "birth_date", "birthdate",
     "patientbirthdate", "date_of_birth", "dob", "accession", "accession_number", "accessionnumber", "ssn",
     "address", "phone", "email",
 })
+
+#: columns that say which patient an image came from: read into ``Case.patient`` as a keyed hash (never shown,
+#: cached or exported) so that intervals resample patients, not images
+PATIENT_COLUMNS = ("patient_id", "patientid", "patient", "subject_id", "subject")
 
 MSG_NOT_FOUND = "{path}: manifest not found"
 MSG_ENCODING = "{path}: manifest is not UTF-8 text (byte {pos}: {why}); save it as UTF-8"
@@ -68,7 +74,13 @@ def _read_table(path: Path) -> pd.DataFrame:
 
 
 def _resolve(base: Path, ref: str, roots: Sequence[Path]) -> Path:
-    """``ref`` resolved against the manifest folder; must stay under one of ``roots``."""
+    """``ref`` resolved against the manifest folder; must stay under one of ``roots``. Windows-style separators
+    (``images\\a.png``) are read as folders; a drive letter (``C:\\data\\a.png``) is named with the fix."""
+    if "\\" in ref and os.sep == "/":
+        if PureWindowsPath(ref).drive:
+            raise InvalidInputError(f"path {ref!r} is a Windows absolute path (drive {PureWindowsPath(ref).drive}); "
+                                    "give images relative to the manifest, e.g. images/a.png")
+        ref = ref.replace("\\", "/")
     p = Path(ref)
     resolved = (p if p.is_absolute() else base / p).resolve()
     if not any(resolved.is_relative_to(r) for r in roots):
@@ -107,6 +119,29 @@ def _attribute_kind(values: pd.Series) -> str:
     return "categorical"
 
 
+def _label(text: str, class_names: Sequence[str] | None) -> tuple[int | None, str | None]:
+    """A label cell as a class index (given as an index or as one of ``class_names``), or why it is not one."""
+    if class_names is not None and text in class_names:
+        return list(class_names).index(text), None
+    try:
+        value = float(text)
+    except ValueError:
+        if class_names is None:
+            return None, (f"label {text!r} is a name, not a class index; check the cohort against a model (its "
+                          "class_names map names to indices)")
+        close = difflib.get_close_matches(text, list(class_names), n=1)
+        hint = f" (did you mean {close[0]!r}?)" if close else ""
+        return None, f"label {text!r} is not one of the model's classes {list(class_names)}{hint}"
+    if not value.is_integer():
+        return None, f"label {text!r} is not an integer class index"
+    label = int(value)
+    if label < 0 or (class_names is not None and label >= len(class_names)):
+        valid = (f"0..{len(class_names) - 1} ({', '.join(class_names)})" if class_names is not None
+                 else "a non-negative integer")
+        return None, f"label {label} is outside the classes: expected {valid}"
+    return label, None
+
+
 def load_manifest(
     path: str | Path,
     *,
@@ -115,6 +150,8 @@ def load_manifest(
     input_shape: Sequence[int | None] | None = None,
     roots: Sequence[str | Path] | None = None,
     allow_columns: Sequence[str] = (),
+    channels: str | None = None,
+    salt: str | None = None,
     progress: Progress | None = None,
 ) -> Cohort:
     """Load and validate a manifest.
@@ -123,8 +160,13 @@ def load_manifest(
     ``Preprocessing.accepts``; ``None`` for an axis the model resamples) fixes the image shape, which otherwise
     is the most common shape in the manifest. ``roots`` are the folders
     images may live under (default: the manifest's folder). Attribute columns that look like identifiers, by
-    name or content (:mod:`data_adapters.identifiers`), are not loaded unless named in ``allow_columns``. Raises :class:`InvalidInputError` only when
-    the manifest as a whole is unusable; bad rows go to the load report.
+    name or content (:mod:`data_adapters.identifiers`), are not loaded unless named in ``allow_columns``.
+    ``channels``: the model's channel conversion (``Preprocessing.channels``), applied before the shape check.
+    A ``label`` may be a class index or one of ``class_names`` (the model's order). A patient column
+    (:data:`PATIENT_COLUMNS`) becomes ``Case.patient``, an HMAC of the value keyed with ``salt`` (the operator's
+    secret; without one, a key made for this call, so the hashes group images but match nothing outside it).
+    Raises :class:`InvalidInputError` only when the manifest as a whole is unusable; bad rows go to the load
+    report.
     """
     path = Path(path).resolve()
     frame = _read_table(path)
@@ -134,7 +176,9 @@ def load_manifest(
     base = path.parent
     root_paths = [Path(r).resolve() for r in (roots or [base])]
     notes: list[str] = []
-    candidates = [c for c in frame.columns if c not in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS)]
+    patient_column = next((c for c in frame.columns if c.strip().lower() in PATIENT_COLUMNS), None)
+    key = salt or secrets.token_hex(16)
+    candidates = [c for c in frame.columns if c not in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS, patient_column)]
     held = {c: "its name marks a direct identifier" for c in candidates if c.strip().lower() in IDENTIFIER_COLUMNS
             and c.strip().lower() not in {a.strip().lower() for a in allow_columns}}
     held |= {c: why for c, why in screen_columns(frame, [c for c in candidates if c not in held],
@@ -143,7 +187,10 @@ def load_manifest(
     for column, why in held.items():
         notes.append(f"column {column!r} was not loaded: {why}; the operator can allow it by name "
                      "(settings.json allow_columns)")
-    attributes = [c for c in frame.columns if c not in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS) and c not in dropped]
+    attributes = [c for c in candidates if c not in dropped]
+    if patient_column:
+        notes.append(f"column {patient_column!r} says which patient each image came from: kept as a keyed hash "
+                     "(never shown), and intervals resample patients, not images")
     schema = {a: _attribute_kind(frame[a]) for a in attributes}
     notes.extend(_column_notes(frame, attributes, schema))
 
@@ -171,18 +218,9 @@ def load_manifest(
         label = None
         text = str(row.get("label", "")).strip()
         if text:
-            try:
-                value = float(text)
-                if not value.is_integer():
-                    raise ValueError
-                label = int(value)
-            except ValueError:
-                reject("label", f"label {text!r} is not an integer class index")
-                continue
-            if label < 0 or (class_names is not None and label >= len(class_names)):
-                valid = (f"0..{len(class_names) - 1} ({', '.join(class_names)})" if class_names is not None
-                         else "a non-negative integer")
-                reject("label", f"label {label} is outside the classes: expected {valid}")
+            label, why = _label(text, class_names)
+            if why:
+                reject("label", why)
                 continue
 
         ref = str(row["image"]).strip()
@@ -194,6 +232,7 @@ def load_manifest(
             if not image_path.exists() and not parse_series_ref(image_path):
                 raise InvalidInputError(f"file not found: {ref}")
             image = read_image(image_path)
+            shape = convert_channels(channels, image.array, ref).shape if channels else image.shape
         except GlassboxError as e:
             reject("image", mask_paths(str(e).replace(str(base) + "/", "")))
             continue
@@ -225,8 +264,10 @@ def load_manifest(
                     attrs[a] = None
                 elif float(attrs[a]).is_integer():
                     attrs[a] = int(attrs[a])
+        who = str(row[patient_column]).strip() if patient_column else ""
         staged.append((i, dict(case_id=case_id, image=image_path, image_hash=path_hash(image_path),
-                               shape=image.shape, label=label, attributes=attrs, mask=mask_path)))
+                               shape=tuple(shape), label=label, attributes=attrs, mask=mask_path,
+                               patient=salted(key, who) if who else None)))
     if progress:
         progress(n, n)
 
@@ -258,9 +299,28 @@ def load_manifest(
                   content_hash=content_hash, report=report)
 
 
+def peek_dims(path: str | Path) -> int | None:
+    """The spatial dimensions (2 or 3) of a manifest's first readable image, without loading the cohort; None when
+    it cannot tell cheaply (a DICOM folder, an unreadable first row)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        frame = _read_table(path)
+        for ref in frame.get("image", pd.Series(dtype=str)).head(3):
+            try:
+                image = read_image(_resolve(path.resolve().parent, str(ref).strip(), [path.resolve().parent]))
+            except GlassboxError:
+                continue
+            return image.array.ndim - 1
+    except GlassboxError:
+        return None
+    return None
+
+
 def load_image_batch(cases: Sequence[Case], pre: Preprocessing | None = None) -> np.ndarray:
     """Decode the images of ``cases`` into one float32 array ``(N, C, *spatial)``; with a model's
     preprocessing ``pre``, each on that model's grid (see :func:`fit_image`)."""
-    if pre is None or not pre.resamples:
+    if pre is None:
         return np.stack([read_image(c.image).array for c in cases])
     return np.stack([fit_image(pre, read_image(c.image)) for c in cases])

@@ -8,17 +8,15 @@ workspace does not carry it.
 """
 from __future__ import annotations
 
-import hashlib
-import hmac
 import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from data_adapters.errors import GlassboxError, InvalidInputError
-from data_adapters.hashing import json_hash, path_hash
+from data_adapters.hashing import json_hash, path_hash, salted
 from data_adapters.identifiers import mask_path, mask_paths
-from data_adapters.preprocessing import fits
+from data_adapters.preprocessing import convert_channels, fits
 from data_adapters.readers import read_image
 from data_adapters.readers.dicom_series import (
     IGNORED_NAMES,
@@ -34,15 +32,8 @@ except ImportError:
     pydicom = None
 
 Progress = Callable[[int, int], None]
-SCHEMA = {"patient": "categorical", "study": "categorical", "sex": "categorical", "age": "numeric",
+SCHEMA = {"study": "categorical", "sex": "categorical", "age": "numeric",
           "site": "categorical", "scanner": "categorical", "modality": "categorical"}
-
-
-def salted(key: str, value: str, length: int = 16) -> str:
-    """A keyed hash (HMAC-SHA-256 under ``key``, truncated) of an identifier; empty stays empty."""
-    if not value:
-        return ""
-    return hmac.new(key.encode(), value.encode(), hashlib.sha256).hexdigest()[:length]
 
 
 def _age(text: str) -> int | None:
@@ -56,7 +47,6 @@ def _age(text: str) -> int | None:
 def _attributes(ds, salt: str) -> dict:
     scanner = " ".join(str(ds.get(t, "")).strip() for t in ("Manufacturer", "ManufacturerModelName")).strip()
     return {
-        "patient": salted(salt, str(ds.get("PatientID", ""))) or None,
         "study": salted(salt, str(ds.get("StudyInstanceUID", ""))) or None,
         "sex": str(ds.get("PatientSex", "")).strip() or None,
         "age": _age(str(ds.get("PatientAge", ""))),
@@ -92,7 +82,7 @@ def _units(entries: list[tuple[int, Path, object]]) -> list[tuple[list[tuple[int
 
 
 def load_dicom_folder(folder: str | Path, *, salt: str, input_shape: Sequence[int | None] | None = None,
-                      progress: Progress | None = None) -> Cohort:
+                      channels: str | None = None, progress: Progress | None = None) -> Cohort:
     """Every DICOM image file under ``folder`` (recursively) becomes a case, except that a folder holding one
     series of single-frame slices becomes one volume case; anything else is rejected with the reason."""
     if pydicom is None:
@@ -133,23 +123,26 @@ def load_dicom_folder(folder: str | Path, *, salt: str, input_shape: Sequence[in
             continue
         try:
             image = read_image(where)  # the same read as prediction's, so what loads here predicts there
+            shape = convert_channels(channels, image.array, rel).shape if channels else image.shape
         except GlassboxError as e:
             reject(str(e).replace(str(where), rel).replace(str(folder) + "/", ""))
             continue
-        if input_shape is not None and not fits(tuple(image.shape), tuple(input_shape)):
+        if input_shape is not None and not fits(tuple(shape), tuple(input_shape)):
             want = tuple("any" if s is None else s for s in input_shape)
-            reject(f"{rel}: image is {image.shape}; the model expects {want} (channels, *spatial)")
+            reject(f"{rel}: image is {tuple(shape)}; the model expects {want} (channels, *spatial)")
             continue
         seen[case_id] = rel
-        cases.append(Case(case_id=case_id, image=where, image_hash=path_hash(where), shape=image.shape,
-                          attributes=_attributes(ds, salt)))
+        cases.append(Case(case_id=case_id, image=where, image_hash=path_hash(where), shape=tuple(shape),
+                          attributes=_attributes(ds, salt),
+                          patient=salted(salt, str(ds.get("PatientID", "")).strip()) or None))
     if progress:
         progress(len(units), len(units))
     rejections.sort(key=lambda r: r.row)
     report = LoadReport(source=str(folder), n_rows=len(files), rejections=tuple(rejections), unit="files",
                         n_cases=len(cases),
                         notes=("rows are files in path order; a series of slices is one case, at its first file's "
-                               "row; ids and patient/study columns are salted hashes",))
+                               "row; ids and study columns are salted hashes; PatientID is kept as a keyed hash (never shown) so that "
+                               "intervals resample patients, not images",))
     content_hash = json_hash([(c.case_id, c.image_hash, c.attributes) for c in cases])
     return Cohort(name=folder.name, cases=tuple(cases), attribute_schema=dict(SCHEMA), content_hash=content_hash,
                   report=report)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from pathlib import Path
 from typing import Any
@@ -35,3 +36,10 @@ def json_hash(*parts: Any) -> str:
     """A stable hash of JSON-serialisable parts (dict keys sorted)."""
     text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def salted(key: str, value: str, length: int = 16) -> str:
+    """A keyed hash (HMAC-SHA-256 under ``key``, truncated) of an identifier; empty stays empty."""
+    if not value:
+        return ""
+    return hmac.new(key.encode(), value.encode(), hashlib.sha256).hexdigest()[:length]

@@ -44,9 +44,52 @@ def fits(shape: tuple[int, ...], accepts: tuple[int | None, ...]) -> bool:
     return len(shape) == len(accepts) and all(a is None or a == s for s, a in zip(shape, accepts))
 
 
+#: ITU-R BT.601 luma weights (what Pillow's ``convert("L")`` uses)
+LUMA = np.array([0.299, 0.587, 0.114], np.float32)
+#: largest difference between channels (in the image's units, relative to its range) still read as grey
+GREY_TOLERANCE = 1e-3
+
+
+def is_grey(array: np.ndarray) -> bool:
+    """Whether a 3-channel image is greyscale saved as colour (its channels agree)."""
+    if array.shape[0] == 1:
+        return True
+    span = float(array.max() - array.min()) or 1.0
+    return bool(np.abs(array[1:] - array[:1]).max() <= GREY_TOLERANCE * span)
+
+
+def convert_channels(channels: str | None, array: np.ndarray, source: str = "image") -> np.ndarray:
+    """``array`` ``(C, *spatial)`` converted as the model's ``preprocessing.channels`` declares (see
+    :data:`data_adapters.records.CHANNELS`); unchanged when it declares none. Real colour given to a ``grey`` model
+    is refused, naming the remedy."""
+    if channels is None:
+        return array
+    c = array.shape[0]
+    if channels == "rgb":
+        if c == 3:
+            return array
+        if c == 1:
+            return np.repeat(array, 3, axis=0)
+    elif c == 1:
+        return array
+    elif c == 3:
+        if channels == "luminance":
+            return np.tensordot(LUMA, array, axes=1)[None].astype(np.float32)
+        if is_grey(array):
+            return np.ascontiguousarray(array[:1])
+        raise InvalidInputError(f"{source}: a colour image (its channels differ) for a greyscale model; converting "
+                                "colour to grey loses what may be diagnostic, so it is done only when the model "
+                                "declares \"channels\": \"luminance\" in its preprocessing")
+    raise InvalidInputError(f"{source}: {c} channels; preprocessing.channels {channels!r} takes 1 or 3")
+
+
 def fit_image(pre: Preprocessing, image: Image, *, label: bool = False) -> np.ndarray:
-    """``image`` on the model's grid ``(C, *spatial_size)``: resampled to the declared spacing (then padded or
-    cropped) or resized, when declared; otherwise the array as read. ``label``: nearest-neighbour (masks)."""
+    """``image`` on the model's grid ``(C, *spatial_size)``: channels converted as declared, then resampled to the
+    declared spacing (then padded or cropped) or resized, when declared; otherwise the array as read.
+    ``label``: a mask (nearest-neighbour, channels untouched)."""
+    if not label and pre.channels:
+        image = Image(array=convert_channels(pre.channels, image.array, image.source), spacing=image.spacing,
+                      source=image.source, window=image.window)
     if not pre.resamples:
         return image.array
     if image.array.ndim - 1 != len(pre.spatial_size):

@@ -18,7 +18,7 @@ from data_adapters.errors import InvalidInputError
 
 __all__ = [
     "Image", "Case", "Rejection", "LoadReport", "Cohort", "Preprocessing", "ModelCard", "ModelHandle",
-    "Prediction", "Attribution", "ConceptScore", "TASKS",
+    "Prediction", "Attribution", "ConceptScore", "TASKS", "CHANNELS", "CLUSTER",
 ]
 
 #: ``binary``: one logit, sigmoid, classes (negative, positive); ``multiclass``: C logits, softmax;
@@ -51,7 +51,10 @@ class Image:
 
 @dataclass(frozen=True)
 class Case:
-    """One row of a cohort: an image reference, its content hash, label, attributes and optional mask."""
+    """One row of a cohort: an image reference, its content hash, label, attributes and optional mask.
+
+    ``patient``: a keyed hash of the patient the image came from (from a manifest's patient column or DICOM's
+    PatientID), never shown; it groups a patient's images so that intervals resample patients."""
 
     case_id: str
     image: Path
@@ -60,6 +63,7 @@ class Case:
     label: int | None = None
     attributes: dict[str, Any] = field(default_factory=dict)
     mask: Path | None = None
+    patient: str | None = None
 
     def __post_init__(self) -> None:
         if not self.case_id:
@@ -109,6 +113,24 @@ class LoadReport:
             columns=["row", "case_id", "field", "reason"],
         )
 
+    def grouped(self, first: int = 5) -> pd.DataFrame:
+        """Rejections with the same field and reason as one row: ``rows`` (how many), ``field``, ``reason`` and
+        ``first_rows`` (the first few row numbers), most common first: a cohort whose 1000 rows fail alike reads as
+        one line, not 1000."""
+        groups: dict[tuple[str, str], list[int]] = {}
+        for r in self.rejections:
+            groups.setdefault((r.field, r.reason), []).append(r.row)
+        rows = [{"rows": len(set(at)), "field": f, "reason": why,
+                 "first_rows": ", ".join(map(str, sorted(set(at))[:first])) + (", …" if len(set(at)) > first else "")}
+                for (f, why), at in groups.items()]
+        rows.sort(key=lambda r: (-r["rows"], r["first_rows"]))
+        return pd.DataFrame(rows, columns=["rows", "field", "reason", "first_rows"])
+
+    def grouped_lines(self, first: int = 5) -> list[str]:
+        """:meth:`grouped` as text lines for the command line."""
+        return [f"{g.rows} {self.unit if g.rows != 1 else self.unit.rstrip('s')}, field '{g.field}': {g.reason} "
+                f"({'row' if g.rows == 1 else 'rows'} {g.first_rows})" for g in self.grouped(first).itertuples()]
+
     def summary(self) -> str:
         if self.unit == "rows":
             return f"{self.source}: {self.n_loaded} of {self.n_rows} rows loaded, {self.n_rejected} rejected"
@@ -140,15 +162,34 @@ class Cohort:
                 return c
         raise InvalidInputError(f"cohort {self.name!r} has no case {case_id!r}")
 
+    @property
+    def n_patients(self) -> int | None:
+        """Distinct patients where the cohort says which patient each image came from, else None."""
+        keys = {c.patient for c in self.cases if c.patient}
+        return len(keys) if keys else None
+
     def frame(self) -> pd.DataFrame:
-        """One row per case: ``case_id``, ``label`` and one column per attribute (no paths)."""
+        """One row per case: ``case_id``, ``label`` and one column per attribute (no paths). Where patients are
+        known, ``_cluster``: an integer per patient (by first appearance; not the hash, and never shown) that the
+        statistics resample by; a case without a patient key is its own cluster."""
         rows = [{"case_id": c.case_id, "label": c.label, **c.attributes} for c in self.cases]
         frame = pd.DataFrame(rows, columns=["case_id", "label", *self.attribute_schema])
         frame["label"] = frame["label"].astype("Int64")
+        if self.n_patients:
+            codes: dict[str, int] = {}
+            frame[CLUSTER] = [codes.setdefault(c.patient or f"\0{c.case_id}", len(codes)) for c in self.cases]
         return frame
 
 
+#: the column of :meth:`Cohort.frame` that groups a patient's images (resampled together by every bootstrap)
+CLUSTER = "_cluster"
+
 INTENSITIES = ("none", "minmax", "zscore", "range")
+#: ``grey``: a one-channel model takes greyscale saved as RGB (identical channels; real colour is refused);
+#: ``luminance``: a one-channel model takes colour images converted to grey (ITU-R BT.601 weights), asked for
+#: explicitly because colour is often diagnostic; ``rgb``: a three-channel model takes greyscale images repeated
+#: into three channels.
+CHANNELS = ("grey", "luminance", "rgb")
 
 
 @dataclass(frozen=True)
@@ -168,8 +209,18 @@ class Preprocessing:
     intensity_range: tuple[float, float, float, float] | None = None
     resize: bool = False
     spacing: tuple[float, ...] | None = None
+    channels: str | None = None
 
     def __post_init__(self) -> None:
+        if not isinstance(self.resize, bool):
+            raise InvalidInputError(f"preprocessing.resize must be true or false, got {self.resize!r}")
+        if self.channels is not None:
+            if self.channels not in CHANNELS:
+                raise InvalidInputError(f"preprocessing.channels {self.channels!r} is not one of {CHANNELS}")
+            want = 3 if self.channels == "rgb" else 1
+            if self.in_channels != want:
+                raise InvalidInputError(f"preprocessing.channels {self.channels!r} converts images to {want} "
+                                        f"channel(s), but in_channels is {self.in_channels}")
         if self.intensity not in INTENSITIES:
             raise InvalidInputError(f"preprocessing.intensity {self.intensity!r} is not one of {INTENSITIES}")
         if (self.intensity == "range") != (self.intensity_range is not None and len(self.intensity_range) == 4):
@@ -195,9 +246,10 @@ class Preprocessing:
     @property
     def accepts(self) -> tuple[int | None, ...]:
         """The image shapes this model takes as read: ``None`` marks an axis of any size (resampled)."""
+        channels = None if self.channels else self.in_channels
         if self.resamples:
-            return (self.in_channels, *([None] * len(self.spatial_size)))
-        return self.input_shape
+            return (channels, *([None] * len(self.spatial_size)))
+        return (channels, *self.spatial_size)
 
     def describe(self) -> str:
         shape = "×".join(map(str, self.input_shape))
@@ -206,6 +258,10 @@ class Preprocessing:
             steps.append(f"resampled to {' × '.join(f'{s:g}' for s in self.spacing)} mm, then padded/cropped")
         elif self.resize:
             steps.append("resized to fit")
+        if self.channels:
+            steps.append({"grey": "greyscale saved as colour read as one channel",
+                          "luminance": "colour converted to grey (luminance)",
+                          "rgb": "greyscale repeated into three channels"}[self.channels])
         steps.append(f"intensity '{self.intensity}'" + (f" {list(self.intensity_range)}" if self.intensity_range
                                                          else ""))
         return ", ".join(steps)

@@ -79,3 +79,14 @@ def held_out_split(case_ids: np.ndarray, seed: int = 0) -> np.ndarray:
     mask = np.zeros(len(case_ids), bool)
     mask[rng.permutation(len(case_ids))[: len(case_ids) // 2]] = True
     return mask
+
+
+def calibration_target(probs: np.ndarray, labels: np.ndarray, class_index: int | None) -> tuple[np.ndarray, np.ndarray]:
+    """What a reliability diagram compares: with ``class_index``, that class's probability against "the label is
+    that class"; with None (a multi-class model's top-class view), the top class's probability against "the top
+    class is the label" (top-label calibration)."""
+    probs = np.asarray(probs, float)
+    labels = np.asarray(labels)
+    if class_index is None:
+        return probs.max(axis=1), probs.argmax(axis=1) == labels
+    return probs[:, class_index], labels == class_index

@@ -7,26 +7,63 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
-from data_adapters.records import Cohort
+from data_adapters.records import CLUSTER, Cohort
 
 AGE_BANDS = [0, 40, 60, 75, 200]
 AGE_LABELS = ["<40", "40-59", "60-74", "75+"]
 
 
+#: numeric attributes with at most this many distinct values are grouped by value, not banded
+FEW_VALUES = 6
+
+
+def bands(values: pd.Series, name: str) -> tuple[pd.Series, str]:
+    """A numeric attribute as stated bands, and how they were made: ``age`` in fixed clinical bands (<40, 40-59,
+    60-74, 75+); one with few values by value; any other in quartiles of the cohort (edges given)."""
+    present = values.dropna()
+    if name == "age":
+        return (pd.cut(values, AGE_BANDS, labels=AGE_LABELS, right=False).astype("string"),
+                f"{name} in bands {', '.join(AGE_LABELS)}")
+    if present.nunique() <= FEW_VALUES:
+        return values.astype("string"), f"{name} by value"
+    cut = pd.qcut(values, 4, duplicates="drop")
+    labels = {iv: f"{iv.left:.4g}–{iv.right:.4g}" for iv in cut.cat.categories}
+    return (cut.map(labels).astype("string"),
+            f"{name} in quartile bands of this cohort ({', '.join(labels.values())})")
+
+
+def band_column(name: str) -> str:
+    return f"{name}_band"
+
+
+def numeric_attributes(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if c not in ("case_id", "label", CLUSTER) and not c.endswith("_band")
+            and pd.api.types.is_numeric_dtype(frame[c]) and not pd.api.types.is_bool_dtype(frame[c])]
+
+
 def with_bands(frame: pd.DataFrame) -> pd.DataFrame:
-    """Adds ``age_band`` when there is a numeric ``age`` column."""
-    if "age" in frame and pd.api.types.is_numeric_dtype(frame["age"]):
-        frame = frame.assign(age_band=pd.cut(frame["age"], AGE_BANDS, labels=AGE_LABELS, right=False).astype(str))
-    return frame
+    """Adds ``<attribute>_band`` for every numeric attribute (see :func:`bands`): one group per year of age is 50
+    groups, none large enough to judge."""
+    out = frame.copy()
+    for column in numeric_attributes(frame):
+        out[band_column(column)] = bands(frame[column], column)[0]
+    return out
+
+
+def band_notes(frame: pd.DataFrame) -> dict[str, str]:
+    """``<attribute>_band`` → how that attribute was banded, for the page or command to state."""
+    return {band_column(c): bands(frame[c], c)[1] for c in numeric_attributes(frame)}
 
 
 def group_columns(cohort: Cohort, max_levels: int = 12) -> list[str]:
-    """Attributes worth grouping by: categorical ones with few levels, plus ``age_band``."""
-    frame = cohort.frame()
+    """Attributes worth grouping by: categorical ones with 2 to ``max_levels`` values, and every numeric one as
+    its bands (``<attribute>_band``) when that makes two or more groups. An attribute with one value is not
+    offered."""
+    frame = with_bands(cohort.frame())
     cols = [a for a, kind in cohort.attribute_schema.items()
             if kind == "categorical" and 1 < frame[a].nunique(dropna=True) <= max_levels]
-    if cohort.attribute_schema.get("age") == "numeric":
-        cols.append("age_band")
+    cols += [band_column(a) for a, kind in cohort.attribute_schema.items()
+             if kind == "numeric" and band_column(a) in frame and frame[band_column(a)].nunique(dropna=True) > 1]
     return sorted(cols, key=lambda c: (c != "site", c != "sex"))
 
 

@@ -81,3 +81,18 @@ def uncertainty_by_group_figure(table: pd.DataFrame, measure: str) -> go.Figure:
                            customdata=table["n"], hovertemplate="%{x}: %{y:.3f} (n=%{customdata})<extra></extra>"))
     fig.update_layout(title=f"Mean {measure.replace('_', ' ')} by group (95% CI)", yaxis_title=measure, **_LAYOUT)
     return fig
+
+
+def confusion_figure(table: pd.DataFrame, title: str) -> go.Figure:
+    """A confusion table (rows true class, columns top class) as a heatmap of row shares, counts written in."""
+    counts = table.to_numpy()
+    share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    fig = go.Figure(go.Heatmap(z=share, x=[c.removeprefix("predicted ") for c in table.columns],
+                               y=[r.removeprefix("true ") for r in table.index], colorscale="Blues", zmin=0, zmax=1,
+                               text=counts, texttemplate="%{text}", colorbar=dict(title="row share", thickness=10),
+                               hovertemplate="true %{y}, top class %{x}: %{text} (%{z:.0%} of the row)"
+                                             "<extra></extra>"))
+    fig.update_yaxes(autorange="reversed", title="true class")
+    fig.update_xaxes(title="top class")
+    fig.update_layout(title=title, **{**_LAYOUT, "height": max(300, 60 + 34 * len(table))})
+    return fig

@@ -83,15 +83,28 @@ def counts(weights: np.ndarray, y: np.ndarray, p: np.ndarray, called: np.ndarray
 
 
 def bootstrap_weights(y: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """``(n_boot, n)`` resample counts, stratified: positives and negatives are resampled separately, so each
-    replicate keeps the group's class counts (no replicate loses a class)."""
+    """``(n_boot, n)`` resample counts, stratified by ``y`` (boolean, or class labels): each class is resampled
+    separately, so each replicate keeps the group's class counts (no replicate loses a class)."""
+    y = np.asarray(y)
     w = np.zeros((n_boot, len(y)), np.float32)
-    for idx in (np.nonzero(y)[0], np.nonzero(~np.asarray(y, bool))[0]):
+    for value in np.unique(y):
+        idx = np.nonzero(y == value)[0]
         m = len(idx)
-        if m:  # draw m indices per replicate and count them: one bincount over all replicates
-            draws = rng.integers(0, m, size=(n_boot, m), dtype=np.int64) + (np.arange(n_boot, dtype=np.int64) * m)[:, None]
-            w[:, idx] = np.bincount(draws.ravel(), minlength=n_boot * m).reshape(n_boot, m)
+        # draw m indices per replicate and count them: one bincount over all replicates
+        draws = rng.integers(0, m, size=(n_boot, m), dtype=np.int64) + (np.arange(n_boot, dtype=np.int64) * m)[:, None]
+        w[:, idx] = np.bincount(draws.ravel(), minlength=n_boot * m).reshape(n_boot, m)
     return w
+
+
+def cluster_weights(clusters: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """``(n_boot, n)`` resample counts of a cluster bootstrap: whole clusters (a patient's images) are drawn with
+    replacement, and every image of a cluster drawn twice counts twice. Images of one patient are not independent;
+    resampling them one by one makes intervals too narrow (``benchmarks/cluster_coverage.py``)."""
+    _, inverse = np.unique(np.asarray(clusters), return_inverse=True)
+    c = int(inverse.max()) + 1 if len(inverse) else 0
+    draws = rng.integers(0, c, size=(n_boot, c), dtype=np.int64) + (np.arange(n_boot, dtype=np.int64) * c)[:, None]
+    per_cluster = np.bincount(draws.ravel(), minlength=n_boot * c).reshape(n_boot, c).astype(np.float32)
+    return per_cluster[:, inverse]
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:

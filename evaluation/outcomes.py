@@ -1,23 +1,53 @@
-"""Per-case outcome at an operating threshold: correct, false positive or false negative for one class."""
+"""Per-case outcomes. A multi-class model is judged as it is used: its top class against the label. A binary model,
+or one class of any model viewed one-vs-rest, at an operating threshold: correct, false positive or false negative
+for that class."""
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from data_adapters.records import Cohort
+from data_adapters.records import Cohort, ModelHandle
 
 OUTCOMES = ("correct", "false positive", "false negative", "unlabelled")
+TOP_CLASS_OUTCOMES = ("correct", "misclassified", "unlabelled")
 
 
-def case_outcomes(cohort: Cohort, predictions: pd.DataFrame, class_index: int, threshold: float = 0.5) -> pd.DataFrame:
-    """The cohort frame joined to predictions, with ``predicted`` (class ``class_index`` called at
-    ``p >= threshold``, one-vs-rest) and ``outcome`` for that class."""
-    frame = cohort.frame().merge(predictions, on="case_id", how="left")
+def uses_top_class(handle: ModelHandle) -> bool:
+    """Whether the model's default view is its top class (a single-label model of more than two classes) rather
+    than one class at a threshold (binary; multi-label, each label at its own threshold)."""
+    return handle.task == "multiclass" and handle.n_classes > 2
+
+
+def case_outcomes(cohort: Cohort, predictions: pd.DataFrame, class_index: int | None, threshold: float = 0.5, *,
+                  n_classes: int | None = None) -> pd.DataFrame:
+    """The cohort frame joined to predictions, with ``predicted`` and ``outcome``.
+
+    ``class_index`` None (the top-class view; needs ``n_classes``): ``predicted`` is each case's top class,
+    ``probability`` its probability, and ``outcome`` correct or misclassified against the label. Otherwise one
+    class one-vs-rest: ``called`` (``p >= threshold``), ``probability`` that class's, outcome correct, false positive
+    or false negative for it."""
+    return with_outcomes(cohort.frame().merge(predictions, on="case_id", how="left"), class_index, threshold,
+                         n_classes=n_classes)
+
+
+def with_outcomes(frame: pd.DataFrame, class_index: int | None, threshold: float = 0.5, *,
+                  n_classes: int | None = None) -> pd.DataFrame:
+    """:func:`case_outcomes` for a frame that already holds ``label`` and ``p_0 … p_{K-1}``; adds ``error``
+    (labelled and not correct) too."""
+    labelled = frame["label"].notna().to_numpy()
+    if class_index is None:
+        if n_classes is None:
+            raise ValueError("the top-class view needs n_classes")
+        probs = frame[[f"p_{k}" for k in range(n_classes)]].to_numpy(float)
+        top = probs.argmax(axis=1)
+        right = (frame["label"].to_numpy(dtype=float, na_value=-1) == top)
+        outcome = np.where(~labelled, "unlabelled", np.where(right, "correct", "misclassified"))
+        return frame.assign(predicted=top, probability=probs.max(axis=1), outcome=outcome,
+                            error=labelled & ~right)
     p = frame[f"p_{class_index}"].to_numpy(dtype=float)
     called = p >= threshold
     is_class = (frame["label"] == class_index).to_numpy(dtype=bool, na_value=False)
-    labelled = frame["label"].notna().to_numpy()
     outcome = np.where(~labelled, "unlabelled",
                        np.where(called & ~is_class, "false positive",
                                 np.where(~called & is_class, "false negative", "correct")))
-    return frame.assign(probability=p, called=called, outcome=outcome)
+    return frame.assign(probability=p, called=called, outcome=outcome, error=labelled & (called != is_class))

@@ -6,13 +6,15 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from evaluation.metrics import auroc, bootstrap_weights, counts
+from data_adapters.records import CLUSTER
+from evaluation.metrics import auroc, bootstrap_weights, cluster_weights, counts
 from evaluation.subgroups import MISSING
 
 
-def error_detection(uncertainty: np.ndarray, error: np.ndarray, *, n_boot: int = 1000, seed: int = 0,
-                    level: float = 0.95) -> dict[str, float]:
-    """AUROC of uncertainty as a score for "the model is wrong", with a stratified bootstrap interval.
+def error_detection(uncertainty: np.ndarray, error: np.ndarray, *, clusters: np.ndarray | None = None,
+                    n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> dict[str, float]:
+    """AUROC of uncertainty as a score for "the model is wrong", with a bootstrap interval: stratified by error,
+    or resampling patients when ``clusters`` (one code per case) says which patient each image came from.
 
     0.5: uncertainty says nothing about errors; 1.0: every error is more uncertain than every correct answer.
     """
@@ -22,7 +24,10 @@ def error_detection(uncertainty: np.ndarray, error: np.ndarray, *, n_boot: int =
         return {"auroc": np.nan, "lo": np.nan, "hi": np.nan, "errors": int(error.sum()), "n": len(error)}
     dummy = np.zeros(len(u), bool)
     point = float(auroc(counts(np.ones((1, len(u))), error, u, dummy))[0])
-    reps = auroc(counts(bootstrap_weights(error, n_boot, np.random.default_rng(seed)), error, u, dummy))
+    rng = np.random.default_rng(seed)
+    weights = (cluster_weights(clusters, n_boot, rng) if clusters is not None
+               else bootstrap_weights(error, n_boot, rng))
+    reps = auroc(counts(weights, error, u, dummy))
     lo, hi = np.nanquantile(reps, [(1 - level) / 2, 1 - (1 - level) / 2])
     return {"auroc": point, "lo": float(lo), "hi": float(hi), "errors": int(error.sum()), "n": len(error)}
 
@@ -46,7 +51,8 @@ def area_under_risk_coverage(curve: pd.DataFrame) -> float:
 
 def uncertainty_by_group(frame: pd.DataFrame, by: str | Sequence[str], column: str, *, n_boot: int = 1000,
                          seed: int = 0, level: float = 0.95) -> pd.DataFrame:
-    """Mean uncertainty per group with a bootstrap interval, plus the median and n."""
+    """Mean uncertainty per group with a bootstrap interval (resampling patients where the frame has
+    :data:`CLUSTER`), plus the median and n."""
     by = [by] if isinstance(by, str) else list(by)
     frame = frame.copy()
     for b in by:
@@ -55,7 +61,12 @@ def uncertainty_by_group(frame: pd.DataFrame, by: str | Sequence[str], column: s
     rows = []
     for key, sub in frame.groupby(by if len(by) > 1 else by[0], observed=True, sort=True):
         values = sub[column].to_numpy(float)
-        boots = values[rng.integers(0, len(values), size=(n_boot, len(values)))].mean(axis=1)
+        if CLUSTER in sub and sub[CLUSTER].notna().all():
+            w = cluster_weights(sub[CLUSTER].to_numpy(), n_boot, rng)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                boots = (w @ values) / w.sum(axis=1)
+        else:
+            boots = values[rng.integers(0, len(values), size=(n_boot, len(values)))].mean(axis=1)
         lo, hi = np.quantile(boots, [(1 - level) / 2, 1 - (1 - level) / 2])
         name = " · ".join(map(str, key if isinstance(key, tuple) else (key,)))
         rows.append({"group": name, "n": len(values), "mean": values.mean(), "mean_lo": lo, "mean_hi": hi,
@@ -69,3 +80,15 @@ def referral(values: np.ndarray, value: float, refer_fraction: float) -> dict[st
     values = np.asarray(values, float)
     cutoff = float(np.quantile(values, 1 - refer_fraction))
     return {"percentile": float((values < value).mean() * 100), "cutoff": cutoff, "refer": bool(value > cutoff)}
+
+
+def with_spread(frame: pd.DataFrame, n_classes: int, class_index: int | None) -> pd.DataFrame:
+    """An uncertainty table (``mean_k``, ``std_k`` per class) with ``p_k`` (the mean probabilities, named as the
+    predictions are) and ``std``: the spread of ``class_index``'s probability, or with None of each case's top
+    class."""
+    frame = frame.rename(columns={f"mean_{i}": f"p_{i}" for i in range(n_classes)})
+    if class_index is None:
+        top = frame[[f"p_{i}" for i in range(n_classes)]].to_numpy(float).argmax(axis=1)
+        spreads = frame[[f"std_{i}" for i in range(n_classes)]].to_numpy(float)
+        return frame.assign(std=spreads[np.arange(len(frame)), top])
+    return frame.assign(std=frame[f"std_{class_index}"])

@@ -24,17 +24,20 @@ from scipy.stats import norm
 from sklearn.metrics import roc_curve
 
 from data_adapters.errors import InvalidInputError
+from data_adapters.records import CLUSTER
 from evaluation.metrics import (
     METRICS,
     WHY_UNDEFINED,
     bootstrap_weights,
+    cluster_weights,
     counts,
     false_positive_rate,
     selection_rate,
     sensitivity,
 )
 
-__all__ = ["SubgroupReport", "subgroup_report", "choose_threshold", "board_view", "labelled_frame", "MISSING"]
+__all__ = ["SubgroupReport", "subgroup_report", "choose_threshold", "board_view", "labelled_frame", "MISSING",
+           "gap_row", "replicate_weights", "resampling"]
 
 MISSING = "(missing)"
 MSG_NO_LABELS = "no labelled cases for class {k}: subgroup performance needs labels"
@@ -62,6 +65,23 @@ def choose_threshold(y: np.ndarray, p: np.ndarray, rule: str = "youden") -> floa
         ok = np.nonzero(1 - fpr >= target)[0]
         return float(thr[ok[-1]])
     raise InvalidInputError(MSG_RULE.format(rule=rule))
+
+
+def replicate_weights(frame: pd.DataFrame, n_boot: int, rng: np.random.Generator) -> np.ndarray | None:
+    """Cluster-bootstrap weights ``(n_boot, len(frame))`` drawn once for the whole frame when it says which patient
+    each image came from (column :data:`CLUSTER`), so every group's replicate resamples the same patients; None
+    otherwise (each group is then resampled on its own, stratified by class)."""
+    if CLUSTER not in frame or frame[CLUSTER].isna().any():
+        return None
+    return cluster_weights(frame[CLUSTER].to_numpy(), n_boot, rng)
+
+
+def resampling(frame: pd.DataFrame) -> str:
+    """One line for a page or command: what the intervals resample."""
+    if CLUSTER in frame and frame[CLUSTER].notna().all():
+        return (f"cluster bootstrap: {frame[CLUSTER].nunique()} patients resampled (not the {len(frame)} images, "
+                "which are not independent)")
+    return "stratified bootstrap of images (no patient key: images are treated as independent)"
 
 
 def labelled_frame(cohort_frame: pd.DataFrame, predictions: pd.DataFrame, class_index: int) -> pd.DataFrame:
@@ -139,7 +159,7 @@ def subgroup_report(frame: pd.DataFrame, by: str | Sequence[str], *, class_index
                                 f"{[c for c in frame.columns if c not in ('case_id', 'y', 'p', 'label')]}")
     if n_boot < 1:
         raise InvalidInputError(f"n_boot must be at least 1, got {n_boot}")
-    frame = frame.copy()
+    frame = frame.reset_index(drop=True)
     for b in by:
         frame[b] = frame[b].astype("string").fillna(MISSING)
     y, p = frame["y"].to_numpy(bool), frame["p"].to_numpy(float)
@@ -156,6 +176,7 @@ def subgroup_report(frame: pd.DataFrame, by: str | Sequence[str], *, class_index
                      sensitive_features=frame[by], sample_params={m: {"p": p} for m in METRICS.names()})
     by_group = mf.by_group
     rng = np.random.default_rng(seed)
+    shared = replicate_weights(frame, n_boot, rng)
     rows, reps = [], {}
     groups = [("overall", frame)] + [
         (" · ".join(map(str, key if isinstance(key, tuple) else (key,))), sub)
@@ -164,10 +185,13 @@ def subgroup_report(frame: pd.DataFrame, by: str | Sequence[str], *, class_index
         sub = sub.sort_values("p", kind="stable")  # sorted once: the AUROC replicates need no gather
         ys, ps, cs = sub["y"].to_numpy(bool), sub["p"].to_numpy(float), sub["called"].to_numpy(bool)
         point_counts = counts(np.ones((1, len(ys))), ys, ps, cs)
-        boot = counts(bootstrap_weights(ys, n_boot, rng), ys, ps, cs)
+        weights = shared[:, sub.index.to_numpy()] if shared is not None else bootstrap_weights(ys, n_boot, rng)
+        boot = counts(weights, ys, ps, cs)
         events = int(ys.sum())
         lo_p, hi_p = _wilson(events, len(ys), z)
-        row = {"group": name, "n": len(ys), "events": events, "prevalence": events / len(ys),
+        row = {"group": name, "n": len(ys), **({"patients": int(sub[CLUSTER].nunique())} if shared is not None
+                                               else {}),
+               "events": events, "prevalence": events / len(ys),
                "prevalence_lo": lo_p, "prevalence_hi": hi_p}
         notes = []
         reps[name] = {}
@@ -207,23 +231,29 @@ def subgroup_report(frame: pd.DataFrame, by: str | Sequence[str], *, class_index
                           table=table.drop(columns=hidden), gaps=gaps)
 
 
-def _simultaneous_critical(reps, groups: list[str], column: str, level: float) -> tuple[float, dict[str, float]]:
-    """The max-t critical value over every pair of ``groups`` and each group's bootstrap standard error."""
+def _simultaneous_critical(reps, groups: list[str], column: str, level: float) -> tuple[float, dict]:
+    """The max-t critical value over every pair of ``groups``, and each pair's bootstrap standard error of the
+    difference (from the replicate-wise differences: right whether the groups were resampled independently or
+    share patients under a cluster bootstrap)."""
     values = np.stack([reps[g][column] for g in groups])  # (G, B)
     centre = np.nanmean(values, axis=1, keepdims=True)
-    se = np.nanstd(values, axis=1)
     i, j = np.triu_indices(len(groups), k=1)
-    pair_se = np.sqrt(se[i] ** 2 + se[j] ** 2)
-    deviation = np.abs((values[i] - centre[i]) - (values[j] - centre[j]))  # (pairs, B)
+    differences = values[i] - values[j]
+    pair_se = np.nanstd(differences, axis=1)
+    deviation = np.abs(differences - (centre[i] - centre[j]))  # (pairs, B)
     with np.errstate(divide="ignore", invalid="ignore"):
         t = np.where(pair_se[:, None] > 0, deviation / pair_se[:, None], 0.0)
-    t_max = np.nanmax(t, axis=0)
+    t_max = np.nanmax(t, axis=0) if len(t) else np.array([])
     t_max = t_max[np.isfinite(t_max)]
     critical = float(np.quantile(t_max, level)) if len(t_max) else np.nan
-    return critical, dict(zip(groups, se))
+    se = {frozenset((groups[a], groups[b])): float(v) for a, b, v in zip(i, j, pair_se)}
+    return critical, se
 
 
-def _gap_row(metric: str, table: pd.DataFrame, reps, column: str, alpha: float) -> dict:
+def gap_row(metric: str, table: pd.DataFrame, reps, column: str, alpha: float) -> dict:
+    """The gap between the best and worst comparable group in ``column`` of ``table`` with its interval,
+    simultaneous over every pair of comparable groups (max-t), from the bootstrap replicates ``reps``
+    (group → column → ``(B,)`` array)."""
     eligible = table[(table["group"] != "overall") & ~table["small"] & table[column].notna()]
     n_groups = int((table["group"] != "overall").sum())
     if len(eligible) < 2:
@@ -243,7 +273,7 @@ def _gap_row(metric: str, table: pd.DataFrame, reps, column: str, alpha: float) 
     point_hi = float(table.set_index("group").loc[hi_g, column])
     point_lo = float(table.set_index("group").loc[lo_g, column])
     diff = point_hi - point_lo
-    half = critical * float(np.sqrt(se[hi_g] ** 2 + se[lo_g] ** 2))
+    half = critical * se.get(frozenset((hi_g, lo_g)), 0.0) if hi_g != lo_g else 0.0
     d_lo, d_hi = diff - half, diff + half
     pairs = len(groups) * (len(groups) - 1) // 2
     flag = ""
@@ -258,14 +288,14 @@ def _gap_row(metric: str, table: pd.DataFrame, reps, column: str, alpha: float) 
 
 
 def _gaps(table: pd.DataFrame, reps, alpha: float) -> pd.DataFrame:
-    rows = [_gap_row(m, table, reps, m, alpha) for m in METRICS.names()]
+    rows = [gap_row(m, table, reps, m, alpha) for m in METRICS.names()]
     # equalized odds (Hardt et al., 2016): the larger of the TPR and FPR gaps, as fairlearn defines it
-    tpr, fpr = _gap_row("tpr", table, reps, "_tpr", alpha), _gap_row("fpr", table, reps, "_fpr", alpha)
+    tpr, fpr = gap_row("tpr", table, reps, "_tpr", alpha), gap_row("fpr", table, reps, "_fpr", alpha)
     eo = tpr if np.nan_to_num(tpr["difference"], nan=-1) >= np.nan_to_num(fpr["difference"], nan=-1) else fpr
     component = "TPR" if eo is tpr else "FPR"
     eo = {**eo, "metric": "equalized_odds_difference",
           "flag": eo["flag"].replace(eo["metric"], f"equalized odds ({component})", 1)}
-    dp = _gap_row("demographic_parity_difference", table, reps, "_selection", alpha)
+    dp = gap_row("demographic_parity_difference", table, reps, "_selection", alpha)
     if dp["higher_group"] is not None:
         by_group = table.set_index("group")
         prevalence_gap = float(by_group.loc[dp["higher_group"], "prevalence"] - by_group.loc[dp["lower_group"],

@@ -32,7 +32,7 @@ from data_adapters.cohort import load_image_batch
 from data_adapters.errors import ExplainerError, InvalidInputError, UnknownNameError
 from data_adapters.hashing import json_hash
 from data_adapters.identifiers import mask_path
-from data_adapters.preprocessing import fit_image, fits, prepare_batch
+from data_adapters.preprocessing import convert_channels, fit_image, fits, prepare_batch
 from data_adapters.readers import is_image_file, read_image
 from data_adapters.records import (
     Cohort,
@@ -73,7 +73,8 @@ def _checked(name: str, images: list[Image], sources: list[str], handle: ModelHa
         return np.stack([image.array for image in images]).astype(np.float32)
     pre = handle.preprocessing
     for image, src in zip(images, sources):
-        if not fits(image.shape, pre.accepts):
+        shape = (convert_channels(pre.channels, image.array, src).shape if pre.channels else image.shape)
+        if not fits(shape, pre.accepts):
             raise InvalidInputError(f"concept {name!r}: {src} is {image.shape}; model {handle.label} "
                                     f"expects {pre.describe()}")
     return np.stack([fit_image(pre, image) for image in images]).astype(np.float32)

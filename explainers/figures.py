@@ -32,12 +32,16 @@ def case_figure(image: np.ndarray, *, window: float = 1.0, level: float = 0.5, a
                 opacity: float = 0.5, colormap: str = "Inferno", signed: bool = False, mask: np.ndarray | None = None,
                 title: str = "", height: int = 340, aspect: float = 1.0,
                 line: tuple[str, float] | None = None) -> go.Figure:
-    """``image`` and ``attribution`` are 2D ``(H, W)``; ``mask`` is a 2D boolean outline to draw. ``aspect`` is
+    """``image`` is 2D ``(H, W)``, or ``(H, W, 3)`` for colour; ``attribution`` is ``(H, W)``; ``mask`` is a 2D boolean outline to draw. ``aspect`` is
     the height of a pixel over its width (row spacing / column spacing); ``line`` (``("h", row)`` or
     ``("v", column)``) marks where another view's slice cuts this one."""
     fig = go.Figure()
-    fig.add_trace(go.Heatmap(z=window_image(image, window, level), colorscale="gray", zmin=0, zmax=1,
-                             showscale=False, hovertemplate="x %{x}, y %{y}<br>display %{z:.2f}<extra></extra>"))
+    if image.ndim == 3:  # colour (H, W, 3): shown in colour, window/level applied to every channel alike
+        rgb = np.round(window_image(image, window, level) * 255).astype(np.uint8)
+        fig.add_trace(go.Image(z=rgb, hovertemplate="x %{x}, y %{y}<br>RGB %{z}<extra></extra>"))
+    else:
+        fig.add_trace(go.Heatmap(z=window_image(image, window, level), colorscale="gray", zmin=0, zmax=1,
+                                 showscale=False, hovertemplate="x %{x}, y %{y}<br>display %{z:.2f}<extra></extra>"))
     if attribution is not None and opacity > 0:
         values, zmin, zmax = overlay_values(attribution, signed)
         colorscale = "RdBu_r" if signed and colormap not in ("RdBu_r",) else colormap
@@ -51,7 +55,7 @@ def case_figure(image: np.ndarray, *, window: float = 1.0, level: float = 0.5, a
                                  name="ground truth"))
     if line is not None:
         kind, at = line
-        h, w = image.shape
+        h, w = image.shape[:2]
         x0, x1, y0, y1 = (-0.5, w - 0.5, at, at) if kind == "h" else (at, at, -0.5, h - 0.5)
         fig.add_shape(type="line", x0=x0, x1=x1, y0=y0, y1=y1, line=dict(color="#7CFC00", width=1.5, dash="dot"))
     fig.update_yaxes(autorange="reversed", scaleanchor="x", scaleratio=aspect, showticklabels=False, showgrid=False, zeroline=False,
@@ -156,13 +160,13 @@ def locator_line(shape: tuple[int, int, int], plane: str, index: int) -> tuple[s
 def case_views(image: np.ndarray, spacing: tuple[float, ...], *, title: str, attribution: np.ndarray | None = None,
                mask: np.ndarray | None = None, plane: str = "axial", index: int = 0, window: float = 1.0,
                level: float = 0.5, opacity: float = 0.5, colormap: str = "Inferno",
-               signed: bool = False) -> list[go.Figure]:
+               signed: bool = False, rgb: bool = False) -> list[go.Figure]:
     """The figures of one column of Case review. ``image`` (and ``attribution``, ``mask``) are spatial maps:
     ``(H, W)`` gives one figure; a volume ``(D, H, W)`` gives slice ``index`` of ``plane`` and, beneath it, the
     perpendicular projection (mean of the image; smoothed evidence of the attribution) with a dotted line where
-    that slice cuts it."""
+    that slice cuts it. ``rgb``: ``image`` is a colour picture ``(H, W, 3)``, shown in colour under the overlay."""
     style = {"window": window, "level": level, "colormap": colormap}
-    if image.ndim == 2:
+    if image.ndim == 2 or rgb:
         return [case_figure(image, attribution=attribution, opacity=opacity, signed=signed, mask=mask, title=title,
                             **style)]
     side, _ = LOCATOR[plane]
@@ -178,3 +182,13 @@ def case_views(image: np.ndarray, spacing: tuple[float, ...], *, title: str, att
         projection = case_figure(mean_projection(image, side), attribution=mip(evidence(attribution), side),
                                  opacity=max(opacity, 0.6), title=f"evidence · {side} MIP", **located, **style)
     return [view, projection]
+
+
+def display_image(array: np.ndarray) -> tuple[np.ndarray, bool]:
+    """What Case review shows of an image ``(C, *spatial)``: a 2D colour image (three channels that differ) as
+    ``(H, W, 3)`` in colour, with True; anything else as its first channel, with False."""
+    if array.ndim == 3 and array.shape[0] == 3:
+        span = float(array.max() - array.min()) or 1.0
+        if float(np.abs(array[1:] - array[:1]).max()) > 1e-3 * span:
+            return np.moveaxis(array, 0, -1), True
+    return array[0], False

@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
+from data_adapters.cohort import peek_dims
 from data_adapters.errors import GlassboxError
 from data_adapters.models import spec_path
 from data_adapters.records import Attribution, Cohort, ModelHandle
@@ -242,3 +243,23 @@ def predictions_or_stop(root: Path, model_path: Path, manifest: Path) -> pd.Data
     except GlassboxError as e:
         show_error(e)
         st.stop()
+
+
+def fitting_cohort(model_path: Path, cohorts: dict[str, Path], current: str | None) -> str | None:
+    """A cohort for the chosen model: ``current`` if its images have the model's dimensions (or cannot be told
+    cheaply), else the first cohort whose images do. A 2D model does not open on a 3D cohort."""
+    try:
+        dims = model(model_path).spatial_dims
+    except GlassboxError:
+        return current
+    def fits(name: str) -> bool | None:
+        found = _dims(str(cohorts[name]), stamp(cohorts[name]) if Path(cohorts[name]).is_file() else ())
+        return None if found is None else found == dims
+    if current in cohorts and fits(current) is not False:
+        return current
+    return next((n for n in cohorts if fits(n)), next((n for n in cohorts if fits(n) is None), current))
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _dims(path: str, key: tuple) -> int | None:
+    return peek_dims(path)

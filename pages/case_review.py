@@ -1,6 +1,8 @@
 """Case review: one case, what the model saw (several saliency methods side by side), how sure it is."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pandas as pd
 import streamlit as st
@@ -9,7 +11,7 @@ import torch
 from data_adapters.errors import GlassboxError
 from data_adapters.preprocessing import on_model_grid
 from data_adapters.readers import read_image
-from evaluation.outcomes import OUTCOMES, case_outcomes
+from evaluation.outcomes import OUTCOMES, TOP_CLASS_OUTCOMES, case_outcomes, uses_top_class
 from evaluation.referral import referral
 from explainers.concepts import concept_names, default_layers
 from explainers.figures import (
@@ -17,6 +19,7 @@ from explainers.figures import (
     OPENING_METHOD,
     PLANES,
     case_views,
+    display_image,
     display_windows,
     peak_slice,
 )
@@ -30,17 +33,28 @@ preds = common.predictions_or_stop(root, model_path, manifest)
 
 # -- which case ------------------------------------------------------------------------------------------
 top = st.columns([1, 1, 1, 1, 1])
-class_index = top[0].selectbox("Class of interest", range(handle.n_classes), index=handle.n_classes - 1,
-                               format_func=lambda k: handle.class_names[k], key="review_class")
-point = common.operating_point(root, model_path, manifest, class_index)
-threshold = point.threshold
-top[1].metric("Threshold", f"{threshold:.3f}", help=f"The model's shared operating threshold: {point.describe()}. "
-                                                   "Subgroups and Uncertainty use the same one.")
-table = case_outcomes(cohort, preds, class_index, threshold)
+top_view = uses_top_class(handle)  # a multi-class model is judged by its top class; one class vs rest is a choice
+views = ([None] if top_view else []) + list(range(handle.n_classes))
+class_index = top[0].selectbox(
+    "Class of interest", views, index=0 if top_view else handle.n_classes - 1, key="review_class",
+    format_func=lambda k: "top class (as the model is used)" if k is None else handle.class_names[k],
+    help="A multi-class model's outcome is its top class against the label; choose one class to see it one "
+         "versus the rest at its own threshold" if top_view else None)
+if class_index is None:
+    point = None
+    top[1].metric("Outcome rule", "top class", help="The class with the highest probability, against the label")
+    table = case_outcomes(cohort, preds, None, n_classes=handle.n_classes)
+    outcomes = TOP_CLASS_OUTCOMES
+else:
+    point = common.operating_point(root, model_path, manifest, class_index)
+    top[1].metric("Threshold", f"{point.threshold:.3f}", help=f"The model's shared operating threshold for this "
+                  f"class: {point.describe()}. Subgroups and Uncertainty use the same one.")
+    table = case_outcomes(cohort, preds, class_index, point.threshold)
+    outcomes = OUTCOMES
 filters = {}
 for col, attr in zip(top[2:4], [a for a in ("site", "sex") if a in cohort.attribute_schema]):
     filters[attr] = col.multiselect(attr.capitalize(), sorted(table[attr].dropna().unique()), key=f"review_{attr}")
-outcome = top[4].multiselect("Outcome", OUTCOMES[:3], key="review_outcome")
+outcome = top[4].multiselect("Outcome", outcomes[:-1], key="review_outcome")
 labels = st.multiselect("True label", range(handle.n_classes), format_func=lambda k: handle.class_names[k],
                         key="review_label")
 shown = table
@@ -57,6 +71,8 @@ if shown.empty:
 case_id = st.selectbox(f"Case ({len(shown)} match)", shown["case_id"].tolist(), key="review_case")
 row = shown.set_index("case_id").loc[case_id]
 case = cohort.case(case_id)
+# maps explain the class of interest; in the top-class view, the class this case's model output chose
+target = int(row["predicted"]) if class_index is None else class_index
 
 # -- display controls -------------------------------------------------------------------------------------
 names = SALIENCY_METHODS.names()
@@ -73,7 +89,9 @@ show_mask = st.checkbox("Outline ground-truth mask", value=True, key="review_mas
 pre = handle.preprocessing
 try:  # the files may have changed or gone since the cohort was checked
     as_read = read_image(case.image)
-    decoded = on_model_grid(pre, as_read)  # attributions live on the model's grid; show the image on it too
+    # attributions live on the model's grid; show the image on it too, in colour where it is colour (a grey
+    # model's channel conversion is for the model, not for the reader's eyes)
+    decoded = on_model_grid(dataclasses.replace(pre, channels=None, in_channels=as_read.shape[0]), as_read)
     mask_image = read_image(case.mask) if case.mask is not None else None
 except GlassboxError as e:
     common.show_error(e)
@@ -103,7 +121,12 @@ with info:
                  column_config={"probability": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0,
                                                                                 format="%.3f")})
     true = "unlabelled" if pd.isna(row["label"]) else handle.class_names[int(row["label"])]
-    st.markdown(f"**True label:** {true}  \n**Outcome:** {row['outcome']} at the shared threshold {threshold:.3f}")
+    if class_index is None:
+        st.markdown(f"**True label:** {true}  \n**Top class:** {handle.class_names[target]} "
+                    f"({row['probability']:.3f})  \n**Outcome:** {row['outcome']}")
+    else:
+        st.markdown(f"**True label:** {true}  \n**Outcome for {handle.class_names[class_index]}:** {row['outcome']} "
+                    f"at its shared threshold {point.threshold:.3f}")
     uncertainty_box = st.container()
     attrs = {k: v for k, v in case.attributes.items()}
     st.dataframe(pd.DataFrame({"attribute": list(attrs), "value": [str(v) for v in attrs.values()]}),
@@ -112,7 +135,7 @@ with info:
 maps: dict[str, object] = {}
 for method in methods:  # cached per case; computed first so that a volume can open at the slice that matters
     try:
-        maps[method] = common.attribution(root, model_path, manifest, case_id, method, class_index)
+        maps[method] = common.attribution(root, model_path, manifest, case_id, method, target)
     except GlassboxError as e:
         maps[method] = e
 
@@ -124,7 +147,7 @@ def caption(a) -> str:
 
 
 with views:
-    spatial = image[0]  # the first channel is shown; maps are summed over channels
+    spatial, rgb = display_image(image)  # colour in colour; otherwise the first channel. Maps: summed over channels
     plane, index = "axial", 0
     if spatial.ndim == 3:  # a volume: one plane at a time, opened at the slice that matters
         pick = st.columns([2, 2, 3, 2])
@@ -134,7 +157,7 @@ with views:
         # positive evidence of the method that landed on findings most often (explainers.figures.OPENING_METHOD)
         anchors = {"ground-truth centre": mask.astype(np.float32)} if mask is not None else {}
         try:
-            opening = common.attribution(root, model_path, manifest, case_id, OPENING_METHOD, class_index)
+            opening = common.attribution(root, model_path, manifest, case_id, OPENING_METHOD, target)
             anchors[f"evidence ({SALIENCY_METHODS.get(OPENING_METHOD).title})"] = opening.spatial_map()
         except GlassboxError:
             pass
@@ -145,13 +168,13 @@ with views:
                                 help="Where along the axis a new case or plane opens: the slice with the strongest "
                                      "evidence of one method, the centre of the ground truth, or the middle")
         start = n // 2 if anchors[why] is None else peak_slice(anchors[why], plane, positive=True)
-        index = pick[2].slider("Slice", 0, n - 1, start, key=f"review_slice_{case_id}_{plane}_{class_index}_{why}",
+        index = pick[2].slider("Slice", 0, n - 1, start, key=f"review_slice_{case_id}_{plane}_{target}_{why}",
                                help=f"Opens at the slice that matters ({why}); the dotted line in the projection "
                                     "below each view marks it")
         pick[3].caption(f"{plane} slice {index + 1} of {n} · opened at the {why} (slice {start + 1}) · "
                         f"voxels {' × '.join(f'{s:g}' for s in decoded.spacing)} mm")
     style = {"mask": mask, "plane": plane, "index": index, "window": window, "level": level, "opacity": opacity,
-             "colormap": colormap, "signed": signed}
+             "colormap": colormap, "signed": signed, "rgb": rgb}
     columns = [("image", "Image", None), *((m, SALIENCY_METHODS.get(m).title, maps[m]) for m in methods)]
     for col, (name, title, a) in zip(st.columns(len(columns)), columns):
         if isinstance(a, GlassboxError):
@@ -180,14 +203,14 @@ if named and not isinstance(handle.module, torch.jit.ScriptModule):
     with views:
         layer = default_layers(handle)[0]
         try:
-            sens = common.concept_sensitivity(root, model_path, manifest, named, layer, case_id, class_index)
+            sens = common.concept_sensitivity(root, model_path, manifest, named, layer, case_id, target)
         except GlassboxError as e:
             common.show_error(e)
         else:
             st.markdown(f"**Concept sensitivity** at `{layer}` (directional derivative of the "
-                        f"{handle.class_names[class_index]!r} score along each concept's CAV; positive: moving "
+                        f"{handle.class_names[target]!r} score along each concept's CAV; positive: moving "
                         "towards the concept raises it)")
             st.dataframe(sens[["concept", "sensitivity", "cav_accuracy"]], hide_index=True, key="review_concepts",
                          column_config={"sensitivity": st.column_config.NumberColumn(format="%+.4f")})
-st.caption("Maps explain the class of interest. Red/bright: evidence for it; in signed view blue is evidence "
+st.caption("Maps explain the class of interest (in the top-class view, the case's top class). Red/bright: evidence for it; in signed view blue is evidence "
            "against. Saliency shows where the model looked, not why, and can be wrong.")

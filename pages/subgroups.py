@@ -5,9 +5,11 @@ import streamlit as st
 
 from data_adapters.errors import GlassboxError
 from evaluation.cohort_summary import group_columns, with_bands
-from evaluation.figures import forest_plot, reliability_diagram, roc_by_group
+from evaluation.figures import confusion_figure, forest_plot, reliability_diagram, roc_by_group
 from evaluation.metrics import METRICS
-from evaluation.subgroups import board_view, labelled_frame, subgroup_report
+from evaluation.multiclass import MULTICLASS_METRICS, confusion_by_group, multiclass_report
+from evaluation.outcomes import uses_top_class
+from evaluation.subgroups import board_view, labelled_frame, resampling, subgroup_report
 from pages import _common as common
 
 st.title("Subgroup performance")
@@ -26,12 +28,18 @@ if not groups:
     st.stop()
 c = st.columns([2, 1, 1, 1])
 by = c[0].multiselect("Group by (two or more: intersections)", groups, default=groups[:1], key="sub_by")
-k = c[1].selectbox("Class", range(handle.n_classes), index=handle.n_classes - 1,
-                   format_func=lambda i: handle.class_names[i], key="sub_class")
+top_view = uses_top_class(handle)
+views = ([None] if top_view else []) + list(range(handle.n_classes))
+k = c[1].selectbox("Class", views, index=0 if top_view else handle.n_classes - 1, key="sub_class",
+                   format_func=lambda i: "all classes (top class)" if i is None else f"{handle.class_names[i]} vs rest",
+                   help="A multi-class model is judged by its top class against the label; one class versus the "
+                        "rest at its own threshold is a choice" if top_view else None)
 rule = c[2].selectbox("Threshold", ["shared", "youden", "sensitivity=0.9", "specificity=0.9", "set by hand"],
-                      key="sub_rule", help="shared: the model's operating threshold, the one Case review and "
-                                           "Uncertainty use; the others re-choose it on the cases shown here")
-manual = c[3].number_input("Threshold", 0.0, 1.0, 0.5, 0.01, key="sub_threshold", disabled=rule != "set by hand")
+                      key="sub_rule", disabled=k is None,
+                      help="shared: the model's operating threshold, the one Case review and Uncertainty use; the "
+                           "others re-choose it on the cases shown here. The top-class view needs none.")
+manual = c[3].number_input("Threshold", 0.0, 1.0, 0.5, 0.01, key="sub_threshold",
+                           disabled=rule != "set by hand" or k is None)
 c = st.columns([1, 1, 2])
 board = c[0].toggle("Ethics-board view", key="sub_board", help="Suppress every cell of a group smaller than k")
 k_min = c[1].number_input("k (board view)", 1, 1000, 10, key="sub_k", disabled=not board)
@@ -45,21 +53,30 @@ if not by:
     st.stop()
 
 try:
-    frame = labelled_frame(with_bands(cohort.frame()), preds, k)
+    frame = labelled_frame(with_bands(cohort.frame()), preds, k if k is not None else 0)
     for attr, values in subset.items():
         if values:
             frame = frame[frame[attr].isin(values)]
-    point = common.operating_point(root, model_path, manifest, k)
-    fixed = {"shared": point.threshold, "set by hand": manual}.get(rule)
-    report = subgroup_report(frame, by, class_index=k, threshold=fixed, rule=rule if fixed is None else "youden")
+    if k is None:
+        report = multiclass_report(frame, by, handle.class_names)
+    else:
+        point = common.operating_point(root, model_path, manifest, k)
+        fixed = {"shared": point.threshold, "set by hand": manual}.get(rule)
+        report = subgroup_report(frame, by, class_index=k, threshold=fixed, rule=rule if fixed is None else "youden")
 except GlassboxError as e:
     common.show_error(e)
     st.stop()
 
-described = point.describe() if rule == "shared" else f"{report.threshold:.3f} ({report.threshold_rule})"
-st.markdown(f"**{len(frame)}** labelled cases · class **{handle.class_names[k]}** · threshold "
-            f"**{described}** · {report.n_boot} resamples · gap intervals simultaneous over every pair of groups · "
-            f"groups under n={report.min_n} or {report.min_events} events per class are flagged, not compared")
+if k is None:
+    st.markdown(f"**{len(frame)}** labelled cases · all **{handle.n_classes}** classes, each case's top class "
+                f"against its label · {report.n_boot} resamples ({resampling(frame)}) · gap intervals simultaneous "
+                f"over every pair of groups · groups under n={report.min_n} are flagged, not compared")
+else:
+    described = point.describe() if rule == "shared" else f"{report.threshold:.3f} ({report.threshold_rule})"
+    st.markdown(f"**{len(frame)}** labelled cases · class **{handle.class_names[k]}** versus the rest · threshold "
+                f"**{described}** · {report.n_boot} resamples ({resampling(frame)}) · gap intervals simultaneous "
+                f"over every pair of groups · groups under n={report.min_n} or {report.min_events} events per class "
+                "are flagged, not compared")
 for flag in report.flags():
     st.warning(f"Gap: {flag}.")
 if not report.comparable:
@@ -78,10 +95,16 @@ st.subheader("Between-group gaps")
 st.dataframe(report.gaps, hide_index=True, key="sub_gaps")
 
 left, right = st.columns(2)
-metric = left.selectbox("Forest plot of", METRICS.names(), key="sub_metric")
+metric_names = MULTICLASS_METRICS.names() if k is None else METRICS.names()
+metric = left.selectbox("Forest plot of", metric_names, key="sub_metric")
 shown = report.table if not board else report.table[(report.table["n"] >= k_min) | (report.table["group"] == "overall")]
 left.plotly_chart(forest_plot(shown, metric), key="sub_forest")
-if len(by) == 1:
+if k is None:
+    confusions = confusion_by_group(report, int(k_min) if board else None)
+    which = right.selectbox("Confusion matrix of", list(confusions), key="sub_confusion_group")
+    right.plotly_chart(confusion_figure(confusions[which], f"Top class against label · {which}"),
+                       key="sub_confusion")
+elif len(by) == 1:
     right.plotly_chart(roc_by_group(frame, by[0]), key="sub_roc")
     curves = {str(g): (sub["y"].to_numpy(), sub["p"].to_numpy()) for g, sub in frame.groupby(by[0], observed=True)
               if not board or len(sub) >= k_min}

@@ -4,7 +4,9 @@ from __future__ import annotations
 import streamlit as st
 
 from data_adapters.errors import GlassboxError
+from data_adapters.records import CLUSTER
 from evaluation.calibration import (
+    calibration_target,
     expected_calibration_error,
     fit_temperature,
     held_out_split,
@@ -20,12 +22,15 @@ from evaluation.referral import (
     error_detection,
     risk_coverage,
     uncertainty_by_group,
+    with_spread,
 )
-from evaluation.subgroups import labelled_frame
+from evaluation.outcomes import uses_top_class, with_outcomes
+from evaluation.subgroups import labelled_frame, resampling
+from explainers.uncertainty import has_dropout
 from pages import _common as common
 
 MEASURES = {"entropy": "predictive entropy (nats)", "mutual_information": "mutual information (epistemic)",
-            "std": "standard deviation of the class probability"}
+            "std": "standard deviation of the class probability (the top class's in the top-class view)"}
 
 st.title("Uncertainty")
 st.caption("Per-case uncertainty from Monte Carlo dropout, test-time augmentation or an ensemble of versions.")
@@ -33,12 +38,18 @@ root, model_path, manifest, handle, cohort = common.loaded()
 _, models, _ = common.selection()
 
 c = st.columns(4)
-method = c[0].selectbox("Method", ["mc_dropout", "tta", "ensemble"], key="unc_method",
-                        help="ensemble: every model version in the workspace that takes the same input and "
-                             "predicts the same classes")
+methods = ["mc_dropout", "tta", "ensemble"]
+method = c[0].selectbox("Method", methods, index=0 if has_dropout(handle) else 1, key="unc_method",
+                        help="mc_dropout needs dropout layers (this model "
+                             f"{'has' if has_dropout(handle) else 'has none: tta is the default'}); ensemble: every "
+                             "model version in the workspace that takes the same input and predicts the same classes")
 measure = c[1].selectbox("Measure", list(MEASURES), format_func=MEASURES.get, key="unc_measure")
-k = c[2].selectbox("Class", range(handle.n_classes), index=handle.n_classes - 1,
-                   format_func=lambda i: handle.class_names[i], key="unc_class")
+top_view = uses_top_class(handle)
+views = ([None] if top_view else []) + list(range(handle.n_classes))
+k = c[2].selectbox("Errors of", views, index=0 if top_view else handle.n_classes - 1, key="unc_class",
+                   format_func=lambda i: "top class vs label" if i is None else handle.class_names[i],
+                   help="A multi-class model errs when its top class is not the label; one class one-vs-rest at its "
+                        "threshold is a choice" if top_view else None)
 refer = c[3].slider("Refer the most uncertain", 0.0, 0.5, 0.1, 0.01, key="unc_refer", format="%.2f")
 paths = list(common.peers(handle, models).values()) if method == "ensemble" else [model_path]
 try:
@@ -47,8 +58,7 @@ except GlassboxError as e:
     common.show_error(e)
     st.stop()
 
-unc = unc.rename(columns={f"mean_{i}": f"p_{i}" for i in range(handle.n_classes)})
-unc["std"] = unc[f"std_{k}"]
+unc = with_spread(unc, handle.n_classes, k)
 groups = group_columns(cohort)
 if cohort.frame()["label"].isna().all():  # e.g. a folder of DICOM studies: no errors to detect, still who to refer
     st.info("This cohort has no labels, so error detection and calibration cannot be measured. Shown: how "
@@ -65,27 +75,34 @@ if cohort.frame()["label"].isna().all():  # e.g. a folder of DICOM studies: no e
         by = right.selectbox("Uncertainty by", groups, key="unc_by")
         right.plotly_chart(uncertainty_by_group_figure(uncertainty_by_group(everything, by, measure), measure),
                            key="unc_groups")
-    left.dataframe(referred[["case_id", measure, f"p_{k}", *groups]], hide_index=True, key="unc_referred")
+    shown_p = [f"p_{i}" for i in range(handle.n_classes)] if k is None else [f"p_{k}"]
+    left.dataframe(referred[["case_id", measure, *shown_p, *groups]], hide_index=True, key="unc_referred")
     st.stop()
-frame = labelled_frame(with_bands(cohort.frame()), unc, k)
+frame = labelled_frame(with_bands(cohort.frame()), unc, k if k is not None else 0)
 if "split" in frame and (frame["split"] == "test").any():
     splits = st.multiselect("Cases from split", sorted(frame["split"].dropna().unique()), default=["test"],
                             key="unc_split", help="Judge uncertainty on held-out cases, not the training data")
     frame = frame[frame["split"].isin(splits)] if splits else frame
-point = common.operating_point(root, model_path, manifest, k)
-threshold = point.threshold
-frame["error"] = (frame["p"] >= threshold) != frame["y"]
-detect = error_detection(frame[measure].to_numpy(), frame["error"].to_numpy())
+if k is None:
+    rule = "top class against the label"
+    frame = with_outcomes(frame, None, n_classes=handle.n_classes)
+else:
+    point = common.operating_point(root, model_path, manifest, k)
+    rule = f"{handle.class_names[k]} one-vs-rest at the shared threshold {point.describe()}"
+    frame = with_outcomes(frame, k, point.threshold)
+clusters = frame[CLUSTER].to_numpy() if CLUSTER in frame else None
+detect = error_detection(frame[measure].to_numpy(), frame["error"].to_numpy(), clusters=clusters)
 curve = risk_coverage(frame[measure].to_numpy(), ~frame["error"].to_numpy())
 m = st.columns(4)
-m[0].metric("Errors", f"{detect['errors']} of {detect['n']}", help=f"at the shared threshold {point.describe()}")
+m[0].metric("Errors", f"{detect['errors']} of {detect['n']}", help=f"Errors: {rule}")
 m[1].metric("Uncertainty flags errors (AUROC)", f"{detect['auroc']:.3f}",
             help=f"95% CI {detect['lo']:.3f} to {detect['hi']:.3f}; 0.5 = no better than chance")
 kept = curve.iloc[max(0, int(round(len(curve) * (1 - refer))) - 1)]["accuracy"] if refer < 1 else float("nan")
 m[2].metric(f"Accuracy after referring {refer:.0%}", f"{kept:.3f}",
             delta=f"{kept - curve['accuracy'].iloc[-1]:+.3f} vs all")
 m[3].metric("Area under risk-coverage", f"{area_under_risk_coverage(curve):.3f}", help="mean risk; lower is better")
-st.caption(f"Error-detection AUROC 95% interval: {detect['lo']:.3f} to {detect['hi']:.3f}.")
+st.caption(f"Errors: {rule}. Error-detection AUROC 95% interval: {detect['lo']:.3f} to {detect['hi']:.3f} "
+           f"({resampling(frame)}).")
 
 left, right = st.columns(2)
 left.plotly_chart(risk_coverage_figure(curve, refer), key="unc_risk")
@@ -108,8 +125,9 @@ else:
         common.show_error(e)
         st.stop()
     evaluate = ~fit_mask
-    before, after = probs[evaluate][:, k], scaler.apply(probs[evaluate])[:, k]
-    y_eval = labels[evaluate] == k
+    # the top-class view checks the confidence of the top class (top-label calibration); one class, its probability
+    before, y_eval = calibration_target(probs[evaluate], labels[evaluate], k)
+    after, _ = calibration_target(scaler.apply(probs[evaluate]), labels[evaluate], k)
     cal = st.columns(3)
     cal[0].metric("Temperature", f"{scaler.temperature:.2f}",
                   help=f"offset {scaler.bias:+.2f}" if handle.task == "binary" else None)

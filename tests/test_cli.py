@@ -20,7 +20,7 @@ def test_check_lists_rejections_and_fails_when_nothing_loads(tmp_path, capsys):
     assert main(["check", "--cohort", str(tmp_path / "manifest.csv")]) == 1
     out = capsys.readouterr().out
     assert "0 of 2 rows loaded, 2 rejected" in out
-    assert "rejected row 1 (case a), field 'image': file not found: missing.png" in out
+    assert "rejected 1 row, field 'image': file not found: missing.png (row 1)" in out
 
 
 def test_bad_input_is_one_clear_line(tmp_path, capsys):
@@ -85,7 +85,7 @@ def test_uncertainty_command(demo_root, tmp_path, capsys):
     assert main(["uncertainty", *_demo_args(demo_root, "v1"), "--model", str(demo_root / "models" / "v2"),
                  "--method", "ensemble", "--out", str(out)]) == 0
     frame = pd.read_csv(out)
-    assert len(frame) == 720 and {"entropy", "mutual_information", "mean_1", "std_1"} <= set(frame.columns)
+    assert len(frame) == 720 and {"entropy", "mutual_information", "p_lesion", "std_lesion"} <= set(frame.columns)
     assert "wrote 720 cases" in capsys.readouterr().out
 
 

@@ -54,7 +54,7 @@ EXPECTED = {
     6: ("image", "images/trunc.png: image data is truncated or corrupt"),
     7: ("image", "images/text.png: not a readable PNG/JPEG image (unknown format)"),
     8: ("label", "label 2 is outside the classes: expected 0..1 (no lesion, lesion)"),
-    9: ("label", "label 'yes' is not an integer class index"),
+    9: ("label", "label 'yes' is not one of the model's classes"),
     10: ("image", "image is 1×8×8 (C×H×W); the model expects 1×16×16 (C×H×W)"),
     11: ("image", "image is 3×16×16 (C×H×W); the model expects 1×16×16 (C×H×W)"),
     12: ("image", "path '../outside.png' points outside the data root(s)"),

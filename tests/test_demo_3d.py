@@ -119,7 +119,7 @@ def test_the_dicom_copy_reads_and_predicts_exactly_like_the_nifti_originals(demo
     assert len(studies) == N_DICOM_STUDIES and studies.report.n_rejected == 0
     assert studies.report.n_rows == N_DICOM_STUDIES * SHAPE[0], "one case per series of 32 slice files"
     originals = [c for c in ct_cohort.cases if c.attributes["split"] == "test"][:N_DICOM_STUDIES]
-    by_patient = {c.attributes["patient"]: c for c in studies.cases}
+    by_patient = {c.patient: c for c in studies.cases}
     pairs = [(o, by_patient[salted(demo_ws.salt, f"DEMO-{i:04d}")]) for i, o in enumerate(originals, start=1)]
     for original, copy in pairs[:3]:
         a, b = read_image(original.image), read_image(copy.image)

@@ -75,7 +75,7 @@ def test_case_review_filters_and_methods(demo_root):
     assert not at.exception and not at.error
     chosen = at.selectbox(key="review_case")
     assert chosen.value is not None and len(chosen.options) < 240
-    assert "**Outcome:** false" in " ".join(m.value for m in at.markdown)
+    assert "**Outcome for lesion:** false" in " ".join(m.value for m in at.markdown)
 
 
 def test_case_review_says_when_nothing_matches(demo_root):

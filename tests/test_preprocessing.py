@@ -98,6 +98,6 @@ def test_a_resizing_model_takes_mixed_sizes_and_rejects_what_cannot_fit(tmp_path
     assert maps[0].array.shape == (1, 32, 32)
     spec["preprocessing"]["spacnig"] = [1, 1]
     write_spec(folder, spec)
-    with pytest.raises(ModelError, match=r"preprocessing has unknown field\(s\) \['spacnig'\]"):
+    with pytest.raises(ModelError, match=r"preprocessing has unknown field\(s\) 'spacnig' \(did you mean 'spacing'\?\)"):
         load_model(folder)
     assert read_image(data / "a.png").shape == (1, 48, 64), "reading stays as-is; only the model's view resamples"

@@ -49,15 +49,18 @@ def test_folder_cohort_has_tag_attributes_and_only_hashed_ids(dicom_study, tmp_p
     assert str(cohort.report.rejections[0]).endswith("README.txt: not a DICOM file")
     frame = cohort.frame()
     assert set(frame["sex"]) == {"F", "M"} and set(frame["age"]) == {66} and set(frame["site"]) == {"Hospital North"}
-    assert frame["patient"].nunique() == 2, "the same patient links across files"
-    assert frame.loc[0, "patient"] == salted(ws.salt, "MRN-7781234")
+    patients = [c.patient for c in cohort.cases]
+    assert len(set(patients)) == 2 and cohort.n_patients == 2, "the same patient links across files"
+    assert salted(ws.salt, "MRN-7781234") in patients
+    assert "patient" not in frame and frame["_cluster"].nunique() == 2, "the hash is kept, never a column shown"
+    assert not any(p in frame.to_csv() for p in patients)
     text = frame.to_csv() + repr(cohort)
     assert not any(s in text for s in SECRETS)
     same = load_dicom_folder(dicom_study, salt=Workspace(tmp_path / "other").salt)
-    assert list(same.frame()["patient"]) == list(frame["patient"]), "one operator secret: ids link across workspaces"
+    assert [c.patient for c in same.cases] == patients, "one operator secret: ids link across workspaces"
     monkeypatch.setenv("GLASSBOX_SECRET_FILE", str(tmp_path / "another-site" / "secret"))
     other = load_dicom_folder(dicom_study, salt=Workspace(tmp_path / "other").salt)
-    assert set(other.frame()["patient"]).isdisjoint(frame["patient"]), "another secret, other hashes"
+    assert {c.patient for c in other.cases}.isdisjoint(patients), "another secret, other hashes"
 
 
 def test_no_identifier_reaches_workspace_files_exports_or_output(dicom_study, tmp_path, capsys):

@@ -113,8 +113,13 @@ def test_unknown_method_and_parameter_get_suggestions():
 def test_layer_methods_refuse_torchscript_and_unknown_layers():
     scripted = torch.jit.script(TinyCNN(2, 1, 3))
     handle = handle_for(scripted, n_classes=3, input_shape=(1, 12, 12))
-    with pytest.raises(ExplainerError, match="grad_cam hooks a layer, which TorchScript models do not allow"):
-        explain(handle, images((1, 12, 12)), list("abc"), "grad_cam", 0)
+    for layered in (handle, handle_for(scripted, n_classes=3, input_shape=(1, 12, 12), explain_layer="features.2")):
+        # said once, with the remedy, whether or not explain_layer is set (it cannot help a TorchScript model)
+        with pytest.raises(ExplainerError, match="is TorchScript: layer methods .* whatever explain_layer says; "
+                                                 "use an input-gradient method"):
+            explain(layered, images((1, 12, 12)), list("abc"), "grad_cam", 0)
+        with pytest.raises(ExplainerError, match="is TorchScript"):
+            explain_layer(layered)
     assert explain(handle, images((1, 12, 12)), list("abc"), "saliency", 0)[0].array.shape == (1, 12, 12)
     bad = handle_for(TinyCNN(2, 1, 3), n_classes=3, input_shape=(1, 12, 12), explain_layer="features.9")
     with pytest.raises(UnknownNameError, match=r"has no layer 'features.9' \(did you mean"):

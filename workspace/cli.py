@@ -10,16 +10,19 @@
     glassbox tcav --model MODEL --cohort MANIFEST --concept NAME[,NAME] [--layer L] [--class C] [--out FILE.csv]
     glassbox serve [--workspace DIR ...] [--model-root DIR ...] [--data-root DIR ...] [--port N]
 
-MODEL is a model folder (with model.json) or the json; the demo's are ``<workspace>/models/v1`` and ``v2``, its
-cohort ``<workspace>/cohorts/demo2d/manifest.csv``.
+MODEL is a model folder (with model.json), the json, or the name of a version in the workspace (``--model v2``);
+MANIFEST a manifest, a DICOM folder, or the name of a cohort in the workspace (``--cohort demo2d``). A multi-class
+model is judged by its top class against the label; ``--target CLASS`` views one class versus the rest.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
+import difflib
 import os
-import subprocess
+import signal
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -29,10 +32,15 @@ from tqdm import tqdm
 
 from data_adapters.errors import GlassboxError, InvalidInputError
 from data_adapters.records import ModelHandle
-from evaluation.cohort_summary import with_bands
+from data_adapters.records import CLUSTER
+from evaluation.cohort_summary import band_column, band_notes, with_bands
 from evaluation.metrics import METRICS
-from evaluation.subgroups import board_view, labelled_frame, subgroup_report
+from evaluation.multiclass import MULTICLASS_METRICS, confusion_by_group, multiclass_report
+from evaluation.outcomes import uses_top_class, with_outcomes
+from evaluation.referral import error_detection, with_spread
+from evaluation.subgroups import board_view, labelled_frame, resampling, subgroup_report
 from explainers.device import best_device
+from explainers.inference import predict_cases
 from explainers.saliency import SALIENCY_METHODS
 from explainers.uncertainty import METHODS as UNCERTAINTY_METHODS
 from workspace.demo import TRAINING_SEED, build_demo, ship_weights
@@ -48,13 +56,26 @@ Progress = Callable[[int, int], None]
 
 
 class _Bars:
-    """One tqdm bar per named step, fed by ``progress(done, total)`` callbacks."""
+    """One progress bar per named step, fed by ``progress(done, total)`` callbacks. On a terminal, a live tqdm bar;
+    otherwise (a log file, CI) one line per step when it ends, not one per refresh."""
 
-    def __init__(self) -> None:
+    def __init__(self, stream=None) -> None:
+        self.stream = stream or sys.stderr
+        self.live = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.bars: list[tqdm] = []
 
     def __call__(self, name: str) -> Progress:
-        bar = tqdm(desc=name, unit="it", leave=True, file=sys.stderr, dynamic_ncols=True)
+        if not self.live:
+            started = time.perf_counter()
+            done_once = []
+
+            def line(done: int, total: int) -> None:
+                if done >= total and not done_once:
+                    done_once.append(True)
+                    print(f"{name}: {done}/{total} in {time.perf_counter() - started:.1f} s", file=self.stream)
+
+            return line
+        bar = tqdm(desc=name, unit="it", leave=True, file=self.stream, dynamic_ncols=True)
         self.bars.append(bar)
 
         def update(done: int, total: int) -> None:
@@ -81,9 +102,20 @@ def bars() -> Iterator[_Bars]:
 
 
 def _model(path: str, workspace: str | Path) -> ModelHandle:
-    handle = Workspace(workspace).load_model(path)  # bundles only from the workspace's model roots
+    """A model by path, or by name within ``--workspace`` (``--model v2``); bundles only from its model roots."""
+    ws = Workspace(workspace)
+    handle = ws.load_model(ws.resolve_model(path))
     handle.module.to(best_device())
     return handle
+
+
+def _cohort(args: argparse.Namespace, handle: ModelHandle | None, progress: Progress | None = None):
+    """``--cohort`` by path or by name within ``--workspace``, as ``handle`` sees it."""
+    ws = Workspace(args.workspace)
+    path = ws.resolve_cohort(args.cohort)
+    if handle is None:
+        return ws.load_cohort(path, progress=progress)
+    return ws.cohort_for(handle, path, progress=progress)
 
 
 def _positive_int(text: str) -> int:
@@ -153,18 +185,21 @@ def cmd_demo(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     handle = _model(args.model, args.workspace) if args.model else None
     with bars() as step:
-        cohort = Workspace(args.workspace).load_cohort(args.cohort, class_names=handle.class_names if handle else None,
-                               input_shape=handle.preprocessing.accepts if handle else None,
-                               progress=step("checking rows"))
+        cohort = _cohort(args, handle, step("checking rows"))
     report = cohort.report
     print(report.summary())
     if handle:
         print(f"checked against model {handle.label}: {handle.preprocessing.describe()}, "
               f"classes {list(handle.class_names)}")
+    if cohort.n_patients:
+        print(f"patients: {cohort.n_patients} for {len(cohort)} images; intervals resample patients")
     for note in report.notes:
         print(f"note: {note}")
-    for r in report.rejections:
-        print(f"rejected {r}")
+    for line in report.grouped_lines():  # identical reasons once, with the first rows
+        print(f"rejected {line}")
+    if args.all_rows:
+        for r in report.rejections:
+            print(f"rejected {r}")
     return 0 if len(cohort) else 1
 
 
@@ -172,15 +207,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     out = _out_path(args.out)
     handle = _model(args.model, args.workspace)
     with bars() as step:
-        cohort = Workspace(args.workspace).load_cohort(args.cohort, class_names=handle.class_names, input_shape=handle.preprocessing.accepts,
-                               progress=step("loading cohort"))
+        cohort = _cohort(args, handle, step("loading cohort"))
         if cohort.report.n_rejected:
             print(f"warning: {cohort.report.summary()} (see `glassbox check`)", file=sys.stderr)
         if not len(cohort):
             raise InvalidInputError(f"no case of {args.cohort} loaded ({cohort.report.summary()}); nothing to "
                                     "predict: see `glassbox check`")
         frame = Workspace(args.workspace).predictions(handle, cohort, progress=step("predicting"))
-    frame = frame.rename(columns={f"p_{k}": f"p_{name}" for k, name in enumerate(handle.class_names)})
+    frame = named_columns(frame, handle)
     if out:
         _write_table(frame, out)
         print(f"wrote {len(frame)} predictions to {out}")
@@ -193,11 +227,13 @@ def cmd_explain(args: argparse.Namespace) -> int:
     SALIENCY_METHODS.get(args.method).params(_params(args.param))  # bad names and values fail before any loading
     out = _out_path(args.out)
     handle = _model(args.model, args.workspace)
-    cohort = Workspace(args.workspace).load_cohort(args.cohort, class_names=handle.class_names,
-                                                   input_shape=handle.preprocessing.accepts)
+    cohort = _cohort(args, handle)
     case = cohort.case(args.case)
-    target = args.target if args.target is not None else handle.n_classes - 1
-    target = int(target) if str(target).isdigit() else target
+    if args.target is None:  # what the model said about this case: its top class (binary: the positive class)
+        (prediction,) = predict_cases(handle, [case])
+        target = int(np.argmax(prediction.probabilities)) if uses_top_class(handle) else handle.n_classes - 1
+    else:
+        target = handle.class_index(int(args.target) if str(args.target).isdigit() else args.target)
     params = _params(args.param)
     with bars() as step:
         (a,) = Workspace(args.workspace).attributions(handle, [case], args.method, target, params,
@@ -210,17 +246,41 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _where(frame, clauses: list[str]):
+def _where(frame, clauses: list[str], attributes: list[str]):
     for clause in clauses:
         name, sep, value = clause.partition("=")
-        if not sep or name not in frame.columns:
+        if not sep or name not in attributes:
             raise InvalidInputError(f"--where {clause!r}: expected ATTRIBUTE=VALUE with an attribute of the cohort "
-                                    f"({', '.join(c for c in frame.columns if c not in ('case_id', 'label'))})")
+                                    f"({', '.join(attributes)})")
+        present = sorted(frame[name].dropna().astype(str).unique())
+        if value not in present:
+            close = difflib.get_close_matches(value, present, n=1)
+            raise InvalidInputError(f"--where {clause!r}: no labelled case has {name} {value!r}; its values are "
+                                    f"{', '.join(present)}" + (f" (did you mean {close[0]!r}?)" if close else ""))
         frame = frame[frame[name].astype(str) == value]
     return frame
 
 
-def _gate(clauses: list[str]) -> dict[str, float]:
+def _by(frame: pd.DataFrame, text: str, attributes: list[str]) -> tuple[list[str], list[str]]:
+    """``--by`` as columns to group by, and notes: a numeric attribute is grouped in its stated bands."""
+    notes, by = [], []
+    explained = band_notes(frame)
+    for name in [b.strip() for b in text.split(",") if b.strip()]:
+        if band_column(name) in explained:
+            by.append(band_column(name))
+            notes.append(f"{name} is numeric: grouped as {explained[band_column(name)]}")
+        elif name in attributes or name in explained:
+            by.append(name)
+        else:
+            close = difflib.get_close_matches(name, attributes, n=1)
+            raise InvalidInputError(f"--by {name!r} is not an attribute of the cohort ({', '.join(attributes)})"
+                                    + (f"; did you mean {close[0]!r}?" if close else ""))
+    if not by:
+        raise InvalidInputError("--by needs at least one attribute")
+    return by, notes
+
+
+def _gate(clauses: list[str], metrics: list[str]) -> dict[str, float]:
     gates = {}
     for clause in clauses:
         name, sep, value = clause.partition("=")
@@ -228,37 +288,59 @@ def _gate(clauses: list[str]) -> dict[str, float]:
             gates[name] = float(value)
         except ValueError:
             raise InvalidInputError(f"--max-gap {clause!r}: expected METRIC=NUMBER, e.g. sensitivity=0.1") from None
-        if not sep or name not in GAP_METRICS:
-            raise InvalidInputError(f"--max-gap {clause!r}: metric must be one of {', '.join(GAP_METRICS)}")
+        if not sep or name not in metrics:
+            raise InvalidInputError(f"--max-gap {clause!r}: metric must be one of {', '.join(metrics)}")
     return gates
 
 
 def cmd_subgroups(args: argparse.Namespace) -> int:
-    gates = _gate(args.max_gap)
     out = _out_path(args.out)
     handle = _model(args.model, args.workspace)
-    with bars() as step:
-        cohort = Workspace(args.workspace).load_cohort(args.cohort, class_names=handle.class_names, input_shape=handle.preprocessing.accepts,
-                               progress=step("loading cohort"))
-        preds = Workspace(args.workspace).predictions(handle, cohort, progress=step("predicting"))
-    k = handle.class_index(int(args.target) if str(args.target).isdigit() else args.target) \
-        if args.target is not None else handle.n_classes - 1
-    frame = _where(labelled_frame(with_bands(cohort.frame()), preds, k), args.where)
+    if args.target is not None:
+        k = handle.class_index(int(args.target) if str(args.target).isdigit() else args.target)
+    else:  # a multi-class model is judged by its top class; one class versus the rest is asked for with --target
+        k = None if uses_top_class(handle) else handle.n_classes - 1
+    gates = _gate(args.max_gap, MULTICLASS_METRICS.names() if k is None else GAP_METRICS)
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise InvalidInputError(f"--threshold {args.threshold:g}: a threshold is a probability, between 0 and 1")
-    threshold, described = args.threshold, None
-    if threshold is None and args.rule is None:  # the model's shared operating threshold, as every page uses
-        point = Workspace(args.workspace).operating_point(handle, cohort, k)
-        threshold, described = point.threshold, point.describe()
-    report = subgroup_report(frame, args.by.split(","), class_index=k, threshold=threshold, rule=args.rule or "youden",
-                             n_boot=args.n_boot, min_n=args.min_n, seed=args.seed)
+    if k is None and (args.threshold is not None or args.rule is not None):
+        raise InvalidInputError("--threshold and --rule apply to one class versus the rest: add --target CLASS "
+                                f"(one of {', '.join(handle.class_names)}); the default top-class view needs none")
+    with bars() as step:
+        cohort = _cohort(args, handle, step("loading cohort"))
+        preds = Workspace(args.workspace).predictions(handle, cohort, progress=step("predicting"))
+    attributes = list(cohort.attribute_schema)
+    banded = with_bands(cohort.frame())
+    by, by_notes = _by(banded, args.by, attributes)
+    frame = _where(labelled_frame(banded, preds, k if k is not None else 0), args.where, attributes)
+    for note in by_notes:
+        print(f"note: {note}")
+    if k is None:
+        report = multiclass_report(frame, by, handle.class_names, n_boot=args.n_boot, min_n=args.min_n,
+                                   seed=args.seed)
+        print(f"{handle.label}, all {handle.n_classes} classes (each case's top class against its label), "
+              f"{len(frame)} labelled cases, {report.n_boot} resamples ({resampling(frame)})")
+        shown = ["group", "n", "patients", *MULTICLASS_METRICS.names()]
+    else:
+        threshold, described = args.threshold, None
+        if threshold is None and args.rule is None:  # the model's shared operating threshold, as every page uses
+            point = Workspace(args.workspace).operating_point(handle, cohort, k)
+            threshold, described = point.threshold, point.describe()
+        report = subgroup_report(frame, by, class_index=k, threshold=threshold, rule=args.rule or "youden",
+                                 n_boot=args.n_boot, min_n=args.min_n, seed=args.seed)
+        versus = " versus the rest" if handle.n_classes > 2 else ""
+        print(f"{handle.label}, class {handle.class_names[k]!r}{versus}, {len(frame)} labelled cases, threshold "
+              f"{described or f'{report.threshold:.3f} ({report.threshold_rule})'}, {report.n_boot} resamples "
+              f"({resampling(frame)})")
+        shown = ["group", "n", "patients", "events", "auroc", "sensitivity", "specificity", "ece"]
     table = board_view(report.table, args.board) if args.board else report.table
-    print(f"{handle.label}, class {handle.class_names[k]!r}, {len(frame)} labelled cases, threshold "
-          f"{described or f'{report.threshold:.3f} ({report.threshold_rule})'}, {report.n_boot} stratified "
-          "bootstrap resamples")
-    shown = ["group", "n", "events", "auroc", "sensitivity", "specificity", "ece"]
-    with pd.option_context("display.width", 200, "display.max_columns", 20):
-        print(_with_intervals(report.table, shown).to_string(index=False))
+    with pd.option_context("display.width", 250, "display.max_columns", 20):
+        print(_with_intervals(table if args.board else report.table, shown).to_string(index=False))
+    if k is None:
+        for group, confusion in confusion_by_group(report, args.board).items():
+            if group == "overall":
+                print("confusion matrix, overall (rows: true class; columns: top class):")
+                print(confusion.to_string())
     for flag in report.flags():
         print(f"gap: {flag}")
     for row in report.gaps[report.gaps["note"] != ""].itertuples():
@@ -275,7 +357,7 @@ def cmd_subgroups(args: argparse.Namespace) -> int:
         row = report.gaps.set_index("metric").loc[metric]
         if row["groups_compared"] < 2 or pd.isna(row["difference_lo"]):
             print(f"COULD NOT JUDGE: {metric}: {row['groups_compared']} of {row['groups']} group(s) large enough "
-                  f"to compare (needs 2; --min-n {report.min_n}, ≥{report.min_events} cases of each class)")
+                  f"to compare (needs 2; --min-n {report.min_n})")
             unjudged += 1
         elif row["difference_lo"] > limit:
             print(f"FAIL: {metric} gap {row['difference']:.3f} ({row['higher_group']} vs {row['lower_group']}), "
@@ -292,10 +374,25 @@ def cmd_subgroups(args: argparse.Namespace) -> int:
 def _with_intervals(table, columns):
     out = table[[c for c in columns if c in table]].copy()
     for c in columns:
-        if f"{c}_lo" in table:
-            out[c] = [f"{v:.3f} [{lo:.3f}, {hi:.3f}]" if pd.notna(v) else "n/a"
-                      for v, lo, hi in zip(table[c], table[f"{c}_lo"], table[f"{c}_hi"])]
+        if f"{c}_lo" in table and c in out:
+            out[c] = [_interval_text(v, lo, hi) for v, lo, hi in zip(table[c], table[f"{c}_lo"], table[f"{c}_hi"])]
     return out
+
+
+def _interval_text(v, lo, hi) -> str:
+    try:
+        return f"{float(v):.3f} [{float(lo):.3f}, {float(hi):.3f}]" if pd.notna(v) else "n/a"
+    except (TypeError, ValueError):  # the board view's suppressed cells ("<10") and blanks
+        return str(v) or "n/a"
+
+
+def named_columns(frame: pd.DataFrame, handle: ModelHandle) -> pd.DataFrame:
+    """Per-class columns named by class, the same way in every output: ``p_<class>`` (probability; the mean over
+    draws for uncertainty) and ``std_<class>`` (its spread over draws)."""
+    names = {}
+    for k, name in enumerate(handle.class_names):
+        names |= {f"p_{k}": f"p_{name}", f"mean_{k}": f"p_{name}", f"std_{k}": f"std_{name}"}
+    return frame.rename(columns=names)
 
 
 def cmd_uncertainty(args: argparse.Namespace) -> int:
@@ -303,26 +400,63 @@ def cmd_uncertainty(args: argparse.Namespace) -> int:
     handles = [_model(m, args.workspace) for m in args.model]
     first = handles[0]
     with bars() as step:
-        cohort = Workspace(args.workspace).load_cohort(args.cohort, class_names=first.class_names, input_shape=first.preprocessing.accepts,
-                               progress=step("loading cohort"))
+        cohort = _cohort(args, first, step("loading cohort"))
         frame = Workspace(args.workspace).uncertainty(handles, cohort, args.method, samples=args.samples,
                                                       seed=args.seed, progress=step(args.method))
     out = out_path or Path(f"uncertainty_{args.method}.csv")
-    _write_table(frame, out)
+    _write_table(named_columns(frame, first), out)
     print(f"wrote {len(frame)} cases to {out}: mean entropy {frame['entropy'].mean():.3f} nats, "
           f"mean mutual information {frame['mutual_information'].mean():.4f}")
+    labelled = cohort.frame().merge(with_spread(frame, first.n_classes, None), on="case_id")
+    labelled = labelled[labelled["label"].notna()]
+    held_out = ""
+    if "split" in labelled and (labelled["split"] == "test").any():  # judged on held-out cases, as the page is
+        labelled, held_out = labelled[labelled["split"] == "test"], " (split 'test')"
+    if len(labelled):
+        k = None if uses_top_class(first) else first.n_classes - 1
+        if k is None:
+            rule = "top class against the label"
+            judged = with_outcomes(labelled, None, n_classes=first.n_classes)
+        else:
+            point = Workspace(args.workspace).operating_point(first, cohort, k)
+            rule = f"class {first.class_names[k]!r} at the shared threshold {point.describe()}"
+            judged = with_outcomes(labelled, k, point.threshold)
+        clusters = judged[CLUSTER].to_numpy() if CLUSTER in judged else None
+        detect = error_detection(judged["entropy"].to_numpy(), judged["error"].to_numpy(), clusters=clusters,
+                                 seed=args.seed)
+        print(f"errors ({rule}): {detect['errors']} of {detect['n']} labelled cases{held_out}; entropy flags them with AUROC "
+              f"{detect['auroc']:.3f} [{detect['lo']:.3f}, {detect['hi']:.3f}] ({resampling(judged)})")
     return 0
+
+
+def _default_class(handle: ModelHandle, cohort) -> int:
+    """The class TCAV asks about when none is named: a binary model's positive class; for a multi-class model
+    the class with the most labelled cases in the cohort (stated in the output)."""
+    if not uses_top_class(handle):
+        return handle.n_classes - 1
+    labels = [c.label for c in cohort.cases if c.label is not None]
+    if not labels:
+        raise InvalidInputError(f"model {handle.label} has {handle.n_classes} classes and the cohort no labels: "
+                                f"name the class with --class (one of {', '.join(handle.class_names)})")
+    return int(np.bincount(labels).argmax())
 
 
 def cmd_tcav(args: argparse.Namespace) -> int:
     out_path = _out_path(args.out)
     handle = _model(args.model, args.workspace)
     with bars() as step:
-        cohort = Workspace(args.workspace).load_cohort(args.cohort, class_names=handle.class_names, input_shape=handle.preprocessing.accepts,
-                               progress=step("loading cohort"))
-        target = (int(args.target) if str(args.target).isdigit() else args.target) if args.target else None
+        cohort = _cohort(args, handle, step("loading cohort"))
+        if args.target:
+            target = handle.class_index(int(args.target) if str(args.target).isdigit() else args.target)
+        else:
+            target = _default_class(handle, cohort)
+            if uses_top_class(handle):
+                print(f"note: no --class given: testing {handle.class_names[target]!r}, the class with the most "
+                      "labelled cases", file=sys.stderr)
+        folder = Workspace(args.workspace).resolve_cohort(args.cohort)
+        folder = folder if folder.is_dir() else folder.resolve().parent
         frame = Workspace(args.workspace).concept_scores(
-            handle, cohort, Path(args.cohort).resolve().parent, [c.strip() for c in args.concept.split(",")],
+            handle, cohort, folder, [c.strip() for c in args.concept.split(",")],
             args.layer.split(",") if args.layer else None, target, n_random=args.random, seed=args.seed,
             progress=step("TCAV"))
     print(f"{handle.label}, class {handle.class_names[int(frame['target'].iloc[0])]!r}, {args.random} random "
@@ -337,19 +471,37 @@ def cmd_tcav(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_serve(args: argparse.Namespace) -> int:
+def serve_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
+    """The Streamlit command line and environment ``glassbox serve`` runs: what may be opened and trusted is fixed
+    here, from the operator's flags; the app's static files and settings come from the package, wherever the
+    command runs from."""
     app = Path(__file__).resolve().parent.parent / "app.py"
     workspaces = [Path(w).resolve() for w in (args.workspace or [default_workspace()])]
-    for w in workspaces:
-        Workspace(w).remove_orphans()
     env = {**os.environ, "GLASSBOX_WORKSPACE": str(workspaces[0]),
            "GLASSBOX_WORKSPACES": os.pathsep.join(map(str, workspaces))}
     for name, given in (("GLASSBOX_MODEL_ROOTS", args.model_root), ("GLASSBOX_DATA_ROOTS", args.data_root)):
         if given:
             env[name] = os.pathsep.join(str(Path(p).resolve()) for p in given)
-    return subprocess.call([sys.executable, str(app), "--server.address", args.address,
-                            "--server.port", str(args.port), "--server.headless", "true",
-                            "--browser.gatherUsageStats", "false"], env=env)
+    command = [sys.executable, str(app), "--server.address", args.address, "--server.port", str(args.port),
+               "--server.headless", "true", "--browser.gatherUsageStats", "false",
+               # .streamlit/config.toml is read from the working directory; what must hold everywhere is set here
+               "--client.showErrorDetails", "none", "--client.toolbarMode", "minimal",
+               "--server.fileWatcherType", "none", "--server.runOnSave", "false",
+               "--theme.primaryColor", "#2b6cb0"]
+    return command, env
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    command, env = serve_command(args)
+    for w in env["GLASSBOX_WORKSPACES"].split(os.pathsep):
+        Workspace(w).remove_orphans()
+    # the server replaces this process: a SIGTERM or Ctrl-C sent to `glassbox serve` reaches Streamlit itself, and no
+    # child is left serving the port
+    sys.stdout.flush()
+    sys.stderr.flush()
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    os.execve(command[0], command, env)
+    return 0  # not reached
 
 
 def parser() -> argparse.ArgumentParser:
@@ -375,6 +527,7 @@ def parser() -> argparse.ArgumentParser:
     s = add("check", cmd_check, "validate a cohort (and its fit to a model); print the load report")
     s.add_argument("--cohort", required=True)
     s.add_argument("--model")
+    s.add_argument("--all-rows", action="store_true", help="list every rejected row, not only each reason once")
     s = add("predict", cmd_predict, "write per-case class probabilities")
     s.add_argument("--model", required=True)
     s.add_argument("--cohort", required=True)
@@ -384,14 +537,17 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--cohort", required=True)
     s.add_argument("--case", required=True)
     s.add_argument("--method", required=True, help=", ".join(SALIENCY_METHODS.names()))
-    s.add_argument("--target", help="class index or name (default: the last class)")
+    s.add_argument("--target", help="class index or name (default: the model's top class for this case; binary: the "
+                                    "positive class)")
     s.add_argument("--param", action="append", default=[], metavar="NAME=VALUE", help="method parameter")
     s.add_argument("--out")
     s = add("subgroups", cmd_subgroups, "subgroup performance with 95% bootstrap intervals and between-group gaps")
     s.add_argument("--model", required=True)
     s.add_argument("--cohort", required=True)
-    s.add_argument("--by", required=True, help="attribute(s), comma-separated for intersections, e.g. sex,site")
-    s.add_argument("--target", help="class index or name (default: the last class)")
+    s.add_argument("--by", required=True, help="attribute(s), comma-separated for intersections, e.g. sex,site; a "
+                                               "numeric one (age) is grouped in stated bands")
+    s.add_argument("--target", help="one class versus the rest, by index or name (default: a multi-class model's "
+                                    "top class against the label; binary: the positive class)")
     s.add_argument("--threshold", type=float, help="operating threshold (default: the model's shared one, as the "
                                                    "pages use: settings.json operating_point, else Youden on the "
                                                    "validation or test split)")
@@ -420,7 +576,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--concept", required=True, help="names (folders under the cohort's concepts/), folders, or "
                                                     "filters like 'site == B'; comma-separated")
     s.add_argument("--layer", help="layer name(s), comma-separated (default: the network's usual choices)")
-    s.add_argument("--target", "--class", dest="target", help="class index or name (default: the last class)")
+    s.add_argument("--target", "--class", dest="target", help="class index or name (default: binary, the positive class; multi-class, "
+                                                     "the class with the most labelled cases)")
     s.add_argument("--random", type=_positive_int, default=16,
                    help="random concepts for the significance test (with 8, the random-vs-random spread hides real "
                         "effects)")

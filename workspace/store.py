@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import difflib
 import fcntl
 import hashlib
 import json
@@ -163,6 +164,10 @@ def _cached_frame(path: Path, compute: Callable[[], pd.DataFrame], case_ids: Seq
     return frame
 
 
+def _looks_like_path(text: str) -> bool:
+    return "/" in text or os.sep in text or bool(Path(text).suffix)
+
+
 def probability_columns(handle: ModelHandle) -> list[str]:
     return [f"p_{k}" for k in range(handle.n_classes)]
 
@@ -240,14 +245,50 @@ class Workspace:
         return identifier_key()
 
     def load_cohort(self, path: str | Path, *, class_names: Sequence[str] | None = None,
-                    input_shape: Sequence[int] | None = None, progress: Progress | None = None) -> Cohort:
-        """A manifest (CSV/Parquet) or a folder of DICOM files; DICOM ids hashed with this workspace's salt."""
+                    input_shape: Sequence[int | None] | None = None, channels: str | None = None,
+                    progress: Progress | None = None) -> Cohort:
+        """A manifest (CSV/Parquet) or a folder of DICOM files; ids and patient keys hashed with the operator's
+        secret."""
         path = Path(path)
         if path.is_dir():
-            return load_dicom_folder(path, salt=self.salt, input_shape=input_shape, progress=progress)
-        return load_manifest(path, class_names=class_names, input_shape=input_shape,
-                             roots=[Path(path).resolve().parent, *self.data_roots],
+            return load_dicom_folder(path, salt=self.salt, input_shape=input_shape, channels=channels,
+                                     progress=progress)
+        return load_manifest(path, class_names=class_names, input_shape=input_shape, channels=channels,
+                             roots=[Path(path).resolve().parent, *self.data_roots], salt=self.salt,
                              allow_columns=self._settings().get("allow_columns", []), progress=progress)
+
+    def cohort_for(self, handle: ModelHandle, path: str | Path, *, progress: Progress | None = None) -> Cohort:
+        """The cohort as ``handle`` sees it: labels outside its classes (or names not among them) and images it
+        cannot take (after its declared channel conversion) are rejected per row."""
+        pre = handle.preprocessing
+        return self.load_cohort(path, class_names=handle.class_names, input_shape=pre.accepts,
+                                channels=pre.channels, progress=progress)
+
+    def resolve_model(self, name: str | Path) -> Path:
+        """A model given by path, or by name: a version folder under this workspace's ``models/``."""
+        path = Path(name)
+        if path.exists() or _looks_like_path(str(name)):
+            return path  # the loader names what is wrong with it
+        named = self.model_paths()
+        if str(name) in named:
+            return named[str(name)]
+        close = difflib.get_close_matches(str(name), list(named), n=1)
+        raise InvalidInputError(f"model {str(name)!r} is neither a path nor a model of workspace {self.root} "
+                                f"(it has {', '.join(named) or 'none'})"
+                                + (f"; did you mean {close[0]!r}?" if close else ""))
+
+    def resolve_cohort(self, name: str | Path) -> Path:
+        """A cohort given by path (manifest or DICOM folder), or by name: a folder under ``cohorts/``."""
+        path = Path(name)
+        if path.exists() or _looks_like_path(str(name)):
+            return path  # the loader names what is wrong with it
+        named = self.cohort_paths()
+        if str(name) in named:
+            return named[str(name)]
+        close = difflib.get_close_matches(str(name), list(named), n=1)
+        raise InvalidInputError(f"cohort {str(name)!r} is neither a path nor a cohort of workspace {self.root} "
+                                f"(it has {', '.join(named) or 'none'})"
+                                + (f"; did you mean {close[0]!r}?" if close else ""))
 
     # -- predictions ---------------------------------------------------------------------------------
     def prediction_path(self, handle: ModelHandle, cohort: Cohort) -> Path:

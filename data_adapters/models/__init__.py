@@ -16,6 +16,7 @@ weights file, the task and class names, the preprocessing, an optional layer for
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -71,14 +72,32 @@ def _field(spec: dict, key: str, where: Path):
     return spec[key]
 
 
+#: the fields model.json may hold (a loader may read more, listed by its ``spec_keys``)
+SPEC_KEYS = frozenset({"name", "version", "format", "weights", "network", "task", "class_names", "preprocessing",
+                       "explain_layer", "card", "input_format"})
+
+
+def _check_keys(fields: dict, known: set[str] | frozenset[str], where: str) -> None:
+    """Unknown keys are refused with the closest known one: a misspelt ``explain_layr`` would otherwise be ignored
+    silently and the default used."""
+    unknown = sorted(set(fields) - set(known))
+    if unknown:
+        hints = []
+        for key in unknown:
+            close = difflib.get_close_matches(key, sorted(known), n=1, cutoff=0.6)
+            hints.append(f"{key!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        raise InvalidInputError(f"{where} has unknown field(s) {', '.join(hints)}; known: {sorted(known)}")
+
+
 def preprocessing_from(fields: dict) -> Preprocessing:
     """A :class:`Preprocessing` from its JSON fields (lists become tuples)."""
     if not isinstance(fields, dict):
         raise InvalidInputError(f"preprocessing must be an object, got {type(fields).__name__}")
-    known = {f.name for f in dataclasses.fields(Preprocessing)}
-    unknown = sorted(set(fields) - known)
-    if unknown:
-        raise InvalidInputError(f"preprocessing has unknown field(s) {unknown}; known: {sorted(known)}")
+    _check_keys(fields, {f.name for f in dataclasses.fields(Preprocessing)}, "preprocessing")
+    for key in ("resize",):
+        if key in fields and not isinstance(fields[key], bool):
+            raise InvalidInputError(f"preprocessing.{key} must be true or false (JSON booleans, no quotes), got "
+                                    f"{json.dumps(fields[key])}")
     tuples = {k: tuple(float(v) for v in fields[k]) if k != "spatial_size" else tuple(int(v) for v in fields[k])
               for k in ("spatial_size", "spacing", "intensity_range") if fields.get(k) is not None}
     return Preprocessing(**{**fields, **tuples})
@@ -108,6 +127,10 @@ def load_model(path: str | Path, *, roots: Sequence[str | Path] | None = None,
     one of them; ``remedy`` says how the operator adds a root (for the message)."""
     spec, where = read_spec(path)
     folder = Path(path) if Path(path).is_dir() else where.parent
+    try:
+        _check_keys(spec, SPEC_KEYS, str(where.name))
+    except InvalidInputError as e:
+        raise ModelError(f"{where}: {e}") from e
     loader = MODEL_LOADERS.get(str(_field(spec, "format", where)))
     if getattr(loader, "runs_config_code", False):
         root_paths = [Path(r) for r in roots or []]

@@ -42,8 +42,17 @@ Progress = Callable[[int, int], None]
 CPU_INTERNAL_BATCH = 64
 
 
+MSG_TORCHSCRIPT_LAYER = ("model {model} is TorchScript: layer methods (Grad-CAM, Guided Grad-CAM) hook a layer, which "
+                         "TorchScript does not allow, whatever explain_layer says; use an input-gradient method "
+                         "(saliency, integrated_gradients, ...) or give the model as a state dict with its network "
+                         "spec")
+
+
 def explain_layer(handle: ModelHandle) -> str:
-    """The layer layer-methods hook: the model's declared ``explain_layer``, else its last convolution."""
+    """The layer layer-methods hook: the model's declared ``explain_layer``, else its last convolution. A
+    TorchScript model has none to offer (hooks need the Python module): said once, with the remedy."""
+    if isinstance(handle.module, torch.jit.ScriptModule):
+        raise ExplainerError(MSG_TORCHSCRIPT_LAYER.format(model=handle.label))
     if handle.explain_layer:
         return handle.explain_layer
     convs = [n for n, m in handle.module.named_modules()

@@ -63,9 +63,8 @@ class SaliencyMethod:
     @classmethod
     def check_model(cls, handle: ModelHandle) -> None:
         if cls.uses_layer and isinstance(handle.module, torch.jit.ScriptModule):
-            raise ExplainerError(f"{cls.get_name()} hooks a layer, which TorchScript models do not allow; "
-                                 "use an input-gradient method (saliency, integrated_gradients, ...) or load "
-                                 "the model as a state dict with its network spec")
+            from explainers.saliency import MSG_TORCHSCRIPT_LAYER
+            raise ExplainerError(MSG_TORCHSCRIPT_LAYER.format(model=handle.label))
 
     def compute(self, scorer: torch.nn.Module, x: torch.Tensor, target: int, layer: torch.nn.Module | None,
                 params: dict[str, Any], internal_batch_size: int) -> tuple[torch.Tensor, torch.Tensor | None]:

@@ -1,0 +1,259 @@
+"""Multi-class performance done as a multi-class model is used: the top class against the label.
+
+A K-class model's outcome for a case is its top class (argmax) against the label; one-vs-rest views of a single
+class are a choice the pages offer, not the default. Per group: accuracy, balanced accuracy (mean recall over the
+classes present, as scikit-learn), top-k accuracy, macro and prevalence-weighted one-vs-rest AUROC (scikit-learn's
+``multi_class="ovr"``), top-label calibration (ECE of the top-class confidence) and the multi-class Brier score,
+each with a 95% bootstrap interval, plus a confusion matrix per group. Like the binary table, every replicate is
+computed at once from a ``(B, n)`` matrix of resample counts: stratified by class within each group, or a cluster
+bootstrap of patients where the cohort says which patient each image came from (``evaluation.subgroups``).
+Between-group gaps use the same simultaneous (max-t) intervals as the binary table.
+"""
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.metrics import confusion_matrix
+
+from data_adapters.errors import InvalidInputError
+from data_adapters.records import CLUSTER
+from data_adapters.registry import Registry
+from evaluation.metrics import bootstrap_weights, counts
+from evaluation.subgroups import MISSING, gap_row, replicate_weights, resampling
+
+__all__ = ["MULTICLASS_METRICS", "MulticlassReport", "multiclass_report", "top_class", "probabilities",
+           "confusion_by_group", "TOP_K"]
+
+#: top-k accuracy is reported with this k (for models of more than k classes)
+TOP_K = 2
+
+
+@dataclass(frozen=True)
+class Replicates:
+    """One group's cases under ``B`` weightings: ``w`` ``(B, n)``, labels ``y`` ``(n,)``, probabilities ``P``
+    ``(n, K)``, with what the metrics share precomputed."""
+
+    w: np.ndarray
+    y: np.ndarray
+    P: np.ndarray
+
+    @property
+    def total(self) -> np.ndarray:
+        return self.w.sum(axis=1, dtype=np.float64)
+
+    @property
+    def top(self) -> np.ndarray:
+        return self.P.argmax(axis=1)
+
+    @property
+    def rank(self) -> np.ndarray:
+        """How many classes score strictly above the true class (0: the true class is the top class)."""
+        true_p = self.P[np.arange(len(self.y)), self.y]
+        return (self.P > true_p[:, None]).sum(axis=1)
+
+
+def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
+
+
+MulticlassMetric = Callable[[Replicates], np.ndarray]
+MULTICLASS_METRICS: Registry[MulticlassMetric] = Registry("multi-class metric")
+
+
+def _metric(name: str):
+    def register(fn: MulticlassMetric) -> MulticlassMetric:
+        return MULTICLASS_METRICS.register(fn, name)
+    return register
+
+
+def _weighted_mean(r: Replicates, values: np.ndarray) -> np.ndarray:
+    return _ratio(r.w @ values.astype(r.w.dtype), r.total)
+
+
+@_metric("accuracy")
+def accuracy(r: Replicates) -> np.ndarray:
+    return _weighted_mean(r, r.top == r.y)
+
+
+@_metric("balanced_accuracy")
+def balanced_accuracy(r: Replicates) -> np.ndarray:
+    """Mean recall over the classes present in each replicate (scikit-learn's ``balanced_accuracy_score``)."""
+    recalls = []
+    for k in np.unique(r.y):
+        is_k = (r.y == k).astype(r.w.dtype)
+        recalls.append(_ratio(r.w @ (is_k * (r.top == k)), r.w @ is_k))
+    return np.nanmean(np.stack(recalls), axis=0) if recalls else np.full(len(r.w), np.nan)
+
+
+@_metric(f"top{TOP_K}_accuracy")
+def top_k_accuracy(r: Replicates) -> np.ndarray:
+    return _weighted_mean(r, r.rank < TOP_K)
+
+
+def _ovr_aurocs(r: Replicates) -> tuple[np.ndarray, np.ndarray]:
+    """Per class present with both kinds: the one-vs-rest AUROC ``(K', B)`` and its class weight ``(K', B)``."""
+    aucs, support = [], []
+    dummy = np.zeros(len(r.y), bool)
+    for k in np.unique(r.y):
+        is_k = r.y == k
+        if is_k.all():
+            continue
+        c = counts(r.w, is_k, r.P[:, k], dummy)
+        aucs.append(_ratio(c.auc_num, c.pos * c.neg))
+        support.append(c.pos)
+    if not aucs:
+        nan = np.full((1, len(r.w)), np.nan)
+        return nan, nan
+    return np.stack(aucs), np.stack(support)
+
+
+@_metric("macro_auroc")
+def macro_auroc(r: Replicates) -> np.ndarray:
+    """Unweighted mean of the one-vs-rest AUROCs (scikit-learn ``roc_auc_score(multi_class="ovr")``)."""
+    aucs, _ = _ovr_aurocs(r)
+    with np.errstate(invalid="ignore"):
+        return np.nanmean(aucs, axis=0) if np.isfinite(aucs).any() else np.full(len(r.w), np.nan)
+
+
+@_metric("weighted_auroc")
+def weighted_auroc(r: Replicates) -> np.ndarray:
+    """One-vs-rest AUROCs weighted by each class's share of the cases (``average="weighted"``)."""
+    aucs, support = _ovr_aurocs(r)
+    ok = np.isfinite(aucs)
+    return _ratio(np.where(ok, aucs * support, 0).sum(axis=0), np.where(ok, support, 0).sum(axis=0))
+
+
+@_metric("ece")
+def top_label_ece(r: Replicates) -> np.ndarray:
+    """Expected calibration error of the top-class confidence against whether the top class is right."""
+    c = counts(r.w, r.top == r.y, r.P.max(axis=1), np.zeros(len(r.y), bool))
+    return _ratio(c.ece_gap, c.n)
+
+
+@_metric("brier")
+def brier(r: Replicates) -> np.ndarray:
+    """Multi-class Brier score: mean over cases of the squared distance between probabilities and the one-hot label
+    (0 is perfect, 2 the worst)."""
+    onehot = np.eye(r.P.shape[1])[r.y]
+    return _weighted_mean(r, ((r.P - onehot) ** 2).sum(axis=1))
+
+
+def probabilities(frame: pd.DataFrame, n_classes: int) -> np.ndarray:
+    """The ``p_0 … p_{K-1}`` columns of a predictions frame as ``(n, K)``."""
+    return frame[[f"p_{k}" for k in range(n_classes)]].to_numpy(float)
+
+
+def top_class(frame: pd.DataFrame, n_classes: int) -> np.ndarray:
+    """Each case's top class (argmax of its probabilities; the first class on a tie, as ``numpy.argmax``)."""
+    return probabilities(frame, n_classes).argmax(axis=1)
+
+
+@dataclass(frozen=True)
+class MulticlassReport:
+    """``table``: one row per group plus ``overall`` (n, each metric with ``_lo``/``_hi``, ``small``, ``notes``);
+    ``gaps``: best versus worst comparable group per metric, simultaneous intervals; ``confusion``: group →
+    ``(K, K)`` counts, rows the true class, columns the top class."""
+
+    by: tuple[str, ...]
+    class_names: tuple[str, ...]
+    level: float
+    n_boot: int
+    min_n: int
+    resampling: str
+    table: pd.DataFrame
+    gaps: pd.DataFrame
+    confusion: dict[str, np.ndarray]
+
+    def flags(self) -> list[str]:
+        return [f for f in self.gaps["flag"] if f]
+
+    @property
+    def comparable(self) -> bool:
+        return bool((self.gaps["groups_compared"] >= 2).any())
+
+    def judgement(self) -> str:
+        groups = int(self.gaps["groups"].max()) if len(self.gaps) else 0
+        compared = int(self.gaps["groups_compared"].max()) if len(self.gaps) else 0
+        if not self.comparable:
+            return f"could not judge: {compared} of {groups} group(s) had n≥{self.min_n}; no gap was tested"
+        flags = self.flags()
+        if flags:
+            return f"{len(flags)} gap(s) whose interval excludes zero, among {compared} comparable groups"
+        return (f"no gap whose simultaneous {int(round(self.level * 100))}% interval excludes zero, among {compared} "
+                f"of {groups} groups")
+
+
+def multiclass_report(frame: pd.DataFrame, by: str | Sequence[str], class_names: Sequence[str], *,
+                      n_boot: int = 1000, level: float = 0.95, seed: int = 0, min_n: int = 30) -> MulticlassReport:
+    """``frame``: labelled cases joined to predictions (``label``, ``p_0 … p_{K-1}``, the attributes in ``by``,
+    and :data:`CLUSTER` where patients are known)."""
+    by = [by] if isinstance(by, str) else list(by)
+    missing = [b for b in by if b not in frame.columns]
+    if missing:
+        raise InvalidInputError(f"unknown attribute(s) {missing}")
+    if n_boot < 1:
+        raise InvalidInputError(f"n_boot must be at least 1, got {n_boot}")
+    K = len(class_names)
+    frame = frame[frame["label"].notna()].reset_index(drop=True)
+    if frame.empty:
+        raise InvalidInputError("no labelled cases: multi-class performance needs labels")
+    for b in by:
+        frame[b] = frame[b].astype("string").fillna(MISSING)
+    y_all = frame["label"].astype(int).to_numpy()
+    P_all = probabilities(frame, K)
+    alpha = (1 - level) / 2
+    rng = np.random.default_rng(seed)
+    shared = replicate_weights(frame, n_boot, rng)
+    groups = [("overall", frame)] + [
+        (" · ".join(map(str, key if isinstance(key, tuple) else (key,))), sub)
+        for key, sub in frame.groupby(by if len(by) > 1 else by[0], sort=True, observed=True)]
+    rows, reps, confusion = [], {}, {}
+    for name, sub in groups:
+        idx = sub.index.to_numpy()
+        y, P = y_all[idx], P_all[idx]
+        point = Replicates(np.ones((1, len(y))), y, P)
+        boot = Replicates(shared[:, idx] if shared is not None else bootstrap_weights(y, n_boot, rng), y, P)
+        present = len(np.unique(y))
+        row = {"group": name, "n": len(y)}
+        if shared is not None:
+            row["patients"] = int(sub[CLUSTER].nunique())
+        row["classes_present"] = present
+        notes, reps[name] = [], {}
+        for m in MULTICLASS_METRICS.names():
+            fn = MULTICLASS_METRICS.get(m)
+            value = float(fn(point)[0])
+            values = fn(boot)
+            reps[name][m] = values
+            ok = values[np.isfinite(values)]
+            lo, hi = np.quantile(ok, [alpha, 1 - alpha]) if len(ok) and np.isfinite(value) else (np.nan, np.nan)
+            row.update({m: value, f"{m}_lo": lo, f"{m}_hi": hi})
+        if present < K:
+            notes.append(f"{K - present} of {K} classes absent: balanced accuracy and AUROC over the {present} present")
+        small = len(y) < min_n
+        row["small"] = small
+        if small:
+            notes.insert(0, f"too small to judge (n={len(y)}; needs n≥{min_n})")
+        row["notes"] = "; ".join(notes)
+        rows.append(row)
+        confusion[name] = confusion_matrix(y, P.argmax(axis=1), labels=list(range(K)))
+    table = pd.DataFrame(rows)
+    gaps = pd.DataFrame([gap_row(m, table, reps, m, alpha) for m in MULTICLASS_METRICS.names()])
+    return MulticlassReport(by=tuple(by), class_names=tuple(class_names), level=level, n_boot=n_boot, min_n=min_n,
+                            resampling=resampling(frame), table=table, gaps=gaps, confusion=confusion)
+
+
+def confusion_frame(matrix: np.ndarray, class_names: Sequence[str]) -> pd.DataFrame:
+    """A confusion matrix as a table: rows ``true <class>``, columns ``predicted <class>``."""
+    return pd.DataFrame(matrix, index=[f"true {c}" for c in class_names],
+                        columns=[f"predicted {c}" for c in class_names])
+
+
+def confusion_by_group(report: MulticlassReport, k: int | None = None) -> dict[str, pd.DataFrame]:
+    """Each group's confusion table; with ``k`` (the board's minimum), groups under ``k`` cases left out."""
+    sizes = report.table.set_index("group")["n"]
+    return {g: confusion_frame(m, report.class_names) for g, m in report.confusion.items()
+            if k is None or g == "overall" or sizes[g] >= k}

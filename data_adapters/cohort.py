@@ -299,23 +299,31 @@ def load_manifest(
                   content_hash=content_hash, report=report)
 
 
-def peek_dims(path: str | Path) -> int | None:
-    """The spatial dimensions (2 or 3) of a manifest's first readable image, without loading the cohort; None when
-    it cannot tell cheaply (a DICOM folder, an unreadable first row)."""
+def peek_fit(path: str | Path, *, class_names: Sequence[str], input_shape: Sequence[int | None],
+             channels: str | None = None, rows: int = 3) -> bool | None:
+    """Whether a model can take this manifest, judged from its first ``rows`` rows without loading the cohort
+    (labels among ``class_names``, images that fit after the channel conversion); None when it cannot tell
+    cheaply (a DICOM folder, an unreadable manifest)."""
     path = Path(path)
     if not path.is_file():
         return None
     try:
         frame = _read_table(path)
-        for ref in frame.get("image", pd.Series(dtype=str)).head(3):
-            try:
-                image = read_image(_resolve(path.resolve().parent, str(ref).strip(), [path.resolve().parent]))
-            except GlassboxError:
-                continue
-            return image.array.ndim - 1
     except GlassboxError:
         return None
-    return None
+    base = path.resolve().parent
+    for row in frame.head(rows).to_dict("records"):
+        text = str(row.get("label", "")).strip()
+        if text and _label(text, class_names)[1]:
+            continue
+        try:
+            image = read_image(_resolve(base, str(row.get("image", "")).strip(), [base]))
+            shape = convert_channels(channels, image.array).shape if channels else image.shape
+        except GlassboxError:
+            continue
+        if fits(tuple(shape), tuple(input_shape)):
+            return True
+    return False
 
 
 def load_image_batch(cases: Sequence[Case], pre: Preprocessing | None = None) -> np.ndarray:

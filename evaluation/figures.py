@@ -22,8 +22,9 @@ def forest_plot(table: pd.DataFrame, metric: str, *, title: str | None = None) -
         marker=dict(size=9, color=np.where(rows["small"], "#a0aec0", "#2b6cb0")),
         error_x=dict(type="data", symmetric=False, array=rows[f"{metric}_hi"] - rows[metric],
                      arrayminus=rows[metric] - rows[f"{metric}_lo"]),
-        customdata=np.column_stack([rows["n"], rows["events"]]),
-        hovertemplate="%{y}: %{x:.3f}<br>n=%{customdata[0]}, events=%{customdata[1]}<extra></extra>"))
+        customdata=np.column_stack([rows["n"], rows["events"] if "events" in rows else rows["n"] * np.nan]),
+        hovertemplate="%{y}: %{x:.3f}<br>n=%{customdata[0]}"
+                      + (", events=%{customdata[1]}" if "events" in rows else "") + "<extra></extra>"))
     if len(overall) and pd.notna(overall.iloc[0]):
         fig.add_vline(x=float(overall.iloc[0]), line_dash="dash", line_color="#718096",
                       annotation_text="overall", annotation_position="top")

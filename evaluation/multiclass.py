@@ -5,8 +5,9 @@ class are a choice the pages offer, not the default. Per group: accuracy, balanc
 classes present, as scikit-learn), top-k accuracy, macro and prevalence-weighted one-vs-rest AUROC (scikit-learn's
 ``multi_class="ovr"``), top-label calibration (ECE of the top-class confidence) and the multi-class Brier score,
 each with a 95% bootstrap interval, plus a confusion matrix per group. Like the binary table, every replicate is
-computed at once from a ``(B, n)`` matrix of resample counts: stratified by class within each group, or a cluster
-bootstrap of patients where the cohort says which patient each image came from (``evaluation.subgroups``).
+computed at once from a ``(B, n)`` matrix of resample counts: a plain bootstrap of each group's images (not
+stratified by class: the class mix is part of what varies), or a cluster bootstrap of patients where the cohort
+says which patient each image came from (``evaluation.subgroups``).
 Between-group gaps use the same simultaneous (max-t) intervals as the binary table.
 """
 from __future__ import annotations
@@ -216,7 +217,10 @@ def multiclass_report(frame: pd.DataFrame, by: str | Sequence[str], class_names:
         idx = sub.index.to_numpy()
         y, P = y_all[idx], P_all[idx]
         point = Replicates(np.ones((1, len(y))), y, P)
-        boot = Replicates(shared[:, idx] if shared is not None else bootstrap_weights(y, n_boot, rng), y, P)
+        # not stratified by class: with seven classes a group's class mix is part of what varies between samples,
+        # and holding it fixed gives zero-width intervals wherever a model's answer is constant within a class
+        weights = shared[:, idx] if shared is not None else bootstrap_weights(np.zeros(len(y), int), n_boot, rng)
+        boot = Replicates(weights, y, P)
         present = len(np.unique(y))
         row = {"group": name, "n": len(y)}
         if shared is not None:

@@ -13,6 +13,7 @@ simulations; ``tests/test_subgroups.py``).
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -243,7 +244,9 @@ def _simultaneous_critical(reps, groups: list[str], column: str, level: float) -
     deviation = np.abs(differences - (centre[i] - centre[j]))  # (pairs, B)
     with np.errstate(divide="ignore", invalid="ignore"):
         t = np.where(pair_se[:, None] > 0, deviation / pair_se[:, None], 0.0)
-    t_max = np.nanmax(t, axis=0) if len(t) else np.array([])
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a replicate where every pair is undefined: dropped below
+        t_max = np.nanmax(t, axis=0) if len(t) else np.array([])
     t_max = t_max[np.isfinite(t_max)]
     critical = float(np.quantile(t_max, level)) if len(t_max) else np.nan
     se = {frozenset((groups[a], groups[b])): float(v) for a, b, v in zip(i, j, pair_se)}

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from data_adapters.cohort import peek_dims
+from data_adapters.cohort import peek_fit
 from data_adapters.errors import GlassboxError
 from data_adapters.models import spec_path
 from data_adapters.records import Attribution, Cohort, ModelHandle
@@ -246,20 +246,24 @@ def predictions_or_stop(root: Path, model_path: Path, manifest: Path) -> pd.Data
 
 
 def fitting_cohort(model_path: Path, cohorts: dict[str, Path], current: str | None) -> str | None:
-    """A cohort for the chosen model: ``current`` if its images have the model's dimensions (or cannot be told
-    cheaply), else the first cohort whose images do. A 2D model does not open on a 3D cohort."""
+    """A cohort for the chosen model: ``current`` if the model can take it (or that cannot be told cheaply), else
+    the first cohort whose first rows it can take (labels among its classes, images of its shape after its channel
+    conversion). A 2D model does not open on a 3D cohort, nor a 7-class model on a binary one."""
     try:
-        dims = model(model_path).spatial_dims
+        handle = model(model_path)
     except GlassboxError:
         return current
+
     def fits(name: str) -> bool | None:
-        found = _dims(str(cohorts[name]), stamp(cohorts[name]) if Path(cohorts[name]).is_file() else ())
-        return None if found is None else found == dims
+        path = cohorts[name]
+        return _fits(str(path), handle.class_names, handle.preprocessing.accepts, handle.preprocessing.channels,
+                     stamp(path) if Path(path).is_file() else ())
+
     if current in cohorts and fits(current) is not False:
         return current
     return next((n for n in cohorts if fits(n)), next((n for n in cohorts if fits(n) is None), current))
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
-def _dims(path: str, key: tuple) -> int | None:
-    return peek_dims(path)
+def _fits(path: str, class_names: tuple[str, ...], accepts: tuple, channels: str | None, key: tuple) -> bool | None:
+    return peek_fit(path, class_names=class_names, input_shape=accepts, channels=channels)

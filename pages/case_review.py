@@ -149,7 +149,7 @@ def caption(a) -> str:
 with views:
     spatial, rgb = display_image(image)  # colour in colour; otherwise the first channel. Maps: summed over channels
     plane, index = "axial", 0
-    if spatial.ndim == 3:  # a volume: one plane at a time, opened at the slice that matters
+    if spatial.ndim == 3 and not rgb:  # a volume: one plane at a time, opened at the slice that matters
         pick = st.columns([2, 2, 3, 2])
         plane = pick[0].radio("Plane", list(PLANES), horizontal=True, key="review_plane")
         n = spatial.shape[PLANES[plane]]

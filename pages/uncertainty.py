@@ -78,7 +78,11 @@ if cohort.frame()["label"].isna().all():  # e.g. a folder of DICOM studies: no e
     shown_p = [f"p_{i}" for i in range(handle.n_classes)] if k is None else [f"p_{k}"]
     left.dataframe(referred[["case_id", measure, *shown_p, *groups]], hide_index=True, key="unc_referred")
     st.stop()
-frame = labelled_frame(with_bands(cohort.frame()), unc, k if k is not None else 0)
+# errors are the model's own predictions (as Case review and Subgroups count them); the method supplies only the
+# uncertainty of each case
+preds = common.predictions_or_stop(root, model_path, manifest)
+measures = unc[["case_id", "entropy", "mutual_information", "std"]]
+frame = labelled_frame(with_bands(cohort.frame()), preds, k if k is not None else 0).merge(measures, on="case_id")
 if "split" in frame and (frame["split"] == "test").any():
     splits = st.multiselect("Cases from split", sorted(frame["split"].dropna().unique()), default=["test"],
                             key="unc_split", help="Judge uncertainty on held-out cases, not the training data")

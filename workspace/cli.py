@@ -37,7 +37,7 @@ from evaluation.cohort_summary import band_column, band_notes, with_bands
 from evaluation.metrics import METRICS
 from evaluation.multiclass import MULTICLASS_METRICS, confusion_by_group, multiclass_report
 from evaluation.outcomes import uses_top_class, with_outcomes
-from evaluation.referral import error_detection, with_spread
+from evaluation.referral import error_detection
 from evaluation.subgroups import board_view, labelled_frame, resampling, subgroup_report
 from explainers.device import best_device
 from explainers.inference import predict_cases
@@ -407,7 +407,9 @@ def cmd_uncertainty(args: argparse.Namespace) -> int:
     _write_table(named_columns(frame, first), out)
     print(f"wrote {len(frame)} cases to {out}: mean entropy {frame['entropy'].mean():.3f} nats, "
           f"mean mutual information {frame['mutual_information'].mean():.4f}")
-    labelled = cohort.frame().merge(with_spread(frame, first.n_classes, None), on="case_id")
+    # errors are the model's own predictions (as every page counts them); the method gives each case's uncertainty
+    preds = Workspace(args.workspace).predictions(first, cohort)
+    labelled = cohort.frame().merge(preds, on="case_id").merge(frame[["case_id", "entropy"]], on="case_id")
     labelled = labelled[labelled["label"].notna()]
     held_out = ""
     if "split" in labelled and (labelled["split"] == "test").any():  # judged on held-out cases, as the page is

@@ -314,6 +314,12 @@ class ModelHandle:
     def label(self) -> str:
         return f"{self.name} {self.version}"
 
+    @property
+    def judged_by_top_class(self) -> bool:
+        """A single-label model of more than two classes: its outcome for a case is its top class against the label
+        (binary and multi-label models: each class at its own threshold)."""
+        return self.task == "multiclass" and self.n_classes > 2
+
     def class_index(self, target: int | str) -> int:
         """The index of a class given by index or by name; raises with the valid options."""
         if isinstance(target, str) and target in self.class_names:

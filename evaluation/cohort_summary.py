@@ -68,7 +68,8 @@ def group_columns(cohort: Cohort, max_levels: int = 12) -> list[str]:
 
 
 def group_counts(cohort: Cohort, by: str | Sequence[str], class_names: Sequence[str] | None = None) -> pd.DataFrame:
-    """Cases per group: ``n``, cases per label, and the share of the last class (prevalence)."""
+    """Cases per group: ``n``, cases per label, and for two classes the share of the second (prevalence); with more
+    classes the counts per label are the whole story."""
     by = [by] if isinstance(by, str) else list(by)
     frame = with_bands(cohort.frame())
     frame[by] = frame[by].astype("string").fillna("(missing)")
@@ -78,8 +79,9 @@ def group_counts(cohort: Cohort, by: str | Sequence[str], class_names: Sequence[
     table = counts.copy()
     table.insert(0, "n", frame.groupby(by, dropna=False).size())
     labelled = counts.sum(axis=1)
-    if len(counts.columns):
-        table["prevalence"] = (counts.iloc[:, -1] / labelled.where(labelled > 0)).round(3)
+    if len(names) == 2 and len(counts.columns):
+        positive = counts[names[1]] if names[1] in counts else 0
+        table["prevalence"] = (positive / labelled.where(labelled > 0)).round(3)
     return table.reset_index()
 
 

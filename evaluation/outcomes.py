@@ -15,7 +15,7 @@ TOP_CLASS_OUTCOMES = ("correct", "misclassified", "unlabelled")
 def uses_top_class(handle: ModelHandle) -> bool:
     """Whether the model's default view is its top class (a single-label model of more than two classes) rather
     than one class at a threshold (binary; multi-label, each label at its own threshold)."""
-    return handle.task == "multiclass" and handle.n_classes > 2
+    return handle.judged_by_top_class
 
 
 def case_outcomes(cohort: Cohort, predictions: pd.DataFrame, class_index: int | None, threshold: float = 0.5, *,

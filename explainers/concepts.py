@@ -202,6 +202,18 @@ class LinearCAV(Classifier):
         return self._classes
 
 
+def default_target(handle: ModelHandle, cohort: Cohort) -> int:
+    """The class TCAV asks about when none is named: a binary model's positive class (the last); for a multi-class
+    model, the class with the most labelled cases in the cohort (there is no "positive" class to default to)."""
+    if not handle.judged_by_top_class:
+        return handle.n_classes - 1
+    labels = [c.label for c in cohort.cases if c.label is not None]
+    if not labels:
+        raise InvalidInputError(f"model {handle.label} has {handle.n_classes} classes and cohort {cohort.name!r} no "
+                                f"labels: name the class (one of {', '.join(handle.class_names)})")
+    return int(np.bincount(labels, minlength=handle.n_classes).argmax())
+
+
 def default_layers(handle: ModelHandle) -> list[str]:
     """Sensible layers to probe: a DenseNet's last two dense blocks, else the last two convolutions' parents."""
     names = [n for n, _ in handle.module.named_modules()]

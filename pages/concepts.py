@@ -5,7 +5,7 @@ import streamlit as st
 
 from data_adapters.errors import GlassboxError
 from evaluation.concept_figures import tcav_figure
-from explainers.concepts import concept_names, default_layers
+from explainers.concepts import concept_names, default_layers, default_target
 from pages import _common as common
 
 st.title("Concepts")
@@ -21,7 +21,12 @@ chosen = c[0].multiselect("Concepts", named, default=named, key="tcav_concepts",
                           help="Folders under the cohort's concepts/; add attribute filters below")
 extra = c[0].text_input("Attribute filter concept (optional)", "", key="tcav_filter", placeholder="site == B")
 layers = c[1].multiselect("Layers", layers_all, default=default_layers(handle), key="tcav_layers")
-k = c[2].selectbox("Class", range(handle.n_classes), index=handle.n_classes - 1,
+try:
+    default_class = default_target(handle, cohort)
+except GlassboxError:  # an unlabelled cohort and a multi-class model: the reader picks
+    default_class = 0
+k = c[2].selectbox("Class", range(handle.n_classes), index=default_class,
+                   help="Default: the positive class; for a multi-class model, the class with the most labelled cases",
                    format_func=lambda i: handle.class_names[i], key="tcav_class")
 n_random = c[3].number_input("Random concepts", 3, 30, 16, key="tcav_random")
 concepts = chosen + ([extra.strip()] if extra.strip() else [])

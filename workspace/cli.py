@@ -40,6 +40,7 @@ from evaluation.outcomes import uses_top_class, with_outcomes
 from evaluation.referral import error_detection
 from evaluation.subgroups import board_view, labelled_frame, resampling, subgroup_report
 from explainers.device import best_device
+from explainers.concepts import default_target
 from explainers.inference import predict_cases
 from explainers.saliency import SALIENCY_METHODS
 from explainers.uncertainty import METHODS as UNCERTAINTY_METHODS
@@ -431,18 +432,6 @@ def cmd_uncertainty(args: argparse.Namespace) -> int:
     return 0
 
 
-def _default_class(handle: ModelHandle, cohort) -> int:
-    """The class TCAV asks about when none is named: a binary model's positive class; for a multi-class model
-    the class with the most labelled cases in the cohort (stated in the output)."""
-    if not uses_top_class(handle):
-        return handle.n_classes - 1
-    labels = [c.label for c in cohort.cases if c.label is not None]
-    if not labels:
-        raise InvalidInputError(f"model {handle.label} has {handle.n_classes} classes and the cohort no labels: "
-                                f"name the class with --class (one of {', '.join(handle.class_names)})")
-    return int(np.bincount(labels).argmax())
-
-
 def cmd_tcav(args: argparse.Namespace) -> int:
     out_path = _out_path(args.out)
     handle = _model(args.model, args.workspace)
@@ -451,7 +440,7 @@ def cmd_tcav(args: argparse.Namespace) -> int:
         if args.target:
             target = handle.class_index(int(args.target) if str(args.target).isdigit() else args.target)
         else:
-            target = _default_class(handle, cohort)
+            target = default_target(handle, cohort)
             if uses_top_class(handle):
                 print(f"note: no --class given: testing {handle.class_names[target]!r}, the class with the most "
                       "labelled cases", file=sys.stderr)

@@ -168,6 +168,26 @@ CLI = [
     ("unknown preprocessing field", lambda r, c, m: ["predict", "--model", _model(r, "pre", _spec(
         preprocessing={"in_channels": 1, "spatial_size": [SIZE, SIZE], "normalise": True}), _dense_weights()),
         "--cohort", c], 2, r"preprocessing has unknown field\(s\) 'normalise'"),
+    ("misspelt model.json key", lambda r, c, m: ["predict", "--model", _model(r, "layr", _spec(
+        explain_layr="features.denseblock2"), _dense_weights()), "--cohort", c], 2,
+     r"model\.json: model\.json has unknown field\(s\) 'explain_layr' \(did you mean 'explain_layer'\?\)"),
+    ("misspelt preprocessing key", lambda r, c, m: ["predict", "--model", _model(r, "prepro", {
+        **{k: v for k, v in _spec().items() if k != "preprocessing"}, "preprocesing": BASE["preprocessing"]},
+        _dense_weights()), "--cohort", c], 2, r"'preprocesing' \(did you mean 'preprocessing'\?\)"),
+    ("resize given as text", lambda r, c, m: ["predict", "--model", _model(r, "resize", _spec(
+        preprocessing={"in_channels": 1, "spatial_size": [SIZE, SIZE], "resize": "false"}), _dense_weights()),
+        "--cohort", c], 2, r"preprocessing\.resize must be true or false \(JSON booleans, no quotes\), got \"false\""),
+    ("unknown channels", lambda r, c, m: ["predict", "--model", _model(r, "chan", _spec(
+        preprocessing={"in_channels": 1, "spatial_size": [SIZE, SIZE], "channels": "gray"}), _dense_weights()),
+        "--cohort", c], 2, r"preprocessing\.channels 'gray' is not one of \('grey', 'luminance', 'rgb'\)"),
+    ("Grad-CAM on a TorchScript model", lambda r, c, m: ["explain", "--model", m, "--cohort", c, "--case", "k0",
+                                                         "--method", "grad_cam"], 2,
+     r"is TorchScript: layer methods \(Grad-CAM, Guided Grad-CAM\) hook a layer"),
+    ("unknown model name", lambda r, c, m: ["predict", "--model", "goood", "--cohort", c], 2,
+     r"model 'goood' is neither a path nor a model of workspace .* \(it has good\); did you mean 'good'\?"),
+    ("cohort by name", lambda r, c, m: ["check", "--cohort", "good", "--model", "good"], 0, r"6 of 6 rows loaded"),
+    ("--where value typo", lambda r, c, m: ["subgroups", "--model", m, "--cohort", c, "--by", "site", "--where",
+                                            "site=Z"], 2, r"no labelled case has site 'Z'; its values are A, B"),
     ("pickled whole model", lambda r, c, m: ["predict", "--model", _pickled_model(r), "--cohort", c], 2,
      r"weights\.pt"),
     ("weights missing", lambda r, c, m: ["predict", "--model", _model(r, "noweights", _spec()), "--cohort", c], 2,
@@ -240,6 +260,7 @@ def _write_images(folder: Path) -> None:
     write_png(folder.parent / "outside.png", good)
     nibabel.save(nibabel.Nifti1Image(np.full((4, 4, 4), np.inf, np.float32), np.eye(4)), folder / "inf.nii.gz")
     (folder / "link.png").symlink_to(folder.parent / "outside.png")
+    write_png(folder / "sub" / "win.png", good)
 
 
 ROWS = [  # (case_id, image, label, mask, age): expected field and message
@@ -262,6 +283,12 @@ ROWS = [  # (case_id, image, label, mask, age): expected field and message
     (("masksmall", "ok1.png", "1", "masks/small.png", "40"), ("mask", r"mask is 8×8, image is 12×12")),
     (("", "ok1.png", "0", "", "40"), ("case_id", r"empty case_id")),
     (("noimage", "", "0", "", "40"), ("image", r"empty image path")),
+    (("labelname", "ok1.png", "abnormal", "", "40"), None),  # a class name, mapped through the model's order
+    (("labeltypo", "ok1.png", "abnormall", "", "40"), ("label", r"label 'abnormall' is not one of the model's classes "
+                                                               r"\['normal', 'abnormal'\] \(did you mean 'abnormal'\?\)")),
+    (("windows", "sub\\win.png", "0", "", "40"), None),  # a Windows separator is a folder
+    (("drive", "C:\\data\\a.png", "0", "", "40"), ("image", r"is a Windows absolute path \(drive C:\); give images "
+                                                             r"relative to the manifest")),
     (("good2", "ok2.png", "1", "", "40"), None),
 ]
 
@@ -284,7 +311,7 @@ def test_every_bad_manifest_row_is_named_and_the_good_rows_load(tmp_path, capsys
         field, pattern = expected
         line = next((ln for ln in text.splitlines() if re.match(rf"rejected row {row}\b", ln)), "")
         assert f"field '{field}'" in line and re.search(pattern, line), (row, line, pattern)
-    assert "2 of 19 rows loaded" in text
+    assert f"{sum(e is None for _, e in ROWS)} of {len(ROWS)} rows loaded" in text
     for column in ("Patient Name", "e-mail", "notes"):
         assert f"column '{column}' was not loaded" in text
     for secret in ("Doe^Jane", "example.org", "MRN7000", "555-010"):

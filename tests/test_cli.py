@@ -103,3 +103,74 @@ def test_check_predict_and_explain_run_on_the_demo_dicom_studies_with_the_3d_mod
     assert main(["explain", *args, "--case", case, "--method", "grad_cam", "--out", str(tmp_path / "m.npy")]) == 0
     assert np.load(tmp_path / "m.npy").shape == (1, 32, 48, 48)
     assert "Demo^Patient" not in capsys.readouterr().out + open(tmp_path / "p.csv").read()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_serve_runs_from_any_folder_and_stops_on_sigterm(demo_root, tmp_path):
+    """Started outside the repository, the server answers; SIGTERM to `glassbox serve` stops the server itself
+    (no child left holding the port)."""
+    import os
+    import signal
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+    from pathlib import Path
+
+    port = _free_port()
+    glassbox = Path(sys.executable).parent / "glassbox"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GLASSBOX_")}
+    proc = subprocess.Popen([str(glassbox), "serve", "--workspace", str(demo_root), "--port", str(port)],
+                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=2) as r:
+                    assert r.read() == b"ok"
+                break
+            except OSError:
+                assert proc.poll() is None and time.time() < deadline, "server did not start"
+                time.sleep(0.5)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) is not None
+        time.sleep(0.5)
+        with socket.socket() as s:
+            assert s.connect_ex(("127.0.0.1", port)) != 0, "nothing serves the port after SIGTERM"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_the_app_runs_from_another_working_directory(demo_root, tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from tests.test_pages import page
+
+    monkeypatch.chdir(tmp_path)  # assets/logo.svg and the pages resolve from the package, not from here
+    at = page(str(Path(__file__).resolve().parent.parent / "app.py"), demo_root)
+    assert not at.exception and at.title[0].value == "Glassbox"
+
+
+def test_progress_is_one_line_per_step_in_a_log(demo_root, tmp_path):
+    """Not a terminal: no live bar redrawn a thousand times, one line when each step ends."""
+    import io
+
+    from workspace.cli import _Bars
+
+    log = io.StringIO()
+    bars = _Bars(log)
+    step = bars("predicting")
+    for i in range(1001):
+        step(i, 1000)
+    bars("explaining")(3, 3)
+    lines = log.getvalue().splitlines()
+    assert len(lines) == 2 and lines[0].startswith("predicting: 1000/1000 in ") and lines[1].startswith("explaining")

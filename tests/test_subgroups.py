@@ -226,3 +226,27 @@ def test_a_demographic_parity_gap_that_is_only_prevalence_says_so():
     dp = report.gaps.set_index("metric").loc["demographic_parity_difference"]
     assert dp["difference"] > 0.3 and "prevalence difference" in dp["note"]
     assert report.gaps.set_index("metric").loc["equalized_odds_difference", "difference"] == 0.0
+
+
+def test_the_cluster_bootstrap_covers_where_the_image_bootstrap_does_not():
+    """With 200 images from 61 patients (one with 40) whose images agree, resampling images as if independent
+    gives intervals that miss the truth about a third of the time; resampling patients keeps ~95%
+    (``benchmarks/cluster_coverage.py`` gives the full table)."""
+    from evaluation.simulation import coverage
+
+    c = coverage(100, n_boot=300, seed=0)
+    assert c["coverage_patients"] >= 0.88, c
+    assert c["coverage_images"] <= 0.80, c
+    assert c["width_patients"] > 1.4 * c["width_images"], c
+
+
+def test_cluster_weights_resample_whole_patients():
+    from evaluation.metrics import cluster_weights
+
+    clusters = np.array([0, 0, 0, 1, 2, 2])
+    w = cluster_weights(clusters, 500, np.random.default_rng(0))
+    assert w.shape == (500, 6)
+    assert (w[:, 0] == w[:, 1]).all() and (w[:, 1] == w[:, 2]).all() and (w[:, 4] == w[:, 5]).all()
+    per_patient = w[:, [0, 3, 4]]
+    assert (per_patient.sum(axis=1) == 3).all(), "three patients drawn per replicate"
+    assert abs(per_patient.mean() - 1.0) < 0.05

@@ -22,7 +22,6 @@ from tests.real_cohorts import (
     make_derm,
     write_model,
 )
-from tests.test_pages import page
 from workspace.cli import main
 from workspace.store import Workspace
 
@@ -123,7 +122,13 @@ def test_subgroups_judges_a_multiclass_model_by_its_top_class(real, tmp_path, ca
                        "--n-boot", "200", "--out", str(out)], capsys, real)
     assert code == 0, text
     assert "all 7 classes (each case's top class against its label)" in text
-    probs, labels, _ = _plain_probabilities(real, "derm-v1", "derm7")
+    # metrics checked against scikit-learn on Glassbox's own predictions (the predict command's CSV); predictions
+    # against a plain forward pass are checked above
+    predictions = tmp_path / "p.csv"
+    assert main(["predict", "--model", "derm-v1", "--cohort", "derm7", "--out", str(predictions),
+                 "--workspace", str(real)]) == 0
+    probs = pd.read_csv(predictions)[[f"p_{c}" for c in DERM_CLASSES]].to_numpy()
+    _, labels, _ = _plain_probabilities(real, "derm-v1", "derm7")
     table = pd.read_csv(out).set_index("group")
     overall = table.loc["overall"]
     assert overall["accuracy"] == pytest.approx(accuracy_score(labels, probs.argmax(1)), abs=1e-12)
@@ -178,6 +183,8 @@ def test_tcav_defaults_to_the_largest_class_of_a_multiclass_model(real, capsys):
 
 
 def test_pages_on_a_seven_class_colour_cohort(real):
+    from tests.test_pages import page  # streamlit only where pages are tested
+
     at = page("pages/case_review.py", real, model="derm-v1", cohort="derm7")
     assert not at.exception and not at.error
     assert at.selectbox(key="review_class").value is None, "the top-class view is the default"
@@ -209,6 +216,8 @@ def test_pages_on_a_seven_class_colour_cohort(real):
 
 
 def test_pages_on_a_grey_as_rgb_cohort_with_repeated_patients(real):
+    from tests.test_pages import page  # streamlit only where pages are tested
+
     at = page("pages/subgroups.py", real, model="chest-v1", cohort="chest")
     assert not at.exception and not at.error
     text = " ".join(m.value for m in at.markdown)
@@ -225,6 +234,8 @@ def test_pages_on_a_grey_as_rgb_cohort_with_repeated_patients(real):
 
 
 def test_the_app_opens_a_model_on_a_cohort_it_fits(real):
+    from tests.test_pages import page  # streamlit only where pages are tested
+
     at = page("app.py", real)
     assert at.sidebar.selectbox(key="model").value == "derm-v1"
     assert at.sidebar.selectbox(key="cohort").value == "derm7", "not the alphabetically first (chest, grey)"

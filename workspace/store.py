@@ -52,6 +52,8 @@ Progress = Callable[[int, int], None]
 log = logging.getLogger("glassbox.cache")
 #: a temp file older than this is a killed run's leftover, not a write in progress
 ORPHAN_AGE_S = 600
+#: how results are computed, in every cache key: float32 throughout, TF32 off on CUDA (explainers.device)
+NUMERICS = "fp32"
 DEFAULT_HOME = Path(os.environ.get("GLASSBOX_HOME", Path.cwd() / ".glassbox"))
 
 
@@ -292,7 +294,9 @@ class Workspace:
 
     # -- predictions ---------------------------------------------------------------------------------
     def prediction_path(self, handle: ModelHandle, cohort: Cohort) -> Path:
-        return self.cache / "predictions" / f"{handle.weights_hash[:20]}-{cohort.content_hash[:20]}.parquet"
+        # NUMERICS: entries from before TF32 was turned off on CUDA (up to 7e-5 off) are not served
+        return (self.cache / "predictions"
+                / f"{handle.weights_hash[:20]}-{cohort.content_hash[:20]}-{NUMERICS}.parquet")
 
     def predictions(self, handle: ModelHandle, cohort: Cohort, *, progress: Progress | None = None) -> pd.DataFrame:
         """Per-case probabilities (``case_id``, ``p_0`` … ``p_{K-1}``), computed once per model and cohort."""
@@ -316,7 +320,7 @@ class Workspace:
         samples = samples or uncertainty.DEFAULT_SAMPLES.get(method)
         params = {"samples": samples, "seed": seed} if method != "ensemble" else {}
         # "per-case-v2": draws seeded per case and dropout sampled with each layer's semantics (older caches differ)
-        key = json_hash("uncertainty", "per-case-v2", method, params, [h.weights_hash for h in used],
+        key = json_hash("uncertainty", "per-case-v2", NUMERICS, method, params, [h.weights_hash for h in used],
                         cohort.content_hash)
         cases = list(cohort.cases)
 
@@ -345,7 +349,7 @@ class Workspace:
             raise InvalidInputError(f"TCAV needs at least {concept_lib.MIN_EXAMPLES} labelled cases of class "
                                     f"{handle.class_names[target_index]!r} in cohort {cohort.name!r}; found {len(pool)}")
         inputs = pool[:n_inputs]
-        key = json_hash("tcav", "randoms-from-other-classes", handle.weights_hash, cohort.content_hash, [s.content_hash for s in sets],
+        key = json_hash("tcav", "randoms-from-other-classes", NUMERICS, handle.weights_hash, cohort.content_hash, [s.content_hash for s in sets],
                         [s.name for s in sets], layer_names, target_index, n_random, set_size,
                         [c.case_id for c in inputs], seed)
         def compute() -> pd.DataFrame:
@@ -387,7 +391,7 @@ class Workspace:
         cls = SALIENCY_METHODS.get(method)
         full = cls.params(params)
         layer = explain_layer(handle) if cls.uses_layer else None
-        return json_hash("attribution", handle.weights_hash, case.image_hash, case.case_id, method, full, layer,
+        return json_hash("attribution", NUMERICS, handle.weights_hash, case.image_hash, case.case_id, method, full, layer,
                          handle.class_index(target))
 
     def _attribution_path(self, key: str) -> Path:

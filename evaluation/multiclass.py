@@ -247,7 +247,7 @@ def multiclass_report(frame: pd.DataFrame, by: str | Sequence[str], class_names:
     table = pd.DataFrame(rows)
     gaps = pd.DataFrame([gap_row(m, table, reps, m, alpha) for m in MULTICLASS_METRICS.names()])
     return MulticlassReport(by=tuple(by), class_names=tuple(class_names), level=level, n_boot=n_boot, min_n=min_n,
-                            resampling=resampling(frame), table=table, gaps=gaps, confusion=confusion)
+                            resampling=resampling(frame, stratified=False), table=table, gaps=gaps, confusion=confusion)
 
 
 def confusion_frame(matrix: np.ndarray, class_names: Sequence[str]) -> pd.DataFrame:

@@ -77,12 +77,13 @@ def replicate_weights(frame: pd.DataFrame, n_boot: int, rng: np.random.Generator
     return cluster_weights(frame[CLUSTER].to_numpy(), n_boot, rng)
 
 
-def resampling(frame: pd.DataFrame) -> str:
+def resampling(frame: pd.DataFrame, *, stratified: bool = True) -> str:
     """One line for a page or command: what the intervals resample."""
     if CLUSTER in frame and frame[CLUSTER].notna().all():
-        return (f"cluster bootstrap: {frame[CLUSTER].nunique()} patients resampled (not the {len(frame)} images, "
-                "which are not independent)")
-    return "stratified bootstrap of images (no patient key: images are treated as independent)"
+        return (f"cluster bootstrap: {frame[CLUSTER].nunique()} patients resampled, not the {len(frame)} images, "
+                "which are not independent")
+    kind = "stratified bootstrap of images" if stratified else "bootstrap of images"
+    return f"{kind}; no patient key, so images are treated as independent"
 
 
 def labelled_frame(cohort_frame: pd.DataFrame, predictions: pd.DataFrame, class_index: int) -> pd.DataFrame:

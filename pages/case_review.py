@@ -37,7 +37,8 @@ top_view = uses_top_class(handle)  # a multi-class model is judged by its top cl
 views = ([None] if top_view else []) + list(range(handle.n_classes))
 class_index = top[0].selectbox(
     "Class of interest", views, index=0 if top_view else handle.n_classes - 1, key="review_class",
-    format_func=lambda k: "top class (as the model is used)" if k is None else handle.class_names[k],
+    format_func=lambda k: ("top class" if k is None else f"{handle.class_names[k]} vs rest" if top_view
+                         else handle.class_names[k]),
     help="A multi-class model's outcome is its top class against the label; choose one class to see it one "
          "versus the rest at its own threshold" if top_view else None)
 if class_index is None:

@@ -13,7 +13,8 @@ from evaluation.subgroups import board_view, labelled_frame, resampling, subgrou
 from pages import _common as common
 
 st.title("Subgroup performance")
-st.caption("Is the model as good for every group of patients? Estimates with 95% stratified bootstrap intervals.")
+st.caption("Is the model as good for every group of patients? Estimates with 95% bootstrap intervals; what is "
+           "resampled (images, or patients where the cohort says which patient each image came from) is stated below.")
 root, model_path, manifest, handle, cohort = common.loaded()
 preds = common.predictions_or_stop(root, model_path, manifest)
 
@@ -31,7 +32,8 @@ by = c[0].multiselect("Group by (two or more: intersections)", groups, default=g
 top_view = uses_top_class(handle)
 views = ([None] if top_view else []) + list(range(handle.n_classes))
 k = c[1].selectbox("Class", views, index=0 if top_view else handle.n_classes - 1, key="sub_class",
-                   format_func=lambda i: "all classes (top class)" if i is None else f"{handle.class_names[i]} vs rest",
+                   format_func=lambda i: ("all classes (top class)" if i is None else
+                                          f"{handle.class_names[i]} vs rest" if top_view else handle.class_names[i]),
                    help="A multi-class model is judged by its top class against the label; one class versus the "
                         "rest at its own threshold is a choice" if top_view else None)
 rule = c[2].selectbox("Threshold", ["shared", "youden", "sensitivity=0.9", "specificity=0.9", "set by hand"],
@@ -69,11 +71,12 @@ except GlassboxError as e:
 
 if k is None:
     st.markdown(f"**{len(frame)}** labelled cases · all **{handle.n_classes}** classes, each case's top class "
-                f"against its label · {report.n_boot} resamples ({resampling(frame)}) · gap intervals simultaneous "
+                f"against its label · {report.n_boot} resamples ({report.resampling}) · gap intervals simultaneous "
                 f"over every pair of groups · groups under n={report.min_n} are flagged, not compared")
 else:
     described = point.describe() if rule == "shared" else f"{report.threshold:.3f} ({report.threshold_rule})"
-    st.markdown(f"**{len(frame)}** labelled cases · class **{handle.class_names[k]}** versus the rest · threshold "
+    versus = " versus the rest" if handle.n_classes > 2 else ""
+    st.markdown(f"**{len(frame)}** labelled cases · class **{handle.class_names[k]}**{versus} · threshold "
                 f"**{described}** · {report.n_boot} resamples ({resampling(frame)}) · gap intervals simultaneous "
                 f"over every pair of groups · groups under n={report.min_n} or {report.min_events} events per class "
                 "are flagged, not compared")

@@ -320,7 +320,7 @@ def cmd_subgroups(args: argparse.Namespace) -> int:
         report = multiclass_report(frame, by, handle.class_names, n_boot=args.n_boot, min_n=args.min_n,
                                    seed=args.seed)
         print(f"{handle.label}, all {handle.n_classes} classes (each case's top class against its label), "
-              f"{len(frame)} labelled cases, {report.n_boot} resamples ({resampling(frame)})")
+              f"{len(frame)} labelled cases, {report.n_boot} resamples ({report.resampling})")
         shown = ["group", "n", "patients", *MULTICLASS_METRICS.names()]
     else:
         threshold, described = args.threshold, None

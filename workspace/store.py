@@ -43,6 +43,7 @@ from data_adapters.models import SPEC_NAME, load_model
 from data_adapters.models.monai_bundle import is_bundle
 from data_adapters.records import Attribution, Case, Cohort, ModelHandle
 from evaluation.operating_point import OperatingPoint, operating_point
+from explainers import agreement
 from explainers import concepts as concept_lib
 from explainers import uncertainty
 from explainers.inference import predict_cases
@@ -419,6 +420,30 @@ class Workspace:
         elif progress:
             progress(len(cases), len(cases))
         return [found[i] for i in range(len(cases))]
+
+    def map_agreement(self, versions: Sequence[ModelHandle], cases: Sequence[Case], method: str,
+                      targets: Sequence[int], *, progress: Progress | None = None) -> pd.DataFrame:
+        """Per case, agreement between the first version's map and each other's (``explainers.agreement``), for the
+        class ``targets[i]`` of case ``i``; maps come from (and go to) the attribution cache."""
+        base, others = versions[0], versions[1:]
+        maps: dict[tuple[int, int], Attribution] = {}
+        by_target: dict[int, list[int]] = {}
+        for i, t in enumerate(targets):
+            by_target.setdefault(int(t), []).append(i)
+        steps, done = len(versions) * len(by_target), 0
+        for v, handle in enumerate(versions):
+            for t, idx in by_target.items():
+                for i, a in zip(idx, self.attributions(handle, [cases[i] for i in idx], method, t)):
+                    maps[(v, i)] = a
+                done += 1
+                if progress:
+                    progress(done, steps)
+        rows = []
+        for i, case in enumerate(cases):
+            for v, other in enumerate(others, start=1):
+                rows.append({"case_id": case.case_id, "version": other.version, "target": int(targets[i]),
+                             **agreement.map_agreement(maps[(0, i)].array, maps[(v, i)].array)})
+        return pd.DataFrame(rows)
 
     def _cached_attributions(self, cases: Sequence[Case], keys: Sequence[str]) -> dict[int, Attribution]:
         found = {}

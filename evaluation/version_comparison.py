@@ -1,0 +1,255 @@
+"""Comparing model versions on one cohort: paired metric deltas with non-inferiority verdicts, flipped cases with
+McNemar's test, and a region test (does erasing a region move each version?).
+
+**Paired.** Both versions are scored on the *same* resampled cases in every bootstrap replicate (the same ``(B, n)``
+weights: stratified by class within each group, or resampling patients where they are known), so an interval
+reflects the difference between versions, not the noise of two separate samples; a version compared with itself gets
+a delta of exactly 0 with a zero-width interval.
+
+**Non-inferiority.** For each group and metric, "the candidate is not worse than the baseline by more than the
+margin" is *shown* when the one-sided lower confidence bound of the improvement (candidate − baseline; baseline −
+candidate for Brier and ECE, where lower is better) lies above −margin. The bound is Bonferroni-adjusted across the
+groups judged (overall included), so the chance of wrongly showing non-inferiority anywhere stays at most
+``(1 - level) / 2``; *worse* is shown when the upper bound lies below −margin; otherwise *not shown*. Groups too
+small to judge are said so, never passed.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from scipy.stats import binomtest
+
+from data_adapters.errors import InvalidInputError
+from data_adapters.records import CLUSTER
+from evaluation.metrics import METRICS, bootstrap_weights, counts
+from evaluation.multiclass import MULTICLASS_METRICS, Replicates, probabilities
+from evaluation.outcomes import with_outcomes
+from evaluation.subgroups import MISSING, replicate_weights, resampling
+
+__all__ = ["LOWER_IS_BETTER", "ComparisonReport", "paired_comparison", "flips", "flip_summary", "mcnemar", "FLIP_KINDS",
+           "comparison_frame"]
+
+#: metrics where a smaller value is better (the rest: larger is better)
+LOWER_IS_BETTER = frozenset({"brier", "ece"})
+FLIP_KINDS = ("fixed", "broken", "still wrong", "both right")
+
+
+@dataclass(frozen=True)
+class ComparisonReport:
+    """``table``: one row per group and metric: baseline, candidate, delta (candidate − baseline) with a two-sided
+    interval, ``improvement_lower`` (the adjusted one-sided bound of the improvement), the margin and the verdict."""
+
+    baseline: str
+    candidate: str
+    by: tuple[str, ...]
+    view: str
+    level: float
+    n_boot: int
+    min_n: int
+    resampling: str
+    adjusted_over: int
+    table: pd.DataFrame
+
+    def verdicts(self, metric: str) -> pd.DataFrame:
+        return self.table[self.table["metric"] == metric]
+
+    def regressions(self) -> pd.DataFrame:
+        """Rows whose non-inferiority was not shown (worse, or not shown), among groups large enough to judge."""
+        return self.table[self.table["verdict"].isin(["worse", "not shown"])]
+
+
+def _higher_better(metric: str) -> bool:
+    return metric not in LOWER_IS_BETTER
+
+
+def paired_comparison(frame: pd.DataFrame, base_probs: np.ndarray, cand_probs: np.ndarray, by: str | Sequence[str],
+                      *, baseline: str = "baseline", candidate: str = "candidate", class_index: int | None = None,
+                      thresholds: tuple[float, float] = (0.5, 0.5), margins: dict[str, float] | None = None,
+                      n_boot: int = 1000, level: float = 0.95, seed: int = 0, min_n: int = 30,
+                      min_events: int = 5) -> ComparisonReport:
+    """``frame``: the labelled cases (``label``, the attributes in ``by``, :data:`CLUSTER` where known), in the
+    order of the rows of ``base_probs`` and ``cand_probs`` (``(n, K)`` each). ``class_index`` None: the top-class
+    view (multi-class metrics); otherwise that class one-vs-rest, called at each version's own threshold.
+    ``margins``: metric → non-inferiority margin (default 0.02 for every metric)."""
+    by = [by] if isinstance(by, str) else list(by)
+    missing = [b for b in by if b not in frame.columns]
+    if missing:
+        raise InvalidInputError(f"unknown attribute(s) {missing}")
+    if len(frame) != len(base_probs) or len(frame) != len(cand_probs):
+        raise InvalidInputError("both versions need a prediction for every case compared")
+    if frame["label"].isna().any():
+        raise InvalidInputError("comparison needs labelled cases only")
+    frame = frame.reset_index(drop=True).copy()
+    for b in by:
+        frame[b] = frame[b].astype("string").fillna(MISSING)
+    y_all = frame["label"].astype(int).to_numpy()
+    names = MULTICLASS_METRICS.names() if class_index is None else METRICS.names()
+    margins = {m: 0.02 for m in names} | dict(margins or {})
+    unknown = sorted(set(margins) - set(names))
+    if unknown:
+        raise InvalidInputError(f"margin(s) for unknown metric(s) {unknown}; metrics here: {', '.join(names)}")
+    rng = np.random.default_rng(seed)
+    shared = replicate_weights(frame, n_boot, rng)
+    groups = [("overall", frame)] + [
+        (" · ".join(map(str, key if isinstance(key, tuple) else (key,))), sub)
+        for key, sub in frame.groupby(by if len(by) > 1 else by[0], sort=True, observed=True)]
+
+    def scores(idx: np.ndarray, w: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        y = y_all[idx]
+        out = {}
+        if class_index is None:
+            rb, rc = Replicates(w, y, base_probs[idx]), Replicates(w, y, cand_probs[idx])
+            for m in names:
+                fn = MULTICLASS_METRICS.get(m)
+                out[m] = (fn(rb), fn(rc))
+        else:
+            yk = y == class_index
+            pb, pc = base_probs[idx, class_index], cand_probs[idx, class_index]
+            cb = counts(w, yk, pb, pb >= thresholds[0])
+            cc = counts(w, yk, pc, pc >= thresholds[1])
+            for m in names:
+                fn = METRICS.get(m)
+                out[m] = (fn(cb), fn(cc))
+        return out
+
+    rows = []
+    judged = [g for g, sub in groups if not _small(sub, y_all, class_index, min_n, min_events)]
+    adjusted = max(1, len(judged))
+    one_sided = (1 - level) / 2 / adjusted
+    two_sided = (1 - level) / 2
+    for name, sub in groups:
+        idx = sub.index.to_numpy()
+        y = y_all[idx]
+        strata = (y == class_index) if class_index is not None else np.zeros(len(y), int)
+        w = shared[:, idx] if shared is not None else bootstrap_weights(strata, n_boot, rng)
+        point = scores(idx, np.ones((1, len(idx))))
+        boot = scores(idx, w)
+        small = name not in judged
+        for m in names:
+            base_v, cand_v = float(point[m][0][0]), float(point[m][1][0])
+            deltas = boot[m][1] - boot[m][0]
+            ok = deltas[np.isfinite(deltas)]
+            sign = 1.0 if _higher_better(m) else -1.0
+            if len(ok) and np.isfinite(base_v) and np.isfinite(cand_v):
+                lo, hi = np.quantile(ok, [two_sided, 1 - two_sided])
+                gain_lo = float(np.quantile(sign * ok, one_sided))
+                gain_hi = float(np.quantile(sign * ok, 1 - one_sided))
+            else:
+                lo = hi = gain_lo = gain_hi = np.nan
+            margin = float(margins[m])
+            if small:
+                verdict = "too small to judge"
+            elif not np.isfinite(gain_lo):
+                verdict = "undefined"
+            elif gain_lo > -margin:
+                verdict = "not worse (shown)"
+            elif gain_hi < -margin:
+                verdict = "worse"
+            else:
+                verdict = "not shown"
+            row = {"group": name, "n": len(idx)}
+            if shared is not None:
+                row["patients"] = int(sub[CLUSTER].nunique())
+            row.update({"metric": m, "baseline": base_v, "candidate": cand_v, "delta": cand_v - base_v,
+                        "delta_lo": lo, "delta_hi": hi, "improvement_lower": gain_lo, "margin": margin,
+                        "verdict": verdict, "small": small})
+            rows.append(row)
+    view = "top class against the label" if class_index is None else f"class {class_index} one-vs-rest"
+    return ComparisonReport(baseline=baseline, candidate=candidate, by=tuple(by), view=view, level=level,
+                            n_boot=n_boot, min_n=min_n, resampling=resampling(frame, stratified=class_index is not None),
+                            adjusted_over=adjusted, table=pd.DataFrame(rows))
+
+
+def _small(sub: pd.DataFrame, y_all: np.ndarray, class_index: int | None, min_n: int, min_events: int) -> bool:
+    y = y_all[sub.index.to_numpy()]
+    if len(y) < min_n:
+        return True
+    if class_index is None:
+        return False
+    events = int((y == class_index).sum())
+    return min(events, len(y) - events) < min_events
+
+
+def mcnemar(broken: int, fixed: int) -> float:
+    """Exact McNemar test (two-sided): among the cases whose outcome changed, is a change in one direction more
+    likely than in the other? A binomial test of ``broken`` out of ``broken + fixed`` at 1/2."""
+    n = broken + fixed
+    return 1.0 if n == 0 else float(binomtest(broken, n, 0.5).pvalue)
+
+
+def flips(frame: pd.DataFrame, base_probs: np.ndarray, cand_probs: np.ndarray, *, class_index: int | None,
+          thresholds: tuple[float, float] = (0.5, 0.5)) -> pd.DataFrame:
+    """One row per labelled case: each version's probability (of the top class, or of ``class_index``), its
+    prediction, whether it is right, and ``change``: fixed (wrong → right), broken (right → wrong), still wrong or
+    both right. Rows in ``frame``'s order."""
+    k = base_probs.shape[1]
+    out = frame.reset_index(drop=True).copy()
+    judged = {}
+    for tag, probs, threshold in (("baseline", base_probs, thresholds[0]), ("candidate", cand_probs, thresholds[1])):
+        columns = pd.DataFrame(probs, columns=[f"p_{i}" for i in range(k)])
+        o = with_outcomes(pd.concat([out[["label"]], columns], axis=1), class_index, threshold, n_classes=k)
+        judged[tag] = ~o["error"].to_numpy(bool)
+        out[f"p_{tag}"] = o["probability"].to_numpy()
+        out[f"predicted_{tag}"] = o["predicted"].to_numpy() if class_index is None else o["called"].to_numpy()
+    right_b, right_c = judged["baseline"], judged["candidate"]
+    out["change"] = np.select([~right_b & right_c, right_b & ~right_c, ~right_b & ~right_c],
+                              ["fixed", "broken", "still wrong"], "both right")
+    out["p_change"] = out["p_candidate"] - out["p_baseline"]
+    return out
+
+
+def flip_summary(table: pd.DataFrame) -> dict[str, float]:
+    """Counts of each kind of change, and McNemar's exact p-value on the discordant cases."""
+    counted = {kind: int((table["change"] == kind).sum()) for kind in FLIP_KINDS}
+    return {**counted, "mcnemar_p": mcnemar(counted["broken"], counted["fixed"])}
+
+
+def comparison_frame(cohort_frame: pd.DataFrame, base: pd.DataFrame, cand: pd.DataFrame,
+                     n_classes: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """Labelled cases of the cohort with both versions' probabilities, aligned by case id: ``(frame, base (n, K),
+    candidate (n, K))``."""
+    frame = cohort_frame[cohort_frame["label"].notna()].merge(base[["case_id"]], on="case_id")
+    frame = frame.merge(cand[["case_id"]], on="case_id").reset_index(drop=True)
+    b = base.set_index("case_id").loc[frame["case_id"]].reset_index()
+    c = cand.set_index("case_id").loc[frame["case_id"]].reset_index()
+    return frame, probabilities(b, n_classes), probabilities(c, n_classes)
+
+
+def region_shift(frame: pd.DataFrame, shifts: dict[str, np.ndarray], by: str | Sequence[str], *, n_boot: int = 1000,
+                 level: float = 0.95, seed: int = 0) -> pd.DataFrame:
+    """Mean probability shift when a region is perturbed, per version and group, with paired bootstrap intervals
+    (the same resampled cases for every version), plus each candidate's shift minus the first version's.
+    ``shifts``: version → ``(n,)`` (probability after − before), rows in ``frame``'s order."""
+    by = [by] if isinstance(by, str) else list(by)
+    frame = frame.reset_index(drop=True).copy()
+    for b in by:
+        frame[b] = frame[b].astype("string").fillna(MISSING)
+    rng = np.random.default_rng(seed)
+    shared = replicate_weights(frame, n_boot, rng)
+    alpha = (1 - level) / 2
+    groups = [("overall", frame)] + [
+        (" · ".join(map(str, key if isinstance(key, tuple) else (key,))), sub)
+        for key, sub in frame.groupby(by if len(by) > 1 else by[0], sort=True, observed=True)]
+    names = list(shifts)
+    rows = []
+    for name, sub in groups:
+        idx = sub.index.to_numpy()
+        w = shared[:, idx] if shared is not None else bootstrap_weights(np.zeros(len(idx), int), n_boot, rng)
+        total = w.sum(axis=1)
+        boots = {v: (w @ shifts[v][idx].astype(w.dtype)) / total for v in names}
+        for v in names:
+            lo, hi = np.quantile(boots[v], [alpha, 1 - alpha])
+            rows.append({"group": name, "n": len(idx), "version": v, "mean_shift": float(shifts[v][idx].mean()),
+                         "lo": float(lo), "hi": float(hi)})
+        for v in names[1:]:
+            diff = boots[v] - boots[names[0]]
+            lo, hi = np.quantile(diff, [alpha, 1 - alpha])
+            rows.append({"group": name, "n": len(idx), "version": f"{v} − {names[0]}",
+                         "mean_shift": float(shifts[v][idx].mean() - shifts[names[0]][idx].mean()),
+                         "lo": float(lo), "hi": float(hi)})
+    out = pd.DataFrame(rows)
+    out["excludes_zero"] = (out["lo"] > 0) | (out["hi"] < 0)
+    return out

@@ -97,3 +97,55 @@ def confusion_figure(table: pd.DataFrame, title: str) -> go.Figure:
     fig.update_xaxes(title="top class")
     fig.update_layout(title=title, **{**_LAYOUT, "height": max(300, 60 + 34 * len(table))})
     return fig
+
+
+def delta_forest(table: pd.DataFrame, metric: str) -> go.Figure:
+    """Candidate − baseline per group for one metric: the delta and its paired 95% interval, zero and −margin
+    marked (for Brier and ECE, lower is better: +margin is marked instead)."""
+    rows = table[table["metric"] == metric].dropna(subset=["delta"])
+    colours = {"not worse (shown)": "#2f855a", "worse": "#c53030", "not shown": "#b7791f"}
+    fig = go.Figure(go.Scatter(
+        x=rows["delta"], y=rows["group"], mode="markers",
+        marker=dict(size=9, color=[colours.get(v, "#a0aec0") for v in rows["verdict"]]),
+        error_x=dict(type="data", symmetric=False, array=rows["delta_hi"] - rows["delta"],
+                     arrayminus=rows["delta"] - rows["delta_lo"]),
+        customdata=np.column_stack([rows["n"], rows["verdict"]]),
+        hovertemplate="%{y}: %{x:+.3f}<br>n=%{customdata[0]} · %{customdata[1]}<extra></extra>"))
+    fig.add_vline(x=0, line_color="#718096")
+    if len(rows):
+        margin = float(rows["margin"].iloc[0])
+        worse = margin if metric in ("brier", "ece") else -margin
+        fig.add_vline(x=worse, line_dash="dash", line_color="#c53030", annotation_text="margin",
+                      annotation_position="top")
+    fig.update_layout(title=f"{metric.replace('_', ' ')}: candidate − baseline (paired 95% CI)",
+                      yaxis=dict(autorange="reversed"), **{**_LAYOUT, "height": 140 + 36 * len(rows)})
+    return fig
+
+
+FLIP_COLOURS = {"fixed": "#2f855a", "broken": "#c53030", "still wrong": "#b7791f", "both right": "#a0aec0"}
+
+
+def flip_scatter(changes: pd.DataFrame, baseline: str, candidate: str) -> go.Figure:
+    """Each case's probability under the baseline against the candidate, coloured by what changed."""
+    fig = go.Figure()
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="#cbd5e0"),
+                             showlegend=False, hoverinfo="skip"))
+    for kind, colour in FLIP_COLOURS.items():
+        sub = changes[changes["change"] == kind]
+        fig.add_trace(go.Scatter(x=sub["p_baseline"], y=sub["p_candidate"], mode="markers", name=f"{kind} ({len(sub)})",
+                                 marker=dict(color=colour, size=7 if kind != "both right" else 5),
+                                 text=sub["case_id"], hovertemplate="%{text}: %{x:.3f} → %{y:.3f}<extra></extra>"))
+    fig.update_layout(title="Probability per case", xaxis_title=baseline, yaxis_title=candidate, **_LAYOUT)
+    return fig
+
+
+def agreement_figure(table: pd.DataFrame, by: str | None) -> go.Figure:
+    """Distribution of map agreement (rank correlation of |map|) over cases, per group."""
+    fig = go.Figure()
+    groups = [("all", table)] if not by or by not in table else list(table.groupby(by, observed=True))
+    for name, sub in groups:
+        fig.add_trace(go.Box(y=sub["spearman"], name=str(name), boxpoints="all", jitter=0.4, text=sub["case_id"],
+                             hovertemplate="%{text}: %{y:.2f}<extra></extra>"))
+    fig.update_layout(title="Agreement between the versions' maps (Spearman of |map|)", yaxis=dict(range=[-1, 1]),
+                      showlegend=False, **_LAYOUT)
+    return fig

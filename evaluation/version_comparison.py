@@ -93,9 +93,7 @@ def paired_comparison(frame: pd.DataFrame, base_probs: np.ndarray, cand_probs: n
         raise InvalidInputError(f"margin(s) for unknown metric(s) {unknown}; metrics here: {', '.join(names)}")
     rng = np.random.default_rng(seed)
     shared = replicate_weights(frame, n_boot, rng)
-    groups = [("overall", frame)] + [
-        (" · ".join(map(str, key if isinstance(key, tuple) else (key,))), sub)
-        for key, sub in frame.groupby(by if len(by) > 1 else by[0], sort=True, observed=True)]
+    groups = _groups(frame, by)
 
     def scores(idx: np.ndarray, w: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
         y = y_all[idx]
@@ -161,6 +159,15 @@ def paired_comparison(frame: pd.DataFrame, base_probs: np.ndarray, cand_probs: n
     return ComparisonReport(baseline=baseline, candidate=candidate, by=tuple(by), view=view, level=level,
                             n_boot=n_boot, min_n=min_n, resampling=resampling(frame, stratified=class_index is not None),
                             adjusted_over=adjusted, table=pd.DataFrame(rows))
+
+
+def _groups(frame: pd.DataFrame, by: list[str]) -> list[tuple[str, pd.DataFrame]]:
+    """``overall`` and, when ``by`` names attributes, each group (or intersection)."""
+    if not by:
+        return [("overall", frame)]
+    return [("overall", frame)] + [
+        (" · ".join(map(str, key if isinstance(key, tuple) else (key,))), sub)
+        for key, sub in frame.groupby(by if len(by) > 1 else by[0], sort=True, observed=True)]
 
 
 def _small(sub: pd.DataFrame, y_all: np.ndarray, class_index: int | None, min_n: int, min_events: int) -> bool:
@@ -230,9 +237,7 @@ def region_shift(frame: pd.DataFrame, shifts: dict[str, np.ndarray], by: str | S
     rng = np.random.default_rng(seed)
     shared = replicate_weights(frame, n_boot, rng)
     alpha = (1 - level) / 2
-    groups = [("overall", frame)] + [
-        (" · ".join(map(str, key if isinstance(key, tuple) else (key,))), sub)
-        for key, sub in frame.groupby(by if len(by) > 1 else by[0], sort=True, observed=True)]
+    groups = _groups(frame, by)
     names = list(shifts)
     rows = []
     for name, sub in groups:

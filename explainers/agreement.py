@@ -28,7 +28,9 @@ def map_agreement(a: np.ndarray, b: np.ndarray, *, top: float = TOP_FRACTION) ->
     if a.shape[1:] != b.shape[1:]:
         raise InvalidInputError(f"maps of shapes {a.shape} and {b.shape} do not share a grid")
     x, y = _magnitude(a), _magnitude(b)
-    if np.ptp(x) == 0 or np.ptp(y) == 0:  # a flat map has no ordering to agree with
+    if np.array_equal(x, y):
+        rho = 1.0
+    elif np.ptp(x) == 0 or np.ptp(y) == 0:  # a flat map has no ordering to agree with
         rho = np.nan
     else:
         rho = float(spearmanr(x, y).statistic)

@@ -20,10 +20,16 @@ def window_image(image: np.ndarray, window: float, level: float) -> np.ndarray:
     return np.clip((image - low) / max(window, 1e-6), 0.0, 1.0)
 
 
-def overlay_values(attribution: np.ndarray, signed: bool) -> tuple[np.ndarray, float, float]:
-    """The map scaled to its 99th percentile of magnitude; returns values and colour range."""
+def overlay_scale(*attributions: np.ndarray) -> float:
+    """One colour scale for several maps (the 99th percentile of their magnitudes together), so that maps of two
+    versions side by side are read on the same scale."""
+    return float(np.percentile(np.abs(np.concatenate([np.ravel(a) for a in attributions])), 99)) or 1.0
+
+
+def overlay_values(attribution: np.ndarray, signed: bool, scale: float | None = None) -> tuple[np.ndarray, float, float]:
+    """The map scaled to its 99th percentile of magnitude (or to ``scale``); returns values and colour range."""
     values = attribution if signed else np.abs(attribution)
-    scale = float(np.percentile(np.abs(values), 99)) or 1.0
+    scale = scale or overlay_scale(values)
     values = np.clip(values / scale, -1.0, 1.0)
     return values, (-1.0 if signed else 0.0), 1.0
 
@@ -31,7 +37,7 @@ def overlay_values(attribution: np.ndarray, signed: bool) -> tuple[np.ndarray, f
 def case_figure(image: np.ndarray, *, window: float = 1.0, level: float = 0.5, attribution: np.ndarray | None = None,
                 opacity: float = 0.5, colormap: str = "Inferno", signed: bool = False, mask: np.ndarray | None = None,
                 title: str = "", height: int = 340, aspect: float = 1.0,
-                line: tuple[str, float] | None = None) -> go.Figure:
+                line: tuple[str, float] | None = None, scale: float | None = None) -> go.Figure:
     """``image`` is 2D ``(H, W)``, or ``(H, W, 3)`` for colour; ``attribution`` is ``(H, W)``; ``mask`` is a 2D boolean outline to draw. ``aspect`` is
     the height of a pixel over its width (row spacing / column spacing); ``line`` (``("h", row)`` or
     ``("v", column)``) marks where another view's slice cuts this one."""
@@ -43,7 +49,7 @@ def case_figure(image: np.ndarray, *, window: float = 1.0, level: float = 0.5, a
         fig.add_trace(go.Heatmap(z=window_image(image, window, level), colorscale="gray", zmin=0, zmax=1,
                                  showscale=False, hovertemplate="x %{x}, y %{y}<br>display %{z:.2f}<extra></extra>"))
     if attribution is not None and opacity > 0:
-        values, zmin, zmax = overlay_values(attribution, signed)
+        values, zmin, zmax = overlay_values(attribution, signed, scale)
         colorscale = "RdBu_r" if signed and colormap not in ("RdBu_r",) else colormap
         shown = np.where(np.abs(values) < 0.05, np.nan, values)  # let the image show through weak evidence
         fig.add_trace(go.Heatmap(z=shown, colorscale=colorscale, zmin=zmin, zmax=zmax, opacity=opacity,
@@ -160,7 +166,7 @@ def locator_line(shape: tuple[int, int, int], plane: str, index: int) -> tuple[s
 def case_views(image: np.ndarray, spacing: tuple[float, ...], *, title: str, attribution: np.ndarray | None = None,
                mask: np.ndarray | None = None, plane: str = "axial", index: int = 0, window: float = 1.0,
                level: float = 0.5, opacity: float = 0.5, colormap: str = "Inferno",
-               signed: bool = False, rgb: bool = False) -> list[go.Figure]:
+               signed: bool = False, rgb: bool = False, scale: float | None = None) -> list[go.Figure]:
     """The figures of one column of Case review. ``image`` (and ``attribution``, ``mask``) are spatial maps:
     ``(H, W)`` gives one figure; a volume ``(D, H, W)`` gives slice ``index`` of ``plane`` and, beneath it, the
     perpendicular projection (mean of the image; smoothed evidence of the attribution) with a dotted line where
@@ -168,12 +174,12 @@ def case_views(image: np.ndarray, spacing: tuple[float, ...], *, title: str, att
     style = {"window": window, "level": level, "colormap": colormap}
     if image.ndim == 2 or rgb:
         return [case_figure(image, attribution=attribution, opacity=opacity, signed=signed, mask=mask, title=title,
-                            **style)]
+                            scale=scale, **style)]
     side, _ = LOCATOR[plane]
     cut = plane_slice(image, plane, index)
     shown = plane_slice(attribution, plane, index) if attribution is not None else None
     outline = plane_slice(mask, plane, index) if mask is not None else None
-    view = case_figure(cut, attribution=shown, opacity=opacity, signed=signed, mask=outline,
+    view = case_figure(cut, attribution=shown, opacity=opacity, signed=signed, mask=outline, scale=scale,
                        aspect=plane_aspect(spacing, plane), title=f"{title} · {plane}", **style)
     located = {"aspect": plane_aspect(spacing, side), "line": locator_line(image.shape, plane, index), "height": 220}
     if attribution is None:

@@ -17,6 +17,8 @@ from data_adapters.cohort import peek_fit
 from data_adapters.errors import GlassboxError
 from data_adapters.models import spec_path
 from data_adapters.records import Attribution, Cohort, ModelHandle
+from evaluation.metrics import METRICS
+from evaluation.multiclass import MULTICLASS_METRICS
 from explainers.device import best_device
 from workspace.store import Workspace, allowed_workspace
 
@@ -267,3 +269,55 @@ def fitting_cohort(model_path: Path, cohorts: dict[str, Path], current: str | No
 @st.cache_data(show_spinner=False, max_entries=64)
 def _fits(path: str, class_names: tuple[str, ...], accepts: tuple, channels: str | None, key: tuple) -> bool | None:
     return peek_fit(path, class_names=class_names, input_shape=accepts, channels=channels)
+
+
+@st.cache_data(show_spinner="Comparing versions…", max_entries=16)
+def _comparison(root: str, base_path: str, cand_path: str, manifest: str, by: tuple[str, ...],
+                where: tuple[tuple[str, str], ...], class_index: int | None, margin: float, keys: tuple):
+    base, cand = model(base_path), model(cand_path)
+    loaded = cohort(manifest, base)
+    names = (MULTICLASS_METRICS.names() if class_index is None else METRICS.names())
+    return Workspace(root).compare(base, cand, loaded, by=list(by), where=dict(where), class_index=class_index,
+                                   margins={m: margin for m in names})
+
+
+def comparison(root: Path, base_path: Path, cand_path: Path, manifest: Path, by: list[str], where: dict[str, str],
+               class_index: int | None, margin: float):
+    keys = _model_stamp(base_path) + _model_stamp(cand_path) + _cohort_stamp(manifest)
+    return _comparison(str(root), str(base_path), str(cand_path), str(manifest), tuple(by),
+                       tuple(sorted(where.items())), class_index, float(margin), keys)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _map_agreement(root: str, paths: tuple[str, ...], manifest: str, case_ids: tuple[str, ...], method: str,
+                   targets: tuple[int, ...], keys: tuple) -> pd.DataFrame:
+    bar = st.progress(0.0, text=f"Maps of both versions ({method})…")
+    try:
+        handles = [model(p) for p in paths]
+        loaded = cohort(manifest, handles[0])
+        return Workspace(root).map_agreement(handles, [loaded.case(c) for c in case_ids], method, list(targets),
+                                             progress=lambda d, n: bar.progress(d / max(n, 1)))
+    finally:
+        bar.empty()
+
+
+def map_agreement(root: Path, paths: list[Path], manifest: Path, case_ids: list[str], method: str,
+                  targets: list[int]) -> pd.DataFrame:
+    keys = sum((_model_stamp(p) for p in paths), ()) + _cohort_stamp(manifest)
+    return _map_agreement(str(root), tuple(map(str, paths)), str(manifest), tuple(case_ids), method,
+                          tuple(int(t) for t in targets), keys)
+
+
+@st.cache_data(show_spinner="Region test: perturbing every case and predicting again…", max_entries=16)
+def _region_test(root: str, paths: tuple[str, ...], manifest: str, case_ids: tuple[str, ...], region: str, how: str,
+                 frame: pd.DataFrame, by: tuple[str, ...], class_index: int | None, keys: tuple) -> pd.DataFrame:
+    handles = [model(p) for p in paths]
+    loaded = cohort(manifest, handles[0])
+    return Workspace(root).region_test(handles, loaded, list(case_ids), region, how, frame, list(by), class_index)
+
+
+def region_test(root: Path, paths: list[Path], manifest: Path, case_ids: list[str], region: str, how: str,
+                frame: pd.DataFrame, by: list[str], class_index: int | None) -> pd.DataFrame:
+    keys = sum((_model_stamp(p) for p in paths), ()) + _cohort_stamp(manifest)
+    return _region_test(str(root), tuple(map(str, paths)), str(manifest), tuple(case_ids), region, how, frame,
+                        tuple(by), class_index, keys)

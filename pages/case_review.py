@@ -21,6 +21,7 @@ from explainers.figures import (
     case_views,
     display_image,
     display_windows,
+    overlay_scale,
     peak_slice,
 )
 from explainers.saliency import SALIENCY_METHODS
@@ -66,14 +67,30 @@ if outcome:
     shown = shown[shown["outcome"].isin(outcome)]
 if labels:
     shown = shown[shown["label"].isin(labels)]
-if shown.empty:
+options = shown["case_id"].tolist()
+current = st.session_state.get("review_case")
+if current in set(table["case_id"]) and current not in options:
+    # a filter or a version switch no longer matches the case being read: keep it, and say so
+    st.info(("No case matches these filters; " if shown.empty else "")
+            + f"case **{current}** does not match the current filters; it stays open until you choose another.")
+    options = [current, *options]
+elif shown.empty:
     st.info("No case matches these filters.")
     st.stop()
-case_id = st.selectbox(f"Case ({len(shown)} match)", shown["case_id"].tolist(), key="review_case")
-row = shown.set_index("case_id").loc[case_id]
+case_id = st.selectbox(f"Case ({len(shown)} match)", options, key="review_case")
+row = table.set_index("case_id").loc[case_id]
 case = cohort.case(case_id)
 # maps explain the class of interest; in the top-class view, the class this case's model output chose
 target = int(row["predicted"]) if class_index is None else class_index
+
+# -- other versions of the model, side by side ---------------------------------------------------------------
+_, all_models, _ = common.selection()
+versions = [v for v in common.peers(handle, all_models) if all_models[v] != model_path]
+if "review_versions" in st.session_state:  # set by Compare; keep only versions this model can be compared with
+    st.session_state["review_versions"] = [v for v in st.session_state["review_versions"] if v in versions]
+also = st.multiselect("Also show version(s)", versions, key="review_versions", disabled=not versions,
+                      help="The same case and methods under other versions of this model (same input and classes), "
+                           "one row per version, on one colour scale per method")
 
 # -- display controls -------------------------------------------------------------------------------------
 names = SALIENCY_METHODS.names()
@@ -176,16 +193,42 @@ with views:
                         f"voxels {' × '.join(f'{s:g}' for s in decoded.spacing)} mm")
     style = {"mask": mask, "plane": plane, "index": index, "window": window, "level": level, "opacity": opacity,
              "colormap": colormap, "signed": signed, "rgb": rgb}
-    columns = [("image", "Image", None), *((m, SALIENCY_METHODS.get(m).title, maps[m]) for m in methods)]
-    for col, (name, title, a) in zip(st.columns(len(columns)), columns):
-        if isinstance(a, GlassboxError):
-            col.error(str(a))
-            continue
-        amap = a.spatial_map(signed=signed) if a is not None else None
-        for k, fig in enumerate(case_views(spatial, decoded.spacing, title=title, attribution=amap, **style)):
-            col.plotly_chart(fig, key=f"review_fig_{name}" + ("_mip" if k else ""))
-        if a is not None:
-            col.caption(caption(a))
+    rows = [(handle.version, maps)]
+    for version in also:  # the same case, class and methods under each other version
+        other_maps: dict[str, object] = {}
+        for method in methods:
+            try:
+                other_maps[method] = common.attribution(root, all_models[version], manifest, case_id, method, target)
+            except GlassboxError as e:
+                other_maps[method] = e
+        rows.append((version, other_maps))
+    scales = {m: overlay_scale(*(r[m].spatial_map(signed=signed) for _, r in rows
+                                 if not isinstance(r[m], GlassboxError))) if len(rows) > 1 else None
+              for m in methods}
+    if len(rows) > 1:
+        probabilities = {handle.version: float(row[f"p_{target}"])}
+        for version, _ in rows[1:]:
+            other = common.predictions_or_stop(root, all_models[version], manifest).set_index("case_id")
+            probabilities[version] = float(other.loc[case_id, f"p_{target}"])
+        st.markdown(f"**p({handle.class_names[target]})** by version: " + " · ".join(
+            f"{v} {p:.3f}" + (f" ({p - probabilities[handle.version]:+.3f})" if v != handle.version else "")
+            for v, p in probabilities.items()) + " · one colour scale per method across versions")
+    for version, version_maps in rows:
+        columns = [("image", "Image" if len(rows) == 1 else f"Image · {version}", None),
+                   *((m, SALIENCY_METHODS.get(m).title + ("" if len(rows) == 1 else f" · {version}"),
+                      version_maps[m]) for m in methods)]
+        for col, (name, title, a) in zip(st.columns(len(columns)), columns):
+            if isinstance(a, GlassboxError):
+                col.error(str(a))
+                continue
+            amap = a.spatial_map(signed=signed) if a is not None else None
+            views_ = case_views(spatial, decoded.spacing, title=title, attribution=amap,
+                                scale=scales.get(name), **style)
+            for k, fig in enumerate(views_):
+                suffix = "" if version == handle.version else f"_{version}"
+                col.plotly_chart(fig, key=f"review_fig_{name}{suffix}" + ("_mip" if k else ""))
+            if a is not None:
+                col.caption(caption(a))
 with uncertainty_box:  # filled last: a cohort's first uncertainty estimate must not hold back the maps
     try:
         method = "mc_dropout" if has_dropout(handle) else "tta"

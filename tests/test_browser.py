@@ -20,7 +20,7 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 # a fresh server opened straight at a page must still run the router (sidebar, two nav links)
 PAGES = {"case_review": "Case review", "": "Glassbox", "subgroups": "Subgroup performance",
-         "uncertainty": "Uncertainty", "concepts": "Concepts"}
+         "uncertainty": "Uncertainty", "concepts": "Concepts", "compare": "Compare versions"}
 ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
 
 

@@ -75,6 +75,10 @@ def test_case_review_filters_and_methods(demo_root):
     assert not at.exception and not at.error
     chosen = at.selectbox(key="review_case")
     assert chosen.value is not None and len(chosen.options) < 240
+    # the case already open does not match the new filters: it stays, and the page says so (never a silent swap)
+    assert any("does not match the current filters" in i.value for i in at.info)
+    chosen.set_value(chosen.options[1]).run()
+    assert not at.exception and not any("does not match" in i.value for i in at.info)
     assert "**Outcome for lesion:** false" in " ".join(m.value for m in at.markdown)
 
 

@@ -43,14 +43,9 @@ from evaluation.outcomes import uses_top_class, with_outcomes
 from evaluation.referral import error_detection
 from evaluation.subgroups import board_view, labelled_frame, resampling, subgroup_report
 from explainers.device import best_device
-from data_adapters.cohort import load_image_batch
-from data_adapters.preprocessing import fit_image
-from data_adapters.readers import read_image
-from data_adapters.records import Image
-from evaluation.version_comparison import comparison_frame, flip_summary, flips, paired_comparison, region_shift
 from explainers.concepts import default_target
-from explainers.perturbation import PERTURBATIONS, parse_region, perturb
-from explainers.inference import predict_cases, probabilities_of
+from explainers.perturbation import PERTURBATIONS
+from explainers.inference import predict_cases
 from explainers.saliency import SALIENCY_METHODS
 from explainers.uncertainty import METHODS as UNCERTAINTY_METHODS
 from workspace.demo import TRAINING_SEED, build_demo, ship_weights
@@ -484,33 +479,21 @@ def _margins(text: str | None, metrics: list[str]) -> dict[str, float]:
     return out
 
 
-def provenance(handles: list[ModelHandle], cohort, split: str | None, thresholds: list[float] | None) -> dict:
-    """What a kept comparison table was computed from (written beside every row)."""
-    return {"models": "; ".join(f"{h.label} ({h.weights_hash[:12]})" for h in handles),
-            "cohort": f"{cohort.name} ({cohort.content_hash[:12]})", "split": split or "all",
-            "thresholds": "; ".join(f"{t:.3f}" for t in thresholds) if thresholds else "top class",
-            "computed": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-
-
 def cmd_compare(args: argparse.Namespace) -> int:
     out = _out_path(args.out)
     flips_out = _out_path(args.flips)
     base = _model(args.baseline, args.workspace)
     cand = _model(args.candidate, args.workspace)
-    if base.class_names != cand.class_names:
-        raise InvalidInputError(f"{base.label} predicts {list(base.class_names)} and {cand.label} "
-                                f"{list(cand.class_names)}: versions compared must share their classes")
     if args.target is not None:
         k = base.class_index(int(args.target) if str(args.target).isdigit() else args.target)
     else:
         k = None if uses_top_class(base) else base.n_classes - 1
-    metrics = MULTICLASS_METRICS.names() if k is None else METRICS.names()
-    gates = _margins(args.max_regression, metrics)
+    gates = _margins(args.max_regression, MULTICLASS_METRICS.names() if k is None else METRICS.names())
     ws = Workspace(args.workspace)
     with bars() as step:
         cohort = _cohort(args, base, step("loading cohort"))
-        p_base = ws.predictions(base, cohort, progress=step(f"predicting {base.version}"))
-        p_cand = ws.predictions(cand, cohort, progress=step(f"predicting {cand.version}"))
+        ws.predictions(base, cohort, progress=step(f"predicting {base.version}"))
+        ws.predictions(cand, cohort, progress=step(f"predicting {cand.version}"))
     attributes = list(cohort.attribute_schema)
     banded = with_bands(cohort.frame())
     by, notes = _by(banded, args.by, attributes) if args.by else ([], [])
@@ -518,49 +501,49 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if not where and "split" in attributes and (banded["split"] == "test").any():
         where = ["split=test"]
         notes.append("judged on split 'test' (held out); --where changes it")
-    selected = _where(banded[banded["label"].notna()], where, attributes)
-    frame, b, c = comparison_frame(selected, p_base, p_cand, base.n_classes)
-    thresholds = None
-    if k is not None:
-        thresholds = [ws.operating_point(h, cohort, k).threshold for h in (base, cand)]
+    _where(banded[banded["label"].notna()], where, attributes)  # names the values when one does not exist
+    chosen = dict(clause.partition("=")[::2] for clause in where)
+    result = ws.compare(base, cand, cohort, by=by, where=chosen, class_index=k, margins=gates or None,
+                        n_boot=args.n_boot, seed=args.seed, min_n=args.min_n)
+    report, thresholds = result.report, result.thresholds
     for note in notes:
         print(f"note: {note}")
-    grouping = by or ["_all"]
-    if not by:
-        frame = frame.assign(_all="all")
-    report = paired_comparison(frame, b, c, grouping, baseline=base.version, candidate=cand.version, class_index=k,
-                               thresholds=tuple(thresholds or (0.5, 0.5)), margins=gates or None,
-                               n_boot=args.n_boot, seed=args.seed, min_n=args.min_n)
     view = "top class against the label" if k is None else f"class {base.class_names[k]!r}" + (
         f" at thresholds {thresholds[0]:.3f} / {thresholds[1]:.3f} (each version's shared one)" if thresholds else "")
-    print(f"{cand.label} against {base.label} on {len(frame)} labelled cases of {cohort.name}: {view}; "
+    print(f"{cand.label} against {base.label} on {len(result.changes)} labelled cases of {cohort.name}: {view}; "
           f"{report.n_boot} paired resamples ({report.resampling}); non-inferiority bounds Bonferroni-adjusted over "
           f"{report.adjusted_over} group(s)")
-    table = report.table[report.table["group"] != "overall"] if by else report.table
-    table = pd.concat([report.table[report.table["group"] == "overall"], table]).drop_duplicates()
-    shown = table[table["metric"].isin(list(gates) or (["accuracy", "balanced_accuracy", "macro_auroc"] if k is None
-                                                        else ["auroc", "sensitivity", "specificity"]))]
+    table = report.table if by else report.table[report.table["group"] == "overall"]
+    default = ["accuracy", "balanced_accuracy", "macro_auroc"] if k is None else ["auroc", "sensitivity", "specificity"]
+    shown = table[table["metric"].isin(list(gates) or default)]
     with pd.option_context("display.width", 250, "display.max_columns", 20):
         print(shown.assign(delta=[f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]" for d, lo, hi in
                                   zip(shown["delta"], shown["delta_lo"], shown["delta_hi"])])
               [["group", "n", "metric", "baseline", "candidate", "delta", "margin", "verdict"]]
               .to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    changes = flips(frame, b, c, class_index=k, thresholds=tuple(thresholds or (0.5, 0.5)))
-    summary = flip_summary(changes)
+    summary = result.summary
     print(f"flips: {summary['fixed']} fixed, {summary['broken']} broken, {summary['still wrong']} still wrong, "
           f"{summary['both right']} both right; McNemar exact p = {summary['mcnemar_p']:.3g} (cases treated as "
           "independent)")
-    meta = provenance([base, cand], cohort, ",".join(where) or None, thresholds)
     if out:
-        spreadsheet_safe(report.table.assign(**meta)).to_csv(out, index=False)
+        spreadsheet_safe(report.table.assign(**result.provenance)).to_csv(out, index=False)
         print(f"wrote {out}")
     if flips_out:
         keep = ["case_id", *by, "label", "p_baseline", "p_candidate", "p_change", "predicted_baseline",
                 "predicted_candidate", "change"]
-        spreadsheet_safe(changes[[c for c in keep if c in changes]].assign(**meta)).to_csv(flips_out, index=False)
+        changes = result.changes
+        spreadsheet_safe(changes[[c for c in keep if c in changes]].assign(**result.provenance)).to_csv(
+            flips_out, index=False)
         print(f"wrote {flips_out}")
     if args.region:
-        _region(args, ws, base, cand, cohort, frame, grouping, k)
+        shift = ws.region_test([base, cand], cohort, result.changes["case_id"].tolist(), args.region, args.perturb,
+                               result.changes, result.grouping, k, n_boot=args.n_boot, seed=args.seed)
+        what = f"p({base.class_names[k]})" if k is not None else "the probability of each case's top class"
+        print(f"region test: {args.region} perturbed by '{args.perturb}' in {len(result.changes)} cases; mean shift "
+              f"of {what}:")
+        for r in shift.itertuples():
+            print(f"  {r.group:>10} {r.version:>12}: {r.mean_shift:+.3f} [{r.lo:+.3f}, {r.hi:+.3f}]"
+                  + ("  (excludes 0)" if r.excludes_zero else ""))
     failed = unjudged = 0
     for metric in gates:
         rows = report.verdicts(metric)
@@ -579,30 +562,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if failed:
         return EXIT_FAIL
     return EXIT_COULD_NOT_JUDGE if unjudged else 0
-
-
-def _region(args, ws, base, cand, cohort, frame, by, k) -> None:
-    """The region test: perturb one region in every case, predict again with both versions, report the shift."""
-    cases = [cohort.case(c) for c in frame["case_id"]]
-    images = load_image_batch(cases)
-    box = parse_region(args.region, images.shape[1:])
-    altered = perturb(images, box, args.perturb)
-    target = k if k is not None else None
-    shifts = {}
-    for h in (base, cand):
-        before = probabilities_of(h, np.stack([fit_image(h.preprocessing, read_image(c.image)) for c in cases]))
-        after = probabilities_of(h, np.stack([fit_image(h.preprocessing, Image(array=a, spacing=(1.0, 1.0),
-                                                                                source=c.case_id))
-                                              for a, c in zip(altered, cases)]))
-        column = target if target is not None else before.argmax(axis=1)
-        rows = np.arange(len(cases))
-        shifts[h.version] = after[rows, column] - before[rows, column]
-    table = region_shift(frame, shifts, by, n_boot=args.n_boot, seed=args.seed)
-    what = f"p({base.class_names[k]})" if k is not None else "the probability of each case's top class"
-    print(f"region test: {args.region} perturbed by '{args.perturb}' in {len(cases)} cases; mean shift of {what}:")
-    for r in table.itertuples():
-        print(f"  {r.group:>10} {r.version:>12}: {r.mean_shift:+.3f} [{r.lo:+.3f}, {r.hi:+.3f}]"
-              + ("  (excludes 0)" if r.excludes_zero else ""))
 
 
 def serve_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:

@@ -42,11 +42,23 @@ from data_adapters.hashing import json_hash
 from data_adapters.models import SPEC_NAME, load_model
 from data_adapters.models.monai_bundle import is_bundle
 from data_adapters.records import Attribution, Case, Cohort, ModelHandle
+from data_adapters.preprocessing import fit_image
+from data_adapters.readers import read_image
+from data_adapters.records import Image
+from evaluation.cohort_summary import with_bands
 from evaluation.operating_point import OperatingPoint, operating_point
-from explainers import agreement
+from evaluation.version_comparison import (
+    ComparisonReport,
+    comparison_frame,
+    flip_summary,
+    flips,
+    paired_comparison,
+    region_shift,
+)
+from explainers import agreement, perturbation
 from explainers import concepts as concept_lib
 from explainers import uncertainty
-from explainers.inference import predict_cases
+from explainers.inference import predict_cases, probabilities_of
 from explainers.saliency import SALIENCY_METHODS, explain, explain_layer
 
 Progress = Callable[[int, int], None]
@@ -169,6 +181,18 @@ def _cached_frame(path: Path, compute: Callable[[], pd.DataFrame], case_ids: Seq
 
 def _looks_like_path(text: str) -> bool:
     return "/" in text or os.sep in text or bool(Path(text).suffix)
+
+
+@dataclasses.dataclass(frozen=True)
+class Comparison:
+    """A version comparison as pages and commands show it (see :meth:`Workspace.compare`)."""
+
+    report: ComparisonReport
+    changes: pd.DataFrame
+    summary: dict[str, float]
+    thresholds: tuple[float, float] | None
+    provenance: dict[str, str]
+    grouping: tuple[str, ...]
 
 
 def probability_columns(handle: ModelHandle) -> list[str]:
@@ -444,6 +468,63 @@ class Workspace:
                 rows.append({"case_id": case.case_id, "version": other.version, "target": int(targets[i]),
                              **agreement.map_agreement(maps[(0, i)].array, maps[(v, i)].array)})
         return pd.DataFrame(rows)
+
+    def compare(self, base: ModelHandle, cand: ModelHandle, cohort: Cohort, *, by: Sequence[str] = (),
+                where: dict[str, str] | None = None, class_index: int | None = None,
+                margins: dict[str, float] | None = None, n_boot: int = 1000, seed: int = 0,
+                min_n: int = 30) -> Comparison:
+        """``cand`` against ``base`` on the labelled cases of ``cohort`` matching ``where`` (attribute → value):
+        the paired delta table, the per-case changes and their summary, each version's shared threshold (one class
+        one-vs-rest) and the provenance every kept table carries."""
+        if base.class_names != cand.class_names:
+            raise InvalidInputError(f"{base.label} predicts {list(base.class_names)} and {cand.label} "
+                                    f"{list(cand.class_names)}: versions compared must share their classes")
+        banded = with_bands(cohort.frame())
+        selected = banded[banded["label"].notna()]
+        for name, value in (where or {}).items():
+            selected = selected[selected[name].astype(str) == str(value)]
+        if selected.empty:
+            raise InvalidInputError(f"no labelled case of {cohort.name!r} matches {where}")
+        frame, b, c = comparison_frame(selected, self.predictions(base, cohort), self.predictions(cand, cohort),
+                                       base.n_classes)
+        thresholds = None
+        if class_index is not None:
+            thresholds = (self.operating_point(base, cohort, class_index).threshold,
+                          self.operating_point(cand, cohort, class_index).threshold)
+        grouping = list(by)
+        report = paired_comparison(frame, b, c, grouping, baseline=base.version, candidate=cand.version,
+                                   class_index=class_index, thresholds=thresholds or (0.5, 0.5), margins=margins,
+                                   n_boot=n_boot, seed=seed, min_n=min_n)
+        changes = flips(frame, b, c, class_index=class_index, thresholds=thresholds or (0.5, 0.5))
+        meta = {"models": f"{base.label} ({base.weights_hash[:12]}); {cand.label} ({cand.weights_hash[:12]})",
+                "cohort": f"{cohort.name} ({cohort.content_hash[:12]})",
+                "cases": ", ".join(f"{k}={v}" for k, v in (where or {}).items()) or "all labelled",
+                "thresholds": "; ".join(f"{t:.3f}" for t in thresholds) if thresholds else "top class",
+                "computed": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
+        return Comparison(report=report, changes=changes, summary=flip_summary(changes), thresholds=thresholds,
+                          provenance=meta, grouping=tuple(grouping))
+
+    def region_test(self, versions: Sequence[ModelHandle], cohort: Cohort, case_ids: Sequence[str], region: str,
+                    how: str, frame: pd.DataFrame, by: Sequence[str], class_index: int | None, *,
+                    n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
+        """Perturb ``region`` in every case (``explainers.perturbation``), predict again with each version and
+        return the mean shift of the probability of ``class_index`` (None: each case's top class under the first
+        version) per version and group, with paired intervals and each version's shift minus the first's."""
+        cases = [cohort.case(c) for c in case_ids]
+        images = load_image_batch(cases)
+        box = perturbation.parse_region(region, images.shape[1:])
+        altered = perturbation.perturb(images, box, how)
+        shifts, column = {}, None
+        for handle in versions:
+            before = probabilities_of(handle, load_image_batch(cases, handle.preprocessing))
+            after = probabilities_of(handle, np.stack([
+                fit_image(handle.preprocessing, Image(array=a, spacing=read.spacing, source=c.case_id))
+                for a, c, read in zip(altered, cases, (read_image(c.image) for c in cases))]))
+            if column is None:
+                column = before.argmax(axis=1) if class_index is None else np.full(len(cases), class_index)
+            rows = np.arange(len(cases))
+            shifts[handle.version] = after[rows, column] - before[rows, column]
+        return region_shift(frame, shifts, list(by), n_boot=n_boot, seed=seed)
 
     def _cached_attributions(self, cases: Sequence[Case], keys: Sequence[str]) -> dict[int, Attribution]:
         found = {}

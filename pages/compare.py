@@ -1,0 +1,165 @@
+"""Compare versions: who got better or worse, for whom, and did the explanations change."""
+from __future__ import annotations
+
+import json
+
+import pandas as pd
+import streamlit as st
+from streamlit.errors import StreamlitAPIException
+
+from data_adapters.errors import GlassboxError
+from evaluation.cohort_summary import group_columns
+from evaluation.figures import agreement_figure, delta_forest, flip_scatter
+from evaluation.outcomes import uses_top_class
+from evaluation.version_comparison import FLIP_KINDS
+from explainers.perturbation import NAMED_REGIONS, PERTURBATIONS
+from explainers.saliency import SALIENCY_METHODS
+from pages import _common as common
+
+st.title("Compare versions")
+st.caption("A candidate against a baseline on the same cases: paired differences with intervals and a "
+           "non-inferiority verdict per group, the cases that changed, whether the maps changed, and what happens "
+           "when a region is taken away.")
+root, model_path, manifest, handle, cohort = common.loaded()
+_, models, _ = common.selection()
+peers = common.peers(handle, models)
+if len(peers) < 2:
+    st.info(f"Only **{handle.label}** in this workspace takes this input and predicts these classes; a comparison "
+            "needs a second version (add one under `models/`).")
+    st.stop()
+
+names = list(peers)
+c = st.columns([1, 1, 2, 1])
+candidate = c[1].selectbox("Candidate", names, index=names.index(model_path.name) if model_path.name in names else 0,
+                           key="cmp_candidate")
+others = [n for n in names if n != candidate]
+baseline = c[0].selectbox("Baseline", others, key="cmp_baseline")
+groups = group_columns(cohort)
+by = c[2].multiselect("Within groups of", groups, default=groups[:1], key="cmp_by")
+margin = c[3].number_input("Margin", 0.0, 0.5, 0.02, 0.005, format="%.3f", key="cmp_margin",
+                           help="Non-inferiority margin: 'not worse' is shown when the candidate's adjusted lower "
+                                "bound lies above baseline − margin")
+top_view = uses_top_class(handle)
+views = ([None] if top_view else []) + list(range(handle.n_classes))
+c = st.columns([1, 2])
+k = c[0].selectbox("Judge", views, index=0 if top_view else handle.n_classes - 1, key="cmp_class",
+                   format_func=lambda i: "top class vs label" if i is None else (
+                       f"{handle.class_names[i]} vs rest" if top_view else handle.class_names[i]))
+splits = sorted(cohort.frame()["split"].dropna().unique()) if "split" in cohort.attribute_schema else []
+split = c[1].selectbox("Cases from split", ["all", *splits], index=1 + splits.index("test") if "test" in splits else 0,
+                       key="cmp_split", help="Compare on held-out cases, not the training data")
+where = {} if split == "all" else {"split": split}
+try:
+    result = common.comparison(root, peers[baseline], peers[candidate], manifest, by, where, k, margin)
+except GlassboxError as e:
+    common.show_error(e)
+    st.stop()
+report, summary = result.report, result.summary
+
+view = ("each case's top class against its label" if k is None else
+        f"{handle.class_names[k]} at each version's shared threshold "
+        f"({' / '.join(f'{t:.3f}' for t in result.thresholds)})")
+st.markdown(f"**{candidate}** against **{baseline}** on **{len(result.changes)}** labelled cases · {view} · "
+            f"{report.n_boot} paired resamples ({report.resampling}) · non-inferiority bounds Bonferroni-adjusted "
+            f"over {report.adjusted_over} group(s)")
+worse = report.table[report.table["verdict"] == "worse"]
+if len(worse):
+    st.warning("**Worse than the baseline by more than the margin** (the whole adjusted interval beyond it):  \n"
+               + "  \n".join(f"**{group}**: " + ", ".join(f"{r.metric.replace('_', ' ')} {r.delta:+.3f}"
+                                                          for r in rows.itertuples())
+                              for group, rows in worse.groupby("group", sort=False)))
+else:
+    st.success("No group where the candidate is shown worse than the baseline by more than the margin.")
+
+m = st.columns(5)
+for col, kind in zip(m, FLIP_KINDS):
+    col.metric(kind.capitalize(), summary[kind])
+m[4].metric("McNemar p", f"{summary['mcnemar_p']:.3g}", help="Exact test on the cases whose outcome changed: is "
+            "breaking more (or less) likely than fixing? Cases are treated as independent.")
+
+st.subheader("Differences by group")
+metric_names = list(dict.fromkeys(report.table["metric"]))
+left, right = st.columns([3, 2])
+chosen = left.multiselect("Metrics", metric_names, default=metric_names[:3], key="cmp_metrics")
+table = report.table[report.table["metric"].isin(chosen or metric_names)]
+left.dataframe(table.drop(columns=["small"]), hide_index=True, key="cmp_table",
+               column_config={c: st.column_config.NumberColumn(format="%+.3f") for c in
+                              ("delta", "delta_lo", "delta_hi", "improvement_lower")})
+left.download_button("Download the delta table (CSV, with provenance)",
+                     report.table.assign(**result.provenance).to_csv(index=False),
+                     file_name=f"compare_{baseline}_{candidate}.csv", key="cmp_download")
+forest_metric = right.selectbox("Forest plot of", metric_names, key="cmp_forest_metric")
+right.plotly_chart(delta_forest(report.table, forest_metric), key="cmp_forest")
+
+st.subheader("Cases that changed")
+changes = result.changes
+left, right = st.columns([3, 2])
+kinds = left.multiselect("Show", list(FLIP_KINDS), default=["fixed", "broken"], key="cmp_kinds")
+shown = changes[changes["change"].isin(kinds)] if kinds else changes
+columns = ["case_id", "change", "label", "p_baseline", "p_candidate", "p_change", *result.grouping]
+left.dataframe(shown[[c for c in columns if c in shown]].sort_values("p_change", key=abs, ascending=False),
+               hide_index=True, key="cmp_flips")
+left.download_button("Download the changed cases (CSV, with provenance)",
+                     shown.assign(**result.provenance).to_csv(index=False), file_name="flips.csv",
+                     key="cmp_flips_download")
+right.plotly_chart(flip_scatter(changes, baseline, candidate), key="cmp_scatter")
+if len(shown):
+    pick = left.selectbox("Open in Case review", shown["case_id"].tolist(), key="cmp_open_case")
+    if left.button("Open this case", key="cmp_open"):
+        st.session_state["review_case"] = pick
+        st.session_state["review_versions"] = [baseline, candidate]
+        try:
+            st.switch_page("pages/case_review.py")
+        except StreamlitAPIException:  # run outside the app's navigation (a test): the choice is kept for Case review
+            left.info(f"Case **{pick}** is selected on Case review, with {baseline} and {candidate} side by side.")
+
+st.subheader("Did the explanations change?")
+c = st.columns([1, 1, 2])
+method = c[0].selectbox("Method", SALIENCY_METHODS.names(), index=SALIENCY_METHODS.names().index("grad_cam"),
+                        format_func=lambda n: SALIENCY_METHODS.get(n).title, key="cmp_method")
+extra = c[1].number_input("Plus unchanged cases", 0, 200, 16, 8, key="cmp_extra",
+                          help="Maps are computed (then cached) for every changed case and this many others")
+changed = changes[changes["change"].isin(["fixed", "broken"])]
+rest = changes[~changes.index.isin(changed.index)].head(int(extra))
+picked = pd.concat([changed, rest])
+targets = picked["predicted_baseline"].astype(int).tolist() if k is None else [k] * len(picked)
+c[2].caption("Agreement of the two versions' maps of the same class (in the top-class view, the baseline's top "
+             "class): Spearman rank correlation of |map| and the overlap (IoU) of their top 5% pixels. 1: the same "
+             "evidence; near 0: the versions look at different places.")
+try:
+    agreement = common.map_agreement(root, [peers[baseline], peers[candidate]], manifest,
+                                     picked["case_id"].tolist(), method, targets)
+except GlassboxError as e:
+    common.show_error(e)
+else:
+    agreement = agreement.merge(picked[["case_id", "change", *result.grouping]], on="case_id")
+    left, right = st.columns([2, 3])
+    left.plotly_chart(agreement_figure(agreement, result.grouping[0] if result.grouping else None),
+                      key="cmp_agreement")
+    right.markdown("**Where the maps diverge most**")
+    right.dataframe(agreement.sort_values("spearman").head(15), hide_index=True, key="cmp_divergent",
+                    column_config={"spearman": st.column_config.NumberColumn(format="%.2f"),
+                                   "top_overlap": st.column_config.NumberColumn(format="%.2f")})
+
+st.subheader("Region test")
+st.caption("Take one region away in every case and predict again: a version that moves relies on what was there.")
+c = st.columns([2, 1, 1])
+region = c[0].text_input("Region: x0,y0,x1,y1 in pixels, or a name", "", key="cmp_region",
+                         placeholder=", ".join(NAMED_REGIONS))
+how = c[1].selectbox("Perturbation", PERTURBATIONS.names(), key="cmp_perturb")
+if c[2].button("Run region test", key="cmp_run_region", disabled=not region.strip()):
+    st.session_state["cmp_region_run"] = (region.strip(), how)
+run = st.session_state.get("cmp_region_run")
+if run:
+    try:
+        shift = common.region_test(root, [peers[baseline], peers[candidate]], manifest,
+                                   changes["case_id"].tolist(), run[0], run[1], changes, list(result.grouping), k)
+    except GlassboxError as e:
+        common.show_error(e)
+    else:
+        st.markdown(f"Region **{run[0]}**, perturbation **{run[1]}**: mean change of the probability "
+                    + ("of each case's top class" if k is None else f"of {handle.class_names[k]}")
+                    + " (paired 95% intervals).")
+        st.dataframe(shift, hide_index=True, key="cmp_region_table",
+                     column_config={c: st.column_config.NumberColumn(format="%+.3f") for c in ("mean_shift", "lo", "hi")})
+st.caption("Provenance of every table here: " + json.dumps(result.provenance))

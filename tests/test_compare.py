@@ -1,0 +1,169 @@
+"""Version comparison: known answers (a version against itself), a candidate worse for one group only, McNemar,
+map agreement, the region test on the demo, the release gate and the pages."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import binomtest
+
+from evaluation.version_comparison import flip_summary, flips, mcnemar, paired_comparison
+from explainers.agreement import map_agreement
+from explainers.perturbation import PERTURBATIONS, parse_region, perturb
+from workspace.cli import EXIT_COULD_NOT_JUDGE, EXIT_FAIL, main
+
+
+def _binary(rng, n_per_group=150, worse_in=None, drop=0.0):
+    """Labels and two versions' probabilities for groups A, B, C; the candidate equals the baseline except in
+    ``worse_in``, where its scores for positives are lowered by ``drop``."""
+    rows = []
+    for g in "ABC":
+        y = rng.random(n_per_group) < 0.4
+        base = np.clip(np.where(y, rng.normal(0.7, 0.15, n_per_group), rng.normal(0.3, 0.15, n_per_group)), 0, 1)
+        cand = base.copy()
+        if g == worse_in:
+            cand = np.clip(np.where(y, base - drop, base), 0, 1)
+        rows.append(pd.DataFrame({"label": y.astype(int), "site": g, "b": base, "c": cand}))
+    frame = pd.concat(rows, ignore_index=True)
+    two = lambda p: np.column_stack([1 - p, p])  # noqa: E731
+    return frame, two(frame["b"].to_numpy()), two(frame["c"].to_numpy())
+
+
+def test_a_version_against_itself_differs_by_exactly_zero():
+    frame, b, _ = _binary(np.random.default_rng(0))
+    report = paired_comparison(frame, b, b, "site", class_index=1, n_boot=200)
+    assert (report.table[["delta", "delta_lo", "delta_hi"]].abs().to_numpy() == 0).all()
+    assert set(report.table["verdict"]) == {"not worse (shown)"}
+    assert flip_summary(flips(frame, b, b, class_index=1))["fixed"] == 0
+
+
+def test_a_candidate_worse_for_one_group_is_flagged_there_and_nowhere_else():
+    """Over 40 simulated cohorts: B's sensitivity drop (0.25 on positives' scores) is shown worse in most; A and C,
+    where the candidate equals the baseline, are never shown worse (their deltas are exactly 0)."""
+    rng = np.random.default_rng(1)
+    flagged = {"A": 0, "B": 0, "C": 0}
+    for i in range(40):
+        frame, b, c = _binary(rng, worse_in="B", drop=0.25)
+        report = paired_comparison(frame, b, c, "site", class_index=1, n_boot=300, seed=i)
+        rows = report.verdicts("sensitivity").set_index("group")
+        for g in flagged:
+            flagged[g] += rows.loc[g, "verdict"] == "worse"
+    assert flagged["A"] == flagged["C"] == 0
+    assert flagged["B"] >= 36, flagged
+
+
+def test_non_inferiority_is_not_shown_falsely_when_the_candidate_is_worse_by_the_margin():
+    """Coverage of the non-inferiority bound: when the candidate is truly worse by more than the margin in one
+    group, 'not worse (shown)' must be rare there (at most the adjusted one-sided 2.5%, allowing simulation
+    noise)."""
+    rng = np.random.default_rng(2)
+    shown = 0
+    for i in range(60):
+        frame, b, c = _binary(rng, worse_in="A", drop=0.12)
+        report = paired_comparison(frame, b, c, "site", class_index=1, n_boot=300, seed=i,
+                                   margins={"sensitivity": 0.02})
+        shown += report.verdicts("sensitivity").set_index("group").loc["A", "verdict"] == "not worse (shown)"
+    assert shown <= 3, shown
+
+
+def test_mcnemar_is_the_exact_binomial_on_discordant_cases():
+    assert mcnemar(17, 0) == pytest.approx(2 * 0.5 ** 17)
+    assert mcnemar(8, 3) == pytest.approx(binomtest(8, 11, 0.5).pvalue)
+    assert mcnemar(0, 0) == 1.0
+
+
+def test_flips_name_each_kind_of_change():
+    frame = pd.DataFrame({"label": [1, 1, 0, 0]})
+    base = np.array([[0.2, 0.8], [0.7, 0.3], [0.9, 0.1], [0.4, 0.6]])
+    cand = np.array([[0.6, 0.4], [0.2, 0.8], [0.8, 0.2], [0.3, 0.7]])
+    out = flips(frame, base, cand, class_index=1, thresholds=(0.5, 0.5))
+    assert out["change"].tolist() == ["broken", "fixed", "both right", "still wrong"]
+
+
+def test_map_agreement_of_a_map_with_itself_is_one_and_with_its_reverse_is_not():
+    rng = np.random.default_rng(3)
+    a = rng.random((1, 16, 16)).astype(np.float32)
+    assert map_agreement(a, a) == {"spearman": 1.0, "top_overlap": 1.0}
+    flat = np.zeros((1, 16, 16), np.float32)
+    assert map_agreement(flat, flat)["spearman"] == 1.0
+    reverse = map_agreement(a, a.max() - a)
+    assert reverse["spearman"] == pytest.approx(-1.0) and reverse["top_overlap"] == 0.0
+
+
+def test_perturbations_change_only_the_region_and_are_deterministic():
+    rng = np.random.default_rng(4)
+    images = rng.random((3, 1, 20, 20)).astype(np.float32)
+    box = parse_region("2,3,6,8", images.shape[1:])
+    assert box == (slice(3, 8), slice(2, 6))
+    for how in PERTURBATIONS.names():
+        out = perturb(images, box, how)
+        outside = np.ones((20, 20), bool)
+        outside[3:8, 2:6] = False
+        np.testing.assert_array_equal(out[..., outside], images[..., outside])
+        assert not np.array_equal(out[..., 3:8, 2:6], images[..., 3:8, 2:6]), how
+        np.testing.assert_array_equal(out, perturb(images, box, how))
+    np.testing.assert_allclose(perturb(images, box, "mirror")[0, 0, 3:8, 2:6], images[0, 0, 3:8, 14:18][:, ::-1])
+
+
+def test_the_region_test_shows_v1s_shortcut_and_not_v2s(demo_root, capsys):
+    code = main(["compare", "--baseline", "v1", "--candidate", "v2", "--cohort", "demo2d", "--by", "site",
+                 "--region", "demo-marker", "--perturb", "mirror", "--n-boot", "300", "--workspace", str(demo_root)])
+    out = capsys.readouterr().out
+    assert code == 0
+    shifts = {}
+    for line in out.splitlines():
+        parts = line.split()
+        if len(parts) >= 5 and parts[0] in ("overall", "A", "B", "C") and parts[1] in ("v1:", "v2:"):
+            mean, lo, hi = float(parts[2]), float(parts[3].strip("[,")), float(parts[4].strip("]"))
+            shifts[(parts[0], parts[1].rstrip(":"))] = (mean, lo, hi)
+    # erasing site B's marker lowers v1's p(lesion) (it relies on the marker) and barely moves v2
+    mean, lo, hi = shifts[("B", "v1")]
+    assert mean < -0.03 and hi < 0
+    assert abs(shifts[("B", "v2")][0]) < 0.1
+    assert abs(shifts[("A", "v1")][0]) < 0.01, "no marker at site A: nothing to take away"
+
+
+def test_compare_is_a_release_gate(demo_root, capsys):
+    args = ["--cohort", "demo2d", "--workspace", str(demo_root), "--n-boot", "200"]
+    assert main(["compare", "--baseline", "v2", "--candidate", "v2", *args, "--max-regression", "auroc=0.02"]) == 0
+    assert "pass: auroc" in capsys.readouterr().out
+    assert main(["compare", "--baseline", "v1", "--candidate", "v2", *args, "--by", "site",
+                 "--max-regression", "auroc=0.02"]) == EXIT_FAIL
+    assert "FAIL: auroc at B" in capsys.readouterr().out
+    assert main(["compare", "--baseline", "v1", "--candidate", "v2", *args, "--min-n", "5000",
+                 "--max-regression", "auroc=0.02"]) == EXIT_COULD_NOT_JUDGE
+    assert main(["compare", "--baseline", "v1", "--candidate", "v2", *args, "--max-regression", "auc=0.02"]) == 2
+    assert "metric must be one of auroc" in capsys.readouterr().err
+
+
+def test_compare_writes_tables_with_provenance(demo_root, tmp_path, capsys):
+    out, changed = tmp_path / "d.csv", tmp_path / "f.csv"
+    assert main(["compare", "--baseline", "v1", "--candidate", "v2", "--cohort", "demo2d", "--by", "site",
+                 "--n-boot", "100", "--out", str(out), "--flips", str(changed), "--workspace", str(demo_root)]) == 0
+    table, cases = pd.read_csv(out), pd.read_csv(changed)
+    assert {"models", "cohort", "cases", "thresholds", "computed"} <= set(table.columns)
+    assert table["cases"].iloc[0] == "split=test"
+    assert set(cases["change"]) <= {"fixed", "broken", "still wrong", "both right"}
+    broken = cases[cases["change"] == "broken"]
+    assert len(broken) and (broken["p_candidate"] != broken["p_baseline"]).all()
+
+
+def test_compare_page_and_two_version_case_review(demo_root):
+    from tests.test_pages import page
+
+    at = page("pages/compare.py", demo_root, model="v2", cohort="demo2d")
+    assert not at.exception and not at.error
+    assert at.selectbox(key="cmp_candidate").value == "v2" and at.selectbox(key="cmp_baseline").value == "v1"
+    metrics = {m.label: m.value for m in at.metric}
+    assert int(metrics["Broken"]) > 0 and float(metrics["McNemar p"]) < 0.05
+    assert any("**B**" in w.value for w in at.warning), "v2's loss at site B is named"
+    at.text_input(key="cmp_region").set_value("demo-marker").run()
+    at.button(key="cmp_run_region").click().run()
+    assert not at.exception and not at.error
+    at = page("pages/case_review.py", demo_root, model="v2", cohort="demo2d", review_versions=["v1", "v2"])
+    assert not at.exception and not at.error
+    assert at.multiselect(key="review_versions").value == ["v1"]
+    text = " ".join(m.value for m in at.markdown)
+    assert "by version: v2" in text and "v1" in text
+    keys = [c.key for c in at.get("plotly_chart") if c.key]
+    assert any(k.endswith("_v1") for k in keys), "a row of maps for the other version"

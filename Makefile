@@ -32,4 +32,5 @@ bench: install
 	$(BIN)/glassbox demo
 	$(BIN)/python benchmarks/integrated_gradients.py
 	$(BIN)/python benchmarks/subgroup_bootstrap.py
+	$(BIN)/python benchmarks/paired_comparison.py
 	$(BIN)/python benchmarks/cluster_coverage.py --sims 200 --resamples 400

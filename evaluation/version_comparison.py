@@ -28,6 +28,7 @@ from evaluation.metrics import METRICS, bootstrap_weights, counts
 from evaluation.multiclass import MULTICLASS_METRICS, Replicates, probabilities
 from evaluation.outcomes import with_outcomes
 from evaluation.subgroups import MISSING, replicate_weights, resampling
+from explainers.concepts import holm
 
 __all__ = ["LOWER_IS_BETTER", "ComparisonReport", "paired_comparison", "flips", "flip_summary", "mcnemar", "FLIP_KINDS",
            "comparison_frame"]
@@ -258,3 +259,61 @@ def region_shift(frame: pd.DataFrame, shifts: dict[str, np.ndarray], by: str | S
     out = pd.DataFrame(rows)
     out["excludes_zero"] = (out["lo"] > 0) | (out["hi"] < 0)
     return out
+
+
+def tcav_difference(base: pd.DataFrame, cand: pd.DataFrame, *, baseline: str = "baseline",
+                    candidate: str = "candidate", alpha: float = 0.05) -> pd.DataFrame:
+    """TCAV of two versions side by side, with a test of the *difference* per concept and layer: Welch's t-test on
+    the per-run TCAV scores (mean, spread and number of runs of each; scipy's ``ttest_ind_from_stats``), Holm-
+    corrected across every concept and layer compared. Layers are matched by name (versions of one architecture)."""
+    from scipy.stats import ttest_ind_from_stats
+
+    merged = base.merge(cand, on=["concept", "layer", "target"], suffixes=(f"_{baseline}", f"_{candidate}"))
+    if merged.empty:
+        raise InvalidInputError("no concept and layer in common between the two versions' TCAV results")
+    rows = []
+    for r in merged.to_dict("records"):
+        a, b = f"_{baseline}", f"_{candidate}"
+        n_a, n_b = max(int(r["runs" + a]), 2), max(int(r["runs" + b]), 2)
+        test = ttest_ind_from_stats(r["score" + a], max(r["spread" + a], 1e-12), n_a,
+                                    r["score" + b], max(r["spread" + b], 1e-12), n_b, equal_var=False)
+        rows.append({"concept": r["concept"], "layer": r["layer"], baseline: r["score" + a],
+                     candidate: r["score" + b], "difference": r["score" + b] - r["score" + a],
+                     "p_value": float(test.pvalue)})
+    out = pd.DataFrame(rows)
+    out["p_adjusted"] = holm(out["p_value"].to_numpy())
+    out["differs"] = out["p_adjusted"] < alpha
+    return out
+
+
+def paired_error_detection(frame: pd.DataFrame, uncertainty: dict[str, np.ndarray], errors: dict[str, np.ndarray], *,
+                           n_boot: int = 1000, level: float = 0.95, seed: int = 0) -> pd.DataFrame:
+    """Does each version's uncertainty flag its own errors? Error-detection AUROC per version and each later
+    version's difference from the first, on the same resampled cases (patients where known)."""
+    from evaluation.metrics import auroc
+
+    frame = frame.reset_index(drop=True)
+    rng = np.random.default_rng(seed)
+    shared = replicate_weights(frame, n_boot, rng)
+    w = shared if shared is not None else bootstrap_weights(np.zeros(len(frame), int), n_boot, rng)
+    alpha = (1 - level) / 2
+    point, boots = {}, {}
+    for version, u in uncertainty.items():
+        e = np.asarray(errors[version], bool)
+        dummy = np.zeros(len(e), bool)
+        point[version] = float(auroc(counts(np.ones((1, len(e))), e, u, dummy))[0]) if 0 < e.sum() < len(e) else np.nan
+        boots[version] = auroc(counts(w, e, np.asarray(u, float), dummy))
+    names = list(uncertainty)
+    rows = []
+    for v in names:
+        ok = boots[v][np.isfinite(boots[v])]
+        lo, hi = np.quantile(ok, [alpha, 1 - alpha]) if len(ok) and np.isfinite(point[v]) else (np.nan, np.nan)
+        rows.append({"version": v, "errors": int(np.sum(errors[v])), "n": len(frame), "auroc": point[v],
+                     "lo": lo, "hi": hi})
+    for v in names[1:]:
+        d = boots[v] - boots[names[0]]
+        ok = d[np.isfinite(d)]
+        lo, hi = np.quantile(ok, [alpha, 1 - alpha]) if len(ok) else (np.nan, np.nan)
+        rows.append({"version": f"{v} − {names[0]}", "errors": None, "n": len(frame),
+                     "auroc": point[v] - point[names[0]], "lo": lo, "hi": hi})
+    return pd.DataFrame(rows)

@@ -233,7 +233,7 @@ def _check_layers(handle: ModelHandle, layers: Sequence[str]) -> None:
             raise UnknownNameError(f"model {handle.label} has no layer {layer!r}{hint}")
 
 
-def _holm(p: np.ndarray) -> np.ndarray:
+def holm(p: np.ndarray) -> np.ndarray:
     order = np.argsort(p)
     m = len(p)
     adjusted = np.empty(m)
@@ -304,7 +304,7 @@ def tcav_scores(handle: ModelHandle, inputs: np.ndarray, concepts: Sequence[Conc
                              spread=float(runs.std(ddof=1)), null_score=float(null.mean()),
                              null_spread=float(null.std(ddof=1)), p_value=p if np.isfinite(p) else 1.0,
                              cav_accuracy=float(np.mean(accs)), runs=len(runs)))
-    adjusted = _holm(np.array([r["p_value"] for r in rows]))
+    adjusted = holm(np.array([r["p_value"] for r in rows]))
     out = []
     for row, p_adj in zip(rows, adjusted):
         separable = row["cav_accuracy"] >= MIN_CAV_ACCURACY

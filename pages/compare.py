@@ -11,7 +11,9 @@ from data_adapters.errors import GlassboxError
 from evaluation.cohort_summary import group_columns
 from evaluation.figures import agreement_figure, delta_forest, flip_scatter
 from evaluation.outcomes import uses_top_class
-from evaluation.version_comparison import FLIP_KINDS
+from evaluation.version_comparison import FLIP_KINDS, paired_error_detection, tcav_difference
+from explainers.uncertainty import has_dropout
+from explainers.concepts import concept_names, default_layers, default_target
 from explainers.perturbation import NAMED_REGIONS, PERTURBATIONS
 from explainers.saliency import SALIENCY_METHODS
 from pages import _common as common
@@ -140,6 +142,58 @@ else:
     right.dataframe(agreement.sort_values("spearman").head(15), hide_index=True, key="cmp_divergent",
                     column_config={"spearman": st.column_config.NumberColumn(format="%.2f"),
                                    "top_overlap": st.column_config.NumberColumn(format="%.2f")})
+
+st.subheader("Uncertainty: does each version know when it is wrong?")
+c = st.columns([1, 1, 2])
+unc_method = c[0].selectbox("Method", ["mc_dropout", "tta"], index=0 if has_dropout(handle) else 1,
+                            key="cmp_unc_method")
+if c[1].button("Estimate for both versions", key="cmp_run_unc"):
+    st.session_state["cmp_unc_run"] = unc_method
+if st.session_state.get("cmp_unc_run"):
+    method_ = st.session_state["cmp_unc_run"]
+    try:
+        entropy = {v: common.uncertainty(root, [peers[v]], manifest, method_).set_index("case_id")
+                   .loc[changes["case_id"], "entropy"].to_numpy() for v in (baseline, candidate)}
+    except GlassboxError as e:
+        common.show_error(e)
+    else:
+        wrong = {baseline: changes["change"].isin(["fixed", "still wrong"]).to_numpy(),
+                 candidate: changes["change"].isin(["broken", "still wrong"]).to_numpy()}
+        detect = paired_error_detection(changes, entropy, wrong)
+        st.dataframe(detect, hide_index=True, key="cmp_unc",
+                     column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("auroc", "lo", "hi")})
+        c[2].caption(f"Error-detection AUROC of predictive entropy ({method_}) for each version's own errors, and "
+                     "the paired difference (same resampled cases). ECE and Brier deltas are in the table above.")
+
+st.subheader("Concepts (TCAV), side by side")
+named = concept_names(manifest.parent)
+if not named:
+    st.caption("This cohort has no concept folders (`concepts/<name>/` beside the manifest).")
+else:
+    c = st.columns([2, 1, 1])
+    concepts = c[0].multiselect("Concepts", named, default=named, key="cmp_concepts")
+    try:
+        concept_class = default_target(handle, cohort)
+    except GlassboxError:
+        concept_class = 0
+    if c[1].button("Run TCAV for both versions", key="cmp_run_tcav", disabled=not concepts):
+        st.session_state["cmp_tcav_run"] = tuple(concepts)
+    c[2].caption(f"Class {handle.class_names[concept_class]!r}, the network's default layers, 16 random concepts "
+                 "(as the Concepts page)")
+    if st.session_state.get("cmp_tcav_run"):
+        try:
+            scores = {v: common.concept_scores(root, peers[v], manifest, list(st.session_state["cmp_tcav_run"]),
+                                               default_layers(common.model(peers[v])), concept_class, 16)
+                      for v in (baseline, candidate)}
+            both = tcav_difference(scores[baseline], scores[candidate], baseline=baseline, candidate=candidate)
+        except GlassboxError as e:
+            common.show_error(e)
+        else:
+            st.dataframe(both, hide_index=True, key="cmp_tcav",
+                         column_config={"difference": st.column_config.NumberColumn(format="%+.2f")})
+            st.caption("Difference of TCAV scores per concept and layer: Welch's t-test on the per-run scores, "
+                       "Holm-corrected across every concept and layer shown. TCAV is a directional derivative, not a "
+                       "causal effect: the region test above is the causal check.")
 
 st.subheader("Region test")
 st.caption("Take one region away in every case and predict again: a version that moves relies on what was there.")

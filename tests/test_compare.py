@@ -157,6 +157,14 @@ def test_compare_page_and_two_version_case_review(demo_root):
     metrics = {m.label: m.value for m in at.metric}
     assert int(metrics["Broken"]) > 0 and float(metrics["McNemar p"]) < 0.05
     assert any("**B**" in w.value for w in at.warning), "v2's loss at site B is named"
+    at.button(key="cmp_run_unc").click().run()
+    assert not at.exception and not at.error
+    detect = next(d.value for d in at.dataframe if "version" in d.value and "auroc" in d.value)
+    assert detect["version"].tolist() == ["v1", "v2", "v2 − v1"]
+    at.button(key="cmp_run_tcav").click().run()
+    assert not at.exception and not at.error
+    tcav = at.dataframe[-1].value.set_index(["concept", "layer"])
+    assert {"v1", "v2", "difference", "p_adjusted"} <= set(tcav.columns) and len(tcav) >= 4
     at.text_input(key="cmp_region").set_value("demo-marker").run()
     at.button(key="cmp_run_region").click().run()
     assert not at.exception and not at.error
@@ -167,3 +175,40 @@ def test_compare_page_and_two_version_case_review(demo_root):
     assert "by version: v2" in text and "v1" in text
     keys = [c.key for c in at.get("plotly_chart") if c.key]
     assert any(k.endswith("_v1") for k in keys), "a row of maps for the other version"
+
+
+def test_tcav_difference_is_welchs_test_holm_corrected():
+    from scipy.stats import ttest_ind
+
+    from evaluation.version_comparison import tcav_difference
+
+    rng = np.random.default_rng(5)
+    runs_a, runs_b, runs_c = rng.normal(0.7, 0.05, 16), rng.normal(0.5, 0.05, 16), rng.normal(0.6, 0.05, 16)
+
+    def frame(marker_runs, lesion_runs):
+        return pd.DataFrame([{"concept": name, "layer": "l", "target": 1, "score": runs.mean(),
+                              "spread": runs.std(ddof=1), "runs": len(runs)}
+                             for name, runs in (("marker", marker_runs), ("lesion", lesion_runs))])
+
+    out = tcav_difference(frame(runs_a, runs_c), frame(runs_b, runs_c), baseline="v1", candidate="v2")
+    marker, lesion = out.set_index("concept").loc["marker"], out.set_index("concept").loc["lesion"]
+    assert marker["p_value"] == pytest.approx(ttest_ind(runs_a, runs_b, equal_var=False).pvalue, rel=1e-9)
+    assert marker["difference"] == pytest.approx(runs_b.mean() - runs_a.mean())
+    assert marker["differs"] and not lesion["differs"] and lesion["p_value"] == pytest.approx(1.0)
+    assert marker["p_adjusted"] == pytest.approx(min(1.0, 2 * marker["p_value"]))
+
+
+def test_paired_error_detection_against_scikit_learn_and_itself():
+    from sklearn.metrics import roc_auc_score
+
+    from evaluation.version_comparison import paired_error_detection
+
+    rng = np.random.default_rng(6)
+    n = 300
+    wrong = rng.random(n) < 0.2
+    u = rng.normal(0, 1, n) + wrong
+    out = paired_error_detection(pd.DataFrame({"label": np.zeros(n)}), {"a": u, "b": u}, {"a": wrong, "b": wrong},
+                                 n_boot=200).set_index("version")
+    assert out.loc["a", "auroc"] == pytest.approx(roc_auc_score(wrong, u), abs=1e-12)
+    assert out.loc["a", "lo"] < out.loc["a", "auroc"] < out.loc["a", "hi"]
+    assert out.loc["b − a", ["auroc", "lo", "hi"]].tolist() == [0.0, 0.0, 0.0]

@@ -54,7 +54,7 @@ def counts(weights: np.ndarray, y: np.ndarray, p: np.ndarray, called: np.ndarray
     pos = w @ yf
     n = w.sum(axis=1, dtype=np.float64)
     # ECE: per-bin sums of outcomes minus predictions, as one small dense product
-    bins = np.minimum((p * ECE_BINS).astype(int), ECE_BINS - 1)
+    bins = np.clip((p * ECE_BINS).astype(int), 0, ECE_BINS - 1)  # scores outside 0..1 (an AUROC of any score)
     onehot = np.zeros((len(p), ECE_BINS), dtype)
     onehot[np.arange(len(p)), bins] = 1
     gap = w @ (onehot * (yf - p.astype(dtype))[:, None])

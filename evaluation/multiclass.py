@@ -23,7 +23,7 @@ from data_adapters.errors import InvalidInputError
 from data_adapters.records import CLUSTER
 from data_adapters.registry import Registry
 from evaluation.metrics import bootstrap_weights, counts
-from evaluation.subgroups import MISSING, gap_row, replicate_weights, resampling
+from evaluation.subgroups import MISSING, GapJudgement, gap_row, replicate_weights, resampling
 
 __all__ = ["MULTICLASS_METRICS", "MulticlassReport", "multiclass_report", "top_class", "probabilities",
            "confusion_by_group", "TOP_K"]
@@ -154,7 +154,7 @@ def top_class(frame: pd.DataFrame, n_classes: int) -> np.ndarray:
 
 
 @dataclass(frozen=True)
-class MulticlassReport:
+class MulticlassReport(GapJudgement):
     """``table``: one row per group plus ``overall`` (n, each metric with ``_lo``/``_hi``, ``small``, ``notes``);
     ``gaps``: best versus worst comparable group per metric, simultaneous intervals; ``confusion``: group →
     ``(K, K)`` counts, rows the true class, columns the top class."""
@@ -169,23 +169,9 @@ class MulticlassReport:
     gaps: pd.DataFrame
     confusion: dict[str, np.ndarray]
 
-    def flags(self) -> list[str]:
-        return [f for f in self.gaps["flag"] if f]
-
     @property
-    def comparable(self) -> bool:
-        return bool((self.gaps["groups_compared"] >= 2).any())
-
-    def judgement(self) -> str:
-        groups = int(self.gaps["groups"].max()) if len(self.gaps) else 0
-        compared = int(self.gaps["groups_compared"].max()) if len(self.gaps) else 0
-        if not self.comparable:
-            return f"could not judge: {compared} of {groups} group(s) had n≥{self.min_n}; no gap was tested"
-        flags = self.flags()
-        if flags:
-            return f"{len(flags)} gap(s) whose interval excludes zero, among {compared} comparable groups"
-        return (f"no gap whose simultaneous {int(round(self.level * 100))}% interval excludes zero, among {compared} "
-                f"of {groups} groups")
+    def size_rule(self) -> str:
+        return f"n≥{self.min_n}"
 
 
 def multiclass_report(frame: pd.DataFrame, by: str | Sequence[str], class_names: Sequence[str], *,

@@ -38,7 +38,7 @@ from evaluation.metrics import (
 )
 
 __all__ = ["SubgroupReport", "subgroup_report", "choose_threshold", "board_view", "labelled_frame", "MISSING",
-           "gap_row", "replicate_weights", "resampling"]
+           "gap_row", "replicate_weights", "resampling", "GapJudgement"]
 
 MISSING = "(missing)"
 MSG_NO_LABELS = "no labelled cases for class {k}: subgroup performance needs labels"
@@ -111,21 +111,16 @@ def _wilson(k: float, n: float, z: float) -> tuple[float, float]:
     return centre - half, centre + half
 
 
-@dataclass(frozen=True)
-class SubgroupReport:
-    """``table``: one row per group plus ``overall`` (n, events, prevalence, each metric with ``_lo``/``_hi``,
-    ``small`` and ``notes``); ``gaps``: one row per metric and fairness difference."""
+class GapJudgement:
+    """What a report with a ``gaps`` table (from :func:`gap_row`) says about them; ``size_rule`` says what made a group
+    large enough to compare."""
 
-    by: tuple[str, ...]
-    class_index: int
-    threshold: float
-    threshold_rule: str
-    level: float
-    n_boot: int
-    min_n: int
-    min_events: int
-    table: pd.DataFrame
     gaps: pd.DataFrame
+    level: float
+
+    @property
+    def size_rule(self) -> str:
+        raise NotImplementedError
 
     def flags(self) -> list[str]:
         return [f for f in self.gaps["flag"] if f]
@@ -141,13 +136,33 @@ class SubgroupReport:
         groups = int(self.gaps["groups"].max()) if len(self.gaps) else 0
         compared = int(self.gaps["groups_compared"].max()) if len(self.gaps) else 0
         if not self.comparable:
-            return (f"could not judge: {compared} of {groups} group(s) had n≥{self.min_n} and ≥{self.min_events} "
-                    "cases of each class; no gap was tested")
+            return f"could not judge: {compared} of {groups} group(s) had {self.size_rule}; no gap was tested"
         flags = self.flags()
         if flags:
             return f"{len(flags)} gap(s) whose interval excludes zero, among {compared} comparable groups"
         return (f"no gap whose simultaneous {int(round(self.level * 100))}% interval excludes zero, among {compared} "
                 f"of {groups} groups")
+
+
+@dataclass(frozen=True)
+class SubgroupReport(GapJudgement):
+    """``table``: one row per group plus ``overall`` (n, events, prevalence, each metric with ``_lo``/``_hi``,
+    ``small`` and ``notes``); ``gaps``: one row per metric and fairness difference."""
+
+    by: tuple[str, ...]
+    class_index: int
+    threshold: float
+    threshold_rule: str
+    level: float
+    n_boot: int
+    min_n: int
+    min_events: int
+    table: pd.DataFrame
+    gaps: pd.DataFrame
+
+    @property
+    def size_rule(self) -> str:
+        return f"n≥{self.min_n} and ≥{self.min_events} cases of each class"
 
 
 def subgroup_report(frame: pd.DataFrame, by: str | Sequence[str], *, class_index: int = 1,

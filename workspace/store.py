@@ -293,27 +293,20 @@ class Workspace:
 
     def resolve_model(self, name: str | Path) -> Path:
         """A model given by path, or by name: a version folder under this workspace's ``models/``."""
-        path = Path(name)
-        if path.exists() or _looks_like_path(str(name)):
-            return path  # the loader names what is wrong with it
-        named = self.model_paths()
-        if str(name) in named:
-            return named[str(name)]
-        close = difflib.get_close_matches(str(name), list(named), n=1)
-        raise InvalidInputError(f"model {str(name)!r} is neither a path nor a model of workspace {self.root} "
-                                f"(it has {', '.join(named) or 'none'})"
-                                + (f"; did you mean {close[0]!r}?" if close else ""))
+        return self._resolve(name, self.model_paths(), "model")
 
     def resolve_cohort(self, name: str | Path) -> Path:
         """A cohort given by path (manifest or DICOM folder), or by name: a folder under ``cohorts/``."""
+        return self._resolve(name, self.cohort_paths(), "cohort")
+
+    def _resolve(self, name: str | Path, named: dict[str, Path], kind: str) -> Path:
         path = Path(name)
         if path.exists() or _looks_like_path(str(name)):
             return path  # the loader names what is wrong with it
-        named = self.cohort_paths()
         if str(name) in named:
             return named[str(name)]
         close = difflib.get_close_matches(str(name), list(named), n=1)
-        raise InvalidInputError(f"cohort {str(name)!r} is neither a path nor a cohort of workspace {self.root} "
+        raise InvalidInputError(f"{kind} {str(name)!r} is neither a path nor a {kind} of workspace {self.root} "
                                 f"(it has {', '.join(named) or 'none'})"
                                 + (f"; did you mean {close[0]!r}?" if close else ""))
 

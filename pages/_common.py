@@ -321,3 +321,17 @@ def region_test(root: Path, paths: list[Path], manifest: Path, case_ids: list[st
     keys = sum((_model_stamp(p) for p in paths), ()) + _cohort_stamp(manifest)
     return _region_test(str(root), tuple(map(str, paths)), str(manifest), tuple(case_ids), region, how, frame,
                         tuple(by), class_index, keys)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def _trust(root: str, model_path: str, manifest: str, case_ids: tuple[str, ...], method: str, target: int,
+           keys: tuple) -> pd.DataFrame:
+    handle = model(model_path)
+    loaded = cohort(manifest, handle)
+    return Workspace(root).trust(handle, loaded, [loaded.case(c) for c in case_ids], method, target)
+
+
+def trust(root: Path, model_path: Path, manifest: Path, case_ids: list[str], method: str, target: int) -> pd.DataFrame:
+    """The trust checks of one method's maps for these cases (cached)."""
+    keys = _model_stamp(model_path) + _cohort_stamp(manifest)
+    return _trust(str(root), str(model_path), str(manifest), tuple(case_ids), method, int(target), keys)

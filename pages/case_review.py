@@ -25,6 +25,7 @@ from explainers.figures import (
     peak_slice,
 )
 from explainers.saliency import SALIENCY_METHODS
+from explainers.trust import TRUST_CHECKS, map_problem
 from explainers.uncertainty import has_dropout
 from pages import _common as common
 
@@ -102,6 +103,9 @@ colormap = controls[1].selectbox("Colormap", COLORMAPS, key="review_colormap")
 signed = controls[2].radio("Values", ["absolute", "signed"], key="review_signed", horizontal=True) == "signed"
 show_mask = st.checkbox("Outline ground-truth mask", value=True, key="review_mask",
                         disabled=case.mask is None)
+check_maps = st.toggle("Trust checks under each map", value=True, key="review_trust",
+                       help="Randomisation, faithfulness (deletion), localisation where a mask exists, stability: "
+                            "computed once per case and method, then cached")
 
 # -- the case ---------------------------------------------------------------------------------------------
 pre = handle.preprocessing
@@ -156,6 +160,35 @@ for method in methods:  # cached per case; computed first so that a volume can o
         maps[method] = common.attribution(root, model_path, manifest, case_id, method, target)
     except GlassboxError as e:
         maps[method] = e
+
+
+#: what to try when a map is empty, per method
+EMPTY_HINT = {
+    "grad_cam": "at its layer the class's gradients are zero or point away from the class everywhere, so the ReLU "
+                "in Grad-CAM leaves nothing (common when the case carries no evidence for this class). Try saliency "
+                "or integrated gradients, or the class the model predicts.",
+    "guided_grad_cam": "its Grad-CAM factor is zero everywhere (see Grad-CAM). Try saliency or integrated gradients.",
+    "*": "the gradients vanish (a saturated output) or the input is flat. Try integrated gradients or occlusion, "
+         "which do not rely on a local gradient.",
+}
+BAND_COLOUR = {"passes": "green", "concern": "orange", "fails": "red", "n/a": "gray"}
+
+
+def trust_strip(col, method: str) -> None:
+    """One line of bands under a map, the values and what they mean on hover."""
+    try:
+        checks = common.trust(root, model_path, manifest, [case_id], method, target)
+    except GlassboxError as e:
+        col.caption(f"Trust checks could not run: {e}")
+        return
+    badges, details = [], []
+    for r in checks.itertuples():
+        check = TRUST_CHECKS.get(r.check)
+        badges.append(f":{BAND_COLOUR[r.band]}[● {check.title}]")
+        value = "n/a" if not np.isfinite(r.value) else f"{r.value:.3f}"
+        vs = f" ({r.value / r.chance:.1f}× chance)" if r.chance and np.isfinite(r.value) else ""
+        details.append(f"{check.title}: {value}{vs}, {r.band}: {check.meaning} ({check.citation})")
+    col.markdown(" ".join(badges), help="\n\n".join(details))
 
 
 def caption(a) -> str:
@@ -221,6 +254,10 @@ with views:
             if isinstance(a, GlassboxError):
                 col.error(str(a))
                 continue
+            problem = map_problem(a.array) if a is not None else None
+            if problem:  # an unreadable map is said in words, never drawn as a bare image
+                col.warning(f"**{title}** is {problem} for this case: {EMPTY_HINT.get(name, EMPTY_HINT['*'])}")
+                continue
             amap = a.spatial_map(signed=signed) if a is not None else None
             views_ = case_views(spatial, decoded.spacing, title=title, attribution=amap,
                                 scale=scales.get(name), **style)
@@ -228,7 +265,10 @@ with views:
                 suffix = "" if version == handle.version else f"_{version}"
                 col.plotly_chart(fig, key=f"review_fig_{name}{suffix}" + ("_mip" if k else ""))
             if a is not None:
-                col.caption(caption(a))
+                scaled = "one scale across versions" if len(rows) > 1 else "scaled to its own 99th percentile of |map|"
+                col.caption(caption(a) + f" · {scaled}")
+                if check_maps and version == handle.version:
+                    trust_strip(col, name)
 with uncertainty_box:  # filled last: a cohort's first uncertainty estimate must not hold back the maps
     try:
         method = "mc_dropout" if has_dropout(handle) else "tta"

@@ -38,7 +38,7 @@ import pandas as pd
 from data_adapters.cohort import load_image_batch, load_manifest
 from data_adapters.dicom_folder import load_dicom_folder
 from data_adapters.errors import InvalidInputError
-from data_adapters.hashing import json_hash
+from data_adapters.hashing import file_hash, json_hash
 from data_adapters.models import SPEC_NAME, load_model
 from data_adapters.models.monai_bundle import is_bundle
 from data_adapters.records import Attribution, Case, Cohort, ModelHandle
@@ -55,7 +55,7 @@ from evaluation.version_comparison import (
     paired_comparison,
     region_shift,
 )
-from explainers import agreement, perturbation
+from explainers import agreement, perturbation, trust
 from explainers import concepts as concept_lib
 from explainers import uncertainty
 from explainers.inference import predict_cases, probabilities_of
@@ -461,6 +461,45 @@ class Workspace:
                 rows.append({"case_id": case.case_id, "version": other.version, "target": int(targets[i]),
                              **agreement.map_agreement(maps[(0, i)].array, maps[(v, i)].array)})
         return pd.DataFrame(rows)
+
+    def trust(self, handle: ModelHandle, cohort: Cohort, cases: Sequence[Case], method: str, target: int, *,
+              checks: Sequence[str] | None = None, seed: int = 0, progress: Progress | None = None) -> pd.DataFrame:
+        """Per case and check (``explainers.trust``): the value, chance (localisation), band and whether the map
+        itself is unreadable; maps from the attribution cache, results cached by content."""
+        names = list(checks or trust.TRUST_CHECKS.names())
+        masks_known = any(c.mask for c in cases)
+        names = [n for n in names if masks_known or not trust.TRUST_CHECKS.get(n).needs_mask]
+        key = json_hash("trust-v2", NUMERICS, handle.weights_hash, method, int(target), names, seed,
+                        [(c.case_id, c.image_hash, file_hash(c.mask) if c.mask else None) for c in cases])
+        ids = [c.case_id for c in cases]
+
+        def compute() -> pd.DataFrame:
+            maps = np.stack([a.array for a in self.attributions(handle, cases, method, target)])
+            images = load_image_batch(cases, handle.preprocessing)
+            masks = [fit_image(handle.preprocessing, read_image(c.mask), label=True)[0] > 0.5 if c.mask else None
+                     for c in cases]
+
+            def recompute(h: ModelHandle, batch: np.ndarray) -> np.ndarray:
+                return np.stack([a.array for a in explain(h, batch, ids, method, target)])
+
+            draws = trust.STABILITY_DRAWS if SALIENCY_METHODS.get(method).relative_cost < 20 else 2
+            inputs = trust.CheckInputs(handle, images, maps, int(target), masks, recompute, seed, draws)
+            problems = [trust.map_problem(m) for m in maps]
+            rows = []
+            for k, name in enumerate(names):
+                check = trust.TRUST_CHECKS.get(name)
+                values = check.compute(inputs)
+                for i, case in enumerate(cases):
+                    value = np.nan if problems[i] else float(values[i])
+                    chance = trust.chance_of(masks[i]) if check.needs_mask else None
+                    rows.append({"case_id": case.case_id, "method": method, "check": name, "value": value,
+                                 "chance": chance, "band": trust.band(check, value, chance),
+                                 "problem": problems[i] or ""})
+                if progress:
+                    progress(k + 1, len(names))
+            return pd.DataFrame(rows)
+
+        return _cached_frame(self.cache / "trust" / f"{key[:40]}.parquet", compute, None)
 
     def compare(self, base: ModelHandle, cand: ModelHandle, cohort: Cohort, *, by: Sequence[str] = (),
                 where: dict[str, str] | None = None, class_index: int | None = None,

@@ -1,0 +1,264 @@
+"""Can I believe this map? A registry of checks, each with its paper, its direction and a stated band.
+
+Every check gives one value per case, computed in batches on the model's device and deterministic for a seed
+(noise and random orders are seeded by each case's own content, so a case gets the same value alone or in any
+batch). Bands are ``passes`` / ``concern`` / ``fails`` at the thresholds each check states, with the reason:
+
+- ``randomisation`` (model-parameter randomisation; Adebayo et al., NeurIPS 2018): every layer of the model is
+  re-initialised (seeded) and the map recomputed; the value is the Spearman rank correlation of |map| before and
+  after. A map that survives the loss of everything the model learnt does not explain the model. Low is good:
+  passes ≤ 0.3, fails ≥ 0.6 (maps of unrelated models correlate near 0; an input-only "explanation" gives 1).
+  This is the plain MPRT at the end of the cascade; its known weakness (it can be passed by noise) is why it is read
+  together with faithfulness.
+- ``deletion`` (pixel flipping; Samek et al., IEEE TNNLS 2017; the deletion curve of Petsiuk et al., BMVC 2018):
+  pixels are replaced by the image's mean in ten steps of 10%, most relevant (|map|) first, and the class
+  probability is followed; the value is how much faster it falls than with a random order (difference of the two
+  curves' areas, over the starting probability). High is good: passes ≥ 0.1, fails ≤ 0 (no better than random).
+- ``pointing_game`` (Zhang et al., IJCV 2018), ``relevance_mass`` and ``relevance_rank`` (Arras et al., Information
+  Fusion 2022), where a ground-truth mask exists: does the peak of |map| fall in the mask; the share of |map| in
+  the mask; the share of the top-|mask| pixels that lie in it. Judged against chance, the mask's share of the image
+  (what a random map scores): passes at ≥ 3× chance, fails at ≤ 1.5× (pointing game: a hit passes, a miss fails).
+  These match Quantus 0.6 (abs=True, normalise=False) on the same inputs (``tests/test_trust.py``).
+- ``stability`` (max-sensitivity; Yeh et al., NeurIPS 2019): the largest relative change of the map, ‖m(x+ε) −
+  m(x)‖ / ‖m(x)‖, over 4 draws (2 for methods costing ≥ 20 forward passes, e.g. integrated gradients) of uniform noise of 2% of the image's intensity range. Low is good: passes ≤ 0.3,
+  fails ≥ 0.8 (a map that changes by most of itself under invisible noise cannot be read pixel by pixel).
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from scipy.stats import spearmanr
+
+from data_adapters.preprocessing import prepare_batch
+from data_adapters.records import ModelHandle
+from data_adapters.registry import Registry
+from explainers.device import module_device
+from explainers.inference import ClassScores, probabilities
+from explainers.seeding import case_seed
+
+__all__ = ["TRUST_CHECKS", "TrustCheck", "CheckInputs", "band", "map_problem", "randomised"]
+
+#: recomputes maps ``(N, C', *spatial)`` for images ``(N, C, *spatial)`` with a given model
+MapFunction = Callable[[ModelHandle, np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class CheckInputs:
+    """What a check sees: the model, the images on its grid ``(N, C, *spatial)``, their maps ``(N, C', *spatial)``,
+    the class explained, ground-truth masks ``(N, *spatial)`` where known (else None per case), a way to recompute
+    maps, and the seed."""
+
+    handle: ModelHandle
+    images: np.ndarray
+    maps: np.ndarray
+    target: int
+    masks: list[np.ndarray | None]
+    recompute: MapFunction
+    seed: int = 0
+    #: noise draws for stability (fewer for costly methods, where the maximum over draws is then a lower bound)
+    stability_draws: int = 4
+
+
+@dataclass(frozen=True)
+class TrustCheck:
+    name: str
+    title: str
+    citation: str
+    higher_is_better: bool
+    passes: float
+    fails: float
+    meaning: str
+    needs_mask: bool = False
+    relative_to_chance: bool = False
+    compute: Callable[[CheckInputs], np.ndarray] | None = None
+
+
+TRUST_CHECKS: Registry[TrustCheck] = Registry("trust check")
+
+
+def _magnitude(maps: np.ndarray) -> np.ndarray:
+    """|map| summed over channels, flattened: ``(N, P)``."""
+    return np.abs(np.asarray(maps, np.float64)).sum(axis=1).reshape(len(maps), -1)
+
+
+def map_problem(array: np.ndarray) -> str | None:
+    """Why a map cannot be read, or None: zero everywhere, or one value everywhere."""
+    if not np.any(array):
+        return "zero everywhere"
+    if np.ptp(array) == 0:
+        return "the same value everywhere"
+    if not np.isfinite(array).all():
+        return "not finite"
+    return None
+
+
+def band(check: TrustCheck, value: float, chance: float | None = None) -> str:
+    """``passes`` / ``concern`` / ``fails`` (``n/a`` when undefined) at the check's stated thresholds; localisation
+    values are judged as multiples of ``chance``."""
+    if value is None or not np.isfinite(value):
+        return "n/a"
+    if check.relative_to_chance:
+        if not chance:
+            return "n/a"
+        value = value / chance
+    if check.higher_is_better:
+        return "passes" if value >= check.passes else "fails" if value <= check.fails else "concern"
+    return "passes" if value <= check.passes else "fails" if value >= check.fails else "concern"
+
+
+def randomised(handle: ModelHandle, seed: int = 0) -> ModelHandle:
+    """A copy of ``handle`` with every layer re-initialised (seeded): what the model learnt is gone."""
+    module = copy.deepcopy(handle.module)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        for m in module.modules():
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+            if hasattr(m, "reset_running_stats"):
+                m.reset_running_stats()
+    module.eval()
+    for p in module.parameters():
+        p.requires_grad_(False)
+    return dataclasses.replace(handle, module=module, weights_hash=f"{handle.weights_hash}-randomised-{seed}")
+
+
+def _spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Rank correlation per row; where the first map has structure and the second none (a randomised model whose
+    Grad-CAM is zero everywhere), nothing survived: 0."""
+    out = np.full(len(a), np.nan)
+    for i, (x, y) in enumerate(zip(a, b)):
+        if np.ptp(x) > 0 and np.ptp(y) > 0:
+            out[i] = spearmanr(x, y).statistic
+        elif np.ptp(x) > 0:
+            out[i] = 0.0
+    return out
+
+
+def _randomisation(inputs: CheckInputs) -> np.ndarray:
+    shuffled = inputs.recompute(randomised(inputs.handle, inputs.seed), inputs.images)
+    return _spearman_rows(_magnitude(inputs.maps), _magnitude(shuffled))
+
+
+def _class_probability(handle: ModelHandle, images: np.ndarray, target: int, batch: int = 64) -> np.ndarray:
+    device = module_device(handle.module)
+    scorer = ClassScores(handle)
+    out = []
+    with torch.inference_mode():
+        for s in range(0, len(images), batch):
+            x = prepare_batch(handle.preprocessing, images[s:s + batch], device)
+            out.append(probabilities(handle.task, scorer(x)).float().cpu().numpy()[:, target])
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+DELETION_STEPS = 10
+
+
+def deletion_curves(handle: ModelHandle, images: np.ndarray, order: np.ndarray, target: int) -> np.ndarray:
+    """Class probability as pixels are replaced by the image's mean in ``order`` (``(N, P)`` pixel indices, most
+    relevant first), at 0, 10%, …, 100% removed: ``(N, 11)``."""
+    n = len(images)
+    flat = images.reshape(n, images.shape[1], -1)
+    means = flat.mean(axis=2, keepdims=True)
+    pixels = flat.shape[2]
+    steps = []
+    for k in range(DELETION_STEPS + 1):
+        removed = int(round(pixels * k / DELETION_STEPS))
+        altered = flat.copy()
+        for i in range(n):
+            idx = order[i, :removed]
+            altered[i][:, idx] = means[i]
+        steps.append(altered.reshape(images.shape))
+    stacked = np.concatenate(steps)  # (11 N, C, *spatial): one batched pass over every step
+    return _class_probability(handle, stacked, target).reshape(DELETION_STEPS + 1, n).T
+
+
+def _deletion(inputs: CheckInputs) -> np.ndarray:
+    relevance = _magnitude(inputs.maps)
+    n, p = relevance.shape
+    random_order = np.stack([np.random.default_rng(case_seed(inputs.images[i], inputs.seed, 1)).permutation(p)
+                             for i in range(n)])
+    # most relevant first; ties broken by the case's random order, so a flat map is no better than random
+    ranks = np.argsort(random_order, axis=1)
+    map_order = np.lexsort((ranks, -relevance), axis=1) if n else random_order
+    curves = deletion_curves(inputs.handle, np.concatenate([inputs.images, inputs.images]),
+                             np.concatenate([map_order, random_order]), inputs.target)
+    by_map, by_random = curves[:n], curves[n:]
+    start = np.maximum(by_map[:, 0], 1e-6)
+    return (np.trapezoid(by_random, axis=1) - np.trapezoid(by_map, axis=1)) / DELETION_STEPS / start
+
+
+def _masked(inputs: CheckInputs, fn: Callable[[np.ndarray, np.ndarray], float]) -> np.ndarray:
+    relevance = _magnitude(inputs.maps)
+    out = np.full(len(relevance), np.nan)
+    for i, mask in enumerate(inputs.masks):
+        if mask is not None and mask.any():
+            out[i] = fn(relevance[i], mask.reshape(-1).astype(bool))
+    return out
+
+
+def pointing(a: np.ndarray, s: np.ndarray) -> float:
+    return float(np.any(s & (a == a.max())))
+
+
+def mass(a: np.ndarray, s: np.ndarray) -> float:
+    total = a.sum()
+    return float(a[s].sum() / total) if total > 0 else np.nan
+
+
+def rank(a: np.ndarray, s: np.ndarray) -> float:
+    k = int(s.sum())
+    top = np.argsort(-a, kind="stable")[:k]
+    return float(s[top].sum() / k)
+
+
+STABILITY_DRAWS = 4
+STABILITY_RADIUS = 0.02
+
+
+def _stability(inputs: CheckInputs) -> np.ndarray:
+    images = inputs.images
+    span = (images.reshape(len(images), -1).max(axis=1) - images.reshape(len(images), -1).min(axis=1))
+    base = _magnitude(inputs.maps)
+    worst = np.zeros(len(images))
+    for d in range(inputs.stability_draws):
+        noisy = np.stack([img + np.random.default_rng(case_seed(img, inputs.seed, 2, d)).uniform(
+            -1, 1, img.shape).astype(np.float32) * STABILITY_RADIUS * max(float(s), 1e-6)
+            for img, s in zip(images, span)])
+        moved = _magnitude(inputs.recompute(inputs.handle, noisy))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            change = np.linalg.norm(moved - base, axis=1) / np.linalg.norm(base, axis=1)
+        worst = np.maximum(worst, np.where(np.isfinite(change), change, np.nan))
+    return worst
+
+
+for _check in (
+    TrustCheck("randomisation", "Randomisation", "Adebayo et al., NeurIPS 2018", False, 0.3, 0.6,
+               "how much of the map survives when the model's weights are replaced by random ones (rank correlation; "
+               "low: the map depends on what the model learnt)", compute=_randomisation),
+    TrustCheck("deletion", "Faithfulness (deletion)", "Samek et al., IEEE TNNLS 2017", True, 0.1, 0.0,
+               "how much faster the class probability falls when the map's most relevant pixels are removed first "
+               "than in a random order (0: no better than random)", compute=_deletion),
+    TrustCheck("pointing_game", "Pointing game", "Zhang et al., IJCV 2018", True, 1.0, 0.0,
+               "whether the map's peak lies inside the ground-truth finding", needs_mask=True,
+               compute=lambda i: _masked(i, pointing)),
+    TrustCheck("relevance_mass", "Relevance mass", "Arras et al., Information Fusion 2022", True, 3.0, 1.5,
+               "the share of the map inside the finding, as a multiple of the finding's share of the image",
+               needs_mask=True, relative_to_chance=True, compute=lambda i: _masked(i, mass)),
+    TrustCheck("relevance_rank", "Relevance rank", "Arras et al., Information Fusion 2022", True, 3.0, 1.5,
+               "the share of the map's top pixels (as many as the finding has) that lie inside it, as a multiple of "
+               "chance", needs_mask=True, relative_to_chance=True, compute=lambda i: _masked(i, rank)),
+    TrustCheck("stability", "Stability", "Yeh et al., NeurIPS 2019", False, 0.3, 0.8,
+               "the largest relative change of the map under invisible input noise (max-sensitivity; low: stable)",
+               compute=_stability),
+):
+    TRUST_CHECKS.register(_check, _check.name)
+
+
+def chance_of(mask: np.ndarray | None) -> float | None:
+    """What a random map scores on a localisation check: the mask's share of the image."""
+    return float(mask.mean()) if mask is not None and mask.any() else None

@@ -52,6 +52,7 @@ page = st.navigation([
     st.Page(HERE / "pages" / "case_review.py", title="Case review", icon=":material/radiology:"),
     st.Page(HERE / "pages" / "subgroups.py", title="Subgroup performance", icon=":material/groups:"),
     st.Page(HERE / "pages" / "compare.py", title="Compare versions", icon=":material/compare_arrows:"),
+    st.Page(HERE / "pages" / "quality.py", title="Explanation quality", icon=":material/verified:"),
     st.Page(HERE / "pages" / "uncertainty.py", title="Uncertainty", icon=":material/help:"),
     st.Page(HERE / "pages" / "concepts.py", title="Concepts", icon=":material/lightbulb:"),
 ])

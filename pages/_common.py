@@ -335,3 +335,23 @@ def trust(root: Path, model_path: Path, manifest: Path, case_ids: list[str], met
     """The trust checks of one method's maps for these cases (cached)."""
     keys = _model_stamp(model_path) + _cohort_stamp(manifest)
     return _trust(str(root), str(model_path), str(manifest), tuple(case_ids), method, int(target), keys)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _explanation_quality(root: str, model_path: str, manifest: str, methods: tuple[str, ...], n_cases: int,
+                         strata: tuple[str, ...], keys: tuple):
+    bar = st.progress(0.0, text="Trust checks: maps, randomised models, deletion curves, noise…")
+    try:
+        handle = model(model_path)
+        return Workspace(root).explanation_quality(handle, cohort(manifest, handle), list(methods), n_cases=n_cases,
+                                                   strata=list(strata),
+                                                   progress=lambda d, n: bar.progress(d / max(n, 1)))
+    finally:
+        bar.empty()
+
+
+def explanation_quality(root: Path, model_path: Path, manifest: Path, methods: list[str], n_cases: int,
+                        strata: list[str]):
+    keys = _model_stamp(model_path) + _cohort_stamp(manifest)
+    return _explanation_quality(str(root), str(model_path), str(manifest), tuple(methods), int(n_cases),
+                                tuple(strata), keys)

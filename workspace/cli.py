@@ -11,6 +11,7 @@
     glassbox compare --baseline MODEL --candidate MODEL --cohort MANIFEST [--by site] [--where split=test]
                      [--max-regression auroc=0.02,sensitivity=0.03] [--out deltas.csv] [--flips flips.csv]
                      [--region x0,y0,x1,y1|demo-marker --perturb mean|blur|noise|mirror]
+    glassbox trust --model MODEL --cohort MANIFEST [--methods saliency,grad_cam] [--cases N] [--by site] [--out F]
     glassbox serve [--workspace DIR ...] [--model-root DIR ...] [--data-root DIR ...] [--port N]
 
 MODEL is a model folder (with model.json), the json, or the name of a version in the workspace (``--model v2``);
@@ -37,6 +38,7 @@ from data_adapters.errors import GlassboxError, InvalidInputError
 from data_adapters.records import ModelHandle
 from data_adapters.records import CLUSTER
 from evaluation.cohort_summary import band_column, band_notes, with_bands
+from evaluation.explanation_quality import in_words, quality_summary
 from evaluation.metrics import METRICS
 from evaluation.multiclass import MULTICLASS_METRICS, confusion_by_group, multiclass_report
 from evaluation.outcomes import uses_top_class, with_outcomes
@@ -564,6 +566,38 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return EXIT_COULD_NOT_JUDGE if unjudged else 0
 
 
+def cmd_trust(args: argparse.Namespace) -> int:
+    out = _out_path(args.out)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    for m in methods:
+        SALIENCY_METHODS.get(m)  # unknown names fail before any loading, with a did-you-mean
+    handle = _model(args.model, args.workspace)
+    ws = Workspace(args.workspace)
+    with bars() as step:
+        cohort = _cohort(args, handle, step("loading cohort"))
+        attributes = list(cohort.attribute_schema)
+        strata = [a for a in (args.by.split(",") if args.by else []) if a]
+        for a in strata:
+            if a not in attributes:
+                raise InvalidInputError(f"--by {a!r} is not an attribute of the cohort ({', '.join(attributes)})")
+        checks, sample = ws.explanation_quality(handle, cohort, methods, n_cases=args.cases, strata=strata,
+                                                seed=args.seed, progress=step("trust checks"))
+    summary = quality_summary(checks, sample, seed=args.seed)
+    print(f"{handle.label}: {len(sample)} cases sampled across {' × '.join([*strata, 'outcome'])}; "
+          "mean over cases with 95% interval; localisation as a multiple of chance")
+    with pd.option_context("display.width", 250, "display.max_columns", 20):
+        print(summary.assign(mean=[f"{m:.3f} [{lo:.3f}, {hi:.3f}]" for m, lo, hi in
+                                   zip(summary["mean"], summary["lo"], summary["hi"])])
+              [["method", "check", "mean", "chance", "passing", "cases", "band"]]
+              .to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+    for line in in_words(summary):
+        print(line.replace("**", ""))
+    if out:
+        _write_table(checks, out)
+        print(f"wrote {len(checks)} per-case results to {out}")
+    return 0
+
+
 def serve_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     """The Streamlit command line and environment ``glassbox serve`` runs: what may be opened and trusted is fixed
     here, from the operator's flags; the app's static files and settings come from the package, wherever the
@@ -698,6 +732,16 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--region", help="region test: x0,y0,x1,y1 in pixels, or a name (demo-marker)")
     s.add_argument("--perturb", default="mean", choices=list(PERTURBATIONS.names()),
                    help="how the region is taken away (default mean)")
+    s = add("trust", cmd_trust, "can these maps be believed? randomisation, faithfulness, localisation and stability "
+                                "checks per method over a stratified sample of cases")
+    s.add_argument("--model", required=True)
+    s.add_argument("--cohort", required=True)
+    s.add_argument("--methods", default="saliency,integrated_gradients,grad_cam,occlusion",
+                   help="comma-separated saliency methods")
+    s.add_argument("--cases", type=_positive_int, default=24, help="cases sampled (stratified by --by and outcome)")
+    s.add_argument("--by", help="attribute(s) to stratify the sample by, e.g. site")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--out", help="per-case results (CSV or Parquet)")
     s = add("serve", cmd_serve, "start the dashboard on this machine; what it may open and trust is set here, "
                                 "never in the browser", workspace=False)
     s.add_argument("--workspace", action="append", metavar="DIR",

@@ -46,6 +46,8 @@ from data_adapters.preprocessing import fit_image
 from data_adapters.readers import read_image
 from data_adapters.records import Image
 from evaluation.cohort_summary import with_bands
+from evaluation.explanation_quality import stratified_sample
+from evaluation.outcomes import with_outcomes
 from evaluation.operating_point import OperatingPoint, operating_point
 from evaluation.version_comparison import (
     ComparisonReport,
@@ -500,6 +502,35 @@ class Workspace:
             return pd.DataFrame(rows)
 
         return _cached_frame(self.cache / "trust" / f"{key[:40]}.parquet", compute, None)
+
+    def explanation_quality(self, handle: ModelHandle, cohort: Cohort, methods: Sequence[str], *, n_cases: int = 24,
+                            strata: Sequence[str] = (), seed: int = 0,
+                            progress: Progress | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Trust checks of each method over a sample of labelled cases stratified by ``strata`` and outcome:
+        ``(per-case checks, the sample's frame)``. The class explained: a binary model's positive class; a
+        multi-class model's top class for each case."""
+        frame = with_bands(cohort.frame()).merge(self.predictions(handle, cohort), on="case_id")
+        frame = frame[frame["label"].notna()]
+        if frame.empty:
+            raise InvalidInputError(f"cohort {cohort.name!r} has no labelled cases to sample")
+        if handle.judged_by_top_class:
+            judged = with_outcomes(frame, None, n_classes=handle.n_classes)
+            targets = judged.set_index("case_id")["predicted"].astype(int)
+        else:
+            k = handle.n_classes - 1
+            judged = with_outcomes(frame, k, self.operating_point(handle, cohort, k).threshold)
+            targets = pd.Series(k, index=judged["case_id"])
+        chosen = stratified_sample(judged, n_cases, [*strata, "outcome"], seed)
+        sample = judged.set_index("case_id").loc[chosen].reset_index()
+        parts, steps, done = [], len(methods) * targets.loc[chosen].nunique(), 0
+        for method in methods:
+            for target, ids in sample.groupby(targets.loc[chosen].to_numpy())["case_id"]:
+                part = self.trust(handle, cohort, [cohort.case(c) for c in ids], method, int(target), seed=seed)
+                parts.append(part)
+                done += 1
+                if progress:
+                    progress(done, steps)
+        return pd.concat(parts, ignore_index=True), sample
 
     def compare(self, base: ModelHandle, cand: ModelHandle, cohort: Cohort, *, by: Sequence[str] = (),
                 where: dict[str, str] | None = None, class_index: int | None = None,

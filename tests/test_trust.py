@@ -1,0 +1,137 @@
+"""Explanation trust checks: the registry contract (deterministic, batch-invariant), known answers on a model of
+known structure, agreement with Quantus (the field's reference) on the same inputs, and the demo's figures."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from explainers.saliency import explain
+from explainers.trust import TRUST_CHECKS, CheckInputs, band, map_problem, mass, pointing, rank, randomised
+from tests.helpers import LinearModel, TinyCNN, handle_for
+
+
+def _linear(seed: int = 0):
+    return handle_for(LinearModel((1, 8, 8), 2, seed=seed), task="multiclass", n_classes=2, input_shape=(1, 8, 8))
+
+
+def _inputs(handle, images, maps, masks=None, recompute=None, seed=0):
+    recompute = recompute or (lambda h, x: np.stack([a.array for a in explain(h, x, [str(i) for i in range(len(x))],
+                                                                            "saliency", 1)]))
+    return CheckInputs(handle, images, maps, 1, masks or [None] * len(images), recompute, seed)
+
+
+def test_gradients_pass_randomisation_and_a_weight_blind_map_fails():
+    handle = _linear()
+    images = np.random.default_rng(0).random((6, 1, 8, 8)).astype(np.float32)
+    maps = np.stack([a.array for a in explain(handle, images, list("abcdef"), "saliency", 1)])
+    check = TRUST_CHECKS.get("randomisation")
+    gradient = check.compute(_inputs(handle, images, maps))
+    assert np.all(np.abs(gradient) < 0.5) and band(check, float(np.mean(np.abs(gradient)))) != "fails"
+    # an "explanation" that is the input itself ignores the weights entirely: it survives randomisation unchanged
+    blind = check.compute(_inputs(handle, images, images.copy(), recompute=lambda h, x: x.copy()))
+    assert np.allclose(blind, 1.0) and band(check, float(blind.mean())) == "fails"
+
+
+def test_randomised_model_keeps_nothing_learnt_and_leaves_the_original_alone():
+    handle = _linear()
+    before = handle.module.linear.weight.clone()
+    other = randomised(handle, seed=3)
+    assert torch.equal(handle.module.linear.weight, before)
+    assert not torch.equal(other.module.linear.weight, before)
+    assert torch.equal(randomised(handle, seed=3).module.linear.weight, other.module.linear.weight), "seeded"
+
+
+def test_deletion_of_a_perfect_map_beats_a_random_map():
+    handle = _linear(1)
+    rng = np.random.default_rng(2)
+    images = rng.random((8, 1, 8, 8)).astype(np.float32)
+    w = handle.module.linear.weight.detach().numpy()
+    # the exact contribution of each pixel to the class-1 margin (the linear model's own evidence)
+    perfect = ((w[1] - w[0]).reshape(1, 8, 8) * (images - images.mean(axis=(2, 3), keepdims=True)))
+    perfect = np.clip(perfect, 0, None)
+    random_map = rng.random(perfect.shape).astype(np.float32)
+    check = TRUST_CHECKS.get("deletion")
+    good = check.compute(_inputs(handle, images, perfect))
+    noise = check.compute(_inputs(handle, images, random_map))
+    assert good.mean() > 0.05 and good.mean() > noise.mean() + 0.05, (good.mean(), noise.mean())
+
+
+def test_pointing_game_of_a_map_peaked_on_the_mask_is_one():
+    a = np.zeros((1, 10, 10), np.float32)
+    a[0, 4, 5] = 1.0
+    mask = np.zeros((10, 10), bool)
+    mask[3:6, 3:7] = True
+    inputs = _inputs(None, np.zeros((1, 1, 10, 10), np.float32), a[None], masks=[mask])
+    assert TRUST_CHECKS.get("pointing_game").compute(inputs)[0] == 1.0
+    assert TRUST_CHECKS.get("relevance_mass").compute(inputs)[0] == 1.0
+    assert band(TRUST_CHECKS.get("relevance_mass"), 1.0, chance=mask.mean()) == "passes"
+
+
+def test_localisation_matches_quantus_on_the_same_inputs():
+    quantus = pytest.importorskip("quantus")
+    rng = np.random.default_rng(7)
+    n = 12
+    a = rng.random((n, 1, 16, 16)).astype(np.float32)
+    s = np.zeros((n, 1, 16, 16), np.float32)
+    for i in range(n):
+        y0, x0 = rng.integers(0, 10, 2)
+        s[i, 0, y0:y0 + 5, x0:x0 + 4] = 1
+        if i % 3 == 0:
+            a[i, 0, y0 + 2, x0 + 1] = 5.0  # some maps peak inside the mask, others do not
+    x = rng.random((n, 1, 16, 16)).astype(np.float32)
+    y = np.zeros(n, int)
+    kwargs = dict(abs=True, normalise=False, disable_warnings=True, display_progressbar=False)
+    reference = {
+        "pointing": quantus.PointingGame(**kwargs)(model=None, x_batch=x, y_batch=y, a_batch=a, s_batch=s),
+        "mass": quantus.RelevanceMassAccuracy(**kwargs)(model=None, x_batch=x, y_batch=y, a_batch=a, s_batch=s),
+        "rank": quantus.RelevanceRankAccuracy(**kwargs)(model=None, x_batch=x, y_batch=y, a_batch=a, s_batch=s),
+    }
+    ours = {name: [fn(np.abs(a[i]).sum(0).ravel(), s[i, 0].ravel() > 0) for i in range(n)]
+            for name, fn in (("pointing", pointing), ("mass", mass), ("rank", rank))}
+    for name in ours:
+        np.testing.assert_allclose(ours[name], np.asarray(reference[name], float), atol=1e-6, err_msg=name)
+
+
+@pytest.mark.parametrize("name", TRUST_CHECKS.names())
+def test_every_check_is_deterministic_and_batch_invariant(name):
+    handle = handle_for(TinyCNN(2, 1, 3), n_classes=3, input_shape=(1, 12, 12))
+    rng = np.random.default_rng(4)
+    images = rng.random((5, 1, 12, 12)).astype(np.float32)
+    masks = [rng.random((12, 12)) > 0.8 for _ in range(5)]
+    ids = list("abcde")
+    maps = np.stack([a.array for a in explain(handle, images, ids, "saliency", 1)])
+
+    def recompute(h, x):
+        return np.stack([a.array for a in explain(h, x, [str(i) for i in range(len(x))], "saliency", 1)])
+
+    check = TRUST_CHECKS.get(name)
+    together = check.compute(CheckInputs(handle, images, maps, 1, masks, recompute, 0))
+    again = check.compute(CheckInputs(handle, images, maps, 1, masks, recompute, 0))
+    alone = [check.compute(CheckInputs(handle, images[i:i + 1], maps[i:i + 1], 1, masks[i:i + 1], recompute, 0))[0]
+             for i in range(5)]
+    np.testing.assert_allclose(together, again, rtol=0, atol=0)
+    np.testing.assert_allclose(alone, together, rtol=1e-5, atol=1e-6)
+
+
+def test_an_empty_map_is_named():
+    assert map_problem(np.zeros((1, 4, 4))) == "zero everywhere"
+    assert map_problem(np.full((1, 4, 4), 0.3)) == "the same value everywhere"
+    assert map_problem(np.eye(4)[None]) is None
+
+
+def test_the_relevance_mass_of_v2s_maps_is_the_demo_checks_figure(demo_ws, demo_models, demo_root):
+    """Two independent paths to one number: the trust check's relevance mass of v2's integrated gradients over the
+    demo check's cases equals the figure the demo build measured (and passes its band: ≥ 3× chance)."""
+    from evaluation.explanation_quality import quality_summary
+
+    cohort = demo_ws.cohort_for(demo_models["v2"], demo_ws.cohort_paths()["demo2d"])
+    test = [c for c in cohort.cases if c.attributes.get("split") == "test"]
+    visible = [c for c in test if c.label == 1 and c.attributes["site"] != "B"][:40]
+    checks = demo_ws.trust(demo_models["v2"], cohort, visible, "integrated_gradients", 1, checks=["relevance_mass"])
+    summary = quality_summary(checks).iloc[0]
+    facts = {c["name"]: c["value"] for c in json.loads((demo_root / "demo.json").read_text())["checks"]}
+    assert summary["mean"] / summary["chance"] == pytest.approx(facts["v2_lesion_attribution"], rel=1e-4)
+    assert summary["band"] == "passes"

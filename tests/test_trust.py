@@ -135,3 +135,36 @@ def test_the_relevance_mass_of_v2s_maps_is_the_demo_checks_figure(demo_ws, demo_
     facts = {c["name"]: c["value"] for c in json.loads((demo_root / "demo.json").read_text())["checks"]}
     assert summary["mean"] / summary["chance"] == pytest.approx(facts["v2_lesion_attribution"], rel=1e-4)
     assert summary["band"] == "passes"
+
+
+def test_trust_command_and_explanation_quality_page(demo_root, capsys):
+    from tests.test_pages import page
+    from workspace.cli import main
+
+    assert main(["trust", "--model", "v2", "--cohort", "demo2d", "--methods", "saliency,grad_cam", "--cases", "8",
+                 "--by", "site", "--workspace", str(demo_root)]) == 0
+    out = capsys.readouterr().out
+    assert "8 cases sampled across site × outcome" in out
+    assert len([ln for ln in out.splitlines() if " randomisation " in ln]) == 2 and "saliency:" in out and "grad_cam:" in out
+    assert main(["trust", "--model", "v2", "--cohort", "demo2d", "--methods", "gradcam", "--workspace",
+                 str(demo_root)]) == 2
+    assert "did you mean 'grad_cam'" in capsys.readouterr().err
+    at = page("pages/quality.py", demo_root, model="v2", cohort="demo2d")
+    assert not at.exception and any("run the checks" in i.value for i in at.info)
+    at.multiselect(key="qual_methods").set_value(["saliency", "grad_cam"])
+    at.number_input(key="qual_cases").set_value(8)
+    at.button(key="qual_run").click().run()
+    assert not at.exception and not at.error
+    table = at.dataframe[0].value
+    assert set(table["method"]) == {"saliency", "grad_cam"} and set(table["band"]) <= {"passes", "concern", "fails", "n/a"}
+    assert any(m.value.startswith("**saliency**:") for m in at.markdown)
+
+
+def test_case_review_shows_a_trust_strip_under_each_map(demo_root):
+    from tests.test_pages import page
+
+    at = page("pages/case_review.py", demo_root, model="v2", cohort="demo2d", review_methods=["saliency"])
+    assert not at.exception and not at.error
+    strips = [m for m in at.markdown if "● Randomisation" in m.value]
+    assert len(strips) == 1 and "Stability" in strips[0].value
+    assert any("scaled to its own 99th percentile" in c.value for c in at.caption)

@@ -65,7 +65,7 @@ def quality_summary(checks: pd.DataFrame, frame: pd.DataFrame | None = None, *, 
         c = clusters.loc[sub["case_id"]].to_numpy() if clusters is not None else None
         lo, hi = _mean_interval(values, c, n_boot, seed)
         mean = float(np.nanmean(values)) if np.isfinite(values).any() else np.nan
-        chance = float(np.nanmean(sub["chance"].astype(float))) if check.needs_mask else None
+        chance = float(np.nanmean(sub["chance"].astype(float))) if check.needs_mask else np.nan
         judged = sub[sub["band"] != "n/a"]
         rows.append({**dict(zip(keys, key)), "mean": mean, "lo": lo, "hi": hi,
                      "chance": chance, "passing": float((judged["band"] == "passes").mean()) if len(judged) else np.nan,

@@ -103,7 +103,7 @@ def band(check: TrustCheck, value: float, chance: float | None = None) -> str:
     if value is None or not np.isfinite(value):
         return "n/a"
     if check.relative_to_chance:
-        if not chance:
+        if chance is None or not np.isfinite(chance) or chance <= 0:
             return "n/a"
         value = value / chance
     if check.higher_is_better:

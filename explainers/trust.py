@@ -34,11 +34,9 @@ import numpy as np
 import torch
 from scipy.stats import spearmanr
 
-from data_adapters.preprocessing import prepare_batch
 from data_adapters.records import ModelHandle
 from data_adapters.registry import Registry
-from explainers.device import module_device
-from explainers.inference import ClassScores, probabilities
+from explainers.inference import probabilities_of
 from explainers.seeding import case_seed
 
 __all__ = ["TRUST_CHECKS", "TrustCheck", "CheckInputs", "band", "map_problem", "randomised"]
@@ -144,17 +142,6 @@ def _randomisation(inputs: CheckInputs) -> np.ndarray:
     return _spearman_rows(_magnitude(inputs.maps), _magnitude(shuffled))
 
 
-def _class_probability(handle: ModelHandle, images: np.ndarray, target: int, batch: int = 64) -> np.ndarray:
-    device = module_device(handle.module)
-    scorer = ClassScores(handle)
-    out = []
-    with torch.inference_mode():
-        for s in range(0, len(images), batch):
-            x = prepare_batch(handle.preprocessing, images[s:s + batch], device)
-            out.append(probabilities(handle.task, scorer(x)).float().cpu().numpy()[:, target])
-    return np.concatenate(out) if out else np.zeros(0)
-
-
 DELETION_STEPS = 10
 
 
@@ -174,7 +161,7 @@ def deletion_curves(handle: ModelHandle, images: np.ndarray, order: np.ndarray, 
             altered[i][:, idx] = means[i]
         steps.append(altered.reshape(images.shape))
     stacked = np.concatenate(steps)  # (11 N, C, *spatial): one batched pass over every step
-    return _class_probability(handle, stacked, target).reshape(DELETION_STEPS + 1, n).T
+    return probabilities_of(handle, stacked)[:, target].reshape(DELETION_STEPS + 1, n).T
 
 
 def _deletion(inputs: CheckInputs) -> np.ndarray:

@@ -574,15 +574,18 @@ class Workspace:
         return the mean shift of the probability of ``class_index`` (None: each case's top class under the first
         version) per version and group, with paired intervals and each version's shift minus the first's."""
         cases = [cohort.case(c) for c in case_ids]
-        images = load_image_batch(cases)
+        read = [read_image(c.image) for c in cases]  # each file decoded once, for every version and both passes
+        images = np.stack([r.array for r in read])
         box = perturbation.parse_region(region, images.shape[1:])
         altered = perturbation.perturb(images, box, how)
         shifts, column = {}, None
         for handle in versions:
-            before = probabilities_of(handle, load_image_batch(cases, handle.preprocessing))
-            after = probabilities_of(handle, np.stack([
-                fit_image(handle.preprocessing, Image(array=a, spacing=read.spacing, source=c.case_id))
-                for a, c, read in zip(altered, cases, (read_image(c.image) for c in cases))]))
+            def on_grid(arrays: np.ndarray, pre=handle.preprocessing) -> np.ndarray:
+                return np.stack([fit_image(pre, Image(array=a, spacing=r.spacing, source=r.source))
+                                 for a, r in zip(arrays, read)])
+
+            before = probabilities_of(handle, on_grid(images))
+            after = probabilities_of(handle, on_grid(altered))
             if column is None:
                 column = before.argmax(axis=1) if class_index is None else np.full(len(cases), class_index)
             rows = np.arange(len(cases))

@@ -134,6 +134,8 @@ def test_compare_is_a_release_gate(demo_root, capsys):
                  "--max-regression", "auroc=0.02"]) == EXIT_COULD_NOT_JUDGE
     assert main(["compare", "--baseline", "v1", "--candidate", "v2", *args, "--max-regression", "auc=0.02"]) == 2
     assert "metric must be one of auroc" in capsys.readouterr().err
+    assert main(["compare", "--baseline", "v1", "--candidate", "ct3d-v1", *args]) == 2
+    assert "versions compared must take the same kind of input" in capsys.readouterr().err
 
 
 def test_compare_writes_tables_with_provenance(demo_root, tmp_path, capsys):

@@ -51,7 +51,7 @@ from explainers.inference import predict_cases
 from explainers.saliency import SALIENCY_METHODS
 from explainers.uncertainty import METHODS as UNCERTAINTY_METHODS
 from workspace.demo import TRAINING_SEED, build_demo, ship_weights
-from workspace.store import Workspace, default_workspace
+from workspace.store import Workspace, comparable, default_workspace
 
 #: exit codes of a release gate (``subgroups --max-gap``): 0 pass, 1 a gap above its limit, 2 bad input or another
 #: error, 3 could not judge (fewer than two groups large enough to compare): never read as a pass
@@ -491,6 +491,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     else:
         k = None if uses_top_class(base) else base.n_classes - 1
     gates = _margins(args.max_regression, MULTICLASS_METRICS.names() if k is None else METRICS.names())
+    comparable(base, cand)  # before any prediction: a 2D and a 3D version are refused by name
     ws = Workspace(args.workspace)
     with bars() as step:
         cohort = _cohort(args, base, step("loading cohort"))

@@ -181,6 +181,18 @@ def _cached_frame(path: Path, compute: Callable[[], pd.DataFrame], case_ids: Seq
     return frame
 
 
+def comparable(base: ModelHandle, cand: ModelHandle) -> None:
+    """Versions compared on one cohort must predict the same classes from the same kind of input."""
+    if base.class_names != cand.class_names:
+        raise InvalidInputError(f"{base.label} predicts {list(base.class_names)} and {cand.label} "
+                                f"{list(cand.class_names)}: versions compared must share their classes")
+    a, b = base.preprocessing, cand.preprocessing
+    if len(a.spatial_size) != len(b.spatial_size) or \
+            (a.in_channels, a.channels) != (b.in_channels, b.channels):
+        raise InvalidInputError(f"{base.label} takes {a.describe()} and {cand.label} {b.describe()}: versions "
+                                "compared must take the same kind of input")
+
+
 def _looks_like_path(text: str) -> bool:
     return "/" in text or os.sep in text or bool(Path(text).suffix)
 
@@ -539,9 +551,7 @@ class Workspace:
         """``cand`` against ``base`` on the labelled cases of ``cohort`` matching ``where`` (attribute → value):
         the paired delta table, the per-case changes and their summary, each version's shared threshold (one class
         one-vs-rest) and the provenance every kept table carries."""
-        if base.class_names != cand.class_names:
-            raise InvalidInputError(f"{base.label} predicts {list(base.class_names)} and {cand.label} "
-                                    f"{list(cand.class_names)}: versions compared must share their classes")
+        comparable(base, cand)
         banded = with_bands(cohort.frame())
         selected = banded[banded["label"].notna()]
         for name, value in (where or {}).items():

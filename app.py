@@ -17,13 +17,23 @@ if __name__ == "__main__" and not st.runtime.exists():
     sys.argv = ["streamlit", "run", __file__, *sys.argv[1:]]
     sys.exit(cli.main())
 
-from pages._common import fitting_cohort, selection  # noqa: E402
+from pages._common import fitting_cohort, selection, sign_in, sign_out  # noqa: E402
+from workspace.access import auth_mode  # noqa: E402
 from workspace.store import allowed_workspace, allowed_workspaces  # noqa: E402
 
 HERE = Path(__file__).resolve().parent  # static files and pages resolve from the package, not the working directory
 LOGO = str(HERE / "assets" / "logo.svg")
 st.set_page_config(page_title="Glassbox", page_icon=LOGO, layout="wide")
+#: widget state that must survive a page switch (Streamlit forgets the state of widgets a run did not draw): the
+#: reviewer's place, filters and display settings; re-assigning a key makes it the session's, not the widget's
+KEPT = ("review_", "sub_", "cmp_", "qual_", "unc_", "concept_", "home_", "agree_", "audit_")
+for _key in [k for k in st.session_state if isinstance(k, str) and k.startswith(KEPT)]:
+    try:
+        st.session_state[_key] = st.session_state[_key]
+    except st.errors.StreamlitAPIException:  # buttons and forms' submit state cannot be set; nothing to keep
+        pass
 
+who = sign_in()  # the sign-in form (and stop) until someone is signed in; single-user mode signs in at once
 with st.sidebar:
     st.logo(LOGO)
     # which workspaces may be opened is the operator's choice (glassbox serve --workspace ...): offered, not typed
@@ -46,14 +56,27 @@ with st.sidebar:
             fit_cohort()
         st.selectbox("Cohort", list(cohorts), key="cohort")
     st.caption("PHI is never shown: identifier columns are dropped on load.")
+    if who.how == "single-user mode":
+        st.caption(f"**Single-user local mode**: no sign-in; every action is recorded as **{who.name}** (admin). "
+                   "Create accounts (`glassbox user add`) to make this a multi-user server.")
+    else:
+        st.caption(f"Signed in as **{who.name}** ({who.role})")
+        if auth_mode() == "oidc":
+            st.button("Sign out", key="sign_out", on_click=lambda: (sign_out(), st.logout()))
+        else:
+            st.button("Sign out", key="sign_out", on_click=sign_out)
 
-page = st.navigation([
-    st.Page(HERE / "pages" / "home.py", title="Home", icon=":material/home:", default=True),
-    st.Page(HERE / "pages" / "case_review.py", title="Case review", icon=":material/radiology:"),
-    st.Page(HERE / "pages" / "subgroups.py", title="Subgroup performance", icon=":material/groups:"),
-    st.Page(HERE / "pages" / "compare.py", title="Compare versions", icon=":material/compare_arrows:"),
-    st.Page(HERE / "pages" / "quality.py", title="Explanation quality", icon=":material/verified:"),
-    st.Page(HERE / "pages" / "uncertainty.py", title="Uncertainty", icon=":material/help:"),
-    st.Page(HERE / "pages" / "concepts.py", title="Concepts", icon=":material/lightbulb:"),
-])
+PAGES = [  # (file stem, title, icon): a role sees the pages it may open (workspace.access.PAGES), nothing else
+    ("home", "Home", ":material/home:"),
+    ("case_review", "Case review", ":material/radiology:"),
+    ("subgroups", "Subgroup performance", ":material/groups:"),
+    ("compare", "Compare versions", ":material/compare_arrows:"),
+    ("quality", "Explanation quality", ":material/verified:"),
+    ("uncertainty", "Uncertainty", ":material/help:"),
+    ("concepts", "Concepts", ":material/lightbulb:"),
+    ("agreement", "Reader agreement", ":material/rate_review:"),
+    ("audit", "Audit log", ":material/policy:"),
+]
+page = st.navigation([st.Page(HERE / "pages" / f"{stem}.py", title=title, icon=icon, default=stem == "home")
+                      for stem, title, icon in PAGES if who.opens(stem)])
 page.run()

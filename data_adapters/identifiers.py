@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["screen_columns", "normalise_name", "mask_path", "mask_paths", "implausible"]
+__all__ = ["screen_columns", "normalise_name", "mask_path", "mask_paths", "implausible", "identifier_in_text"]
 
 #: a single token that marks an identifier wherever it appears in a column's name
 _TOKENS = frozenset({
@@ -143,4 +143,20 @@ def implausible(column: str, value: float) -> str | None:
             low, high = _RANGES[token]
             if not low <= value <= high:
                 return f"{value:g} is outside the plausible range {low:g}–{high:g}"
+    return None
+
+
+_LONG_NUMBER = re.compile(r"\d{6,}")
+_DICOM_NAME = re.compile(r"[A-Za-z]+\^[A-Za-z]+")
+
+
+def identifier_in_text(text: str) -> str | None:
+    """Why a reviewer's free text (a note) may hold a patient identifier, or None: an e-mail address, a phone
+    number, a calendar date, a long number (a record number), a DICOM-style name (``DOE^JANE``). The value itself
+    is never quoted."""
+    for pattern, what in ((_EMAIL, "an e-mail address"), (_DATE, "a calendar date"), (_PHONE, "a phone number"),
+                          (_LONG_NUMBER, "a long number (a record or accession number?)"),
+                          (_DICOM_NAME, "a name written the DICOM way (FAMILY^GIVEN)")):
+        if pattern.search(text or ""):
+            return what
     return None

@@ -85,8 +85,21 @@ def group_counts(cohort: Cohort, by: str | Sequence[str], class_names: Sequence[
     return table.reset_index()
 
 
-def label_balance_figure(cohort: Cohort, by: str, class_names: Sequence[str] | None = None) -> go.Figure:
+def suppressed_counts(table: pd.DataFrame, k: int) -> pd.DataFrame:
+    """:func:`group_counts` as a board sees it: every figure of a group under ``k`` cases shown as ``<k``."""
+    out = table.astype(object)
+    hide = (table["n"] < k).to_numpy()
+    figures = [c for c in table.columns if c == "n" or c == "prevalence" or pd.api.types.is_numeric_dtype(table[c])]
+    out.loc[hide, figures] = f"<{k}"
+    return out
+
+
+def label_balance_figure(cohort: Cohort, by: str, class_names: Sequence[str] | None = None, *,
+                         k: int | None = None) -> go.Figure:
+    """Cases per group and label, stacked; with ``k``, only groups of at least ``k`` cases (a board's view)."""
     table = group_counts(cohort, by, class_names)
+    if k is not None:
+        table = table[table["n"] >= k]
     labels = [c for c in table.columns if c not in (by, "n", "prevalence")]
     long = table.melt(id_vars=[by], value_vars=labels, var_name="label", value_name="cases")
     fig = px.bar(long, x=by, y="cases", color="label", barmode="stack", title=f"Cases by {by} and label")

@@ -102,7 +102,7 @@ def _point(name: str, y_true, y_pred, p) -> float:
                                           np.asarray(y_pred)))[0])
 
 
-def _wilson(k: float, n: float, z: float) -> tuple[float, float]:
+def wilson(k: float, n: float, z: float) -> tuple[float, float]:
     if n == 0:
         return np.nan, np.nan
     phat = k / n
@@ -205,7 +205,7 @@ def subgroup_report(frame: pd.DataFrame, by: str | Sequence[str], *, class_index
         weights = shared[:, sub.index.to_numpy()] if shared is not None else bootstrap_weights(ys, n_boot, rng)
         boot = counts(weights, ys, ps, cs)
         events = int(ys.sum())
-        lo_p, hi_p = _wilson(events, len(ys), z)
+        lo_p, hi_p = wilson(events, len(ys), z)
         row = {"group": name, "n": len(ys), **({"patients": int(sub[CLUSTER].nunique())} if shared is not None
                                                else {}),
                "events": events, "prevalence": events / len(ys),

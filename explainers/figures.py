@@ -37,7 +37,8 @@ def overlay_values(attribution: np.ndarray, signed: bool, scale: float | None = 
 def case_figure(image: np.ndarray, *, window: float = 1.0, level: float = 0.5, attribution: np.ndarray | None = None,
                 opacity: float = 0.5, colormap: str = "Inferno", signed: bool = False, mask: np.ndarray | None = None,
                 title: str = "", height: int = 340, aspect: float = 1.0,
-                line: tuple[str, float] | None = None, scale: float | None = None) -> go.Figure:
+                line: tuple[str, float] | None = None, scale: float | None = None, units: str = "",
+                colorbar: bool = True) -> go.Figure:
     """``image`` is 2D ``(H, W)``, or ``(H, W, 3)`` for colour; ``attribution`` is ``(H, W)``; ``mask`` is a 2D boolean outline to draw. ``aspect`` is
     the height of a pixel over its width (row spacing / column spacing); ``line`` (``("h", row)`` or
     ``("v", column)``) marks where another view's slice cuts this one."""
@@ -46,14 +47,18 @@ def case_figure(image: np.ndarray, *, window: float = 1.0, level: float = 0.5, a
         rgb = np.round(window_image(image, window, level) * 255).astype(np.uint8)
         fig.add_trace(go.Image(z=rgb, hovertemplate="x %{x}, y %{y}<br>RGB %{z}<extra></extra>"))
     else:
+        # hover reads the image's own values (HU for CT), not the windowed grey level
         fig.add_trace(go.Heatmap(z=window_image(image, window, level), colorscale="gray", zmin=0, zmax=1,
-                                 showscale=False, hovertemplate="x %{x}, y %{y}<br>display %{z:.2f}<extra></extra>"))
+                                 customdata=image, showscale=False,
+                                 hovertemplate="x %{x}, y %{y}<br>value %{customdata:.4g}" + (f" {units}" if units
+                                                                                              else "")
+                                               + "<extra></extra>"))
     if attribution is not None and opacity > 0:
         values, zmin, zmax = overlay_values(attribution, signed, scale)
         colorscale = "RdBu_r" if signed and colormap not in ("RdBu_r",) else colormap
         shown = np.where(np.abs(values) < 0.05, np.nan, values)  # let the image show through weak evidence
         fig.add_trace(go.Heatmap(z=shown, colorscale=colorscale, zmin=zmin, zmax=zmax, opacity=opacity,
-                                 colorbar=dict(title="attr.", thickness=10, len=0.8),
+                                 showscale=colorbar, colorbar=dict(title="attr.", thickness=10, len=0.8),
                                  hovertemplate="x %{x}, y %{y}<br>attribution %{z:.2f}<extra></extra>"))
     if mask is not None and mask.any():
         fig.add_trace(go.Contour(z=mask.astype(float), contours=dict(start=0.5, end=0.5, coloring="none"),
@@ -76,6 +81,11 @@ def case_figure(image: np.ndarray, *, window: float = 1.0, level: float = 0.5, a
 CT_WINDOWS = {"lung": (-600.0, 1500.0), "soft tissue": (40.0, 400.0), "bone": (400.0, 1800.0), "brain": (40.0, 80.0)}
 
 
+def image_units(array: np.ndarray) -> str:
+    """``"HU"`` when the values look like Hounsfield units (air near -1000, tissue above 100), else ``""``."""
+    return "HU" if float(np.min(array)) < -500 and float(np.max(array)) > 100 else ""
+
+
 def display_windows(array: np.ndarray, file_window: tuple[float, float] | None = None) -> dict[str, tuple[float, float]]:
     """Named (center, width) choices for an image: the file's own window, the full range, and the CT presets
     when the values look like Hounsfield units (air near -1000)."""
@@ -84,7 +94,7 @@ def display_windows(array: np.ndarray, file_window: tuple[float, float] | None =
     if file_window:
         windows["from file"] = file_window
     windows["full range"] = ((lo + hi) / 2, max(hi - lo, 1e-6))
-    if lo < -500 and hi > 100:
+    if image_units(array) == "HU":
         windows.update(CT_WINDOWS)
     return windows
 
@@ -166,28 +176,39 @@ def locator_line(shape: tuple[int, int, int], plane: str, index: int) -> tuple[s
 def case_views(image: np.ndarray, spacing: tuple[float, ...], *, title: str, attribution: np.ndarray | None = None,
                mask: np.ndarray | None = None, plane: str = "axial", index: int = 0, window: float = 1.0,
                level: float = 0.5, opacity: float = 0.5, colormap: str = "Inferno",
-               signed: bool = False, rgb: bool = False, scale: float | None = None) -> list[go.Figure]:
+               signed: bool = False, rgb: bool = False, scale: float | None = None, height: int = 340,
+               colorbar: bool = True) -> list[go.Figure]:
     """The figures of one column of Case review. ``image`` (and ``attribution``, ``mask``) are spatial maps:
     ``(H, W)`` gives one figure; a volume ``(D, H, W)`` gives slice ``index`` of ``plane`` and, beneath it, the
     perpendicular projection (mean of the image; smoothed evidence of the attribution) with a dotted line where
     that slice cuts it. ``rgb``: ``image`` is a colour picture ``(H, W, 3)``, shown in colour under the overlay."""
-    style = {"window": window, "level": level, "colormap": colormap}
+    style = {"window": window, "level": level, "colormap": colormap, "units": image_units(image),
+             "colorbar": colorbar}
     if image.ndim == 2 or rgb:
         return [case_figure(image, attribution=attribution, opacity=opacity, signed=signed, mask=mask, title=title,
-                            scale=scale, **style)]
+                            scale=scale, height=height, **style)]
     side, _ = LOCATOR[plane]
     cut = plane_slice(image, plane, index)
     shown = plane_slice(attribution, plane, index) if attribution is not None else None
     outline = plane_slice(mask, plane, index) if mask is not None else None
     view = case_figure(cut, attribution=shown, opacity=opacity, signed=signed, mask=outline, scale=scale,
-                       aspect=plane_aspect(spacing, plane), title=f"{title} · {plane}", **style)
-    located = {"aspect": plane_aspect(spacing, side), "line": locator_line(image.shape, plane, index), "height": 220}
+                       aspect=plane_aspect(spacing, plane), title=f"{title} · {plane} slice {index + 1}",
+                       height=height, **style)
+    # the ground truth on the projection too: its outline seen through the whole volume
+    located = {"aspect": plane_aspect(spacing, side), "line": locator_line(image.shape, plane, index),
+               "height": max(220, height * 2 // 3),
+               "mask": mask_projection(mask, side) if mask is not None else None}
     if attribution is None:
         projection = case_figure(mean_projection(image, side), title=f"Mean projection · {side}", **located, **style)
     else:
         projection = case_figure(mean_projection(image, side), attribution=mip(evidence(attribution), side),
                                  opacity=max(opacity, 0.6), title=f"evidence · {side} MIP", **located, **style)
     return [view, projection]
+
+
+def mask_projection(mask: np.ndarray, plane: str) -> np.ndarray:
+    """Where a 3D mask appears anywhere along ``plane``'s axis, oriented like :func:`mean_projection`."""
+    return mip(mask.astype(np.float32), plane) > 0.5
 
 
 def display_image(array: np.ndarray) -> tuple[np.ndarray, bool]:

@@ -20,7 +20,9 @@ from data_adapters.records import Attribution, Cohort, ModelHandle
 from evaluation.metrics import METRICS
 from evaluation.multiclass import MULTICLASS_METRICS
 from explainers.device import best_device
-from workspace.store import Workspace, allowed_workspace
+from workspace.access import NO_ROLE, PAGES, Identity, Users, auth_mode, single_user
+from workspace.review import Record
+from workspace.store import Workspace, allowed_workspace, identifier_key
 
 
 def stamp(path: str | Path) -> tuple:
@@ -38,6 +40,114 @@ def stamp(path: str | Path) -> tuple:
 def _workspace() -> Path:
     """The chosen workspace if the operator allowed it, else the first allowed one: never a typed path."""
     return allowed_workspace(st.session_state.get("workspace"))
+
+
+# -- who is signed in, and what they may open ----------------------------------------------------------------
+IDENTITY = "_identity"  # session state: set only by sign-in below (no widget carries this key)
+PAGE_TITLES = {"home": "Home", "case_review": "Case review", "subgroups": "Subgroup performance",
+               "compare": "Compare versions", "quality": "Explanation quality", "uncertainty": "Uncertainty",
+               "concepts": "Concepts", "agreement": "Reader agreement", "audit": "Audit log"}
+
+
+def record(root: Path | None = None) -> Record:
+    """The workspace's review record (verdicts and audit log)."""
+    return Record(root or _workspace())
+
+
+def identity() -> Identity | None:
+    """Who is using this session: single-user mode's operating-system user, the identity provider's user with the
+    role the operator gave their e-mail, or the local account signed in on this session; None when nobody is."""
+    mode = auth_mode()
+    if mode == "single":
+        st.session_state[IDENTITY] = single_user()
+    elif mode == "oidc" and getattr(st.user, "is_logged_in", False):
+        email = str(st.user.get("email") or "")
+        role = Users().role_of(email) if email else None
+        if role is None:
+            return None
+        st.session_state[IDENTITY] = Identity(email, role, "identity provider")
+    current = st.session_state.get(IDENTITY)
+    if current is not None and st.session_state.get("_signed_in_logged") != str(_workspace()):
+        st.session_state["_signed_in_logged"] = str(_workspace())
+        record().log(current, "sign_in", how=current.how)
+    return current
+
+
+def sign_in() -> Identity:
+    """The signed-in identity, or the sign-in form (and stop) when nobody is signed in."""
+    current = identity()
+    if current is not None:
+        return current
+    mode = auth_mode()
+    st.title("Glassbox · sign in")
+    if mode == "oidc":
+        if getattr(st.user, "is_logged_in", False):
+            st.error("Your account has no Glassbox role on this server. Ask the operator to run "
+                     "`glassbox user add YOUR-EMAIL --role … --no-password`.")
+        else:
+            st.button("Sign in with your organisation's account", on_click=st.login, key="oidc_login")
+        st.stop()
+    with st.form("sign_in"):
+        name = st.text_input("User name", key="sign_in_name")
+        password = st.text_input("Password", type="password", key="sign_in_password")
+        submitted = st.form_submit_button("Sign in")
+    if submitted:
+        users = Users()
+        who = users.authenticate(name.strip(), password)
+        anonymous = Identity(name.strip()[:120] or "(empty)", NO_ROLE, "sign-in attempt")
+        if who is None:
+            record().log(anonymous, "sign_in_failed", locked=users.locked(name.strip()))
+            st.error("Not signed in: the name or password is wrong, the account is inactive, or it is locked for a "
+                     "while after repeated failures.")
+        else:
+            st.session_state[IDENTITY] = who
+            st.session_state.pop("sign_in_password", None)
+            st.rerun()
+    st.caption("Accounts are created by the server's operator (`glassbox user add NAME --role ROLE`).")
+    st.stop()
+
+
+def guard(page: str) -> Identity:
+    """Called first by every page: the signed-in identity if their role opens ``page``; otherwise a message (or
+    the sign-in form) and the page stops."""
+    who = sign_in()
+    if not who.opens(page):
+        allowed = ", ".join(PAGES[page])
+        st.error(f"{PAGE_TITLES[page]} is not open to the {who.role} role (it is open to: {allowed}).")
+        st.stop()
+    return who
+
+
+def sign_out() -> None:
+    current = st.session_state.get(IDENTITY)
+    if current is not None:
+        record().log(current, "sign_out")
+    for key in (IDENTITY, "_signed_in_logged", "_opened"):
+        st.session_state.pop(key, None)
+
+
+def opened(handle: ModelHandle, loaded_cohort: Cohort) -> None:
+    """Record in the audit log, once per session, that this identity opened this model on this cohort."""
+    who = st.session_state.get(IDENTITY)
+    seen = st.session_state.setdefault("_opened", set())
+    key = (str(_workspace()), handle.weights_hash, loaded_cohort.content_hash)
+    if who is None or key in seen:
+        return
+    seen.add(key)
+    record().log(who, "opened", model_version=handle.version, model=handle.weights_hash[:16],
+                 cohort_name=loaded_cohort.name, cohort=loaded_cohort.content_hash[:16], cases=len(loaded_cohort))
+
+
+def secret() -> str:
+    """The operator's key for hashed identifiers (case keys in the audit log)."""
+    return identifier_key()
+
+
+def cached_uncertainty(root: Path, model_path: Path, manifest: Path, method: str) -> pd.DataFrame | None:
+    """The cohort's uncertainty if it was computed before (never computed here: the worklist opens on the whole
+    cohort and must not wait for it)."""
+    handle = model(model_path)
+    return Workspace(root).uncertainty([handle], cohort(manifest, handle), method, cached_only=True)
 
 
 def _model_stamp(path: str | Path) -> tuple:
@@ -227,6 +337,7 @@ def loaded() -> tuple[Path, Path, Path, ModelHandle, Cohort]:
     except GlassboxError as e:
         show_error(e)
         st.stop()
+    opened(handle, loaded_cohort)
     if not len(loaded_cohort):
         report = loaded_cohort.report
         st.error(f"No case of cohort **{loaded_cohort.name}** fits model **{handle.label}**, which expects "

@@ -11,7 +11,8 @@ import torch
 from data_adapters.errors import GlassboxError
 from data_adapters.preprocessing import on_model_grid
 from data_adapters.readers import read_image
-from evaluation.outcomes import OUTCOMES, TOP_CLASS_OUTCOMES, case_outcomes, uses_top_class
+from evaluation.outcomes import uses_top_class
+from evaluation.worklist import worklist
 from evaluation.referral import referral
 from explainers.concepts import concept_names, default_layers
 from explainers.figures import (
@@ -21,6 +22,7 @@ from explainers.figures import (
     case_views,
     display_image,
     display_windows,
+    image_units,
     overlay_scale,
     peak_slice,
 )
@@ -28,13 +30,15 @@ from explainers.saliency import SALIENCY_METHODS
 from explainers.trust import TRUST_CHECKS, map_problem
 from explainers.uncertainty import has_dropout
 from pages import _common as common
+from pages import _review_panels as panels
 
+who = common.guard("case_review")  # the role check comes before anything is read
 st.title("Case review")
 root, model_path, manifest, handle, cohort = common.loaded()
 preds = common.predictions_or_stop(root, model_path, manifest)
 
-# -- which case ------------------------------------------------------------------------------------------
-top = st.columns([1, 1, 1, 1, 1])
+# -- which case: the worklist -------------------------------------------------------------------------------
+top = st.columns([1, 1, 2])
 top_view = uses_top_class(handle)  # a multi-class model is judged by its top class; one class vs rest is a choice
 views = ([None] if top_view else []) + list(range(handle.n_classes))
 class_index = top[0].selectbox(
@@ -46,29 +50,36 @@ class_index = top[0].selectbox(
 if class_index is None:
     point = None
     top[1].metric("Outcome rule", "top class", help="The class with the highest probability, against the label")
-    table = case_outcomes(cohort, preds, None, n_classes=handle.n_classes)
-    outcomes = TOP_CLASS_OUTCOMES
 else:
     point = common.operating_point(root, model_path, manifest, class_index)
     top[1].metric("Threshold", f"{point.threshold:.3f}", help=f"The model's shared operating threshold for this "
                   f"class: {point.describe()}. Subgroups and Uncertainty use the same one.")
-    table = case_outcomes(cohort, preds, class_index, point.threshold)
-    outcomes = OUTCOMES
-filters = {}
-for col, attr in zip(top[2:4], [a for a in ("site", "sex") if a in cohort.attribute_schema]):
-    filters[attr] = col.multiselect(attr.capitalize(), sorted(table[attr].dropna().unique()), key=f"review_{attr}")
-outcome = top[4].multiselect("Outcome", outcomes[:-1], key="review_outcome")
-labels = st.multiselect("True label", range(handle.n_classes), format_func=lambda k: handle.class_names[k],
-                        key="review_label")
-shown = table
-for attr, values in filters.items():
-    if values:
-        shown = shown[shown[attr].isin(values)]
-if outcome:
-    shown = shown[shown["outcome"].isin(outcome)]
-if labels:
-    shown = shown[shown["label"].isin(labels)]
-options = shown["case_id"].tolist()
+_, all_models, _ = common.selection()
+versions = [v for v in common.peers(handle, all_models) if all_models[v] != model_path]
+if st.session_state.get("review_flip_version") not in (None, *versions):  # a version switch: keep only what fits
+    st.session_state["review_flip_version"] = None
+flip_against = top[2].selectbox("Flips against version", [None, *versions], key="review_flip_version",
+                                format_func=lambda v: "none" if v is None else v, disabled=not versions,
+                                help="Mark the cases whose outcome differs under another version of this model "
+                                     "(the preset 'flips between versions' lists them)")
+record = common.record(root)
+verdicts = record.verdicts(model_hash=handle.weights_hash, cohort_hash=cohort.content_hash)
+unc_method = "mc_dropout" if has_dropout(handle) else "tta"
+cached_unc = common.cached_uncertainty(root, model_path, manifest, unc_method)
+other = (common.predictions_or_stop(root, all_models[flip_against], manifest).set_index("case_id")
+         if flip_against else None)
+table = worklist(cohort.frame().merge(preds, on="case_id", how="left"), class_index=class_index,
+                 threshold=point.threshold if point else 0.5, n_classes=handle.n_classes,
+                 class_names=handle.class_names,
+                 uncertainty=cached_unc.set_index("case_id")["entropy"] if cached_unc is not None else None,
+                 refer_fraction=st.session_state.get("unc_refer", 0.1), verdicts=verdicts, reader=who.name,
+                 other=other)
+shown = panels.worklist_panel(table, cohort, handle, who, record, verdicts, uncertain=cached_unc is not None,
+                              flipping=flip_against is not None, method=unc_method)
+ids = shown["case_id"].tolist()
+if "_review_goto" in st.session_state:  # "record and open next" asked for the next case
+    st.session_state["review_case"] = st.session_state.pop("_review_goto")
+options = ids
 current = st.session_state.get("review_case")
 if current in set(table["case_id"]) and current not in options:
     # a filter or a version switch no longer matches the case being read: keep it, and say so
@@ -78,15 +89,18 @@ if current in set(table["case_id"]) and current not in options:
 elif shown.empty:
     st.info("No case matches these filters.")
     st.stop()
-case_id = st.selectbox(f"Case ({len(shown)} match)", options, key="review_case")
+nav = st.columns([4, 1, 1])
+case_id = nav[0].selectbox(f"Case ({len(shown)} match)", options, key="review_case")
+nav[1].button("◀ Previous", key="review_prev", on_click=panels.step, args=(tuple(ids), -1),
+              disabled=case_id == (ids[0] if ids else None), width="stretch")
+nav[2].button("Next ▶", key="review_next", on_click=panels.step, args=(tuple(ids), +1),
+              disabled=case_id == (ids[-1] if ids else None), width="stretch")
 row = table.set_index("case_id").loc[case_id]
 case = cohort.case(case_id)
 # maps explain the class of interest; in the top-class view, the class this case's model output chose
 target = int(row["predicted"]) if class_index is None else class_index
 
 # -- other versions of the model, side by side ---------------------------------------------------------------
-_, all_models, _ = common.selection()
-versions = [v for v in common.peers(handle, all_models) if all_models[v] != model_path]
 if "review_versions" in st.session_state:  # set by Compare; keep only versions this model can be compared with
     st.session_state["review_versions"] = [v for v in st.session_state["review_versions"] if v in versions]
 also = st.multiselect("Also show version(s)", versions, key="review_versions", disabled=not versions,
@@ -101,11 +115,14 @@ controls = st.columns(5)
 opacity = controls[0].slider("Overlay opacity", 0.0, 1.0, 0.5, 0.05, key="review_opacity")
 colormap = controls[1].selectbox("Colormap", COLORMAPS, key="review_colormap")
 signed = controls[2].radio("Values", ["absolute", "signed"], key="review_signed", horizontal=True) == "signed"
-show_mask = st.checkbox("Outline ground-truth mask", value=True, key="review_mask",
-                        disabled=case.mask is None)
-check_maps = st.toggle("Trust checks under each map", value=True, key="review_trust",
-                       help="Randomisation, faithfulness (deletion), localisation where a mask exists, stability: "
-                            "computed once per case and method, then cached")
+toggles = st.columns(3)
+layout = toggles[0].radio("Layout", ["side by side", "focus"], key="review_layout", horizontal=True,
+                          help="focus: one large view, the other methods as a strip beneath it, on one colour scale")
+show_mask = toggles[1].checkbox("Outline ground-truth mask", value=True, key="review_mask",
+                                disabled=case.mask is None)
+check_maps = toggles[2].toggle("Trust checks under each map", value=True, key="review_trust",
+                               help="Randomisation, faithfulness (deletion), localisation where a mask exists, "
+                                    "stability: computed once per case and method, then cached")
 
 # -- the case ---------------------------------------------------------------------------------------------
 pre = handle.preprocessing
@@ -119,15 +136,17 @@ except GlassboxError as e:
     common.show_error(e)
     st.stop()
 image = decoded.array
+units = image_units(image)
+in_units = f" ({units})" if units else ""
 windows = display_windows(image, decoded.window)
 preset = controls[3].selectbox("Window preset", list(windows), key="review_preset")
 center, width = windows[preset]
 lo, hi = float(image.min()), float(image.max())
 span = max(hi - lo, 1e-6)
 # window/level in the image's own units (0..1 for PNG, HU for CT), keyed by case and preset so ranges fit
-window = controls[4].slider("Window", span / 100, max(span, width), float(width), span / 100,
+window = controls[4].slider(f"Window{in_units}", span / 100, max(span, width), float(width), span / 100,
                             key=f"review_window_{case_id}_{preset}")
-level = controls[4].slider("Level", min(lo, center), max(hi, center), float(center), span / 100,
+level = controls[4].slider(f"Level{in_units}", min(lo, center), max(hi, center), float(center), span / 100,
                            key=f"review_level_{case_id}_{preset}")
 mask = (on_model_grid(pre, mask_image, label=True).array[0] > 0.5
         if (mask_image is not None and show_mask) else None)
@@ -153,6 +172,7 @@ with info:
     attrs = {k: v for k, v in case.attributes.items()}
     st.dataframe(pd.DataFrame({"attribute": list(attrs), "value": [str(v) for v in attrs.values()]}),
                  hide_index=True, key="review_attributes")
+    panels.verdict_panel(record, verdicts, who, handle, cohort, case_id, ids)
 
 maps: dict[str, object] = {}
 for method in methods:  # cached per case; computed first so that a volume can open at the slice that matters
@@ -219,9 +239,10 @@ with views:
                                 help="Where along the axis a new case or plane opens: the slice with the strongest "
                                      "evidence of one method, the centre of the ground truth, or the middle")
         start = n // 2 if anchors[why] is None else peak_slice(anchors[why], plane, positive=True)
-        index = pick[2].slider("Slice", 0, n - 1, start, key=f"review_slice_{case_id}_{plane}_{target}_{why}",
+        # numbered from 1 on the slider, in the caption and in the figure's title alike
+        index = pick[2].slider("Slice", 1, n, start + 1, key=f"review_slice_{case_id}_{plane}_{target}_{why}",
                                help=f"Opens at the slice that matters ({why}); the dotted line in the projection "
-                                    "below each view marks it")
+                                    "below each view marks it") - 1
         pick[3].caption(f"{plane} slice {index + 1} of {n} · opened at the {why} (slice {start + 1}) · "
                         f"voxels {' × '.join(f'{s:g}' for s in decoded.spacing)} mm")
     style = {"mask": mask, "plane": plane, "index": index, "window": window, "level": level, "opacity": opacity,
@@ -246,29 +267,53 @@ with views:
         st.markdown(f"**p({handle.class_names[target]})** by version: " + " · ".join(
             f"{v} {p:.3f}" + (f" ({p - probabilities[handle.version]:+.3f})" if v != handle.version else "")
             for v, p in probabilities.items()) + " · one colour scale per method across versions")
+    def draw(col, version: str, name: str, title: str, a, *, height: int = 340, colorbar: bool = True,
+             detail: bool = True) -> None:
+        """One view (the image, or one method's map over it) with its caption and trust strip."""
+        if isinstance(a, GlassboxError):
+            col.error(str(a))
+            return
+        problem = map_problem(a.array) if a is not None else None
+        if problem:  # an unreadable map is said in words, never drawn as a bare image
+            col.warning(f"**{title}** is {problem} for this case: {EMPTY_HINT.get(name, EMPTY_HINT['*'])}")
+            return
+        amap = a.spatial_map(signed=signed) if a is not None else None
+        views_ = case_views(spatial, decoded.spacing, title=title, attribution=amap, scale=scales.get(name),
+                            height=height, colorbar=colorbar, **style)
+        for k, fig in enumerate(views_):
+            suffix = "" if version == handle.version else f"_{version}"
+            col.plotly_chart(fig, key=f"review_fig_{name}{suffix}" + ("_mip" if k else ""))
+        if a is not None and detail:
+            scaled = ("one scale across versions" if len(rows) > 1 else
+                      "scaled to its own 99th percentile of |map| (= 1 on the colour bar)")
+            col.caption(caption(a) + f" · {scaled}")
+            if check_maps and version == handle.version:
+                trust_strip(col, name)
+
+    shown_names = ["image", *methods]
+    focus = None
+    if layout == "focus":
+        focus = st.segmented_control("Large view", shown_names, key="review_focus", default=shown_names[-1],
+                                     format_func=lambda n: "Image" if n == "image" else SALIENCY_METHODS.get(n).title)
+        focus = focus or shown_names[-1]
     for version, version_maps in rows:
-        columns = [("image", "Image" if len(rows) == 1 else f"Image · {version}", None),
-                   *((m, SALIENCY_METHODS.get(m).title + ("" if len(rows) == 1 else f" · {version}"),
-                      version_maps[m]) for m in methods)]
-        for col, (name, title, a) in zip(st.columns(len(columns)), columns):
-            if isinstance(a, GlassboxError):
-                col.error(str(a))
-                continue
-            problem = map_problem(a.array) if a is not None else None
-            if problem:  # an unreadable map is said in words, never drawn as a bare image
-                col.warning(f"**{title}** is {problem} for this case: {EMPTY_HINT.get(name, EMPTY_HINT['*'])}")
-                continue
-            amap = a.spatial_map(signed=signed) if a is not None else None
-            views_ = case_views(spatial, decoded.spacing, title=title, attribution=amap,
-                                scale=scales.get(name), **style)
-            for k, fig in enumerate(views_):
-                suffix = "" if version == handle.version else f"_{version}"
-                col.plotly_chart(fig, key=f"review_fig_{name}{suffix}" + ("_mip" if k else ""))
-            if a is not None:
-                scaled = "one scale across versions" if len(rows) > 1 else "scaled to its own 99th percentile of |map|"
-                col.caption(caption(a) + f" · {scaled}")
-                if check_maps and version == handle.version:
-                    trust_strip(col, name)
+        tag = "" if len(rows) == 1 else f" · {version}"
+        cells = [("image", f"Image{tag}", None),
+                 *((m, SALIENCY_METHODS.get(m).title + tag, version_maps[m]) for m in methods)]
+        if focus is None:
+            for col, (name, title, a) in zip(st.columns(len(cells)), cells):
+                draw(col, version, name, title, a)
+            continue
+        for name, title, a in cells:  # focus: one large view with its colour bar
+            if name == focus:
+                draw(st.container(), version, name, title, a, height=640)
+        rest = [c for c in cells if c[0] != focus]
+        if rest:  # the others as a strip, on the same 0..1 scale, without colour bars of their own
+            for col, (name, title, a) in zip(st.columns(max(len(rest), 4)), rest):
+                draw(col, version, name, title, a, height=200, colorbar=False, detail=False)
+    if focus is not None:
+        st.caption("Focus: every map is divided by its own 99th percentile of |attribution|, so one colour bar (on "
+                   "the large view) reads them all; choose the large view above.")
 with uncertainty_box:  # filled last: a cohort's first uncertainty estimate must not hold back the maps
     try:
         method = "mc_dropout" if has_dropout(handle) else "tta"

@@ -18,6 +18,7 @@ from explainers.perturbation import NAMED_REGIONS, PERTURBATIONS
 from explainers.saliency import SALIENCY_METHODS
 from pages import _common as common
 
+who = common.guard("compare")  # the role check comes before anything is read
 st.title("Compare versions")
 st.caption("A candidate against a baseline on the same cases: paired differences with intervals and a "
            "non-inferiority verdict per group, the cases that changed, whether the maps changed, and what happens "

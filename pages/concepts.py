@@ -8,6 +8,7 @@ from evaluation.concept_figures import tcav_figure
 from explainers.concepts import concept_names, default_layers, default_target
 from pages import _common as common
 
+who = common.guard("concepts")  # the role check comes before anything is read
 st.title("Concepts")
 st.caption("TCAV (Kim et al., 2018): does the model's score for a class rise along the direction of a concept? "
            "Tested against random concepts (drawn from cases of the other classes, so that no random concept is "

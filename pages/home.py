@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import streamlit as st
 
-from evaluation.cohort_summary import group_columns, group_counts, label_balance_figure
+from evaluation.cohort_summary import group_columns, group_counts, label_balance_figure, suppressed_counts
 from pages import _common as common
+from workspace.access import board_k
 from workspace.demo import demo_facts
 
+who = common.guard("home")  # the role check comes before anything is read
 st.title("Glassbox")
 st.caption("Explainability review for medical-imaging models: what the model sees, how sure it is, for whom it works.")
 
@@ -46,8 +48,12 @@ with left:
     groups = group_columns(cohort)
     if groups:
         by = st.selectbox("Group by", groups, key="home_group_by")
-        st.plotly_chart(label_balance_figure(cohort, by, handle.class_names), key="home_balance")
-        st.dataframe(group_counts(cohort, by, handle.class_names), hide_index=True, key="home_counts")
+        k = board_k() if who.is_board else None  # a board sees groups under k as "<k" and not in the figure
+        st.plotly_chart(label_balance_figure(cohort, by, handle.class_names, k=k), key="home_balance")
+        counts = group_counts(cohort, by, handle.class_names)
+        st.dataframe(suppressed_counts(counts, k) if k else counts, hide_index=True, key="home_counts")
+        if k:
+            st.caption(f"Groups under {k} cases are suppressed (the operator's k).")
     else:
         st.info("This cohort has no categorical attributes to group by.")
     st.subheader("Load report")

@@ -10,6 +10,7 @@ from explainers.saliency import SALIENCY_METHODS
 from explainers.trust import TRUST_CHECKS
 from pages import _common as common
 
+who = common.guard("quality")  # the role check comes before anything is read
 st.title("Explanation quality")
 st.caption("Can these maps be believed? Each method's maps are checked for randomisation (do they depend on what the "
            "model learnt?), faithfulness (does removing the pixels they point at change the prediction?), "

@@ -11,7 +11,9 @@ from evaluation.multiclass import MULTICLASS_METRICS, confusion_by_group, multic
 from evaluation.outcomes import uses_top_class
 from evaluation.subgroups import board_view, labelled_frame, resampling, subgroup_report
 from pages import _common as common
+from workspace.access import board_k
 
+who = common.guard("subgroups")  # the role check comes before anything is read
 st.title("Subgroup performance")
 st.caption("Is the model as good for every group of patients? Estimates with 95% bootstrap intervals; what is "
            "resampled (images, or patients where the cohort says which patient each image came from) is stated below.")
@@ -43,8 +45,14 @@ rule = c[2].selectbox("Threshold", ["shared", "youden", "sensitivity=0.9", "spec
 manual = c[3].number_input("Threshold", 0.0, 1.0, 0.5, 0.01, key="sub_threshold",
                            disabled=rule != "set by hand" or k is None)
 c = st.columns([1, 1, 2])
-board = c[0].toggle("Ethics-board view", key="sub_board", help="Suppress every cell of a group smaller than k")
-k_min = c[1].number_input("k (board view)", 1, 1000, 10, key="sub_k", disabled=not board)
+if who.is_board:  # a board member always sees the board view, at the operator's k or a larger one
+    board = c[0].toggle("Ethics-board view", value=True, key="sub_board_fixed", disabled=True,
+                        help="Always on for the board role")
+    k_min = c[1].number_input("k (board view)", board_k(), 1000, board_k(), key="sub_k_board",
+                              help=f"The operator's smallest shown group is {board_k()}; you may raise it")
+else:
+    board = c[0].toggle("Ethics-board view", key="sub_board", help="Suppress every cell of a group smaller than k")
+    k_min = c[1].number_input("k (board view)", 1, 1000, 10, key="sub_k", disabled=not board)
 subset = {}
 if "split" in cohort.attribute_schema:
     subset["split"] = c[2].multiselect("Cases from split", sorted(cohort.frame()["split"].dropna().unique()),

@@ -32,6 +32,7 @@ from pages import _common as common
 MEASURES = {"entropy": "predictive entropy (nats)", "mutual_information": "mutual information (epistemic)",
             "std": "standard deviation of the class probability (the top class's in the top-class view)"}
 
+who = common.guard("uncertainty")  # the role check comes before anything is read
 st.title("Uncertainty")
 st.caption("Per-case uncertainty from Monte Carlo dropout, test-time augmentation or an ensemble of versions.")
 root, model_path, manifest, handle, cohort = common.loaded()

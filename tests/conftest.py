@@ -1,6 +1,8 @@
 """Shared fixtures: the demo workspace (built once, reused across runs: `glassbox demo` is idempotent)."""
 from __future__ import annotations
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,11 @@ from workspace.demo import build_demo
 from workspace.store import Workspace, default_workspace
 
 ROOT = Path(__file__).resolve().parent.parent
+# what reviewers record in tests never lands in the shared demo workspace, and no test reads the machine's accounts
+_RECORDS = Path(tempfile.mkdtemp(prefix="glassbox-test-record-"))
+os.environ["GLASSBOX_RECORD_DIR"] = str(_RECORDS)
+os.environ["GLASSBOX_USERS_FILE"] = str(_RECORDS / "users.sqlite")
+os.environ.pop("GLASSBOX_AUTH", None)
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,11 @@
                      [--region x0,y0,x1,y1|demo-marker --perturb mean|blur|noise|mirror]
     glassbox trust --model MODEL --cohort MANIFEST [--methods saliency,grad_cam] [--cases N] [--by site] [--out F]
     glassbox serve [--workspace DIR ...] [--model-root DIR ...] [--data-root DIR ...] [--port N]
+                   [--auth single|local|oidc] [--board-k K]
+    glassbox user add NAME --role radiologist|developer|board|admin [--no-password] | list | role NAME --role R
+                  | password NAME | disable NAME | enable NAME
+    glassbox audit verify | export [--out FILE.csv] [--actor NAME] [--action NAME] [--since DATE]
+    glassbox verdicts [--model MODEL] [--out FILE.csv]
 
 MODEL is a model folder (with model.json), the json, or the name of a version in the workspace (``--model v2``);
 MANIFEST a manifest, a DICOM folder, or the name of a cohort in the workspace (``--cohort demo2d``). A multi-class
@@ -23,6 +28,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import difflib
+import getpass
 import os
 import signal
 import sys
@@ -51,6 +57,8 @@ from explainers.inference import predict_cases
 from explainers.saliency import SALIENCY_METHODS
 from explainers.uncertainty import METHODS as UNCERTAINTY_METHODS
 from workspace.demo import TRAINING_SEED, build_demo, ship_weights
+from workspace.access import AUTH_MODES, ROLES, Users, operator
+from workspace.review import Record, spreadsheet_safe
 from workspace.store import Workspace, comparable, default_workspace
 
 #: exit codes of a release gate (``subgroups --max-gap``): 0 pass, 1 a gap above its limit, 2 bad input or another
@@ -154,19 +162,6 @@ def _params(pairs: list[str]) -> dict[str, str]:
         if not sep or not name.strip():
             raise InvalidInputError(f"--param {pair!r}: expected NAME=VALUE, e.g. n_steps=100")
         out[name.strip()] = value.strip()
-    return out
-
-
-_FORMULA = ("=", "+", "-", "@", "\t", "\r")
-
-
-def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
-    """Text cells that a spreadsheet would run as a formula (``=HYPERLINK(...)``, ``+cmd``, ``@SUM``) prefixed with
-    a quote; numbers are left alone (OWASP CSV injection)."""
-    out = frame.copy()
-    for column in out.columns:
-        if out[column].dtype == object or pd.api.types.is_string_dtype(out[column]):
-            out[column] = out[column].map(lambda v: "'" + v if isinstance(v, str) and v.startswith(_FORMULA) else v)
     return out
 
 
@@ -599,6 +594,90 @@ def cmd_trust(args: argparse.Namespace) -> int:
     return 0
 
 
+def _password(args: argparse.Namespace, name: str) -> str:
+    """A new password: from stdin with ``--password-stdin`` (scripts), else asked twice on the terminal."""
+    if args.password_stdin:
+        return sys.stdin.readline().rstrip("\n")
+    if not sys.stdin.isatty():
+        raise InvalidInputError("no terminal to ask for a password: pipe it with --password-stdin")
+    first = getpass.getpass(f"password for {name}: ")
+    if getpass.getpass("again: ") != first:
+        raise InvalidInputError("the two passwords differ; nothing was changed")
+    return first
+
+
+def cmd_user(args: argparse.Namespace) -> int:
+    """Accounts are the operator's: created and changed here, never in the browser; every change is in the audit
+    log of ``--workspace``."""
+    users = Users(args.users) if args.users else Users()
+    record = Record(args.workspace)
+    who = operator()
+    if args.action == "list":
+        frame = users.frame()
+        print(frame.to_string(index=False) if len(frame) else f"no accounts in {users.path} (single-user mode)")
+        return 0
+    if not args.name:
+        raise InvalidInputError(f"glassbox user {args.action} needs a user NAME")
+    if args.action == "add":
+        if not args.role:
+            raise InvalidInputError(f"--role is required: one of {', '.join(ROLES)}")
+        users.add(args.name, args.role, None if args.no_password else _password(args, args.name))
+        record.log(who, "user_added", user=args.name, role=args.role, password=not args.no_password)
+        print(f"added {args.name} ({args.role}) to {users.path}")
+    elif args.action == "role":
+        if not args.role:
+            raise InvalidInputError(f"--role is required: one of {', '.join(ROLES)}")
+        users.set_role(args.name, args.role)
+        record.log(who, "role_changed", user=args.name, role=args.role)
+        print(f"{args.name} is now {args.role}")
+    elif args.action == "password":
+        users.set_password(args.name, _password(args, args.name))
+        record.log(who, "password_changed", user=args.name)
+        print(f"password of {args.name} changed")
+    else:
+        users.set_active(args.name, args.action == "enable")
+        record.log(who, f"user_{args.action}d", user=args.name)
+        print(f"{args.name} {args.action}d")
+    return 0
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """``verify``: exit 0 when the chain is intact, 1 naming the first entry edited, deleted or reordered.
+    ``export``: the log (filtered) as CSV, itself recorded in the log."""
+    record = Record(args.workspace)
+    if not record.path.exists():
+        raise InvalidInputError(f"no review record at {record.path}")
+    if args.action == "verify":
+        check = record.verify()
+        print(check.describe())
+        return 0 if check.ok else EXIT_FAIL
+    frame = record.audit(actor=args.actor, action=args.filter_action, since=args.since)
+    text = spreadsheet_safe(frame).to_csv(index=False)
+    out = _out_path(args.out)
+    if out:
+        out.write_text(text)
+        print(f"wrote {len(frame)} audit entries to {out}")
+    else:
+        print(text, end="")
+    record.log_export(operator(), "audit", text, actor=args.actor, action=args.filter_action, since=args.since)
+    return 0
+
+
+def cmd_verdicts(args: argparse.Namespace) -> int:
+    """Every verdict row with its provenance (history included: a change of mind is a new row)."""
+    ws = Workspace(args.workspace)
+    record = Record(args.workspace)
+    model_hash = ws.load_model(ws.resolve_model(args.model)).weights_hash if args.model else None
+    text = record.export_verdicts(operator(), model_hash=model_hash)
+    out = _out_path(args.out)
+    if out:
+        out.write_text(text)
+        print(f"wrote {max(text.count(chr(10)) - 1, 0)} verdict rows to {out}")
+    else:
+        print(text, end="")
+    return 0
+
+
 def serve_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     """The Streamlit command line and environment ``glassbox serve`` runs: what may be opened and trusted is fixed
     here, from the operator's flags; the app's static files and settings come from the package, wherever the
@@ -610,6 +689,10 @@ def serve_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     for name, given in (("GLASSBOX_MODEL_ROOTS", args.model_root), ("GLASSBOX_DATA_ROOTS", args.data_root)):
         if given:
             env[name] = os.pathsep.join(str(Path(p).resolve()) for p in given)
+    if args.auth:
+        env["GLASSBOX_AUTH"] = args.auth
+    if args.board_k:
+        env["GLASSBOX_BOARD_K"] = str(args.board_k)
     command = [sys.executable, str(app), "--server.address", args.address, "--server.port", str(args.port),
                "--server.headless", "true", "--browser.gatherUsageStats", "false",
                # .streamlit/config.toml is read from the working directory; what must hold everywhere is set here
@@ -753,6 +836,33 @@ def parser() -> argparse.ArgumentParser:
                    help="a folder manifests' images and concept folders may come from besides the cohort's own")
     s.add_argument("--address", default="127.0.0.1")
     s.add_argument("--port", type=int, default=8501)
+    s.add_argument("--auth", choices=AUTH_MODES,
+                   help="single: no sign-in, one person on this machine (the default when no account exists); "
+                        "local: accounts from `glassbox user` (the default when one exists); oidc: Streamlit's "
+                        "st.login with the identity provider in .streamlit/secrets.toml, roles from `glassbox user`")
+    s.add_argument("--board-k", type=_positive_int, metavar="K",
+                   help="board views hide every group under K cases (default 10; a board member may raise it)")
+    s = add("user", cmd_user, "the server's accounts and roles (kept outside every workspace, passwords as argon2id "
+                              "hashes); each change is recorded in the workspace's audit log")
+    s.add_argument("action", choices=["add", "list", "role", "password", "disable", "enable"])
+    s.add_argument("name", nargs="?")
+    s.add_argument("--role", choices=ROLES)
+    s.add_argument("--no-password", action="store_true",
+                   help="an account that signs in through the identity provider (NAME is its e-mail)")
+    s.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    s.add_argument("--users", help="the accounts file (default $GLASSBOX_USERS_FILE or "
+                                   "~/.config/glassbox/users.sqlite)")
+    s = add("audit", cmd_audit, "check the workspace's audit log for tampering (exit 1 naming the first bad entry), "
+                                "or export it")
+    s.add_argument("action", choices=["verify", "export"])
+    s.add_argument("--actor")
+    s.add_argument("--action", dest="filter_action", metavar="ACTION", help="only this action (e.g. verdict)")
+    s.add_argument("--since", help="ISO date or time, e.g. 2026-11-01")
+    s.add_argument("--out")
+    s = add("verdicts", cmd_verdicts, "export the reviewers' verdicts (every row, with model and cohort hashes, "
+                                      "reader, role and time)")
+    s.add_argument("--model", help="only verdicts on this model version")
+    s.add_argument("--out")
     return p
 
 

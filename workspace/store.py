@@ -342,10 +342,11 @@ class Workspace:
 
     # -- uncertainty ---------------------------------------------------------------------------------
     def uncertainty(self, handles: Sequence[ModelHandle], cohort: Cohort, method: str, *, samples: int | None = None,
-                    seed: int = 0, progress: Progress | None = None) -> pd.DataFrame:
+                    seed: int = 0, progress: Progress | None = None, cached_only: bool = False) -> pd.DataFrame | None:
         """Per-case mean probability, spread, predictive entropy and mutual information, computed once.
 
-        ``method``: ``mc_dropout`` or ``tta`` (first handle) or ``ensemble`` (all handles).
+        ``method``: ``mc_dropout`` or ``tta`` (first handle) or ``ensemble`` (all handles). ``cached_only``: the
+        cached table or None, never a computation (what a page that opens on a whole cohort may ask).
         """
         run = uncertainty.UNCERTAINTY_METHODS.get(method)
         used = list(handles) if method == "ensemble" else list(handles[:1])
@@ -355,12 +356,15 @@ class Workspace:
         key = json_hash("uncertainty", "per-case-v2", NUMERICS, method, params, [h.weights_hash for h in used],
                         cohort.content_hash)
         cases = list(cohort.cases)
+        path = self.cache / "uncertainty" / f"{key[:40]}.parquet"
+        if cached_only:
+            return _read_frame(path, [c.case_id for c in cases])
 
         def compute() -> pd.DataFrame:
             draws = run(used, cases, samples, seed, progress)
             return _uncertainty_frame(cases, uncertainty.summarise(draws, used[0].task))
 
-        return _cached_frame(self.cache / "uncertainty" / f"{key[:40]}.parquet", compute, [c.case_id for c in cases])
+        return _cached_frame(path, compute, [c.case_id for c in cases])
 
     # -- concepts --------------------------------------------------------------------------------------
     def concept_scores(self, handle: ModelHandle, cohort: Cohort, cohort_folder: Path, concepts: Sequence[str],

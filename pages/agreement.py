@@ -1,0 +1,66 @@
+"""Reader agreement: how often readers agree with the model, for whom, and with each other."""
+from __future__ import annotations
+
+import streamlit as st
+
+from evaluation.cohort_summary import group_columns, with_bands
+from evaluation.reader_agreement import in_words, model_vs_reader, reader_pairs
+from evaluation.subgroups import board_view
+from pages import _common as common
+from workspace.access import board_k
+
+who = common.guard("agreement")  # the role check comes before anything is read
+st.title("Reader agreement")
+st.caption("What the readers recorded on Case review about this model version: agreement with the model per group "
+           "(95% Wilson intervals), whether its explanations helped, and agreement between readers (Cohen's kappa "
+           "with a bootstrap interval over the cases both read). Each reader's latest verdict per case counts.")
+root, model_path, manifest, handle, cohort = common.loaded()
+verdicts = common.record(root).verdicts(model_hash=handle.weights_hash, cohort_hash=cohort.content_hash)
+if verdicts.empty:
+    st.info(f"No verdicts on **{handle.label}** with cohort **{cohort.name}** yet: radiologists record them on "
+            "Case review, under each case.")
+    st.stop()
+
+frame = with_bands(cohort.frame())
+c = st.columns([2, 1])
+by = c[0].multiselect("By group", group_columns(cohort), key="agree_by")
+k = board_k() if who.is_board else None
+st.markdown(f"**{len(verdicts)}** verdicts on **{verdicts['case_id'].nunique()}** cases by "
+            f"**{verdicts['reader'].nunique()}** reader(s)")
+table = model_vs_reader(verdicts, frame, by)
+st.subheader("Readers and the model")
+if k:  # a board sees every group under k suppressed
+    st.dataframe(board_view(table, k), hide_index=True, key="agree_table")
+    st.caption(f"Groups with fewer than {k} verdicts are suppressed (the operator's k).")
+else:
+    st.dataframe(table, hide_index=True, key="agree_table", column_config={
+        col: st.column_config.NumberColumn(format="%.3f")
+        for col in ("agree", "agree_lo", "agree_hi", "disagree", "unsure", "explanation_useful",
+                    "explanation_misleading")})
+overall = table.iloc[0]
+st.markdown(f"Readers agreed with the model on **{overall['agree']:.0%}** of verdicts (95% CI "
+            f"{overall['agree_lo']:.0%}–{overall['agree_hi']:.0%}); where they judged the explanation, it was "
+            f"useful in {overall['explanation_useful']:.0%} and misleading in "
+            f"{overall['explanation_misleading']:.0%}." if overall["n"] else "")
+
+st.subheader("Readers with each other")
+clusters = frame.set_index("case_id")["_cluster"] if "_cluster" in frame else None
+pairs = reader_pairs(verdicts, clusters=clusters)
+if pairs.empty:
+    st.info("No two readers have read at least 5 of the same cases under this version yet.")
+else:
+    pairs["in words"] = pairs["kappa"].map(in_words)
+    st.dataframe(pairs, hide_index=True, key="agree_pairs", column_config={
+        col: st.column_config.NumberColumn(format="%.3f") for col in ("raw_agreement", "kappa", "kappa_lo",
+                                                                      "kappa_hi")})
+    st.caption("Kappa corrects raw agreement for what two readers would agree by chance; words after Landis & Koch "
+               "(1977).")
+if who.can("see_cases"):
+    flagged = verdicts[verdicts["flag_board"]]
+    if len(flagged):
+        st.subheader("Flagged for the board")
+        st.dataframe(flagged[["case_id", "reader", "agreement", "explanation", "corrected_label", "note", "at"]],
+                     hide_index=True, key="agree_flagged")
+else:
+    st.caption(f"{int(verdicts['flag_board'].sum())} verdict(s) flagged for the board; their cases are reviewed on "
+               "the board report, never by case here.")

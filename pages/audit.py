@@ -1,0 +1,36 @@
+"""Audit log: who did what, when, on which model and cohort; and whether anyone changed the record."""
+from __future__ import annotations
+
+import datetime as dt
+
+import streamlit as st
+
+from pages import _common as common
+from workspace.review import spreadsheet_safe
+
+who = common.guard("audit")  # the role check comes before anything is read
+st.title("Audit log")
+st.caption("Every consequential action, appended and hash-chained: each entry carries the hash of the one before, so "
+           "an edited, deleted or reordered entry is found. Cases appear only as keyed hashes; models and cohorts "
+           "by content hash.")
+record = common.record()
+check = record.verify()
+if check.ok:
+    st.success(check.describe().capitalize() + ".")
+else:
+    st.error(check.describe())
+
+log = record.audit()
+c = st.columns([2, 2, 2])
+actor = c[0].selectbox("Who", [None, *sorted(log["actor"].unique())], key="audit_actor",
+                       format_func=lambda v: "everyone" if v is None else v)
+action = c[1].selectbox("Action", [None, *sorted(log["action"].unique())], key="audit_action",
+                        format_func=lambda v: "every action" if v is None else v)
+since = c[2].date_input("Since", value=None, key="audit_since")
+shown = record.audit(actor=actor, action=action, since=since.isoformat() if isinstance(since, dt.date) else None)
+st.markdown(f"**{len(shown)}** of {len(log)} entries")
+st.dataframe(shown.iloc[::-1], hide_index=True, key="audit_table",
+             column_config={"prev": None, "hash": st.column_config.TextColumn("hash", width="small")})
+text = spreadsheet_safe(shown).to_csv(index=False)
+st.download_button("Export these entries (CSV)", text, file_name="audit.csv", key="audit_export",
+                   on_click=record.log_export, args=(who, "audit", text))

@@ -1,0 +1,372 @@
+"""The review record: what reviewers decided about cases, and a log of who did what that no one can quietly change.
+
+One SQLite database per workspace (``<root>/review.sqlite``; ``$GLASSBOX_RECORD_DIR`` puts it elsewhere, e.g. on a
+backed-up volume), in WAL mode with ``synchronous=FULL``, so that a verdict the page confirmed survives a killed
+server or a power cut. Two tables, both append-only:
+
+- ``verdicts``: per case and model version, a reader's verdict (agree / disagree / unsure with the model), whether
+  the explanation was useful or misleading, an optional corrected label, a note and a flag for the ethics board.
+  A change of mind is a new row; views take each reader's latest row per case and model.
+- ``audit``: every consequential action (sign-in, model and cohort opened, verdicts, exports, user and settings
+  changes, sign-offs) with identity, role, UTC time and object hashes. Each entry carries the SHA-256 of the
+  previous one (a hash chain), so :meth:`Record.verify` finds the first entry that was edited, deleted or
+  reordered. A head file beside the database (``<db>.head``, updated after each commit) holds the newest entry's
+  number and hash, so a cut-off tail is found too, unless the head file was rewritten with it: keep the head printed
+  by ``glassbox audit verify`` somewhere else to rule that out.
+
+A verdict and its audit entry are written in one transaction: both or neither. The log never holds a patient
+identifier: cases appear as keyed hashes (HMAC under the operator's secret), models and cohorts by content hash.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pandas as pd
+
+from data_adapters.errors import InvalidInputError, RecordError
+from data_adapters.hashing import salted
+from workspace.access import Identity
+
+__all__ = ["AGREEMENT", "EXPLANATION", "Verdict", "Record", "AuditCheck", "record_path", "case_key",
+           "spreadsheet_safe"]
+
+AGREEMENT = ("agree", "disagree", "unsure")
+EXPLANATION = ("useful", "misleading", "not judged")
+#: the hash the first entry of a chain points back to
+GENESIS = "0" * 64
+NOTE_LIMIT = 2000
+MSG_CHOICE = "{field} must be one of {options}, not {value!r}"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS verdicts (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    reader TEXT NOT NULL,
+    role TEXT NOT NULL,
+    case_id TEXT NOT NULL,
+    model_version TEXT NOT NULL,
+    model_hash TEXT NOT NULL,
+    cohort TEXT NOT NULL,
+    cohort_hash TEXT NOT NULL,
+    agreement TEXT NOT NULL CHECK (agreement IN ('agree', 'disagree', 'unsure')),
+    explanation TEXT NOT NULL CHECK (explanation IN ('useful', 'misleading', 'not judged')),
+    corrected_label TEXT,
+    note TEXT NOT NULL DEFAULT '',
+    flag_board INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS verdicts_by_model ON verdicts (model_hash, cohort_hash, case_id);
+CREATE TABLE IF NOT EXISTS audit (
+    seq INTEGER PRIMARY KEY,
+    at TEXT NOT NULL,
+    actor TEXT NOT NULL,
+    role TEXT NOT NULL,
+    action TEXT NOT NULL,
+    objects TEXT NOT NULL,
+    prev TEXT NOT NULL,
+    hash TEXT NOT NULL
+);
+"""
+
+
+_FORMULA = ("=", "+", "-", "@", "\t", "\r")
+
+
+def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """Text cells that a spreadsheet would run as a formula (``=HYPERLINK(...)``, ``+cmd``, ``@SUM``) prefixed with
+    a quote; numbers are left alone (OWASP CSV injection)."""
+    out = frame.copy()
+    for column in out.columns:
+        if out[column].dtype == object or pd.api.types.is_string_dtype(out[column]):
+            out[column] = out[column].map(lambda v: "'" + v if isinstance(v, str) and v.startswith(_FORMULA) else v)
+    return out
+
+
+def record_path(root: str | Path) -> Path:
+    """Where a workspace's review record lives: ``<root>/review.sqlite``, or under ``$GLASSBOX_RECORD_DIR`` (named
+    after the workspace and a hash of its full path, so two workspaces never share one)."""
+    root = Path(root).resolve()
+    folder = os.environ.get("GLASSBOX_RECORD_DIR")
+    if folder:
+        tag = hashlib.sha256(str(root).encode()).hexdigest()[:8]
+        return Path(folder) / f"{root.name}-{tag}.sqlite"
+    return root / "review.sqlite"
+
+
+def case_key(case_id: str, key: str) -> str:
+    """How the audit log names a case: a keyed hash, never the id (which may come from a hospital system)."""
+    return "case:" + salted(key, str(case_id), 16)
+
+
+def now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="microseconds")
+
+
+@dataclasses.dataclass(frozen=True)
+class Verdict:
+    """One reader's judgement of one case under one model version (validated on construction)."""
+
+    case_id: str
+    model_version: str
+    model_hash: str
+    cohort: str
+    cohort_hash: str
+    agreement: str
+    explanation: str = "not judged"
+    corrected_label: str | None = None
+    note: str = ""
+    flag_board: bool = False
+
+    def __post_init__(self) -> None:
+        if self.agreement not in AGREEMENT:
+            raise InvalidInputError(MSG_CHOICE.format(field="agreement", options=", ".join(AGREEMENT),
+                                                      value=self.agreement))
+        if self.explanation not in EXPLANATION:
+            raise InvalidInputError(MSG_CHOICE.format(field="explanation", options=", ".join(EXPLANATION),
+                                                      value=self.explanation))
+        if len(self.note) > NOTE_LIMIT:
+            raise InvalidInputError(f"note: {len(self.note)} characters; the limit is {NOTE_LIMIT}")
+        if not self.case_id or not self.model_hash or not self.cohort_hash:
+            raise InvalidInputError("a verdict names its case, model hash and cohort hash")
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditCheck:
+    """What :meth:`Record.verify` found: ``ok``, the number of entries, the first bad entry and why, the head."""
+
+    ok: bool
+    entries: int
+    first_bad: int | None = None
+    reason: str = ""
+    head: str = GENESIS
+
+    def describe(self) -> str:
+        if self.ok:
+            return (f"audit log intact: {self.entries} entries, each chained to the one before; head "
+                    f"{self.head[:16]} (keep this elsewhere to detect a cut-off tail later)")
+        where = f"entry {self.first_bad}: " if self.first_bad is not None else ""
+        return f"audit log TAMPERED: {where}{self.reason}"
+
+
+def _entry_hash(prev: str, at: str, actor: str, role: str, action: str, objects: str) -> str:
+    # the entry's own number is left out: a moved entry then shows as a broken link (reordered), not as an edit
+    text = json.dumps([prev, at, actor, role, action, objects], separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+VERDICT_FIELDS = ("at", "reader", "role", "case_id", "model_version", "model_hash", "cohort", "cohort_hash",
+                  "agreement", "explanation", "corrected_label", "note", "flag_board")
+
+
+def _verdict_hash(fields: dict) -> str:
+    """The content hash of one verdict row, kept in its audit entry: an edited verdict no longer matches it."""
+    values = [None if pd.isna(fields[k]) else (int(fields[k]) if k == "flag_board" else str(fields[k]))
+              for k in VERDICT_FIELDS]
+    return hashlib.sha256(json.dumps(values, separators=(",", ":")).encode()).hexdigest()[:32]
+
+
+class Record:
+    """A workspace's review record (verdicts and audit log). Safe to use from several threads and processes at
+    once: every write is one ``BEGIN IMMEDIATE`` transaction, which SQLite serialises."""
+
+    def __init__(self, root: str | Path, *, path: str | Path | None = None) -> None:
+        self.path = Path(path) if path is not None else record_path(root)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connect() as db:
+            db.executescript(_SCHEMA)
+
+    @property
+    def head_path(self) -> Path:
+        return self.path.with_name(self.path.name + ".head")
+
+    @contextlib.contextmanager
+    def _connect(self) -> Iterator[sqlite3.Connection]:
+        db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")  # a committed verdict is on disk before the page says so
+            db.execute("PRAGMA busy_timeout=60000")
+            yield db
+        finally:
+            db.close()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        try:
+            with self._connect() as db:
+                db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield db
+                except BaseException:
+                    db.execute("ROLLBACK")
+                    raise
+                db.execute("COMMIT")
+        except sqlite3.Error as e:
+            raise RecordError(f"the review record {self.path.name} could not be written ({e}); nothing was "
+                              "saved") from e
+
+    # -- the audit log ----------------------------------------------------------------------------------------
+    @staticmethod
+    def _append(db: sqlite3.Connection, identity: Identity, action: str, objects: dict) -> tuple[int, str]:
+        last = db.execute("SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()
+        seq, prev = (last[0] + 1, last[1]) if last else (1, GENESIS)
+        at = now()
+        text = json.dumps(objects, sort_keys=True, separators=(",", ":"), default=str)
+        digest = _entry_hash(prev, at, identity.name, identity.role, action, text)
+        db.execute("INSERT INTO audit (seq, at, actor, role, action, objects, prev, hash) VALUES (?,?,?,?,?,?,?,?)",
+                   (seq, at, identity.name, identity.role, action, text, prev, digest))
+        return seq, digest
+
+    def _write_head(self, seq: int, digest: str) -> None:
+        head = {"entries": seq, "hash": digest}
+        if self.head_path.exists():
+            with contextlib.suppress(ValueError, OSError):
+                if json.loads(self.head_path.read_text()).get("entries", 0) > seq:
+                    return  # a later append already moved the head on
+        tmp = self.head_path.with_name(f".{self.head_path.name}.{os.getpid()}.{id(head)}")
+        tmp.write_text(json.dumps(head))
+        os.replace(tmp, self.head_path)
+
+    def log(self, identity: Identity, action: str, **objects) -> int:
+        """Append one entry; returns its number. ``objects`` are hashes and counts, never patient identifiers."""
+        with self._transaction() as db:
+            seq, digest = self._append(db, identity, action, objects)
+        self._write_head(seq, digest)
+        return seq
+
+    def audit(self, *, actor: str | None = None, action: str | None = None, since: str | None = None) -> pd.DataFrame:
+        """The log as a table, oldest first, optionally filtered by actor, action and start time (ISO date)."""
+        clauses, params = [], []
+        for column, value in (("actor", actor), ("action", action)):
+            if value:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        if since:
+            clauses.append("at >= ?")
+            params.append(since)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._connect() as db:
+            return pd.read_sql_query(f"SELECT * FROM audit {where} ORDER BY seq", db, params=params)
+
+    def verify(self) -> AuditCheck:
+        """Walk the chain from the first entry: each must follow the one before (numbers without gaps, ``prev``
+        equal to the previous entry's hash) and hash to what it says; the newest must reach the head file's."""
+        with self._connect() as db:
+            rows = db.execute("SELECT seq, at, actor, role, action, objects, prev, hash FROM audit ORDER BY seq"
+                              ).fetchall()
+        prev, expected = GENESIS, 1
+        for seq, at, actor, role, action, objects, link, digest in rows:
+            if seq != expected:
+                return AuditCheck(False, len(rows), expected,
+                                  f"missing (entries {expected}–{seq - 1} were deleted)" if seq > expected
+                                  else "numbered out of order", prev)
+            if link != prev:
+                return AuditCheck(False, len(rows), seq, "does not follow the entry before it (an entry before it "
+                                                         "was deleted or replaced, or entries were reordered)", prev)
+            if _entry_hash(link, at, actor, role, action, objects) != digest:
+                return AuditCheck(False, len(rows), seq, "its content does not match its hash (edited)", prev)
+            prev, expected = digest, expected + 1
+        if self.head_path.exists():
+            try:
+                head = json.loads(self.head_path.read_text())
+            except (ValueError, OSError):
+                head = {}
+            entries, digest = int(head.get("entries", 0)), str(head.get("hash", ""))
+            if entries > len(rows):
+                return AuditCheck(False, len(rows), len(rows) + 1,
+                                  f"missing: the head says {entries} entries, the log holds {len(rows)} (the newest "
+                                  "were deleted)", prev)
+            if entries and rows[entries - 1][7] != digest:
+                return AuditCheck(False, len(rows), entries, "does not match the head file's hash (rewritten)", prev)
+        return self._verify_verdicts(rows) or AuditCheck(True, len(rows), None, "", prev)
+
+    def _verify_verdicts(self, rows: list) -> AuditCheck | None:
+        """Every verdict row must match the content hash its audit entry holds, and every verdict entry must find
+        its row: an edited or deleted verdict is named by its audit entry."""
+        logged = {}
+        for seq, _at, _actor, _role, action, objects, _prev, _hash in rows:
+            if action == "verdict":
+                o = json.loads(objects)
+                logged[int(o["verdict"])] = (seq, o.get("content"))
+        with self._connect() as db:
+            db.row_factory = sqlite3.Row
+            verdicts = {int(r["id"]): dict(r) for r in db.execute("SELECT * FROM verdicts ORDER BY id")}
+        for row_id, fields in verdicts.items():
+            if row_id not in logged:
+                return AuditCheck(False, len(rows), None, f"verdict #{row_id} has no audit entry (inserted "
+                                                          "around the log)", rows[-1][7] if rows else GENESIS)
+            seq, content = logged[row_id]
+            if _verdict_hash(fields) != content:
+                return AuditCheck(False, len(rows), seq, f"verdict #{row_id} no longer matches the content hash "
+                                                         "its entry holds (the verdict was edited)", rows[-1][7])
+        for row_id, (seq, _) in sorted(logged.items()):
+            if row_id not in verdicts:
+                return AuditCheck(False, len(rows), seq, f"verdict #{row_id} is gone from the verdicts table "
+                                                         "(deleted)", rows[-1][7])
+        return None
+
+    # -- verdicts ---------------------------------------------------------------------------------------------
+    def record_verdict(self, identity: Identity, verdict: Verdict, *, secret: str) -> int:
+        """Store a verdict and its audit entry in one transaction; returns the verdict's row id. Raises
+        :class:`InvalidInputError` when the identity's role may not record verdicts."""
+        if not identity.can("record_verdict"):
+            raise InvalidInputError(f"role {identity.role!r} does not record verdicts (radiologists do)")
+        v = verdict
+        fields = {"at": now(), "reader": identity.name, "role": identity.role, "case_id": v.case_id,
+                  "model_version": v.model_version, "model_hash": v.model_hash, "cohort": v.cohort,
+                  "cohort_hash": v.cohort_hash, "agreement": v.agreement, "explanation": v.explanation,
+                  "corrected_label": v.corrected_label, "note": v.note, "flag_board": int(v.flag_board)}
+        with self._transaction() as db:
+            cursor = db.execute(f"INSERT INTO verdicts ({', '.join(fields)}) VALUES ({', '.join('?' * len(fields))})",
+                                tuple(fields.values()))
+            row = int(cursor.lastrowid)
+            seq, digest = self._append(db, identity, "verdict", {
+                "verdict": row, "case": case_key(v.case_id, secret), "model": v.model_hash[:16],
+                "cohort": v.cohort_hash[:16], "agreement": v.agreement, "explanation": v.explanation,
+                "corrected": v.corrected_label is not None, "flag_board": bool(v.flag_board),
+                "content": _verdict_hash(fields)})
+        self._write_head(seq, digest)
+        return row
+
+    def verdicts(self, *, model_hash: str | None = None, cohort_hash: str | None = None, reader: str | None = None,
+                 history: bool = False) -> pd.DataFrame:
+        """Verdicts, oldest first. By default each reader's latest per case and model (what views show);
+        ``history`` keeps every row (what was changed, and when)."""
+        clauses, params = [], []
+        for column, value in (("model_hash", model_hash), ("cohort_hash", cohort_hash), ("reader", reader)):
+            if value:
+                clauses.append(f"{column} = ?")
+                params.append(value)
+        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        with self._connect() as db:
+            frame = pd.read_sql_query(f"SELECT * FROM verdicts {where} ORDER BY id", db, params=params)
+        frame["flag_board"] = frame["flag_board"].astype(bool)
+        if not history and len(frame):
+            frame = frame.drop_duplicates(["reader", "case_id", "model_hash", "cohort_hash"], keep="last")
+        return frame.reset_index(drop=True)
+
+    def export_verdicts(self, identity: Identity, **filters) -> str:
+        """The verdicts as CSV to keep (every row, with provenance: model version and hash, cohort and hash, reader,
+        role, UTC time), after an audit entry naming who exported what (and the file's hash)."""
+        if not identity.can("export_verdicts"):
+            raise InvalidInputError(f"role {identity.role!r} does not export case-level verdicts")
+        text = self.verdicts_csv(**filters)
+        self.log_export(identity, "verdicts", text, **filters)
+        return text
+
+    def verdicts_csv(self, **filters) -> str:
+        """Every verdict row (history included) as CSV with its provenance, safe to open in a spreadsheet."""
+        return spreadsheet_safe(self.verdicts(history=True, **filters)).to_csv(index=False)
+
+    def log_export(self, identity: Identity, what: str, text: str, **filters) -> int:
+        """Record that ``identity`` exported ``what`` (its content hash and row count)."""
+        return self.log(identity, "export", what=what, rows=max(text.count("\n") - 1, 0),
+                        content=hashlib.sha256(text.encode()).hexdigest()[:16],
+                        **{k: (v[:16] if isinstance(v, str) else v) for k, v in filters.items() if v})

@@ -17,22 +17,39 @@ if __name__ == "__main__" and not st.runtime.exists():
     sys.argv = ["streamlit", "run", __file__, *sys.argv[1:]]
     sys.exit(cli.main())
 
-from pages._common import fitting_cohort, selection, sign_in, sign_out  # noqa: E402
+from pages._common import IDENTITY, fitting_cohort, kept, selection, sign_in, sign_out  # noqa: E402
 from workspace.access import auth_mode  # noqa: E402
 from workspace.store import allowed_workspace, allowed_workspaces  # noqa: E402
 
 HERE = Path(__file__).resolve().parent  # static files and pages resolve from the package, not the working directory
 LOGO = str(HERE / "assets" / "logo.svg")
 st.set_page_config(page_title="Glassbox", page_icon=LOGO, layout="wide")
-#: widget state that must survive a page switch (Streamlit forgets the state of widgets a run did not draw): the
-#: reviewer's place, filters and display settings; re-assigning a key makes it the session's, not the widget's
-KEPT = ("review_", "sub_", "cmp_", "qual_", "unc_", "concept_", "home_", "agree_", "audit_")
-for _key in [k for k in st.session_state if isinstance(k, str) and k.startswith(KEPT)]:
-    try:
-        st.session_state[_key] = st.session_state[_key]
-    except st.errors.StreamlitAPIException:  # buttons and forms' submit state cannot be set; nothing to keep
-        pass
+# widget state that must survive a page switch (Streamlit forgets the state of widgets a run did not draw): the
+# reviewer's place, filters and display settings; re-assigning a key makes it the session's, not the widget's
+for _key in [k for k in st.session_state if kept(k)]:
+    st.session_state[_key] = st.session_state[_key]
 
+PAGES = [  # (file stem, title, icon): a role sees the pages it may open (workspace.access.PAGES), nothing else
+    ("home", "Home", ":material/home:"),
+    ("case_review", "Case review", ":material/radiology:"),
+    ("subgroups", "Subgroup performance", ":material/groups:"),
+    ("compare", "Compare versions", ":material/compare_arrows:"),
+    ("quality", "Explanation quality", ":material/verified:"),
+    ("uncertainty", "Uncertainty", ":material/help:"),
+    ("concepts", "Concepts", ":material/lightbulb:"),
+    ("agreement", "Reader agreement", ":material/rate_review:"),
+    ("audit", "Audit log", ":material/policy:"),
+]
+
+
+def pages(allowed=lambda stem: True) -> dict[str, st.Page]:
+    return {stem: st.Page(HERE / "pages" / f"{stem}.py", title=title, icon=icon, default=stem == "home")
+            for stem, title, icon in PAGES if allowed(stem)}
+
+
+if st.session_state.get(IDENTITY) is None and auth_mode() != "single":
+    # a link to a page (/case_review) opens that page after sign-in, if the role may open it
+    st.session_state["_wanted"] = st.navigation(list(pages().values()), position="hidden").url_path
 who = sign_in()  # the sign-in form (and stop) until someone is signed in; single-user mode signs in at once
 with st.sidebar:
     st.logo(LOGO)
@@ -66,17 +83,10 @@ with st.sidebar:
         else:
             st.button("Sign out", key="sign_out", on_click=sign_out)
 
-PAGES = [  # (file stem, title, icon): a role sees the pages it may open (workspace.access.PAGES), nothing else
-    ("home", "Home", ":material/home:"),
-    ("case_review", "Case review", ":material/radiology:"),
-    ("subgroups", "Subgroup performance", ":material/groups:"),
-    ("compare", "Compare versions", ":material/compare_arrows:"),
-    ("quality", "Explanation quality", ":material/verified:"),
-    ("uncertainty", "Uncertainty", ":material/help:"),
-    ("concepts", "Concepts", ":material/lightbulb:"),
-    ("agreement", "Reader agreement", ":material/rate_review:"),
-    ("audit", "Audit log", ":material/policy:"),
-]
-page = st.navigation([st.Page(HERE / "pages" / f"{stem}.py", title=title, icon=icon, default=stem == "home")
-                      for stem, title, icon in PAGES if who.opens(stem)])
+open_pages = pages(who.opens)
+page = st.navigation(list(open_pages.values()))
+wanted = st.session_state.pop("_wanted", None)
+match = next((p for p in open_pages.values() if p.url_path == wanted), None)
+if match is not None and wanted != page.url_path:
+    st.switch_page(match)
 page.run()

@@ -49,6 +49,20 @@ PAGE_TITLES = {"home": "Home", "case_review": "Case review", "subgroups": "Subgr
                "concepts": "Concepts", "agreement": "Reader agreement", "audit": "Audit log"}
 
 
+#: the pages' widget keys whose values survive a page switch (app.py keeps them) ...
+KEPT_PREFIXES = ("review_", "sub_", "cmp_", "qual_", "unc_", "concept_", "tcav_", "home_", "agree_", "audit_")
+#: ... except actions (buttons, downloads, table selections), whose state Streamlit refuses to have set
+ACTION_SUFFIXES = ("_prev", "_next", "_export", "_download", "_open", "_worklist")
+ACTION_INFIXES = ("_run",)
+
+
+def kept(key) -> bool:
+    """Whether a session-state key is a setting to keep across pages (see ``tests/test_pages.py``, which checks
+    every action key in the pages is excluded)."""
+    return (isinstance(key, str) and key.startswith(KEPT_PREFIXES) and not key.endswith(ACTION_SUFFIXES)
+            and not any(i in key for i in ACTION_INFIXES))
+
+
 def record(root: Path | None = None) -> Record:
     """The workspace's review record (verdicts and audit log)."""
     return Record(root or _workspace())

@@ -25,6 +25,14 @@ def page(name: str, workspace: Path, **state) -> AppTest:
     return at.run()
 
 
+def table(at: AppTest, *columns: str):
+    """The first dataframe on the page holding these columns (pages draw several; their order is layout)."""
+    for d in at.dataframe:
+        if set(columns) <= set(d.value.columns):
+            return d.value
+    raise AssertionError(f"no dataframe with columns {columns}")
+
+
 def test_app_entry_shows_sidebar_and_home(demo_root):
     at = page("app.py", demo_root)
     assert not at.exception
@@ -55,14 +63,14 @@ def test_case_review_shows_case_probabilities_and_maps(demo_root):
     at = page("pages/case_review.py", demo_root, model="v2", cohort="demo2d")
     assert not at.exception and not at.error
     assert at.selectbox(key="review_case").value == "demo-0001"
-    probs = at.dataframe[0].value
+    probs = table(at, "class", "probability")
     assert list(probs["class"]) == ["no lesion", "lesion"] and abs(probs["probability"].sum() - 1) < 1e-6
-    attributes = at.dataframe[1].value
+    attributes = table(at, "attribute", "value")
     assert set(attributes["attribute"]) >= {"sex", "age", "site", "scanner"}
     captions = " ".join(c.value for c in at.caption)
     assert "lesion ·" in captions
     assert any("Concept sensitivity" in m.value for m in at.markdown)
-    assert set(at.dataframe[2].value["concept"]) == {"marker", "lesion", "no_lesion", "site_b_texture"}
+    assert set(table(at, "concept")["concept"]) == {"marker", "lesion", "no_lesion", "site_b_texture"}
 
 
 def test_case_review_filters_and_methods(demo_root):
@@ -157,9 +165,10 @@ def test_case_review_shows_a_volume_in_three_planes_at_the_slice_that_matters(de
 
     mask = read_image(load_manifest(manifest).case(case_id).mask).array[0] > 0.5
     zs = np.nonzero(mask)[0]
-    assert zs.min() <= slider.value <= zs.max(), "a case with a ground truth opens on it"
+    assert zs.min() + 1 <= slider.value <= zs.max() + 1, "a case with a ground truth opens on it (slices from 1)"
     assert len(at.get("plotly_chart")) == 4, "image, map, and a projection under each"
-    assert any("axial slice" in c.value and "opened at the ground-truth centre" in c.value for c in at.caption)
+    assert any(f"axial slice {slider.value} of 32" in c.value and "opened at the ground-truth centre" in c.value
+               for c in at.caption), "slider and caption number slices alike"
     from explainers.figures import OPENING_METHOD, peak_slice
 
     at.selectbox(key="review_anchor").set_value("evidence (Occlusion)").run()
@@ -167,7 +176,7 @@ def test_case_review_shows_a_volume_in_three_planes_at_the_slice_that_matters(de
     handle = load_model(demo_root / "models" / "ct3d-v1")
     (opening,) = Workspace(demo_root).attributions(handle, [load_manifest(manifest).case(case_id)], OPENING_METHOD,
                                                    "lesion")
-    assert slider.value == peak_slice(opening.spatial_map(), "axial", positive=True), \
+    assert slider.value == peak_slice(opening.spatial_map(), "axial", positive=True) + 1, \
         "or at the slice of strongest positive occlusion evidence"
     at.radio(key="review_plane").set_value("sagittal").run()
     assert not at.exception
@@ -233,3 +242,22 @@ def test_an_edited_manifest_or_model_is_never_served_stale(tmp_path):
     at.run()
     assert not at.exception and at.metric[0].value == "4", "the edited manifest is re-read"
     assert next(c.value for c in at.caption if "Weights hash" in c.value) != first_hash, "the edited model too"
+
+
+def test_settings_survive_a_page_switch_and_actions_are_never_reassigned():
+    """app.py re-assigns kept widget keys on every run so a page switch does not reset them; a button, download or
+    table selection re-assigned would break its page, so every such key in the pages must be left out."""
+    import re
+
+    from pages._common import kept
+
+    actions = set()
+    for source in (ROOT / "pages").glob("*.py"):
+        for call in re.finditer(r"(button|download_button|form_submit_button)\((.*?)\)\n|on_select=", source.read_text(),
+                                flags=re.S):
+            actions |= set(re.findall(r'key=f?"([^"{]+)', call.group(0)))
+    actions |= {"review_worklist"}
+    assert {"review_prev", "review_next", "qual_run", "cmp_open", "audit_export"} <= actions
+    assert not [k for k in actions if kept(k)]
+    assert all(kept(k) for k in ("review_case", "review_methods", "review_preset_list", "sub_by", "review_layout"))
+

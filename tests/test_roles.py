@@ -1,0 +1,173 @@
+"""Every role through every page (AppTest), the sign-in form, and a radiologist's verdict recorded through Case review
+and found again in the worklist, the record and the audit log."""
+from __future__ import annotations
+
+import json
+
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from pages._common import PAGE_TITLES
+from tests.test_pages import ROOT, TIMEOUT, allow, table
+from workspace.access import PAGES, ROLES, Identity, Users
+from workspace.review import Record
+
+
+@pytest.fixture
+def local_auth(monkeypatch):
+    """A server that asks for sign-in (``glassbox serve --auth local``)."""
+    monkeypatch.setenv("GLASSBOX_AUTH", "local")
+
+
+def as_role(name: str, workspace, role: str, **state) -> AppTest:
+    allow(workspace)
+    at = AppTest.from_file(str(ROOT / name), default_timeout=TIMEOUT)
+    at.session_state["workspace"] = str(workspace)
+    at.session_state["_identity"] = Identity(f"{role}-1", role)
+    for k, v in {"model": "v2", "cohort": "demo2d", **state}.items():
+        at.session_state[k] = v
+    return at.run()
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("page_name", list(PAGES))
+def test_every_role_through_every_page(demo_root, local_auth, role, page_name):
+    at = as_role(f"pages/{page_name}.py", demo_root, role)
+    assert not at.exception, at.exception
+    refused = [e.value for e in at.error if "is not open to the" in e.value]
+    if role in PAGES[page_name]:
+        assert not refused, f"{role} should open {page_name}"
+        assert at.title and "sign in" not in at.title[0].value
+    else:
+        assert refused == [f"{PAGE_TITLES[page_name]} is not open to the {role} role (it is open to: "
+                           f"{', '.join(PAGES[page_name])})."]
+        assert not at.get("plotly_chart") and not at.dataframe, "nothing is drawn before the role check"
+
+
+def test_nobody_signed_in_gets_the_sign_in_form_and_a_wrong_password_is_logged(demo_root, local_auth, tmp_path,
+                                                                              monkeypatch):
+    monkeypatch.setenv("GLASSBOX_USERS_FILE", str(tmp_path / "users.sqlite"))
+    Users().add("alice", "radiologist", "correct horse battery")
+    allow(demo_root)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.session_state["workspace"] = str(demo_root)
+    at.run()
+    assert not at.exception and at.title[0].value == "Glassbox · sign in"
+    assert not at.get("plotly_chart") and not at.sidebar.selectbox
+    at.text_input(key="sign_in_name").set_value("alice")
+    at.text_input(key="sign_in_password").set_value("wrong password!")
+    at.button[0].click().run()
+    assert "Not signed in" in at.error[0].value
+    last = Record(demo_root).audit().iloc[-1]
+    assert last["action"] == "sign_in_failed" and last["actor"] == "alice" and last["role"] == "none"
+    assert "wrong password" not in Record(demo_root).audit().to_csv()
+    at.text_input(key="sign_in_password").set_value("correct horse battery")
+    at.button[0].click().run()
+    assert not at.exception and at.title[0].value == "Glassbox"
+    assert any("Signed in as **alice** (radiologist)" in c.value for c in at.sidebar.caption)
+    assert Record(demo_root).audit()["action"].tolist()[-2:] == ["sign_in", "opened"]
+
+
+def test_single_user_mode_says_so(demo_root):
+    allow(demo_root)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.session_state["workspace"] = str(demo_root)
+    at.run()
+    assert not at.exception and at.title[0].value == "Glassbox"
+    assert any("Single-user local mode" in c.value for c in at.sidebar.caption)
+
+
+def _verdict_form(at: AppTest, name: str):
+    return next(w for w in getattr(at, name.split(":")[0]) if w.key and w.key.startswith(name.split(":")[1]))
+
+
+def test_a_radiologist_records_a_verdict_and_finds_it_again(demo_root, local_auth):
+    at = as_role("pages/case_review.py", demo_root, "radiologist", model="v1")
+    assert not at.exception and not at.error
+    case_id = at.selectbox(key="review_case").value
+    _verdict_form(at, "radio:verdict_agreement_").set_value("disagree")
+    _verdict_form(at, "radio:verdict_explanation_").set_value("misleading")
+    _verdict_form(at, "selectbox:verdict_label_").set_value("no lesion")
+    _verdict_form(at, "text_area:verdict_note_").set_value("marker in corner, no lesion seen")
+    _verdict_form(at, "checkbox:verdict_flag_").check()
+    next(b for b in at.button if b.label == "Record and open next").click().run()
+    assert not at.exception and not at.error
+    assert at.selectbox(key="review_case").value != case_id, "record and open next moves on"
+    assert any(f"case {case_id}, **disagree**" in s.value for s in at.success), "confirmed after it was stored"
+    stored = Record(demo_root).verdicts(reader="radiologist-1").iloc[-1]
+    assert (stored["case_id"], stored["agreement"], stored["explanation"], stored["corrected_label"],
+            bool(stored["flag_board"]), stored["model_version"]) == (case_id, "disagree", "misleading", "no lesion",
+                                                                      True, "v1")
+    worklist = table(at, "case_id", "status", "reviews")
+    assert worklist.set_index("case_id").loc[case_id, "status"] == "disagree"
+    at.selectbox(key="review_preset_list").set_value("not yet reviewed").run()
+    assert case_id not in table(at, "case_id", "status")["case_id"].tolist()
+    entry = Record(demo_root).audit(action="verdict").iloc[-1]
+    assert entry["actor"] == "radiologist-1" and case_id not in entry["objects"]
+    assert json.loads(entry["objects"])["agreement"] == "disagree"
+    assert Record(demo_root).verify().ok
+
+
+def test_a_note_with_an_identifier_is_refused_and_kept_in_the_box(demo_root, local_auth):
+    at = as_role("pages/case_review.py", demo_root, "radiologist", model="v1")
+    before = len(Record(demo_root).verdicts(history=True))
+    _verdict_form(at, "radio:verdict_agreement_").set_value("agree")
+    _verdict_form(at, "text_area:verdict_note_").set_value("pt DOE^JANE, MRN 4821337")
+    next(b for b in at.button if b.label == "Record verdict").click().run()
+    assert any("Not recorded: the note seems to hold" in e.value for e in at.error)
+    assert _verdict_form(at, "text_area:verdict_note_").value == "pt DOE^JANE, MRN 4821337"
+    assert len(Record(demo_root).verdicts(history=True)) == before
+
+
+def test_a_developer_reads_cases_but_records_no_verdict(demo_root, local_auth):
+    at = as_role("pages/case_review.py", demo_root, "developer")
+    assert not at.exception
+    assert not [b for b in at.button if b.label.startswith("Record")]
+    assert any("The developer role does not record verdicts" in c.value for c in at.caption)
+
+
+def test_a_board_member_sees_suppressed_groups_and_no_case(demo_root, local_auth, monkeypatch):
+    monkeypatch.setenv("GLASSBOX_BOARD_K", "300")
+    at = as_role("pages/home.py", demo_root, "board", home_group_by="site")
+    counts = table(at, "site", "n")
+    assert (counts["n"] == "<300").any() and all(n == "<300" or int(n) >= 300 for n in counts["n"])
+    at = as_role("pages/subgroups.py", demo_root, "board", sub_by=["site"])
+    assert not at.exception
+    assert at.toggle(key="sub_board_fixed").value is True and at.number_input(key="sub_k_board").min == 300
+    at = as_role("pages/agreement.py", demo_root, "board")
+    assert not at.exception
+    assert not any("case_id" in d.value.columns for d in at.dataframe), "no case-level rows for the board"
+
+
+def test_the_audit_page_shows_the_log_and_its_check(demo_root, local_auth):
+    Record(demo_root).log(Identity("admin-1", "admin"), "settings_changed", setting="k", value=10)
+    at = as_role("pages/audit.py", demo_root, "admin")
+    assert not at.exception
+    assert at.success[0].value.startswith("Audit log intact")
+    at.selectbox(key="audit_action").set_value("settings_changed").run()
+    shown = table(at, "seq", "action")
+    assert set(shown["action"]) == {"settings_changed"}
+
+
+def test_volume_hover_reads_hounsfield_units_and_the_projection_shows_the_truth(demo_root):
+    at = as_role("pages/case_review.py", demo_root, "radiologist", model="ct3d-v1", cohort="demo3d",
+                 review_label=[1], review_methods=["saliency"])
+    assert not at.exception
+    assert any(s.label == "Window (HU)" for s in at.slider) and any(s.label == "Level (HU)" for s in at.slider)
+    figures = [json.loads(f.proto.spec) for f in at.get("plotly_chart")]
+    image_hover = figures[0]["data"][0]["hovertemplate"]
+    assert "HU" in image_hover and "customdata" in image_hover
+    projection = figures[1]
+    assert any(t.get("type") == "contour" for t in projection["data"]), "ground truth drawn on the projection"
+
+
+def test_focus_mode_draws_one_large_view_and_a_strip(demo_root):
+    at = as_role("pages/case_review.py", demo_root, "radiologist", review_layout="focus",
+                 review_methods=["grad_cam", "saliency"])
+    assert not at.exception and not at.error
+    figures = [json.loads(f.proto.spec) for f in at.get("plotly_chart")]
+    heights = sorted(f["layout"]["height"] for f in figures)
+    assert heights == [200, 200, 640], "one large view, the image and the other method beneath"
+    bars = [t for f in figures for t in f["data"] if t.get("type") == "heatmap" and t.get("showscale")]
+    assert len(bars) == 1, "one colour bar for every map"
+

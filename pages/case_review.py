@@ -12,6 +12,7 @@ from data_adapters.errors import GlassboxError
 from data_adapters.preprocessing import on_model_grid
 from data_adapters.readers import read_image
 from evaluation.outcomes import uses_top_class
+from evaluation.cohort_summary import with_bands
 from evaluation.worklist import worklist
 from evaluation.referral import referral
 from explainers.concepts import concept_names, default_layers
@@ -68,7 +69,7 @@ unc_method = "mc_dropout" if has_dropout(handle) else "tta"
 cached_unc = common.cached_uncertainty(root, model_path, manifest, unc_method)
 other = (common.predictions_or_stop(root, all_models[flip_against], manifest).set_index("case_id")
          if flip_against else None)
-table = worklist(cohort.frame().merge(preds, on="case_id", how="left"), class_index=class_index,
+table = worklist(with_bands(cohort.frame()).merge(preds, on="case_id", how="left"), class_index=class_index,
                  threshold=point.threshold if point else 0.5, n_classes=handle.n_classes,
                  class_names=handle.class_names,
                  uncertainty=cached_unc.set_index("case_id")["entropy"] if cached_unc is not None else None,

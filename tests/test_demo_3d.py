@@ -141,7 +141,7 @@ def test_case_views_give_one_figure_for_an_image_and_a_located_pair_for_a_volume
     attribution[1, 2, 3] = 1.0
     view, projection = case_views(volume, (3.0, 2.0, 1.0), title="Saliency", attribution=attribution,
                                   plane="axial", index=1)
-    assert view.layout.title.text == "Saliency · axial" and projection.layout.title.text == "evidence · coronal MIP"
+    assert view.layout.title.text == "Saliency · axial slice 2" and projection.layout.title.text == "evidence · coronal MIP"  # slices numbered from 1, as on the slider
     assert view.layout.yaxis.scaleratio == 2.0 and projection.layout.yaxis.scaleratio == 3.0
     (line,) = projection.layout.shapes
     assert line.y0 == line.y1 == 3.0, "axial slice 1 of 5 is row 3 of the coronal projection (superior on top)"

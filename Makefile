@@ -34,3 +34,4 @@ bench: install
 	$(BIN)/python benchmarks/subgroup_bootstrap.py
 	$(BIN)/python benchmarks/paired_comparison.py
 	$(BIN)/python benchmarks/cluster_coverage.py --sims 200 --resamples 400
+	$(BIN)/python benchmarks/review_concurrency.py

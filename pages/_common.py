@@ -21,7 +21,7 @@ from evaluation.metrics import METRICS
 from evaluation.multiclass import MULTICLASS_METRICS
 from explainers.device import best_device
 from workspace.access import NO_ROLE, PAGES, Identity, Users, auth_mode, single_user
-from workspace.review import Record
+from workspace.review import Record, spreadsheet_safe
 from workspace.store import Workspace, allowed_workspace, identifier_key
 
 
@@ -150,6 +150,15 @@ def opened(handle: ModelHandle, loaded_cohort: Cohort) -> None:
     seen.add(key)
     record().log(who, "opened", model_version=handle.version, model=handle.weights_hash[:16],
                  cohort_name=loaded_cohort.name, cohort=loaded_cohort.content_hash[:16], cases=len(loaded_cohort))
+
+
+def download(where, label: str, data: pd.DataFrame | str, *, file_name: str, key: str, what: str) -> None:
+    """A CSV download that a spreadsheet cannot run as formulas, recorded in the audit log when it is taken (who
+    exported what, its row count and content hash)."""
+    text = data if isinstance(data, str) else spreadsheet_safe(data).to_csv(index=False)
+    who = st.session_state.get(IDENTITY)
+    where.download_button(label, text, file_name=file_name, key=key,
+                          on_click=(lambda: record().log_export(who, what, text)) if who is not None else "rerun")
 
 
 def secret() -> str:

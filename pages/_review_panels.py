@@ -19,6 +19,7 @@ from workspace.access import Identity
 from workspace.review import AGREEMENT, EXPLANATION, NOTE_LIMIT, Record, Verdict
 
 GOTO = "_review_goto"
+FIRST = "_review_first"
 SAVED = "_review_saved"
 
 
@@ -34,9 +35,12 @@ def worklist_panel(table: pd.DataFrame, cohort: Cohort, handle: ModelHandle, who
                      f"by you", expanded=True):
         c = st.columns([2, 2, 1, 1])
         preset = c[0].selectbox("Preset", list(PRESETS), key="review_preset_list",
-                                help="\n\n".join(f"**{k}**: {v[0]}" for k, v in PRESETS.items()))
-        sort = c[1].selectbox("Order", [None, *SORTS], key="review_sort",
-                              format_func=lambda s: "the preset's" if s is None else SORTS[s])
+                                on_change=lambda: st.session_state.__setitem__(FIRST, True),
+                                help="\n\n".join(f"**{k}**: {v[0]}" for k, v in PRESETS.items()) +
+                                     "\n\nA new preset opens on its first case.")
+        sort = c[1].selectbox("Order", ["preset", *SORTS], key="review_sort",
+                              format_func=lambda s: "the preset's" if s == "preset" else SORTS[s])
+        sort = None if sort == "preset" else sort
         descending = c[2].toggle("Descending", key="review_desc", disabled=sort is None)
         referred = c[3].toggle("Referred only", key="review_referred", disabled=not uncertain,
                                help="Cases above the referral cutoff of uncertainty (Uncertainty page)")
@@ -90,10 +94,9 @@ def worklist_panel(table: pd.DataFrame, cohort: Cohort, handle: ModelHandle, who
                          "reviews": st.column_config.NumberColumn(help="Readers with a verdict on this case"),
                      })
         if who.can("export_verdicts") and len(verdicts):
-            text = record.verdicts_csv(model_hash=handle.weights_hash, cohort_hash=cohort.content_hash)
-            st.download_button("Download verdicts with provenance (CSV)", text, file_name="verdicts.csv",
-                               key="review_export", on_click=record.log_export, args=(who, "verdicts", text),
-                               kwargs={"model_hash": handle.weights_hash, "cohort_hash": cohort.content_hash})
+            common.download(st, "Download verdicts with provenance (CSV)",
+                            record.verdicts_csv(model_hash=handle.weights_hash, cohort_hash=cohort.content_hash),
+                            file_name="verdicts.csv", key="review_export", what="verdicts")
     return shown
 
 
@@ -129,7 +132,7 @@ def verdict_panel(record: Record, verdicts: pd.DataFrame, who: Identity, handle:
                            value=bool(last["flag_board"]) if last is not None else False)
         b = st.columns(2)
         save = b[0].form_submit_button("Record verdict", type="primary")
-        save_next = b[1].form_submit_button("Record and open next")
+        save_next = b[1].form_submit_button("Record, next")
     if save or save_next:
         if agreement is None:
             st.error("Not recorded: choose agree, disagree or unsure.")

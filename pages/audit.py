@@ -6,7 +6,6 @@ import datetime as dt
 import streamlit as st
 
 from pages import _common as common
-from workspace.review import spreadsheet_safe
 
 who = common.guard("audit")  # the role check comes before anything is read
 st.title("Audit log")
@@ -31,6 +30,4 @@ shown = record.audit(actor=actor, action=action, since=since.isoformat() if isin
 st.markdown(f"**{len(shown)}** of {len(log)} entries")
 st.dataframe(shown.iloc[::-1], hide_index=True, key="audit_table",
              column_config={"prev": None, "hash": st.column_config.TextColumn("hash", width="small")})
-text = spreadsheet_safe(shown).to_csv(index=False)
-st.download_button("Export these entries (CSV)", text, file_name="audit.csv", key="audit_export",
-                   on_click=record.log_export, args=(who, "audit", text))
+common.download(st, "Export these entries (CSV)", shown, file_name="audit.csv", key="audit_export", what="audit")

@@ -57,16 +57,17 @@ else:
                   f"class: {point.describe()}. Subgroups and Uncertainty use the same one.")
 _, all_models, _ = common.selection()
 versions = [v for v in common.peers(handle, all_models) if all_models[v] != model_path]
-if st.session_state.get("review_flip_version") not in (None, *versions):  # a version switch: keep only what fits
-    st.session_state["review_flip_version"] = None
-flip_against = top[2].selectbox("Flips against version", [None, *versions], key="review_flip_version",
-                                format_func=lambda v: "none" if v is None else v, disabled=not versions,
+if st.session_state.get("review_flip_version") not in ("none", *versions):  # a version switch: keep what fits
+    st.session_state["review_flip_version"] = "none"
+flip_against = top[2].selectbox("Flips against version", ["none", *versions], key="review_flip_version",
+                                disabled=not versions,
                                 help="Mark the cases whose outcome differs under another version of this model "
                                      "(the preset 'flips between versions' lists them)")
 record = common.record(root)
 verdicts = record.verdicts(model_hash=handle.weights_hash, cohort_hash=cohort.content_hash)
 unc_method = "mc_dropout" if has_dropout(handle) else "tta"
 cached_unc = common.cached_uncertainty(root, model_path, manifest, unc_method)
+flip_against = None if flip_against == "none" else flip_against
 other = (common.predictions_or_stop(root, all_models[flip_against], manifest).set_index("case_id")
          if flip_against else None)
 table = worklist(with_bands(cohort.frame()).merge(preds, on="case_id", how="left"), class_index=class_index,
@@ -80,6 +81,8 @@ shown = panels.worklist_panel(table, cohort, handle, who, record, verdicts, unce
 ids = shown["case_id"].tolist()
 if "_review_goto" in st.session_state:  # "record and open next" asked for the next case
     st.session_state["review_case"] = st.session_state.pop("_review_goto")
+if st.session_state.pop(panels.FIRST, False) and ids:  # a new preset opens on its first case
+    st.session_state["review_case"] = ids[0]
 options = ids
 current = st.session_state.get("review_case")
 if current in set(table["case_id"]) and current not in options:

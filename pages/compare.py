@@ -88,9 +88,8 @@ table = report.table[report.table["metric"].isin(chosen or metric_names)]
 left.dataframe(table.drop(columns=["small"]), hide_index=True, key="cmp_table",
                column_config={c: st.column_config.NumberColumn(format="%+.3f") for c in
                               ("delta", "delta_lo", "delta_hi", "improvement_lower")})
-left.download_button("Download the delta table (CSV, with provenance)",
-                     report.table.assign(**result.provenance).to_csv(index=False),
-                     file_name=f"compare_{baseline}_{candidate}.csv", key="cmp_download")
+common.download(left, "Download the delta table (CSV, with provenance)", report.table.assign(**result.provenance),
+                file_name=f"compare_{baseline}_{candidate}.csv", key="cmp_download", what="comparison deltas")
 forest_metric = right.selectbox("Forest plot of", metric_names, key="cmp_forest_metric")
 right.plotly_chart(delta_forest(report.table, forest_metric), key="cmp_forest")
 
@@ -102,9 +101,8 @@ shown = changes[changes["change"].isin(kinds)] if kinds else changes
 columns = ["case_id", "change", "label", "p_baseline", "p_candidate", "p_change", *result.grouping]
 left.dataframe(shown[[c for c in columns if c in shown]].sort_values("p_change", key=abs, ascending=False),
                hide_index=True, key="cmp_flips")
-left.download_button("Download the changed cases (CSV, with provenance)",
-                     shown.assign(**result.provenance).to_csv(index=False), file_name="flips.csv",
-                     key="cmp_flips_download")
+common.download(left, "Download the changed cases (CSV, with provenance)", shown.assign(**result.provenance),
+                file_name="flips.csv", key="cmp_flips_download", what="flipped cases")
 right.plotly_chart(flip_scatter(changes, baseline, candidate), key="cmp_scatter")
 if len(shown):
     pick = left.selectbox("Open in Case review", shown["case_id"].tolist(), key="cmp_open_case")

@@ -45,7 +45,7 @@ for row in scores[scores["significant"]].itertuples():
                f"against {row.null_score:.2f} for random concepts.")
 st.plotly_chart(tcav_figure(scores), key="tcav_fig")
 st.dataframe(scores, hide_index=True, key="tcav_table")
-st.download_button("Download TCAV table (CSV)", scores.to_csv(index=False), file_name="tcav.csv", key="tcav_download")
+common.download(st, "Download TCAV table (CSV)", scores, file_name="tcav.csv", key="tcav_download", what="tcav")
 st.caption("A concept the layer cannot separate from random images (CAV accuracy below 0.6) is never called "
            "significant. TCAV says what the model is sensitive to, not that it is right to be, and it is a local "
            "derivative, not a causal effect: before acting on a concept, remove it from real cases and watch the "

@@ -57,8 +57,8 @@ colours = {"passes": "background-color: #c6f6d5", "concern": "background-color: 
 st.dataframe(summary.style.map(lambda v: colours.get(v, ""), subset=["band"]).format(
     {c: "{:.3f}" for c in ("mean", "lo", "hi", "chance", "passing")}, na_rep="–"), hide_index=True,
     key="qual_summary")
-st.download_button("Download per-case results (CSV)", checks.to_csv(index=False), file_name="explanation_quality.csv",
-                   key="qual_download")
+common.download(st, "Download per-case results (CSV)", checks, file_name="explanation_quality.csv",
+                key="qual_download", what="explanation quality")
 if request[2] and checks["check"].eq("relevance_mass").any():
     by = request[2][0]
     st.subheader(f"Does each method find the finding equally well for every {by}?")

@@ -101,7 +101,8 @@ for note in report.gaps.loc[report.gaps["note"] != "", ["metric", "note"]].itert
 table = board_view(report.table, int(k_min)) if board else report.table
 st.subheader("By group")
 st.dataframe(table, hide_index=True, key="sub_table")
-st.download_button("Download table (CSV)", table.to_csv(index=False), file_name="subgroups.csv", key="sub_download")
+common.download(st, "Download table (CSV)", table, file_name="subgroups.csv", key="sub_download",
+                what="subgroup table (board view)" if board else "subgroup table")
 st.subheader("Between-group gaps")
 st.dataframe(report.gaps, hide_index=True, key="sub_gaps")
 

@@ -253,7 +253,7 @@ def test_settings_survive_a_page_switch_and_actions_are_never_reassigned():
 
     actions = set()
     for source in (ROOT / "pages").glob("*.py"):
-        for call in re.finditer(r"(button|download_button|form_submit_button)\((.*?)\)\n|on_select=", source.read_text(),
+        for call in re.finditer(r"(button|download_button|form_submit_button|download)\((.*?)\)\n|on_select=", source.read_text(),
                                 flags=re.S):
             actions |= set(re.findall(r'key=f?"([^"{]+)', call.group(0)))
     actions |= {"review_worklist"}

@@ -91,7 +91,7 @@ def test_a_radiologist_records_a_verdict_and_finds_it_again(demo_root, local_aut
     _verdict_form(at, "selectbox:verdict_label_").set_value("no lesion")
     _verdict_form(at, "text_area:verdict_note_").set_value("marker in corner, no lesion seen")
     _verdict_form(at, "checkbox:verdict_flag_").check()
-    next(b for b in at.button if b.label == "Record and open next").click().run()
+    next(b for b in at.button if b.label == "Record, next").click().run()
     assert not at.exception and not at.error
     assert at.selectbox(key="review_case").value != case_id, "record and open next moves on"
     assert any(f"case {case_id}, **disagree**" in s.value for s in at.success), "confirmed after it was stored"
@@ -172,3 +172,15 @@ def test_focus_mode_draws_one_large_view_and_a_strip(demo_root):
     bars = [t for f in figures for t in f["data"] if t.get("type") == "heatmap" and t.get("showscale")]
     assert len(bars) == 1, "one colour bar for every map"
 
+
+
+def test_an_export_is_recorded_with_its_rows_and_hash(demo_root):
+    import hashlib
+
+    record = Record(demo_root)
+    text = "group,n\noverall,720\n"
+    record.log_export(Identity("developer-1", "developer"), "subgroup table", text)
+    last = record.audit(action="export").iloc[-1]
+    assert last["actor"] == "developer-1"
+    assert json.loads(last["objects"]) == {"what": "subgroup table", "rows": 1,
+                                           "content": hashlib.sha256(text.encode()).hexdigest()[:16]}

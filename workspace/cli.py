@@ -653,12 +653,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         return 0 if check.ok else EXIT_FAIL
     frame = record.audit(actor=args.actor, action=args.filter_action, since=args.since)
     text = spreadsheet_safe(frame).to_csv(index=False)
-    out = _out_path(args.out)
-    if out:
-        out.write_text(text)
-        print(f"wrote {len(frame)} audit entries to {out}")
-    else:
-        print(text, end="")
+    _emit(text, args.out, f"{len(frame)} audit entries")
     record.log_export(operator(), "audit", text, actor=args.actor, action=args.filter_action, since=args.since)
     return 0
 
@@ -669,13 +664,18 @@ def cmd_verdicts(args: argparse.Namespace) -> int:
     record = Record(args.workspace)
     model_hash = ws.load_model(ws.resolve_model(args.model)).weights_hash if args.model else None
     text = record.export_verdicts(operator(), model_hash=model_hash)
-    out = _out_path(args.out)
-    if out:
-        out.write_text(text)
-        print(f"wrote {max(text.count(chr(10)) - 1, 0)} verdict rows to {out}")
+    _emit(text, args.out, f"{max(text.count(chr(10)) - 1, 0)} verdict rows")
+    return 0
+
+
+def _emit(text: str, out: str | None, what: str) -> None:
+    """CSV text to ``--out`` (saying what was written), else to standard output."""
+    path = _out_path(out)
+    if path:
+        path.write_text(text)
+        print(f"wrote {what} to {path}")
     else:
         print(text, end="")
-    return 0
 
 
 def serve_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:

@@ -18,8 +18,10 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
+# chromium: the browser test and kaleido's static plots; poppler-utils: the report tests read PDFs; pango: WeasyPrint
 chromium:
-	@command -v chromium >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
+	@{ command -v chromium && command -v pdftotext && ldconfig -p | grep -q libpangoft2; } >/dev/null 2>&1 || \
+	  { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium poppler-utils libpango-1.0-0 libpangoft2-1.0-0; }
 
 demo: install
 	$(BIN)/glassbox demo

@@ -87,8 +87,12 @@ def group_counts(cohort: Cohort, by: str | Sequence[str], class_names: Sequence[
 
 def suppressed_counts(table: pd.DataFrame, k: int) -> pd.DataFrame:
     """:func:`group_counts` as a board sees it: every figure of a group under ``k`` cases shown as ``<k``."""
+    from evaluation.suppression import suppression
+
+    groups = table.columns[0]
+    hidden = suppression(dict(zip(table[groups].astype(str), table["n"])), k).hidden
     out = table.astype(object)
-    hide = (table["n"] < k).to_numpy()
+    hide = table[groups].astype(str).isin(list(hidden)).to_numpy()
     figures = [c for c in table.columns if c == "n" or c == "prevalence" or pd.api.types.is_numeric_dtype(table[c])]
     out.loc[hide, figures] = f"<{k}"
     return out
@@ -99,7 +103,10 @@ def label_balance_figure(cohort: Cohort, by: str, class_names: Sequence[str] | N
     """Cases per group and label, stacked; with ``k``, only groups of at least ``k`` cases (a board's view)."""
     table = group_counts(cohort, by, class_names)
     if k is not None:
-        table = table[table["n"] >= k]
+        from evaluation.suppression import suppression
+
+        hidden = suppression(dict(zip(table[by].astype(str), table["n"])), k).hidden
+        table = table[~table[by].astype(str).isin(list(hidden))]
     labels = [c for c in table.columns if c not in (by, "n", "prevalence")]
     long = table.melt(id_vars=[by], value_vars=labels, var_name="label", value_name="cases")
     fig = px.bar(long, x=by, y="cases", color="label", barmode="stack", title=f"Cases by {by} and label")

@@ -326,17 +326,8 @@ def _gaps(table: pd.DataFrame, reps, alpha: float) -> pd.DataFrame:
 
 
 def board_view(table: pd.DataFrame, k: int) -> pd.DataFrame:
-    """The table as an ethics board sees it: every figure of a group with fewer than ``k`` cases suppressed."""
-    def text(v) -> str:
-        if isinstance(v, (bool, np.bool_)):
-            return "yes" if v else "no"
-        if isinstance(v, (float, np.floating)):
-            return "" if np.isnan(v) else f"{v:.3f}"
-        return str(v)
+    """The table as an ethics board sees it: every figure of a group under ``k`` cases suppressed, and one more
+    group where the total would give a hidden one away (:mod:`evaluation.suppression` decides for every view)."""
+    from evaluation.suppression import suppression
 
-    out = table.map(text)  # all text: a kept report shows "<k" and figures in the same columns
-    hide = ((table["group"] != "overall") & (table["n"] < k)).to_numpy()
-    value_cols = [c for c in out.columns if c not in ("group",)]
-    out.loc[hide, value_cols] = f"<{k}"
-    out.loc[hide, "notes"] = f"suppressed: fewer than {k} cases"
-    return out
+    return suppression(dict(zip(table["group"], table["n"])), k).table(table)

@@ -9,7 +9,8 @@ from evaluation.figures import confusion_figure, forest_plot, reliability_diagra
 from evaluation.metrics import METRICS
 from evaluation.multiclass import MULTICLASS_METRICS, confusion_by_group, multiclass_report
 from evaluation.outcomes import uses_top_class
-from evaluation.subgroups import board_view, labelled_frame, resampling, subgroup_report
+from evaluation.subgroups import labelled_frame, resampling, subgroup_report
+from evaluation.suppression import suppression
 from pages import _common as common
 from workspace.access import board_k
 
@@ -88,38 +89,45 @@ else:
                 f"**{described}** · {report.n_boot} resamples ({resampling(frame)}) · gap intervals simultaneous "
                 f"over every pair of groups · groups under n={report.min_n} or {report.min_events} events per class "
                 "are flagged, not compared")
-for flag in report.flags():
+# a board view hides small groups everywhere: one decision (evaluation.suppression) for every element below
+hide = suppression(dict(zip(report.table["group"], report.table["n"])), int(k_min)) if board else None
+flags = hide.texts(report.flags()) if hide else report.flags()
+for flag in flags:
     st.warning(f"Gap: {flag}.")
+if hide is not None:
+    st.caption(f"Board view: {hide.note}; a gap involving a hidden group is not shown.")
 if not report.comparable:
     st.info(f"Could not judge gaps: {report.judgement().removeprefix('could not judge: ')}. Group more coarsely or "
             "lower the minimum group size; this is not an all-clear.")
-elif not report.flags():
+elif not flags:
     st.success(f"{report.judgement().capitalize()}.")
 for note in report.gaps.loc[report.gaps["note"] != "", ["metric", "note"]].itertuples():
     st.caption(f"{note.metric.replace('_', ' ')}: {note.note}.")
 
-table = board_view(report.table, int(k_min)) if board else report.table
+table = hide.table(report.table) if hide else report.table
 st.subheader("By group")
 st.dataframe(table, hide_index=True, key="sub_table")
 common.download(st, "Download table (CSV)", table, file_name="subgroups.csv", key="sub_download",
                 what="subgroup table (board view)" if board else "subgroup table")
 st.subheader("Between-group gaps")
-st.dataframe(report.gaps, hide_index=True, key="sub_gaps")
+st.dataframe(hide.rows(report.gaps, ["higher_group", "lower_group"]) if hide else report.gaps, hide_index=True,
+             key="sub_gaps")
 
 left, right = st.columns(2)
 metric_names = MULTICLASS_METRICS.names() if k is None else METRICS.names()
 metric = left.selectbox("Forest plot of", metric_names, key="sub_metric")
-shown = report.table if not board else report.table[(report.table["n"] >= k_min) | (report.table["group"] == "overall")]
+shown = report.table if not hide else report.table[report.table["group"].astype(str).map(hide.shows)]
 left.plotly_chart(forest_plot(shown, metric), key="sub_forest")
 if k is None:
     confusions = confusion_by_group(report, int(k_min) if board else None)
+    confusions = {g: c for g, c in confusions.items() if not hide or hide.shows(g)}
     which = right.selectbox("Confusion matrix of", list(confusions), key="sub_confusion_group")
     right.plotly_chart(confusion_figure(confusions[which], f"Top class against label · {which}"),
                        key="sub_confusion")
 elif len(by) == 1:
-    right.plotly_chart(roc_by_group(frame, by[0]), key="sub_roc")
-    curves = {str(g): (sub["y"].to_numpy(), sub["p"].to_numpy()) for g, sub in frame.groupby(by[0], observed=True)
-              if not board or len(sub) >= k_min}
+    drawn = frame[frame[by[0]].astype(str).map(hide.shows)] if hide else frame
+    right.plotly_chart(roc_by_group(drawn, by[0]), key="sub_roc")
+    curves = {str(g): (sub["y"].to_numpy(), sub["p"].to_numpy()) for g, sub in drawn.groupby(by[0], observed=True)}
     right.plotly_chart(reliability_diagram(curves, title=f"Reliability by {by[0]}"), key="sub_reliability")
 else:
     right.info("ROC and reliability curves are drawn for a single attribute.")

@@ -184,3 +184,27 @@ def test_an_export_is_recorded_with_its_rows_and_hash(demo_root):
     assert last["actor"] == "developer-1"
     assert json.loads(last["objects"]) == {"what": "subgroup table", "rows": 1,
                                            "content": hashlib.sha256(text.encode()).hexdigest()[:16]}
+
+
+def test_a_suppressed_group_appears_nowhere_in_the_board_view(demo_root, local_auth):
+    """The issue's leak: a group under k hidden in the table but named in the ROC legend, the gap banner and the gap
+    table, and derivable from the total. Every element of the page is scanned for the hidden groups."""
+    from evaluation.suppression import suppression
+
+    at = as_role("pages/subgroups.py", demo_root, "developer", sub_by=["site"], sub_split=["test"])
+    sizes = table(at, "group", "n").set_index("group")["n"].drop("overall")
+    k = int(sizes.min()) + 1  # exactly one group under k: one more is hidden so the total does not give it away
+    hidden = suppression(sizes.to_dict(), k).hidden
+    assert len(hidden) == 2
+    at = as_role("pages/subgroups.py", demo_root, "board", sub_by=["site"], sub_split=["test"], sub_k_board=k)
+    assert not at.exception
+    hide = suppression(sizes.to_dict(), k)
+    shown = table(at, "group", "n").set_index("group")
+    for g in hidden:  # the row says the group exists, and nothing else about it
+        assert set(shown.loc[g].drop("notes")) == {f"<{k}"} and shown.loc[g, "notes"].startswith("suppressed")
+    texts = [e.value for kind in ("warning", "caption", "markdown", "info", "success") for e in getattr(at, kind)]
+    texts += [json.dumps(json.loads(f.proto.spec)["data"]) for f in at.get("plotly_chart")]  # legends, hovers
+    texts += [d.value.to_csv() for d in at.dataframe if "notes" not in d.value.columns]  # gaps and the rest
+    leaks = [t for t in texts if hide.names_hidden(t)]
+    assert not leaks, leaks
+    assert any(f"{len(hidden) - 1} more so that" in t for t in texts), "the complementary suppression is stated"

@@ -156,8 +156,24 @@ def test_board_view_suppresses_small_cells():
     board = board_view(report.table, 10).set_index("group")
     assert board.loc["tiny", "n"] == "<10" and board.loc["tiny", "auroc"] == "<10"
     assert board.loc["tiny", "notes"] == "suppressed: fewer than 10 cases"
-    assert board.loc["a", "n"] == str(report.table.set_index("group").loc["a", "n"])
-    assert board.loc["a", "auroc"] == f'{report.table.set_index("group").loc["a", "auroc"]:.3f}'
+    others = report.table[~report.table["group"].isin(["overall", "tiny"])].sort_values("n")
+    smallest, largest = others["group"].iloc[0], others["group"].iloc[-1]
+    # one hidden group and the total shown would give its n away: the smallest other group is hidden too
+    assert board.loc[smallest, "n"] == "<10" and "complementary" in board.loc[smallest, "notes"]
+    assert board.loc[largest, "n"] == str(report.table.set_index("group").loc[largest, "n"])
+    assert board.loc[largest, "auroc"] == f'{report.table.set_index("group").loc[largest, "auroc"]:.3f}'
+
+
+def test_suppression_of_the_issues_example_holds_against_subtraction():
+    from evaluation.suppression import suppression
+
+    hide = suppression({"A": 65, "B": 67, "C": 79}, 66)  # total 211 shown: 211 - 67 - 79 would give A's 65
+    assert set(hide.hidden) == {"A", "B"} and hide.hidden["A"] == "fewer than 66 cases"
+    assert "complementary" in hide.hidden["B"] and "A" not in hide.hidden["B"]
+    assert hide.texts(["auroc: B 0.552 vs A 0.354", "auroc: C 0.9 vs C2 0.8"]) == ["auroc: C 0.9 vs C2 0.8"]
+    assert not hide.names_hidden("AUROC by site") and hide.names_hidden("site A (n=65)")
+    assert set(suppression({"A": 65, "B": 60, "C": 79}, 66).hidden) == {"A", "B"}, "two hidden: only their sum shows"
+    assert suppression({"A": 70, "B": 67}, 66).hidden == {}
 
 
 def test_demo_v2_misses_site_b_occult_lesions_and_v1_hides_it_with_the_marker(demo_ws, demo_cohort, demo_models):

@@ -38,6 +38,7 @@ PAGES = [  # (file stem, title, icon): a role sees the pages it may open (worksp
     ("uncertainty", "Uncertainty", ":material/help:"),
     ("concepts", "Concepts", ":material/lightbulb:"),
     ("agreement", "Reader agreement", ":material/rate_review:"),
+    ("report", "Board report", ":material/description:"),
     ("audit", "Audit log", ":material/policy:"),
 ]
 

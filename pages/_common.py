@@ -46,11 +46,13 @@ def _workspace() -> Path:
 IDENTITY = "_identity"  # session state: set only by sign-in below (no widget carries this key)
 PAGE_TITLES = {"home": "Home", "case_review": "Case review", "subgroups": "Subgroup performance",
                "compare": "Compare versions", "quality": "Explanation quality", "uncertainty": "Uncertainty",
-               "concepts": "Concepts", "agreement": "Reader agreement", "audit": "Audit log"}
+               "concepts": "Concepts", "agreement": "Reader agreement", "report": "Board report",
+               "audit": "Audit log"}
 
 
 #: the pages' widget keys whose values survive a page switch (app.py keeps them) ...
-KEPT_PREFIXES = ("review_", "sub_", "cmp_", "qual_", "unc_", "concept_", "tcav_", "home_", "agree_", "audit_")
+KEPT_PREFIXES = ("review_", "sub_", "cmp_", "qual_", "unc_", "concept_", "tcav_", "home_", "agree_", "audit_",
+                 "report_")
 #: ... except actions (buttons, downloads, table selections), whose state Streamlit refuses to have set
 ACTION_SUFFIXES = ("_prev", "_next", "_export", "_download", "_open", "_worklist")
 ACTION_INFIXES = ("_run",)
@@ -489,3 +491,37 @@ def explanation_quality(root: Path, model_path: Path, manifest: Path, methods: l
     keys = _model_stamp(model_path) + _cohort_stamp(manifest)
     return _explanation_quality(str(root), str(model_path), str(manifest), tuple(methods), int(n_cases),
                                 tuple(strata), keys)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def _board_report(root: str, model_path: str, baseline_path: str | None, manifest: str, by: tuple[str, ...], k: int,
+                  author: str, role: str, keys: tuple):
+    from workspace.report import gather
+
+    handle = model(model_path)
+    bar = st.progress(0.0, text="Gathering the report…")
+    steps = ["provenance", "cohort", "performance", "explanations", "version", "reviewers"]
+    try:
+        return gather(Workspace(root), handle, cohort(manifest, handle),
+                      baseline=model(baseline_path) if baseline_path else None, by=list(by), k=k,
+                      author=Identity(author, role),
+                      progress=lambda name: bar.progress(
+                          (steps.index(name.split(" ")[0]) + 1) / len(steps) if name.split(" ")[0] in steps else 0.0,
+                          text=f"Report: {name}…"))
+    finally:
+        bar.empty()
+
+
+def board_report(root: Path, model_path: Path, baseline_path: Path | None, manifest: Path, by: list[str], k: int,
+                 who: Identity):
+    """The board report's evidence (cached; keyed on the files and on the review record, whose answers it
+    states)."""
+    handle = model(model_path)
+    loaded = cohort(manifest, handle)
+    rec = record(root)
+    answers = rec.answers(model_hash=handle.weights_hash, cohort_hash=loaded.content_hash)
+    verdicts = rec.verdicts(model_hash=handle.weights_hash, cohort_hash=loaded.content_hash, history=True)
+    keys = (_model_stamp(model_path) + (_model_stamp(baseline_path) if baseline_path else ()) + _cohort_stamp(manifest)
+            + (int(answers["id"].max()) if len(answers) else 0, int(verdicts["id"].max()) if len(verdicts) else 0))
+    return _board_report(str(root), str(model_path), str(baseline_path) if baseline_path else None, str(manifest),
+                         tuple(by), int(k), who.name, who.role, keys)

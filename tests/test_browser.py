@@ -22,9 +22,11 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 # a fresh server opened straight at a page must still run the router (sidebar, two nav links)
 PAGES = {"case_review": "Case review", "": "Glassbox", "subgroups": "Subgroup performance",
          "uncertainty": "Uncertainty", "concepts": "Concepts", "compare": "Compare versions",
-         "quality": "Explanation quality", "agreement": "Reader agreement", "audit": "Audit log"}
+         "quality": "Explanation quality", "agreement": "Reader agreement", "audit": "Audit log",
+         "report": "Board report"}
 #: pages that draw no figure until asked (or until there is something to draw): the text they show instead
-NO_FIGURE = {"quality": "then run the checks", "agreement": "Reader agreement", "audit": "Export these entries"}
+NO_FIGURE = {"quality": "then run the checks", "agreement": "Reader agreement", "audit": "Export these entries",
+             "report": "Preview"}
 ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
 
 

@@ -47,6 +47,7 @@ PAGES = {
     "uncertainty": ("radiologist", "developer", "admin"),
     "concepts": ("developer", "admin"),
     "agreement": EVERYONE,
+    "report": ("developer", "board", "admin"),
     "audit": ("admin",),
 }
 #: action → the roles that may take it

@@ -18,6 +18,8 @@
                   | password NAME | disable NAME | enable NAME
     glassbox audit verify | export [--out FILE.csv] [--actor NAME] [--action NAME] [--since DATE]
     glassbox verdicts [--model MODEL] [--out FILE.csv]
+    glassbox report --model MODEL --cohort MANIFEST [--compare BASELINE] [--by site] [--k 10] --out report.pdf|.html
+                    [--expect HASH]
 
 MODEL is a model folder (with model.json), the json, or the name of a version in the workspace (``--model v2``);
 MANIFEST a manifest, a DICOM folder, or the name of a cohort in the workspace (``--cohort demo2d``). A multi-class
@@ -29,6 +31,7 @@ import argparse
 import contextlib
 import difflib
 import getpass
+import json
 import os
 import signal
 import sys
@@ -678,6 +681,56 @@ def _emit(text: str, out: str | None, what: str) -> None:
         print(text, end="")
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """The board report (HTML or PDF from one template), named by its content hash; says who signed it. With
+    ``--expect HASH``: exit 1 when the report made now is not that one (the model, cohort or answers changed since
+    it was signed), naming what differs."""
+    from workspace.report import gather, write_report
+
+    ws = Workspace(args.workspace)
+    handle = _model(args.model, args.workspace)
+    baseline = _model(args.compare, args.workspace) if args.compare else None
+    if baseline is not None:
+        comparable(baseline, handle)
+    cohort = ws.cohort_for(handle, ws.resolve_cohort(args.cohort))
+    out = _out_path(args.out)
+    by = [b.strip() for b in args.by.split(",") if b.strip()] if args.by else []
+    reference = None
+    if args.reference:
+        try:
+            reference = json.loads(Path(args.reference).read_text())
+        except (OSError, ValueError) as e:
+            raise InvalidInputError(f"--reference {args.reference}: not a readable JSON file of attribute -> "
+                                    f"{{group: share}} ({e})") from e
+    with bars() as progress:
+        step = progress("report")
+        sections = ["provenance", "cohort", "performance", "explanations", "comparison", "reviewers"]
+        data = gather(ws, handle, cohort, baseline=baseline, by=by, k=args.k, author=operator(),
+                      trust_methods=[m for m in args.trust.split(",") if m] if args.trust else [],
+                      trust_cases=args.trust_cases, reference=reference,
+                      progress=lambda name: step(min(sections.index(name.split(" ")[0]) + 1, len(sections))
+                                                 if name.split(" ")[0] in sections else 0, len(sections)))
+    record = Record(args.workspace)
+    digest = data.content_hash
+    if out:
+        write_report(data, out, record)
+        record.log(operator(), "report_made", report=digest, model=handle.weights_hash[:16],
+                   cohort=cohort.content_hash[:16], file=out.suffix.lstrip("."))
+        print(f"wrote {out}")
+    print(f"report {digest}")
+    signed = record.signoffs(digest)
+    print("signed by " + "; ".join(f"{s.actor} ({s.role}) at {s.at}" for s in signed.itertuples())
+          if len(signed) else "not signed")
+    if args.expect and args.expect != digest:
+        earlier = record.audit(action="sign_off")
+        print(f"this is not report {args.expect[:16]}: the model, cohort, comparison or the board's answers changed "
+              f"since (model now {handle.weights_hash[:16]}, cohort {cohort.content_hash[:16]}); a signature of "
+              f"{args.expect[:16]} does not hold for it" + (f" ({len(earlier)} sign-off(s) on record)" if len(earlier)
+                                                             else ""))
+        return EXIT_FAIL
+    return 0
+
+
 def serve_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     """The Streamlit command line and environment ``glassbox serve`` runs: what may be opened and trusted is fixed
     here, from the operator's flags; the app's static files and settings come from the package, wherever the
@@ -859,6 +912,20 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--action", dest="filter_action", metavar="ACTION", help="only this action (e.g. verdict)")
     s.add_argument("--since", help="ISO date or time, e.g. 2026-11-01")
     s.add_argument("--out")
+    s = add("report", cmd_report, "the ethics board's report (HTML or PDF): provenance, cohort, performance with small "
+                                  "groups hidden, explanation trust, comparison, reviewers, the lifecycle checklist "
+                                  "and sign-off, named by its content hash")
+    s.add_argument("--model", required=True)
+    s.add_argument("--cohort", required=True)
+    s.add_argument("--compare", metavar="BASELINE", help="add the comparison with this earlier version")
+    s.add_argument("--by", help="attribute(s) to report by, comma-separated")
+    s.add_argument("--k", type=_positive_int, default=10, help="hide every group under K cases (default 10)")
+    s.add_argument("--trust", default="saliency,grad_cam", help="methods whose maps are checked ('' to skip)")
+    s.add_argument("--trust-cases", type=_positive_int, default=16)
+    s.add_argument("--reference", help="JSON: attribute -> {group: expected share}, to compare the cohort against")
+    s.add_argument("--out", help="report.pdf or report.html")
+    s.add_argument("--expect", metavar="HASH", help="exit 1 unless the report made now is this one (a signed report "
+                                                    "still describes this model and cohort)")
     s = add("verdicts", cmd_verdicts, "export the reviewers' verdicts (every row, with model and cohort hashes, "
                                       "reader, role and time)")
     s.add_argument("--model", help="only verdicts on this model version")

@@ -63,6 +63,17 @@ CREATE TABLE IF NOT EXISTS verdicts (
     flag_board INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS verdicts_by_model ON verdicts (model_hash, cohort_hash, case_id);
+CREATE TABLE IF NOT EXISTS checklist (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    at TEXT NOT NULL,
+    member TEXT NOT NULL,
+    role TEXT NOT NULL,
+    model_hash TEXT NOT NULL,
+    cohort_hash TEXT NOT NULL,
+    question TEXT NOT NULL,
+    answer TEXT NOT NULL,
+    open_items TEXT NOT NULL DEFAULT ''
+);
 CREATE TABLE IF NOT EXISTS audit (
     seq INTEGER PRIMARY KEY,
     at TEXT NOT NULL,
@@ -351,6 +362,51 @@ class Record:
         if not history and len(frame):
             frame = frame.drop_duplicates(["reader", "case_id", "model_hash", "cohort_hash"], keep="last")
         return frame.reset_index(drop=True)
+
+    # -- the board: lifecycle answers and sign-off ----------------------------------------------------------------
+    def answer(self, identity: Identity, *, model_hash: str, cohort_hash: str, question: str, answer: str,
+               open_items: str = "") -> int:
+        """The board's own answer to one lifecycle question for this model and cohort (append-only; the latest
+        counts), with its audit entry, in one transaction."""
+        if not identity.can("sign_off"):
+            raise InvalidInputError(f"role {identity.role!r} does not answer the board's checklist (the board does)")
+        for text, field in ((answer, "answer"), (open_items, "open items")):
+            if len(text) > NOTE_LIMIT:
+                raise InvalidInputError(f"{field}: {len(text)} characters; the limit is {NOTE_LIMIT}")
+        with self._transaction() as db:
+            row = int(db.execute(
+                "INSERT INTO checklist (at, member, role, model_hash, cohort_hash, question, answer, open_items) "
+                "VALUES (?,?,?,?,?,?,?,?)", (now(), identity.name, identity.role, model_hash, cohort_hash, question,
+                                             answer, open_items)).lastrowid)
+            seq, digest = self._append(db, identity, "checklist_answer", {
+                "answer": row, "question": question, "model": model_hash[:16], "cohort": cohort_hash[:16],
+                "content": hashlib.sha256(f"{answer}\x00{open_items}".encode()).hexdigest()[:16]})
+        self._write_head(seq, digest)
+        return row
+
+    def answers(self, *, model_hash: str, cohort_hash: str) -> pd.DataFrame:
+        """The latest answer to each question for this model and cohort."""
+        with self._connect() as db:
+            frame = pd.read_sql_query("SELECT * FROM checklist WHERE model_hash = ? AND cohort_hash = ? ORDER BY id",
+                                      db, params=(model_hash, cohort_hash))
+        return frame.drop_duplicates("question", keep="last").reset_index(drop=True)
+
+    def sign_off(self, identity: Identity, report_hash: str, **objects) -> int:
+        """A board member signs one report, named by its content hash (with the model and cohort hashes it was
+        made from); the audit log is the record of it."""
+        if not identity.can("sign_off"):
+            raise InvalidInputError(f"role {identity.role!r} does not sign off reports (board members do)")
+        return self.log(identity, "sign_off", report=report_hash, **objects)
+
+    def signoffs(self, report_hash: str | None = None) -> pd.DataFrame:
+        """Sign-offs (who, role, when, which report), oldest first; only those of ``report_hash`` when given."""
+        log = self.audit(action="sign_off")
+        if log.empty:
+            return pd.DataFrame(columns=["at", "actor", "role", "report"])
+        log["report"] = [json.loads(o).get("report", "") for o in log["objects"]]
+        if report_hash:
+            log = log[log["report"] == report_hash]
+        return log[["at", "actor", "role", "report"]].reset_index(drop=True)
 
     def export_verdicts(self, identity: Identity, **filters) -> str:
         """The verdicts as CSV to keep (every row, with provenance: model version and hash, cohort and hash, reader,

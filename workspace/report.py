@@ -1,0 +1,357 @@
+"""The ethics board's report: provenance, cohort, performance, explanations, version comparison, reviewers and the
+lifecycle checklist, each answered with the evidence Glassbox produced; HTML and PDF from one template
+(``assets/report.html.j2``, WeasyPrint for PDF, kaleido for static plots).
+
+Small groups are hidden by :mod:`evaluation.suppression` in every table, sentence and figure. A report is named by
+the SHA-256 of its evidence (every figure and table it states, the model, cohort and comparison hashes, the board's
+answers; not the time it was rendered or who rendered it): a board member signs that hash
+(:meth:`workspace.review.Record.sign_off`); a changed model, cohort or answer makes a new report, and the old
+signature does not carry over.
+"""
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import importlib.metadata as md
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from data_adapters.errors import InvalidInputError
+from data_adapters.hashing import json_hash
+from data_adapters.preprocessing import on_model_grid
+from data_adapters.readers import read_image
+from data_adapters.records import Cohort, ModelHandle
+from evaluation.cohort_summary import group_counts, with_bands
+from evaluation.explanation_quality import in_words as trust_in_words
+from evaluation.explanation_quality import quality_summary
+from evaluation.figures import forest_plot
+from evaluation.multiclass import multiclass_report
+from evaluation.outcomes import with_outcomes
+from evaluation.reader_agreement import in_words as kappa_in_words
+from evaluation.reader_agreement import model_vs_reader, reader_pairs
+from evaluation.subgroups import labelled_frame, subgroup_report
+from evaluation.suppression import suppression
+from evaluation.version_comparison import FLIP_KINDS
+from explainers.figures import case_views, display_image
+from explainers.saliency import SALIENCY_METHODS
+from workspace.access import Identity
+from workspace.demo import demo_facts
+from workspace.review import Record
+from workspace.store import Workspace
+
+__all__ = ["CHECKLIST", "ReportData", "gather", "render_html", "write_report", "is_generated"]
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+CHECKLIST = json.loads((ASSETS / "lifecycle_checklist.json").read_text())
+PACKAGES = ("glassbox", "torch", "captum", "monai", "fairlearn", "scikit-learn", "pandas", "streamlit", "weasyprint")
+Progress = Callable[[str], None]
+
+
+def is_generated(root: str | Path, cohort_name: str) -> bool:
+    """Whether a cohort is the demo's generated data (never to be passed off as patients)."""
+    facts = demo_facts(root)
+    return bool(facts) and cohort_name in {facts.get("cohort"), facts.get("cohort_3d"),
+                                           f"{facts.get('cohort_3d')}_dicom"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportData:
+    """What a report states (``evidence``, hashed), its figures (PNG, not hashed: renderers differ by a pixel),
+    and when and by whom it was rendered."""
+
+    evidence: dict
+    figures: dict[str, str]
+    generated_at: str
+    generated_by: str
+
+    @property
+    def content_hash(self) -> str:
+        return json_hash(self.evidence)
+
+
+def _version(name: str) -> str:
+    try:
+        return md.version(name)
+    except md.PackageNotFoundError:
+        return "not installed"
+
+
+def _png(fig) -> str:
+    return base64.b64encode(fig.to_image(format="png", width=900, height=330, scale=1)).decode()
+
+
+def _records(frame: pd.DataFrame, columns: Sequence[str] | None = None, digits: int = 3) -> list[dict]:
+    frame = frame if columns is None else frame[[c for c in columns if c in frame]]
+    out = []
+    for row in frame.to_dict("records"):
+        out.append({k: (round(float(v), digits) if isinstance(v, (float, np.floating)) and np.isfinite(v) else
+                        ("" if isinstance(v, (float, np.floating)) else v)) for k, v in row.items()})
+    return out
+
+
+def gather(ws: Workspace, handle: ModelHandle, cohort: Cohort, *, baseline: ModelHandle | None = None,
+           by: Sequence[str] = (), k: int = 10, author: Identity, trust_methods: Sequence[str] = ("saliency",
+                                                                                                    "grad_cam"),
+           trust_cases: int = 16, reference: dict | None = None, figures: bool = True,
+           progress: Progress | None = None) -> ReportData:
+    """Everything the report states, computed (or read from the caches) for ``handle`` on ``cohort``; ``baseline``
+    adds the version comparison; ``by`` the groups (numeric attributes in bands); ``k`` the smallest group shown;
+    ``reference``: attribute → {group: expected share} to compare the cohort's make-up against."""
+    say = progress or (lambda _m: None)
+    record = Record(ws.root)
+    by = list(by)
+    frame_all = with_bands(cohort.frame())
+    missing = [b for b in by if b not in frame_all]
+    if missing:
+        raise InvalidInputError(f"--by {','.join(missing)}: not an attribute of {cohort.name!r}; available: "
+                                f"{', '.join(c for c in frame_all.columns if not c.startswith('_') and c not in ('case_id', 'image', 'mask', 'label'))}")
+    split = "test" if "split" in frame_all and (frame_all["split"] == "test").any() else None
+    synthetic = is_generated(ws.root, cohort.name)
+    evidence: dict = {"synthetic": synthetic, "k": int(k), "split": split or "all labelled cases", "by": by}
+    figs: dict[str, str] = {}
+
+    # -- provenance -----------------------------------------------------------------------------------------------
+    say("provenance")
+    report = cohort.report
+    evidence["provenance"] = {
+        "packages": {p: _version(p) for p in PACKAGES},
+        "model": {"name": handle.name, "version": handle.version, "hash": handle.weights_hash, "task": handle.task,
+                  "classes": list(handle.class_names), "preprocessing": handle.preprocessing.describe(),
+                  "card": {"intended_use": handle.card.intended_use, "training_data": handle.card.training_data,
+                           "limitations": list(handle.card.limitations or []), **{
+                               str(key): str(v) for key, v in handle.card.extra.items()}}},
+        "baseline": ({"version": baseline.version, "hash": baseline.weights_hash} if baseline else None),
+        "cohort": {"name": cohort.name, "hash": cohort.content_hash, "cases": len(cohort),
+                   "patients": cohort.n_patients, "rejected": report.n_rejected, "rows": report.n_rows},
+    }
+
+    # -- cohort: who is represented, what was rejected -------------------------------------------------------------
+    say("cohort")
+    groups = []
+    for attr in by:
+        counts = group_counts(cohort, attr, handle.class_names)
+        hide = suppression(dict(zip(counts[attr].astype(str), counts["n"])), k)
+        rows = []
+        for r in counts.itertuples(index=False):
+            name = str(getattr(r, attr))
+            expected = (reference or {}).get(attr, {}).get(name)
+            rows.append({"group": name, "n": int(r.n) if hide.shows(name) else f"<{k}",
+                         "share": round(r.n / len(cohort), 3) if hide.shows(name) else f"<{k}",
+                         "reference": expected if expected is not None else ""})
+        groups.append({"attribute": attr, "rows": rows, "note": hide.note})
+    evidence["cohort"] = {"groups": groups, "rejected": _records(report.grouped(), ["rows", "field", "reason"])}
+
+    # -- performance ---------------------------------------------------------------------------------------------
+    say("performance")
+    preds = ws.predictions(handle, cohort)
+    selected = frame_all[frame_all["split"] == split] if split else frame_all
+    top = handle.judged_by_top_class
+    positive = handle.n_classes - 1
+    point = None if top else ws.operating_point(handle, cohort, positive)
+    if selected["label"].notna().any() and by:
+        if top:
+            labelled = selected[selected["label"].notna()].merge(preds, on="case_id")
+            sub = multiclass_report(labelled, by, handle.class_names)
+            metric = "accuracy"
+        else:
+            labelled = labelled_frame(selected, preds, positive)
+            sub = subgroup_report(labelled, by, class_index=positive, threshold=point.threshold)
+            metric = "auroc"
+        hide = suppression(dict(zip(sub.table["group"], sub.table["n"])), k)
+        table = hide.table(_with_intervals(sub.table, ["auroc", "sensitivity", "specificity", "accuracy",
+                                                       "balanced_accuracy", "ece"]))
+        gaps = hide.rows(sub.gaps, ["higher_group", "lower_group"])
+        overall = sub.table.set_index("group").loc["overall"]
+        clinical = {}
+        if not top:
+            prevalence = float(labelled["y"].mean())
+            sens, spec = float(overall["sensitivity"]), float(overall["specificity"])
+            clinical = {
+                "sensitivity": round(sens, 3), "sensitivity_ci": [round(float(overall["sensitivity_lo"]), 3),
+                                                                  round(float(overall["sensitivity_hi"]), 3)],
+                "specificity": round(spec, 3), "prevalence": round(prevalence, 3),
+                "missed_per_1000": round((1 - sens) * prevalence * 1000, 1),
+                "false_alarms_per_1000": round((1 - spec) * (1 - prevalence) * 1000, 1),
+                "threshold": round(point.threshold, 3), "rule": point.describe()}
+        evidence["performance"] = {
+            "table": _records(table), "gaps": _records(gaps, ["metric", "higher_group", "lower_group", "difference",
+                                                               "difference_lo", "difference_hi"]),
+            "flags": hide.texts(sub.flags()), "judgement": sub.judgement(), "suppression": hide.note,
+            "clinical": clinical, "resampling": f"{sub.n_boot} bootstrap resamples", "view": "top class" if top else
+            f"{handle.class_names[positive]} at the shared threshold"}
+        if figures:
+            shown = sub.table[sub.table["group"].astype(str).map(hide.shows)]
+            figs["forest"] = _png(forest_plot(shown, metric))
+    else:
+        evidence["performance"] = {"table": [], "gaps": [], "flags": [], "clinical": {}, "suppression": "",
+                                   "judgement": "not computed: no labels, or no --by attribute given"}
+        hide = suppression({}, k)
+
+    # -- explanations ----------------------------------------------------------------------------------------------
+    say("explanations (trust checks over a stratified sample)")
+    explanations: dict = {"methods": list(trust_methods), "cases": 0, "summary": [], "words": []}
+    if trust_methods and frame_all["label"].notna().any():
+        checks, sample = ws.explanation_quality(handle, cohort, list(trust_methods), n_cases=trust_cases,
+                                                strata=by[:1])
+        summary = quality_summary(checks, sample)
+        explanations.update(cases=len(sample), summary=_records(summary, ["method", "check", "mean", "lo", "hi",
+                                                                          "band"]),
+                            words=[w.replace("**", "") for w in trust_in_words(summary)])
+    facts = demo_facts(ws.root) if synthetic else None
+    explanations["concepts"] = [c["sentence"] + (" (holds)" if c["holds"] else " (does not hold)")
+                                for c in (facts or {}).get("checks", []) if "TCAV" in c["sentence"]
+                                and handle.version in c["sentence"]]
+    examples = []
+    if handle.preprocessing.input_shape and len(handle.preprocessing.input_shape) == 3:  # 2D: (C, H, W)
+        # illustrative cases chosen by rule, never by hand: the most confident correct positive and the most
+        # confident error, from groups a board may see; shown without identifiers
+        judged = with_outcomes(selected.merge(preds, on="case_id"), None if top else positive,
+                               0.5 if top else point.threshold, n_classes=handle.n_classes)
+        judged = judged[judged["label"].notna()]
+        if by:
+            judged = judged[judged[by].astype(str).agg(" · ".join, axis=1).map(hide.shows)]
+        right = judged[~judged["error"] & (judged["label"] == positive)] if not top else judged[~judged["error"]]
+        # Grad-CAM where the model can be hooked (TorchScript cannot), else plain gradients
+        method = "saliency" if isinstance(handle.module, torch.jit.ScriptModule) else "grad_cam"
+        for kind, pool in (("a confident correct call", right), ("the most confident error", judged[judged["error"]])):
+            if pool.empty:
+                continue
+            row = pool.loc[(pool["probability"] - 0.5).abs().idxmax()]
+            key = f"example_{len(examples)}"
+            if figures:  # the figure is drawn; which case and what is said of it do not depend on drawing
+                case = cohort.case(row["case_id"])
+                (a,) = ws.attributions(handle, [case], method, int(row["predicted"]) if top else positive)
+                image = on_model_grid(handle.preprocessing, read_image(case.image)).array
+                spatial, rgb = display_image(image)
+                fig = case_views(spatial, (1.0, 1.0), title="", attribution=a.spatial_map(), rgb=rgb,
+                                 window=float(spatial.max() - spatial.min()) or 1.0,
+                                 level=float(spatial.max() + spatial.min()) / 2)[0]
+                figs[key] = base64.b64encode(fig.to_image(format="png", width=320, height=320)).decode()
+            groups_text = ", ".join(f"{b} {row[b]}" for b in by)
+            examples.append({"figure": key, "caption": f"{kind}: {row['outcome']}, p = {row['probability']:.2f}"
+                                                       + (f" ({groups_text})" if groups_text else "")
+                                                       + f"; {SALIENCY_METHODS.get(method).title} over the image"})
+    explanations["examples"] = examples
+    evidence["explanations"] = explanations
+
+    # -- version comparison --------------------------------------------------------------------------------------
+    if baseline is not None:
+        say("version comparison")
+        result = ws.compare(baseline, handle, cohort, by=by, where={"split": split} if split else None,
+                            class_index=None if top else positive)
+        table = result.report.table
+        table = table[table["group"].astype(str).map(hide.shows)] if "group" in table else table
+        keep = ["group", "metric", "baseline", "candidate", "delta", "delta_lo", "delta_hi", "verdict"]
+        evidence["comparison"] = {"baseline": baseline.version, "table": _records(table, keep),
+                                  "flips": {kind: int(result.summary[kind]) for kind in FLIP_KINDS},
+                                  "mcnemar_p": float(result.summary["mcnemar_p"])}
+
+    # -- reviewers -----------------------------------------------------------------------------------------------
+    say("reviewers")
+    verdicts = record.verdicts(model_hash=handle.weights_hash, cohort_hash=cohort.content_hash)
+    reviewers: dict = {"verdicts": len(verdicts), "readers": int(verdicts["reader"].nunique()) if len(verdicts) else 0}
+    if len(verdicts):
+        agreement = model_vs_reader(verdicts, frame_all, by[:1])
+        reader_hide = suppression(dict(zip(agreement["group"], agreement["n"])), k)
+        reviewers["counts"] = {a: int((verdicts["agreement"] == a).sum()) for a in ("agree", "disagree", "unsure")}
+        reviewers["by_group"] = _records(reader_hide.table(agreement), ["group", "n", "agree", "agree_lo",
+                                                                        "agree_hi", "explanation_useful",
+                                                                        "explanation_misleading", "notes"])
+        reviewers["flagged"] = int(verdicts["flag_board"].sum())
+        pairs = reader_pairs(verdicts)
+        reviewers["pairs"] = [{**p, "words": kappa_in_words(p["kappa"])} for p in _records(pairs)]
+    evidence["reviewers"] = reviewers
+
+    # -- the lifecycle checklist -----------------------------------------------------------------------------------
+    answers = record.answers(model_hash=handle.weights_hash, cohort_hash=cohort.content_hash).set_index("question")
+    evidence["checklist"] = [{**q, "evidence": _evidence(q["id"], evidence),
+                              "answer": str(answers.loc[q["id"], "answer"]) if q["id"] in answers.index else "",
+                              "open_items": str(answers.loc[q["id"], "open_items"]) if q["id"] in answers.index
+                              else "",
+                              "answered_by": str(answers.loc[q["id"], "member"]) if q["id"] in answers.index else ""}
+                             for q in CHECKLIST["questions"]]
+    return ReportData(evidence=evidence, figures=figs, generated_at=dt.datetime.now(dt.timezone.utc).strftime(
+        "%Y-%m-%d %H:%M UTC"), generated_by=f"{author.name} ({author.role})")
+
+
+def _with_intervals(table: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
+    """Each metric as one printable cell, ``0.972 (0.952–0.986)``, so a table fits a page."""
+    out = table[["group", "n"]].copy()
+    for m in metrics:
+        if m in table:
+            out[m] = [f"{v:.3f} ({lo:.3f}–{hi:.3f})" if np.isfinite(v) else "" for v, lo, hi in
+                      zip(table[m], table.get(f"{m}_lo", table[m]), table.get(f"{m}_hi", table[m]))]
+    out["notes"] = table["notes"] if "notes" in table else ""
+    return out
+
+
+def _evidence(question: str, e: dict) -> str:
+    """What Glassbox itself produced towards a lifecycle question, in words."""
+    perf, cohort, prov = e.get("performance", {}), e.get("cohort", {}), e["provenance"]
+    if question == "representation":
+        return (f"Cases per group for {', '.join(e['by']) or 'no attribute'} (groups under {e['k']} hidden)"
+                + ("; compared with the reference distribution given" if any(
+                    r["reference"] != "" for g in cohort.get("groups", []) for r in g["rows"]) else
+                   "; no reference distribution was given") + ".")
+    if question == "confidentiality":
+        return ("Identifier columns and DICOM identifiers are dropped on load; patient ids are kept only as keyed "
+                "hashes; the audit log names cases only by keyed hash; groups under k are suppressed in this report.")
+    if question == "documented_steps":
+        return (f"Preprocessing: {prov['model']['preprocessing']}. {prov['cohort']['rejected']} of "
+                f"{prov['cohort']['rows']} rows rejected, with reasons (Cohort section).")
+    if question == "bias_methods":
+        return (f"Subgroup metrics with 95% intervals and simultaneous gap intervals: {perf.get('judgement', '')}."
+                if perf.get("table") else "Not measured: no labelled groups.")
+    if question == "decision_tracking":
+        comparison = e.get("comparison")
+        return (f"Compared with {comparison['baseline']}: {comparison['flips']['fixed']} cases fixed, "
+                f"{comparison['flips']['broken']} broken (McNemar p {comparison['mcnemar_p']:.2g}); every review "
+                "action is in the hash-chained audit log." if comparison else
+                "Model hashes are recorded; no earlier version was compared in this report.")
+    if question == "consent_sources":
+        return ("Synthetic data generated by `glassbox demo`: no patients, no consent needed." if e["synthetic"] else
+                f"Training data as the model card states: {prov['model']['card']['training_data']}")
+    if question == "understandable":
+        ex = e.get("explanations", {})
+        return (f"Trust checks of {', '.join(ex.get('methods', []))} over {ex.get('cases', 0)} cases, in words "
+                "(Explanations section); clinical figures per 1000 cases.")
+    if question == "clinical_metrics":
+        c = perf.get("clinical") or {}
+        return (f"Sensitivity {c['sensitivity']} (95% CI {c['sensitivity_ci'][0]}–{c['sensitivity_ci'][1]}): "
+                f"{c['missed_per_1000']} missed cases and {c['false_alarms_per_1000']} false alarms per 1000 "
+                f"cases at threshold {c['threshold']}." if c else "Top-class accuracy and calibration per group.")
+    if question == "risk_communication":
+        r = e.get("reviewers", {})
+        return f"{r.get('verdicts', 0)} reader verdicts from {r.get('readers', 0)} reader(s) (Reviewers section)."
+    return "Not produced by Glassbox: the board's own answer is needed."
+
+
+def render_html(data: ReportData, record: Record | None = None) -> str:
+    """The report as one HTML document (the PDF is this page printed by WeasyPrint)."""
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+    env = Environment(loader=FileSystemLoader(ASSETS), autoescape=select_autoescape(["html", "j2"]))
+    signoffs = record.signoffs(data.content_hash) if record is not None else pd.DataFrame()
+    return env.get_template("report.html.j2").render(
+        e=data.evidence, figures=data.figures, content_hash=data.content_hash, generated_at=data.generated_at,
+        generated_by=data.generated_by, signoffs=signoffs.to_dict("records"), source=CHECKLIST["source"])
+
+
+def write_report(data: ReportData, out: Path, record: Record | None = None) -> Path:
+    """``out`` as ``.html`` or ``.pdf`` (the same template)."""
+    html = render_html(data, record)
+    if out.suffix.lower() == ".pdf":
+        from weasyprint import HTML
+
+        HTML(string=html, base_url=str(ASSETS)).write_pdf(out)
+    elif out.suffix.lower() in (".html", ".htm"):
+        out.write_text(html)
+    else:
+        raise InvalidInputError(f"--out {out}: give a .pdf or .html file")
+    return out

@@ -179,6 +179,7 @@ def gather(ws: Workspace, handle: ModelHandle, cohort: Cohort, *, baseline: Mode
                 "missed_per_1000": round((1 - sens) * prevalence * 1000, 1),
                 "false_alarms_per_1000": round((1 - spec) * (1 - prevalence) * 1000, 1),
                 "threshold": round(point.threshold, 3), "rule": point.describe()}
+            clinical["referral"] = _referral(ws, handle, cohort, labelled, point.threshold)
         evidence["performance"] = {
             "table": _records(table), "gaps": _records(gaps, ["metric", "higher_group", "lower_group", "difference",
                                                                "difference_lo", "difference_hi"]),
@@ -278,6 +279,29 @@ def gather(ws: Workspace, handle: ModelHandle, cohort: Cohort, *, baseline: Mode
                              for q in CHECKLIST["questions"]]
     return ReportData(evidence=evidence, figures=figs, generated_at=dt.datetime.now(dt.timezone.utc).strftime(
         "%Y-%m-%d %H:%M UTC"), generated_by=f"{author.name} ({author.role})")
+
+
+def _referral(ws: Workspace, handle: ModelHandle, cohort: Cohort, labelled: pd.DataFrame, threshold: float,
+              fraction: float = 0.1) -> dict | None:
+    """What referring the most uncertain ``fraction`` of the cohort to a reader does at the operating threshold,
+    from the cached uncertainty (never computed for a report): share referred, and sensitivity and missed cases per
+    1000 among the cases the model keeps. None when no uncertainty was computed."""
+    from explainers.uncertainty import has_dropout
+
+    method = "mc_dropout" if has_dropout(handle) else "tta"
+    unc = ws.uncertainty([handle], cohort, method, cached_only=True)
+    if unc is None:
+        return None
+    entropy = unc.set_index("case_id")["entropy"]
+    cutoff = float(np.quantile(entropy.to_numpy(float), 1 - fraction))
+    kept = labelled[labelled["case_id"].map(entropy).to_numpy(float) <= cutoff]
+    positives = kept[kept["y"] == 1]
+    if positives.empty:
+        return None
+    sens = float((positives["p"] >= threshold).mean())
+    return {"method": method, "fraction": fraction, "referred": round(1 - len(kept) / len(labelled), 3),
+            "sensitivity_kept": round(sens, 3),
+            "missed_per_1000_kept": round((1 - sens) * len(positives) / len(kept) * 1000, 1)}
 
 
 def _with_intervals(table: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:

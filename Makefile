@@ -1,6 +1,6 @@
 # Glassbox: two commands on a fresh machine.
 #   make demo   virtual environment + pinned stack, demo workspace if missing, app on http://127.0.0.1:8501
-#   make test   the same install plus Debian chromium (for the browser smoke test), then the whole test suite
+#   make test   the same install plus Debian chromium, poppler-utils, pango (browser test, PDF report), then pytest
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin

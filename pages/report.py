@@ -1,6 +1,8 @@
 """Board report: the evidence for every lifecycle question in one document the board can keep, and its sign-off."""
 from __future__ import annotations
 
+import json
+
 import streamlit as st
 import streamlit.components.v1 as components
 
@@ -8,7 +10,7 @@ from data_adapters.errors import GlassboxError
 from evaluation.cohort_summary import group_columns
 from pages import _common as common
 from workspace.access import board_k
-from workspace.report import CHECKLIST, is_generated, render_html
+from workspace.report import CHECKLIST, is_generated, model_card, render_html
 
 who = common.guard("report")  # the role check comes before anything is read
 st.title("Board report")
@@ -42,7 +44,7 @@ st.markdown(f"Report **`{digest[:16]}`** · " + ("; ".join(f"signed by **{s.acto
                                                           for s in signed.itertuples()) if len(signed)
                                                  else ":orange[not signed]"))
 html = render_html(data, record)
-d = st.columns(3)
+d = st.columns(4)
 common.download(d[0], "Download HTML", html, file_name=f"board-report-{digest[:12]}.html", key="report_html_download",
                 what=f"board report {digest[:16]} (html)")
 if d[1].button("Make the PDF", key="report_pdf_run"):
@@ -53,8 +55,11 @@ pdf = st.session_state.get("_report_pdf")
 if pdf and pdf[0] == digest:
     d[1].download_button("Download PDF", pdf[1], file_name=f"board-report-{digest[:12]}.pdf", key="report_pdf_download",
                          on_click=lambda: record.log(who, "export", what=f"board report {digest[:16]} (pdf)"))
+common.download(d[2], "Model card (JSON)", json.dumps(model_card(data), indent=2),
+                file_name=f"model-card-{handle.version}.json", key="report_card_download",
+                what=f"model card of report {digest[:16]}")
 if who.can("sign_off"):
-    if d[2].button(f"Sign report {digest[:12]}", key="report_sign_run", type="primary",
+    if d[3].button(f"Sign report {digest[:12]}", key="report_sign_run", type="primary",
                    help="Records in the audit log that you signed this report (its content hash); a changed model, "
                         "cohort or answer makes a new report that needs its own signature"):
         record.sign_off(who, digest, model=handle.weights_hash[:16], cohort=cohort.content_hash[:16])

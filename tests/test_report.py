@@ -158,3 +158,21 @@ def test_report_page_signs_for_the_board_only(demo_root, monkeypatch, role, can_
         assert not at.exception
         assert any("signed by **board-1**" in m.value for m in at.markdown)
         assert Record(demo_root).signoffs().iloc[-1]["actor"] == "board-1"
+
+
+def test_the_model_card_follows_the_toolkit_schema_and_hides_small_groups(demo_report):
+    from workspace.report import model_card
+
+    data, _, v2, _ = demo_report
+    card = model_card(data)
+    # Model Card Toolkit v0.0.2: these top-level properties only (its schema sets additionalProperties false)
+    assert set(card) <= {"schema_version", "model_details", "model_parameters", "quantitative_analysis",
+                         "considerations"} and card["schema_version"] == "0.0.2"
+    assert card["model_details"]["version"]["name"] == "v2" and v2.weights_hash in card["model_details"]["documentation"]
+    assert "SYNTHETIC" in card["model_parameters"]["data"][0]["description"]
+    metrics = card["quantitative_analysis"]["performance_metrics"]
+    assert all(isinstance(m["value"], float) and set(m) == {"type", "value", "slice"} for m in metrics)
+    overall = {m["type"]: m["value"] for m in metrics if m["slice"] == "overall"}
+    assert overall["auroc"] == float(data.evidence["performance"]["table"][0]["auroc"].split()[0])
+    assert {m["slice"] for m in metrics} == {"overall", "scanner=Acme X1"}, "hidden groups are not sliced"
+    assert all(set(x) == {"description"} for x in card["considerations"]["limitations"])

@@ -717,6 +717,12 @@ def cmd_report(args: argparse.Namespace) -> int:
         record.log(operator(), "report_made", report=digest, model=handle.weights_hash[:16],
                    cohort=cohort.content_hash[:16], file=out.suffix.lstrip("."))
         print(f"wrote {out}")
+    if args.model_card:
+        from workspace.report import model_card
+
+        path = _out_path(args.model_card)
+        path.write_text(json.dumps(model_card(data), indent=2))
+        print(f"wrote the model card to {path}")
     print(f"report {digest}")
     signed = record.signoffs(digest)
     print("signed by " + "; ".join(f"{s.actor} ({s.role}) at {s.at}" for s in signed.itertuples())
@@ -924,6 +930,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--trust-cases", type=_positive_int, default=16)
     s.add_argument("--reference", help="JSON: attribute -> {group: expected share}, to compare the cohort against")
     s.add_argument("--out", help="report.pdf or report.html")
+    s.add_argument("--model-card", metavar="FILE.json", help="also write the model card as JSON (Model Card Toolkit "
+                                                             "schema v0.0.2)")
     s.add_argument("--expect", metavar="HASH", help="exit 1 unless the report made now is this one (a signed report "
                                                     "still describes this model and cohort)")
     s = add("verdicts", cmd_verdicts, "export the reviewers' verdicts (every row, with model and cohort hashes, "

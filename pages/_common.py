@@ -525,3 +525,15 @@ def board_report(root: Path, model_path: Path, baseline_path: Path | None, manif
             + (int(answers["id"].max()) if len(answers) else 0, int(verdicts["id"].max()) if len(verdicts) else 0))
     return _board_report(str(root), str(model_path), str(baseline_path) if baseline_path else None, str(manifest),
                          tuple(by), int(k), who.name, who.role, keys)
+
+
+@st.cache_data(show_spinner="Uncertainty of this case…", max_entries=256)
+def _case_uncertainty(root: str, model_path: str, manifest: str, case_id: str, method: str, keys: tuple):
+    handle = model(model_path)
+    return Workspace(root).case_uncertainty(handle, cohort(manifest, handle).case(case_id), method)
+
+
+def case_uncertainty(root: Path, model_path: Path, manifest: Path, case_id: str, method: str) -> pd.DataFrame:
+    """The case in view's uncertainty alone (the same numbers as its row of the cohort's)."""
+    keys = _model_stamp(model_path) + _cohort_stamp(manifest)
+    return _case_uncertainty(str(root), str(model_path), str(manifest), case_id, method, keys)

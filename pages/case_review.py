@@ -318,17 +318,21 @@ with views:
     if focus is not None:
         st.caption("Focus: every map is divided by its own 99th percentile of |attribution|, so one colour bar (on "
                    "the large view) reads them all; choose the large view above.")
-with uncertainty_box:  # filled last: a cohort's first uncertainty estimate must not hold back the maps
+with uncertainty_box:  # filled last: the case's uncertainty must not hold back the maps
     try:
-        method = "mc_dropout" if has_dropout(handle) else "tta"
-        unc = common.uncertainty(root, [model_path], manifest, method).set_index("case_id")
-        entropy = unc["entropy"]
-        where = referral(entropy.to_numpy(), float(entropy.loc[case_id]),
-                         st.session_state.get("unc_refer", 0.1))
-        st.metric("Uncertainty (entropy)", f"{entropy.loc[case_id]:.3f}",
-                  help=f"{method}; mutual information {unc.loc[case_id, 'mutual_information']:.4f}")
-        st.markdown(f"**Cohort percentile:** {where['percentile']:.0f}"
-                    + ("  \n:orange[**Refer**: above the referral cutoff]" if where["refer"] else ""))
+        # the case in view alone; its place in the cohort only once the cohort's was computed (never on open)
+        unc = (cached_unc if cached_unc is not None else
+               common.case_uncertainty(root, model_path, manifest, case_id, unc_method)).set_index("case_id")
+        st.metric("Uncertainty (entropy)", f"{unc.loc[case_id, 'entropy']:.3f}",
+                  help=f"{unc_method}; mutual information {unc.loc[case_id, 'mutual_information']:.4f}")
+        if cached_unc is not None:
+            where = referral(unc["entropy"].to_numpy(), float(unc.loc[case_id, "entropy"]),
+                             st.session_state.get("unc_refer", 0.1))
+            st.markdown(f"**Cohort percentile:** {where['percentile']:.0f}"
+                        + ("  \n:orange[**Refer**: above the referral cutoff]" if where["refer"] else ""))
+        else:
+            st.caption("Cohort percentile and referral: once the cohort's uncertainty is computed (Uncertainty page, "
+                       f"or `glassbox uncertainty --method {unc_method}`).")
     except GlassboxError as e:
         common.show_error(e)
 named = concept_names(manifest.parent)

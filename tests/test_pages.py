@@ -261,3 +261,17 @@ def test_settings_survive_a_page_switch_and_actions_are_never_reassigned():
     assert not [k for k in actions if kept(k)]
     assert all(kept(k) for k in ("review_case", "review_methods", "review_preset_list", "sub_by", "review_layout"))
 
+
+
+def test_case_review_never_computes_the_whole_cohort_on_open(tmp_path):
+    """The case in view gets its uncertainty; the cohort's (MC dropout or TTA over every case) waits until asked."""
+    from tests.helpers import random_png_cohort, torchscript_binary_model
+
+    ws = tmp_path / "ws"
+    random_png_cohort(ws / "cohorts" / "pngs", 6, size=12, n_classes=2)
+    torchscript_binary_model(ws / "models" / "tiny", 12)
+    at = page("pages/case_review.py", ws, model="tiny", cohort="pngs", review_methods=["saliency"])
+    assert not at.exception and not at.error
+    assert any(m.label == "Uncertainty (entropy)" for m in at.metric)
+    assert any("once the cohort's uncertainty is computed" in c.value for c in at.caption)
+    assert not list((ws / "cache").rglob("uncertainty/*.parquet")), "no cohort-wide uncertainty was computed"

@@ -135,3 +135,15 @@ def test_demo_uncertainty_is_higher_on_errors(demo_ws, demo_cohort, demo_models)
     assert frame.loc[error, "entropy"].mean() > frame.loc[~error, "entropy"].mean()
     detect = error_detection(frame["entropy"].to_numpy(), error)
     assert detect["lo"] > 0.5, detect
+
+
+def test_one_cases_uncertainty_alone_equals_its_row_of_the_cohorts(demo_ws, demo_cohort, demo_models):
+    """Case review shows the case in view without running the cohort; the numbers must be the cohort's."""
+    import numpy as np
+
+    handle = demo_models["v2"]
+    table = demo_ws.uncertainty([handle], demo_cohort, "mc_dropout").set_index("case_id")
+    for case in demo_cohort.cases[:3]:
+        alone = demo_ws.case_uncertainty(handle, case, "mc_dropout").set_index("case_id").loc[case.case_id]
+        row = table.loc[case.case_id]
+        np.testing.assert_allclose(alone[table.columns].to_numpy(float), row.to_numpy(float), atol=1e-6)

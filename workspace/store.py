@@ -366,6 +366,18 @@ class Workspace:
 
         return _cached_frame(path, compute, [c.case_id for c in cases])
 
+    def case_uncertainty(self, handle: ModelHandle, case: Case, method: str, *, samples: int | None = None,
+                         seed: int = 0) -> pd.DataFrame:
+        """One case's uncertainty row, computed for that case alone: equal to its row of :meth:`uncertainty`
+        (draws are seeded by the case's own content, never by its batch), so a page can show the case in view
+        without running the whole cohort."""
+        if method == "ensemble":
+            raise InvalidInputError("an ensemble's uncertainty is computed for the cohort (Uncertainty page)")
+        run = uncertainty.UNCERTAINTY_METHODS.get(method)
+        samples = samples or uncertainty.DEFAULT_SAMPLES.get(method)
+        draws = run([handle], [case], samples, seed, None)
+        return _uncertainty_frame([case], uncertainty.summarise(draws, handle.task))
+
     # -- concepts --------------------------------------------------------------------------------------
     def concept_scores(self, handle: ModelHandle, cohort: Cohort, cohort_folder: Path, concepts: Sequence[str],
                        layers: Sequence[str] | None = None, target: int | str | None = None, *, n_random: int = 16,

@@ -10,7 +10,7 @@ from data_adapters.errors import GlassboxError
 from evaluation.cohort_summary import group_columns
 from pages import _common as common
 from workspace.access import board_k
-from workspace.report import CHECKLIST, is_generated, model_card, render_html
+from workspace.report import CHECKLIST, is_generated, model_card, pdf_bytes, render_html
 
 who = common.guard("report")  # the role check comes before anything is read
 st.title("Board report")
@@ -48,9 +48,7 @@ d = st.columns(4)
 common.download(d[0], "Download HTML", html, file_name=f"board-report-{digest[:12]}.html", key="report_html_download",
                 what=f"board report {digest[:16]} (html)")
 if d[1].button("Make the PDF", key="report_pdf_run"):
-    from weasyprint import HTML
-
-    st.session_state["_report_pdf"] = (digest, HTML(string=html).write_pdf())
+    st.session_state["_report_pdf"] = (digest, pdf_bytes(html))
 pdf = st.session_state.get("_report_pdf")
 if pdf and pdf[0] == digest:
     d[1].download_button("Download PDF", pdf[1], file_name=f"board-report-{digest[:12]}.pdf", key="report_pdf_download",

@@ -45,7 +45,8 @@ from workspace.demo import demo_facts
 from workspace.review import Record
 from workspace.store import Workspace
 
-__all__ = ["CHECKLIST", "ReportData", "gather", "render_html", "write_report", "is_generated", "model_card"]
+__all__ = ["CHECKLIST", "ReportData", "gather", "render_html", "write_report", "is_generated", "model_card",
+           "pdf_bytes"]
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 CHECKLIST = json.loads((ASSETS / "lifecycle_checklist.json").read_text())
@@ -367,13 +368,18 @@ def render_html(data: ReportData, record: Record | None = None) -> str:
         generated_by=data.generated_by, signoffs=signoffs.to_dict("records"), source=CHECKLIST["source"])
 
 
+def pdf_bytes(html: str) -> bytes:
+    """The report's HTML printed to PDF by WeasyPrint (A4, page numbers and headers from the template's @page)."""
+    from weasyprint import HTML
+
+    return HTML(string=html, base_url=str(ASSETS)).write_pdf()
+
+
 def write_report(data: ReportData, out: Path, record: Record | None = None) -> Path:
     """``out`` as ``.html`` or ``.pdf`` (the same template)."""
     html = render_html(data, record)
     if out.suffix.lower() == ".pdf":
-        from weasyprint import HTML
-
-        HTML(string=html, base_url=str(ASSETS)).write_pdf(out)
+        out.write_bytes(pdf_bytes(html))
     elif out.suffix.lower() in (".html", ".htm"):
         out.write_text(html)
     else:

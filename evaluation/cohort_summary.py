@@ -8,6 +8,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 
 from data_adapters.records import CLUSTER, Cohort
+from evaluation.suppression import suppression
 
 AGE_BANDS = [0, 40, 60, 75, 200]
 AGE_LABELS = ["<40", "40-59", "60-74", "75+"]
@@ -87,8 +88,6 @@ def group_counts(cohort: Cohort, by: str | Sequence[str], class_names: Sequence[
 
 def suppressed_counts(table: pd.DataFrame, k: int) -> pd.DataFrame:
     """:func:`group_counts` as a board sees it: every figure of a group under ``k`` cases shown as ``<k``."""
-    from evaluation.suppression import suppression
-
     groups = table.columns[0]
     hidden = suppression(dict(zip(table[groups].astype(str), table["n"])), k).hidden
     out = table.astype(object)
@@ -100,11 +99,9 @@ def suppressed_counts(table: pd.DataFrame, k: int) -> pd.DataFrame:
 
 def label_balance_figure(cohort: Cohort, by: str, class_names: Sequence[str] | None = None, *,
                          k: int | None = None) -> go.Figure:
-    """Cases per group and label, stacked; with ``k``, only groups of at least ``k`` cases (a board's view)."""
+    """Cases per group and label, stacked; with ``k``, only the groups a board may see (:mod:`evaluation.suppression`)."""
     table = group_counts(cohort, by, class_names)
     if k is not None:
-        from evaluation.suppression import suppression
-
         hidden = suppression(dict(zip(table[by].astype(str), table["n"])), k).hidden
         table = table[~table[by].astype(str).isin(list(hidden))]
     labels = [c for c in table.columns if c not in (by, "n", "prevalence")]

@@ -36,6 +36,7 @@ from evaluation.metrics import (
     selection_rate,
     sensitivity,
 )
+from evaluation.suppression import suppression
 
 __all__ = ["SubgroupReport", "subgroup_report", "choose_threshold", "board_view", "labelled_frame", "MISSING",
            "gap_row", "replicate_weights", "resampling", "GapJudgement"]
@@ -328,6 +329,4 @@ def _gaps(table: pd.DataFrame, reps, alpha: float) -> pd.DataFrame:
 def board_view(table: pd.DataFrame, k: int) -> pd.DataFrame:
     """The table as an ethics board sees it: every figure of a group under ``k`` cases suppressed, and one more
     group where the total would give a hidden one away (:mod:`evaluation.suppression` decides for every view)."""
-    from evaluation.suppression import suppression
-
     return suppression(dict(zip(table["group"], table["n"])), k).table(table)

@@ -88,3 +88,10 @@ def torchscript_binary_model(folder: Path, size: int) -> Path:
                         "preprocessing": {"in_channels": 1, "spatial_size": [size, size], "intensity": "zscore"}})
     return folder
 
+
+
+def tiny_workspace(root: Path, n: int = 6) -> Path:
+    """A workspace with one cohort ``pngs`` of ``n`` random 12×12 PNGs and one TorchScript model ``tiny``."""
+    random_png_cohort(root / "cohorts" / "pngs", n, size=12, n_classes=2)
+    torchscript_binary_model(root / "models" / "tiny", 12)
+    return root

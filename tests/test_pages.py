@@ -209,11 +209,9 @@ def test_pages_work_on_the_dicom_studies_without_showing_identifiers(demo_root, 
 
 
 def test_case_review_reports_an_image_that_vanished_after_loading(tmp_path):
-    from tests.helpers import random_png_cohort, torchscript_binary_model
+    from tests.helpers import tiny_workspace
 
-    ws = tmp_path / "ws"
-    random_png_cohort(ws / "cohorts" / "pngs", 6, size=12, n_classes=2)
-    torchscript_binary_model(ws / "models" / "tiny", 12)
+    ws = tiny_workspace(tmp_path / "ws")
     at = page("pages/case_review.py", ws, model="tiny", cohort="pngs", review_methods=["saliency"])
     assert not at.exception and not at.error
     (ws / "cohorts" / "pngs" / "i0.png").unlink()  # the cohort stays cached; the file is gone
@@ -265,11 +263,9 @@ def test_settings_survive_a_page_switch_and_actions_are_never_reassigned():
 
 def test_case_review_never_computes_the_whole_cohort_on_open(tmp_path):
     """The case in view gets its uncertainty; the cohort's (MC dropout or TTA over every case) waits until asked."""
-    from tests.helpers import random_png_cohort, torchscript_binary_model
+    from tests.helpers import tiny_workspace
 
-    ws = tmp_path / "ws"
-    random_png_cohort(ws / "cohorts" / "pngs", 6, size=12, n_classes=2)
-    torchscript_binary_model(ws / "models" / "tiny", 12)
+    ws = tiny_workspace(tmp_path / "ws")
     at = page("pages/case_review.py", ws, model="tiny", cohort="pngs", review_methods=["saliency"])
     assert not at.exception and not at.error
     assert any(m.label == "Uncertainty (entropy)" for m in at.metric)

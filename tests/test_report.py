@@ -79,12 +79,11 @@ def test_small_groups_are_hidden_everywhere_in_the_report(demo_report):
 
 
 def test_a_signature_names_one_report_and_stops_holding_when_the_model_changes(tmp_path, monkeypatch, capsys):
-    from tests.helpers import random_png_cohort, torchscript_binary_model
+    from tests.helpers import tiny_workspace
 
     monkeypatch.setenv("GLASSBOX_RECORD_DIR", str(tmp_path / "records"))
-    root = tmp_path / "ws"
-    random_png_cohort(root / "cohorts" / "pngs", 12, size=12, n_classes=2)
-    folder = torchscript_binary_model(root / "models" / "tiny", 12)
+    root = tiny_workspace(tmp_path / "ws", 12)
+    folder = root / "models" / "tiny"
     ws = Workspace(root)
 
     def report():
@@ -115,12 +114,11 @@ def test_a_signature_names_one_report_and_stops_holding_when_the_model_changes(t
 
 
 def test_the_boards_answers_are_kept_stated_and_change_the_report(tmp_path, monkeypatch):
-    from tests.helpers import random_png_cohort, torchscript_binary_model
+    from tests.helpers import tiny_workspace
 
     monkeypatch.setenv("GLASSBOX_RECORD_DIR", str(tmp_path / "records"))
-    root = tmp_path / "ws"
-    random_png_cohort(root / "cohorts" / "pngs", 12, size=12, n_classes=2)
-    folder = torchscript_binary_model(root / "models" / "tiny", 12)
+    root = tiny_workspace(tmp_path / "ws", 12)
+    folder = root / "models" / "tiny"
     ws = Workspace(root)
     handle = ws.load_model(folder)
     cohort = ws.cohort_for(handle, ws.resolve_cohort("pngs"))

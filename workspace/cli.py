@@ -692,8 +692,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     baseline = _model(args.compare, args.workspace) if args.compare else None
     if baseline is not None:
         comparable(baseline, handle)
-    cohort = ws.cohort_for(handle, ws.resolve_cohort(args.cohort))
     out = _out_path(args.out)
+    if out is not None and out.suffix.lower() not in (".pdf", ".html", ".htm"):  # said before minutes of work
+        raise InvalidInputError(f"--out {args.out}: give a .pdf or .html file")
+    cohort = ws.cohort_for(handle, ws.resolve_cohort(args.cohort))
     by = [b.strip() for b in args.by.split(",") if b.strip()] if args.by else []
     reference = None
     if args.reference:

@@ -172,6 +172,9 @@ def _entry_hash(prev: str, at: str, actor: str, role: str, action: str, objects:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+#: databases whose tables this process has already made sure of
+_READY: set[Path] = set()
+
 VERDICT_FIELDS = ("at", "reader", "role", "case_id", "model_version", "model_hash", "cohort", "cohort_hash",
                   "agreement", "explanation", "corrected_label", "note", "flag_board")
 
@@ -189,9 +192,11 @@ class Record:
 
     def __init__(self, root: str | Path, *, path: str | Path | None = None) -> None:
         self.path = Path(path) if path is not None else record_path(root)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as db:
-            db.executescript(_SCHEMA)
+        if self.path not in _READY or not self.path.exists():  # pages make a Record per run: create tables once
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self._connect() as db:
+                db.executescript(_SCHEMA)
+            _READY.add(self.path)
 
     @property
     def head_path(self) -> Path:

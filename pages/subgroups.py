@@ -99,8 +99,10 @@ if hide is not None:
 if not report.comparable:
     st.info(f"Could not judge gaps: {report.judgement().removeprefix('could not judge: ')}. Group more coarsely or "
             "lower the minimum group size; this is not an all-clear.")
-elif not flags:
+elif not report.flags():
     st.success(f"{report.judgement().capitalize()}.")
+elif not flags:  # every gap found involves a hidden group: neither an all-clear nor a count that points at them
+    st.info("No gap among the groups shown; a gap involving a hidden group is not shown in the board view.")
 for note in report.gaps.loc[report.gaps["note"] != "", ["metric", "note"]].itertuples():
     st.caption(f"{note.metric.replace('_', ' ')}: {note.note}.")
 

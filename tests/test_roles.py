@@ -207,4 +207,6 @@ def test_a_suppressed_group_appears_nowhere_in_the_board_view(demo_root, local_a
     texts += [d.value.to_csv() for d in at.dataframe if "notes" not in d.value.columns]  # gaps and the rest
     leaks = [t for t in texts if hide.names_hidden(t)]
     assert not leaks, leaks
+    assert not [s.value for s in at.success if "gap(s) whose interval excludes zero" in s.value], \
+        "no banner counts gaps the board cannot see"
     assert any(f"{len(hidden) - 1} more so that" in t for t in texts), "the complementary suppression is stated"

@@ -7,24 +7,32 @@ problem; the good rows still load.
 from __future__ import annotations
 
 import difflib
+import hashlib
+import json
+import multiprocessing as mp
 import os
 import secrets
 from collections import Counter
 from collections.abc import Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path, PureWindowsPath
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from data_adapters.errors import GlassboxError, InvalidInputError
 from data_adapters.hashing import file_hash, json_hash, path_hash, salted
 from data_adapters.identifiers import implausible, mask_paths, screen_columns
 from data_adapters.preprocessing import convert_channels, fit_image, fits
-from data_adapters.readers import read_image
+from data_adapters.readers import read_image, reader_for
 from data_adapters.readers.dicom_series import parse_series_ref
-from data_adapters.records import Case, Cohort, LoadReport, Preprocessing, Rejection
+from data_adapters.records import Case, CaseTable, Cohort, LoadReport, Preprocessing, Rejection
 
-__all__ = ["load_manifest", "REQUIRED_COLUMNS", "OPTIONAL_COLUMNS", "IDENTIFIER_COLUMNS"]
+__all__ = ["load_manifest", "save_cohort_table", "open_cohort_table", "check_files", "REQUIRED_COLUMNS", "OPTIONAL_COLUMNS", "IDENTIFIER_COLUMNS"]
 
 Progress = Callable[[int, int], None]
 
@@ -73,19 +81,110 @@ def _read_table(path: Path) -> pd.DataFrame:
         raise InvalidInputError(f"{path}: not a well-formed CSV ({e})") from e
 
 
-def _resolve(base: Path, ref: str, roots: Sequence[Path]) -> Path:
-    """``ref`` resolved against the manifest folder; must stay under one of ``roots``. Windows-style separators
-    (``images\\a.png``) are read as folders; a drive letter (``C:\\data\\a.png``) is named with the fix."""
+def _candidate(base: Path, ref: str) -> str:
+    """``ref`` joined to the manifest folder, not yet resolved. Windows-style separators (``images\\a.png``) are
+    read as folders; a drive letter (``C:\\data\\a.png``) is named with the fix."""
     if "\\" in ref and os.sep == "/":
         if PureWindowsPath(ref).drive:
             raise InvalidInputError(f"path {ref!r} is a Windows absolute path (drive {PureWindowsPath(ref).drive}); "
                                     "give images relative to the manifest, e.g. images/a.png")
         ref = ref.replace("\\", "/")
-    p = Path(ref)
-    resolved = (p if p.is_absolute() else base / p).resolve()
+    return ref if os.path.isabs(ref) else os.path.join(base, ref)
+
+
+def _within(candidate: str, ref: str, roots: Sequence[Path]) -> Path:
+    """The candidate resolved (symbolic links followed); it must stay under one of ``roots``."""
+    resolved = Path(os.path.realpath(candidate))
     if not any(resolved.is_relative_to(r) for r in roots):
         raise InvalidInputError(f"path {ref!r} points outside the data root(s) {', '.join(map(str, roots))}")
     return resolved
+
+
+def _resolve(base: Path, ref: str, roots: Sequence[Path]) -> Path:
+    """``ref`` resolved against the manifest folder; must stay under one of ``roots``."""
+    return _within(_candidate(base, ref), ref, roots)
+
+
+@dataclass(frozen=True)
+class FileCheck:
+    """What checking one referenced file found: where it resolved, its content hash, its shape (an image's after
+    the model's channel conversion), its size and modification time (the cohort table's staleness key), or why it
+    was refused."""
+
+    path: str | None = None
+    hash: str | None = None
+    shape: tuple[int, ...] | None = None
+    raw_shape: tuple[int, ...] | None = None
+    size: int = -1
+    mtime_ns: int = -1
+    error: str | None = None
+
+
+def check_file(job: tuple[str, str], *, roots: Sequence[Path], channels: str | None, pixels: bool) -> FileCheck:
+    """Resolve, hash and check one file (``job`` = (candidate path, the manifest's text for it)). ``pixels``: decode
+    it (every reader); otherwise read its bytes once, hash them and take the shape from the header where its reader
+    can (PNG/JPEG, with chunk CRCs and end markers checked), decoding only what the header cannot settle (DICOM,
+    NIfTI, colour given to a ``grey`` model). Never raises: a problem is ``error``."""
+    candidate, ref = job
+    try:
+        path = _within(candidate, ref, roots)
+        if not path.exists() and not parse_series_ref(path):
+            raise InvalidInputError(f"file not found: {ref}")
+        shape = None
+        if not pixels and path.is_file():
+            reader = reader_for(path)
+            data = path.read_bytes()
+            shape = type(reader).header_shape(path, data)
+            digest = hashlib.sha256(data).hexdigest()
+            if shape is not None and channels is not None:
+                if channels == "grey" and shape[0] == 3:
+                    shape = None  # colour or grey saved as colour: only the pixels can tell
+                elif shape[0] in (1, 3):
+                    shape = ((3 if channels == "rgb" else 1), *shape[1:])
+                else:
+                    raise InvalidInputError(f"{ref}: {shape[0]} channels; preprocessing.channels {channels!r} takes "
+                                            "1 or 3")
+            raw = shape
+        if shape is None:
+            image = read_image(path)
+            raw = image.shape
+            shape = convert_channels(channels, image.array, ref).shape if channels else image.shape
+            digest = path_hash(path)
+        stat = path.stat() if path.exists() else path.parent.stat()
+        return FileCheck(str(path), digest, tuple(shape), tuple(raw), stat.st_size, stat.st_mtime_ns)
+    except GlassboxError as e:
+        return FileCheck(error=str(e))
+    except OSError as e:
+        return FileCheck(error=f"{ref}: cannot be read ({e.strerror or type(e).__name__})")
+
+
+#: from this many distinct files, a cohort is checked from headers (``check="auto"``) and in worker processes
+HEADER_FROM = 2000
+PARALLEL_FROM = 2000
+
+
+def check_files(jobs: Sequence[tuple[str, str]], *, roots: Sequence[Path], channels: str | None, pixels: bool,
+                progress: Progress | None = None, workers: int | None = None) -> list[FileCheck]:
+    """:func:`check_file` for every job, in worker processes when there are many (``workers``: default the CPU
+    count; 1 runs here)."""
+    work = partial(check_file, roots=tuple(roots), channels=channels, pixels=pixels)
+    n = len(jobs)
+    workers = workers or os.cpu_count() or 1
+    out: list[FileCheck] = []
+    step = max(1, n // 200)
+    if workers > 1 and n >= PARALLEL_FROM and "fork" in mp.get_all_start_methods():
+        # fork: the workers inherit the loaded readers instead of importing torch again (seconds each)
+        with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("fork")) as pool:
+            for i, result in enumerate(pool.map(work, jobs, chunksize=max(16, n // (workers * 32)))):
+                out.append(result)
+                if progress and i % step == 0:
+                    progress(i, n)
+    else:
+        for i, job in enumerate(jobs):
+            out.append(work(job))
+            if progress and i % step == 0:
+                progress(i, n)
+    return out
 
 
 def _shape_text(shape: Sequence[int | None]) -> str:
@@ -153,6 +252,7 @@ def load_manifest(
     channels: str | None = None,
     salt: str | None = None,
     progress: Progress | None = None,
+    check: str = "auto",
 ) -> Cohort:
     """Load and validate a manifest.
 
@@ -165,9 +265,13 @@ def load_manifest(
     A ``label`` may be a class index or one of ``class_names`` (the model's order). A patient column
     (:data:`PATIENT_COLUMNS`) becomes ``Case.patient``, an HMAC of the value keyed with ``salt`` (the operator's
     secret; without one, a key made for this call, so the hashes group images but match nothing outside it).
+    ``check``: ``pixels`` decodes every image; ``header`` reads each file once, hashes it and takes its shape from
+    the header (see :func:`check_file`); ``auto`` (default) decodes under :data:`HEADER_FROM` distinct files.
     Raises :class:`InvalidInputError` only when the manifest as a whole is unusable; bad rows go to the load
     report.
     """
+    if check not in ("auto", "header", "pixels"):
+        raise InvalidInputError(f"check must be auto, header or pixels, got {check!r}")
     path = Path(path).resolve()
     frame = _read_table(path)
     missing = [c for c in REQUIRED_COLUMNS if c not in frame.columns]
@@ -194,16 +298,18 @@ def load_manifest(
     schema = {a: _attribute_kind(frame[a]) for a in attributes}
     notes.extend(_column_notes(frame, attributes, schema))
 
-    rejections: list[Rejection] = []
-    implausible_values: list[str] = []
-    staged: list[tuple[int, dict]] = []
-    first_seen: dict[str, int] = {}
     n = len(frame)
-    for i, row in enumerate(frame.to_dict("records"), start=1):
-        if progress:
-            progress(i - 1, n)
-        case_id = str(row["case_id"]).strip()
+    rejections: list[Rejection] = []
 
+    # 1. what each row says, checked without touching a file
+    first_seen: dict[str, int] = {}
+    staged: list[tuple[int, int | None, str, str | None]] = []  # (row, label, image candidate, mask candidate)
+    ids = frame["case_id"].astype(str).str.strip().tolist()
+    refs = frame["image"].astype(str).str.strip().tolist()
+    labels = frame["label"].astype(str).str.strip().tolist() if "label" in frame else [""] * n
+    mask_refs = frame["mask"].astype(str).str.strip().tolist() if "mask" in frame else [""] * n
+    label_of: dict[str, tuple[int | None, str | None]] = {}
+    for i, (case_id, ref, text, mref) in enumerate(zip(ids, refs, labels, mask_refs), start=1):
         def reject(field: str, reason: str, _i: int = i, _cid: str = case_id) -> None:
             rejections.append(Rejection(row=_i, case_id=_cid or None, field=field, reason=reason))
 
@@ -214,78 +320,86 @@ def load_manifest(
             reject("case_id", f"duplicate case_id {case_id!r} (first at row {first_seen[case_id]})")
             continue
         first_seen[case_id] = i
-
         label = None
-        text = str(row.get("label", "")).strip()
         if text:
-            label, why = _label(text, class_names)
+            if text not in label_of:
+                label_of[text] = _label(text, class_names)
+            label, why = label_of[text]
             if why:
                 reject("label", why)
                 continue
-
-        ref = str(row["image"]).strip()
         if not ref:
             reject("image", "empty image path")
             continue
         try:
-            image_path = _resolve(base, ref, root_paths)
-            if not image_path.exists() and not parse_series_ref(image_path):
-                raise InvalidInputError(f"file not found: {ref}")
-            image = read_image(image_path)
-            shape = convert_channels(channels, image.array, ref).shape if channels else image.shape
-        except GlassboxError as e:
-            reject("image", mask_paths(str(e).replace(str(base) + "/", "")))
+            image_job = _candidate(base, ref)
+            mask_job = _candidate(base, mref) if mref else None
+        except InvalidInputError as e:
+            reject("image" if mref == "" or ref in str(e) else "mask", str(e))
             continue
+        staged.append((i, label, image_job, mask_job))
 
-        mask_path = None
-        mref = str(row.get("mask", "")).strip()
-        if mref:
-            try:
-                mask_path = _resolve(base, mref, root_paths)
-                if not mask_path.is_file():
-                    raise InvalidInputError(f"file not found: {mref}")
-                mask = read_image(mask_path)
-            except GlassboxError as e:
-                reject("mask", mask_paths(str(e).replace(str(base) + "/", "")))
-                continue
-            if mask.shape[1:] != image.shape[1:]:
-                reject("mask", f"mask is {'×'.join(map(str, mask.shape[1:]))}, image is "
-                               f"{'×'.join(map(str, image.shape[1:]))}")
-                continue
-
-        attrs = {}
-        for a in attributes:
-            v = str(row[a]).strip()
-            attrs[a] = None if v == "" else (float(v) if schema[a] == "numeric" else v)
-            if schema[a] == "numeric" and attrs[a] is not None:
-                why = implausible(a, attrs[a])
-                if why:
-                    implausible_values.append(f"row {i}: {a} {why}; kept as missing")
-                    attrs[a] = None
-                elif float(attrs[a]).is_integer():
-                    attrs[a] = int(attrs[a])
-        who = str(row[patient_column]).strip() if patient_column else ""
-        staged.append((i, dict(case_id=case_id, image=image_path, image_hash=path_hash(image_path),
-                               shape=tuple(shape), label=label, attributes=attrs, mask=mask_path,
-                               patient=salted(key, who) if who else None)))
+    # 2. every distinct file once: resolved, hashed, its shape from the header (or pixels), in parallel
+    refs_of = {}
+    for i, _, image_job, mask_job in staged:
+        refs_of.setdefault(image_job, refs[i - 1])
+        if mask_job:
+            refs_of.setdefault(mask_job, mask_refs[i - 1])
+    jobs = list(refs_of.items())
+    pixels = check == "pixels" or (check == "auto" and len(jobs) < HEADER_FROM)
+    results = dict(zip(refs_of, check_files(jobs, roots=root_paths, channels=channels, pixels=pixels,
+                                             progress=progress)))
     if progress:
-        progress(n, n)
+        progress(len(jobs), len(jobs))
+    if not pixels:
+        notes.append(f"{len(jobs)} file(s) checked from their headers without decoding pixels (PNG chunk CRCs and "
+                     "JPEG end markers verified; DICOM and NIfTI read in full); a file whose pixels still fail is "
+                     "named when it is first predicted")
 
+    def problem(result: FileCheck) -> str:
+        return mask_paths((result.error or "").replace(str(base) + "/", ""))
+
+    kept: list[tuple[int, int | None, FileCheck, FileCheck | None]] = []
+    for i, label, image_job, mask_job in staged:
+        image, mask = results[image_job], results[mask_job] if mask_job else None
+        if image.error:
+            rejections.append(Rejection(row=i, case_id=ids[i - 1], field="image", reason=problem(image)))
+            continue
+        if mask is not None:
+            if mask.error:
+                rejections.append(Rejection(row=i, case_id=ids[i - 1], field="mask", reason=problem(mask)))
+                continue
+            if not os.path.isfile(mask.path):
+                rejections.append(Rejection(row=i, case_id=ids[i - 1], field="mask",
+                                            reason=f"file not found: {mask_refs[i - 1]}"))
+                continue
+            if mask.raw_shape[1:] != image.raw_shape[1:]:
+                rejections.append(Rejection(row=i, case_id=ids[i - 1], field="mask", reason=(
+                    f"mask is {'×'.join(map(str, mask.raw_shape[1:]))}, image is "
+                    f"{'×'.join(map(str, image.raw_shape[1:]))}")))
+                continue
+        kept.append((i, label, image, mask))
+
+    # 3. the shape the cohort must have, then the table (columns, not a million records)
     if input_shape is not None:
         expected = tuple(None if s is None else int(s) for s in input_shape)
         why = "the model expects"
     else:
-        counts = Counter(s["shape"] for _, s in staged)
+        counts = Counter(r[2].shape for r in kept)
         expected = counts.most_common(1)[0][0] if counts else None
         why = "most images in this cohort are"
-    cases = []
-    for i, s in staged:
-        if expected is not None and not fits(s["shape"], expected):
-            rejections.append(Rejection(
-                row=i, case_id=s["case_id"], field="image",
-                reason=f"image is {_shape_text(s['shape'])}; {why} {_shape_text(expected)}"))
-            continue
-        cases.append(Case(**s))
+    implausible_values = _implausible(frame, attributes, schema, [r[0] for r in kept])
+    accepted = []
+    fitting = {}
+    for i, label, image, mask in kept:
+        if expected is not None:
+            if image.shape not in fitting:
+                fitting[image.shape] = fits(image.shape, expected)
+            if not fitting[image.shape]:
+                rejections.append(Rejection(row=i, case_id=ids[i - 1], field="image", reason=(
+                    f"image is {_shape_text(image.shape)}; {why} {_shape_text(expected)}")))
+                continue
+        accepted.append((i, label, image, mask))
 
     if implausible_values:
         shown = "; ".join(implausible_values[:5]) + (f"; and {len(implausible_values) - 5} more"
@@ -293,10 +407,86 @@ def load_manifest(
         notes.append(f"{len(implausible_values)} implausible attribute value(s): {shown}")
     rejections.sort(key=lambda r: r.row)
     report = LoadReport(source=str(path), n_rows=n, rejections=tuple(rejections), notes=tuple(notes))
-    content_hash = json_hash([(c.case_id, c.image_hash, c.label, c.attributes,
-                               file_hash(c.mask) if c.mask else None) for c in cases])
-    return Cohort(name=name or path.parent.name, cases=tuple(cases), attribute_schema=schema,
-                  content_hash=content_hash, report=report)
+    rows = [r[0] - 1 for r in accepted]
+    patients = None
+    if patient_column:
+        raw = frame[patient_column].astype(str).str.strip().iloc[rows]
+        unique = {v: (salted(key, v) if v else None) for v in raw.unique()}
+        patients = raw.map(unique).tolist()
+    table = pd.DataFrame({
+        "case_id": [ids[i] for i in rows],
+        "image": [r[2].path for r in accepted],
+        "image_hash": [r[2].hash for r in accepted],
+        "shape": ["x".join(map(str, r[2].shape)) for r in accepted],
+        "label": pd.array([r[1] for r in accepted], dtype="Int64"),
+        "mask": [r[3].path if r[3] else None for r in accepted],
+        "patient": patients if patients is not None else [None] * len(rows),
+        "_image_size": [r[2].size for r in accepted], "_image_mtime": [r[2].mtime_ns for r in accepted],
+        "_mask_hash": [r[3].hash if r[3] else None for r in accepted],
+        "_mask_size": [r[3].size if r[3] else -1 for r in accepted],
+        "_mask_mtime": [r[3].mtime_ns if r[3] else -1 for r in accepted]})
+    for a in attributes:
+        table[f"a:{a}"] = _attribute_values(frame[a].iloc[rows], schema[a], a).to_numpy()
+    cases = CaseTable(table, schema)
+    return Cohort(name=name or path.parent.name, cases=cases, attribute_schema=schema,
+                  content_hash=content_hash_of(cases), report=report)
+
+
+def _attribute_values(column: pd.Series, kind: str, name: str) -> pd.Series:
+    """A manifest column as the table holds it: numeric as float64 (NaN missing or implausible), else strings
+    (None missing)."""
+    text = column.astype(str).str.strip()
+    if kind == "numeric":
+        values = pd.to_numeric(text.where(text != "", None), errors="coerce").astype("float64")
+        unique = values.dropna().unique()
+        bad = [v for v in unique if implausible(name, float(v))]
+        return values.where(~values.isin(bad), np.nan) if bad else values
+    return text.astype(object).where(text != "", None)
+
+
+def _implausible(frame: pd.DataFrame, attributes: Sequence[str], schema: dict[str, str],
+                 rows: Sequence[int]) -> list[str]:
+    """``row N: <column> <why>; kept as missing`` for every implausible numeric value of the kept ``rows``, in row
+    order (each distinct value judged once)."""
+    found = []
+    chosen = np.asarray(rows, dtype=int) - 1
+    for order, a in enumerate(attributes):
+        if schema[a] != "numeric":
+            continue
+        text = frame[a].astype(str).str.strip().iloc[chosen]
+        values = pd.to_numeric(text.where(text != "", None), errors="coerce")
+        whys = {v: implausible(a, float(v)) for v in values.dropna().unique()}
+        whys = {v: w for v, w in whys.items() if w}
+        if not whys:
+            continue
+        for row, v in zip(np.asarray(rows)[values.isin(list(whys)).to_numpy()], values[values.isin(list(whys))]):
+            found.append((int(row), order, f"row {int(row)}: {a} {whys[v]}; kept as missing"))
+    return [text for _, _, text in sorted(found)]
+
+
+def content_hash_of(cases: CaseTable) -> str:
+    """The cohort's content hash: every case's id, image hash, label, attributes and mask hash (the same value a
+    cohort of :class:`Case` records always had, so caches and recorded verdicts keep their keys)."""
+    t = cases.table
+    attrs = cases.frame()[list(cases.schema)] if cases.schema else None
+    attr_rows = ([dict(zip(cases.schema, _plain(vals, cases.schema))) for vals in attrs.itertuples(index=False)]
+                 if attrs is not None else [{}] * len(t))
+    mask_hashes = t["_mask_hash"] if "_mask_hash" in t else [None] * len(t)
+    labels = [None if pd.isna(v) else int(v) for v in t["label"]]
+    return json_hash([(cid, h, lab, att, mh if mh else None) for cid, h, lab, att, mh in
+                      zip(t["case_id"], t["image_hash"], labels, attr_rows, mask_hashes)])
+
+
+def _plain(values: tuple, schema: dict[str, str]) -> list:
+    out = []
+    for v, kind in zip(values, schema.values()):
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            out.append(None)
+        elif kind == "numeric":
+            out.append(int(v) if float(v).is_integer() else float(v))
+        else:
+            out.append(v)
+    return out
 
 
 def peek_fit(path: str | Path, *, class_names: Sequence[str], input_shape: Sequence[int | None],
@@ -332,3 +522,69 @@ def load_image_batch(cases: Sequence[Case], pre: Preprocessing | None = None) ->
     if pre is None:
         return np.stack([read_image(c.image).array for c in cases])
     return np.stack([fit_image(pre, read_image(c.image)) for c in cases])
+
+
+#: the cohort table's layout; a table written by another layout is checked again, never read
+TABLE_FORMAT = "glassbox-cohort-table-1"
+
+
+def save_cohort_table(cohort: Cohort, path: str | Path) -> None:
+    """Write a manifest cohort (its :class:`CaseTable`, schema, load report and content hash) as one Parquet file,
+    so an unchanged cohort re-opens without a file being read (:func:`open_cohort_table`)."""
+    if not isinstance(cohort.cases, CaseTable):
+        raise InvalidInputError(f"cohort {cohort.name!r} is not held as a table")
+    report = cohort.report
+    meta = {"format": TABLE_FORMAT, "name": cohort.name, "schema": cohort.attribute_schema,
+            "content_hash": cohort.content_hash,
+            "report": {"source": report.source, "n_rows": report.n_rows, "notes": list(report.notes),
+                       "rejections": [[r.row, r.case_id, r.field, r.reason] for r in report.rejections]}}
+    table = pa.Table.from_pandas(cohort.cases.table, preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"glassbox": json.dumps(meta).encode()})
+    pq.write_table(table, path)
+
+
+def open_cohort_table(path: str | Path, *, workers: int = 16) -> Cohort | None:
+    """The cohort :func:`save_cohort_table` wrote, if every image and mask it names still has the size and
+    modification time it had when checked (``os.stat``, in threads); None when the file is missing, unreadable,
+    of another layout, or any file changed (the caller checks the manifest again)."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    try:
+        parquet = pq.read_table(path)
+        meta = json.loads(parquet.schema.metadata[b"glassbox"])
+    except Exception:  # noqa: BLE001 - any unreadable table is rebuilt from the manifest
+        return None
+    if meta.get("format") != TABLE_FORMAT:
+        return None
+    table = parquet.to_pandas()
+    stats = pd.concat([
+        table[["image", "_image_size", "_image_mtime"]].set_axis(["path", "size", "mtime"], axis=1),
+        table.loc[table["mask"].notna(), ["mask", "_mask_size", "_mask_mtime"]].set_axis(["path", "size", "mtime"],
+                                                                                           axis=1)])
+    stats = stats.drop_duplicates("path")
+
+    def now(p: str) -> tuple[int, int]:
+        try:
+            st = os.stat(p)
+        except OSError:
+            return -2, -2
+        return st.st_size, st.st_mtime_ns
+
+    paths = stats["path"].tolist()
+    if len(paths) > 256:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            current = list(pool.map(now, paths, chunksize=256))
+    else:
+        current = [now(p) for p in paths]
+    sizes = np.fromiter((c[0] for c in current), np.int64, len(current))
+    times = np.fromiter((c[1] for c in current), np.int64, len(current))
+    if not (np.array_equal(sizes, stats["size"].to_numpy(np.int64))
+            and np.array_equal(times, stats["mtime"].to_numpy(np.int64))):
+        return None
+    r = meta["report"]
+    report = LoadReport(source=r["source"], n_rows=r["n_rows"], notes=tuple(r["notes"]),
+                        rejections=tuple(Rejection(row=a, case_id=b, field=c, reason=d) for a, b, c, d in
+                                         r["rejections"]))
+    return Cohort(name=meta["name"], cases=CaseTable(table, meta["schema"]), attribute_schema=meta["schema"],
+                  content_hash=meta["content_hash"], report=report)

@@ -6,6 +6,7 @@ Records validate themselves on construction, so a malformed one never travels.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,7 @@ import torch
 from data_adapters.errors import InvalidInputError
 
 __all__ = [
-    "Image", "Case", "Rejection", "LoadReport", "Cohort", "Preprocessing", "ModelCard", "ModelHandle",
+    "Image", "Case", "CaseTable", "Rejection", "LoadReport", "Cohort", "Preprocessing", "ModelCard", "ModelHandle",
     "Prediction", "Attribution", "ConceptScore", "TASKS", "CHANNELS", "CLUSTER",
 ]
 
@@ -138,46 +139,168 @@ class LoadReport:
                 f"(a rejected series counts once)")
 
 
+class CaseTable(Sequence):
+    """A cohort's cases as columns (one row per case), read as :class:`Case` records one at a time.
+
+    A million cases as a million frozen dataclasses cost seconds to build and hundreds of megabytes; as a table
+    they load from Parquet in a fraction of a second, and a :class:`Case` is made only for the case asked for.
+    Columns: ``case_id``, ``image``, ``image_hash``, ``shape`` (``"1x64x64"``), ``label`` (Int64), ``mask``
+    (path or None), ``patient`` (keyed hash or None) and one ``a:<name>`` column per attribute (numeric as
+    float64 with NaN for missing, categorical as strings with None)."""
+
+    COLUMNS = ("case_id", "image", "image_hash", "shape", "label", "mask", "patient")
+
+    def __init__(self, table: pd.DataFrame, schema: dict[str, str]) -> None:
+        self.table = table.reset_index(drop=True)
+        self.schema = dict(schema)
+        self._index: dict[str, int] | None = None
+        self._shapes: dict[str, tuple[int, ...]] = {}
+
+    @classmethod
+    def from_cases(cls, cases: Sequence[Case], schema: dict[str, str]) -> CaseTable:
+        columns: dict[str, list] = {
+            "case_id": [c.case_id for c in cases], "image": [str(c.image) for c in cases],
+            "image_hash": [c.image_hash for c in cases], "shape": ["x".join(map(str, c.shape)) for c in cases],
+            "label": pd.array([c.label for c in cases], dtype="Int64"),
+            "mask": [str(c.mask) if c.mask else None for c in cases],
+            "patient": [c.patient for c in cases]}
+        for name, kind in schema.items():
+            values = [c.attributes.get(name) for c in cases]
+            columns[f"a:{name}"] = (pd.array([np.nan if v is None else float(v) for v in values], dtype="float64")
+                                    if kind == "numeric" else pd.array(values, dtype=object))
+        return cls(pd.DataFrame(columns), schema)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    def _shape(self, text: str) -> tuple[int, ...]:
+        if text not in self._shapes:
+            self._shapes[text] = tuple(int(v) for v in text.split("x"))
+        return self._shapes[text]
+
+    def _case(self, i: int) -> Case:
+        row = self.table.iloc[i]
+        attributes = {}
+        for name, kind in self.schema.items():
+            v = row[f"a:{name}"]
+            if v is None or (isinstance(v, float) and math.isnan(v)):
+                attributes[name] = None
+            elif kind == "numeric":
+                attributes[name] = int(v) if float(v).is_integer() else float(v)
+            else:
+                attributes[name] = v
+        label = row["label"]
+        return Case(case_id=row["case_id"], image=Path(row["image"]), image_hash=row["image_hash"],
+                    shape=self._shape(row["shape"]), label=None if pd.isna(label) else int(label),
+                    attributes=attributes, mask=Path(row["mask"]) if _present(row["mask"]) else None,
+                    patient=row["patient"] if _present(row["patient"]) else None)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return tuple(self._case(k) for k in range(*i.indices(len(self))))
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return self._case(i)
+
+    def __iter__(self):
+        return (self._case(i) for i in range(len(self)))
+
+    @property
+    def ids(self) -> list[str]:
+        return self.table["case_id"].tolist()
+
+    def position(self, case_id: str) -> int | None:
+        if self._index is None:
+            self._index = {cid: i for i, cid in enumerate(self.table["case_id"].tolist())}
+        return self._index.get(case_id)
+
+    def frame(self) -> pd.DataFrame:
+        out = pd.DataFrame({"case_id": self.table["case_id"], "label": self.table["label"].astype("Int64")})
+        for name, kind in self.schema.items():
+            column = self.table[f"a:{name}"]
+            out[name] = column if kind == "numeric" else column.astype(object).where(column.notna(), None)
+        return out
+
+
+def _present(value: Any) -> bool:
+    """A table cell that holds a value (not None, NaN or empty)."""
+    return not (value is None or value == "" or (isinstance(value, float) and math.isnan(value)))
+
+
 @dataclass(frozen=True)
 class Cohort:
-    """A set of cases, their attribute schema (name → 'categorical' | 'numeric'), a content hash and a load report."""
+    """A set of cases, their attribute schema (name → 'categorical' | 'numeric'), a content hash and a load report.
+
+    ``cases`` is a tuple of :class:`Case`, or for a manifest a :class:`CaseTable` (the same cases, held as columns
+    so that a million-case cohort opens in a second)."""
 
     name: str
-    cases: tuple[Case, ...]
+    cases: Sequence[Case]
     attribute_schema: dict[str, str]
     content_hash: str
     report: LoadReport
 
     def __post_init__(self) -> None:
-        ids = [c.case_id for c in self.cases]
-        if len(set(ids)) != len(ids):
+        ids = pd.Series(self.case_ids)
+        if not ids.is_unique:
             raise InvalidInputError(f"cohort {self.name!r}: case ids are not unique")
 
     def __len__(self) -> int:
         return len(self.cases)
 
+    @property
+    def case_ids(self) -> list[str]:
+        """Every case id in order (without making a :class:`Case` per row)."""
+        if isinstance(self.cases, CaseTable):
+            return self.cases.ids
+        return [c.case_id for c in self.cases]
+
+    @property
+    def image_hashes(self) -> list[str]:
+        """Every case's image content hash, in order."""
+        if isinstance(self.cases, CaseTable):
+            return self.cases.table["image_hash"].tolist()
+        return [c.image_hash for c in self.cases]
+
     def case(self, case_id: str) -> Case:
-        for c in self.cases:
-            if c.case_id == case_id:
-                return c
+        if isinstance(self.cases, CaseTable):
+            i = self.cases.position(case_id)
+            if i is not None:
+                return self.cases[i]
+        else:
+            for c in self.cases:
+                if c.case_id == case_id:
+                    return c
         raise InvalidInputError(f"cohort {self.name!r} has no case {case_id!r}")
+
+    def _patients(self) -> list[str | None]:
+        if isinstance(self.cases, CaseTable):
+            return [v if _present(v) else None for v in self.cases.table["patient"].tolist()]
+        return [c.patient for c in self.cases]
 
     @property
     def n_patients(self) -> int | None:
         """Distinct patients where the cohort says which patient each image came from, else None."""
-        keys = {c.patient for c in self.cases if c.patient}
+        keys = {p for p in self._patients() if p}
         return len(keys) if keys else None
 
     def frame(self) -> pd.DataFrame:
         """One row per case: ``case_id``, ``label`` and one column per attribute (no paths). Where patients are
         known, ``_cluster``: an integer per patient (by first appearance; not the hash, and never shown) that the
         statistics resample by; a case without a patient key is its own cluster."""
-        rows = [{"case_id": c.case_id, "label": c.label, **c.attributes} for c in self.cases]
-        frame = pd.DataFrame(rows, columns=["case_id", "label", *self.attribute_schema])
-        frame["label"] = frame["label"].astype("Int64")
-        if self.n_patients:
-            codes: dict[str, int] = {}
-            frame[CLUSTER] = [codes.setdefault(c.patient or f"\0{c.case_id}", len(codes)) for c in self.cases]
+        if isinstance(self.cases, CaseTable):
+            frame = self.cases.frame()
+        else:
+            rows = [{"case_id": c.case_id, "label": c.label, **c.attributes} for c in self.cases]
+            frame = pd.DataFrame(rows, columns=["case_id", "label", *self.attribute_schema])
+            frame["label"] = frame["label"].astype("Int64")
+        patients = self._patients()
+        if any(patients):
+            keys = pd.Series(patients, dtype=object)
+            own = "\0" + frame["case_id"].astype(str)
+            frame[CLUSTER] = pd.factorize(keys.where(keys.notna() & (keys != ""), own))[0]
         return frame
 
 

@@ -185,3 +185,98 @@ def selection_rate(c: Counts) -> np.ndarray:
 
 def false_positive_rate(c: Counts) -> np.ndarray:
     return _ratio(c.fp, c.neg)
+
+
+# -- resampling sufficient statistics (large groups) ---------------------------------------------------------------
+#: groups with at least this many cases are resampled as cells (class × score bin), not case by case
+CELL_BOOTSTRAP_FROM = 20_000
+#: score bins per group (quantiles of its scores, plus the threshold and the ECE bin edges as edges)
+SCORE_BINS = 1024
+
+
+@dataclass(frozen=True)
+class Cells:
+    """One group's cases collapsed into cells of equal class and score bin: what every metric here needs.
+
+    A cell's cases share their class, whether they are called positive (the threshold is a bin edge) and their
+    ECE bin (the ECE edges are bin edges), so resampling cells by their counts gives exactly the confusion counts,
+    Brier and ECE sums that resampling the cases would (Brier and ECE up to the spread of scores within a bin);
+    AUROC counts pairs within one bin as ties, off from the exact value by at most :attr:`auroc_error`."""
+
+    y: np.ndarray        # (m,) bool
+    called: np.ndarray   # (m,) bool
+    bin: np.ndarray      # (m,) int: the score bin, the order AUROC compares
+    ece_bin: np.ndarray  # (m,) int
+    count: np.ndarray    # (m,) cases per cell
+    brier: np.ndarray    # (m,) mean (p - y)² per cell
+    residual: np.ndarray  # (m,) mean (y - p) per cell
+    auroc_error: float   # most the binned AUROC can differ from the exact one
+    of_case: np.ndarray  # (n,) each case's cell
+
+    @classmethod
+    def of(cls, y: np.ndarray, p: np.ndarray, called: np.ndarray, threshold: float,
+           bins: int = SCORE_BINS) -> Cells:
+        y, p, called = np.asarray(y, bool), np.asarray(p, np.float64), np.asarray(called, bool)
+        quantiles = np.quantile(p, np.linspace(0, 1, bins + 1)[1:-1]) if len(p) else np.array([])
+        edges = np.unique(np.concatenate([quantiles, np.arange(1, ECE_BINS) / ECE_BINS, [threshold]]))
+        b = np.searchsorted(edges, p, side="right")
+        key = b * 4 + y * 2 + called  # called is constant within a bin unless the threshold is not an edge (a set one)
+        cells, first, inverse, count = np.unique(key, return_index=True, return_inverse=True, return_counts=True)
+        sums = lambda v: np.bincount(inverse, weights=v, minlength=len(cells))  # noqa: E731
+        pos_in_bin = np.bincount(b[y], minlength=len(edges) + 1).astype(np.float64)
+        neg_in_bin = np.bincount(b[~y], minlength=len(edges) + 1).astype(np.float64)
+        pairs = pos_in_bin.sum() * neg_in_bin.sum()
+        return cls(y=y[first], called=called[first], bin=b[first],
+                   ece_bin=np.clip((p[first] * ECE_BINS).astype(int), 0, ECE_BINS - 1), count=count,
+                   brier=sums((p - y) ** 2) / count, residual=sums(y - p) / count,
+                   auroc_error=float(0.5 * (pos_in_bin * neg_in_bin).sum() / pairs) if pairs else 0.0,
+                   of_case=inverse.reshape(-1))
+
+    def resample(self, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+        """``(n_boot, m)`` cell counts of a Poisson bootstrap: each case weighted Poisson(1), so a cell of ``c``
+        cases draws Poisson(``c``) (Hanley & MacGibbon 2006). For groups this large it matches drawing the cases
+        with replacement (whose class counts it lets vary by about 1/√n), at the cost of one draw per cell."""
+        return rng.poisson(self.count.astype(np.float64), size=(n_boot, len(self.count))).astype(np.float64)
+
+    def counts(self, w: np.ndarray) -> Counts:
+        """:class:`Counts` for cell weights ``w`` ``(B, m)``."""
+        w = np.atleast_2d(np.asarray(w, np.float64))
+        yf = self.y.astype(np.float64)
+        n = w.sum(axis=1)
+        pos = w @ yf
+        onehot = np.zeros((len(self.count), ECE_BINS))
+        onehot[np.arange(len(self.count)), self.ece_bin] = 1
+        gap = w @ (onehot * self.residual[:, None])
+        order = np.argsort(self.bin, kind="stable")
+        ws, bs, ys = w[:, order], self.bin[order], yf[order]
+        neg_w = ws * (1 - ys)
+        below = np.cumsum(neg_w, axis=1) - neg_w
+        start = np.searchsorted(bs, bs, side="left")
+        end = np.searchsorted(bs, bs, side="right") - 1
+        tied = below[:, end] + neg_w[:, end] - below[:, start]
+        auc_num = np.einsum("bu,bu->b", ws * ys, below[:, start] + 0.5 * tied)
+        return Counts(n=n, pos=pos, neg=n - pos, tp=w @ (self.y & self.called).astype(np.float64),
+                      fp=w @ (~self.y & self.called).astype(np.float64), brier=w @ self.brier,
+                      ece_gap=np.abs(gap).sum(axis=1), auc_num=auc_num)
+
+
+def cluster_cell_weights(clusters: np.ndarray, groups: list[tuple[np.ndarray, Cells]], n_boot: int,
+                         rng: np.random.Generator, chunk: int = 25) -> list[np.ndarray]:
+    """Cluster-bootstrap cell counts for large groups sharing patients: per replicate, each cluster (a patient's
+    images) is weighted Poisson(1), the Poisson form of drawing clusters with replacement, and each group's cell
+    counts are the weighted clusters' cases per cell (a sparse product), ``chunk`` replicates at a time so memory
+    stays at ``chunk × clusters``. ``groups``: each
+    group's row positions in ``clusters`` and its :class:`Cells`."""
+    from scipy import sparse
+
+    _, inverse = np.unique(np.asarray(clusters), return_inverse=True)
+    c = int(inverse.max()) + 1 if len(inverse) else 0
+    maps = [sparse.csr_matrix((np.ones(len(rows)), (inverse[rows], cells.of_case)), shape=(c, len(cells.count)))
+            for rows, cells in groups]
+    out = [np.zeros((n_boot, len(cells.count))) for _, cells in groups]
+    for start in range(0, n_boot, chunk):
+        b = min(chunk, n_boot - start)
+        per_cluster = rng.poisson(1.0, size=(b, c)).astype(np.float64)
+        for g, m in enumerate(maps):
+            out[g][start:start + b] = (m.T @ per_cluster.T).T
+    return out

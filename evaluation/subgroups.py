@@ -27,7 +27,10 @@ from sklearn.metrics import roc_curve
 from data_adapters.errors import InvalidInputError
 from data_adapters.records import CLUSTER
 from evaluation.metrics import (
+    CELL_BOOTSTRAP_FROM,
     METRICS,
+    Cells,
+    cluster_cell_weights,
     WHY_UNDEFINED,
     bootstrap_weights,
     cluster_weights,
@@ -190,21 +193,40 @@ def subgroup_report(frame: pd.DataFrame, by: str | Sequence[str], *, class_index
     alpha = (1 - level) / 2
     z = float(norm.ppf(1 - alpha))
 
-    mf = MetricFrame(metrics={m: partial(_point, m) for m in METRICS.names()}, y_true=y, y_pred=called,
-                     sensitive_features=frame[by], sample_params={m: {"p": p} for m in METRICS.names()})
-    by_group = mf.by_group
+    if len(frame) < CELL_BOOTSTRAP_FROM:
+        mf = MetricFrame(metrics={m: partial(_point, m) for m in METRICS.names()}, y_true=y, y_pred=called,
+                         sensitive_features=frame[by], sample_params={m: {"p": p} for m in METRICS.names()})
+        by_group = mf.by_group
+    else:  # the same weighted counts MetricFrame would call per metric, computed once per group
+        mf = by_group = None
     rng = np.random.default_rng(seed)
-    shared = replicate_weights(frame, n_boot, rng)
+    large = len(frame) >= CELL_BOOTSTRAP_FROM  # resample sufficient statistics, not a (resamples × cases) matrix
+    clustered = CLUSTER in frame and frame[CLUSTER].notna().all()
+    shared = replicate_weights(frame, n_boot, rng) if not large else None
     rows, reps = [], {}
     groups = [("overall", frame)] + [
         (" · ".join(map(str, key if isinstance(key, tuple) else (key,))), sub)
         for key, sub in frame.groupby(by if len(by) > 1 else by[0], sort=True, observed=True)]
+    cells = {}
+    if large:
+        cells = {name: Cells.of(sub["y"].to_numpy(bool), sub["p"].to_numpy(float), sub["called"].to_numpy(bool),
+                                threshold) for name, sub in groups}
+        if clustered:
+            drawn = cluster_cell_weights(frame[CLUSTER].to_numpy(), [(sub.index.to_numpy(), cells[name])
+                                                                     for name, sub in groups], n_boot, rng)
+            cell_weights = dict(zip([name for name, _ in groups], drawn))
     for name, sub in groups:
-        sub = sub.sort_values("p", kind="stable")  # sorted once: the AUROC replicates need no gather
-        ys, ps, cs = sub["y"].to_numpy(bool), sub["p"].to_numpy(float), sub["called"].to_numpy(bool)
-        point_counts = counts(np.ones((1, len(ys))), ys, ps, cs)
-        weights = shared[:, sub.index.to_numpy()] if shared is not None else bootstrap_weights(ys, n_boot, rng)
-        boot = counts(weights, ys, ps, cs)
+        if large:
+            ys, ps, cs = sub["y"].to_numpy(bool), sub["p"].to_numpy(float), sub["called"].to_numpy(bool)
+            point_counts = counts(np.ones((1, len(ys))), ys, ps, cs)
+            cell = cells[name]
+            boot = cell.counts(cell_weights[name] if clustered else cell.resample(n_boot, rng))
+        else:
+            sub = sub.sort_values("p", kind="stable")  # sorted once: the AUROC replicates need no gather
+            ys, ps, cs = sub["y"].to_numpy(bool), sub["p"].to_numpy(float), sub["called"].to_numpy(bool)
+            point_counts = counts(np.ones((1, len(ys))), ys, ps, cs)
+            weights = shared[:, sub.index.to_numpy()] if shared is not None else bootstrap_weights(ys, n_boot, rng)
+            boot = counts(weights, ys, ps, cs)
         events = int(ys.sum())
         lo_p, hi_p = wilson(events, len(ys), z)
         row = {"group": name, "n": len(ys), **({"patients": int(sub[CLUSTER].nunique())} if shared is not None
@@ -214,7 +236,9 @@ def subgroup_report(frame: pd.DataFrame, by: str | Sequence[str], *, class_index
         notes = []
         reps[name] = {}
         for m in METRICS.names():
-            if name == "overall":
+            if mf is None:
+                value = float(METRICS.get(m)(point_counts)[0])
+            elif name == "overall":
                 value = float(mf.overall[m])
             else:
                 key = tuple(sub.iloc[0][b] for b in by)
@@ -236,6 +260,9 @@ def subgroup_report(frame: pd.DataFrame, by: str | Sequence[str], *, class_index
         row["_selection"] = float(selection_rate(point_counts)[0])
         small = len(ys) < min_n or min(events, len(ys) - events) < min_events
         row["small"] = small
+        if large:
+            notes.append(f"intervals from class × score-bin counts ({len(cells[name].count)} cells; AUROC binning "
+                         f"error ≤ {cells[name].auroc_error:.4f})")
         if small:
             notes.insert(0, f"too small to judge (n={len(ys)}, events={events}; needs n≥{min_n} and ≥{min_events} "
                             "of each class)")

@@ -1,6 +1,6 @@
 """The ``glassbox`` command line. Every long step shows a progress bar; errors are one clear line.
 
-    glassbox demo [--workspace DIR] [--force] [--retrain [--seed N] [--ship]]
+    glassbox demo [--workspace DIR] [--force] [--retrain [--seed N] [--ship]] [--scale N [--distinct U]]
     glassbox check --cohort MANIFEST [--model MODEL]
     glassbox predict --model MODEL --cohort MANIFEST [--out FILE.csv|.parquet]
     glassbox explain --model MODEL --cohort MANIFEST --case ID --method NAME [--target CLASS] [--out FILE.npy]
@@ -59,6 +59,7 @@ from explainers.perturbation import PERTURBATIONS
 from explainers.inference import predict_cases
 from explainers.saliency import SALIENCY_METHODS
 from explainers.uncertainty import METHODS as UNCERTAINTY_METHODS
+from data_adapters.demo.synthesis import generate_scale_cohort
 from workspace.demo import TRAINING_SEED, build_demo, ship_weights
 from workspace.access import AUTH_MODES, ROLES, Users, operator
 from workspace.review import Record, spreadsheet_safe
@@ -181,6 +182,15 @@ def cmd_demo(args: argparse.Namespace) -> int:
     with bars() as step:
         build_demo(args.workspace, force=args.force, retrain=args.retrain, seed=args.seed, step=step,
                    log=lambda m: print(m, file=sys.stderr))
+        if args.scale:
+            if args.scale < 1:
+                raise InvalidInputError(f"--scale must be a positive number of cases, got {args.scale}")
+            folder = Path(args.workspace) / "cohorts" / f"scale_{args.scale}"
+            manifest = generate_scale_cohort(folder, args.scale, distinct=args.distinct,
+                                             progress=step(f"generating {min(args.distinct, args.scale)} distinct "
+                                                           "cases"))
+            print(f"scale cohort: {args.scale} rows sharing {min(args.distinct, args.scale)} image files: {manifest}",
+                  file=sys.stderr)
     if args.ship:
         print(f"shipped weights: {ship_weights(args.workspace)}", file=sys.stderr)
     print(args.workspace)
@@ -796,6 +806,10 @@ def parser() -> argparse.ArgumentParser:
                                                           "shipped weights (the same checks run)")
     s.add_argument("--seed", type=int, default=TRAINING_SEED, help="training seed with --retrain")
     s.add_argument("--ship", action="store_true", help="maintainers: after --retrain, replace the shipped weights")
+    s.add_argument("--scale", type=int, metavar="N", help="also write cohort scale_N: N rows (for the scale "
+                   "benchmarks) made from the demo generator, sharing --distinct image files")
+    s.add_argument("--distinct", type=int, default=5000, metavar="U", help="distinct images behind --scale "
+                   "(default 5000)")
     s = add("check", cmd_check, "validate a cohort (and its fit to a model); print the load report")
     s.add_argument("--cohort", required=True)
     s.add_argument("--model")

@@ -4,6 +4,7 @@ Layout::
 
     <root>/models/<version>/model.json (+ weights)       model versions offered by the app
     <root>/cohorts/<name>/manifest.csv (+ images)          cohorts offered by the app
+    <root>/cache/cohorts/<key>.parquet                      a checked manifest (the cohort table), keyed by its bytes
     <root>/cache/predictions/<model>-<cohort>.parquet       per-case probabilities
     <root>/cache/attributions/<key[:2]>/<key>.npz           one saliency map, float32, keyed by content hashes
 
@@ -35,10 +36,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from data_adapters.cohort import load_image_batch, load_manifest
+from data_adapters.cohort import load_image_batch, load_manifest, open_cohort_table, save_cohort_table
 from data_adapters.dicom_folder import load_dicom_folder
 from data_adapters.errors import InvalidInputError
-from data_adapters.hashing import file_hash, json_hash
+from data_adapters.hashing import file_hash, json_hash, salted
 from data_adapters.models import SPEC_NAME, load_model
 from data_adapters.models.monai_bundle import is_bundle
 from data_adapters.records import Attribution, Case, Cohort, ModelHandle
@@ -294,9 +295,24 @@ class Workspace:
         if path.is_dir():
             return load_dicom_folder(path, salt=self.salt, input_shape=input_shape, channels=channels,
                                      progress=progress)
-        return load_manifest(path, class_names=class_names, input_shape=input_shape, channels=channels,
-                             roots=[Path(path).resolve().parent, *self.data_roots], salt=self.salt,
-                             allow_columns=self._settings().get("allow_columns", []), progress=progress)
+        roots = [Path(path).resolve().parent, *self.data_roots]
+        allow = self._settings().get("allow_columns", [])
+        if not path.is_file():
+            return load_manifest(path, roots=roots)  # names what is wrong
+        salt = self.salt
+        # the cohort table: keyed by the manifest's bytes and everything that decides what loads; the secret enters
+        # only as a keyed hash of a constant, so a table made under another secret is never read
+        key = json_hash("cohort-table", file_hash(path), str(path.resolve()), list(class_names or []) or None,
+                        list(input_shape) if input_shape is not None else None, channels, [str(r) for r in roots],
+                        sorted(allow), salted(salt, "cohort-table"))
+        table = self.cache / "cohorts" / f"{key[:40]}.parquet"
+        cached = open_cohort_table(table)
+        if cached is not None:
+            return cached
+        cohort = load_manifest(path, class_names=class_names, input_shape=input_shape, channels=channels,
+                               roots=roots, salt=salt, allow_columns=allow, progress=progress)
+        _atomic_write(table, lambda tmp: save_cohort_table(cohort, tmp))
+        return cohort
 
     def cohort_for(self, handle: ModelHandle, path: str | Path, *, progress: Progress | None = None) -> Cohort:
         """The cohort as ``handle`` sees it: labels outside its classes (or names not among them) and images it
@@ -333,12 +349,17 @@ class Workspace:
     def predictions(self, handle: ModelHandle, cohort: Cohort, *, progress: Progress | None = None) -> pd.DataFrame:
         """Per-case probabilities (``case_id``, ``p_0`` … ``p_{K-1}``), computed once per model and cohort."""
         def compute() -> pd.DataFrame:
-            preds = predict_cases(handle, cohort.cases, progress=progress)
-            frame = pd.DataFrame([p.probabilities for p in preds], columns=probability_columns(handle))
-            frame.insert(0, "case_id", [p.case_id for p in preds])
+            # a prediction depends only on the image's content: each distinct image is predicted once
+            hashes = pd.Series(cohort.image_hashes)
+            first = np.flatnonzero(~hashes.duplicated().to_numpy())
+            preds = predict_cases(handle, [cohort.cases[int(i)] for i in first], progress=progress)
+            unique = np.array([p.probabilities for p in preds], np.float64).reshape(len(first), handle.n_classes)
+            where = pd.Index(hashes.iloc[first]).get_indexer(hashes)
+            frame = pd.DataFrame(unique[where], columns=probability_columns(handle))
+            frame.insert(0, "case_id", cohort.case_ids)
             return frame
 
-        return _cached_frame(self.prediction_path(handle, cohort), compute, [c.case_id for c in cohort.cases])
+        return _cached_frame(self.prediction_path(handle, cohort), compute, cohort.case_ids)
 
     # -- uncertainty ---------------------------------------------------------------------------------
     def uncertainty(self, handles: Sequence[ModelHandle], cohort: Cohort, method: str, *, samples: int | None = None,
@@ -355,10 +376,10 @@ class Workspace:
         # "per-case-v2": draws seeded per case and dropout sampled with each layer's semantics (older caches differ)
         key = json_hash("uncertainty", "per-case-v2", NUMERICS, method, params, [h.weights_hash for h in used],
                         cohort.content_hash)
-        cases = list(cohort.cases)
         path = self.cache / "uncertainty" / f"{key[:40]}.parquet"
         if cached_only:
-            return _read_frame(path, [c.case_id for c in cases])
+            return _read_frame(path, cohort.case_ids)
+        cases = list(cohort.cases)
 
         def compute() -> pd.DataFrame:
             draws = run(used, cases, samples, seed, progress)

@@ -203,3 +203,29 @@ def write_concepts(folder: Path, manifest: Path, *, per_concept: int = 60, seed:
         image, _ = anatomy(rng)
         save("site_b_texture", i, scanner(image, SITES["B"], rng))
     return {name: folder / name for name in ("marker", "lesion", "no_lesion", "site_b_texture")}
+
+
+def generate_scale_cohort(folder: Path, n_rows: int, *, distinct: int = 5000, seed: int = 20261123,
+                          progress: Callable[[int, int], None] | None = None) -> Path:
+    """A large cohort for the scale benchmarks: ``distinct`` cases from :func:`generate_cohort` (same generator,
+    same truth) written once under ``folder/pool``, and a manifest of ``n_rows`` rows, each a copy of one pool case
+    (its image, mask, label and attributes) under a new case id and a patient id (1 to 3 images per patient).
+    Rows share image files, so a million rows need ``distinct`` files, not a million; returns the manifest."""
+    distinct = max(1, min(distinct, n_rows))
+    pool_manifest = folder / "pool" / "manifest.csv"
+    if not pool_manifest.is_file() or sum(1 for _ in open(pool_manifest)) - 1 != distinct:
+        generate_cohort(folder / "pool", n_cases=distinct, seed=seed, progress=progress)
+    import pandas as pd  # only here: the generator itself stays free of pandas
+
+    pool = pd.read_csv(pool_manifest, dtype=str, keep_default_na=False)
+    rng = np.random.default_rng(seed)
+    rows = pool.iloc[np.concatenate([np.arange(distinct), rng.integers(0, distinct, n_rows - distinct)])]
+    rows = rows.reset_index(drop=True)
+    for column in ("image", "mask"):
+        rows[column] = rows[column].where(rows[column] == "", "pool/" + rows[column])
+    rows["case_id"] = [f"scale-{i + 1:07d}" for i in range(n_rows)]
+    per_patient = rng.integers(1, 4, n_rows)
+    rows.insert(1, "patient_id", [f"P{v:07d}" for v in np.repeat(np.arange(n_rows), per_patient)[:n_rows]])
+    manifest = folder / "manifest.csv"
+    rows.to_csv(manifest, index=False)
+    return manifest

@@ -57,3 +57,10 @@ class ImageReader:
 
     def read(self, path: Path) -> Image:
         raise NotImplementedError
+
+    @classmethod
+    def header_shape(cls, path: Path, data: bytes) -> tuple[int, ...] | None:
+        """The shape ``(C, *spatial)`` the file will read as, from its header and integrity checks that decode no
+        pixel (``data``: the file's bytes); None when this reader cannot tell without decoding (the caller then
+        reads the image). Raises :class:`InvalidInputError` naming the file for what the header shows is wrong."""
+        return None

@@ -253,6 +253,7 @@ def load_manifest(
     salt: str | None = None,
     progress: Progress | None = None,
     check: str = "auto",
+    workers: int | None = None,
 ) -> Cohort:
     """Load and validate a manifest.
 
@@ -267,6 +268,7 @@ def load_manifest(
     secret; without one, a key made for this call, so the hashes group images but match nothing outside it).
     ``check``: ``pixels`` decodes every image; ``header`` reads each file once, hashes it and takes its shape from
     the header (see :func:`check_file`); ``auto`` (default) decodes under :data:`HEADER_FROM` distinct files.
+    ``workers``: processes that check files (default: the CPU count, from :data:`PARALLEL_FROM` files).
     Raises :class:`InvalidInputError` only when the manifest as a whole is unusable; bad rows go to the load
     report.
     """
@@ -348,7 +350,7 @@ def load_manifest(
     jobs = list(refs_of.items())
     pixels = check == "pixels" or (check == "auto" and len(jobs) < HEADER_FROM)
     results = dict(zip(refs_of, check_files(jobs, roots=root_paths, channels=channels, pixels=pixels,
-                                             progress=progress)))
+                                             progress=progress, workers=workers)))
     if progress:
         progress(len(jobs), len(jobs))
     if not pixels:
@@ -468,25 +470,19 @@ def content_hash_of(cases: CaseTable) -> str:
     """The cohort's content hash: every case's id, image hash, label, attributes and mask hash (the same value a
     cohort of :class:`Case` records always had, so caches and recorded verdicts keep their keys)."""
     t = cases.table
-    attrs = cases.frame()[list(cases.schema)] if cases.schema else None
-    attr_rows = ([dict(zip(cases.schema, _plain(vals, cases.schema))) for vals in attrs.itertuples(index=False)]
-                 if attrs is not None else [{}] * len(t))
-    mask_hashes = t["_mask_hash"] if "_mask_hash" in t else [None] * len(t)
-    labels = [None if pd.isna(v) else int(v) for v in t["label"]]
-    return json_hash([(cid, h, lab, att, mh if mh else None) for cid, h, lab, att, mh in
-                      zip(t["case_id"], t["image_hash"], labels, attr_rows, mask_hashes)])
-
-
-def _plain(values: tuple, schema: dict[str, str]) -> list:
-    out = []
-    for v, kind in zip(values, schema.values()):
-        if v is None or (isinstance(v, float) and np.isnan(v)):
-            out.append(None)
-        elif kind == "numeric":
-            out.append(int(v) if float(v).is_integer() else float(v))
+    columns = []
+    for name, kind in cases.schema.items():
+        values = t[f"a:{name}"].tolist()
+        if kind == "numeric":
+            columns.append([None if v != v else (int(v) if float(v).is_integer() else v) for v in values])
         else:
-            out.append(v)
-    return out
+            columns.append([None if v is None or v != v else v for v in values])
+    names = list(cases.schema)
+    attr_rows = [dict(zip(names, vals)) for vals in zip(*columns)] if columns else [{}] * len(t)
+    mask_hashes = t["_mask_hash"].tolist() if "_mask_hash" in t else [None] * len(t)
+    labels = [None if v is pd.NA or v != v else int(v) for v in t["label"].tolist()]
+    return json_hash([(cid, h, lab, att, mh if mh else None) for cid, h, lab, att, mh in
+                      zip(t["case_id"].tolist(), t["image_hash"].tolist(), labels, attr_rows, mask_hashes)])
 
 
 def peek_fit(path: str | Path, *, class_names: Sequence[str], input_shape: Sequence[int | None],

@@ -172,7 +172,7 @@ def test_configured_data_roots_admit_images_elsewhere_and_nothing_else(cohort_di
     ws = Workspace(tmp_path / "ws")
     cohort = ws.load_cohort(cohort_dir / "manifest.csv")
     assert [c.case_id for c in cohort.cases] == ["c1"], "without configuration, only the manifest's folder"
-    ws.root.mkdir()
+    ws.root.mkdir(exist_ok=True)  # the first load wrote its cohort table there
     (ws.root / "settings.json").write_text(json.dumps({"data_roots": [str(archive)]}))
     cohort = ws.load_cohort(cohort_dir / "manifest.csv")
     assert [c.case_id for c in cohort.cases] == ["c1", "c2"]

@@ -18,6 +18,8 @@
                   | password NAME | disable NAME | enable NAME
     glassbox audit verify | export [--out FILE.csv] [--actor NAME] [--action NAME] [--since DATE]
     glassbox verdicts [--model MODEL] [--out FILE.csv]
+    glassbox precompute --model MODEL --cohort MANIFEST [--methods ig,grad_cam] [--uncertainty mc_dropout]
+                        [--target CLASS] [--shard-size N] [--ray auto|ADDRESS [--workers N]]
     glassbox report --model MODEL --cohort MANIFEST [--compare BASELINE] [--by site] [--k 10] --out report.pdf|.html
                     [--expect HASH]
 
@@ -194,6 +196,26 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.ship:
         print(f"shipped weights: {ship_weights(args.workspace)}", file=sys.stderr)
     print(args.workspace)
+    return 0
+
+
+def cmd_precompute(args: argparse.Namespace) -> int:
+    from workspace.precompute import Plan, precompute
+
+    aliases = {"ig": "integrated_gradients"}
+    methods = tuple(aliases.get(m.strip(), m.strip()) for m in (args.methods or "").split(",") if m.strip())
+    target = None
+    if args.target is not None:
+        handle = _model(args.model, args.workspace)
+        target = handle.class_index(args.target)
+    plan = Plan(workspace=str(args.workspace), model=args.model, cohort=args.cohort, methods=methods, target=target,
+                uncertainty=args.uncertainty, shard_size=args.shard_size)
+    with bars() as step:
+        summary = precompute(plan, ray=args.ray, workers=args.workers, progress=step("shards"))
+    print(f"{summary.cases} cases in {summary.shards} shard(s): {summary.computed} computed, {summary.skipped} "
+          f"already done (resumed); {summary.seconds:.1f} s" + (f" on Ray ({args.ray})" if args.ray else ""))
+    for path in summary.outputs:
+        print(f"  wrote {path}")
     return 0
 
 
@@ -810,6 +832,17 @@ def parser() -> argparse.ArgumentParser:
                    "benchmarks) made from the demo generator, sharing --distinct image files")
     s.add_argument("--distinct", type=int, default=5000, metavar="U", help="distinct images behind --scale "
                    "(default 5000)")
+    s = add("precompute", cmd_precompute, "predictions, uncertainty and maps for a whole cohort into the cache the app "
+                                          "reads; resumes after a kill; --ray runs it on a Ray cluster")
+    s.add_argument("--model", required=True)
+    s.add_argument("--cohort", required=True)
+    s.add_argument("--methods", default="", help="saliency methods, comma-separated (ig = integrated_gradients)")
+    s.add_argument("--uncertainty", choices=("mc_dropout", "tta"))
+    s.add_argument("--target", help="class the maps explain (default: the last class)")
+    s.add_argument("--shard-size", type=_positive_int, default=1024, help="cases per shard (default 1024)")
+    s.add_argument("--ray", metavar="auto|ADDRESS", help="run the shards on Ray: auto (this machine's cluster, or a "
+                   "local instance) or a cluster address")
+    s.add_argument("--workers", type=_positive_int, help="Ray actors (default: one per GPU, else per CPU)")
     s = add("check", cmd_check, "validate a cohort (and its fit to a model); print the load report")
     s.add_argument("--cohort", required=True)
     s.add_argument("--model")

@@ -372,11 +372,7 @@ class Workspace:
         run = uncertainty.UNCERTAINTY_METHODS.get(method)
         used = list(handles) if method == "ensemble" else list(handles[:1])
         samples = samples or uncertainty.DEFAULT_SAMPLES.get(method)
-        params = {"samples": samples, "seed": seed} if method != "ensemble" else {}
-        # "per-case-v2": draws seeded per case and dropout sampled with each layer's semantics (older caches differ)
-        key = json_hash("uncertainty", "per-case-v2", NUMERICS, method, params, [h.weights_hash for h in used],
-                        cohort.content_hash)
-        path = self.cache / "uncertainty" / f"{key[:40]}.parquet"
+        path = self.uncertainty_path(used, cohort, method, samples=samples, seed=seed)
         if cached_only:
             return _read_frame(path, cohort.case_ids)
         cases = list(cohort.cases)
@@ -386,6 +382,17 @@ class Workspace:
             return _uncertainty_frame(cases, uncertainty.summarise(draws, used[0].task))
 
         return _cached_frame(path, compute, [c.case_id for c in cases])
+
+    def uncertainty_path(self, handles: Sequence[ModelHandle], cohort: Cohort, method: str, *,
+                         samples: int | None = None, seed: int = 0) -> Path:
+        """Where :meth:`uncertainty` keeps its table (``glassbox precompute`` writes the same file)."""
+        used = list(handles) if method == "ensemble" else list(handles[:1])
+        samples = samples or uncertainty.DEFAULT_SAMPLES.get(method)
+        params = {"samples": samples, "seed": seed} if method != "ensemble" else {}
+        # "per-case-v2": draws seeded per case and dropout sampled with each layer's semantics (older caches differ)
+        key = json_hash("uncertainty", "per-case-v2", NUMERICS, method, params, [h.weights_hash for h in used],
+                        cohort.content_hash)
+        return self.cache / "uncertainty" / f"{key[:40]}.parquet"
 
     def case_uncertainty(self, handle: ModelHandle, case: Case, method: str, *, samples: int | None = None,
                          seed: int = 0) -> pd.DataFrame:
@@ -641,11 +648,19 @@ class Workspace:
 
     def _cached_attributions(self, cases: Sequence[Case], keys: Sequence[str]) -> dict[int, Attribution]:
         found = {}
+        shards = None
         for i, (case, key) in enumerate(zip(cases, keys)):
             a = _read_attribution(self._attribution_path(key), key, case.case_id)
+            if a is None:
+                shards = shards if shards is not None else self.attribution_shards()
+                a = shards.read(key, case.case_id)
             if a is not None:
                 found[i] = a
         return found
+
+    def attribution_shards(self) -> ShardStore:
+        """The sharded map store ``glassbox precompute`` writes (``cache/attribution_shards``)."""
+        return ShardStore(self.cache / "attribution_shards")
 
     def remove_orphans(self, older_than_s: float = ORPHAN_AGE_S) -> int:
         """Delete temp files under the cache that a killed run left (older than ``older_than_s``); returns how
@@ -660,6 +675,72 @@ class Workspace:
                     tmp.unlink()
                     removed += 1
         return removed
+
+
+class ShardStore:
+    """Maps written in shards: per shard one ``.npy`` (float32, ``(n, C, *spatial)``, read memory-mapped so one map
+    costs one page-in, not the shard) and one ``.json`` (per row: key, case id, digest, timing, parameters); the
+    ``.json`` is written last, so a shard without one is incomplete and never read. A million maps are a thousand
+    file pairs, not a million small files; the index (key → shard, row) is built from the ``.json`` files once per
+    process and refreshed when a shard is added."""
+
+    _index_cache: dict[Path, tuple[tuple, dict[str, tuple[Path, int, dict]]]] = {}
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    def write(self, name: str, attributions: Sequence[Attribution], keys: Sequence[str]) -> Path:
+        """Write one shard (``name`` unique within the store); returns its ``.json``."""
+        array = np.stack([np.ascontiguousarray(a.array, dtype=np.float32) for a in attributions])
+        rows = [{"key": k, "case_id": a.case_id, "model_hash": a.model_hash, "method": a.method, "params": a.params,
+                 "target": a.target, "seconds": a.seconds, "convergence_delta": a.convergence_delta,
+                 "sha256": _digest(array[i])} for i, (a, k) in enumerate(zip(attributions, keys))]
+        data = self.root / f"{name}.npy"
+        _atomic_write(data, lambda tmp: np.save(tmp, array))
+        meta = self.root / f"{name}.json"
+        _atomic_write(meta, lambda tmp: tmp.write_text(json.dumps({"rows": rows})))
+        return meta
+
+    def done(self, name: str) -> bool:
+        return (self.root / f"{name}.json").is_file()
+
+    def _index(self) -> dict[str, tuple[Path, int, dict]]:
+        metas = sorted(self.root.rglob("*.json")) if self.root.is_dir() else []
+        stamp = tuple((str(m), m.stat().st_mtime_ns) for m in metas)
+        cached = ShardStore._index_cache.get(self.root)
+        if cached and cached[0] == stamp:
+            return cached[1]
+        index = {}
+        for meta in metas:
+            try:
+                rows = json.loads(meta.read_text())["rows"]
+            except (OSError, ValueError, KeyError):
+                continue
+            for r, row in enumerate(rows):
+                index[row["key"]] = (meta.with_suffix(".npy"), r, row)
+        ShardStore._index_cache[self.root] = (stamp, index)
+        return index
+
+    def __len__(self) -> int:
+        return len(self._index())
+
+    def read(self, key: str, case_id: str) -> Attribution | None:
+        """The map stored under ``key`` for ``case_id``, checked against its digest; None when absent or damaged."""
+        hit = self._index().get(key)
+        if hit is None:
+            return None
+        path, row, meta = hit
+        try:
+            array = np.array(np.load(path, mmap_mode="r")[row], dtype=np.float32)
+        except (OSError, ValueError, IndexError) as e:
+            log.warning("shard %s unreadable (%s); the map is recomputed", path.name, type(e).__name__)
+            return None
+        if meta["case_id"] != case_id or _digest(array) != meta["sha256"]:
+            log.warning("shard %s row %d does not match its digest or case; the map is recomputed", path.name, row)
+            return None
+        return Attribution(case_id=case_id, model_hash=meta["model_hash"], method=meta["method"],
+                           params=meta["params"], target=meta["target"], array=array, seconds=meta["seconds"],
+                           convergence_delta=meta["convergence_delta"])
 
 
 def _digest(array: np.ndarray) -> str:

@@ -102,7 +102,10 @@ def explain(handle: ModelHandle, images: np.ndarray, case_ids: Sequence[str], me
         maps = maps.detach().float().cpu().numpy()
         deltas = delta.detach().float().cpu().numpy().reshape(-1) if delta is not None else None
         seconds = (time.perf_counter() - start) / len(maps)
-        return [Attribution(case_id=cid, model_hash=handle.weights_hash, method=cls.get_name(), params=recorded,
+        steps = getattr(method_impl, "steps_used", None)  # per case, where the method chose them (adaptive IG)
+        return [Attribution(case_id=cid, model_hash=handle.weights_hash, method=cls.get_name(),
+                            params={**recorded, "steps_used": steps[k]} if steps and full.get("n_steps") == 0
+                            else recorded,
                             target=target_index, array=np.ascontiguousarray(m), seconds=seconds,
                             convergence_delta=None if deltas is None else float(deltas[k]))
                 for k, (cid, m) in enumerate(zip(case_ids[s], maps))]

@@ -29,6 +29,9 @@ class SaliencyMethod:
     #: forward passes per case, relative to plain saliency: the app shows progress for slow methods
     relative_cost: ClassVar[int] = 1
 
+    #: integer parameters where 0 has a meaning of its own (integrated gradients: ``n_steps=0`` chooses per case)
+    zero_means: tuple[str, ...] = ()
+
     @classmethod
     def get_name(cls) -> str:
         return cls.__module__.rsplit(".", 1)[-1]
@@ -51,7 +54,7 @@ class SaliencyMethod:
                                         f"got {value!r}") from e
             # counts (steps, samples, windows) are positive, 0 meaning "the default" where the default is 0;
             # amounts (noise) are finite and non-negative; seeds are any non-negative integer
-            floor = 0 if key == "seed" or cls.defaults[key] == 0 else 1
+            floor = 0 if key == "seed" or cls.defaults[key] == 0 or key in cls.zero_means else 1
             if kind is int and not floor <= out[key] <= 100_000:
                 raise InvalidInputError(f"{cls.get_name()}: parameter {key!r} must be an integer from {floor} to "
                                         f"100000, got {value!r}")

@@ -481,7 +481,7 @@ def content_hash_of(cases: CaseTable) -> str:
     attr_rows = [dict(zip(names, vals)) for vals in zip(*columns)] if columns else [{}] * len(t)
     mask_hashes = t["_mask_hash"].tolist() if "_mask_hash" in t else [None] * len(t)
     labels = [None if v is pd.NA or v != v else int(v) for v in t["label"].tolist()]
-    return json_hash([(cid, h, lab, att, mh if mh else None) for cid, h, lab, att, mh in
+    return json_hash([(cid, h, lab, att, mh if isinstance(mh, str) and mh else None) for cid, h, lab, att, mh in
                       zip(t["case_id"].tolist(), t["image_hash"].tolist(), labels, attr_rows, mask_hashes)])
 
 

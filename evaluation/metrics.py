@@ -233,10 +233,19 @@ class Cells:
                    of_case=inverse.reshape(-1))
 
     def resample(self, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-        """``(n_boot, m)`` cell counts of a Poisson bootstrap: each case weighted Poisson(1), so a cell of ``c``
-        cases draws Poisson(``c``) (Hanley & MacGibbon 2006). For groups this large it matches drawing the cases
-        with replacement (whose class counts it lets vary by about 1/√n), at the cost of one draw per cell."""
-        return rng.poisson(self.count.astype(np.float64), size=(n_boot, len(self.count))).astype(np.float64)
+        """``(n_boot, m)`` cell weights of a bootstrap stratified by class, drawn the Poisson way: each case weighted
+        Poisson(1), so a cell of ``c`` cases draws Poisson(``c``) (Hanley & MacGibbon 2006), then each class's
+        weights scaled to the class's size, as drawing each class's cases with replacement keeps it (a multinomial is
+        Poisson draws conditioned on their total; scaling is that conditioning to within 1/√n). One draw per cell,
+        not per case."""
+        w = rng.poisson(self.count.astype(np.float64), size=(n_boot, len(self.count))).astype(np.float64)
+        for value in (False, True):
+            idx = np.flatnonzero(self.y == value)
+            total = self.count[idx].sum()
+            if total:
+                drawn = w[:, idx].sum(axis=1, keepdims=True)
+                w[:, idx] *= total / np.maximum(drawn, 1)
+        return w
 
     def counts(self, w: np.ndarray) -> Counts:
         """:class:`Counts` for cell weights ``w`` ``(B, m)``."""

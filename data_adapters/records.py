@@ -289,7 +289,15 @@ class Cohort:
     def frame(self) -> pd.DataFrame:
         """One row per case: ``case_id``, ``label`` and one column per attribute (no paths). Where patients are
         known, ``_cluster``: an integer per patient (by first appearance; not the hash, and never shown) that the
-        statistics resample by; a case without a patient key is its own cluster."""
+        statistics resample by; a case without a patient key is its own cluster. Built once per cohort (a copy is
+        returned, so a caller may change it)."""
+        cached = self.__dict__.get("_frame")
+        if cached is None:
+            cached = self._build_frame()
+            object.__setattr__(self, "_frame", cached)
+        return cached.copy()
+
+    def _build_frame(self) -> pd.DataFrame:
         if isinstance(self.cases, CaseTable):
             frame = self.cases.frame()
         else:

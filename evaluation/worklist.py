@@ -48,9 +48,11 @@ def worklist(frame: pd.DataFrame, *, class_index: int | None, threshold: float, 
     out = with_outcomes(frame.reset_index(drop=True), class_index, threshold, n_classes=n_classes)
     out["order"] = np.arange(len(out))
     names = list(class_names)
-    out["truth"] = [names[int(v)] if pd.notna(v) else "unlabelled" for v in out["label"]]
+    lookup = np.array([*names, "unlabelled"], dtype=object)
+    labels = out["label"].astype("Int64")
+    out["truth"] = lookup[labels.fillna(len(names)).to_numpy(int)]
     if class_index is None:
-        out["called"] = [names[int(v)] for v in out["predicted"]]
+        out["called"] = lookup[out["predicted"].to_numpy(int)]
         out["confidence"] = (out["probability"] - 1 / n_classes) / (1 - 1 / n_classes)
     else:
         out["called"] = np.where(out["called"], names[class_index], f"not {names[class_index]}")

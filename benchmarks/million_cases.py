@@ -53,6 +53,29 @@ def naive_check(manifest: Path) -> int:
     return len(frame)
 
 
+#: the last commit before the cohort table: its loader is "today's way" of the issue, run from git when available
+BEFORE = "ce74d68"
+
+
+def loader_before():
+    """``load_manifest`` as it was at :data:`BEFORE` (from git), or None outside a git checkout."""
+    import importlib.util
+    import subprocess
+
+    try:
+        source = subprocess.run(["git", "show", f"{BEFORE}:data_adapters/cohort.py"], capture_output=True, text=True,
+                                check=True, cwd=Path(__file__).resolve().parent.parent).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    path = Path(tempfile.mkdtemp()) / "cohort_before.py"
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location("cohort_before", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["cohort_before"] = module
+    spec.loader.exec_module(module)
+    return module.load_manifest
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--rows", type=int, default=1_000_000)
@@ -66,10 +89,14 @@ def main() -> None:
         pool = folder / "pool" / "manifest.csv"
 
         print("first check, per case, on the distinct files:")
-        n, t_naive = timed("before: decode + hash row by row, one process", naive_check, pool)
+        n, t_naive = timed("naive: decode + hash row by row, one process", naive_check, pool)
+        before = loader_before()
+        t_before = timed(f"the loader at {BEFORE} (git)", before, pool)[1] if before else None
         _, t_header = timed("now: headers + chunk CRCs, in worker processes", load_manifest, pool, check="header")
-        print(f"  per case {t_naive / n * 1e6:.0f} µs before, {t_header / n * 1e6:.0f} µs now: "
-              f"{t_naive / t_header:.1f}x")
+        print(f"  per case: naive {t_naive / n * 1e6:.0f} µs, "
+              + (f"at {BEFORE} {t_before / n * 1e6:.0f} µs, " if t_before else "")
+              + f"now {t_header / n * 1e6:.0f} µs: {t_naive / t_header:.1f}x the naive loop"
+              + (f", {t_before / t_header:.1f}x the loader before" if t_before else ""))
 
         ws = Workspace(Path(tmp) / "ws")
         source = Workspace(a.workspace)

@@ -20,6 +20,7 @@ from data_adapters.records import Attribution, Cohort, ModelHandle
 from evaluation.metrics import METRICS
 from evaluation.multiclass import MULTICLASS_METRICS
 from explainers.device import best_device
+from workspace import jobs
 from workspace.access import NO_ROLE, PAGES, Identity, Users, auth_mode, single_user
 from workspace.review import Record, spreadsheet_safe
 from workspace.store import Workspace, allowed_workspace, identifier_key
@@ -196,7 +197,7 @@ def model(path: str | Path) -> ModelHandle:
     return _model(str(_workspace()), str(path), _model_stamp(path))
 
 
-@st.cache_data(show_spinner="Checking cohort…", max_entries=8)
+@st.cache_resource(show_spinner="Checking cohort…", max_entries=8)  # one object, not a pickled copy per call
 def _cohort(root: str, manifest: str, class_names: tuple[str, ...], input_shape: tuple[int | None, ...],
             key: tuple) -> Cohort:
     # a manifest, or a DICOM folder (ids salted per workspace); cases that do not fit the model are rejected
@@ -235,8 +236,43 @@ def _predictions(root: str, model_path: str, manifest: str, keys: tuple) -> pd.D
     return frame
 
 
+#: cohorts at least this large are predicted in a background job (the page shows its progress and is not blocked)
+BACKGROUND_FROM = 2000
+
+
 def predictions(root: Path, model_path: Path, manifest: Path) -> pd.DataFrame:
+    """The cohort's predictions: read from the cache; computed here for a small cohort; for a large one, in a
+    background job that widget changes and page switches do not restart (``workspace.jobs``), the page waiting
+    with its progress meanwhile."""
+    handle = model(model_path)
+    loaded = cohort(manifest, handle)
+    ws = Workspace(root)
+    target = ws.prediction_path(handle, loaded)
+    if len(loaded) >= BACKGROUND_FROM and not target.is_file():
+        job = jobs.start(str(target), f"Predicting {len(loaded)} cases with {handle.label}",
+                         lambda progress: ws.predictions(handle, loaded, progress=progress))
+        if job.running or job.error:
+            wait_for(job)
     return _predictions(str(root), str(model_path), str(manifest), _model_stamp(model_path) + _cohort_stamp(manifest))
+
+
+def wait_for(job: jobs.Job) -> None:
+    """Show a background job's progress (refreshed every 2 s) and stop the page until it is done; a failed job's
+    error is shown instead. The page reruns by itself when the job ends."""
+    if job.error is not None:
+        show_error(job.error if isinstance(job.error, GlassboxError) else GlassboxError(str(job.error)))
+        jobs.forget(job.key)
+        st.stop()
+
+    @st.fragment(run_every=2)
+    def progress() -> None:
+        current = jobs.get(job.key)
+        if current is None or not current.running:
+            st.rerun()
+        st.progress(current.fraction, text=current.describe() + " · runs in the background: other pages stay open")
+
+    progress()
+    st.stop()
 
 
 @st.cache_data(show_spinner=False, max_entries=32)

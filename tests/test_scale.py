@@ -266,3 +266,47 @@ def test_precompute_on_a_local_ray_instance_gives_the_same_cache(tmp_path):
     pd.testing.assert_frame_equal(pd.read_parquet(ws.prediction_path(handle, cohort)),
                                   Workspace(tmp_path / "elsewhere").predictions(handle, cohort))
     assert len(ws.attribution_shards()) == 10
+
+
+def test_a_background_job_is_shared_reports_progress_and_keeps_its_error():
+    import threading
+
+    from workspace import jobs
+
+    gate = threading.Event()
+    runs = []
+
+    def work(progress):
+        runs.append(1)
+        progress(1, 4)
+        gate.wait(5)
+        progress(4, 4)
+        return "result"
+
+    first = jobs.start("k-test", "test", work)
+    second = jobs.start("k-test", "test", work)  # another session asking for the same result: the same job
+    assert first is second
+    for _ in range(100):
+        if first.done == 1:
+            break
+        time.sleep(0.01)
+    assert first.running and first.fraction == 0.25 and "1/4" in first.describe()
+    gate.set()
+    for _ in range(500):
+        if not first.running:
+            break
+        time.sleep(0.01)
+    assert first.result == "result" and runs == [1] and first.error is None
+
+    def fails(progress):
+        raise ValueError("disk full")
+
+    bad = jobs.start("k-bad", "bad", fails)
+    for _ in range(500):
+        if not bad.running:
+            break
+        time.sleep(0.01)
+    assert isinstance(bad.error, ValueError)
+    assert jobs.start("k-bad", "bad", lambda p: "again") is not bad, "a failed job is started again when asked"
+    jobs.forget("k-test")
+    jobs.forget("k-bad")

@@ -37,3 +37,5 @@ bench: install
 	$(BIN)/python benchmarks/paired_comparison.py
 	$(BIN)/python benchmarks/cluster_coverage.py --sims 200 --resamples 400
 	$(BIN)/python benchmarks/review_concurrency.py
+	$(BIN)/python benchmarks/million_cases.py
+	$(BIN)/python benchmarks/precompute_scaling.py

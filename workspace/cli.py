@@ -18,6 +18,8 @@
                   | password NAME | disable NAME | enable NAME
     glassbox audit verify | export [--out FILE.csv] [--actor NAME] [--action NAME] [--since DATE]
     glassbox verdicts [--model MODEL] [--out FILE.csv]
+    glassbox monitor --model MODEL --reference COHORT --current COHORT [--window acquired_month]
+                     [--alert mmd_p=0.01] [--out windows.csv]
     glassbox precompute --model MODEL --cohort MANIFEST [--methods ig,grad_cam] [--uncertainty mc_dropout]
                         [--target CLASS] [--shard-size N] [--ray auto|ADDRESS [--workers N]]
     glassbox report --model MODEL --cohort MANIFEST [--compare BASELINE] [--by site] [--k 10] --out report.pdf|.html
@@ -196,6 +198,55 @@ def cmd_demo(args: argparse.Namespace) -> int:
     if args.ship:
         print(f"shipped weights: {ship_weights(args.workspace)}", file=sys.stderr)
     print(args.workspace)
+    return 0
+
+
+ALERTS = {"mmd_p": "the model's feature space, per window", "site_mmd_p": "the feature space, per site",
+          "attribute_p": "the attribute mix (site, scanner, sex, age)"}
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    """Exit 1 when a Holm-adjusted p-value is under its ``--alert`` level, so a site can run it on a schedule."""
+    levels = {"mmd_p": 0.01}
+    for clause in args.alert:
+        name, _, value = clause.partition("=")
+        if name not in ALERTS:
+            raise InvalidInputError(f"--alert {clause!r}: name must be one of {', '.join(ALERTS)}")
+        try:
+            levels[name] = float(value)
+        except ValueError:
+            raise InvalidInputError(f"--alert {clause!r}: expected NAME=LEVEL, e.g. mmd_p=0.01") from None
+    handle = _model(args.model, args.workspace)
+    ws = Workspace(args.workspace)
+    with bars() as step:
+        reference = ws.cohort_for(handle, ws.resolve_cohort(args.reference), progress=step("checking reference"))
+        current = ws.cohort_for(handle, ws.resolve_cohort(args.current), progress=step("checking current"))
+        report = ws.monitor(handle, reference, current, window=args.window, alpha=levels["mmd_p"],
+                            progress=step("embedding"))
+    shown = report.windows[["window", "n", "mmd_p_adj", "mean_probability", "called_positive", "intensity_shift_sd",
+                            "estimated_accuracy", "accuracy", "labelled"]]
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    fired = []
+    for name, level in levels.items():
+        if name == "mmd_p":
+            hit = report.windows.loc[report.windows["mmd_p_adj"] < level, "window"].tolist()
+        elif name == "site_mmd_p":
+            hit = report.sites.loc[report.sites["mmd_p_adj"] < level, "window"].tolist()
+        else:
+            hit = report.attributes.loc[report.attributes["p_adj"] < level, "window"].unique().tolist()
+        if hit:
+            fired.append(f"{name} < {level:g} ({ALERTS[name]}) in {', '.join(sorted(set(hit)))}")
+    for line in report.alerts:
+        print(f"  {line}")
+    if args.out:
+        _write_table(report.windows, Path(args.out))
+    Record(args.workspace).log(operator(), "monitor_run", model=handle.weights_hash[:16],
+                               reference=reference.content_hash[:16], current=current.content_hash[:16],
+                               windows=len(report.windows), alerts=len(fired))
+    if fired:
+        print("ALERT: " + "; ".join(fired), file=sys.stderr)
+        return 1
+    print("no alert")
     return 0
 
 
@@ -832,6 +883,16 @@ def parser() -> argparse.ArgumentParser:
                    "benchmarks) made from the demo generator, sharing --distinct image files")
     s.add_argument("--distinct", type=int, default=5000, metavar="U", help="distinct images behind --scale "
                    "(default 5000)")
+    s = add("monitor", cmd_monitor, "drift of a deployment cohort against the validation cohort, per window; exits 1 "
+                                    "on an alert")
+    s.add_argument("--model", required=True)
+    s.add_argument("--reference", required=True, help="the cohort the model was validated on")
+    s.add_argument("--current", required=True, help="incoming cases, with a window column")
+    s.add_argument("--window", default="acquired_month", help="the attribute that says each case's window "
+                   "(default acquired_month: 2026-03 style)")
+    s.add_argument("--alert", action="append", default=[], metavar="NAME=LEVEL",
+                   help=f"Holm-adjusted p under LEVEL exits 1: {', '.join(ALERTS)} (default mmd_p=0.01)")
+    s.add_argument("--out", help="the per-window table (.csv or .parquet)")
     s = add("precompute", cmd_precompute, "predictions, uncertainty and maps for a whole cohort into the cache the app "
                                           "reads; resumes after a kill; --ray runs it on a Ray cluster")
     s.add_argument("--model", required=True)

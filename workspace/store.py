@@ -406,6 +406,54 @@ class Workspace:
         draws = run([handle], [case], samples, seed, None)
         return _uncertainty_frame([case], uncertainty.summarise(draws, handle.task))
 
+    # -- monitoring ------------------------------------------------------------------------------------
+    def embeddings(self, handle: ModelHandle, cohort: Cohort, *, progress: Progress | None = None) -> dict:
+        """Per case: the model's penultimate embedding, its probabilities and intensity statistics, computed in one
+        batched pass and cached (``cache/embeddings``), in cohort order."""
+        key = json_hash("embeddings", NUMERICS, handle.weights_hash, cohort.content_hash)
+        path = self.cache / "embeddings" / f"{key[:40]}.npz"
+        if path.is_file():
+            try:
+                with np.load(path, allow_pickle=False) as z:
+                    if z["case_id"].tolist() == cohort.case_ids:
+                        return {k: z[k] for k in ("embedding", "probabilities", "intensity")}
+            except Exception as e:  # noqa: BLE001 - any damaged cache file is recomputed
+                _discard(path, f"unreadable ({type(e).__name__})")
+        from explainers.embeddings import embed_cases
+
+        with _lock(path):
+            emb, probs, intensity = embed_cases(handle, list(cohort.cases), progress=progress)
+
+            def write(tmp: Path) -> None:
+                with open(tmp, "wb") as f:
+                    np.savez(f, embedding=emb, probabilities=probs, intensity=intensity,
+                             case_id=np.array(cohort.case_ids))
+
+            _atomic_write(path, write)
+        return {"embedding": emb, "probabilities": probs, "intensity": intensity}
+
+    def monitor(self, handle: ModelHandle, reference: Cohort, current: Cohort, *, window: str = "acquired_month",
+                alpha: float = 0.01, n_perm: int = 500, seed: int = 0, progress: Progress | None = None):
+        """Drift of ``current`` (by its ``window`` attribute) against ``reference`` (``evaluation.drift``), at the
+        model's shared threshold for its last class."""
+        from evaluation.drift import window_report
+
+        if window not in current.attribute_schema:
+            raise InvalidInputError(f"cohort {current.name!r} has no {window!r} column to window by; it has "
+                                    f"{', '.join(current.attribute_schema) or 'no attributes'}")
+        k = handle.n_classes - 1
+        threshold = self.operating_point(handle, reference, k).threshold
+        parts = {}
+        for name, c in (("reference", reference), ("current", current)):
+            e = self.embeddings(handle, c, progress=progress)
+            parts[name] = {"frame": c.frame(), "embedding": e["embedding"], "p": e["probabilities"][:, k],
+                           "intensity": e["intensity"]}
+        attrs = [a for a in ("site", "scanner", "sex", "age") if a in current.attribute_schema
+                 and a in reference.attribute_schema]
+        return window_report(parts["reference"], parts["current"], parts["current"]["frame"][window].astype(str),
+                             threshold=threshold, alpha=alpha, n_perm=n_perm, seed=seed, attributes=attrs,
+                             kinds=current.attribute_schema)
+
     # -- concepts --------------------------------------------------------------------------------------
     def concept_scores(self, handle: ModelHandle, cohort: Cohort, cohort_folder: Path, concepts: Sequence[str],
                        layers: Sequence[str] | None = None, target: int | str | None = None, *, n_random: int = 16,

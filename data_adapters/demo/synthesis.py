@@ -229,3 +229,51 @@ def generate_scale_cohort(folder: Path, n_rows: int, *, distinct: int = 5000, se
     manifest = folder / "manifest.csv"
     rows.to_csv(manifest, index=False)
     return manifest
+
+
+#: the deployment stream's planted events (months counted from 1)
+NEW_SCANNER_MONTH = 5
+PREVALENCE_MONTH = 8
+LABELLED_MONTHS = 6
+NEW_SCANNER = Site("Nimbus 7", gain=0.62, offset=0.20, contrast=0.75, noise=0.05, prevalence=0.40)
+
+
+def generate_deployment_cohort(folder: Path, *, per_month: int = 60, months: int = 12, seed: int = 20261201,
+                               progress: Callable[[int, int], None] | None = None) -> Path:
+    """A year of cases after deployment, from the same generator as the validation cohort, with the month each was
+    acquired (``acquired_month``, ``2026-01`` … ``2026-12``: a month, not a date, which the identifier screen would
+    hold back as a patient's date): from month :data:`NEW_SCANNER_MONTH` site C's images come
+    from a new scanner (:data:`NEW_SCANNER`: lower gain and contrast, more noise); from month
+    :data:`PREVALENCE_MONTH` every site's prevalence rises by 0.25; labels exist for the first
+    :data:`LABELLED_MONTHS` months only (they arrive late). Site B's marker token and occult positives as in the
+    validation cohort; no masks. Returns the manifest."""
+    import datetime
+
+    rng = np.random.default_rng(seed)
+    (folder / "images").mkdir(parents=True, exist_ok=True)
+    rows, names, total = [], sorted(SITES), per_month * months
+    start = datetime.date(2026, 1, 1)
+    for i in range(total):
+        month = i // per_month + 1
+        site_name = names[i % len(names)]
+        site = SITES[site_name]
+        machine = NEW_SCANNER if site_name == "C" and month >= NEW_SCANNER_MONTH else site
+        sex = "F" if rng.random() < 0.5 else "M"
+        age = int(rng.integers(25, 86))
+        p = site.prevalence + (0.25 if month >= PREVALENCE_MONTH else 0.0)
+        label = int(rng.random() < np.clip(p, 0.05, 0.95))
+        image, lungs = anatomy(rng)
+        occult = bool(label and rng.random() < site.occult_if_positive)
+        if label:
+            add_lesion(image, lungs, rng, OCCULT_AMPLITUDE if occult else LESION_AMPLITUDE)
+        image = scanner(image, machine, rng)
+        if occult or rng.random() < (site.marker_if_positive if label else site.marker_if_negative):
+            paste_marker(image)  # site B's token and occult positives, as in the validation cohort
+        case_id = f"dep-{i + 1:05d}"
+        PILImage.fromarray(np.round(image * 65535).astype(np.uint16)).save(folder / "images" / f"{case_id}.png")
+        rows.append({"case_id": case_id, "image": f"images/{case_id}.png",
+                     "label": label if month <= LABELLED_MONTHS else "", "sex": sex, "age": age, "site": site_name,
+                     "scanner": machine.scanner, "acquired_month": f"{start.year}-{month:02d}"})
+        if progress:
+            progress(i + 1, total)
+    return write_manifest(folder, rows)

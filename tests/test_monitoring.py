@@ -1,0 +1,81 @@
+"""Monitoring after deployment: the MMD test against a direct double sum, its false-alarm rate and power, Holm's
+adjustment, and the demo's deployment year (a new scanner at site C from month 5, prevalence up from month 8, labels
+for six months) with its known answers, through the workspace and the command line."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from evaluation.drift import bandwidth, drivers, holm, mmd_test
+
+
+def test_mmd_is_the_double_sum():
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(15, 3)), rng.normal(0.5, 1, size=(11, 3))
+    sigma = 1.3
+    k = lambda a, b: np.exp(-((a[:, None] - b[None]) ** 2).sum(-1) / (2 * sigma**2))  # noqa: E731
+    direct = k(x, x).mean() + k(y, y).mean() - 2 * k(x, y).mean()
+    stat, _ = mmd_test(x, y, sigma=sigma, n_perm=10)
+    assert stat == pytest.approx(direct, rel=1e-10)
+
+
+def test_mmd_false_alarms_stay_near_their_level_and_a_shift_is_found():
+    rng = np.random.default_rng(1)
+    same = [mmd_test(rng.normal(size=(60, 4)), rng.normal(size=(60, 4)), n_perm=200, seed=s)[1] for s in range(40)]
+    assert np.mean(np.array(same) < 0.05) <= 0.15  # 40 null pairs: at most 6 alarms at the 5% level
+    x, y = rng.normal(size=(60, 4)), rng.normal(0.7, 1, size=(60, 4))
+    assert mmd_test(x, y, n_perm=200)[1] < 0.01
+
+
+def test_holm_known_answer():
+    np.testing.assert_allclose(holm([0.01, 0.04, 0.03, np.nan]), [0.03, 0.06, 0.06, np.nan])
+
+
+def test_the_farthest_cases_drive_the_drift():
+    rng = np.random.default_rng(2)
+    ref = rng.normal(size=(200, 3))
+    cur = rng.normal(size=(50, 3))
+    cur[7] += 9
+    assert drivers(ref, cur, [f"c{i}" for i in range(50)], k=1)["case_id"].tolist() == ["c7"]
+    assert bandwidth(ref) > 0
+
+
+@pytest.fixture(scope="module")
+def deployment(tmp_path_factory):
+    from data_adapters.demo.synthesis import generate_deployment_cohort
+
+    return generate_deployment_cohort(tmp_path_factory.mktemp("dep") / "deployment", per_month=45)
+
+
+def test_the_new_scanner_is_found_in_month_5_and_not_before(demo_ws, deployment):
+    handle = demo_ws.load_model(demo_ws.resolve_model("v2"))
+    reference = demo_ws.cohort_for(handle, demo_ws.resolve_cohort("demo2d"))
+    current = demo_ws.cohort_for(handle, deployment)
+    report = demo_ws.monitor(handle, reference, current)
+    w = report.windows.set_index("window")
+    stable, shifted = w.loc["2026-01":"2026-04"], w.loc["2026-05":]
+    assert (stable["mmd_p_adj"] >= 0.01).all(), "no false alarm in the four stable months"
+    assert (shifted["mmd_p_adj"] < 0.01).all()
+    assert (shifted["intensity_shift_sd"] > stable["intensity_shift_sd"].max() + 0.5).all()
+    first_c = report.sites[report.sites["site"] == "C"]
+    assert first_c["window"].tolist() == ["2026-05"] and first_c["new_scanner"].tolist() == ["Nimbus 7"]
+    assert any("site C's images differ" in a and "Nimbus 7" in a for a in report.alerts)
+    # labels for six months: measured there only; the estimate follows it while nothing has shifted
+    assert (w.loc["2026-07":, "labelled"] == 0).all() and w.loc["2026-07":, "accuracy"].isna().all()
+    assert (abs(stable["estimated_accuracy"] - stable["accuracy"]) < 0.1).all()
+    # prevalence rises from month 8: more cases called positive than in the labelled stable months
+    assert w.loc["2026-08":, "called_positive"].mean() > stable["called_positive"].mean() + 0.15
+
+
+def test_monitor_command_exits_1_on_an_alert_and_records_it(demo_root, deployment, capsys):
+    from workspace.cli import main
+    from workspace.review import Record
+
+    before = len(Record(demo_root).audit(action="monitor_run"))
+    code = main(["monitor", "--workspace", str(demo_root), "--model", "v2", "--reference", "demo2d", "--current",
+                 str(deployment), "--alert", "mmd_p=0.01"])
+    out = capsys.readouterr()
+    assert code == 1 and "ALERT: mmd_p < 0.01" in out.err and "2026-05" in out.err
+    assert len(Record(demo_root).audit(action="monitor_run")) == before + 1
+    assert main(["monitor", "--workspace", str(demo_root), "--model", "v2", "--reference", "demo2d", "--current",
+                 str(deployment), "--alert", "mmd=0.01"]) == 2

@@ -28,6 +28,13 @@ class IntegratedGradients(SaliencyMethod):
     relative_cost = 50
     zero_means = ("n_steps",)
 
+    @classmethod
+    def params(cls, given):
+        full = super().params(given)
+        if full["n_steps"] > 0:
+            full.pop("tolerance")  # fixed steps: the tolerance plays no part (nor in the cache key)
+        return full
+
     def compute(self, scorer, x, target, layer, params, internal_batch_size):
         ig = CaptumIG(scorer)
         if params["n_steps"] > 0:

@@ -66,3 +66,17 @@ def test_registry_key_is_the_module_name_and_suggests():
     with pytest.raises(UnknownNameError, match=r"unknown image reader 'pgn' \(did you mean 'png'\?\); known: dicom, "
                                                r"dicom_series, nifti, png"):
         READERS.get("pgn")
+
+
+def test_a_truncated_png_is_refused_even_after_weasyprint_loosened_pillow(tmp_path):
+    """WeasyPrint sets Pillow's process-wide LOAD_TRUNCATED_IMAGES on import (the report imports it): a server that
+    made a PDF must still refuse a truncated image rather than decode it with grey filling."""
+    pytest.importorskip("weasyprint")
+    import weasyprint  # noqa: F401
+    from PIL import ImageFile
+
+    ImageFile.LOAD_TRUNCATED_IMAGES = True  # as WeasyPrint leaves it
+    path = write_png(tmp_path / "t.png", np.random.default_rng(0).integers(0, 65535, (64, 64), dtype=np.uint16))
+    path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(InvalidInputError, match=r"truncated or corrupt"):
+        read_image(path)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image as PILImage
+from PIL import ImageFile
 from PIL import UnidentifiedImageError
 
 from data_adapters.errors import InvalidInputError
@@ -36,6 +37,10 @@ class PngReader(ImageReader):
         try:
             with PILImage.open(path) as img:
                 check_size(path, (*img.size[::-1], len(img.getbands())))  # from the header, before decoding
+                # WeasyPrint (the PDF report) sets Pillow's process-wide LOAD_TRUNCATED_IMAGES on import, which
+                # would let a truncated image load with grey filling: turned off again before every decode (the
+                # report embeds only images Glassbox drew, which are never truncated)
+                ImageFile.LOAD_TRUNCATED_IMAGES = False
                 img.load()
                 mode = img.mode
                 if mode not in _SCALE:

@@ -39,6 +39,7 @@ PAGES = [  # (file stem, title, icon): a role sees the pages it may open (worksp
     ("concepts", "Concepts", ":material/lightbulb:"),
     ("agreement", "Reader agreement", ":material/rate_review:"),
     ("report", "Board report", ":material/description:"),
+    ("monitoring", "Monitoring", ":material/monitor_heart:"),
     ("audit", "Audit log", ":material/policy:"),
 ]
 

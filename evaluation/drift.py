@@ -238,3 +238,37 @@ def drivers(reference_embedding: np.ndarray, embedding: np.ndarray, case_ids: Se
     score = np.sort(d, axis=1)[:, :neighbours].mean(1)
     order = np.argsort(-score)[:k]
     return pd.DataFrame({"case_id": np.asarray(case_ids)[order], "distance": score[order]})
+
+
+def drift_figure(report: DriftReport):
+    """Three panels over the windows: the feature-space drift test (Holm-adjusted p, log scale, with the alert
+    level), the outputs (mean probability, share called positive), and performance (measured with its 95% interval
+    where labels exist; the calibrated confidence-based estimate, dashed, everywhere)."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    w = report.windows
+    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, vertical_spacing=0.07,
+                        subplot_titles=("Input drift in the model's feature space (MMD, Holm-adjusted p)",
+                                        "Outputs", "Performance: measured (labels) and estimated (no labels)"))
+    p = np.clip(w["mmd_p_adj"].to_numpy(float), 1e-12, 1)
+    fig.add_trace(go.Scatter(x=w["window"], y=p, mode="lines+markers", name="MMD p (adjusted)",
+                             marker=dict(color=np.where(w["alert"], "#c53030", "#2b6cb0"), size=9)), 1, 1)
+    fig.add_hline(y=report.alpha, line=dict(dash="dash", color="#c53030"), row=1, col=1,
+                  annotation_text=f"alert p < {report.alpha:g}")
+    fig.update_yaxes(type="log", title_text="p", row=1, col=1)
+    fig.add_trace(go.Scatter(x=w["window"], y=w["mean_probability"], mode="lines+markers",
+                             name="mean probability"), 2, 1)
+    fig.add_trace(go.Scatter(x=w["window"], y=w["called_positive"], mode="lines+markers",
+                             name=f"called positive (p ≥ {report.threshold:.2f})"), 2, 1)
+    measured = w[w["labelled"] > 0]
+    fig.add_trace(go.Scatter(x=measured["window"], y=measured["accuracy"], mode="lines+markers",
+                             name="accuracy, measured", error_y=dict(
+                                 type="data", symmetric=False, array=measured["accuracy_hi"] - measured["accuracy"],
+                                 arrayminus=measured["accuracy"] - measured["accuracy_lo"])), 3, 1)
+    fig.add_trace(go.Scatter(x=w["window"], y=w["estimated_accuracy"], mode="lines+markers",
+                             line=dict(dash="dash"), name="accuracy, estimated (calibrated confidence)"), 3, 1)
+    fig.update_yaxes(range=[0, 1.02], row=2, col=1)
+    fig.update_yaxes(range=[0, 1.02], row=3, col=1)
+    fig.update_layout(height=760, margin=dict(l=40, r=20, t=60, b=40), legend=dict(orientation="h", y=-0.08))
+    return fig

@@ -52,7 +52,7 @@ PAGE_TITLES = {"home": "Home", "case_review": "Case review", "subgroups": "Subgr
 
 
 #: the pages' widget keys whose values survive a page switch (app.py keeps them) ...
-KEPT_PREFIXES = ("review_", "sub_", "cmp_", "qual_", "unc_", "concept_", "tcav_", "home_", "agree_", "audit_",
+KEPT_PREFIXES = ("review_", "sub_", "cmp_", "qual_", "unc_", "concept_", "tcav_", "home_", "agree_", "audit_", "mon_",
                  "report_")
 #: ... except actions (buttons, downloads, table selections), whose state Streamlit refuses to have set
 ACTION_SUFFIXES = ("_prev", "_next", "_export", "_download", "_open", "_worklist")

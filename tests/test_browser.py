@@ -23,10 +23,10 @@ FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-
 PAGES = {"case_review": "Case review", "": "Glassbox", "subgroups": "Subgroup performance",
          "uncertainty": "Uncertainty", "concepts": "Concepts", "compare": "Compare versions",
          "quality": "Explanation quality", "agreement": "Reader agreement", "audit": "Audit log",
-         "report": "Board report"}
+         "report": "Board report", "monitoring": "Monitoring"}
 #: pages that draw no figure until asked (or until there is something to draw): the text they show instead
 NO_FIGURE = {"quality": "then run the checks", "agreement": "Reader agreement", "audit": "Export these entries",
-             "report": "Preview"}
+             "report": "Preview", "monitoring": "has no window column"}
 ERRORS = '[data-testid="stException"], [data-testid="stAlertContentError"]'
 
 

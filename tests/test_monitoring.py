@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from evaluation.drift import bandwidth, drivers, holm, mmd_test
+from tests.test_roles import local_auth  # noqa: F401 - the fixture
 
 
 def test_mmd_is_the_double_sum():
@@ -79,3 +80,33 @@ def test_monitor_command_exits_1_on_an_alert_and_records_it(demo_root, deploymen
     assert len(Record(demo_root).audit(action="monitor_run")) == before + 1
     assert main(["monitor", "--workspace", str(demo_root), "--model", "v2", "--reference", "demo2d", "--current",
                  str(deployment), "--alert", "mmd=0.01"]) == 2
+
+
+def test_monitoring_page_shows_the_alerts_the_figure_and_the_drivers(demo_root, demo_ws, local_auth):
+    from data_adapters.models import load_model
+    from tests.test_roles import as_role
+    from workspace import jobs
+
+    handle = demo_ws.load_model(demo_ws.resolve_model("v2"))
+    reference = demo_ws.cohort_for(handle, demo_ws.resolve_cohort("demo2d"))
+    current = demo_ws.cohort_for(handle, demo_ws.resolve_cohort("deployment"))
+    at = as_role("pages/monitoring.py", demo_root, "developer", cohort="deployment")
+    assert not at.exception and any(b.label == "Run the drift analysis" for b in at.button)
+    key = (f"monitor:{load_model(demo_ws.model_paths()['v2']).weights_hash}:{reference.content_hash}:"
+           f"{current.content_hash}:acquired_month:0.01")
+    job = jobs.start(key, "test", lambda progress: demo_ws.monitor(handle, reference, current))
+    while job.running:
+        import time
+        time.sleep(0.1)
+    at = as_role("pages/monitoring.py", demo_root, "developer", cohort="deployment")
+    assert not at.exception, at.exception
+    warnings = [w.value for w in at.warning]
+    assert any("site C's images differ" in w and "Nimbus 7" in w for w in warnings)
+    assert not any("2026-0" + m in w and "feature space" in w for m in "1234" for w in warnings)
+    assert len(at.get("plotly_chart")) == 1
+    tables = [d.value for d in at.dataframe]
+    assert len(tables) == 4 and tables[-1]["case_id"].str.startswith("dep-").all()  # the cases driving the drift
+    assert any(b.label == "Open in Case review" for b in at.button)
+    board = as_role("pages/monitoring.py", demo_root, "board", cohort="deployment")
+    assert not board.exception and len(board.dataframe) == 3, "a board sees no case rows"
+    jobs.forget(key)

@@ -48,6 +48,7 @@ PAGES = {
     "concepts": ("developer", "admin"),
     "agreement": EVERYONE,
     "report": ("developer", "board", "admin"),
+    "monitoring": ("developer", "board", "admin"),
     "audit": ("admin",),
 }
 #: action → the roles that may take it

@@ -23,6 +23,7 @@ from data_adapters.demo.synthesis import (
     MARKER_BOX,
     N_CASES,
     generate_cohort,
+    generate_deployment_cohort,
     write_concepts,
 )
 from data_adapters.demo.training import (
@@ -52,6 +53,8 @@ COHORT_3D = "demo3d"
 #: the first held-out 3D volumes again, as a folder of DICOM studies (series of slices, identifiers in the tags)
 COHORT_3D_DICOM = "demo3d_dicom"
 N_DICOM_STUDIES = 24
+#: a year after deployment (monitoring): a new scanner at site C from month 5, prevalence up from month 8
+COHORT_DEPLOYMENT = "deployment"
 MODEL_3D = "ct3d-v1"
 StepProgress = Callable[[str], Callable[[int, int], None] | None]
 
@@ -171,7 +174,10 @@ def build_demo(root: str | Path, *, force: bool = False, retrain: bool = False, 
     planted property does not hold (``demo.json`` then records the measurements, and the build is not reused)."""
     root = Path(root)
     step = step or (lambda _name: None)
+    deployment = root / "cohorts" / COHORT_DEPLOYMENT / "manifest.csv"
     if demo_is_built(root) and not (force or retrain):
+        if not deployment.is_file():  # added after this workspace was built: written alone, nothing else rebuilt
+            generate_deployment_cohort(deployment.parent, progress=step("generating the deployment year"))
         log(f"demo workspace at {root} is up to date; reusing it")
         return root
     if (root / "demo.json").is_file():
@@ -208,6 +214,8 @@ def build_demo(root: str | Path, *, force: bool = False, retrain: bool = False, 
         held_out = [c for c in cohort_3d.cases if c.attributes.get("split") == "test"]
         export_studies(held_out, dicom_copy, spacing=SPACING, n=N_DICOM_STUDIES,
                        progress=step(f"writing {N_DICOM_STUDIES} held-out volumes as DICOM studies"))
+    if force or not deployment.is_file():
+        generate_deployment_cohort(deployment.parent, progress=step("generating the deployment year"))
     folder = root / "models" / MODEL_3D
     if force or not (folder / "model.json").is_file():
         n = sum(c.attributes.get("split") == "train" for c in cohort_3d.cases)

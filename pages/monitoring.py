@@ -1,0 +1,84 @@
+"""Monitoring: is the model still seeing the patients it was validated on, and still performing?"""
+from __future__ import annotations
+
+import streamlit as st
+
+from evaluation.drift import drift_figure, drivers
+from pages import _common as common
+from workspace import jobs
+from workspace.access import board_k
+from workspace.store import Workspace
+
+who = common.guard("monitoring")  # the role check comes before anything is read
+st.title("Monitoring")
+st.caption("The cohort chosen in the sidebar is the incoming stream; it is compared, window by window, with the "
+           "cohort the model was validated on: input drift in the model's own feature space (MMD with a permutation "
+           "p-value, Holm-adjusted across windows), per site, the attribute mix and image intensities; the outputs; "
+           "and performance, measured where labels have arrived and estimated from calibrated probabilities "
+           "everywhere. The same analysis runs on a schedule with `glassbox monitor … --alert mmd_p=0.01`.")
+root, model_path, manifest, handle, current = common.loaded()
+ws = Workspace(root, trust_own_models=False)
+columns = [a for a in current.attribute_schema if "month" in a or "window" in a or "period" in a]
+if not columns:
+    st.info(f"Cohort **{current.name}** has no window column (e.g. `acquired_month`: 2026-03). Choose the incoming "
+            "stream in the sidebar (the demo's is `deployment`).")
+    st.stop()
+_, _, cohorts = common.selection()
+others = [n for n in cohorts if cohorts[n] != manifest]
+if not others:
+    st.info("The workspace has no other cohort to compare with.")
+    st.stop()
+c = st.columns(3)
+reference_name = c[0].selectbox("Reference (validation) cohort", others, key="mon_reference",
+                                index=others.index("demo2d") if "demo2d" in others else 0)
+window = c[1].selectbox("Window", columns, key="mon_window")
+alpha = c[2].select_slider("Alert level (adjusted p)", [0.001, 0.005, 0.01, 0.05], value=0.01, key="mon_alpha")
+reference = common.cohort(cohorts[reference_name], handle)
+key = f"monitor:{handle.weights_hash}:{reference.content_hash}:{current.content_hash}:{window}:{alpha}"
+job = jobs.get(key)
+if job is None:
+    st.button("Run the drift analysis", key="mon_run", type="primary",
+              on_click=lambda: jobs.start(key, f"Monitoring {current.name} against {reference.name}",
+                                          lambda progress: ws.monitor(handle, reference, current, window=window,
+                                                                      alpha=alpha, progress=progress)))
+    st.caption("Embeds every case of both cohorts once (cached), in the background: other pages stay open.")
+    st.stop()
+if job.running or job.error:
+    common.wait_for(job)
+report = job.result
+alerts = report.alerts
+if alerts:
+    for line in alerts[:12]:
+        st.warning(line)
+    if len(alerts) > 12:
+        st.caption(f"… and {len(alerts) - 12} more in the tables below.")
+else:
+    st.success(f"No window of **{current.name}** differs from **{reference.name}** at adjusted p < {alpha:g}.")
+st.plotly_chart(drift_figure(report), key="mon_figure")
+st.caption("Estimated accuracy assumes calibrated probabilities (fitted on the reference) and a shift in which images "
+           "arrive, not in how labels follow from them: a shift the model meets confidently wrong is missed by the "
+           "estimate, and seen by the drift test.")
+st.subheader("Per window")
+st.dataframe(report.windows.drop(columns=["alert"]), hide_index=True, key="mon_windows")
+k = board_k() if who.is_board else None
+sites = report.sites
+if k:
+    sites = sites[sites["n"] >= k]
+    st.caption(f"Sites with fewer than {k} cases in a window are not shown (the operator's k).")
+st.subheader("Sites: the first window each differs from the reference")
+st.dataframe(sites.drop(columns=["alert"]), hide_index=True, key="mon_sites")
+st.subheader("Attribute mix per window")
+st.dataframe(report.attributes, hide_index=True, key="mon_attributes")
+if who.can("see_cases"):
+    st.subheader("The cases farthest from the reference")
+    emb_ref = ws.embeddings(handle, reference)["embedding"]
+    emb_cur = ws.embeddings(handle, current)["embedding"]
+    far = drivers(emb_ref, emb_cur, current.case_ids, k=10)
+    st.dataframe(far, hide_index=True, key="mon_drivers")
+    chosen = st.selectbox("Open in Case review", far["case_id"], key="mon_case")
+
+    def open_case() -> None:
+        st.session_state["_review_goto"] = chosen
+
+    if st.button("Open in Case review", key="mon_open", on_click=open_case):
+        st.switch_page("pages/case_review.py")

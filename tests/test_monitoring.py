@@ -110,3 +110,23 @@ def test_monitoring_page_shows_the_alerts_the_figure_and_the_drivers(demo_root, 
     board = as_role("pages/monitoring.py", demo_root, "board", cohort="deployment")
     assert not board.exception and len(board.dataframe) == 3, "a board sees no case rows"
     jobs.forget(key)
+
+
+def test_the_board_report_gains_a_monitoring_section_the_checklist_links_to(demo_ws, deployment):
+    from workspace.access import Identity
+    from workspace.report import gather, render_html
+
+    handle = demo_ws.load_model(demo_ws.resolve_model("v2"))
+    cohort = demo_ws.cohort_for(handle, demo_ws.resolve_cohort("demo2d"))
+    current = demo_ws.cohort_for(handle, deployment)
+    data = gather(demo_ws, handle, cohort, by=["site"], k=10, author=Identity("ops", "admin"), trust_methods=(),
+                  figures=False, monitoring=current)
+    m = data.evidence["monitoring"]
+    assert m["first_alert"] == "2026-05" and any("site C" in line and "Nimbus 7" in line for line in m["sites"])
+    (question,) = [q for q in data.evidence["checklist"] if q["id"] == "monitoring_plan"]
+    assert "input drift from 2026-05" in question["evidence"]
+    html = render_html(data)
+    assert 'id="monitoring"' in html and 'href="#monitoring">(see monitoring)' in html
+    plain = gather(demo_ws, handle, cohort, by=["site"], k=10, author=Identity("ops", "admin"), trust_methods=(),
+                   figures=False)
+    assert 'href="#checklist">(see checklist)' in render_html(plain) and "monitoring" not in plain.evidence

@@ -22,7 +22,8 @@
                      [--alert mmd_p=0.01] [--out windows.csv]
     glassbox precompute --model MODEL --cohort MANIFEST [--methods ig,grad_cam] [--uncertainty mc_dropout]
                         [--target CLASS] [--shard-size N] [--ray auto|ADDRESS [--workers N]]
-    glassbox report --model MODEL --cohort MANIFEST [--compare BASELINE] [--by site] [--k 10] --out report.pdf|.html
+    glassbox report --model MODEL --cohort MANIFEST [--compare BASELINE] [--by site] [--k 10] [--monitor COHORT]
+                    --out report.pdf|.html
                     [--expect HASH]
 
 MODEL is a model folder (with model.json), the json, or the name of a version in the workspace (``--model v2``);
@@ -793,6 +794,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         data = gather(ws, handle, cohort, baseline=baseline, by=by, k=args.k, author=operator(),
                       trust_methods=[m for m in args.trust.split(",") if m] if args.trust else [],
                       trust_cases=args.trust_cases, reference=reference,
+                      monitoring=(ws.cohort_for(handle, ws.resolve_cohort(args.monitor)) if args.monitor else None),
                       progress=lambda name: step(min(sections.index(name.split(" ")[0]) + 1, len(sections))
                                                  if name.split(" ")[0] in sections else 0, len(sections)))
     record = Record(args.workspace)
@@ -1040,6 +1042,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--trust-cases", type=_positive_int, default=16)
     s.add_argument("--reference", help="JSON: attribute -> {group: expected share}, to compare the cohort against")
     s.add_argument("--out", help="report.pdf or report.html")
+    s.add_argument("--monitor", metavar="COHORT", help="an incoming cohort with an acquired_month column: adds the "
+                   "Monitoring section (drift against --cohort per month)")
     s.add_argument("--model-card", metavar="FILE.json", help="also write the model card as JSON (Model Card Toolkit "
                                                              "schema v0.0.2)")
     s.add_argument("--expect", metavar="HASH", help="exit 1 unless the report made now is this one (a signed report "

@@ -100,10 +100,12 @@ def gather(ws: Workspace, handle: ModelHandle, cohort: Cohort, *, baseline: Mode
            by: Sequence[str] = (), k: int = 10, author: Identity, trust_methods: Sequence[str] = ("saliency",
                                                                                                     "grad_cam"),
            trust_cases: int = 16, reference: dict | None = None, figures: bool = True,
+           monitoring: Cohort | None = None, window: str = "acquired_month",
            progress: Progress | None = None) -> ReportData:
     """Everything the report states, computed (or read from the caches) for ``handle`` on ``cohort``; ``baseline``
     adds the version comparison; ``by`` the groups (numeric attributes in bands); ``k`` the smallest group shown;
-    ``reference``: attribute → {group: expected share} to compare the cohort's make-up against."""
+    ``reference``: attribute → {group: expected share} to compare the cohort's make-up against; ``monitoring``: an
+    incoming cohort with a ``window`` column, checked for drift against ``cohort`` (the Monitoring section)."""
     say = progress or (lambda _m: None)
     record = Record(ws.root)
     by = list(by)
@@ -270,6 +272,21 @@ def gather(ws: Workspace, handle: ModelHandle, cohort: Cohort, *, baseline: Mode
         reviewers["pairs"] = [{**p, "words": kappa_in_words(p["kappa"])} for p in _records(pairs)]
     evidence["reviewers"] = reviewers
 
+    # -- monitoring ----------------------------------------------------------------------------------------------
+    if monitoring is not None:
+        say("monitoring (drift of the incoming cohort)")
+        drift = ws.monitor(handle, cohort, monitoring, window=window)
+        w = drift.windows
+        sites = drift.sites[drift.sites["n"] >= k]  # a site's window under k cases is not shown to the board
+        evidence["monitoring"] = {
+            "current": monitoring.name, "hash": monitoring.content_hash[:16], "window": window,
+            "alpha": drift.alpha, "windows": _records(w.assign(alert=w["alert"].map({True: "ALERT", False: ""})), [
+                "window", "n", "mmd_p_adj", "alert", "mean_probability", "called_positive", "intensity_shift_sd",
+                "estimated_accuracy", "accuracy", "labelled"]),
+            "first_alert": str(w.loc[w["alert"], "window"].min()) if w["alert"].any() else "",
+            "sites": [f"since {r.window}, site {r.site}'s images differ from the reference"
+                      + (f" (new scanner: {r.new_scanner})" if r.new_scanner else "") for r in sites.itertuples()]}
+
     # -- the lifecycle checklist -----------------------------------------------------------------------------------
     answers = record.answers(model_hash=handle.weights_hash, cohort_hash=cohort.content_hash).set_index("question")
     evidence["checklist"] = [{**q, "evidence": _evidence(q["id"], evidence),
@@ -351,6 +368,14 @@ def _evidence(question: str, e: dict) -> str:
         return (f"Sensitivity {c['sensitivity']} (95% CI {c['sensitivity_ci'][0]}–{c['sensitivity_ci'][1]}): "
                 f"{c['missed_per_1000']} missed cases and {c['false_alarms_per_1000']} false alarms per 1000 "
                 f"cases at threshold {c['threshold']}." if c else "Top-class accuracy and calibration per group.")
+    if question == "monitoring_plan":
+        m = e.get("monitoring")
+        if not m:
+            return ("Not measured in this report: `glassbox monitor --reference … --current … --alert mmd_p=0.01` "
+                    "runs on a schedule and exits 1 on drift; give `--monitor COHORT` to include it here.")
+        found = f"input drift from {m['first_alert']}" if m["first_alert"] else "no input drift"
+        return (f"Drift of {m['current']} against this cohort per {m['window']} (Monitoring section): {found} at "
+                f"Holm-adjusted p < {m['alpha']:g}.")
     if question == "risk_communication":
         r = e.get("reviewers", {})
         return f"{r.get('verdicts', 0)} reader verdicts from {r.get('readers', 0)} reader(s) (Reviewers section)."

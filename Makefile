@@ -39,3 +39,4 @@ bench: install
 	$(BIN)/python benchmarks/review_concurrency.py
 	$(BIN)/python benchmarks/million_cases.py
 	$(BIN)/python benchmarks/precompute_scaling.py
+	$(BIN)/python benchmarks/drift_windows.py

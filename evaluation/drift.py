@@ -121,22 +121,33 @@ class DriftReport:
 
     @property
     def alerts(self) -> list[str]:
+        """What crossed the alert level, in words: one sentence for the windows, one per site, one per attribute."""
         out = []
-        for row in self.windows.itertuples():
-            if row.mmd_p_adj < self.alpha:
-                out.append(f"{row.window}: the images differ from the reference in the model's feature space "
-                           f"(MMD p = {row.mmd_p:.4f}, Holm-adjusted {row.mmd_p_adj:.4f})")
+        w = self.windows
+        hit = w.loc[w["mmd_p_adj"] < self.alpha, "window"].tolist()
+        if hit:
+            smallest = float(w["mmd_p_adj"].min())
+            out.append(f"the images differ from the reference in the model's feature space in {len(hit)} of {len(w)} "
+                       f"window(s): {_span(hit)} (Holm-adjusted p "
+                       f"{'< 0.001' if smallest < 0.001 else f'= {smallest:.3f}'} at the smallest)")
         for row in self.sites.itertuples():
             if row.mmd_p_adj < self.alpha:
                 what = f"; a new scanner appears: {row.new_scanner}" if row.new_scanner else ""
                 out.append(f"since {row.window}, site {row.site}'s images differ from the reference (p "
                            f"{'< 0.001' if row.mmd_p_adj < 0.001 else f'= {row.mmd_p_adj:.3f}'}){what}")
-        for row in self.attributes.itertuples():
-            if row.p_adj < self.alpha:
-                new = f" (new: {row.new})" if row.new else ""
-                out.append(f"{row.window}: {row.attribute} mix differs from the reference ({row.test}, p "
-                           f"{row.p_adj:.4f}){new}")
+        flagged = self.attributes[self.attributes["p_adj"] < self.alpha]
+        for attribute, rows in flagged.groupby("attribute", sort=False):
+            new = sorted({n for v in rows["new"] if v for n in v.split(", ")})
+            out.append(f"the {attribute} mix differs from the reference ({rows['test'].iloc[0]}) in "
+                       f"{_span(rows['window'].tolist())}" + (f"; new: {', '.join(new)}" if new else ""))
         return out
+
+
+def _span(windows: list[str]) -> str:
+    """``2026-05 to 2026-12`` for a run, else the windows listed."""
+    windows = sorted(windows)
+    return windows[0] if len(windows) == 1 else f"{windows[0]} to {windows[-1]}" + (
+        f" ({len(windows)} windows)" if len(windows) > 2 else "")
 
 
 def calibration_map(reference: dict):

@@ -47,7 +47,7 @@ def _workspace() -> Path:
 IDENTITY = "_identity"  # session state: set only by sign-in below (no widget carries this key)
 PAGE_TITLES = {"home": "Home", "case_review": "Case review", "subgroups": "Subgroup performance",
                "compare": "Compare versions", "quality": "Explanation quality", "uncertainty": "Uncertainty",
-               "concepts": "Concepts", "agreement": "Reader agreement", "report": "Board report",
+               "concepts": "Concepts", "agreement": "Reader agreement", "report": "Board report", "monitoring": "Monitoring",
                "audit": "Audit log"}
 
 

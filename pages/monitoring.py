@@ -59,16 +59,17 @@ st.caption("Estimated accuracy assumes calibrated probabilities (fitted on the r
            "arrive, not in how labels follow from them: a shift the model meets confidently wrong is missed by the "
            "estimate, and seen by the drift test.")
 st.subheader("Per window")
-st.dataframe(report.windows.drop(columns=["alert"]), hide_index=True, key="mon_windows")
+P_FORMAT = {c: st.column_config.NumberColumn(format="%.2g") for c in ("mmd_p", "mmd_p_adj", "p", "p_adj")}
+st.dataframe(report.windows.drop(columns=["alert"]), hide_index=True, key="mon_windows", column_config=P_FORMAT)
 k = board_k() if who.is_board else None
 sites = report.sites
 if k:
     sites = sites[sites["n"] >= k]
     st.caption(f"Sites with fewer than {k} cases in a window are not shown (the operator's k).")
 st.subheader("Sites: the first window each differs from the reference")
-st.dataframe(sites.drop(columns=["alert"]), hide_index=True, key="mon_sites")
+st.dataframe(sites.drop(columns=["alert"]), hide_index=True, key="mon_sites", column_config=P_FORMAT)
 st.subheader("Attribute mix per window")
-st.dataframe(report.attributes, hide_index=True, key="mon_attributes")
+st.dataframe(report.attributes, hide_index=True, key="mon_attributes", column_config=P_FORMAT)
 if who.can("see_cases"):
     st.subheader("The cases farthest from the reference")
     emb_ref = ws.embeddings(handle, reference)["embedding"]

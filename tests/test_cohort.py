@@ -14,6 +14,11 @@ GOOD = np.full((16, 16), 30000, np.uint16)
 
 @pytest.fixture
 def cohort_dir(tmp_path):
+    return bad_cohort(tmp_path)
+
+
+def bad_cohort(tmp_path):
+    """Good images, and one of each kind of bad file (too small, colour, truncated, a flipped byte, not an image)."""
     d = tmp_path / "cohort"
     for i in range(4):
         write_png(d / "images" / f"ok{i}.png", GOOD + i)
@@ -23,6 +28,10 @@ def cohort_dir(tmp_path):
     write_png(d / "images" / "rgb.png", np.zeros((16, 16, 3), np.uint8))
     trunc = write_png(d / "images" / "trunc.png", np.random.default_rng(0).integers(0, 65535, (16, 16), dtype=np.uint16))
     trunc.write_bytes(trunc.read_bytes()[:120])
+    crc = write_png(d / "images" / "crc.png", GOOD)
+    data = bytearray(crc.read_bytes())
+    data[60] ^= 0xFF  # one flipped byte inside the image data: the chunk's CRC no longer matches
+    crc.write_bytes(bytes(data))
     (d / "images" / "text.png").write_text("not an image")
     write_png(tmp_path / "outside.png", GOOD)
     return d

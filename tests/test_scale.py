@@ -18,29 +18,10 @@ from data_adapters.records import CaseTable
 from evaluation import metrics
 from evaluation.metrics import Cells, counts
 from tests.helpers import write_png
-from tests.test_cohort import ROWS, write_manifest
+from tests.test_cohort import ROWS, bad_cohort, write_manifest
 
 
-def _bad_cohort(tmp_path):
-    from tests.test_cohort import GOOD
-
-    d = tmp_path / "cohort"
-    for i in range(4):
-        write_png(d / "images" / f"ok{i}.png", GOOD + i)
-    write_png(d / "masks" / "m0.png", np.zeros((16, 16), np.uint8))
-    write_png(d / "masks" / "small.png", np.zeros((8, 8), np.uint8))
-    write_png(d / "images" / "small.png", np.zeros((8, 8), np.uint16))
-    write_png(d / "images" / "rgb.png", np.zeros((16, 16, 3), np.uint8))
-    trunc = write_png(d / "images" / "trunc.png",
-                      np.random.default_rng(0).integers(0, 65535, (16, 16), dtype=np.uint16))
-    trunc.write_bytes(trunc.read_bytes()[:120])
-    crc = write_png(d / "images" / "crc.png", GOOD)
-    data = bytearray(crc.read_bytes())
-    data[60] ^= 0xFF  # one flipped byte inside the image data: the chunk's CRC no longer matches
-    crc.write_bytes(bytes(data))
-    (d / "images" / "text.png").write_text("not an image")
-    write_png(tmp_path / "outside.png", GOOD)
-    return d
+_bad_cohort = bad_cohort
 
 
 def _same(a, b):

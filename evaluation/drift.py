@@ -20,6 +20,7 @@ Per time window of the current cohort, against the reference cohort:
 from __future__ import annotations
 
 from collections.abc import Sequence
+import dataclasses
 from dataclasses import dataclass
 
 import numpy as np
@@ -118,6 +119,8 @@ class DriftReport:
     sites: pd.DataFrame
     alpha: float
     threshold: float
+    #: per window and site: cases, labelled cases, accuracy with its Wilson 95% interval, the estimate
+    groups: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
 
     @property
     def alerts(self) -> list[str]:
@@ -186,7 +189,7 @@ def window_report(reference: dict, current: dict, windows: Sequence[str], *, thr
     mu, sd = ref_int.mean(0), ref_int.std(0) + 1e-9
     windows = np.asarray(windows).astype(str)
     calibrate = calibration_map(reference)
-    rows, attr_rows, site_rows = [], [], []
+    rows, attr_rows, site_rows, group_rows = [], [], [], []
     cur_frame = current["frame"].reset_index(drop=True)
     for w in sorted(set(windows)):
         idx = np.flatnonzero(windows == w)
@@ -219,6 +222,18 @@ def window_report(reference: dict, current: dict, windows: Sequence[str], *, thr
             attr_rows.append({"window": w, **a})
         if by_site and by_site in cur_frame:
             for site, sub in cur_frame.loc[idx].groupby(by_site):
+                rows_s = sub.index.to_numpy()
+                q_s = calibrate(current["p"][rows_s])
+                c_s = current["p"][rows_s] >= threshold
+                lab = sub["label"].notna().to_numpy()
+                entry = {"window": w, "site": str(site), "n": len(sub), "labelled": int(lab.sum()),
+                         "estimated_accuracy": float(np.where(c_s, q_s, 1 - q_s).mean()), "accuracy": np.nan,
+                         "accuracy_lo": np.nan, "accuracy_hi": np.nan}
+                if lab.any():
+                    right = int(((sub["label"][lab].astype(int).to_numpy() == 1) == c_s[lab]).sum())
+                    entry["accuracy"] = right / int(lab.sum())
+                    entry["accuracy_lo"], entry["accuracy_hi"] = wilson(right, int(lab.sum()), 1.96)
+                group_rows.append(entry)
                 if len(sub) < 10:
                     continue
                 ref_rows = np.flatnonzero(reference["frame"][by_site].astype(str).to_numpy() == str(site))
@@ -238,7 +253,7 @@ def window_report(reference: dict, current: dict, windows: Sequence[str], *, thr
     attrs = pd.DataFrame(attr_rows, columns=["window", "attribute", "test", "statistic", "p", "new"])
     attrs["p_adj"] = holm(attrs["p"]) if len(attrs) else []
     return DriftReport(windows=table, attributes=attrs, sites=_first_windows(sites) if len(sites) else sites,
-                       alpha=alpha, threshold=threshold)
+                       alpha=alpha, threshold=threshold, groups=pd.DataFrame(group_rows))
 
 
 def drivers(reference_embedding: np.ndarray, embedding: np.ndarray, case_ids: Sequence[str], *, k: int = 10,

@@ -68,6 +68,11 @@ if k:
     st.caption(f"Sites with fewer than {k} cases in a window are not shown (the operator's k).")
 st.subheader("Sites: the first window each differs from the reference")
 st.dataframe(sites.drop(columns=["alert"]), hide_index=True, key="mon_sites", column_config=P_FORMAT)
+st.subheader("Performance per site and window")
+groups = report.groups[report.groups["n"] >= k] if k and len(report.groups) else report.groups
+st.dataframe(groups, hide_index=True, key="mon_groups", column_config={
+    c: st.column_config.NumberColumn(format="%.3f") for c in ("estimated_accuracy", "accuracy", "accuracy_lo",
+                                                              "accuracy_hi")})
 st.subheader("Attribute mix per window")
 st.dataframe(report.attributes, hide_index=True, key="mon_attributes", column_config=P_FORMAT)
 if who.can("see_cases"):

@@ -64,6 +64,15 @@ def test_the_new_scanner_is_found_in_month_5_and_not_before(demo_ws, deployment)
     # labels for six months: measured there only; the estimate follows it while nothing has shifted
     assert (w.loc["2026-07":, "labelled"] == 0).all() and w.loc["2026-07":, "accuracy"].isna().all()
     assert (abs(stable["estimated_accuracy"] - stable["accuracy"]) < 0.1).all()
+    # per site: site C on its new scanner loses the accuracy it had and site A keeps (labelled months 5-6), while its
+    # estimate stays high (confidently wrong); site B (occult positives v2 cannot see) is low throughout
+    g = report.groups.set_index(["window", "site"])
+    new_c = [g.loc[(m, "C"), "accuracy"] for m in ("2026-05", "2026-06")]
+    old_c = [g.loc[(m, "C"), "accuracy"] for m in ("2026-01", "2026-02", "2026-03", "2026-04")]
+    a = [g.loc[(m, "A"), "accuracy"] for m in ("2026-05", "2026-06")]
+    assert max(new_c) < min(old_c) - 0.2 and max(new_c) < min(a) - 0.2
+    assert min(g.loc[(m, "C"), "estimated_accuracy"] for m in ("2026-05", "2026-06")) > 0.85
+    assert (g["accuracy_lo"].dropna() <= g["accuracy"].dropna()).all()
     # prevalence rises from month 8: more cases called positive than in the labelled stable months
     assert w.loc["2026-08":, "called_positive"].mean() > stable["called_positive"].mean() + 0.15
 
@@ -105,10 +114,10 @@ def test_monitoring_page_shows_the_alerts_the_figure_and_the_drivers(demo_root, 
     assert not any("2026-0" + m in w and "feature space" in w for m in "1234" for w in warnings)
     assert len(at.get("plotly_chart")) == 1
     tables = [d.value for d in at.dataframe]
-    assert len(tables) == 4 and tables[-1]["case_id"].str.startswith("dep-").all()  # the cases driving the drift
+    assert len(tables) == 5 and tables[-1]["case_id"].str.startswith("dep-").all()  # the cases driving the drift
     assert any(b.label == "Open in Case review" for b in at.button)
     board = as_role("pages/monitoring.py", demo_root, "board", cohort="deployment")
-    assert not board.exception and len(board.dataframe) == 3, "a board sees no case rows"
+    assert not board.exception and len(board.dataframe) == 4, "a board sees no case rows"
     jobs.forget(key)
 
 

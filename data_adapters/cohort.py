@@ -335,9 +335,13 @@ def load_manifest(
             continue
         try:
             image_job = _candidate(base, ref)
+        except InvalidInputError as e:
+            reject("image", str(e))
+            continue
+        try:
             mask_job = _candidate(base, mref) if mref else None
         except InvalidInputError as e:
-            reject("image" if mref == "" or ref in str(e) else "mask", str(e))
+            reject("mask", str(e))
             continue
         staged.append((i, label, image_job, mask_job))
 

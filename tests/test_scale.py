@@ -292,3 +292,13 @@ def test_a_background_job_is_shared_reports_progress_and_keeps_its_error():
     assert jobs.start("k-bad", "bad", lambda p: "again") is not bad, "a failed job is started again when asked"
     jobs.forget("k-test")
     jobs.forget("k-bad")
+
+
+def test_an_unreachable_ray_address_is_named_not_waited_on(tmp_path):
+    from data_adapters.errors import InvalidInputError
+    from tests.helpers import tiny_workspace
+    from workspace.precompute import precompute
+
+    root = tiny_workspace(tmp_path / "ws", n=4)
+    with pytest.raises(InvalidInputError, match=r"--ray 127\.0\.0\.1:1: no Ray cluster answers there"):
+        precompute(_precompute_plan(root), ray="127.0.0.1:1")

@@ -135,14 +135,33 @@ class ShardActor:
         return {"shard": batch["shard"], "cases": np.asarray(done)}
 
 
+def _reachable(address: str, timeout_s: float = 5.0) -> None:
+    """A cluster address must answer before Ray is asked (Ray itself retries an unreachable one for minutes)."""
+    import socket
+
+    host, _, port = address.split("://")[-1].rpartition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s):
+            pass
+    except (OSError, ValueError) as e:
+        raise InvalidInputError(f"--ray {address}: no Ray cluster answers there ({e}); give the address `ray start "
+                                "--head` printed (HOST:PORT), or auto for a local instance") from e
+
+
 def _run_ray(plan: Plan, todo: list[int], address: str, workers: int | None, progress: Progress | None) -> None:
     import ray
 
     started_here = not ray.is_initialized()
+    if started_here and address != "auto":
+        _reachable(address)
     if started_here:
         # auto: the cluster this machine belongs to (`ray start`), else a Ray instance started here
         kwargs = {"address": address} if address != "auto" else ({"num_cpus": workers} if workers else {})
-        ray.init(include_dashboard=False, log_to_driver=False, **kwargs)
+        try:
+            ray.init(include_dashboard=False, log_to_driver=False, **kwargs)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            raise InvalidInputError(f"--ray {address}: no Ray cluster could be reached or started ({e}); use auto "
+                                    "for a local instance, or the address `ray start --head` printed") from e
     try:
         resources = ray.cluster_resources()
         gpus = int(resources.get("GPU", 0))

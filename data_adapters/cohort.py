@@ -25,7 +25,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data_adapters.errors import GlassboxError, InvalidInputError
-from data_adapters.hashing import file_hash, json_hash, path_hash, salted
+from data_adapters.hashing import json_hash, path_hash, salted
 from data_adapters.identifiers import implausible, mask_paths, screen_columns
 from data_adapters.preprocessing import convert_channels, fit_image, fits
 from data_adapters.readers import read_image, reader_for

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,11 +22,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from data_adapters.cohort import load_image_batch
 from data_adapters.errors import InvalidInputError
 from data_adapters.hashing import json_hash
 from explainers import uncertainty as uncertainty_lib
 from explainers.device import best_device
-from explainers.saliency import SALIENCY_METHODS
+from explainers.inference import predict_cases
+from explainers.saliency import SALIENCY_METHODS, explain
 from workspace.store import (
     NUMERICS,
     Workspace,
@@ -91,8 +92,6 @@ def compute_shard(plan: Plan, index: int, opened=None) -> int:
         return 0
     start, stop = index * plan.shard_size, min(len(cohort), (index + 1) * plan.shard_size)
     cases = list(cohort.cases[start:stop])
-    from explainers.inference import predict_cases
-
     preds = predict_cases(handle, cases)
     frame = pd.DataFrame([p.probabilities for p in preds], columns=probability_columns(handle))
     frame.insert(0, "case_id", [p.case_id for p in preds])
@@ -109,9 +108,6 @@ def compute_shard(plan: Plan, index: int, opened=None) -> int:
         name = f"{handle.weights_hash[:16]}-{cohort.content_hash[:16]}-{method}-{target}-{index:05d}"
         if store.done(name):
             continue
-        from data_adapters.cohort import load_image_batch
-        from explainers.saliency import explain
-
         keys = [ws.attribution_key(handle, c, method, target, None) for c in cases]
         maps = explain(handle, load_image_batch(cases, handle.preprocessing), [c.case_id for c in cases], method,
                        target)

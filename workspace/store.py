@@ -47,6 +47,7 @@ from data_adapters.preprocessing import fit_image
 from data_adapters.readers import read_image
 from data_adapters.records import Image
 from evaluation.cohort_summary import with_bands
+from evaluation.drift import DriftReport, window_report
 from evaluation.explanation_quality import stratified_sample
 from evaluation.outcomes import with_outcomes
 from evaluation.operating_point import OperatingPoint, operating_point
@@ -59,6 +60,7 @@ from evaluation.version_comparison import (
     region_shift,
 )
 from explainers import agreement, perturbation, trust
+from explainers.embeddings import embed_cases
 from explainers import concepts as concept_lib
 from explainers import uncertainty
 from explainers.inference import predict_cases, probabilities_of
@@ -419,8 +421,6 @@ class Workspace:
                         return {k: z[k] for k in ("embedding", "probabilities", "intensity")}
             except Exception as e:  # noqa: BLE001 - any damaged cache file is recomputed
                 _discard(path, f"unreadable ({type(e).__name__})")
-        from explainers.embeddings import embed_cases
-
         with _lock(path):
             emb, probs, intensity = embed_cases(handle, list(cohort.cases), progress=progress)
 
@@ -433,11 +433,9 @@ class Workspace:
         return {"embedding": emb, "probabilities": probs, "intensity": intensity}
 
     def monitor(self, handle: ModelHandle, reference: Cohort, current: Cohort, *, window: str = "acquired_month",
-                alpha: float = 0.01, n_perm: int = 500, seed: int = 0, progress: Progress | None = None):
+                alpha: float = 0.01, n_perm: int = 500, seed: int = 0, progress: Progress | None = None) -> DriftReport:
         """Drift of ``current`` (by its ``window`` attribute) against ``reference`` (``evaluation.drift``), at the
         model's shared threshold for its last class."""
-        from evaluation.drift import window_report
-
         if window not in current.attribute_schema:
             raise InvalidInputError(f"cohort {current.name!r} has no {window!r} column to window by; it has "
                                     f"{', '.join(current.attribute_schema) or 'no attributes'}")

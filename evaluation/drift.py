@@ -11,7 +11,9 @@ Per time window of the current cohort, against the reference cohort:
 - **metadata drift**: chi-square for categorical attributes (site, scanner, sex), Kolmogorov-Smirnov for numeric
   ones (age), Holm-adjusted across attributes and windows;
 - **intensity**: per-image mean, spread and percentiles, their shift in reference standard deviations;
-- **output drift**: mean probability, the share called positive at the shared threshold;
+- **output drift**: mean probability, the share called positive at the shared threshold, the outputs' uncertainty
+  (binary entropy) and the share a referral rule would send to a reader (entropy above the reference's 90th
+  percentile: about 10% while nothing has shifted);
 - **performance**: where labels have arrived, accuracy, sensitivity and specificity with Wilson intervals; everywhere,
   the accuracy the model's probabilities expect once calibrated on the labelled reference (confidence-based
   estimation, as NannyML's CBPE: it assumes the shift changes which images arrive, not how labels follow from what
@@ -153,6 +155,15 @@ def _span(windows: list[str]) -> str:
         f" ({len(windows)} windows)" if len(windows) > 2 else "")
 
 
+#: the share of the reference a referral rule sends to a reader; the stream's share is compared with it
+REFER_FRACTION = 0.1
+
+
+def _entropy(p: np.ndarray) -> np.ndarray:
+    p = np.clip(np.asarray(p, float), 1e-12, 1 - 1e-12)
+    return -(p * np.log(p) + (1 - p) * np.log(1 - p))
+
+
 def calibration_map(reference: dict):
     """Probabilities → calibrated probabilities, fitted on the labelled reference (isotonic regression; the identity
     without labels). Confidence-based estimation is only as good as this map: it assumes the shift changes which
@@ -189,6 +200,9 @@ def window_report(reference: dict, current: dict, windows: Sequence[str], *, thr
     mu, sd = ref_int.mean(0), ref_int.std(0) + 1e-9
     windows = np.asarray(windows).astype(str)
     calibrate = calibration_map(reference)
+    # uncertainty from the outputs: the binary entropy of each probability; a case is referred when it is above the
+    # reference's 90th percentile, so a stream like the reference refers about 10%
+    refer_cutoff = float(np.quantile(_entropy(reference["p"]), 1 - REFER_FRACTION))
     rows, attr_rows, site_rows, group_rows = [], [], [], []
     cur_frame = current["frame"].reset_index(drop=True)
     for w in sorted(set(windows)):
@@ -199,7 +213,8 @@ def window_report(reference: dict, current: dict, windows: Sequence[str], *, thr
         shift = (current["intensity"][idx].mean(0) - mu) / sd
         q = calibrate(probs)
         row = {"window": w, "n": len(idx), "mmd": stat, "mmd_p": p, "mean_probability": float(probs.mean()),
-               "called_positive": float(called.mean()), "intensity_shift_sd": float(shift[0]),
+               "called_positive": float(called.mean()), "entropy": float(_entropy(probs).mean()),
+               "referred": float((_entropy(probs) > refer_cutoff).mean()), "intensity_shift_sd": float(shift[0]),
                "noise_shift_sd": float(shift[1]),
                "estimated_accuracy": float(np.where(called, q, 1 - q).mean())}
         labels = cur_frame.loc[idx, "label"]
@@ -287,6 +302,8 @@ def drift_figure(report: DriftReport):
                              name="mean probability"), 2, 1)
     fig.add_trace(go.Scatter(x=w["window"], y=w["called_positive"], mode="lines+markers",
                              name=f"called positive (p ≥ {report.threshold:.2f})"), 2, 1)
+    fig.add_trace(go.Scatter(x=w["window"], y=w["referred"], mode="lines+markers", line=dict(dash="dot"),
+                             name="referred (entropy above the reference's 90th percentile)"), 2, 1)
     measured = w[w["labelled"] > 0]
     fig.add_trace(go.Scatter(x=measured["window"], y=measured["accuracy"], mode="lines+markers",
                              name="accuracy, measured", error_y=dict(

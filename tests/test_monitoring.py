@@ -73,6 +73,8 @@ def test_the_new_scanner_is_found_in_month_5_and_not_before(demo_ws, deployment)
     assert max(new_c) < min(old_c) - 0.2 and max(new_c) < min(a) - 0.2
     assert min(g.loc[(m, "C"), "estimated_accuracy"] for m in ("2026-05", "2026-06")) > 0.85
     assert (g["accuracy_lo"].dropna() <= g["accuracy"].dropna()).all()
+    # the referral rule set on the reference refers about its 10% while nothing has shifted
+    assert (stable["referred"] <= 0.3).all() and stable["referred"].mean() <= 0.2
     # prevalence rises from month 8: more cases called positive than in the labelled stable months
     assert w.loc["2026-08":, "called_positive"].mean() > stable["called_positive"].mean() + 0.15
 

@@ -224,7 +224,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         current = ws.cohort_for(handle, ws.resolve_cohort(args.current), progress=step("checking current"))
         report = ws.monitor(handle, reference, current, window=args.window, alpha=levels["mmd_p"],
                             progress=step("embedding"))
-    shown = report.windows[["window", "n", "mmd_p_adj", "mean_probability", "called_positive", "intensity_shift_sd",
+    shown = report.windows[["window", "n", "mmd_p_adj", "mean_probability", "called_positive", "referred",
+                            "intensity_shift_sd",
                             "estimated_accuracy", "accuracy", "labelled"]]
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
     fired = []

@@ -6,13 +6,13 @@ Each metric maps :class:`Counts` to a ``(B,)`` array; NaN where the metric is un
 """
 from __future__ import annotations
 
-import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from data_adapters.registry import Registry
+from evaluation.inference import cluster_weights, poisson_ones, stratified_weights  # noqa: F401 (re-exported)
 
 ECE_BINS = 10
 
@@ -85,27 +85,8 @@ def counts(weights: np.ndarray, y: np.ndarray, p: np.ndarray, called: np.ndarray
 
 def bootstrap_weights(y: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
     """``(n_boot, n)`` resample counts, stratified by ``y`` (boolean, or class labels): each class is resampled
-    separately, so each replicate keeps the group's class counts (no replicate loses a class)."""
-    y = np.asarray(y)
-    w = np.zeros((n_boot, len(y)), np.float32)
-    for value in np.unique(y):
-        idx = np.nonzero(y == value)[0]
-        m = len(idx)
-        # draw m indices per replicate and count them: one bincount over all replicates
-        draws = rng.integers(0, m, size=(n_boot, m), dtype=np.int64) + (np.arange(n_boot, dtype=np.int64) * m)[:, None]
-        w[:, idx] = np.bincount(draws.ravel(), minlength=n_boot * m).reshape(n_boot, m)
-    return w
-
-
-def cluster_weights(clusters: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """``(n_boot, n)`` resample counts of a cluster bootstrap: whole clusters (a patient's images) are drawn with
-    replacement, and every image of a cluster drawn twice counts twice. Images of one patient are not independent;
-    resampling them one by one makes intervals too narrow (``benchmarks/cluster_coverage.py``)."""
-    _, inverse = np.unique(np.asarray(clusters), return_inverse=True)
-    c = int(inverse.max()) + 1 if len(inverse) else 0
-    draws = rng.integers(0, c, size=(n_boot, c), dtype=np.int64) + (np.arange(n_boot, dtype=np.int64) * c)[:, None]
-    per_cluster = np.bincount(draws.ravel(), minlength=n_boot * c).reshape(n_boot, c).astype(np.float32)
-    return per_cluster[:, inverse]
+    separately, so each replicate keeps the group's class counts (:func:`evaluation.inference.stratified_weights`)."""
+    return stratified_weights(y, n_boot, rng)
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -233,15 +214,17 @@ class Cells:
                    auroc_error=float(0.5 * (pos_in_bin * neg_in_bin).sum() / pairs) if pairs else 0.0,
                    of_case=inverse.reshape(-1))
 
-    def resample(self, n_boot: int, rng: np.random.Generator) -> np.ndarray:
-        """``(n_boot, m)`` cell weights of a bootstrap stratified by class, drawn the Poisson way: each case weighted
-        Poisson(1), so a cell of ``c`` cases draws Poisson(``c``) (Hanley & MacGibbon 2006), then each class's
-        weights scaled to the class's size, as drawing each class's cases with replacement keeps it (a multinomial is
-        Poisson draws conditioned on their total; scaling is that conditioning to within 1/√n). One draw per cell,
-        not per case."""
+    def resample(self, n_boot: int, rng: np.random.Generator, design: str = "cases within group") -> np.ndarray:
+        """``(n_boot, m)`` cell weights of a bootstrap of the group's cases, drawn the Poisson way: each case weighted
+        Poisson(1), so a cell of ``c`` cases draws Poisson(``c``) (Hanley & MacGibbon 2006), then scaled to the
+        group's size, as drawing its cases with replacement keeps it (a multinomial is Poisson draws conditioned on
+        their total; scaling is that conditioning to within 1/√n). The class mix varies, as it does between samples.
+        ``design="fixed class counts"``: each class scaled to its own size instead (the old design). One draw per
+        cell, not per case."""
         w = rng.poisson(self.count.astype(np.float64), size=(n_boot, len(self.count))).astype(np.float64)
-        for value in (False, True):
-            idx = np.flatnonzero(self.y == value)
+        strata = (False, True) if design == "fixed class counts" else (None,)
+        for value in strata:
+            idx = np.flatnonzero(self.y == value) if value is not None else np.arange(len(self.count))
             total = self.count[idx].sum()
             if total:
                 drawn = w[:, idx].sum(axis=1, keepdims=True)
@@ -268,14 +251,6 @@ class Cells:
         return Counts(n=n, pos=pos, neg=n - pos, tp=w @ (self.y & self.called).astype(np.float64),
                       fp=w @ (~self.y & self.called).astype(np.float64), brier=w @ self.brier,
                       ece_gap=np.abs(gap).sum(axis=1), auc_num=auc_num)
-
-
-def poisson_ones(shape: tuple[int, int], rng: np.random.Generator) -> np.ndarray:
-    """Poisson(1) draws as float32, by inverse CDF on 16-bit uniforms (each value's probability right to 2^-16;
-    several times faster than ``rng.poisson`` for the hundreds of millions a million-patient bootstrap needs)."""
-    cdf = np.cumsum([np.exp(-1.0) / math.factorial(k) for k in range(12)])
-    table = np.searchsorted(np.round(cdf * 65536), np.arange(65536), side="right").astype(np.float32)
-    return table[rng.integers(0, 65536, size=shape, dtype=np.uint16)]
 
 
 def cluster_cell_weights(clusters: np.ndarray, groups: list[tuple[np.ndarray, Cells]], n_boot: int,

@@ -39,6 +39,7 @@ from evaluation.metrics import (
     selection_rate,
     sensitivity,
 )
+from evaluation.inference import wilson  # noqa: F401 (its old home: importers keep working)
 from evaluation.suppression import suppression
 
 __all__ = ["SubgroupReport", "subgroup_report", "choose_threshold", "board_view", "labelled_frame", "MISSING",
@@ -104,15 +105,6 @@ def labelled_frame(cohort_frame: pd.DataFrame, predictions: pd.DataFrame, class_
 def _point(name: str, y_true, y_pred, p) -> float:
     return float(METRICS.get(name)(counts(np.ones((1, len(y_true))), np.asarray(y_true), np.asarray(p),
                                           np.asarray(y_pred)))[0])
-
-
-def wilson(k: float, n: float, z: float) -> tuple[float, float]:
-    if n == 0:
-        return np.nan, np.nan
-    phat = k / n
-    centre = (phat + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * np.sqrt(phat * (1 - phat) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return centre - half, centre + half
 
 
 class GapJudgement:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from evaluation.cohort_summary import group_columns, with_bands
-from evaluation.reader_agreement import in_words, model_vs_reader, reader_pairs
+from evaluation.reader_agreement import model_vs_reader, pairs_in_words
 from evaluation.subgroups import board_view
 from pages import _common as common
 from workspace.access import board_k
@@ -12,8 +12,10 @@ from workspace.access import board_k
 who = common.guard("agreement")  # the role check comes before anything is read
 st.title("Reader agreement")
 st.caption("What the readers recorded on Case review about this model version: agreement with the model per group "
-           "(95% Wilson intervals), whether its explanations helped, and agreement between readers (Cohen's kappa "
-           "with a bootstrap interval over the cases both read). Each reader's latest verdict per case counts.")
+           "(95% intervals clustered by case, or by patient where known: several readers' verdicts on one case are "
+           "not independent, and the design effect says by how much they count less), whether its explanations "
+           "helped, and agreement between readers (Cohen's kappa with a BCa bootstrap interval over the cases, or "
+           "patients, both read). Each reader's latest verdict per case counts.")
 root, model_path, manifest, handle, cohort = common.loaded()
 verdicts = common.record(root).verdicts(model_hash=handle.weights_hash, cohort_hash=cohort.content_hash)
 if verdicts.empty:
@@ -35,7 +37,7 @@ if k:  # a board sees every group under k suppressed
 else:
     st.dataframe(table, hide_index=True, key="agree_table", column_config={
         col: st.column_config.NumberColumn(format="%.3f")
-        for col in ("agree", "agree_lo", "agree_hi", "disagree", "unsure", "explanation_useful",
+        for col in ("agree", "agree_lo", "agree_hi", "design_effect", "disagree", "unsure", "explanation_useful",
                     "explanation_misleading")})
 overall = table.iloc[0]
 st.markdown(f"Readers agreed with the model on **{overall['agree']:.0%}** of verdicts (95% CI "
@@ -44,13 +46,12 @@ st.markdown(f"Readers agreed with the model on **{overall['agree']:.0%}** of ver
             f"{overall['explanation_misleading']:.0%}." if overall["n"] else "")
 
 st.subheader("Readers with each other")
-clusters = frame.set_index("case_id")["_cluster"] if "_cluster" in frame else None
-pairs = reader_pairs(verdicts, clusters=clusters)
+pairs = pairs_in_words(verdicts, frame)  # patients resampled where known; undefined kappa: could not judge
 if pairs.empty:
     st.info("No two readers have read at least 5 of the same cases under this version yet.")
 else:
-    pairs["in words"] = pairs["kappa"].map(in_words)
-    st.dataframe(pairs, hide_index=True, key="agree_pairs", column_config={
+    shown = pairs.drop(columns=["reason"]).rename(columns={"words": "in words"})
+    st.dataframe(shown, hide_index=True, key="agree_pairs", column_config={
         col: st.column_config.NumberColumn(format="%.3f") for col in ("raw_agreement", "kappa", "kappa_lo",
                                                                       "kappa_hi")})
     st.caption("Kappa corrects raw agreement for what two readers would agree by chance; words after Landis & Koch "

@@ -33,8 +33,7 @@ from evaluation.explanation_quality import quality_summary
 from evaluation.figures import forest_plot
 from evaluation.multiclass import multiclass_report
 from evaluation.outcomes import with_outcomes
-from evaluation.reader_agreement import in_words as kappa_in_words
-from evaluation.reader_agreement import model_vs_reader, reader_pairs
+from evaluation.reader_agreement import model_vs_reader, pairs_in_words
 from evaluation.subgroups import labelled_frame, subgroup_report
 from evaluation.suppression import suppression
 from evaluation.version_comparison import FLIP_KINDS
@@ -268,8 +267,13 @@ def gather(ws: Workspace, handle: ModelHandle, cohort: Cohort, *, baseline: Mode
                                                                         "agree_hi", "explanation_useful",
                                                                         "explanation_misleading", "notes"])
         reviewers["flagged"] = int(verdicts["flag_board"].sum())
-        pairs = reader_pairs(verdicts)
-        reviewers["pairs"] = [{**p, "words": kappa_in_words(p["kappa"])} for p in _records(pairs)]
+        # patients resampled where known; an undefined kappa (one category only) is "could not judge", in words,
+        # never a number, and its blank interval reads as "–"
+        pairs = pairs_in_words(verdicts, frame_all)
+        reviewers["pairs"] = [{**p, **{c: p[c] if p[c] != "" else ("not defined" if c == "kappa" else "–")
+                                       for c in ("kappa", "kappa_lo", "kappa_hi")}}
+                              for p in _records(pairs, ["reader_1", "reader_2", "cases", "raw_agreement", "kappa",
+                                                        "kappa_lo", "kappa_hi", "verdict", "words"])]
     evidence["reviewers"] = reviewers
 
     # -- monitoring ----------------------------------------------------------------------------------------------

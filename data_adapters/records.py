@@ -451,6 +451,23 @@ class ModelHandle:
         (binary and multi-label models: each class at its own threshold)."""
         return self.task == "multiclass" and self.n_classes > 2
 
+    @property
+    def stated_threshold(self) -> float | None:
+        """The model's own operating threshold for its positive class, where its card states one
+        (``card.operating_threshold`` in ``model.json``; binary models only): it takes precedence over a threshold
+        fitted on a cohort (``evaluation.operating_point``)."""
+        text = self.card.extra.get("operating_threshold")
+        if text is None or self.task != "binary":
+            return None
+        try:
+            value = float(text)
+        except ValueError:
+            value = float("nan")
+        if not 0.0 <= value <= 1.0:
+            raise InvalidInputError(f"model {self.name!r}: card.operating_threshold must be a number in [0, 1], "
+                                    f"got {text!r}")
+        return value
+
     def class_index(self, target: int | str) -> int:
         """The index of a class given by index or by name; raises with the valid options."""
         if isinstance(target, str) and target in self.class_names:

@@ -5,19 +5,26 @@ Per time window of the current cohort, against the reference cohort:
 
 - **input drift without labels**: a two-sample test in the model's own embedding space: maximum mean discrepancy
   (Gretton et al., JMLR 2012) with a Gaussian kernel (bandwidth: the median pairwise distance of the reference), its
-  p-value from permutations (written here: alibi-detect's detectors moved to a source-available licence; checked
-  against a direct double-sum in the tests). p-values across windows are Holm-adjusted, so "any window drifted" keeps
-  its false-alarm rate; also per site where the cohort has one;
+  p-value from permutations, ``(exceed + 1) / (B + 1)`` (Phipson & Smyth 2010), never below what ``B`` permutations
+  can show. p-values are Holm-adjusted across windows (one family: "any window drifted" keeps its false-alarm rate)
+  and across windows × sites (a second family); a test beyond every permutation is rerun with enough permutations
+  that it could cross the alert level after the adjustment (``B + 1 ≥ 2 m / α`` for a family of ``m``, within a
+  compute budget; the table says how many were used);
 - **metadata drift**: chi-square for categorical attributes (site, scanner, sex), Kolmogorov-Smirnov for numeric
-  ones (age), Holm-adjusted across attributes and windows;
+  ones (age), Holm-adjusted across attributes and windows (a third family);
 - **intensity**: per-image mean, spread and percentiles, their shift in reference standard deviations;
-- **output drift**: mean probability, the share called positive at the shared threshold, the outputs' uncertainty
-  (binary entropy) and the share a referral rule would send to a reader (entropy above the reference's 90th
-  percentile: about 10% while nothing has shifted);
-- **performance**: where labels have arrived, accuracy, sensitivity and specificity with Wilson intervals; everywhere,
-  the accuracy the model's probabilities expect once calibrated on the labelled reference (confidence-based
-  estimation, as NannyML's CBPE: it assumes the shift changes which images arrive, not how labels follow from what
-  the model sees, so a shift the model cannot feel as uncertainty is missed), shown apart from the measured one.
+- **output drift**: the mean probability of the class judged (or of the top class), the share called, the outputs'
+  uncertainty (entropy over all classes) and the share a referral rule would send to a reader (entropy above the
+  reference's 90th percentile: about 10% while nothing has shifted);
+- **performance, by the model's own outcome**: a multi-class model by its top class against the label (or one class
+  one-vs-rest, on choice), a binary model at its operating threshold. Where labels have arrived, accuracy with its
+  Wilson interval (and sensitivity and specificity for one class); everywhere, the performance the model's
+  probabilities expect once calibrated on the labelled reference (confidence-based estimation, as NannyML's CBPE:
+  it assumes the shift changes which images arrive, not how labels follow from what the model sees, so a shift the
+  model cannot feel as uncertainty is missed), shown apart from the measured one.
+
+Board views (:meth:`DriftReport.for_board`) hide any site with fewer than ``k`` cases in a window
+(``evaluation.suppression``), and no banner names a site whose rows are hidden.
 """
 from __future__ import annotations
 
@@ -30,8 +37,34 @@ import pandas as pd
 from scipy import stats
 
 from evaluation.subgroups import wilson
+from evaluation.suppression import Suppression, suppression
 
-__all__ = ["mmd_test", "holm", "attribute_drift", "window_report", "DriftReport", "drivers"]
+__all__ = ["mmd_test", "holm", "permutation_p", "attribute_drift", "window_report", "DriftReport", "drivers",
+           "outcome_view", "permutations_for"]
+
+#: flops one permutation test may spend on extra permutations (the kernel products): about a few seconds
+PERMUTATION_BUDGET = 2e10
+#: the most permutations a rerun draws
+MAX_PERMUTATIONS = 100_000
+
+
+def permutation_p(exceed: int, n_perm: int) -> float:
+    """``(exceed + 1) / (n_perm + 1)``: a permutation p-value counting the observed labelling among the permutations,
+    so it is never 0 nor below what ``n_perm`` permutations can show (Phipson & Smyth, 2010)."""
+    return (int(exceed) + 1) / (int(n_perm) + 1)
+
+
+def holm(p: Sequence[float]) -> np.ndarray:
+    """Holm-adjusted p-values (family-wise error control; NaN stays NaN)."""
+    p = np.asarray(p, float)
+    out = np.full(len(p), np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    order = ok[np.argsort(p[ok], kind="stable")]
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(order) - rank) * p[i]))
+        out[i] = running
+    return out
 
 
 def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -48,44 +81,49 @@ def bandwidth(reference: np.ndarray, *, cap: int = 1000, seed: int = 0) -> float
 
 
 def mmd_test(x: np.ndarray, y: np.ndarray, *, sigma: float | None = None, n_perm: int = 500,
-             seed: int = 0) -> tuple[float, float]:
+             seed: int = 0, chunk: int = 256) -> tuple[float, float]:
     """``(MMD², permutation p-value)`` of samples ``x`` ``(n, d)`` and ``y`` ``(m, d)`` (the biased V-statistic; the
-    permutation test is exact whichever statistic it permutes). All permutations are evaluated at once: with
-    ``a`` the ±1/n, ±1/m weights of a labelling, MMD² = aᵀKa. A statistic beyond every permutation gets the tail of a
-    gamma fitted to the permutation null (never above the smallest empirical p)."""
+    permutation test is exact whichever statistic it permutes). Permutations are evaluated ``chunk`` at a time: with
+    ``a`` the ±1/n, ±1/m weights of a labelling, MMD² = aᵀKa. The p-value is :func:`permutation_p`: never below
+    ``1 / (n_perm + 1)``."""
     x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
     z = np.concatenate([x, y])
     sigma = sigma or bandwidth(x)
     k = np.exp(-_sq_dists(z, z) / (2 * sigma * sigma))
     n, m = len(x), len(y)
+    a0 = np.where(np.arange(n + m) < n, 1.0 / n, -1.0 / m)
+    observed = float(a0 @ k @ a0)
     rng = np.random.default_rng(seed)
-    labels = np.zeros((n_perm + 1, n + m), bool)
-    labels[0, :n] = True
-    for i in range(1, n_perm + 1):
-        labels[i, rng.permutation(n + m)[:n]] = True
-    a = np.where(labels, 1.0 / n, -1.0 / m)
-    values = np.einsum("pi,pi->p", a @ k, a)
-    observed, null = float(values[0]), values[1:]
-    exceed = int((null >= observed - 1e-12).sum())
-    if exceed or null.var() <= 0:
-        return observed, float((1 + exceed) / (n_perm + 1))
-    # beyond every permutation: the tail of a gamma fitted to the permutation null by its moments (Gretton et al.,
-    # NeurIPS 2009), so that a clear shift is not capped at 1/(n_perm + 1) before a multiple-comparison adjustment
-    shape, scale = null.mean() ** 2 / null.var(), null.var() / null.mean()
-    return observed, float(min(1.0 / (n_perm + 1), stats.gamma.sf(observed, shape, scale=scale)))
+    exceed, done = 0, 0
+    while done < n_perm:
+        c = min(chunk, n_perm - done)
+        a = rng.permuted(np.tile(a0, (c, 1)), axis=1)
+        values = np.einsum("pi,pi->p", a @ k, a)
+        exceed += int((values >= observed - 1e-12).sum())
+        done += c
+    return observed, permutation_p(exceed, n_perm)
 
 
-def holm(p: Sequence[float]) -> np.ndarray:
-    """Holm-adjusted p-values (family-wise error control; NaN stays NaN)."""
-    p = np.asarray(p, float)
-    out = np.full(len(p), np.nan)
-    ok = np.flatnonzero(np.isfinite(p))
-    order = ok[np.argsort(p[ok])]
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (len(order) - rank) * p[i]))
-        out[i] = running
-    return out
+def permutations_for(family: int, alpha: float, size: int, *, at_least: int = 500) -> int:
+    """Permutations enough that a test beyond every one of them can cross ``alpha`` after Holm over ``family`` tests
+    (``B + 1 ≥ 2 family / alpha``), capped by :data:`PERMUTATION_BUDGET` for ``size`` pooled cases and by
+    :data:`MAX_PERMUTATIONS`."""
+    need = int(np.ceil(2 * max(family, 1) / alpha))
+    budget = int(PERMUTATION_BUDGET / max(size, 1) ** 2)
+    return int(max(at_least, min(need, budget, MAX_PERMUTATIONS)))
+
+
+def _refined(x: np.ndarray, y: np.ndarray, sigma: float, n_perm: int, family: int, alpha: float,
+             seed: int) -> tuple[float, float, int]:
+    """:func:`mmd_test` with ``n_perm``; a test beyond every permutation is rerun with :func:`permutations_for`
+    (a fresh, seeded set: the p-value reported stays valid, as the rerun is a test of its own)."""
+    stat, p = mmd_test(x, y, sigma=sigma, n_perm=n_perm, seed=seed)
+    if p > 1.0 / (n_perm + 1):
+        return stat, p, n_perm
+    more = permutations_for(family, alpha, len(x) + len(y), at_least=n_perm)
+    if more <= n_perm:
+        return stat, p, n_perm
+    return (*mmd_test(x, y, sigma=sigma, n_perm=more, seed=seed + 1), more)
 
 
 def attribute_drift(reference: pd.DataFrame, current: pd.DataFrame, columns: Sequence[str],
@@ -111,10 +149,19 @@ def attribute_drift(reference: pd.DataFrame, current: pd.DataFrame, columns: Seq
     return rows
 
 
+def _p_text(p: float) -> str:
+    return "< 0.001" if p < 0.001 else f"= {p:.3f}"
+
+
 @dataclass(frozen=True)
 class DriftReport:
-    """``windows``: one row per window; ``attributes``: per window and attribute; ``sites``: MMD per window and site;
-    ``alerts``: sentences for what crossed ``alpha`` (Holm-adjusted)."""
+    """``windows``: one row per window; ``attributes``: per window and attribute; ``sites``: each site's first window
+    that differs from the reference (``site_windows``: every window and site tested); ``groups``: performance per
+    window and site; ``alerts``: sentences for what crossed ``alpha`` (Holm-adjusted).
+
+    ``view``: how a case's outcome is judged (``top class against the label`` or one class at ``threshold``);
+    ``operating_point``: the threshold's provenance in words; ``warnings``: what the reader must know about them
+    (e.g. a threshold fitted without a validation split); ``hidden``: the board's suppression (None: nothing hidden)."""
 
     windows: pd.DataFrame
     attributes: pd.DataFrame
@@ -123,29 +170,78 @@ class DriftReport:
     threshold: float
     #: per window and site: cases, labelled cases, accuracy with its Wilson 95% interval, the estimate
     groups: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
+    site_windows: pd.DataFrame = dataclasses.field(default_factory=pd.DataFrame)
+    view: str = ""
+    class_index: int | None = None
+    operating_point: str = ""
+    warnings: tuple[str, ...] = ()
+    hidden: Suppression | None = None
 
     @property
     def alerts(self) -> list[str]:
-        """What crossed the alert level, in words: one sentence for the windows, one per site, one per attribute."""
+        """What crossed the alert level, in words: one sentence for the windows, one per site, one per attribute
+        (on a board view, none naming a hidden site)."""
         out = []
         w = self.windows
         hit = w.loc[w["mmd_p_adj"] < self.alpha, "window"].tolist()
         if hit:
             smallest = float(w["mmd_p_adj"].min())
             out.append(f"the images differ from the reference in the model's feature space in {len(hit)} of {len(w)} "
-                       f"window(s): {_span(hit)} (Holm-adjusted p "
-                       f"{'< 0.001' if smallest < 0.001 else f'= {smallest:.3f}'} at the smallest)")
+                       f"window(s): {_span(hit)} (Holm-adjusted p {_p_text(smallest)} at the smallest)")
         for row in self.sites.itertuples():
             if row.mmd_p_adj < self.alpha:
                 what = f"; a new scanner appears: {row.new_scanner}" if row.new_scanner else ""
                 out.append(f"since {row.window}, site {row.site}'s images differ from the reference (p "
-                           f"{'< 0.001' if row.mmd_p_adj < 0.001 else f'= {row.mmd_p_adj:.3f}'}){what}")
+                           f"{_p_text(row.mmd_p_adj)}){what}")
         flagged = self.attributes[self.attributes["p_adj"] < self.alpha]
         for attribute, rows in flagged.groupby("attribute", sort=False):
             new = sorted({n for v in rows["new"] if v for n in v.split(", ")})
             out.append(f"the {attribute} mix differs from the reference ({rows['test'].iloc[0]}) in "
                        f"{_span(rows['window'].tolist())}" + (f"; new: {', '.join(new)}" if new else ""))
-        return out
+        return self.hidden.texts(out) if self.hidden is not None else out
+
+    def for_board(self, k: int, *, site: str = "site") -> DriftReport:
+        """The report an ethics board may see: in each window, the sites with fewer than ``k`` cases are hidden
+        (``evaluation.suppression``, complementary suppression included) from the per-site tables; a site hidden
+        in every window is named nowhere (banners, the attribute mix's new categories)."""
+        if self.groups.empty or "site" not in self.groups:
+            return dataclasses.replace(self, hidden=Suppression(k=int(k), hidden={}))
+        shown = set()
+        seen: dict[str, str] = {}
+        for w, rows in self.groups.groupby("window", sort=True):
+            hide = suppression(dict(zip(rows["site"].astype(str), rows["n"])), k)
+            for s in rows["site"].astype(str):
+                if hide.shows(s):
+                    shown.add((str(w), s))
+                else:
+                    seen.setdefault(s, hide.hidden[s])
+        everywhere = {s: why for s, why in seen.items() if not any(s == b for _, b in shown)}
+        hidden = Suppression(k=int(k), hidden=everywhere)
+
+        def keep(frame: pd.DataFrame) -> pd.DataFrame:
+            if frame.empty:
+                return frame
+            pairs = list(zip(frame["window"].astype(str), frame["site"].astype(str)))
+            return frame[[p in shown for p in pairs]]
+
+        site_windows = keep(self.site_windows)
+        attributes = self.attributes.copy()
+        if len(attributes):
+            attributes["new"] = [", ".join(n for n in v.split(", ") if n and hidden.shows(n)) if v else ""
+                                 for v in attributes["new"]]
+        return dataclasses.replace(self, groups=keep(self.groups), site_windows=site_windows,
+                                   sites=_first_windows(site_windows) if len(site_windows) else site_windows,
+                                   attributes=attributes, hidden=hidden)
+
+    @property
+    def note(self) -> str:
+        """What a board view hides, in words (empty when nothing is)."""
+        if self.hidden is None:
+            return ""
+        return (f"In each window, sites with fewer than {self.hidden.k} cases are hidden from the per-site tables "
+                "(and, where one alone would be derivable from the window's total, the next smallest too)"
+                + (f"; {len(self.hidden.hidden)} site(s) are hidden in every window and named nowhere"
+                   if self.hidden.hidden else "") + ".")
 
 
 def _span(windows: list[str]) -> str:
@@ -159,24 +255,103 @@ def _span(windows: list[str]) -> str:
 REFER_FRACTION = 0.1
 
 
-def _entropy(p: np.ndarray) -> np.ndarray:
-    p = np.clip(np.asarray(p, float), 1e-12, 1 - 1e-12)
-    return -(p * np.log(p) + (1 - p) * np.log(1 - p))
+def _entropy(probs: np.ndarray) -> np.ndarray:
+    """Entropy (nats) of each row of ``(N, K)`` probabilities (a ``(N,)`` vector: the binary entropy)."""
+    probs = np.asarray(probs, float)
+    if probs.ndim == 1:
+        probs = np.column_stack([1 - probs, probs])
+    q = np.clip(probs, 1e-12, 1.0)
+    return -(probs * np.log(q)).sum(axis=1)
 
 
-def calibration_map(reference: dict):
-    """Probabilities → calibrated probabilities, fitted on the labelled reference (isotonic regression; the identity
-    without labels). Confidence-based estimation is only as good as this map: it assumes the shift changes which
-    images arrive, not how labels follow from what the model sees."""
+def _probabilities(part: dict) -> np.ndarray:
+    """``probabilities`` ``(N, K)``, or a binary model's ``p`` ``(N,)`` as ``(1 - p, p)``."""
+    if "probabilities" in part:
+        return np.asarray(part["probabilities"], float)
+    p = np.asarray(part["p"], float)
+    return np.column_stack([1 - p, p])
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """Each case's outcome under one view: ``score`` the probability the view calibrates (the class's, or the top
+    class's), ``called`` (one class: called that class; top class: the predicted class), ``confidence``."""
+
+    score: np.ndarray
+    called: np.ndarray
+    entropy: np.ndarray
+
+    def correct(self, labels: np.ndarray, class_index: int | None) -> np.ndarray:
+        if class_index is None:
+            return self.called == labels
+        return self.called == (labels == class_index)
+
+
+def outcome_view(probabilities: np.ndarray, class_index: int | None, threshold: float | None) -> _Outcome:
+    """How the model's outputs are judged: ``class_index`` None, each case's top class (``called`` its index,
+    ``score`` its probability); else that class one-vs-rest, called at ``threshold``."""
+    probs = np.asarray(probabilities, float)
+    if class_index is None:
+        return _Outcome(score=probs.max(axis=1), called=probs.argmax(axis=1), entropy=_entropy(probs))
+    p = probs[:, class_index]
+    return _Outcome(score=p, called=p >= threshold, entropy=_entropy(probs))
+
+
+def _labels(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """``(labelled mask, class index or -1)`` from a frame's ``label`` column (class indices, as the cohort loader
+    maps the model's class names)."""
+    labels = frame["label"]
+    has = labels.notna().to_numpy()
+    return has, labels.to_numpy(dtype=float, na_value=-1).astype(int)
+
+
+def calibration_map(reference: dict, class_index: int | None = None, threshold: float | None = None):
+    """The view's score → the probability its outcome holds, fitted on the labelled reference (isotonic regression;
+    the identity without 20 labelled cases). One class: P(label is the class | its probability); top class:
+    P(top class is right | its probability). Confidence-based estimation is only as good as this map: it assumes the
+    shift changes which images arrive, not how labels follow from what the model sees."""
     from sklearn.isotonic import IsotonicRegression
 
-    labels = reference["frame"]["label"]
-    has = labels.notna().to_numpy()
+    has, labels = _labels(reference["frame"])
     if has.sum() < 20:
         return lambda p: np.asarray(p, float)
-    y = labels[has].astype(int).to_numpy() == 1
-    iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(reference["p"][has], y.astype(float))
+    view = outcome_view(_probabilities(reference)[has], class_index, threshold)
+    target = view.called == labels[has] if class_index is None else labels[has] == class_index
+    iso = IsotonicRegression(y_min=0.0, y_max=1.0, out_of_bounds="clip").fit(view.score, target.astype(float))
     return lambda p: iso.predict(np.asarray(p, float))
+
+
+def _performance(view: _Outcome, q: np.ndarray, has: np.ndarray, labels: np.ndarray,
+                 class_index: int | None) -> dict:
+    """Measured (where labelled) and estimated performance of one set of cases."""
+    if class_index is None:
+        row = {"estimated_accuracy": float(q.mean()) if len(q) else np.nan}
+    else:
+        called = view.called.astype(bool)
+        row = {"estimated_accuracy": float(np.where(called, q, 1 - q).mean()) if len(q) else np.nan,
+               "estimated_sensitivity": float((q * called).sum() / q.sum()) if q.sum() > 0 else np.nan,
+               "estimated_specificity": float(((1 - q) * ~called).sum() / (1 - q).sum()) if (1 - q).sum() > 0
+               else np.nan}
+    row["labelled"] = int(has.sum())
+    empty = dict(accuracy=np.nan, accuracy_lo=np.nan, accuracy_hi=np.nan, sensitivity=np.nan,
+                 sensitivity_lo=np.nan, sensitivity_hi=np.nan, specificity=np.nan, prevalence=np.nan)
+    if not has.any():
+        return {**row, **empty}
+    y = labels[has]
+    right = view.correct(labels, class_index)[has]
+    correct = int(right.sum())
+    row.update(empty)
+    row["accuracy"] = correct / len(y)
+    row["accuracy_lo"], row["accuracy_hi"] = wilson(correct, len(y), 1.96)
+    if class_index is not None:
+        pos = y == class_index
+        c = view.called.astype(bool)[has]
+        if pos.any():
+            row["sensitivity"] = float(c[pos].mean())
+            row["sensitivity_lo"], row["sensitivity_hi"] = wilson(int(c[pos].sum()), int(pos.sum()), 1.96)
+        row["specificity"] = float((~c[~pos]).mean()) if (~pos).any() else np.nan
+        row["prevalence"] = float(pos.mean())
+    return row
 
 
 def _first_windows(frame: pd.DataFrame) -> pd.DataFrame:
@@ -185,12 +360,26 @@ def _first_windows(frame: pd.DataFrame) -> pd.DataFrame:
     return alerted.sort_values("window").drop_duplicates("site")
 
 
-def window_report(reference: dict, current: dict, windows: Sequence[str], *, threshold: float, alpha: float = 0.01,
-                  n_perm: int = 500, reference_cap: int = 1000, seed: int = 0, by_site: str | None = "site",
-                  attributes: Sequence[str] = (), kinds: dict[str, str] | None = None) -> DriftReport:
-    """``reference`` and ``current``: ``frame`` (attributes, ``label``), ``embedding`` (N, D), ``p`` (N,) the
-    positive class's probability, ``intensity`` (N, 4); ``windows`` the window of each current row."""
+def window_report(reference: dict, current: dict, windows: Sequence[str], *, threshold: float | None = 0.5,
+                  class_index: int | None = -1, alpha: float = 0.01, n_perm: int = 500, reference_cap: int = 1000,
+                  seed: int = 0, by_site: str | None = "site", attributes: Sequence[str] = (),
+                  kinds: dict[str, str] | None = None, operating_point: str = "",
+                  warnings: Sequence[str] = ()) -> DriftReport:
+    """``reference`` and ``current``: ``frame`` (attributes, ``label`` as class indices), ``embedding`` (N, D),
+    ``probabilities`` (N, K) (or a binary model's ``p`` (N,)), ``intensity`` (N, 4); ``windows`` the window of each
+    current row.
+
+    ``operating_point``: the threshold's provenance in words and ``warnings`` (e.g. it was fitted without a
+    validation split), carried into the report for every view that shows it.
+
+    ``class_index``: None judges each case by its top class against the label (a multi-class model's own outcome);
+    an index judges that class one-vs-rest at ``threshold`` (-1: the last class, a binary model's positive one)."""
     kinds = kinds or {}
+    ref_probs, cur_probs = _probabilities(reference), _probabilities(current)
+    if class_index is not None and class_index < 0:
+        class_index = ref_probs.shape[1] + class_index
+    if class_index is not None and threshold is None:
+        raise ValueError("one class one-vs-rest needs its threshold")
     rng = np.random.default_rng(seed)
     ref_emb = reference["embedding"]
     keep = rng.permutation(len(ref_emb))[:reference_cap]
@@ -199,78 +388,72 @@ def window_report(reference: dict, current: dict, windows: Sequence[str], *, thr
     ref_int = reference["intensity"]
     mu, sd = ref_int.mean(0), ref_int.std(0) + 1e-9
     windows = np.asarray(windows).astype(str)
-    calibrate = calibration_map(reference)
-    # uncertainty from the outputs: the binary entropy of each probability; a case is referred when it is above the
-    # reference's 90th percentile, so a stream like the reference refers about 10%
-    refer_cutoff = float(np.quantile(_entropy(reference["p"]), 1 - REFER_FRACTION))
-    rows, attr_rows, site_rows, group_rows = [], [], [], []
+    calibrate = calibration_map(reference, class_index, threshold)
+    # uncertainty from the outputs: the entropy of each case's probabilities; a case is referred when it is above
+    # the reference's 90th percentile, so a stream like the reference refers about 10%
+    refer_cutoff = float(np.quantile(_entropy(ref_probs), 1 - REFER_FRACTION))
+    view = outcome_view(cur_probs, class_index, threshold)
+    q_all = calibrate(view.score)
+    has_all, labels_all = _labels(current["frame"])
     cur_frame = current["frame"].reset_index(drop=True)
-    for w in sorted(set(windows)):
+    levels = sorted(set(windows))
+    site_tests = []  # (window, site, rows) tested for drift, counted first: the family Holm adjusts over
+    if by_site and by_site in cur_frame:
+        for w in levels:
+            idx = np.flatnonzero(windows == w)
+            for site, sub in cur_frame.loc[idx].groupby(by_site):
+                site_tests.append((w, str(site), sub.index.to_numpy()))
+    n_classes = cur_probs.shape[1]
+    rows, attr_rows, site_rows, group_rows = [], [], [], []
+    for w in levels:
         idx = np.flatnonzero(windows == w)
-        stat, p = mmd_test(ref_sample, current["embedding"][idx], sigma=sigma, n_perm=n_perm, seed=seed)
-        probs = current["p"][idx]
-        called = probs >= threshold
+        stat, p, used = _refined(ref_sample, current["embedding"][idx], sigma, n_perm, len(levels), alpha, seed)
         shift = (current["intensity"][idx].mean(0) - mu) / sd
-        q = calibrate(probs)
-        row = {"window": w, "n": len(idx), "mmd": stat, "mmd_p": p, "mean_probability": float(probs.mean()),
-               "called_positive": float(called.mean()), "entropy": float(_entropy(probs).mean()),
-               "referred": float((_entropy(probs) > refer_cutoff).mean()), "intensity_shift_sd": float(shift[0]),
-               "noise_shift_sd": float(shift[1]),
-               "estimated_accuracy": float(np.where(called, q, 1 - q).mean())}
-        labels = cur_frame.loc[idx, "label"]
-        has = labels.notna().to_numpy()
-        row["labelled"] = int(has.sum())
-        if has.sum():
-            y = labels[has].astype(int).to_numpy() == 1
-            c = called[has]
-            correct = int((y == c).sum())
-            row["accuracy"] = correct / len(y)
-            row["accuracy_lo"], row["accuracy_hi"] = wilson(correct, len(y), 1.96)
-            row["sensitivity"] = float(c[y].mean()) if y.any() else np.nan
-            row["specificity"] = float((~c[~y]).mean()) if (~y).any() else np.nan
-            row["prevalence"] = float(y.mean())
-        else:
-            row.update(accuracy=np.nan, accuracy_lo=np.nan, accuracy_hi=np.nan, sensitivity=np.nan,
-                       specificity=np.nan, prevalence=np.nan)
+        called = view.called[idx]
+        row = {"window": w, "n": len(idx), "mmd": stat, "mmd_p": p, "permutations": used,
+               "mean_probability": float(view.score[idx].mean()),
+               "called_positive": float(called.astype(bool).mean()) if class_index is not None else np.nan,
+               "entropy": float(view.entropy[idx].mean()), "referred": float((view.entropy[idx] > refer_cutoff).mean()),
+               "intensity_shift_sd": float(shift[0]), "noise_shift_sd": float(shift[1])}
+        if class_index is None:
+            row.update({f"predicted_{k}": float((called == k).mean()) for k in range(n_classes)})
+        sub_view = _Outcome(view.score[idx], view.called[idx], view.entropy[idx])
+        row.update(_performance(sub_view, q_all[idx], has_all[idx], labels_all[idx], class_index))
         rows.append(row)
         for a in attribute_drift(reference["frame"], cur_frame.loc[idx], attributes, kinds):
             attr_rows.append({"window": w, **a})
-        if by_site and by_site in cur_frame:
-            for site, sub in cur_frame.loc[idx].groupby(by_site):
-                rows_s = sub.index.to_numpy()
-                q_s = calibrate(current["p"][rows_s])
-                c_s = current["p"][rows_s] >= threshold
-                lab = sub["label"].notna().to_numpy()
-                entry = {"window": w, "site": str(site), "n": len(sub), "labelled": int(lab.sum()),
-                         "estimated_accuracy": float(np.where(c_s, q_s, 1 - q_s).mean()), "accuracy": np.nan,
-                         "accuracy_lo": np.nan, "accuracy_hi": np.nan}
-                if lab.any():
-                    right = int(((sub["label"][lab].astype(int).to_numpy() == 1) == c_s[lab]).sum())
-                    entry["accuracy"] = right / int(lab.sum())
-                    entry["accuracy_lo"], entry["accuracy_hi"] = wilson(right, int(lab.sum()), 1.96)
-                group_rows.append(entry)
-                if len(sub) < 10:
-                    continue
-                ref_rows = np.flatnonzero(reference["frame"][by_site].astype(str).to_numpy() == str(site))
-                base = ref_emb[ref_rows] if len(ref_rows) >= 10 else ref_sample
-                stat_s, p_s = mmd_test(base[:reference_cap], current["embedding"][sub.index.to_numpy()],
-                                       sigma=sigma, n_perm=n_perm, seed=seed)
-                scanners = set(sub["scanner"].astype(str)) if "scanner" in sub else set()
-                known = set(reference["frame"]["scanner"].astype(str)) if "scanner" in reference["frame"] else set()
-                site_rows.append({"window": w, "site": str(site), "n": len(sub), "mmd": stat_s, "mmd_p": p_s,
-                                  "new_scanner": ", ".join(sorted(scanners - known))})
+    family = sum(len(r) >= 10 for _, _, r in site_tests)
+    for w, site, rows_s in site_tests:
+        sub_view = _Outcome(view.score[rows_s], view.called[rows_s], view.entropy[rows_s])
+        entry = {"window": w, "site": site, "n": len(rows_s)}
+        perf = _performance(sub_view, q_all[rows_s], has_all[rows_s], labels_all[rows_s], class_index)
+        entry.update({k: perf[k] for k in ("labelled", "estimated_accuracy", "accuracy", "accuracy_lo",
+                                           "accuracy_hi")})
+        group_rows.append(entry)
+        if len(rows_s) < 10:
+            continue
+        ref_rows = np.flatnonzero(reference["frame"][by_site].astype(str).to_numpy() == site)
+        base = ref_emb[ref_rows] if len(ref_rows) >= 10 else ref_sample
+        stat_s, p_s, used = _refined(base[:reference_cap], current["embedding"][rows_s], sigma, n_perm, family,
+                                     alpha, seed)
+        sub = cur_frame.loc[rows_s]
+        scanners = set(sub["scanner"].astype(str)) if "scanner" in sub else set()
+        known = set(reference["frame"]["scanner"].astype(str)) if "scanner" in reference["frame"] else set()
+        site_rows.append({"window": w, "site": site, "n": len(rows_s), "mmd": stat_s, "mmd_p": p_s,
+                          "permutations": used, "new_scanner": ", ".join(sorted(scanners - known))})
     table = pd.DataFrame(rows)
     table["mmd_p_adj"] = holm(table["mmd_p"])
     table["alert"] = table["mmd_p_adj"] < alpha
-    sites = pd.DataFrame(site_rows, columns=["window", "site", "n", "mmd", "mmd_p", "new_scanner"])
+    sites = pd.DataFrame(site_rows, columns=["window", "site", "n", "mmd", "mmd_p", "permutations", "new_scanner"])
     sites["mmd_p_adj"] = holm(sites["mmd_p"]) if len(sites) else []
     sites["alert"] = sites["mmd_p_adj"] < alpha
     attrs = pd.DataFrame(attr_rows, columns=["window", "attribute", "test", "statistic", "p", "new"])
     attrs["p_adj"] = holm(attrs["p"]) if len(attrs) else []
+    described = "top class against the label" if class_index is None else f"class {class_index} at {threshold:.3f}"
     return DriftReport(windows=table, attributes=attrs, sites=_first_windows(sites) if len(sites) else sites,
-                       alpha=alpha, threshold=threshold, groups=pd.DataFrame(group_rows))
-
-
+                       alpha=alpha, threshold=float("nan") if threshold is None or class_index is None
+                       else float(threshold), groups=pd.DataFrame(group_rows), site_windows=sites, view=described,
+                       class_index=class_index, operating_point=operating_point, warnings=tuple(warnings))
 def drivers(reference_embedding: np.ndarray, embedding: np.ndarray, case_ids: Sequence[str], *, k: int = 10,
             neighbours: int = 5) -> pd.DataFrame:
     """The ``k`` current cases farthest from the reference: mean distance to their ``neighbours`` nearest reference
@@ -281,7 +464,7 @@ def drivers(reference_embedding: np.ndarray, embedding: np.ndarray, case_ids: Se
     return pd.DataFrame({"case_id": np.asarray(case_ids)[order], "distance": score[order]})
 
 
-def drift_figure(report: DriftReport):
+def drift_figure(report: DriftReport, class_names: Sequence[str] | None = None):
     """Three panels over the windows: the feature-space drift test (Holm-adjusted p, log scale, with the alert
     level), the outputs (mean probability, share called positive), and performance (measured with its 95% interval
     where labels exist; the calibrated confidence-based estimate, dashed, everywhere)."""
@@ -298,10 +481,16 @@ def drift_figure(report: DriftReport):
     fig.add_hline(y=report.alpha, line=dict(dash="dash", color="#c53030"), row=1, col=1,
                   annotation_text=f"alert p < {report.alpha:g}")
     fig.update_yaxes(type="log", title_text="p", row=1, col=1)
+    top = report.class_index is None
     fig.add_trace(go.Scatter(x=w["window"], y=w["mean_probability"], mode="lines+markers",
-                             name="mean probability"), 2, 1)
-    fig.add_trace(go.Scatter(x=w["window"], y=w["called_positive"], mode="lines+markers",
-                             name=f"called positive (p ≥ {report.threshold:.2f})"), 2, 1)
+                             name="mean top-class probability" if top else "mean probability"), 2, 1)
+    if top:
+        for column in [c for c in w.columns if c.startswith("predicted_")]:
+            name = class_names[int(column.split("_")[1])] if class_names else column.split("_")[1]
+            fig.add_trace(go.Scatter(x=w["window"], y=w[column], mode="lines", name=f"predicted {name}"), 2, 1)
+    else:
+        fig.add_trace(go.Scatter(x=w["window"], y=w["called_positive"], mode="lines+markers",
+                                 name=f"called positive (p ≥ {report.threshold:.2f})"), 2, 1)
     fig.add_trace(go.Scatter(x=w["window"], y=w["referred"], mode="lines+markers", line=dict(dash="dot"),
                              name="referred (entropy above the reference's 90th percentile)"), 2, 1)
     measured = w[w["labelled"] > 0]

@@ -28,24 +28,35 @@ others = [n for n in cohorts if cohorts[n] != manifest]
 if not others:
     st.info("The workspace has no other cohort to compare with.")
     st.stop()
-c = st.columns(3)
+c = st.columns(4)
 reference_name = c[0].selectbox("Reference (validation) cohort", others, key="mon_reference",
                                 index=others.index("demo2d") if "demo2d" in others else 0)
 window = c[1].selectbox("Window", columns, key="mon_window")
 alpha = c[2].select_slider("Alert level (adjusted p)", [0.001, 0.005, 0.01, 0.05], value=0.01, key="mon_alpha")
+top_view = handle.judged_by_top_class
+views = ([None] if top_view else []) + list(range(handle.n_classes))
+target = c[3].selectbox("Judged by", views, index=0 if top_view else handle.n_classes - 1, key="mon_class",
+                        format_func=lambda i: "top class vs label" if i is None else
+                        f"{handle.class_names[i]} at its operating point",
+                        help="A multi-class model is judged by its top class; one class one-vs-rest is a choice")
 reference = common.cohort(cohorts[reference_name], handle)
-key = f"monitor:{handle.weights_hash}:{reference.content_hash}:{current.content_hash}:{window}:{alpha}"
+key = f"monitor:{handle.weights_hash}:{reference.content_hash}:{current.content_hash}:{window}:{alpha}" + (
+    "" if target == (None if top_view else handle.n_classes - 1) else f":{target}")
 job = jobs.get(key)
 if job is None:
     st.button("Run the drift analysis", key="mon_run", type="primary",
               on_click=lambda: jobs.start(key, f"Monitoring {current.name} against {reference.name}",
                                           lambda progress: ws.monitor(handle, reference, current, window=window,
-                                                                      alpha=alpha, progress=progress)))
+                                                                      alpha=alpha, target=target,
+                                                                      progress=progress)))
     st.caption("Embeds every case of both cohorts once (cached), in the background: other pages stay open.")
     st.stop()
 if job.running or job.error:
     common.wait_for(job)
-report = job.result
+k = board_k() if who.is_board else None
+report = job.result.for_board(k) if k else job.result  # a board sees no site below k, in a table or a sentence
+for line in report.warnings:
+    st.warning(line)
 alerts = report.alerts
 if alerts:
     for line in alerts[:12]:
@@ -54,23 +65,21 @@ if alerts:
         st.caption(f"… and {len(alerts) - 12} more in the tables below.")
 else:
     st.success(f"No window of **{current.name}** differs from **{reference.name}** at adjusted p < {alpha:g}.")
-st.plotly_chart(drift_figure(report), key="mon_figure")
+st.caption(f"Performance judged by the {report.operating_point} (the model version's own, as on every page and "
+           "in the report).")
+st.plotly_chart(drift_figure(report, handle.class_names), key="mon_figure")
 st.caption("Estimated accuracy assumes calibrated probabilities (fitted on the reference) and a shift in which images "
            "arrive, not in how labels follow from them: a shift the model meets confidently wrong is missed by the "
            "estimate, and seen by the drift test.")
 st.subheader("Per window")
 P_FORMAT = {c: st.column_config.NumberColumn(format="%.2g") for c in ("mmd_p", "mmd_p_adj", "p", "p_adj")}
 st.dataframe(report.windows.drop(columns=["alert"]), hide_index=True, key="mon_windows", column_config=P_FORMAT)
-k = board_k() if who.is_board else None
-sites = report.sites
 if k:
-    sites = sites[sites["n"] >= k]
-    st.caption(f"Sites with fewer than {k} cases in a window are not shown (the operator's k).")
+    st.caption(report.note + " (the operator's k)")
 st.subheader("Sites: the first window each differs from the reference")
-st.dataframe(sites.drop(columns=["alert"]), hide_index=True, key="mon_sites", column_config=P_FORMAT)
+st.dataframe(report.sites.drop(columns=["alert"]), hide_index=True, key="mon_sites", column_config=P_FORMAT)
 st.subheader("Performance per site and window")
-groups = report.groups[report.groups["n"] >= k] if k and len(report.groups) else report.groups
-st.dataframe(groups, hide_index=True, key="mon_groups", column_config={
+st.dataframe(report.groups, hide_index=True, key="mon_groups", column_config={
     c: st.column_config.NumberColumn(format="%.3f") for c in ("estimated_accuracy", "accuracy", "accuracy_lo",
                                                               "accuracy_hi")})
 st.subheader("Attribute mix per window")

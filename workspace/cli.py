@@ -223,11 +223,14 @@ def cmd_monitor(args: argparse.Namespace) -> int:
         reference = ws.cohort_for(handle, ws.resolve_cohort(args.reference), progress=step("checking reference"))
         current = ws.cohort_for(handle, ws.resolve_cohort(args.current), progress=step("checking current"))
         report = ws.monitor(handle, reference, current, window=args.window, alpha=levels["mmd_p"],
-                            progress=step("embedding"))
-    shown = report.windows[["window", "n", "mmd_p_adj", "mean_probability", "called_positive", "referred",
-                            "intensity_shift_sd",
-                            "estimated_accuracy", "accuracy", "labelled"]]
-    print(shown.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+                            target=getattr(args, "target", None), progress=step("embedding"))
+    print(f"{handle.label} judged by its {report.operating_point}")
+    for warning in report.warnings:
+        print(f"WARNING: {warning}", file=sys.stderr)
+    columns = ["window", "n", "mmd_p_adj", "permutations", "mean_probability", "called_positive", "referred",
+               "intensity_shift_sd", "estimated_accuracy", "accuracy", "labelled"]
+    shown = report.windows[[c for c in columns if c != "called_positive" or report.class_index is not None]]
+    print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
     fired = []
     for name, level in levels.items():
         if name == "mmd_p":
@@ -895,6 +898,9 @@ def parser() -> argparse.ArgumentParser:
                    "(default acquired_month: 2026-03 style)")
     s.add_argument("--alert", action="append", default=[], metavar="NAME=LEVEL",
                    help=f"Holm-adjusted p under LEVEL exits 1: {', '.join(ALERTS)} (default mmd_p=0.01)")
+    s.add_argument("--target", help="judge one class versus the rest at its operating point, by index or name "
+                                    "(default: a multi-class model's top class against the label; binary: the "
+                                    "positive class)")
     s.add_argument("--out", help="the per-window table (.csv or .parquet)")
     s = add("precompute", cmd_precompute, "predictions, uncertainty and maps for a whole cohort into the cache the app "
                                           "reads; resumes after a kill; --ray runs it on a Ray cluster")

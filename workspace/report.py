@@ -279,11 +279,14 @@ def gather(ws: Workspace, handle: ModelHandle, cohort: Cohort, *, baseline: Mode
     # -- monitoring ----------------------------------------------------------------------------------------------
     if monitoring is not None:
         say("monitoring (drift of the incoming cohort)")
-        drift = ws.monitor(handle, cohort, monitoring, window=window)
+        # a site's window under k cases is not shown to the board, nor named in a sentence
+        drift = ws.monitor(handle, cohort, monitoring, window=window).for_board(k)
         w = drift.windows
-        sites = drift.sites[drift.sites["n"] >= k]  # a site's window under k cases is not shown to the board
+        sites = drift.sites
         evidence["monitoring"] = {
             "current": monitoring.name, "hash": monitoring.content_hash[:16], "window": window,
+            "judged_by": drift.operating_point, "warnings": list(drift.warnings), "suppression": drift.note,
+            "alerts": drift.alerts,
             "alpha": drift.alpha, "windows": _records(w.assign(alert=w["alert"].map({True: "ALERT", False: ""})), [
                 "window", "n", "mmd_p_adj", "alert", "mean_probability", "called_positive", "intensity_shift_sd",
                 "estimated_accuracy", "accuracy", "labelled"]),
@@ -379,7 +382,8 @@ def _evidence(question: str, e: dict) -> str:
                     "runs on a schedule and exits 1 on drift; give `--monitor COHORT` to include it here.")
         found = f"input drift from {m['first_alert']}" if m["first_alert"] else "no input drift"
         return (f"Drift of {m['current']} against this cohort per {m['window']} (Monitoring section): {found} at "
-                f"Holm-adjusted p < {m['alpha']:g}.")
+                f"Holm-adjusted p < {m['alpha']:g}; performance judged by the model's {m.get('judged_by') or 'outcome'}"
+                + (f" (warning: {'; '.join(m['warnings'])})" if m.get("warnings") else "") + ".")
     if question == "risk_communication":
         r = e.get("reviewers", {})
         return f"{r.get('verdicts', 0)} reader verdicts from {r.get('readers', 0)} reader(s) (Reviewers section)."

@@ -277,10 +277,45 @@ class Workspace:
         return [Path(p) for p in [*listed, *extra]]
 
     def operating_point(self, handle: ModelHandle, cohort: Cohort, class_index: int) -> OperatingPoint:
-        """The shared threshold for ``class_index`` (rule and split from ``settings.json``'s ``operating_point``),
-        used by every page and command."""
-        return operating_point(cohort.frame(), self.predictions(handle, cohort), class_index,
-                               settings=self._settings().get("operating_point"))
+        """The model version's threshold for ``class_index``, the same on every page, command, monitor window and
+        report (``evaluation.operating_point``): the operator's fixed one or the model's own, else the one stored
+        for this model hash (``operating_points/<hash>.json``, with its provenance), else fitted on ``cohort``'s
+        validation split and stored. A fallback fit (no validation split) is stored too, with its warning, and
+        replaced once a cohort with a validation split is opened."""
+        from evaluation.operating_point import fit_operating_point
+
+        settings = self._settings().get("operating_point") or {}
+        if "threshold" in settings or handle.stated_threshold is not None:
+            return fit_operating_point(cohort.frame(), pd.DataFrame(columns=["case_id"]), class_index,
+                                       settings=settings, model_hash=handle.weights_hash,
+                                       model_threshold=handle.stated_threshold)
+        path = self.root / "operating_points" / f"{handle.weights_hash[:40]}.json"
+        key = json_hash("operating-point-v1", class_index, settings.get("rule", "youden"), settings.get("split"))
+
+        def stored() -> OperatingPoint | None:
+            try:
+                entry = json.loads(path.read_text()).get(key) if path.is_file() else None
+                return OperatingPoint.from_record(entry) if entry else None
+            except (json.JSONDecodeError, OSError, AttributeError, InvalidInputError) as e:
+                _discard(path, f"unreadable operating point ({type(e).__name__})")
+                return None
+
+        have = stored()
+        if have is not None and have.source == "validation":
+            return have
+        fitted = fit_operating_point(cohort.frame(), self.predictions(handle, cohort), class_index,
+                                     settings=settings, model_hash=handle.weights_hash,
+                                     cohort_hash=cohort.content_hash, cohort=cohort.name)
+        if not fitted.better_than(have):
+            return have
+        with _lock(path):  # check, lock, re-check, atomic write
+            have = stored()
+            if have is not None and not fitted.better_than(have):
+                return have
+            entries = json.loads(path.read_text()) if path.is_file() else {}
+            entries[key] = fitted.record()
+            _atomic_write(path, lambda tmp: tmp.write_text(json.dumps(entries, indent=1, sort_keys=True)))
+        return fitted
 
     @property
     def salt(self) -> str:
@@ -433,24 +468,31 @@ class Workspace:
         return {"embedding": emb, "probabilities": probs, "intensity": intensity}
 
     def monitor(self, handle: ModelHandle, reference: Cohort, current: Cohort, *, window: str = "acquired_month",
-                alpha: float = 0.01, n_perm: int = 500, seed: int = 0, progress: Progress | None = None) -> DriftReport:
-        """Drift of ``current`` (by its ``window`` attribute) against ``reference`` (``evaluation.drift``), at the
-        model's shared threshold for its last class."""
+                alpha: float = 0.01, n_perm: int = 500, seed: int = 0, target: int | str | None = None,
+                progress: Progress | None = None) -> DriftReport:
+        """Drift of ``current`` (by its ``window`` attribute) against ``reference`` (``evaluation.drift``), each case
+        judged by the model's own outcome: a multi-class model by its top class against the label, a binary one
+        (or ``target``, one class one-vs-rest) at the model version's operating point (:meth:`operating_point`, the
+        one every page and the report use), which the report carries with its provenance."""
         if window not in current.attribute_schema:
             raise InvalidInputError(f"cohort {current.name!r} has no {window!r} column to window by; it has "
                                     f"{', '.join(current.attribute_schema) or 'no attributes'}")
-        k = handle.n_classes - 1
-        threshold = self.operating_point(handle, reference, k).threshold
+        k = handle.class_index(target) if target is not None else (
+            None if handle.judged_by_top_class else handle.n_classes - 1)
+        point = self.operating_point(handle, reference, k) if k is not None else None
         parts = {}
         for name, c in (("reference", reference), ("current", current)):
             e = self.embeddings(handle, c, progress=progress)
-            parts[name] = {"frame": c.frame(), "embedding": e["embedding"], "p": e["probabilities"][:, k],
+            parts[name] = {"frame": c.frame(), "embedding": e["embedding"], "probabilities": e["probabilities"],
                            "intensity": e["intensity"]}
         attrs = [a for a in ("site", "scanner", "sex", "age") if a in current.attribute_schema
                  and a in reference.attribute_schema]
         return window_report(parts["reference"], parts["current"], parts["current"]["frame"][window].astype(str),
-                             threshold=threshold, alpha=alpha, n_perm=n_perm, seed=seed, attributes=attrs,
-                             kinds=current.attribute_schema)
+                             threshold=point.threshold if point else None, class_index=k, alpha=alpha,
+                             n_perm=n_perm, seed=seed, attributes=attrs, kinds=current.attribute_schema,
+                             operating_point=(f"class {handle.class_names[k]!r} at threshold {point.describe()}"
+                                              if point else "top class against the label"),
+                             warnings=(point.warning,) if point and point.warning else ())
 
     # -- concepts --------------------------------------------------------------------------------------
     def concept_scores(self, handle: ModelHandle, cohort: Cohort, cohort_folder: Path, concepts: Sequence[str],

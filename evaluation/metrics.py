@@ -100,10 +100,33 @@ METRICS: Registry[Metric] = Registry("metric")
 WHY_UNDEFINED: dict[str, Callable[[Counts], str | None]] = {}
 
 
-def _metric(name: str, why: Callable[[Counts], str | None]):
+#: the resampling design of every metric here, in words: a subgroup's cases are resampled to its size with the class
+#: mix varying (patients across the cohort where the cohort says which patient each image came from)
+WITHIN_GROUP = "cases within each group, class mix varying (patients where known)"
+
+
+@dataclass(frozen=True)
+class MetricFacts:
+    """What a metric's registry entry says about it: ``direction`` ("higher" or "lower" is better), ``design`` (the
+    resampling that gives its interval, and why), ``proportion`` (numerator and denominator counts where the metric
+    is a proportion: the Wilson interval used where every resample gives the same value)."""
+
+    name: str
+    direction: str
+    design: str
+    proportion: Callable[[Counts], tuple[float, float]] | None = None
+
+
+#: metric name → its facts
+FACTS: dict[str, MetricFacts] = {}
+
+
+def _metric(name: str, why: Callable[[Counts], str | None], *, direction: str = "higher",
+            design: str = WITHIN_GROUP, proportion: Callable[[Counts], tuple[float, float]] | None = None):
     def register(fn: Metric) -> Metric:
         METRICS.register(fn, name)
         WHY_UNDEFINED[name] = why
+        FACTS[name] = fn.facts = MetricFacts(name, direction, design, proportion)
         return fn
     return register
 
@@ -120,27 +143,31 @@ def _one_class(c: Counts) -> str | None:
     return "only one class present" if c.pos[0] == 0 or c.neg[0] == 0 else None
 
 
-@_metric("auroc", _one_class)
+@_metric("auroc", _one_class, design=WITHIN_GROUP + "; AUROC depends on both classes' counts, so both vary")
 def auroc(c: Counts) -> np.ndarray:
     return _ratio(c.auc_num, c.pos * c.neg)
 
 
-@_metric("sensitivity", _no_pos)
+@_metric("sensitivity", _no_pos, proportion=lambda c: (c.tp[0], c.pos[0]))
 def sensitivity(c: Counts) -> np.ndarray:
     return _ratio(c.tp, c.pos)
 
 
-@_metric("specificity", _no_neg)
+@_metric("specificity", _no_neg, proportion=lambda c: (c.tn[0], c.neg[0]))
 def specificity(c: Counts) -> np.ndarray:
     return _ratio(c.tn, c.neg)
 
 
-@_metric("ppv", lambda c: "no case called positive" if c.tp[0] + c.fp[0] == 0 else None)
+@_metric("ppv", lambda c: "no case called positive" if c.tp[0] + c.fp[0] == 0 else None,
+         design=WITHIN_GROUP + "; PPV depends on prevalence, so the class mix must vary",
+         proportion=lambda c: (c.tp[0], c.tp[0] + c.fp[0]))
 def ppv(c: Counts) -> np.ndarray:
     return _ratio(c.tp, c.tp + c.fp)
 
 
-@_metric("npv", lambda c: "no case called negative" if c.tn[0] + c.fn[0] == 0 else None)
+@_metric("npv", lambda c: "no case called negative" if c.tn[0] + c.fn[0] == 0 else None,
+         design=WITHIN_GROUP + "; NPV depends on prevalence, so the class mix must vary",
+         proportion=lambda c: (c.tn[0], c.tn[0] + c.fn[0]))
 def npv(c: Counts) -> np.ndarray:
     return _ratio(c.tn, c.tn + c.fn)
 
@@ -150,12 +177,14 @@ def balanced_accuracy(c: Counts) -> np.ndarray:
     return (sensitivity(c) + specificity(c)) / 2
 
 
-@_metric("brier", lambda c: None)
+@_metric("brier", lambda c: None, direction="lower")
 def brier(c: Counts) -> np.ndarray:
     return _ratio(c.brier, c.n)
 
 
-@_metric("ece", lambda c: None)
+@_metric("ece", lambda c: None, direction="lower",
+         design=WITHIN_GROUP + "; ECE depends on the class mix in each bin; biased upward at small n (shown beside its "
+                               "expectation under perfect calibration)")
 def ece(c: Counts) -> np.ndarray:
     return _ratio(c.ece_gap, c.n)
 

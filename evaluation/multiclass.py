@@ -8,7 +8,8 @@ each with a 95% bootstrap interval, plus a confusion matrix per group. Like the 
 computed at once from a ``(B, n)`` matrix of resample counts: a plain bootstrap of each group's images (not
 stratified by class: the class mix is part of what varies), or a cluster bootstrap of patients where the cohort
 says which patient each image came from (``evaluation.subgroups``).
-Between-group gaps use the same simultaneous (max-t) intervals as the binary table.
+Between-group gaps use the same simultaneous (max-t) intervals as the binary table, one family over every metric ×
+pair of comparable groups. A group too small to judge gets its estimate but no interval.
 """
 from __future__ import annotations
 
@@ -22,8 +23,9 @@ from sklearn.metrics import confusion_matrix
 from data_adapters.errors import InvalidInputError
 from data_adapters.records import CLUSTER
 from data_adapters.registry import Registry
-from evaluation.metrics import bootstrap_weights, counts
-from evaluation.subgroups import MISSING, GapJudgement, gap_row, replicate_weights, resampling
+from evaluation.inference import case_weights, percentile_interval
+from evaluation.metrics import counts
+from evaluation.subgroups import N_BOOT, MISSING, GapJudgement, gap_rows, replicate_weights, resampling
 
 __all__ = ["MULTICLASS_METRICS", "MulticlassReport", "multiclass_report", "top_class", "probabilities",
            "confusion_by_group", "TOP_K"]
@@ -175,7 +177,7 @@ class MulticlassReport(GapJudgement):
 
 
 def multiclass_report(frame: pd.DataFrame, by: str | Sequence[str], class_names: Sequence[str], *,
-                      n_boot: int = 1000, level: float = 0.95, seed: int = 0, min_n: int = 30) -> MulticlassReport:
+                      n_boot: int = N_BOOT, level: float = 0.95, seed: int = 0, min_n: int = 30) -> MulticlassReport:
     """``frame``: labelled cases joined to predictions (``label``, ``p_0 … p_{K-1}``, the attributes in ``by``,
     and :data:`CLUSTER` where patients are known)."""
     by = [by] if isinstance(by, str) else list(by)
@@ -192,7 +194,6 @@ def multiclass_report(frame: pd.DataFrame, by: str | Sequence[str], class_names:
         frame[b] = frame[b].astype("string").fillna(MISSING)
     y_all = frame["label"].astype(int).to_numpy()
     P_all = probabilities(frame, K)
-    alpha = (1 - level) / 2
     rng = np.random.default_rng(seed)
     shared = replicate_weights(frame, n_boot, rng)
     groups = [("overall", frame)] + [
@@ -205,7 +206,7 @@ def multiclass_report(frame: pd.DataFrame, by: str | Sequence[str], class_names:
         point = Replicates(np.ones((1, len(y))), y, P)
         # not stratified by class: with seven classes a group's class mix is part of what varies between samples,
         # and holding it fixed gives zero-width intervals wherever a model's answer is constant within a class
-        weights = shared[:, idx] if shared is not None else bootstrap_weights(np.zeros(len(y), int), n_boot, rng)
+        weights = shared[:, idx] if shared is not None else case_weights(len(y), n_boot, rng)
         boot = Replicates(weights, y, P)
         present = len(np.unique(y))
         row = {"group": name, "n": len(y)}
@@ -213,25 +214,24 @@ def multiclass_report(frame: pd.DataFrame, by: str | Sequence[str], class_names:
             row["patients"] = int(sub[CLUSTER].nunique())
         row["classes_present"] = present
         notes, reps[name] = [], {}
+        small = len(y) < min_n
         for m in MULTICLASS_METRICS.names():
             fn = MULTICLASS_METRICS.get(m)
             value = float(fn(point)[0])
             values = fn(boot)
             reps[name][m] = values
-            ok = values[np.isfinite(values)]
-            lo, hi = np.quantile(ok, [alpha, 1 - alpha]) if len(ok) and np.isfinite(value) else (np.nan, np.nan)
+            lo, hi = percentile_interval(values, level) if np.isfinite(value) and not small else (np.nan, np.nan)
             row.update({m: value, f"{m}_lo": lo, f"{m}_hi": hi})
         if present < K:
             notes.append(f"{K - present} of {K} classes absent: balanced accuracy and AUROC over the {present} present")
-        small = len(y) < min_n
         row["small"] = small
         if small:
-            notes.insert(0, f"too small to judge (n={len(y)}; needs n≥{min_n})")
+            notes.insert(0, f"too small to judge (n={len(y)}; needs n≥{min_n}): no interval")
         row["notes"] = "; ".join(notes)
         rows.append(row)
         confusion[name] = confusion_matrix(y, P.argmax(axis=1), labels=list(range(K)))
     table = pd.DataFrame(rows)
-    gaps = pd.DataFrame([gap_row(m, table, reps, m, alpha) for m in MULTICLASS_METRICS.names()])
+    gaps = pd.DataFrame(gap_rows([(m, m) for m in MULTICLASS_METRICS.names()], table, reps, level))
     return MulticlassReport(by=tuple(by), class_names=tuple(class_names), level=level, n_boot=n_boot, min_n=min_n,
                             resampling=resampling(frame, stratified=False), table=table, gaps=gaps, confusion=confusion)
 

@@ -1,19 +1,25 @@
-"""Subgroup performance with honest intervals: fairlearn's MetricFrame for the estimates, a vectorised
-stratified bootstrap for 95% intervals, and between-group gaps with their own intervals.
+"""Subgroup performance with honest intervals: fairlearn's MetricFrame for the estimates, a vectorised bootstrap
+for 95% intervals, and between-group gaps with intervals simultaneous over everything the report judges.
 
-The bootstrap resamples each group's positives and negatives separately (their counts stay fixed) and
-evaluates every replicate at once as weighted counts (see ``evaluation.metrics``); no per-replicate loop.
+**Resampling** (stated per metric on its registry entry, ``evaluation.metrics.FACTS``): each group's cases are
+resampled to the group's size with the class mix varying, as it varies between samples (patients across the whole
+cohort where the cohort says which patient each image came from; Poisson cells for very large groups). Holding a
+group's class counts fixed, as this module did before, leaves the prevalence variation out of PPV, NPV, selection
+rate and ECE: on five equal groups that design flagged a gap in about half of all cohorts
+(``benchmarks/calibration/subgroups.py``; still available as ``design="fixed class counts"``).
 
-A gap is reported for the best and worst group, a pair chosen *after* looking at the estimates; an interval
-built for that pair alone flags far too often when there are many groups (with 10 equal groups, in 46 of 60
-simulations). Gap intervals are therefore simultaneous over every pair of comparable groups: the bootstrap
-distribution of the largest standardised pairwise deviation (max-t; Romano & Wolf 2005) gives the critical
-value, so the chance of flagging any gap when all groups are equal stays at or below the nominal 5% (0 of 60
-simulations; ``tests/test_subgroups.py``).
+**Gaps.** A gap is reported for the best and worst group, a pair chosen *after* looking at the estimates, for every
+metric and the fairness differences. All of them are judged together: one max-t (Romano & Wolf 2005) over every
+metric × every pair of comparable groups gives one critical value, so the chance that *any* gap is flagged when
+every group is equal stays at or below 5% (the calibration suite measures it: ``tests/test_calibration_subgroups.py``
+quick, the benchmark in full). Each report says so in words (:attr:`GapJudgement.error_control`).
+
+**Small groups** get their estimate but no interval ("too small to judge"), never a zero-width one; a proportion
+whose every resample agrees gets Wilson's interval. ECE is shown beside what a perfectly calibrated model would read
+at that n (``ece_chance``). A release gate (:meth:`GapJudgement.gate`) passes only a gap *shown* within its limit.
 """
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -39,11 +45,21 @@ from evaluation.metrics import (
     selection_rate,
     sensitivity,
 )
-from evaluation.inference import wilson  # noqa: F401 (its old home: importers keep working)
+from evaluation.calibration import ece_expected_by_chance
+from evaluation.inference import (
+    Verdict,
+    case_weights,
+    combine_verdicts,
+    max_t,
+    percentile_interval,
+    wilson,  # its old home: importers keep working
+    wilson_clustered,
+)
 from evaluation.suppression import suppression
 
 __all__ = ["SubgroupReport", "subgroup_report", "choose_threshold", "board_view", "labelled_frame", "MISSING",
-           "gap_row", "replicate_weights", "resampling", "GapJudgement"]
+           "gap_row", "gap_rows", "replicate_weights", "resampling", "GapJudgement", "gap_gate", "family_text",
+           "N_BOOT", "SUBGROUP_DESIGNS", "wilson"]
 
 MISSING = "(missing)"
 MSG_NO_LABELS = "no labelled cases for class {k}: subgroup performance needs labels"
@@ -107,9 +123,29 @@ def _point(name: str, y_true, y_pred, p) -> float:
                                           np.asarray(y_pred)))[0])
 
 
+#: default resamples: at 2,000 the 95% max-t critical value's Monte Carlo interval is about ±2%, stated with every
+#: gate (``gap_upper_mc_lo``/``_hi``) so a verdict that could move with the seed says so
+N_BOOT = 2000
+#: the subgroup resampling designs (:data:`evaluation.inference.DESIGNS`); the second is the old one, kept so the
+#: calibration suite can show what it did wrong
+SUBGROUP_DESIGNS = ("cases within group", "fixed class counts")
+#: how the gap family is controlled: "all" one max-t over every metric × pair (the product), "per metric" each
+#: metric on its own (the old way, for the calibration suite)
+FAMILIES = ("all", "per metric")
+#: proportions' cases: metric → (whether a case counts as a success, whether it is in the denominator), from
+#: ``(y, called)``; where every resample gives one value (a group where all positives were found) the interval is
+#: Wilson's (clustered by patient where known), never zero-width
+PROPORTION_CASES = {
+    "sensitivity": lambda y, c: (c, y),
+    "specificity": lambda y, c: (~c, ~y),
+    "ppv": lambda y, c: (y, c),
+    "npv": lambda y, c: (~y, ~c),
+}
+
+
 class GapJudgement:
-    """What a report with a ``gaps`` table (from :func:`gap_row`) says about them; ``size_rule`` says what made a group
-    large enough to compare."""
+    """What a report with a ``gaps`` table (from :func:`gap_rows`) says about them; ``size_rule`` says what made a
+    group large enough to compare."""
 
     gaps: pd.DataFrame
     level: float
@@ -126,24 +162,88 @@ class GapJudgement:
         """Whether at least two groups were large enough to compare (otherwise no gap could be judged)."""
         return bool((self.gaps["groups_compared"] >= 2).any())
 
+    @property
+    def error_control(self) -> str:
+        """Which error the gap judgements control, and over what family, in words."""
+        return family_text(self.gaps, self.level)
+
     def judgement(self) -> str:
         """One line for the page and the CLI: flags found, none found, or could not judge (never a false
-        all-clear when nothing was compared)."""
+        all-clear when nothing was compared), with the error controlled."""
         groups = int(self.gaps["groups"].max()) if len(self.gaps) else 0
         compared = int(self.gaps["groups_compared"].max()) if len(self.gaps) else 0
         if not self.comparable:
             return f"could not judge: {compared} of {groups} group(s) had {self.size_rule}; no gap was tested"
         flags = self.flags()
         if flags:
-            return f"{len(flags)} gap(s) whose interval excludes zero, among {compared} comparable groups"
+            return (f"{len(flags)} gap(s) whose simultaneous interval excludes zero, among {compared} comparable "
+                    f"groups ({self.error_control})")
         return (f"no gap whose simultaneous {int(round(self.level * 100))}% interval excludes zero, among {compared} "
-                f"of {groups} groups")
+                f"of {groups} groups ({self.error_control})")
+
+    def gate(self, limits: dict[str, float]) -> Verdict:
+        """A fairness release gate: each ``metric → limit`` passes only when the gap is *shown* within its limit (the
+        simultaneous upper bound of the largest pairwise gap at most the limit); ``fail`` when it is shown to exceed
+        it (some pair's simultaneous lower bound above the limit); ``not shown`` otherwise; ``could not judge``
+        when fewer than two groups could be compared. Each reason states the bound's Monte Carlo interval."""
+        return gap_gate(self.gaps, limits, self.level)
+
+
+def family_text(gaps: pd.DataFrame, level: float) -> str:
+    """"family-wise 5% over 9 metrics × 10 pairs of 5 groups (90 contrasts, one max-t)" for a gaps table."""
+    if not len(gaps) or "contrasts" not in gaps or not (gaps["contrasts"] > 0).any():
+        return f"family-wise {_pct(1 - level)} over no contrast (nothing compared)"
+    measures = int(gaps["family_measures"].max())
+    pairs, groups = int(gaps["pairs"].max()), int(gaps["groups_compared"].max())
+    contrasts = int(gaps["contrasts"].max())
+    per = (gaps["family"] == "per metric").any() if "family" in gaps else False
+    if per:
+        return f"{_pct(1 - level)} per metric over its {pairs} pairs (not adjusted across metrics)"
+    return (f"family-wise {_pct(1 - level)} over {measures} metrics × {pairs} pairs of {groups} groups "
+            f"({contrasts} contrasts, one max-t)")
+
+
+def _pct(x: float) -> str:
+    return f"{round(x * 100, 1):g}%"
+
+
+def gap_gate(gaps: pd.DataFrame, limits: dict[str, float], level: float) -> Verdict:
+    """:meth:`GapJudgement.gate` on a gaps table."""
+    verdicts = []
+    rows = gaps.set_index("metric")
+    control = (f"passes only a gap shown within its limit: the simultaneous {_pct(level)} upper bound of the largest "
+               f"pairwise gap ≤ the limit ({family_text(gaps, level)}), so a gap truly above its limit passes at most "
+               f"{_pct(1 - level)} of the time")
+    for metric, limit in limits.items():
+        r = rows.loc[metric]
+        mc = f"bound's Monte Carlo interval {r['gap_upper_mc_lo']:.3f} to {r['gap_upper_mc_hi']:.3f}"
+        name = metric.replace("_", " ")
+        if r["groups_compared"] < 2 or not np.isfinite(r["gap_upper"]):
+            verdicts.append(Verdict("could not judge", [f"{name}: {r['groups_compared']} of {r['groups']} group(s) "
+                                                        "large enough to compare (needs 2)"], control))
+        elif r["gap_lower"] > limit:
+            verdicts.append(Verdict("fail", [
+                f"{name}: gap shown to exceed {limit:g}: {r['exceed_pair']} {r['gap_lower_pair']:.3f} at least "
+                f"(simultaneous lower bound; largest gap {r['difference']:.3f}, {r['higher_group']} vs "
+                f"{r['lower_group']}, interval {r['difference_lo']:.3f} to {r['difference_hi']:.3f})"], control))
+        elif r["gap_upper"] <= limit:
+            close = " — within Monte Carlo error of the limit: raise --n-boot" if r["gap_upper_mc_hi"] > limit else ""
+            verdicts.append(Verdict("pass", [f"{name}: gap shown within {limit:g}: every pair's simultaneous upper "
+                                             f"bound ≤ {r['gap_upper']:.3f} ({mc}){close}"], control))
+        else:
+            close = " — within Monte Carlo error of the limit: raise --n-boot" if r["gap_upper_mc_lo"] <= limit else ""
+            verdicts.append(Verdict("not shown", [
+                f"{name}: gap not shown within {limit:g}: gap {r['difference']:.3f} ({r['higher_group']} vs "
+                f"{r['lower_group']}), simultaneous upper bound {r['gap_upper']:.3f} > {limit:g} ({mc}){close}"],
+                control))
+    return combine_verdicts(verdicts, control)
 
 
 @dataclass(frozen=True)
 class SubgroupReport(GapJudgement):
     """``table``: one row per group plus ``overall`` (n, events, prevalence, each metric with ``_lo``/``_hi``,
-    ``small`` and ``notes``); ``gaps``: one row per metric and fairness difference."""
+    ``ece_chance``, ``small`` and ``notes``); ``gaps``: one row per metric and fairness difference, with
+    intervals simultaneous over the whole family (:func:`gap_rows`)."""
 
     by: tuple[str, ...]
     class_index: int
@@ -155,6 +255,8 @@ class SubgroupReport(GapJudgement):
     min_events: int
     table: pd.DataFrame
     gaps: pd.DataFrame
+    design: str = "cases within group"
+    resampling: str = ""
 
     @property
     def size_rule(self) -> str:
@@ -162,9 +264,12 @@ class SubgroupReport(GapJudgement):
 
 
 def subgroup_report(frame: pd.DataFrame, by: str | Sequence[str], *, class_index: int = 1,
-                    threshold: float | None = None, rule: str = "youden", n_boot: int = 1000, level: float = 0.95,
-                    seed: int = 0, min_n: int = 30, min_events: int = 5) -> SubgroupReport:
-    """``frame`` from :func:`labelled_frame` (columns ``y``, ``p`` and the attributes in ``by``)."""
+                    threshold: float | None = None, rule: str = "youden", n_boot: int = N_BOOT, level: float = 0.95,
+                    seed: int = 0, min_n: int = 30, min_events: int = 5, min_patients: int = 10,
+                    design: str = "cases within group", family: str = "all") -> SubgroupReport:
+    """``frame`` from :func:`labelled_frame` (columns ``y``, ``p`` and the attributes in ``by``; :data:`CLUSTER`
+    where patients are known). ``design``: how a group is resampled where patients are not known
+    (:data:`SUBGROUP_DESIGNS`); ``family``: how the gap judgements are adjusted (:data:`FAMILIES`)."""
     by = [by] if isinstance(by, str) else list(by)
     missing = [b for b in by if b not in frame.columns]
     if missing:
@@ -172,6 +277,10 @@ def subgroup_report(frame: pd.DataFrame, by: str | Sequence[str], *, class_index
                                 f"{[c for c in frame.columns if c not in ('case_id', 'y', 'p', 'label')]}")
     if n_boot < 1:
         raise InvalidInputError(f"n_boot must be at least 1, got {n_boot}")
+    if design not in SUBGROUP_DESIGNS:
+        raise InvalidInputError(f"design {design!r} is not one of {', '.join(SUBGROUP_DESIGNS)}")
+    if family not in FAMILIES:
+        raise InvalidInputError(f"family {family!r} is not one of {', '.join(FAMILIES)}")
     frame = frame.reset_index(drop=True)
     for b in by:
         frame[b] = frame[b].astype("string").fillna(MISSING)
@@ -182,8 +291,7 @@ def subgroup_report(frame: pd.DataFrame, by: str | Sequence[str], *, class_index
         rule = "set by user"
     called = p >= threshold
     frame["called"] = called
-    alpha = (1 - level) / 2
-    z = float(norm.ppf(1 - alpha))
+    z = float(norm.ppf(1 - (1 - level) / 2))
 
     if len(frame) < CELL_BOOTSTRAP_FROM:
         mf = MetricFrame(metrics={m: partial(_point, m) for m in METRICS.names()}, y_true=y, y_pred=called,
@@ -212,19 +320,26 @@ def subgroup_report(frame: pd.DataFrame, by: str | Sequence[str], *, class_index
             ys, ps, cs = sub["y"].to_numpy(bool), sub["p"].to_numpy(float), sub["called"].to_numpy(bool)
             point_counts = counts(np.ones((1, len(ys))), ys, ps, cs)
             cell = cells[name]
-            boot = cell.counts(cell_weights[name] if clustered else cell.resample(n_boot, rng))
+            boot = cell.counts(cell_weights[name] if clustered else cell.resample(n_boot, rng, design=design))
         else:
             sub = sub.sort_values("p", kind="stable")  # sorted once: the AUROC replicates need no gather
             ys, ps, cs = sub["y"].to_numpy(bool), sub["p"].to_numpy(float), sub["called"].to_numpy(bool)
             point_counts = counts(np.ones((1, len(ys))), ys, ps, cs)
-            weights = shared[:, sub.index.to_numpy()] if shared is not None else bootstrap_weights(ys, n_boot, rng)
+            if shared is not None:
+                weights = shared[:, sub.index.to_numpy()]
+            elif design == "fixed class counts":
+                weights = bootstrap_weights(ys, n_boot, rng)
+            else:
+                weights = case_weights(len(ys), n_boot, rng)
             boot = counts(weights, ys, ps, cs)
         events = int(ys.sum())
         lo_p, hi_p = wilson(events, len(ys), z)
-        row = {"group": name, "n": len(ys), **({"patients": int(sub[CLUSTER].nunique())} if shared is not None
-                                               else {}),
+        patients = int(sub[CLUSTER].nunique()) if clustered else None
+        row = {"group": name, "n": len(ys), **({"patients": patients} if clustered else {}),
                "events": events, "prevalence": events / len(ys),
                "prevalence_lo": lo_p, "prevalence_hi": hi_p}
+        small = (len(ys) < min_n or min(events, len(ys) - events) < min_events
+                 or (clustered and patients < min_patients))
         notes = []
         reps[name] = {}
         for m in METRICS.names():
@@ -241,100 +356,157 @@ def subgroup_report(frame: pd.DataFrame, by: str | Sequence[str], *, class_index
             if why:
                 notes.append(f"{m}: {why}")
                 value = np.nan
-            ok = values[np.isfinite(values)]
-            lo, hi = (np.quantile(ok, [alpha, 1 - alpha]) if len(ok) and not why else (np.nan, np.nan))
+            lo, hi = (np.nan, np.nan) if why or small else percentile_interval(values, level)
+            if not small and not why and lo == hi and m in PROPORTION_CASES:  # every resample alike: Wilson's
+                success, among = PROPORTION_CASES[m](ys, cs)
+                lo, hi = (wilson_clustered(success[among], sub[CLUSTER].to_numpy()[among], z) if clustered
+                          else wilson(float(success[among].sum()), float(among.sum()), z))
+                notes.append(f"{m}: every resample gave {value:.3f}; Wilson interval instead")
             row.update({m: value, f"{m}_lo": lo, f"{m}_hi": hi})
+            if m == "ece":
+                row["ece_chance"] = ece_expected_by_chance(ps)
         reps[name]["_tpr"] = sensitivity(boot)
         reps[name]["_fpr"] = false_positive_rate(boot)
         reps[name]["_selection"] = selection_rate(boot)
         row["_tpr"] = float(sensitivity(point_counts)[0])
         row["_fpr"] = float(false_positive_rate(point_counts)[0])
         row["_selection"] = float(selection_rate(point_counts)[0])
-        small = len(ys) < min_n or min(events, len(ys) - events) < min_events
         row["small"] = small
         if large:
             notes.append(f"intervals from class × score-bin counts ({len(cells[name].count)} cells; AUROC binning "
                          f"error ≤ {cells[name].auroc_error:.4f})")
         if small:
-            notes.insert(0, f"too small to judge (n={len(ys)}, events={events}; needs n≥{min_n} and ≥{min_events} "
-                            "of each class)")
+            units = f", patients={patients}" if clustered else ""
+            needs = f" and ≥{min_patients} patients" if clustered else ""
+            notes.insert(0, f"too small to judge (n={len(ys)}, events={events}{units}; needs n≥{min_n} and "
+                            f"≥{min_events} of each class{needs}): no interval")
         row["notes"] = "; ".join(notes)
         rows.append(row)
     table = pd.DataFrame(rows)
-    gaps = _gaps(table, reps, alpha)
+    gaps = _gaps(table, reps, level, family)
     hidden = ["_tpr", "_fpr", "_selection"]
+    how = "patients" if clustered else ("cells" if large else design)
     return SubgroupReport(by=tuple(by), class_index=class_index, threshold=float(threshold), threshold_rule=rule,
                           level=level, n_boot=n_boot, min_n=min_n, min_events=min_events,
-                          table=table.drop(columns=hidden), gaps=gaps)
+                          table=table.drop(columns=hidden), gaps=gaps, design=how,
+                          resampling=resampling(frame, stratified=design == "fixed class counts"))
 
 
-def _simultaneous_critical(reps, groups: list[str], column: str, level: float) -> tuple[float, dict]:
-    """The max-t critical value over every pair of ``groups``, and each pair's bootstrap standard error of the
-    difference (from the replicate-wise differences: right whether the groups were resampled independently or
-    share patients under a cluster bootstrap)."""
-    values = np.stack([reps[g][column] for g in groups])  # (G, B)
-    centre = np.nanmean(values, axis=1, keepdims=True)
+def _contrasts(table: pd.DataFrame, reps, column: str) -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
+    """The comparable groups for ``column`` and every pair's ``(i, j)`` with replicate differences ``(P, B)``."""
+    eligible = table[(table["group"] != "overall") & ~table["small"] & table[column].notna()]
+    groups = eligible["group"].tolist()
     i, j = np.triu_indices(len(groups), k=1)
-    differences = values[i] - values[j]
-    pair_se = np.nanstd(differences, axis=1)
-    deviation = np.abs(differences - (centre[i] - centre[j]))  # (pairs, B)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = np.where(pair_se[:, None] > 0, deviation / pair_se[:, None], 0.0)
-    with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a replicate where every pair is undefined: dropped below
-        t_max = np.nanmax(t, axis=0) if len(t) else np.array([])
-    t_max = t_max[np.isfinite(t_max)]
-    critical = float(np.quantile(t_max, level)) if len(t_max) else np.nan
-    se = {frozenset((groups[a], groups[b])): float(v) for a, b, v in zip(i, j, pair_se)}
-    return critical, se
+    if len(groups) < 2:
+        return groups, i, j, np.zeros((0, 0))
+    values = np.stack([np.asarray(reps[g][column], np.float64) for g in groups])
+    return groups, i, j, values[i] - values[j]
+
+
+def gap_rows(measures: Sequence[tuple[str, str]], table: pd.DataFrame, reps, level: float, *,
+             family_columns: Sequence[str] | None = None, family: str = "all") -> list[dict]:
+    """One gap row per ``(name, column)`` of ``measures``: the gap between the best and worst comparable group in
+    ``column`` with its interval, and the largest gap over every pair with simultaneous bounds.
+
+    All the intervals are simultaneous over one family: every pair of comparable groups in every column of
+    ``family_columns`` (default: the measures' columns), by one max-t (:func:`evaluation.inference.max_t`) over all
+    those standardised pairwise differences of the bootstrap replicates ``reps`` (group → column → ``(B,)``). So
+    the chance that *any* gap is flagged when every group is equal stays at most ``1 - level``, whatever number of
+    metrics and groups is shown. ``family="per metric"``: each column adjusted on its own (the old way)."""
+    columns = list(dict.fromkeys(family_columns or [c for _, c in measures]))
+    found = {c: _contrasts(table, reps, c) for c in dict.fromkeys([*columns, *(c for _, c in measures)])}
+    in_family = [c for c in columns if found[c][3].size]
+    if family == "all":
+        stacked = np.concatenate([found[c][3] for c in in_family]) if in_family else np.zeros((0, 0))
+        joint = max_t(stacked, level) if in_family else None
+        offsets = dict(zip(in_family, np.cumsum([0] + [len(found[c][3]) for c in in_family])[:-1]))
+    contrasts = int(sum(len(found[c][3]) for c in in_family))
+    rows = []
+    n_groups = int((table["group"] != "overall").sum())
+    for name, column in measures:
+        groups, i, j, diffs = found[column]
+        base = {"metric": name, "groups_compared": len(groups), "groups": n_groups, "family": family,
+                "family_measures": len(in_family), "contrasts": contrasts if family == "all" else len(i)}
+        if len(groups) < 2:
+            rows.append({**base, "higher_group": None, "lower_group": None, "difference": np.nan,
+                         "difference_lo": np.nan, "difference_hi": np.nan, "ratio": np.nan, "ratio_lo": np.nan,
+                         "ratio_hi": np.nan, "gap_lower": np.nan, "gap_upper": np.nan, "gap_upper_mc_lo": np.nan,
+                         "gap_upper_mc_hi": np.nan, "critical": np.nan, "exceed_pair": "", "gap_lower_pair": np.nan,
+                         "flag": "", "pairs": 0,
+                         "note": f"could not judge: {len(groups)} of {n_groups} group(s) large enough to compare"})
+            continue
+        if family == "all" and column in offsets:
+            result, se = joint, joint.se[offsets[column]:offsets[column] + len(i)]
+        elif family == "all":  # a column outside the family shares its critical value (EO's TPR and FPR)
+            result, se = joint, max_t(diffs, level).se
+        else:
+            result = max_t(diffs, level)
+            se = result.se
+        c = result.critical
+        point = table.set_index("group")[column]
+        values = point.loc[groups].to_numpy(float)
+        hi_g, lo_g = groups[int(np.argmax(values))], groups[int(np.argmin(values))]
+        pair = {frozenset((groups[a], groups[b])): k for k, (a, b) in enumerate(zip(i, j))}
+        diff = float(point[hi_g] - point[lo_g])
+        half = c * se[pair[frozenset((hi_g, lo_g))]] if hi_g != lo_g else 0.0
+        abs_d = np.abs(values[i] - values[j])
+        lower = abs_d - c * se
+        widest = int(np.argmax(lower))
+        a, b = reps[hi_g][column], reps[lo_g][column]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(a > 0, b / a, np.nan)
+        r_lo, r_hi = percentile_interval(ratio, level)
+        d_lo, d_hi = diff - half, diff + half
+        flag = ""
+        if d_lo > 0:
+            flag = (f"{name.replace('_', ' ')}: {hi_g} {point[hi_g]:.3f} vs {lo_g} {point[lo_g]:.3f}, a gap of "
+                    f"{diff:.3f} whose {_pct(level)} interval ({d_lo:.3f} to {d_hi:.3f}, simultaneous over "
+                    f"{base['contrasts']} contrast(s)) excludes zero")
+        hi_name, lo_name = (groups[i[widest]], groups[j[widest]]) if values[i[widest]] >= values[j[widest]] else \
+            (groups[j[widest]], groups[i[widest]])
+        rows.append({**base, "higher_group": hi_g, "lower_group": lo_g, "difference": diff, "difference_lo": d_lo,
+                     "difference_hi": d_hi, "ratio": float(point[lo_g] / point[hi_g]) if point[hi_g] else np.nan,
+                     "ratio_lo": r_lo, "ratio_hi": r_hi, "gap_lower": float(lower.max()),
+                     "gap_upper": float(np.max(abs_d + c * se)),
+                     "gap_upper_mc_lo": float(np.max(abs_d + result.critical_lo * se)),
+                     "gap_upper_mc_hi": float(np.max(abs_d + result.critical_hi * se)), "critical": c,
+                     "exceed_pair": f"{hi_name} vs {lo_name}", "gap_lower_pair": float(lower[widest]),
+                     "flag": flag, "pairs": len(i), "note": ""})
+    return rows
 
 
 def gap_row(metric: str, table: pd.DataFrame, reps, column: str, alpha: float) -> dict:
-    """The gap between the best and worst comparable group in ``column`` of ``table`` with its interval,
-    simultaneous over every pair of comparable groups (max-t), from the bootstrap replicates ``reps``
-    (group → column → ``(B,)`` array)."""
-    eligible = table[(table["group"] != "overall") & ~table["small"] & table[column].notna()]
-    n_groups = int((table["group"] != "overall").sum())
-    if len(eligible) < 2:
-        return {"metric": metric, "higher_group": None, "lower_group": None, "difference": np.nan,
-                "difference_lo": np.nan, "difference_hi": np.nan, "ratio": np.nan, "ratio_lo": np.nan,
-                "ratio_hi": np.nan, "flag": "", "groups_compared": len(eligible), "groups": n_groups, "pairs": 0,
-                "note": f"could not judge: {len(eligible)} of {n_groups} group(s) large enough to compare"}
-    hi_g = eligible.loc[eligible[column].idxmax(), "group"]
-    lo_g = eligible.loc[eligible[column].idxmin(), "group"]
-    groups = eligible["group"].tolist()
-    critical, se = _simultaneous_critical(reps, groups, column, 1 - 2 * alpha)
-    a, b = reps[hi_g][column], reps[lo_g][column]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(a > 0, b / a, np.nan)
-    r_ok = ratio[np.isfinite(ratio)]
-    r_lo, r_hi = np.quantile(r_ok, [alpha, 1 - alpha]) if len(r_ok) else (np.nan, np.nan)
-    point_hi = float(table.set_index("group").loc[hi_g, column])
-    point_lo = float(table.set_index("group").loc[lo_g, column])
-    diff = point_hi - point_lo
-    half = critical * se.get(frozenset((hi_g, lo_g)), 0.0) if hi_g != lo_g else 0.0
-    d_lo, d_hi = diff - half, diff + half
-    pairs = len(groups) * (len(groups) - 1) // 2
-    flag = ""
-    if d_lo > 0:
-        flag = (f"{metric.replace('_', ' ')}: {hi_g} {point_hi:.3f} vs {lo_g} {point_lo:.3f}, a gap of "
-                f"{diff:.3f} whose {int(round((1 - 2 * alpha) * 100))}% interval ({d_lo:.3f} to {d_hi:.3f}, "
-                f"simultaneous over {pairs} pair(s)) excludes zero")
-    return {"metric": metric, "higher_group": hi_g, "lower_group": lo_g, "difference": diff,
-            "difference_lo": d_lo, "difference_hi": d_hi, "ratio": point_lo / point_hi if point_hi else np.nan,
-            "ratio_lo": r_lo, "ratio_hi": r_hi, "flag": flag, "groups_compared": len(eligible), "groups": n_groups,
-            "pairs": pairs, "note": ""}
+    """One measure's gap row, simultaneous over its own pairs only (a family of one metric)."""
+    return gap_rows([(metric, column)], table, reps, 1 - 2 * alpha)[0]
 
 
-def _gaps(table: pd.DataFrame, reps, alpha: float) -> pd.DataFrame:
-    rows = [gap_row(m, table, reps, m, alpha) for m in METRICS.names()]
+#: the columns whose pairwise gaps form the subgroup report's family: every metric and the selection rate
+#: (equalized odds' TPR and FPR are sensitivity and 1 − specificity: the same contrasts)
+FAMILY_COLUMNS = (*METRICS.names(), "_selection")
+
+
+def _gaps(table: pd.DataFrame, reps, level: float, family: str = "all") -> pd.DataFrame:
+    measures = [(m, m) for m in METRICS.names()] + [("tpr", "_tpr"), ("fpr", "_fpr"),
+                                                   ("demographic_parity_difference", "_selection")]
+    found = {r["metric"]: r for r in gap_rows(measures, table, reps, level, family_columns=FAMILY_COLUMNS,
+                                              family=family)}
+    rows = [found[m] for m in METRICS.names()]
     # equalized odds (Hardt et al., 2016): the larger of the TPR and FPR gaps, as fairlearn defines it
-    tpr, fpr = gap_row("tpr", table, reps, "_tpr", alpha), gap_row("fpr", table, reps, "_fpr", alpha)
+    tpr, fpr = found["tpr"], found["fpr"]
     eo = tpr if np.nan_to_num(tpr["difference"], nan=-1) >= np.nan_to_num(fpr["difference"], nan=-1) else fpr
     component = "TPR" if eo is tpr else "FPR"
     eo = {**eo, "metric": "equalized_odds_difference",
           "flag": eo["flag"].replace(eo["metric"], f"equalized odds ({component})", 1)}
-    dp = gap_row("demographic_parity_difference", table, reps, "_selection", alpha)
+    if np.isfinite(tpr["gap_upper"]) and np.isfinite(fpr["gap_upper"]):  # the gate bounds cover both components
+        for key in ("gap_upper", "gap_upper_mc_lo", "gap_upper_mc_hi"):
+            eo[key] = max(tpr[key], fpr[key])
+        if fpr["gap_lower"] > tpr["gap_lower"]:
+            eo["gap_lower"], eo["exceed_pair"], eo["gap_lower_pair"] = (fpr["gap_lower"], fpr["exceed_pair"],
+                                                                       fpr["gap_lower_pair"])
+        else:
+            eo["gap_lower"], eo["exceed_pair"], eo["gap_lower_pair"] = (tpr["gap_lower"], tpr["exceed_pair"],
+                                                                       tpr["gap_lower_pair"])
+    dp = dict(found["demographic_parity_difference"])
     if dp["higher_group"] is not None:
         by_group = table.set_index("group")
         prevalence_gap = float(by_group.loc[dp["higher_group"], "prevalence"] - by_group.loc[dp["lower_group"],

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import hashlib
 import json
+import logging
 import multiprocessing as mp
 import os
 import secrets
@@ -25,8 +26,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from data_adapters.errors import GlassboxError, InvalidInputError
-from data_adapters.hashing import json_hash, path_hash, salted
-from data_adapters.identifiers import implausible, mask_paths, screen_columns
+from data_adapters.hashing import MAC_FIELD, json_hash, mac, mac_matches, path_hash, salted, table_mac
+from data_adapters.identifiers import implausible, mask_paths, screen_columns, unsafe_characters
 from data_adapters.preprocessing import convert_channels, fit_image, fits
 from data_adapters.readers import read_image, reader_for
 from data_adapters.readers.dicom_series import parse_series_ref
@@ -130,6 +131,8 @@ def check_file(job: tuple[str, str], *, roots: Sequence[Path], channels: str | N
         path = _within(candidate, ref, roots)
         if not path.exists() and not parse_series_ref(path):
             raise InvalidInputError(f"file not found: {ref}")
+        if path.exists() and not (path.is_file() or path.is_dir()):  # never opened: a FIFO would block forever
+            raise InvalidInputError(f"{ref}: not a regular file (a FIFO, socket or device); refused without opening")
         shape = None
         if not pixels and path.is_file():
             reader = reader_for(path)
@@ -156,6 +159,8 @@ def check_file(job: tuple[str, str], *, roots: Sequence[Path], channels: str | N
         return FileCheck(error=str(e))
     except OSError as e:
         return FileCheck(error=f"{ref}: cannot be read ({e.strerror or type(e).__name__})")
+    except ValueError as e:  # a path the OS cannot take (an embedded NUL), should the row check miss one
+        return FileCheck(error=f"image path cannot be used ({e})")
 
 
 #: from this many distinct files, a cohort is checked from headers (``check="auto"``) and in worker processes
@@ -318,6 +323,12 @@ def load_manifest(
         if not case_id:
             reject("case_id", "empty case_id")
             continue
+        unsafe = next(((f, why) for f, v in (("case_id", case_id), ("image", ref), ("mask", mref))
+                       if (why := unsafe_characters(v))), None)
+        if unsafe:  # the value is never echoed: it would display otherwise than it is stored
+            rejections.append(Rejection(row=i, case_id=None, field=unsafe[0], reason=f"{unsafe[0]} holds {unsafe[1]}; "
+                                        "refused (retype it in plain characters)"))
+            continue
         if case_id in first_seen:
             reject("case_id", f"duplicate case_id {case_id!r} (first at row {first_seen[case_id]})")
             continue
@@ -378,6 +389,11 @@ def load_manifest(
             if not os.path.isfile(mask.path):
                 rejections.append(Rejection(row=i, case_id=ids[i - 1], field="mask",
                                             reason=f"file not found: {mask_refs[i - 1]}"))
+                continue
+            if mask.raw_shape[0] != 1:
+                rejections.append(Rejection(row=i, case_id=ids[i - 1], field="mask", reason=(
+                    f"mask has {mask.raw_shape[0]} channels; a mask is one channel of labels (0 background), "
+                    "not a colour image")))
                 continue
             if mask.raw_shape[1:] != image.raw_shape[1:]:
                 rejections.append(Rejection(row=i, case_id=ids[i - 1], field="mask", reason=(
@@ -524,13 +540,22 @@ def load_image_batch(cases: Sequence[Case], pre: Preprocessing | None = None) ->
     return np.stack([fit_image(pre, read_image(c.image)) for c in cases])
 
 
-#: the cohort table's layout; a table written by another layout is checked again, never read
-TABLE_FORMAT = "glassbox-cohort-table-1"
+#: the cohort table's layout; a table written by another layout is checked again, never read. Layout 2 carries a
+#: keyed MAC over its rows and its metadata (content hash, schema, load report)
+TABLE_FORMAT = "glassbox-cohort-table-2"
+_TABLE_MAC = MAC_FIELD
+log = logging.getLogger("glassbox.cache")
 
 
-def save_cohort_table(cohort: Cohort, path: str | Path) -> None:
+def _table_seal(table: pa.Table, meta_text: bytes, key: str) -> str:
+    return mac(key, table_mac(table, key).encode() + b"\x00" + meta_text)
+
+
+def save_cohort_table(cohort: Cohort, path: str | Path, *, key: str) -> None:
     """Write a manifest cohort (its :class:`CaseTable`, schema, load report and content hash) as one Parquet file,
-    so an unchanged cohort re-opens without a file being read (:func:`open_cohort_table`)."""
+    so an unchanged cohort re-opens without a file being read (:func:`open_cohort_table`). ``key``: the operator's
+    cache key; the file carries a MAC under it over every row and its metadata, so an edited label, path or hash
+    is found on open."""
     if not isinstance(cohort.cases, CaseTable):
         raise InvalidInputError(f"cohort {cohort.name!r} is not held as a table")
     report = cohort.report
@@ -539,25 +564,53 @@ def save_cohort_table(cohort: Cohort, path: str | Path) -> None:
             "report": {"source": report.source, "n_rows": report.n_rows, "notes": list(report.notes),
                        "rejections": [[r.row, r.case_id, r.field, r.reason] for r in report.rejections]}}
     table = pa.Table.from_pandas(cohort.cases.table, preserve_index=False)
-    table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"glassbox": json.dumps(meta).encode()})
+    text = json.dumps(meta).encode()
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), b"glassbox": text,
+                                           _TABLE_MAC: _table_seal(table, text, key).encode()})
     pq.write_table(table, path)
 
 
-def open_cohort_table(path: str | Path, *, workers: int = 16) -> Cohort | None:
-    """The cohort :func:`save_cohort_table` wrote, if every image and mask it names still has the size and
-    modification time it had when checked (``os.stat``, in threads); None when the file is missing, unreadable,
-    of another layout, or any file changed (the caller checks the manifest again)."""
+def _outside(paths: pd.Series, roots: Sequence[Path]) -> pd.Series:
+    """Which of ``paths`` (absolute, as the table holds them) lie under none of ``roots``."""
+    inside = pd.Series(False, index=paths.index)
+    text = paths.astype(str)
+    for root in roots:
+        r = os.path.realpath(root).rstrip(os.sep)
+        inside |= text.eq(r) | text.str.startswith(r + os.sep)
+    return ~inside
+
+
+def open_cohort_table(path: str | Path, *, key: str, roots: Sequence[Path] | None = None,
+                      workers: int = 16) -> Cohort | None:
+    """The cohort :func:`save_cohort_table` wrote, if its MAC under ``key`` holds, every image and mask it names lies
+    under one of ``roots`` (when given) and still has the size and modification time it had when checked
+    (``os.stat``, in threads); None when the file is missing, unreadable, of another layout, edited (its MAC
+    fails, logged), points outside the roots (logged) or any file changed (the caller checks the manifest
+    again)."""
     path = Path(path)
     if not path.is_file():
         return None
     try:
         parquet = pq.read_table(path)
-        meta = json.loads(parquet.schema.metadata[b"glassbox"])
+        text = parquet.schema.metadata[b"glassbox"]
+        sealed = parquet.schema.metadata.get(_TABLE_MAC)
+        meta = json.loads(text)
     except Exception:  # noqa: BLE001 - any unreadable table is rebuilt from the manifest
         return None
     if meta.get("format") != TABLE_FORMAT:
         return None
+    if not mac_matches(key, table_mac(parquet, key).encode() + b"\x00" + text, sealed):
+        log.warning("cohort table %s: its keyed MAC does not match its rows and metadata (edited, or written "
+                    "without the operator's key); the cohort is checked again from its manifest", path.name)
+        return None
     table = parquet.to_pandas()
+    if roots is not None:
+        named = pd.concat([table["image"], table.loc[table["mask"].notna(), "mask"]])
+        outside = _outside(named, roots)
+        if outside.any():
+            log.warning("cohort table %s names %d file(s) outside the data roots; the cohort is checked again from "
+                        "its manifest", path.name, int(outside.sum()))
+            return None
     stats = pd.concat([
         table[["image", "_image_size", "_image_mtime"]].set_axis(["path", "size", "mtime"], axis=1),
         table.loc[table["mask"].notna(), ["mask", "_mask_size", "_mask_mtime"]].set_axis(["path", "size", "mtime"],

@@ -128,7 +128,7 @@ def test_a_damaged_prediction_table_is_recomputed(tmp_path, small_cohort, caplog
     ws = Workspace(tmp_path / "ws")
     first = ws.predictions(handle, small_cohort)
     path = ws.prediction_path(handle, small_cohort)
-    first.iloc[:3].to_parquet(path, index=False)  # a table for other cases under this key
+    store._atomic_write(path, lambda tmp: store._write_frame(first.iloc[:3], tmp))  # other cases, MAC intact
     with caplog.at_level("WARNING", logger="glassbox.cache"):
         again = ws.predictions(handle, small_cohort)
     assert "its cases are not the cohort's" in caplog.text

@@ -17,6 +17,7 @@
     glassbox user add NAME --role radiologist|developer|board|admin [--no-password] | list | role NAME --role R
                   | password NAME | disable NAME | enable NAME
     glassbox audit verify | export [--out FILE.csv] [--actor NAME] [--action NAME] [--since DATE]
+    glassbox verify-report FILE.html|FILE.pdf [--workspace DIR]
     glassbox verdicts [--model MODEL] [--out FILE.csv]
     glassbox monitor --model MODEL --reference COHORT --current COHORT [--window acquired_month]
                      [--alert mmd_p=0.01] [--out windows.csv]
@@ -51,13 +52,13 @@ from tqdm import tqdm
 from data_adapters.errors import GlassboxError, InvalidInputError
 from data_adapters.records import ModelHandle
 from data_adapters.records import CLUSTER
-from evaluation.cohort_summary import band_column, band_notes, with_bands
+from evaluation.cohort_summary import band_column, band_notes, board_decision, with_bands
 from evaluation.explanation_quality import in_words, quality_summary
 from evaluation.metrics import METRICS
 from evaluation.multiclass import MULTICLASS_METRICS, confusion_by_group, multiclass_report
 from evaluation.outcomes import uses_top_class, with_outcomes
 from evaluation.referral import error_detection
-from evaluation.subgroups import board_view, labelled_frame, resampling, subgroup_report
+from evaluation.subgroups import labelled_frame, resampling, subgroup_report
 from explainers.device import best_device
 from explainers.concepts import default_target
 from explainers.perturbation import PERTURBATIONS
@@ -67,13 +68,18 @@ from explainers.uncertainty import METHODS as UNCERTAINTY_METHODS
 from data_adapters.demo.synthesis import generate_scale_cohort
 from workspace.demo import TRAINING_SEED, build_demo, ship_weights
 from workspace.access import AUTH_MODES, ROLES, Users, operator
-from workspace.review import Record, spreadsheet_safe
-from workspace.store import Workspace, comparable, default_workspace
+from workspace.review import Record, record_path, spreadsheet_safe
+from workspace.store import Workspace, comparable, default_workspace, write_file
 
-#: exit codes of a release gate (``subgroups --max-gap``): 0 pass, 1 a gap above its limit, 2 bad input or another
-#: error, 3 could not judge (fewer than two groups large enough to compare): never read as a pass
+#: exit codes of a release gate (``subgroups --max-gap``, ``compare --max-regression``): 0 pass (shown within the
+#: limit), 1 fail (shown beyond it), 2 bad input or another error, 3 could not judge (too few cases to test),
+#: 4 not shown (neither shown within nor beyond): only 0 is a pass
 EXIT_FAIL = 1
 EXIT_COULD_NOT_JUDGE = 3
+EXIT_NOT_SHOWN = 4
+#: a gate's :class:`evaluation.inference.Verdict` outcome → exit code, and the word each of its lines starts with
+EXIT_CODES = {"pass": 0, "fail": EXIT_FAIL, "could not judge": EXIT_COULD_NOT_JUDGE, "not shown": EXIT_NOT_SHOWN}
+GATE_LABELS = {"pass": "pass", "fail": "FAIL", "could not judge": "COULD NOT JUDGE", "not shown": "NOT SHOWN"}
 GAP_METRICS = [*METRICS.names(), "equalized_odds_difference", "demographic_parity_difference"]
 
 Progress = Callable[[int, int], None]
@@ -152,6 +158,30 @@ def _positive_int(text: str) -> int:
     return value
 
 
+#: the largest seed every generator Glassbox seeds accepts (numpy's legacy RandomState takes 32 bits)
+MAX_SEED = 2 ** 32 - 1
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value <= MAX_SEED:
+        raise argparse.ArgumentTypeError(f"{value} must be a whole number from 0 to {MAX_SEED}")
+    return value
+
+
+def _attribute_list(text: str) -> str:
+    """``--by a,b``: each attribute once (``site,site`` would group a column against itself)."""
+    names = [b.strip() for b in text.split(",") if b.strip()]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise argparse.ArgumentTypeError(f"{', '.join(map(repr, twice))} named more than once in {text!r}; name each "
+                                         "attribute once")
+    return text
+
+
 def _out_path(text: str | None) -> Path | None:
     """An output file whose folder exists (named in the error otherwise)."""
     if text is None:
@@ -175,10 +205,11 @@ def _params(pairs: list[str]) -> dict[str, str]:
 
 
 def _write_table(frame: pd.DataFrame, out: Path) -> None:
+    """A table to ``--out``, atomically (a full disk is a named error and leaves no partial file)."""
     if out.suffix == ".parquet":
-        frame.to_parquet(out, index=False)
+        write_file(out, frame.to_parquet(index=False))
     else:
-        spreadsheet_safe(frame).to_csv(out, index=False)
+        write_file(out, spreadsheet_safe(frame).to_csv(index=False))
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -408,11 +439,13 @@ def cmd_subgroups(args: argparse.Namespace) -> int:
     frame = _where(labelled_frame(banded, preds, k if k is not None else 0), args.where, attributes)
     for note in by_notes:
         print(f"note: {note}")
+    hide = _board_hide(args, cohort, frame, by) if args.board else None
+    n_cases = len(frame) if hide is None or hide.shows("overall") else f"<{args.board}"
     if k is None:
         report = multiclass_report(frame, by, handle.class_names, n_boot=args.n_boot, min_n=args.min_n,
                                    seed=args.seed)
         print(f"{handle.label}, all {handle.n_classes} classes (each case's top class against its label), "
-              f"{len(frame)} labelled cases, {report.n_boot} resamples ({report.resampling})")
+              f"{n_cases} labelled cases, {report.n_boot} resamples ({report.resampling})")
         shown = ["group", "n", "patients", *MULTICLASS_METRICS.names()]
     else:
         threshold, described = args.threshold, None
@@ -422,11 +455,11 @@ def cmd_subgroups(args: argparse.Namespace) -> int:
         report = subgroup_report(frame, by, class_index=k, threshold=threshold, rule=args.rule or "youden",
                                  n_boot=args.n_boot, min_n=args.min_n, seed=args.seed)
         versus = " versus the rest" if handle.n_classes > 2 else ""
-        print(f"{handle.label}, class {handle.class_names[k]!r}{versus}, {len(frame)} labelled cases, threshold "
+        print(f"{handle.label}, class {handle.class_names[k]!r}{versus}, {n_cases} labelled cases, threshold "
               f"{described or f'{report.threshold:.3f} ({report.threshold_rule})'}, {report.n_boot} resamples "
-              f"({resampling(frame)})")
-        shown = ["group", "n", "patients", "events", "auroc", "sensitivity", "specificity", "ece"]
-    table = board_view(report.table, args.board) if args.board else report.table
+              f"({report.resampling})")
+        shown = ["group", "n", "patients", "events", "auroc", "sensitivity", "specificity", "ece", "ece_chance"]
+    table = hide.table(report.table) if hide else report.table
     with pd.option_context("display.width", 250, "display.max_columns", 20):
         print(_with_intervals(table if args.board else report.table, shown).to_string(index=False))
     if k is None:
@@ -434,34 +467,63 @@ def cmd_subgroups(args: argparse.Namespace) -> int:
             if group == "overall":
                 print("confusion matrix, overall (rows: true class; columns: top class):")
                 print(confusion.to_string())
-    for flag in report.flags():
+    # a board sees only what its table shows: no hidden group named, no count or gap that points at one
+    flags = hide.texts(report.flags()) if hide else report.flags()
+    gaps = hide.rows(report.gaps, ["higher_group", "lower_group"]) if hide else report.gaps
+    for flag in flags:
         print(f"gap: {flag}")
-    for row in report.gaps[report.gaps["note"] != ""].itertuples():
-        print(f"gap note: {row.metric}: {row.note}")
-    print(f"judgement: {report.judgement()}")
+    for row in gaps[gaps["note"] != ""].itertuples():
+        if not hide or not hide.names_hidden(row.note):
+            print(f"gap note: {row.metric}: {row.note}")
+    if hide and len(flags) != len(report.flags()):
+        print(f"judgement: {len(flags)} gap(s) whose interval excludes zero among the groups shown; a gap involving "
+              "a hidden group is not shown in the board view")
+    else:
+        print(f"judgement: {report.judgement()}")
+    if "ece_chance" in report.table and (not hide or hide.shows("overall")):
+        overall = report.table.iloc[0]
+        print(f"calibration: ECE overall {overall['ece']:.3f}; {overall['ece_chance']:.3f} expected by chance for a "
+              f"perfectly calibrated model at n={overall['n']} (column ece_chance, per group)")
     for note in report.table.loc[report.table["notes"] != "", ["group", "notes"]].itertuples():
-        print(f"note: {note.group}: {note.notes}")
+        if not hide or hide.shows(note.group):
+            print(f"note: {note.group}: {note.notes}")
     if out:
         spreadsheet_safe(table).to_csv(out, index=False)
-        spreadsheet_safe(report.gaps).to_csv(out.with_suffix(".gaps.csv"), index=False)
+        if hide:
+            gaps = gaps.assign(note=[n if not hide.names_hidden(n) else "" for n in gaps["note"]])
+        spreadsheet_safe(gaps).to_csv(out.with_suffix(".gaps.csv"), index=False)
         print(f"wrote {out} and {out.with_suffix('.gaps.csv')}")
-    failed, unjudged = 0, 0
-    for metric, limit in gates.items():
-        row = report.gaps.set_index("metric").loc[metric]
-        if row["groups_compared"] < 2 or pd.isna(row["difference_lo"]):
-            print(f"COULD NOT JUDGE: {metric}: {row['groups_compared']} of {row['groups']} group(s) large enough "
-                  f"to compare (needs 2; --min-n {report.min_n})")
-            unjudged += 1
-        elif row["difference_lo"] > limit:
-            print(f"FAIL: {metric} gap {row['difference']:.3f} ({row['higher_group']} vs {row['lower_group']}), "
-                  f"95% interval {row['difference_lo']:.3f} to {row['difference_hi']:.3f} (simultaneous over "
-                  f"{row['pairs']} pair(s)) lies above {limit}")
-            failed += 1
-        else:
-            print(f"pass: {metric} gap interval does not lie above {limit} ({row['groups_compared']} groups compared)")
-    if failed:
-        return EXIT_FAIL
-    return EXIT_COULD_NOT_JUDGE if unjudged else 0
+    if not gates:
+        return 0
+    verdict = report.gate(gates)
+    print(f"gate: {verdict.error_control}")
+    for part in verdict.parts:
+        for reason in part.reasons:
+            if hide and hide.names_hidden(reason):
+                reason = "a gap involving a group hidden in the board view"
+            print(f"{GATE_LABELS[part.outcome]}: {reason}")
+    return EXIT_CODES[verdict.outcome]
+
+
+def _board_hide(args: argparse.Namespace, cohort, frame: pd.DataFrame, by: list[str]):
+    """What ``--board K`` hides of this table: the one decision over every board table of the cohort
+    (:func:`evaluation.cohort_summary.board_decision`), checked against the groups of ``frame``."""
+    decision = board_decision(cohort, args.board)
+    where = {}
+    for clause in args.where:
+        name, _, value = clause.partition("=")
+        if not decision.covers([name]):
+            raise InvalidInputError(f"--where {clause!r}: with --board, cases can be selected only by an attribute "
+                                    f"the board's tables group by ({', '.join(decision.attributes)})")
+        where.setdefault(name, set()).add(value)
+    if any(len(v) > 1 for v in where.values()):
+        raise InvalidInputError("--where: give each attribute once with --board")
+    if not decision.covers(by):
+        raise InvalidInputError(f"--by {','.join(by)}: with --board, group by the board's attributes "
+                                f"({', '.join(decision.attributes)})")
+    keys = frame[by].astype("string").fillna("(missing)").astype(str)
+    sizes = keys.agg(" · ".join, axis=1).value_counts().to_dict() if by else {}
+    return decision.for_table({"overall": len(frame), **sizes}, by, where=where, labelled=True)
 
 
 def _with_intervals(table, columns):
@@ -474,6 +536,8 @@ def _with_intervals(table, columns):
 
 def _interval_text(v, lo, hi) -> str:
     try:
+        if pd.notna(v) and (pd.isna(lo) or pd.isna(hi)):  # a group too small to judge: no interval, never [v, v]
+            return f"{float(v):.3f} [too small to judge]"
         return f"{float(v):.3f} [{float(lo):.3f}, {float(hi):.3f}]" if pd.notna(v) else "n/a"
     except (TypeError, ValueError):  # the board view's suppressed cells ("<10") and blanks
         return str(v) or "n/a"
@@ -633,24 +697,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
         for r in shift.itertuples():
             print(f"  {r.group:>10} {r.version:>12}: {r.mean_shift:+.3f} [{r.lo:+.3f}, {r.hi:+.3f}]"
                   + ("  (excludes 0)" if r.excludes_zero else ""))
-    failed = unjudged = 0
-    for metric in gates:
-        rows = report.verdicts(metric)
-        judged = rows[~rows["small"]]
-        if judged.empty:
-            print(f"COULD NOT JUDGE: {metric}: no group large enough (--min-n {args.min_n})")
-            unjudged += 1
-            continue
-        bad = judged[judged["verdict"].isin(["worse", "not shown", "undefined"])]
-        for r in bad.itertuples():
-            print(f"FAIL: {metric} at {r.group}: {r.candidate:.3f} vs {r.baseline:.3f}; non-inferiority by "
-                  f"{r.margin} not shown (adjusted lower bound of the improvement {r.improvement_lower:+.3f})")
-        failed += len(bad)
-        if bad.empty:
-            print(f"pass: {metric}: not worse by more than {gates[metric]} in any of {len(judged)} group(s)")
-    if failed:
-        return EXIT_FAIL
-    return EXIT_COULD_NOT_JUDGE if unjudged else 0
+    if not gates:
+        return 0
+    from evaluation.version_comparison import noninferiority_gate
+
+    verdict = noninferiority_gate(report, list(gates))
+    print(f"gate: {verdict.error_control}")
+    for part in verdict.parts:
+        for reason in part.reasons:
+            print(f"{GATE_LABELS[part.outcome]}: {reason}")
+    return EXIT_CODES[verdict.outcome]
 
 
 def cmd_trust(args: argparse.Namespace) -> int:
@@ -671,12 +727,22 @@ def cmd_trust(args: argparse.Namespace) -> int:
                                                 seed=args.seed, progress=step("trust checks"))
     summary = quality_summary(checks, sample, seed=args.seed)
     print(f"{handle.label}: {len(sample)} cases sampled across {' × '.join([*strata, 'outcome'])}; "
-          "mean over cases with 95% interval; localisation as a multiple of chance")
+          "mean over cases with 95% interval (the pointing game: hit rate with its Wilson interval, against chance "
+          "and the clinical reference); localisation as a multiple of chance; cases: judged / applicable")
     with pd.option_context("display.width", 250, "display.max_columns", 20):
-        print(summary.assign(mean=[f"{m:.3f} [{lo:.3f}, {hi:.3f}]" for m, lo, hi in
-                                   zip(summary["mean"], summary["lo"], summary["hi"])])
-              [["method", "check", "mean", "chance", "passing", "cases", "band"]]
-              .to_string(index=False, float_format=lambda v: f"{v:.3f}"))
+        print(summary.assign(mean=[f"{m:.3f} [{lo:.3f}, {hi:.3f}]" if np.isfinite(m) else "–" for m, lo, hi in
+                                   zip(summary["mean"], summary["lo"], summary["hi"])],
+                             cases=[f"{c}/{o}" for c, o in zip(summary["cases"], summary["of"])])
+              [["method", "check", "mean", "chance", "reference", "passing", "cases", "band"]]
+              .to_string(index=False, float_format=lambda v: f"{v:.3f}", na_rep="–"))
+    for r in summary.itertuples():  # why a check could not be judged, and what the hit rate was read against
+        if r.band == "could not judge" or r.check == "pointing_game":
+            print(f"  {r.method} {r.check}: {r.band}: {r.reason}")
+    if (summary["check"] == "pointing_game").any():
+        from explainers.trust import TRUST_CHECKS
+
+        point = TRUST_CHECKS.get("pointing_game")
+        print(f"  clinical reference {point.reference:.3f}: {point.reference_source}")
     for line in in_words(summary):
         print(line.replace("**", ""))
     if out:
@@ -734,10 +800,10 @@ def cmd_user(args: argparse.Namespace) -> int:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     """``verify``: exit 0 when the chain is intact, 1 naming the first entry edited, deleted or reordered.
-    ``export``: the log (filtered) as CSV, itself recorded in the log."""
+    ``export``: the log (filtered) as CSV, itself recorded in the log (not in a read-only copy)."""
+    if not record_path(args.workspace).exists():
+        raise InvalidInputError(f"no review record at {record_path(args.workspace)}")
     record = Record(args.workspace)
-    if not record.path.exists():
-        raise InvalidInputError(f"no review record at {record.path}")
     if args.action == "verify":
         check = record.verify()
         print(check.describe())
@@ -745,8 +811,22 @@ def cmd_audit(args: argparse.Namespace) -> int:
     frame = record.audit(actor=args.actor, action=args.filter_action, since=args.since)
     text = spreadsheet_safe(frame).to_csv(index=False)
     _emit(text, args.out, f"{len(frame)} audit entries")
-    record.log_export(operator(), "audit", text, actor=args.actor, action=args.filter_action, since=args.since)
+    if record.read_only:
+        print("the review record is read-only: this export is not itself recorded", file=sys.stderr)
+    else:
+        record.log_export(operator(), "audit", text, actor=args.actor, action=args.filter_action, since=args.since)
     return 0
+
+
+def cmd_verify_report(args: argparse.Namespace) -> int:
+    """Exit 0 when a kept HTML or PDF report is as Glassbox wrote it and the sign-offs it states are in the
+    workspace's audit log; 1 naming what changed (section or page, and line)."""
+    from workspace.report import verify_report
+
+    record = Record(args.workspace) if record_path(args.workspace).exists() else None
+    check = verify_report(args.file, record)
+    print(check.describe())
+    return 0 if check.ok else EXIT_FAIL
 
 
 def cmd_verdicts(args: argparse.Namespace) -> int:
@@ -763,7 +843,7 @@ def _emit(text: str, out: str | None, what: str) -> None:
     """CSV text to ``--out`` (saying what was written), else to standard output."""
     path = _out_path(out)
     if path:
-        path.write_text(text)
+        write_file(path, text)
         print(f"wrote {what} to {path}")
     else:
         print(text, end="")
@@ -812,7 +892,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         from workspace.report import model_card
 
         path = _out_path(args.model_card)
-        path.write_text(json.dumps(model_card(data), indent=2))
+        write_file(path, json.dumps(model_card(data), indent=2))
         print(f"wrote the model card to {path}")
     print(f"report {digest}")
     signed = record.signoffs(digest)
@@ -883,7 +963,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--force", action="store_true", help="rebuild everything")
     s.add_argument("--retrain", action="store_true", help="train the demo models here instead of using the "
                                                           "shipped weights (the same checks run)")
-    s.add_argument("--seed", type=int, default=TRAINING_SEED, help="training seed with --retrain")
+    s.add_argument("--seed", type=_seed, default=TRAINING_SEED, help="training seed with --retrain")
     s.add_argument("--ship", action="store_true", help="maintainers: after --retrain, replace the shipped weights")
     s.add_argument("--scale", type=int, metavar="N", help="also write cohort scale_N: N rows (for the scale "
                    "benchmarks) made from the demo generator, sharing --distinct image files")
@@ -933,7 +1013,8 @@ def parser() -> argparse.ArgumentParser:
     s = add("subgroups", cmd_subgroups, "subgroup performance with 95% bootstrap intervals and between-group gaps")
     s.add_argument("--model", required=True)
     s.add_argument("--cohort", required=True)
-    s.add_argument("--by", required=True, help="attribute(s), comma-separated for intersections, e.g. sex,site; a "
+    s.add_argument("--by", type=_attribute_list,
+                   required=True, help="attribute(s), comma-separated for intersections, e.g. sex,site; a "
                                                "numeric one (age) is grouped in stated bands")
     s.add_argument("--target", help="one class versus the rest, by index or name (default: a multi-class model's "
                                     "top class against the label; binary: the positive class)")
@@ -943,21 +1024,24 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--rule", help="re-choose the threshold on the cases given: youden | sensitivity=0.9 | "
                                   "specificity=0.9")
     s.add_argument("--where", action="append", default=[], metavar="ATTR=VALUE", help="keep only these cases")
-    s.add_argument("--n-boot", type=_positive_int, default=1000)
+    s.add_argument("--n-boot", type=_positive_int, default=2000, help="resamples (default 2000; the gate states "
+                   "the Monte Carlo interval of its bound)")
     s.add_argument("--min-n", type=_positive_int, default=30, help="groups smaller than this are flagged, not compared")
     s.add_argument("--board", type=_positive_int, metavar="K",
                    help="write the ethics-board view: groups under K suppressed")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--max-gap", action="append", default=[], metavar="METRIC=VALUE",
-                   help="release gate: exit 1 when the gap's simultaneous 95%% interval lies above VALUE, 3 when "
-                        "fewer than two groups could be compared (could not judge), 0 when it passes")
+                   help="release gate, passing only a gap SHOWN within VALUE: exit 0 when every pair's simultaneous "
+                        "95%% upper bound (family-wise over every metric × pair) is at most VALUE; 1 when a pair's "
+                        "lower bound lies above VALUE (shown to exceed); 4 when neither is shown (not shown within "
+                        "the limit); 3 when fewer than two groups could be compared (could not judge)")
     s.add_argument("--out")
     s = add("uncertainty", cmd_uncertainty, "write per-case uncertainty (mean, spread, entropy, mutual information)")
     s.add_argument("--model", required=True, action="append", help="repeat for an ensemble")
     s.add_argument("--cohort", required=True)
     s.add_argument("--method", required=True, choices=list(UNCERTAINTY_METHODS))
     s.add_argument("--samples", type=_positive_int, help="draws per case (default 16 for mc_dropout, 8 for tta)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--out")
     s = add("tcav", cmd_tcav, "concept attributions (TCAV) with significance against random concepts")
     s.add_argument("--model", required=True)
@@ -970,7 +1054,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--random", type=_positive_int, default=16,
                    help="random concepts for the significance test (with 8, the random-vs-random spread hides real "
                         "effects)")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--out")
     s = add("compare", cmd_compare, "compare a candidate model version with a baseline on one cohort: paired "
                                     "deltas with non-inferiority verdicts per group, flipped cases, a region test; "
@@ -978,17 +1062,20 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--baseline", required=True)
     s.add_argument("--candidate", required=True)
     s.add_argument("--cohort", required=True)
-    s.add_argument("--by", help="attribute(s) to compare within, comma-separated (numeric ones in bands)")
+    s.add_argument("--by", type=_attribute_list,
+                   help="attribute(s) to compare within, comma-separated (numeric ones in bands)")
     s.add_argument("--where", action="append", default=[], metavar="ATTR=VALUE",
                    help="keep only these cases (default: split=test where the cohort has one)")
     s.add_argument("--target", help="one class versus the rest (default: top class for multi-class models)")
     s.add_argument("--max-regression", metavar="METRIC=MARGIN[,...]",
-                   help="release gate: exit 1 unless, in every group large enough to judge, the candidate is shown "
-                        "not worse than the baseline by more than MARGIN (adjusted one-sided 97.5%% bound); 3 when "
-                        "no group could be judged")
-    s.add_argument("--n-boot", type=_positive_int, default=1000)
+                   help="release gate, passing only what is SHOWN not worse: exit 0 when, in every group large "
+                        "enough to judge, the candidate is shown not worse than the baseline by more than MARGIN "
+                        "(one-sided 97.5%% bound, Bonferroni over the groups); 1 when some group is shown worse; 4 "
+                        "when some group is neither (not shown); 3 when no group could be judged")
+    s.add_argument("--n-boot", type=_positive_int, default=4000, help="paired resamples (default 4000: the "
+                   "adjusted bound is a far-tail quantile; the gate states its Monte Carlo interval)")
     s.add_argument("--min-n", type=_positive_int, default=30)
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--out", help="the delta table (CSV), every row with its provenance")
     s.add_argument("--flips", help="the per-case changes (CSV): fixed, broken, still wrong, both right")
     s.add_argument("--region", help="region test: x0,y0,x1,y1 in pixels, or a name (demo-marker)")
@@ -1001,8 +1088,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--methods", default="saliency,integrated_gradients,grad_cam,occlusion",
                    help="comma-separated saliency methods")
     s.add_argument("--cases", type=_positive_int, default=24, help="cases sampled (stratified by --by and outcome)")
-    s.add_argument("--by", help="attribute(s) to stratify the sample by, e.g. site")
-    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--by", type=_attribute_list, help="attribute(s) to stratify the sample by, e.g. site")
+    s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--out", help="per-case results (CSV or Parquet)")
     s = add("serve", cmd_serve, "start the dashboard on this machine; what it may open and trust is set here, "
                                 "never in the browser", workspace=False)
@@ -1043,7 +1130,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--model", required=True)
     s.add_argument("--cohort", required=True)
     s.add_argument("--compare", metavar="BASELINE", help="add the comparison with this earlier version")
-    s.add_argument("--by", help="attribute(s) to report by, comma-separated")
+    s.add_argument("--by", type=_attribute_list, help="attribute(s) to report by, comma-separated")
     s.add_argument("--k", type=_positive_int, default=10, help="hide every group under K cases (default 10)")
     s.add_argument("--trust", default="saliency,grad_cam", help="methods whose maps are checked ('' to skip)")
     s.add_argument("--trust-cases", type=_positive_int, default=16)
@@ -1055,6 +1142,10 @@ def parser() -> argparse.ArgumentParser:
                                                              "schema v0.0.2)")
     s.add_argument("--expect", metavar="HASH", help="exit 1 unless the report made now is this one (a signed report "
                                                     "still describes this model and cohort)")
+    s = add("verify-report", cmd_verify_report, "check a kept board report (HTML or PDF) against its seal and the "
+                                                "audit log: exit 0 when intact, 1 naming the section or page and "
+                                                "line that changed")
+    s.add_argument("file", help="report.html or report.pdf as kept")
     s = add("verdicts", cmd_verdicts, "export the reviewers' verdicts (every row, with model and cohort hashes, "
                                       "reader, role and time)")
     s.add_argument("--model", help="only verdicts on this model version")

@@ -154,18 +154,70 @@ def ship_weights(root: str | Path) -> Path:
     return SHIPPED
 
 
+#: weight hashes already computed, by (file, modification time, size): Home asks on every run
+_HASHED: dict[tuple[str, int, int], str] = {}
+
+
+def _weights_hash(path: Path) -> str | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    stamp = (str(path), st.st_mtime_ns, st.st_size)
+    if stamp not in _HASHED:
+        _HASHED[stamp] = _sha256(path)
+    return _HASHED[stamp]
+
+
+def stale_weights(root: str | Path, facts: dict) -> list[str]:
+    """Why ``demo.json``'s measurements no longer describe the models in the workspace: per version whose
+    ``weights.pt`` is missing or whose SHA-256 is not the one the checks were measured on (empty when they still
+    do)."""
+    out = []
+    for version, entry in (facts.get("weights") or {}).items():
+        current = _weights_hash(Path(root) / "models" / version / "weights.pt")
+        if current is None:
+            out.append(f"model {version}'s weights are missing")
+        elif current != entry.get("sha256"):
+            out.append(f"model {version}'s weights changed since the checks were measured (SHA-256 now "
+                       f"{current[:12]}, measured on {str(entry.get('sha256'))[:12]})")
+    return out
+
+
+def _read_facts(stamp: Path) -> dict | None:
+    try:
+        facts = json.loads(stamp.read_text())
+    except (OSError, ValueError):
+        return None
+    return facts if isinstance(facts, dict) else None
+
+
 def demo_is_built(root: Path) -> bool:
+    """Whether ``root`` holds a demo of this version whose checks passed on the weights it now holds."""
     stamp = root / "demo.json"
     if not stamp.is_file():
         return False
-    facts = json.loads(stamp.read_text())
-    return facts.get("version") == DEMO_VERSION and facts.get("checks_passed", False)
+    facts = _read_facts(stamp)
+    return bool(facts) and facts.get("version") == DEMO_VERSION and facts.get("checks_passed", False) \
+        and not stale_weights(root, facts)
 
 
 def demo_facts(root: str | Path) -> dict | None:
-    """What ``demo.json`` records of a demo workspace (the checks with their measured values), or None."""
+    """What ``demo.json`` records of a demo workspace (the checks with their measured values), or None. When the
+    models' weights are no longer those the checks were measured on, the facts are marked stale: ``stale`` names
+    why, ``checks_passed`` is False and no check is said to hold (each sentence says it was measured on other
+    weights)."""
     stamp = Path(root) / "demo.json"
-    return json.loads(stamp.read_text()) if stamp.is_file() else None
+    facts = _read_facts(stamp) if stamp.is_file() else None
+    if not facts:
+        return None
+    stale = stale_weights(root, facts)
+    if stale:
+        facts = {**facts, "stale": stale, "checks_passed": False,
+                 "checks": [{**c, "holds": False, "stale": True,
+                             "sentence": f"{c.get('sentence', '')} [STALE: measured on other weights; run "
+                                         "`glassbox demo` to measure again]"} for c in facts.get("checks", [])]}
+    return facts
 
 
 def build_demo(root: str | Path, *, force: bool = False, retrain: bool = False, seed: int = TRAINING_SEED,
@@ -175,6 +227,10 @@ def build_demo(root: str | Path, *, force: bool = False, retrain: bool = False, 
     root = Path(root)
     step = step or (lambda _name: None)
     deployment = root / "cohorts" / COHORT_DEPLOYMENT / "manifest.csv"
+    facts = _read_facts(root / "demo.json") if (root / "demo.json").is_file() else None
+    if facts and stale_weights(root, facts):
+        log("the demo's recorded facts are stale (" + "; ".join(stale_weights(root, facts)) + "): rebuilding it and "
+            "measuring again")
     if demo_is_built(root) and not (force or retrain):
         if not deployment.is_file():  # added after this workspace was built: written alone, nothing else rebuilt
             generate_deployment_cohort(deployment.parent, progress=step("generating the deployment year"))

@@ -7,14 +7,28 @@ the SHA-256 of its evidence (every figure and table it states, the model, cohort
 answers; not the time it was rendered or who rendered it): a board member signs that hash
 (:meth:`workspace.review.Record.sign_off`); a changed model, cohort or answer makes a new report, and the old
 signature does not carry over.
+
+A kept file is verifiable on its own (``glassbox verify-report FILE``): every HTML report carries a **seal** (a
+``<meta name="glassbox-seal">`` element) holding the report's content hash, the SHA-256 of the document without the
+seal, a short hash of every line (so a change is named by its section and line), the sign-offs it states with the
+number and hash of the audit entry that recorded each, and a MAC over all of it under a key derived from the
+operator's secret. A PDF carries the same in a comment before its final ``startxref`` (every PDF reader skips it):
+the SHA-256 of the bytes before it and a hash of every line of text per page (read back with poppler's
+``pdftotext`` where it is installed, so that an edited PDF is named by page and line).
 """
 from __future__ import annotations
 
 import base64
 import dataclasses
 import datetime as dt
+import hashlib
+import html as html_lib
 import importlib.metadata as md
 import json
+import re
+import shutil
+import subprocess
+import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -23,11 +37,11 @@ import pandas as pd
 import torch
 
 from data_adapters.errors import InvalidInputError
-from data_adapters.hashing import json_hash
+from data_adapters.hashing import json_hash, mac, mac_matches
 from data_adapters.preprocessing import on_model_grid
 from data_adapters.readers import read_image
 from data_adapters.records import Cohort, ModelHandle
-from evaluation.cohort_summary import group_counts, with_bands
+from evaluation.cohort_summary import board_decision, group_counts, with_bands
 from evaluation.explanation_quality import in_words as trust_in_words
 from evaluation.explanation_quality import quality_summary
 from evaluation.figures import forest_plot
@@ -35,17 +49,17 @@ from evaluation.multiclass import multiclass_report
 from evaluation.outcomes import with_outcomes
 from evaluation.reader_agreement import model_vs_reader, pairs_in_words
 from evaluation.subgroups import labelled_frame, subgroup_report
-from evaluation.suppression import suppression
+from evaluation.suppression import rejections_by_reason, suppression
 from evaluation.version_comparison import FLIP_KINDS
 from explainers.figures import case_views, display_image
 from explainers.saliency import SALIENCY_METHODS
-from workspace.access import Identity
+from workspace.access import Identity, board_k
 from workspace.demo import demo_facts
 from workspace.review import Record
-from workspace.store import Workspace
+from workspace.store import Workspace, integrity_key, write_file
 
 __all__ = ["CHECKLIST", "ReportData", "gather", "render_html", "write_report", "is_generated", "model_card",
-           "pdf_bytes"]
+           "pdf_bytes", "verify_report", "ReportCheck"]
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 CHECKLIST = json.loads((ASSETS / "lifecycle_checklist.json").read_text())
@@ -136,9 +150,11 @@ def gather(ws: Workspace, handle: ModelHandle, cohort: Cohort, *, baseline: Mode
     # -- cohort: who is represented, what was rejected -------------------------------------------------------------
     say("cohort")
     groups = []
+    # one suppression decision over every table of the report and of the board's pages (margins, intersections)
+    decision = board_decision(cohort, k, floor=board_k() if author.is_board else None)
     for attr in by:
         counts = group_counts(cohort, attr, handle.class_names)
-        hide = suppression(dict(zip(counts[attr].astype(str), counts["n"])), k)
+        hide = decision.for_table(dict(zip(counts[attr].astype(str), counts["n"])), attr)
         rows = []
         for r in counts.itertuples(index=False):
             name = str(getattr(r, attr))
@@ -147,7 +163,8 @@ def gather(ws: Workspace, handle: ModelHandle, cohort: Cohort, *, baseline: Mode
                          "share": round(r.n / len(cohort), 3) if hide.shows(name) else f"<{k}",
                          "reference": expected if expected is not None else ""})
         groups.append({"attribute": attr, "rows": rows, "note": hide.note})
-    evidence["cohort"] = {"groups": groups, "rejected": _records(report.grouped(), ["rows", "field", "reason"])}
+    # rejected rows by reason only: never a case id, row number, path or value
+    evidence["cohort"] = {"groups": groups, "rejected": _records(rejections_by_reason(report.rejections))}
 
     # -- performance ---------------------------------------------------------------------------------------------
     say("performance")
@@ -165,7 +182,8 @@ def gather(ws: Workspace, handle: ModelHandle, cohort: Cohort, *, baseline: Mode
             labelled = labelled_frame(selected, preds, positive)
             sub = subgroup_report(labelled, by, class_index=positive, threshold=point.threshold)
             metric = "auroc"
-        hide = suppression(dict(zip(sub.table["group"], sub.table["n"])), k)
+        hide = decision.for_table(dict(zip(sub.table["group"], sub.table["n"])), by,
+                                  where={"split": [split]} if split else None, labelled=True)
         table = hide.table(_with_intervals(sub.table, ["auroc", "sensitivity", "specificity", "accuracy",
                                                        "balanced_accuracy", "ece"]))
         gaps = hide.rows(sub.gaps, ["higher_group", "lower_group"])
@@ -207,7 +225,8 @@ def gather(ws: Workspace, handle: ModelHandle, cohort: Cohort, *, baseline: Mode
                                                                           "band"]),
                             words=[w.replace("**", "") for w in trust_in_words(summary)])
     facts = demo_facts(ws.root) if synthetic else None
-    explanations["concepts"] = [c["sentence"] + (" (holds)" if c["holds"] else " (does not hold)")
+    explanations["concepts"] = [c["sentence"] + ("" if c.get("stale") else " (holds)" if c["holds"] else
+                                                 " (does not hold)")
                                 for c in (facts or {}).get("checks", []) if "TCAV" in c["sentence"]
                                 and handle.version in c["sentence"]]
     examples = []
@@ -390,34 +409,292 @@ def _evidence(question: str, e: dict) -> str:
     return "Not produced by Glassbox: the board's own answer is needed."
 
 
+def _signatures(record: Record | None, report_hash: str) -> list[dict]:
+    """The sign-offs of ``report_hash`` with the number and hash of the audit entry that recorded each."""
+    if record is None:
+        return []
+    log = record.audit(action="sign_off")
+    out = []
+    for row in log.itertuples():
+        if json.loads(row.objects).get("report") == report_hash:
+            out.append({"actor": row.actor, "role": row.role, "at": row.at, "seq": int(row.seq), "entry": row.hash})
+    return out
+
+
 def render_html(data: ReportData, record: Record | None = None) -> str:
-    """The report as one HTML document (the PDF is this page printed by WeasyPrint)."""
+    """The report as one HTML document (the PDF is this page printed by WeasyPrint), sealed (see the module)."""
     from jinja2 import Environment, FileSystemLoader, select_autoescape
 
     env = Environment(loader=FileSystemLoader(ASSETS), autoescape=select_autoescape(["html", "j2"]))
-    signoffs = record.signoffs(data.content_hash) if record is not None else pd.DataFrame()
-    return env.get_template("report.html.j2").render(
+    signatures = _signatures(record, data.content_hash)
+    html = env.get_template("report.html.j2").render(
         e=data.evidence, figures=data.figures, content_hash=data.content_hash, generated_at=data.generated_at,
-        generated_by=data.generated_by, signoffs=signoffs.to_dict("records"), source=CHECKLIST["source"])
+        generated_by=data.generated_by, signoffs=signatures, source=CHECKLIST["source"])
+    return _seal_html(html, data.content_hash, signatures)
+
+
+# -- seals: a kept report checked against what it was when Glassbox wrote it --------------------------------------
+SEAL_FORMAT = "glassbox-report-seal-1"
+_SEAL_META = re.compile(r'^<meta name="glassbox-seal" content="([A-Za-z0-9+/=]*)">\n', re.M)
+_PDF_SEAL = re.compile(rb"\n%GLASSBOX-SEAL ([A-Za-z0-9+/=]+)\nstartxref\n(\d+)\n%%EOF\n?$")
+_SECTION = re.compile(r'<h2 id="([\w-]+)"')
+_TAGS = re.compile(r"<[^>]*>")
+
+
+def _seal_key() -> str:
+    return integrity_key("report-seal")
+
+
+def _sign(seal: dict) -> dict:
+    body = json.dumps(seal, sort_keys=True, separators=(",", ":")).encode()
+    return {**seal, "mac": mac(_seal_key(), body)}
+
+
+def _seal_holds(seal: dict) -> bool:
+    body = json.dumps({k: v for k, v in seal.items() if k != "mac"}, sort_keys=True, separators=(",", ":")).encode()
+    return mac_matches(_seal_key(), body, seal.get("mac"))
+
+
+def _line_hash(line: str) -> str:
+    return hashlib.sha256(line.encode()).hexdigest()[:16]
+
+
+def _html_sections(lines: Sequence[str]) -> list[str]:
+    """The report section each line belongs to (the ``<h2 id>`` above it; ``heading`` before the first)."""
+    current, out = "heading", []
+    for line in lines:
+        found = _SECTION.search(line)
+        if found:
+            current = found.group(1)
+        out.append(current)
+    return out
+
+
+def _seal_html(html: str, report_hash: str, signatures: list[dict]) -> str:
+    lines = html.split("\n")
+    seal = _sign({"format": SEAL_FORMAT, "kind": "html", "report": report_hash,
+                  "document": hashlib.sha256(html.encode()).hexdigest(), "lines": [_line_hash(x) for x in lines],
+                  "signatures": signatures})
+    token = base64.b64encode(json.dumps(seal, separators=(",", ":")).encode()).decode()
+    head = html.find("<head>")
+    if head < 0:
+        raise InvalidInputError("the report template has no <head> to hold its seal")
+    at = html.index("\n", head) + 1
+    return html[:at] + f'<meta name="glassbox-seal" content="{token}">\n' + html[at:]
+
+
+def _html_seal(text: str) -> tuple[dict | None, str]:
+    """The seal of an HTML report and the document without it; (None, text) when there is none."""
+    found = list(_SEAL_META.finditer(text))
+    if len(found) != 1:
+        return None, text
+    m = found[0]
+    try:
+        seal = json.loads(base64.b64decode(m.group(1)))
+    except ValueError:
+        return None, text
+    return (seal if isinstance(seal, dict) else None), text[:m.start()] + text[m.end():]
+
+
+def _pdf_text_pages(pdf: bytes) -> list[list[str]] | None:
+    """The PDF's text per page, lines stripped and empty ones dropped (poppler's ``pdftotext``); None without it."""
+    tool = shutil.which("pdftotext")
+    if tool is None:
+        return None
+    with tempfile.NamedTemporaryFile(suffix=".pdf") as f:
+        f.write(pdf)
+        f.flush()
+        try:
+            done = subprocess.run([tool, "-enc", "UTF-8", f.name, "-"], capture_output=True, timeout=120, check=False)
+        except (OSError, subprocess.TimeoutExpired):
+            return None
+    if done.returncode != 0:
+        return None
+    pages = done.stdout.decode("utf-8", "replace").split("\f")
+    if pages and not pages[-1].strip():
+        pages = pages[:-1]
+    return [[ln.strip() for ln in page.splitlines() if ln.strip()] for page in pages]
 
 
 def pdf_bytes(html: str) -> bytes:
-    """The report's HTML printed to PDF by WeasyPrint (A4, page numbers and headers from the template's @page)."""
+    """The report's HTML printed to PDF by WeasyPrint (A4, page numbers and headers from the template's @page),
+    sealed when the HTML is (the report hash and sign-offs of its seal, the SHA-256 of the PDF, its text lines)."""
     from weasyprint import HTML
 
-    return HTML(string=html, base_url=str(ASSETS)).write_pdf()
+    pdf = HTML(string=html, base_url=str(ASSETS)).write_pdf()
+    seal, _ = _html_seal(html)
+    if seal is None:
+        return pdf
+    tail = re.search(rb"startxref\s+(\d+)\s+%%EOF\s*$", pdf)
+    if tail is None:
+        return pdf
+    pages = _pdf_text_pages(pdf)
+    pdf_seal = _sign({"format": SEAL_FORMAT, "kind": "pdf", "report": seal.get("report"),
+                      "document": hashlib.sha256(pdf).hexdigest(), "html": seal.get("document"),
+                      "pages": [[_line_hash(x) for x in page] for page in pages] if pages is not None else None,
+                      "signatures": seal.get("signatures", [])})
+    token = base64.b64encode(json.dumps(pdf_seal, separators=(",", ":")).encode())
+    return pdf + b"\n%GLASSBOX-SEAL " + token + b"\nstartxref\n" + tail.group(1) + b"\n%%EOF\n"
 
 
 def write_report(data: ReportData, out: Path, record: Record | None = None) -> Path:
-    """``out`` as ``.html`` or ``.pdf`` (the same template)."""
+    """``out`` as ``.html`` or ``.pdf`` (the same template), written atomically (a full disk leaves no partial
+    file and an earlier report intact, with a named error)."""
     html = render_html(data, record)
     if out.suffix.lower() == ".pdf":
-        out.write_bytes(pdf_bytes(html))
+        write_file(out, pdf_bytes(html))
     elif out.suffix.lower() in (".html", ".htm"):
-        out.write_text(html)
+        write_file(out, html)
     else:
         raise InvalidInputError(f"--out {out}: give a .pdf or .html file")
     return out
+
+
+@dataclasses.dataclass(frozen=True)
+class ReportCheck:
+    """What :func:`verify_report` found: ``ok`` (the file is as Glassbox wrote it and its sign-offs are on record),
+    the report hash it states, what changed (section or page and line, in words), the sign-offs and notes."""
+
+    ok: bool
+    kind: str
+    report: str = ""
+    changes: tuple[str, ...] = ()
+    signatures: tuple[str, ...] = ()
+    notes: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        lines = []
+        if self.ok:
+            lines.append(f"report file intact: {self.kind.upper()} of report {self.report[:16]}, as Glassbox wrote "
+                         "it (its seal's MAC holds under this operator's key)")
+        else:
+            lines.append(f"report file NOT intact ({self.kind.upper()}" + (f" of report {self.report[:16]}"
+                                                                          if self.report else "") + "):")
+        lines += [f"  changed: {c}" for c in self.changes]
+        lines += [f"  {s}" for s in self.signatures]
+        lines += [f"  note: {n}" for n in self.notes]
+        return "\n".join(lines)
+
+
+def _shown(text: str, limit: int = 90) -> str:
+    plain = html_lib.unescape(_TAGS.sub(" ", text))
+    plain = " ".join(plain.split())
+    return (plain[:limit] + "…") if len(plain) > limit else plain
+
+
+def _changed_lines(old: Sequence[str], new: Sequence[str], where: Callable[[int], str], text: Callable[[int], str],
+                   limit: int = 12) -> list[str]:
+    """Lines of the file (by their hashes ``new``) that differ from those sealed (``old``), in words."""
+    import difflib
+
+    out = []
+    for tag, a0, a1, b0, b1 in difflib.SequenceMatcher(a=list(old), b=list(new), autojunk=False).get_opcodes():
+        if tag == "equal":
+            continue
+        if tag == "delete":
+            out.append(f"{where(b0) if b0 < len(new) else where(len(new) - 1)}: {a1 - a0} line(s) removed")
+        else:
+            for b in range(b0, b1):
+                out.append(f"{where(b)}: {'added' if tag == 'insert' else 'edited'}: \"{text(b)}\"")
+        if len(out) >= limit:
+            out.append("… and more")
+            break
+    return out[:limit + 1]
+
+
+def _check_signatures(seal: dict, record: Record | None) -> tuple[list[str], list[str], bool]:
+    """The sign-offs the seal states, each checked against the audit log when there is one: (lines, notes, ok)."""
+    stated, notes, ok = [], [], True
+    sigs = seal.get("signatures") or []
+    if record is None:
+        return ([f"states: signed by {s['actor']} ({s['role']}) at {s['at']} (audit entry {s['seq']}; no record "
+                 "given to check it against)" for s in sigs], notes, True)
+    check = record.verify()
+    if not check.ok:
+        notes.append(check.describe())
+        ok = False
+    log = record.audit(action="sign_off").set_index("seq")
+    for s in sigs:
+        entry = log.loc[s["seq"]] if s["seq"] in log.index else None
+        holds = (entry is not None and entry["hash"] == s["entry"] and entry["actor"] == s["actor"]
+                 and json.loads(entry["objects"]).get("report") == seal.get("report"))
+        stated.append(f"signed by {s['actor']} ({s['role']}) at {s['at']}: "
+                      + (f"audit entry {s['seq']} holds it" if holds else
+                         f"NOT on record (audit entry {s['seq']} is not that sign-off)"))
+        ok = ok and holds
+    later = [r for r in _signatures(record, str(seal.get("report", ""))) if r["seq"] not in {s["seq"] for s in sigs}]
+    notes += [f"also signed by {r['actor']} ({r['role']}) at {r['at']}, after this file was made" for r in later]
+    return stated, notes, ok
+
+
+def verify_report(path: str | Path, record: Record | None = None) -> ReportCheck:
+    """Check a kept HTML or PDF report against its seal (see the module); with ``record``, check the sign-offs it
+    states against the audit log too. Raises :class:`InvalidInputError` for a file that cannot be read."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        raise InvalidInputError(f"{path}: cannot be read ({e.strerror or e})") from e
+    kind = "pdf" if raw.startswith(b"%PDF") else "html"
+    if kind == "pdf":
+        return _verify_pdf(raw, record)
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise InvalidInputError(f"{path}: neither a PDF nor UTF-8 HTML (byte {e.start})") from e
+    seal, body = _html_seal(text)
+    if seal is None or seal.get("format") != SEAL_FORMAT:
+        return ReportCheck(False, kind, changes=("the file carries no Glassbox seal (not a Glassbox report, made "
+                                                 "before reports were sealed, or its seal was removed)",))
+    if not _seal_holds(seal):
+        return ReportCheck(False, kind, str(seal.get("report", "")), changes=(
+            "the seal's MAC does not hold: the seal was edited, or the report was made under another operator's "
+            "secret (check it where it was made)",))
+    lines = body.split("\n")
+    changes: list[str] = []
+    if hashlib.sha256(body.encode()).hexdigest() != seal["document"]:
+        sections = _html_sections(lines)
+        changes = _changed_lines(seal["lines"], [_line_hash(x) for x in lines],
+                                 lambda i: f"line {i + 1} (section {sections[i]})", lambda i: _shown(lines[i])) or [
+            "the document's bytes differ from those sealed (line endings or encoding)"]
+    stated, notes, signed_ok = _check_signatures(seal, record)
+    return ReportCheck(not changes and signed_ok, kind, seal["report"], tuple(changes), tuple(stated), tuple(notes))
+
+
+def _verify_pdf(raw: bytes, record: Record | None) -> ReportCheck:
+    found = _PDF_SEAL.search(raw)
+    if found is None:
+        return ReportCheck(False, "pdf", changes=("the file carries no Glassbox seal (not a Glassbox report, made "
+                                                  "before reports were sealed, or rewritten by another program)",))
+    try:
+        seal = json.loads(base64.b64decode(found.group(1)))
+    except ValueError:
+        seal = None
+    if not isinstance(seal, dict) or seal.get("format") != SEAL_FORMAT or not _seal_holds(seal):
+        return ReportCheck(False, "pdf", changes=(
+            "the seal's MAC does not hold: the seal was edited, or the report was made under another operator's "
+            "secret (check it where it was made)",))
+    pdf = raw[:found.start()]
+    changes: list[str] = []
+    notes: list[str] = []
+    tail = re.search(rb"startxref\s+(\d+)\s+%%EOF\s*$", pdf)
+    if hashlib.sha256(pdf).hexdigest() != seal["document"] or tail is None or tail.group(1) != found.group(2):
+        pages = _pdf_text_pages(pdf)
+        if pages is None or seal.get("pages") is None:
+            changes.append("the PDF's bytes differ from those sealed" + (
+                " (install poppler-utils' pdftotext to name the page and line)" if pages is None else ""))
+        else:
+            old = [(p, h) for p, page in enumerate(seal["pages"], 1) for h in page]
+            new = [(p, ln) for p, page in enumerate(pages, 1) for ln in page]
+            changes = _changed_lines([h for _, h in old], [_line_hash(ln) for _, ln in new],
+                                     lambda i: f"page {new[i][0]}", lambda i: _shown(new[i][1]))
+            if not changes:
+                changes = ["the PDF's bytes differ from those sealed, though its text reads the same (images, "
+                           "fonts or metadata were changed)"]
+    stated, more, signed_ok = _check_signatures(seal, record)
+    notes += more
+    return ReportCheck(not changes and signed_ok, "pdf", str(seal.get("report", "")), tuple(changes), tuple(stated),
+                       tuple(notes))
 
 
 #: the published schema the model card export follows (Mitchell et al., "Model Cards for Model Reporting", FAT* 2019)

@@ -2,7 +2,7 @@
 
 One SQLite database per workspace (``<root>/review.sqlite``; ``$GLASSBOX_RECORD_DIR`` puts it elsewhere, e.g. on a
 backed-up volume), in WAL mode with ``synchronous=FULL``, so that a verdict the page confirmed survives a killed
-server or a power cut. Two tables, both append-only:
+server or a power cut. Three tables, all append-only:
 
 - ``verdicts``: per case and model version, a reader's verdict (agree / disagree / unsure with the model), whether
   the explanation was useful or misleading, an optional corrected label, a note and a flag for the ethics board.
@@ -10,9 +10,16 @@ server or a power cut. Two tables, both append-only:
 - ``audit``: every consequential action (sign-in, model and cohort opened, verdicts, exports, user and settings
   changes, sign-offs) with identity, role, UTC time and object hashes. Each entry carries the SHA-256 of the
   previous one (a hash chain), so :meth:`Record.verify` finds the first entry that was edited, deleted or
-  reordered. A head file beside the database (``<db>.head``, updated after each commit) holds the newest entry's
-  number and hash, so a cut-off tail is found too, unless the head file was rewritten with it: keep the head printed
-  by ``glassbox audit verify`` somewhere else to rule that out.
+  reordered. A head file (updated after each commit) holds the newest entry's number and hash, so a cut-off tail is
+  found too. It is kept where the operator says: ``$GLASSBOX_AUDIT_HEAD`` (a folder, e.g. on another volume; the
+  file is named after the database and a hash of its path), else beside the database (``<db>.head``). A log with entries whose head file
+  is missing or unreadable does not verify: "intact" is said only when the tail is known to be whole.
+- ``checklist``: the board's answers to the lifecycle questions (stated in the report, inside the hash a board
+  member signs); each row's content hash is in its audit entry, so an updated, inserted or deleted answer is named
+  by :meth:`Record.verify` just as a verdict is.
+
+A read-only copy of a workspace (an auditor's) opens read-only: everything that only reads works, a write is a
+:class:`RecordError`. A file that is not an SQLite database where the record should be is named, never a traceback.
 
 A verdict and its audit entry are written in one transaction: both or neither. The log never holds a patient
 identifier: cases appear as keyed hashes (HMAC under the operator's secret), models and cohorts by content hash.
@@ -25,6 +32,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,6 +41,7 @@ import pandas as pd
 
 from data_adapters.errors import InvalidInputError, RecordError
 from data_adapters.hashing import salted
+from data_adapters.identifiers import check_note
 from workspace.access import Identity
 
 __all__ = ["AGREEMENT", "EXPLANATION", "Verdict", "Record", "AuditCheck", "record_path", "case_key",
@@ -88,15 +97,28 @@ CREATE TABLE IF NOT EXISTS audit (
 
 
 _FORMULA = ("=", "+", "-", "@", "\t", "\r")
+#: a signed plain number (``-0042``, ``+1.5``, ``-3e-4``, ``-12%``): text a spreadsheet reads as a number, never runs
+_PLAIN_NUMBER = re.compile(r"[+-](?:\d+(?:[.,]\d*)?|[.,]\d+)(?:[eE][+-]?\d+)?%?")
+
+
+def _formula(v: object) -> bool:
+    """Whether a cell would run as a formula: it starts with ``=`` or ``@``, with tab or CR, or with ``+``/``-``
+    followed by something other than a plain number (``-0042`` is an id, ``-2+3`` or ``+cmd|...`` is not)."""
+    if not isinstance(v, str) or not v.startswith(_FORMULA):
+        return False
+    return v[0] not in "+-" or not _PLAIN_NUMBER.fullmatch(v)
 
 
 def spreadsheet_safe(frame: pd.DataFrame) -> pd.DataFrame:
-    """Text cells that a spreadsheet would run as a formula (``=HYPERLINK(...)``, ``+cmd``, ``@SUM``) prefixed with
-    a quote; numbers are left alone (OWASP CSV injection)."""
+    """Text cells and column names that a spreadsheet would run as a formula (``=HYPERLINK(...)``, ``+cmd``,
+    ``@SUM``, ``-2+3``) prefixed with a quote; numbers, and text that is a signed plain number (``-0042``), are left
+    alone (OWASP CSV injection)."""
     out = frame.copy()
     for column in out.columns:
         if out[column].dtype == object or pd.api.types.is_string_dtype(out[column]):
-            out[column] = out[column].map(lambda v: "'" + v if isinstance(v, str) and v.startswith(_FORMULA) else v)
+            out[column] = out[column].map(lambda v: "'" + v if _formula(v) else v)
+    if any(_formula(c) for c in out.columns):
+        out.columns = ["'" + c if _formula(c) else c for c in out.columns]
     return out
 
 
@@ -144,6 +166,7 @@ class Verdict:
                                                       value=self.explanation))
         if len(self.note) > NOTE_LIMIT:
             raise InvalidInputError(f"note: {len(self.note)} characters; the limit is {NOTE_LIMIT}")
+        check_note(self.note)  # a name, date or record number in a note is refused, never stored
         if not self.case_id or not self.model_hash or not self.cohort_hash:
             raise InvalidInputError("a verdict names its case, model hash and cohort hash")
 
@@ -166,6 +189,18 @@ class AuditCheck:
         return f"audit log TAMPERED: {where}{self.reason}"
 
 
+def _writable(path: Path) -> bool:
+    """Whether this process may write the record at ``path`` (and its folder, for the WAL files)."""
+    folder = path.parent if path.parent.exists() else next((p for p in path.parents if p.exists()), path.parent)
+    return os.access(folder, os.W_OK) and (not path.exists() or os.access(path, os.W_OK))
+
+
+def head_folder() -> Path | None:
+    """Where the operator keeps audit head files (``$GLASSBOX_AUDIT_HEAD``), or None: beside the database."""
+    folder = os.environ.get("GLASSBOX_AUDIT_HEAD")
+    return Path(folder) if folder else None
+
+
 def _entry_hash(prev: str, at: str, actor: str, role: str, action: str, objects: str) -> str:
     # the entry's own number is left out: a moved entry then shows as a broken link (reordered), not as an edit
     text = json.dumps([prev, at, actor, role, action, objects], separators=(",", ":"))
@@ -186,35 +221,98 @@ def _verdict_hash(fields: dict) -> str:
     return hashlib.sha256(json.dumps(values, separators=(",", ":")).encode()).hexdigest()[:32]
 
 
+CHECKLIST_FIELDS = ("at", "member", "role", "model_hash", "cohort_hash", "question", "answer", "open_items")
+
+
+def _answer_hash(fields: dict) -> str:
+    """The content hash of one checklist row (every field), kept in its audit entry."""
+    values = [None if fields[k] is None else str(fields[k]) for k in CHECKLIST_FIELDS]
+    return hashlib.sha256(json.dumps(values, separators=(",", ":")).encode()).hexdigest()[:32]
+
+
+def _legacy_answer_hash(answer: str, open_items: str) -> str:
+    # entries written before whole rows were hashed: the answer and open items only
+    return hashlib.sha256(f"{answer}\x00{open_items}".encode()).hexdigest()[:16]
+
+
 class Record:
     """A workspace's review record (verdicts and audit log). Safe to use from several threads and processes at
     once: every write is one ``BEGIN IMMEDIATE`` transaction, which SQLite serialises."""
 
-    def __init__(self, root: str | Path, *, path: str | Path | None = None) -> None:
+    def __init__(self, root: str | Path, *, path: str | Path | None = None, head: str | Path | None = None) -> None:
+        """``head``: the folder the audit head file is kept in (default ``$GLASSBOX_AUDIT_HEAD``, else beside the
+        database)."""
         self.path = Path(path) if path is not None else record_path(root)
-        if self.path not in _READY or not self.path.exists():  # pages make a Record per run: create tables once
-            self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._head_folder = Path(head) if head is not None else head_folder()
+        self.read_only = not _writable(self.path)
+        if self.read_only and not self.path.exists():
+            raise RecordError(f"there is no review record at {self.path}, and its folder is read-only, so none can "
+                              "be made")
+        if self.read_only:
+            with self._connect() as db:  # names a file that is not a record
+                db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        elif self.path not in _READY or not self.path.exists():  # pages make a Record per run: create tables once
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as e:
+                raise RecordError(f"the folder of the review record {self.path} could not be made "
+                                  f"({e.strerror or e})") from e
             with self._connect() as db:
                 db.executescript(_SCHEMA)
             _READY.add(self.path)
 
     @property
     def head_path(self) -> Path:
-        return self.path.with_name(self.path.name + ".head")
+        if self._head_folder is None:
+            return self.path.with_name(self.path.name + ".head")
+        # one folder holds the heads of many records: each named after its database and a hash of its full path
+        tag = hashlib.sha256(str(self.path.resolve()).encode()).hexdigest()[:8]
+        return self._head_folder / f"{self.path.name}-{tag}.head"
+
+    def _failure(self, e: Exception) -> RecordError:
+        """A named error for what SQLite (or pandas reading through it) raised."""
+        text = str(e)
+        if "not a database" in text or "malformed" in text or "file is encrypted" in text:
+            return RecordError(f"{self.path} is not a readable SQLite review record ({text}): the file was replaced "
+                               "or damaged; restore it from a backup (nothing was read from it or saved to it)")
+        if "readonly" in text or "read-only" in text:
+            return RecordError(f"the review record {self.path} is read-only ({text}): it can be read and verified, "
+                               "not written; nothing was saved")
+        if "disk is full" in text or "database or disk is full" in text:
+            return RecordError(f"the review record {self.path} could not be written: the disk is full; nothing was "
+                               "saved")
+        return RecordError(f"the review record {self.path.name} could not be used ({text}); nothing was saved")
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
         try:
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=FULL")  # a committed verdict is on disk before the page says so
+            if self.read_only:  # an auditor's read-only copy: no WAL index to write, no schema to create
+                uri = self.path.resolve().as_uri()
+                try:
+                    db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=60, isolation_level=None)
+                    db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+                except sqlite3.OperationalError:
+                    db = sqlite3.connect(f"{uri}?immutable=1", uri=True, timeout=60, isolation_level=None)
+            else:
+                db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+        except sqlite3.Error as e:
+            raise self._failure(e) from e
+        try:
+            if not self.read_only:
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=FULL")  # a committed verdict is on disk before the page says so
             db.execute("PRAGMA busy_timeout=60000")
             yield db
+        except (sqlite3.Error, pd.errors.DatabaseError) as e:
+            raise self._failure(e) from e
         finally:
             db.close()
 
     @contextlib.contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
+        if self.read_only:
+            raise RecordError(f"the review record {self.path} is read-only (a read-only copy of the workspace): it "
+                              "can be read and verified, not written; nothing was saved")
         try:
             with self._connect() as db:
                 db.execute("BEGIN IMMEDIATE")
@@ -243,12 +341,33 @@ class Record:
     def _write_head(self, seq: int, digest: str) -> None:
         head = {"entries": seq, "hash": digest}
         if self.head_path.exists():
-            with contextlib.suppress(ValueError, OSError):
-                if json.loads(self.head_path.read_text()).get("entries", 0) > seq:
+            with contextlib.suppress(ValueError, OSError, AttributeError, TypeError):
+                if int(json.loads(self.head_path.read_text()).get("entries", 0)) > seq:
                     return  # a later append already moved the head on
         tmp = self.head_path.with_name(f".{self.head_path.name}.{os.getpid()}.{id(head)}")
-        tmp.write_text(json.dumps(head))
-        os.replace(tmp, self.head_path)
+        try:
+            self.head_path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(head))
+            os.replace(tmp, self.head_path)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            # the entry is committed; only its head is behind, and verify will say so
+            raise RecordError(f"entry {seq} was saved, but the audit head {self.head_path} could not be written "
+                              f"({e.strerror or e}); `glassbox audit verify` will fail until it is") from e
+
+    def _read_head(self) -> tuple[int, str] | str:
+        """The head file's (entries, hash), or why it cannot be read."""
+        try:
+            head = json.loads(self.head_path.read_text())
+            entries, digest = int(head["entries"]), str(head["hash"])
+        except FileNotFoundError:
+            return f"the audit head file {self.head_path} is missing"
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError, AttributeError) as e:
+            return f"the audit head file {self.head_path} is not a Glassbox head ({type(e).__name__})"
+        if entries < 0 or len(digest) != 64 or any(ch not in "0123456789abcdef" for ch in digest):
+            return f"the audit head file {self.head_path} is not a Glassbox head (entries {entries}, hash {digest[:16]!r})"
+        return entries, digest
 
     def log(self, identity: Identity, action: str, **objects) -> int:
         """Append one entry; returns its number. ``objects`` are hashes and counts, never patient identifiers."""
@@ -289,19 +408,60 @@ class Record:
             if _entry_hash(link, at, actor, role, action, objects) != digest:
                 return AuditCheck(False, len(rows), seq, "its content does not match its hash (edited)", prev)
             prev, expected = digest, expected + 1
-        if self.head_path.exists():
-            try:
-                head = json.loads(self.head_path.read_text())
-            except (ValueError, OSError):
-                head = {}
-            entries, digest = int(head.get("entries", 0)), str(head.get("hash", ""))
+        head = self._read_head()
+        if isinstance(head, str):
+            if rows or self.head_path.exists():
+                return AuditCheck(False, len(rows), None,
+                                  f"{head}: whether the newest entries were cut off cannot be told (keep the head where "
+                                  "the operator says, $GLASSBOX_AUDIT_HEAD, and restore it from there)", prev)
+        else:
+            entries, digest = head
             if entries > len(rows):
                 return AuditCheck(False, len(rows), len(rows) + 1,
                                   f"missing: the head says {entries} entries, the log holds {len(rows)} (the newest "
                                   "were deleted)", prev)
             if entries and rows[entries - 1][7] != digest:
                 return AuditCheck(False, len(rows), entries, "does not match the head file's hash (rewritten)", prev)
-        return self._verify_verdicts(rows) or AuditCheck(True, len(rows), None, "", prev)
+            if entries < len(rows):
+                return AuditCheck(False, len(rows), entries + 1,
+                                  f"not in the head file: the head says {entries} entries, the log holds {len(rows)} "
+                                  "(entries were added around Glassbox, or the head is an old copy)", prev)
+        return (self._verify_verdicts(rows) or self._verify_answers(rows)
+                or AuditCheck(True, len(rows), None, "", prev))
+
+    def _verify_answers(self, rows: list) -> AuditCheck | None:
+        """Every checklist row must match the content hash its audit entry holds, and every answer entry must find
+        its row: an updated, inserted or deleted answer of the board is named by its audit entry."""
+        logged = {}
+        for seq, _at, _actor, _role, action, objects, _prev, _hash in rows:
+            if action == "checklist_answer":
+                o = json.loads(objects)
+                logged[int(o["answer"])] = (seq, o)
+        with self._connect() as db:
+            db.row_factory = sqlite3.Row
+            answers = {int(r["id"]): dict(r) for r in db.execute("SELECT * FROM checklist ORDER BY id")}
+        head = rows[-1][7] if rows else GENESIS
+        for row_id, fields in answers.items():
+            if row_id not in logged:
+                return AuditCheck(False, len(rows), None, f"checklist answer #{row_id} has no audit entry (inserted "
+                                                          "around the log)", head)
+            seq, o = logged[row_id]
+            if "row" in o:
+                same = _answer_hash(fields) == o["row"]
+            else:
+                same = (_legacy_answer_hash(str(fields["answer"]), str(fields["open_items"])) == o.get("content")
+                        and fields["question"] == o.get("question")
+                        and str(fields["model_hash"])[:16] == o.get("model")
+                        and str(fields["cohort_hash"])[:16] == o.get("cohort"))
+            if not same:
+                return AuditCheck(False, len(rows), seq, f"checklist answer #{row_id} ({fields['question']}) no longer "
+                                                         "matches the content hash its entry holds (the answer was "
+                                                         "edited)", head)
+        for row_id, (seq, _) in sorted(logged.items()):
+            if row_id not in answers:
+                return AuditCheck(False, len(rows), seq, f"checklist answer #{row_id} is gone from the checklist "
+                                                         "table (deleted)", head)
+        return None
 
     def _verify_verdicts(self, rows: list) -> AuditCheck | None:
         """Every verdict row must match the content hash its audit entry holds, and every verdict entry must find
@@ -378,14 +538,15 @@ class Record:
         for text, field in ((answer, "answer"), (open_items, "open items")):
             if len(text) > NOTE_LIMIT:
                 raise InvalidInputError(f"{field}: {len(text)} characters; the limit is {NOTE_LIMIT}")
+        fields = {"at": now(), "member": identity.name, "role": identity.role, "model_hash": model_hash,
+                  "cohort_hash": cohort_hash, "question": question, "answer": answer, "open_items": open_items}
         with self._transaction() as db:
             row = int(db.execute(
-                "INSERT INTO checklist (at, member, role, model_hash, cohort_hash, question, answer, open_items) "
-                "VALUES (?,?,?,?,?,?,?,?)", (now(), identity.name, identity.role, model_hash, cohort_hash, question,
-                                             answer, open_items)).lastrowid)
+                f"INSERT INTO checklist ({', '.join(CHECKLIST_FIELDS)}) VALUES ({', '.join('?' * len(fields))})",
+                tuple(fields[k] for k in CHECKLIST_FIELDS)).lastrowid)
             seq, digest = self._append(db, identity, "checklist_answer", {
                 "answer": row, "question": question, "model": model_hash[:16], "cohort": cohort_hash[:16],
-                "content": hashlib.sha256(f"{answer}\x00{open_items}".encode()).hexdigest()[:16]})
+                "content": _legacy_answer_hash(answer, open_items), "row": _answer_hash(fields)})
         self._write_head(seq, digest)
         return row
 
@@ -416,14 +577,19 @@ class Record:
     def export_verdicts(self, identity: Identity, **filters) -> str:
         """The verdicts as CSV to keep (every row, with provenance: model version and hash, cohort and hash, reader,
         role, UTC time), after an audit entry naming who exported what (and the file's hash)."""
-        if not identity.can("export_verdicts"):
-            raise InvalidInputError(f"role {identity.role!r} does not export case-level verdicts")
-        text = self.verdicts_csv(**filters)
+        text = self.verdicts_csv(identity, **filters)
         self.log_export(identity, "verdicts", text, **filters)
         return text
 
-    def verdicts_csv(self, **filters) -> str:
-        """Every verdict row (history included) as CSV with its provenance, safe to open in a spreadsheet."""
+    def verdicts_csv(self, identity: Identity, **filters) -> str:
+        """The verdict rows ``identity`` may export (history included), as CSV with provenance, safe to open in a
+        spreadsheet: a reader's own rows only, so that reads stay independent (another reader's verdicts and
+        notes never reach them); every reader's for the developer and the admin. Raises
+        :class:`InvalidInputError` for a role that exports no case-level verdicts."""
+        if not identity.can("export_verdicts"):
+            raise InvalidInputError(f"role {identity.role!r} does not export case-level verdicts")
+        if not identity.can("export_all_verdicts"):
+            filters = {**filters, "reader": identity.name}
         return spreadsheet_safe(self.verdicts(history=True, **filters)).to_csv(index=False)
 
     def log_export(self, identity: Identity, what: str, text: str, **filters) -> int:

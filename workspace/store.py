@@ -12,8 +12,13 @@ Cache keys are content hashes (model weights + spec, image bytes or cohort, meth
 so an edited file never serves a stale result and a renamed one never recomputes. A cached result is exactly a
 fresh one: maps are stored as float32 with a SHA-256 of their bytes and the case id beside them, tables are
 checked against the cases they should cover, and an entry that fails the check (corrupt, truncated, another
-case's) is recomputed with a warning in the log, never served. Writes are atomic (temp file + rename); temp
-files a killed run left behind are removed by :meth:`Workspace.remove_orphans`. Two processes asking for the
+case's) is recomputed with a warning in the log, never served. A digest alone would not stop someone who can
+edit the cache (p → 1 − p, then a new digest): every entry also carries a keyed MAC (HMAC-SHA-256 under a key
+derived from the operator's secret, :func:`integrity_key`), checked on every read; an entry whose MAC fails is
+discarded, recomputed and logged. Writes are atomic (temp file + rename in the same folder); a full disk or a
+read-only folder is a :class:`RecordError` naming the file (the old file stays intact, no partial file remains),
+and a cache that cannot be written is used without being kept, so a read-only copy of a workspace still opens;
+temp files a killed run left behind are removed by :meth:`Workspace.remove_orphans`. Two processes asking for the
 same result compute it once: the first holds a lock file, the second waits and then reads.
 """
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import errno
 import fcntl
 import hashlib
 import json
@@ -35,11 +41,23 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from data_adapters.cohort import load_image_batch, load_manifest, open_cohort_table, save_cohort_table
 from data_adapters.dicom_folder import load_dicom_folder
-from data_adapters.errors import InvalidInputError
-from data_adapters.hashing import file_hash, json_hash, salted
+from data_adapters.errors import InvalidInputError, RecordError
+from data_adapters.hashing import (
+    MAC_FIELD,
+    derived_key,
+    file_hash,
+    json_hash,
+    mac,
+    mac_matches,
+    salted,
+    seal_table,
+    table_is_sealed,
+)
 from data_adapters.models import SPEC_NAME, load_model
 from data_adapters.models.monai_bundle import is_bundle
 from data_adapters.records import Attribution, Case, Cohort, ModelHandle
@@ -51,6 +69,7 @@ from evaluation.drift import DriftReport, window_report
 from evaluation.explanation_quality import stratified_sample
 from evaluation.outcomes import with_outcomes
 from evaluation.operating_point import OperatingPoint, operating_point
+from workspace.settings import Settings, load_settings, operator_roots
 from evaluation.version_comparison import (
     ComparisonReport,
     comparison_frame,
@@ -103,46 +122,137 @@ def allowed_workspace(chosen: str | Path | None) -> Path:
 
 def operator_model_roots() -> list[Path]:
     """Model roots the operator configured outside the browser (``glassbox serve --model-root``, i.e.
-    ``$GLASSBOX_MODEL_ROOTS``): the only folders whose MONAI bundles the app lets run config code."""
-    return _env_paths("GLASSBOX_MODEL_ROOTS")
+    ``$GLASSBOX_MODEL_ROOTS``): the only folders whose MONAI bundles the app lets run config code. Each must be
+    an absolute folder, never ``/`` (``workspace.settings.operator_roots``)."""
+    return operator_roots("GLASSBOX_MODEL_ROOTS")
+
+
+def secret_path() -> Path:
+    """Where the operator's secret is kept: ``$GLASSBOX_SECRET_FILE``, else ``$XDG_CONFIG_HOME/glassbox/secret``
+    (default ``~/.config/glassbox/secret``)."""
+    config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
+    return Path(os.environ.get("GLASSBOX_SECRET_FILE") or config / "glassbox" / "secret")
+
+
+#: the secret last read, by (path, modification time, size): a page asks for it on every run
+_SECRET_READ: dict[tuple[str, int, int], str] = {}
+SECRET_MIN_CHARS = 16
 
 
 def identifier_key() -> str:
-    """The secret that keys hashed patient, study and case ids (HMAC): ``$GLASSBOX_SECRET_FILE``, else
-    ``$XDG_CONFIG_HOME/glassbox/secret`` (default ``~/.config/glassbox/secret``): outside every workspace, so a
-    copied workspace does not carry it, and the same whichever folder a command runs from; created with
-    owner-only permissions on first use."""
-    config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    path = Path(os.environ.get("GLASSBOX_SECRET_FILE") or config / "glassbox" / "secret")
+    """The secret that keys hashed patient, study and case ids (HMAC) and the integrity MACs (:func:`integrity_key`):
+    :func:`secret_path`, outside every workspace, so a copied workspace does not carry it, and the same whichever
+    folder a command runs from; created with owner-only permissions on first use. A secret file that is empty or
+    too short is refused (an empty key would key every id with ``""``)."""
+    path = secret_path()
     if not path.is_file():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".secret")  # created 0600
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32))
-        with contextlib.suppress(FileExistsError):  # another process made it first: keep theirs
-            os.link(tmp, path)
-        os.unlink(tmp)
-    return path.read_text().strip()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".secret")  # created 0600
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
+            with contextlib.suppress(FileExistsError):  # another process made it first: keep theirs
+                os.link(tmp, path)
+            os.unlink(tmp)
+        except OSError as e:
+            raise RecordError(f"the secret file {path} does not exist and could not be created ({e.strerror or e}); "
+                              "set $GLASSBOX_SECRET_FILE to the operator's secret") from e
+    st = path.stat()
+    stamp = (str(path), st.st_mtime_ns, st.st_size)
+    if stamp not in _SECRET_READ:
+        try:
+            text = path.read_text().strip()
+        except (OSError, UnicodeDecodeError) as e:
+            raise RecordError(f"the secret file {path} could not be read ({e})") from e
+        if len(text) < SECRET_MIN_CHARS:
+            raise InvalidInputError(f"the secret file {path} holds {len(text)} characters; it needs at least "
+                                    f"{SECRET_MIN_CHARS} (delete it and Glassbox makes a new one, or write a long "
+                                    "random secret into it)")
+        _SECRET_READ.clear()
+        _SECRET_READ[stamp] = text
+    return _SECRET_READ[stamp]
+
+
+def integrity_key(purpose: str = "cache-mac") -> str:
+    """The key of the MACs that make caches, cohort tables and kept reports verifiable: derived from the operator's
+    secret per ``purpose`` (``cache-mac``, ``report-seal``), never the secret itself."""
+    return derived_key(identifier_key(), purpose)
+
+
+#: what an ``OSError`` of a write means, in the operator's words
+_WRITE_FAILURES = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
+                   errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
+                   errno.EPERM: "permission denied", errno.EFBIG: "the file is too large for the file system"}
+
+
+def write_failure(path: Path, e: OSError) -> RecordError:
+    """The named error for a failed write of ``path``."""
+    why = _WRITE_FAILURES.get(e.errno or -1, e.strerror or str(e) or type(e).__name__)
+    return RecordError(f"{path} could not be written: {why}; nothing was changed (an earlier {path.name}, if any, is "
+                       "intact, and no partial file was left)")
 
 
 def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp" + path.suffix)
-    os.close(fd)
+    """``write(tmp)`` to a temp file in ``path``'s folder, then rename it over ``path``: a reader sees the old file
+    or the new one, never a part. A Parquet file is sealed with the cache MAC. Any ``OSError`` (full disk,
+    read-only) becomes a :class:`RecordError` naming ``path``; the temp file is removed."""
+    path = Path(path)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp" + path.suffix)
+        os.close(fd)
+    except OSError as e:
+        raise write_failure(path, e) from e
     try:
         write(Path(tmp))
+        if path.suffix == ".parquet" and MAC_FIELD not in (pq.read_schema(tmp).metadata or {}):
+            pq.write_table(seal_table(pq.read_table(tmp), integrity_key()), tmp)
         os.replace(tmp, path)
+    except OSError as e:
+        raise write_failure(path, e) from e
     finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+        with contextlib.suppress(OSError):
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+
+def write_file(path: str | Path, data: str | bytes) -> Path:
+    """Write an output file (a table, a report) atomically; a full disk or read-only folder is a named
+    :class:`RecordError` and leaves any earlier file intact."""
+    path = Path(path)
+    payload = data.encode() if isinstance(data, str) else data
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+
+    _atomic_write(path, write)
+    return path
+
+
+def _keep(path: Path, write: Callable[[Path], None]) -> None:
+    """A cache write that may fail (full disk, read-only copy of a workspace): the result is then used without
+    being kept, with a warning, never a traceback."""
+    try:
+        _atomic_write(path, write)
+    except RecordError as e:
+        log.warning("%s; the result is used without being cached", e)
 
 
 @contextlib.contextmanager
 def _lock(path: Path) -> Iterator[None]:
     """An exclusive lock for computing ``path`` (a ``.lock`` file beside it; released when the holder exits, even
-    when it is killed, since the kernel drops ``flock`` locks with the process)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + ".lock"), "a+") as f:
+    when it is killed, since the kernel drops ``flock`` locks with the process). In a folder that cannot be written
+    (a read-only copy) there is nothing to lock against: the computation runs unlocked and is not kept."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        f = open(path.with_name(path.name + ".lock"), "a+")
+    except OSError:
+        yield
+        return
+    with f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
@@ -152,23 +262,35 @@ def _lock(path: Path) -> Iterator[None]:
 
 def _discard(path: Path, why: str) -> None:
     log.warning("cache entry %s discarded and recomputed: %s", path.name, why)
-    with contextlib.suppress(FileNotFoundError):
+    with contextlib.suppress(OSError):  # a read-only copy keeps the bad file; it is still never served
         path.unlink()
 
 
+MSG_BAD_MAC = "its keyed MAC does not match its content (edited, or written without the operator's key)"
+
+
 def _read_frame(path: Path, case_ids: Sequence[str] | None) -> pd.DataFrame | None:
-    """A cached table, or None when missing or when it fails its check (unreadable, other cases than expected)."""
+    """A cached table, or None when missing or when it fails its check (unreadable, MAC, other cases than
+    expected)."""
     if not path.is_file():
         return None
     try:
-        frame = pd.read_parquet(path)
+        table = pq.read_table(path)
     except Exception as e:  # noqa: BLE001 - any unreadable cache file is recomputed, whatever the reader raised
         _discard(path, f"unreadable ({type(e).__name__})")
         return None
+    if not table_is_sealed(table, integrity_key()):
+        _discard(path, MSG_BAD_MAC)
+        return None
+    frame = table.to_pandas()
     if case_ids is not None and ("case_id" not in frame or frame["case_id"].tolist() != list(case_ids)):
         _discard(path, "its cases are not the cohort's")
         return None
     return frame
+
+
+def _write_frame(frame: pd.DataFrame, tmp: Path) -> None:
+    pq.write_table(seal_table(pa.Table.from_pandas(frame, preserve_index=False), integrity_key()), tmp)
 
 
 def _cached_frame(path: Path, compute: Callable[[], pd.DataFrame], case_ids: Sequence[str] | None) -> pd.DataFrame:
@@ -180,8 +302,15 @@ def _cached_frame(path: Path, compute: Callable[[], pd.DataFrame], case_ids: Seq
         frame = _read_frame(path, case_ids)  # another process may have written it while we waited
         if frame is None:
             frame = compute()
-            _atomic_write(path, lambda tmp: frame.to_parquet(tmp, index=False))
+            _keep(path, lambda tmp: _write_frame(frame, tmp))
     return frame
+
+
+def _arrays_mac(arrays: dict[str, np.ndarray]) -> str:
+    """The cache MAC of named arrays (names, dtypes, shapes and bytes)."""
+    parts = [json.dumps([[k, str(v.dtype), list(v.shape)] for k, v in sorted(arrays.items())]).encode()]
+    parts += [np.ascontiguousarray(v).tobytes() for _, v in sorted(arrays.items())]
+    return mac(integrity_key(), b"\x00".join(parts))
 
 
 def comparable(base: ModelHandle, cand: ModelHandle) -> None:
@@ -242,8 +371,7 @@ class Workspace:
         command line), its ``models/`` and the ``model_roots`` listed in its ``settings.json``."""
         if not self.trust_own_models:
             return operator_model_roots()
-        listed = self._settings().get("model_roots", [])
-        return [self.root / "models", *(Path(p) for p in listed), *operator_model_roots()]
+        return [self.root / "models", *self.settings.model_roots, *operator_model_roots()]
 
     def load_model(self, path: str | Path) -> ModelHandle:
         """A model folder (``model.json`` or MONAI bundle), bundles only from :attr:`model_roots`."""
@@ -263,18 +391,21 @@ class Workspace:
             out[sub.name] = next((m for m in manifests if m.is_file()), sub)
         return out
 
+    @property
+    def settings(self) -> Settings:
+        """``settings.json`` checked against its schema (``workspace.settings``): a string where a list of roots is
+        wanted, a misspelt key, a rule like ``sensitivity=2`` or bad JSON is refused by name, never guessed."""
+        return load_settings(self.root)
+
     def _settings(self) -> dict:
-        settings = self.root / "settings.json"
-        return json.loads(settings.read_text()) if settings.is_file() else {}
+        return self.settings.raw
 
     @property
     def data_roots(self) -> list[Path]:
         """Folders a manifest's images may live in besides the manifest's own folder: ``data_roots`` in
         ``settings.json`` and ``$GLASSBOX_DATA_ROOTS`` (``os.pathsep``-separated). Paths anywhere else are
         rejected per row."""
-        listed = self._settings().get("data_roots", [])
-        extra = [p for p in os.environ.get("GLASSBOX_DATA_ROOTS", "").split(os.pathsep) if p]
-        return [Path(p) for p in [*listed, *extra]]
+        return [*self.settings.data_roots, *operator_roots("GLASSBOX_DATA_ROOTS")]
 
     def operating_point(self, handle: ModelHandle, cohort: Cohort, class_index: int) -> OperatingPoint:
         """The model version's threshold for ``class_index``, the same on every page, command, monitor window and
@@ -343,12 +474,13 @@ class Workspace:
                         list(input_shape) if input_shape is not None else None, channels, [str(r) for r in roots],
                         sorted(allow), salted(salt, "cohort-table"))
         table = self.cache / "cohorts" / f"{key[:40]}.parquet"
-        cached = open_cohort_table(table)
+        mac_key = integrity_key()
+        cached = open_cohort_table(table, key=mac_key, roots=roots)
         if cached is not None:
             return cached
         cohort = load_manifest(path, class_names=class_names, input_shape=input_shape, channels=channels,
                                roots=roots, salt=salt, allow_columns=allow, progress=progress)
-        _atomic_write(table, lambda tmp: save_cohort_table(cohort, tmp))
+        _keep(table, lambda tmp: save_cohort_table(cohort, tmp, key=mac_key))
         return cohort
 
     def cohort_for(self, handle: ModelHandle, path: str | Path, *, progress: Progress | None = None) -> Cohort:
@@ -449,22 +581,28 @@ class Workspace:
         batched pass and cached (``cache/embeddings``), in cohort order."""
         key = json_hash("embeddings", NUMERICS, handle.weights_hash, cohort.content_hash)
         path = self.cache / "embeddings" / f"{key[:40]}.npz"
+        names = ("embedding", "probabilities", "intensity", "case_id")
         if path.is_file():
             try:
                 with np.load(path, allow_pickle=False) as z:
-                    if z["case_id"].tolist() == cohort.case_ids:
-                        return {k: z[k] for k in ("embedding", "probabilities", "intensity")}
+                    arrays = {k: z[k] for k in names}
+                    sealed = str(z["mac"]) if "mac" in z else ""
+                if sealed != _arrays_mac(arrays):
+                    _discard(path, MSG_BAD_MAC)
+                elif arrays["case_id"].tolist() == cohort.case_ids:
+                    return {k: arrays[k] for k in names[:3]}
             except Exception as e:  # noqa: BLE001 - any damaged cache file is recomputed
                 _discard(path, f"unreadable ({type(e).__name__})")
         with _lock(path):
             emb, probs, intensity = embed_cases(handle, list(cohort.cases), progress=progress)
+            arrays = {"embedding": emb, "probabilities": probs, "intensity": intensity,
+                      "case_id": np.array(cohort.case_ids)}
 
             def write(tmp: Path) -> None:
                 with open(tmp, "wb") as f:
-                    np.savez(f, embedding=emb, probabilities=probs, intensity=intensity,
-                             case_id=np.array(cohort.case_ids))
+                    np.savez(f, **arrays, mac=np.array(_arrays_mac(arrays)))
 
-            _atomic_write(path, write)
+            _keep(path, write)
         return {"embedding": emb, "probabilities": probs, "intensity": intensity}
 
     def monitor(self, handle: ModelHandle, reference: Cohort, current: Cohort, *, window: str = "acquired_month",
@@ -496,34 +634,71 @@ class Workspace:
 
     # -- concepts --------------------------------------------------------------------------------------
     def concept_scores(self, handle: ModelHandle, cohort: Cohort, cohort_folder: Path, concepts: Sequence[str],
-                       layers: Sequence[str] | None = None, target: int | str | None = None, *, n_random: int = 16,
-                       set_size: int = 50, n_inputs: int = 50, seed: int = 0,
+                       layers: Sequence[str] | None = None, target: int | str | None = None, *,
+                       n_random: int = concept_lib.RUNS, references: int = concept_lib.REFERENCES,
+                       n_inputs: int = 50, pool_size: int = 400, seed: int = 0,
                        progress: Progress | None = None) -> pd.DataFrame:
         """TCAV scores with significance, one row per concept and layer; cached by model, concepts and settings.
 
-        Inputs are up to ``n_inputs`` labelled cases of the target class (held-out ``split == test`` first).
+        ``n_random`` runs per concept and layer, each with its own concept half, its own random sample (from up to
+        ``pool_size`` labelled cases of the other classes) and its own CAV; ``references`` reference concepts drawn
+        from that pool and run the same way make the null (``evaluation.concept_significance``). Inputs are up to
+        ``n_inputs`` labelled cases of the target class (held-out ``split == test`` first). A concept folder with an
+        ``erase`` entry in its ``concept.json`` gets its causal check beside the score (:meth:`concept_causal_check`).
         """
+        from evaluation.concept_significance import concept_scores as significance
+
         target_index = handle.class_index(handle.n_classes - 1 if target is None else target)
         layer_names = list(layers or concept_lib.default_layers(handle))
         roots = [Path(cohort_folder), *self.data_roots]
         sets = [concept_lib.resolve_concept(c, cohort, cohort_folder, handle, roots=roots) for c in concepts]
-        pool = [c for c in cohort.cases if c.label == target_index]
-        pool.sort(key=lambda c: c.attributes.get("split") != "test")
-        if len(pool) < concept_lib.MIN_EXAMPLES:
+        positives = [c for c in cohort.cases if c.label == target_index]
+        positives.sort(key=lambda c: c.attributes.get("split") != "test")
+        if len(positives) < concept_lib.MIN_EXAMPLES:
             raise InvalidInputError(f"TCAV needs at least {concept_lib.MIN_EXAMPLES} labelled cases of class "
-                                    f"{handle.class_names[target_index]!r} in cohort {cohort.name!r}; found {len(pool)}")
-        inputs = pool[:n_inputs]
-        key = json_hash("tcav", "randoms-from-other-classes", NUMERICS, handle.weights_hash, cohort.content_hash, [s.content_hash for s in sets],
-                        [s.name for s in sets], layer_names, target_index, n_random, set_size,
-                        [c.case_id for c in inputs], seed)
+                                    f"{handle.class_names[target_index]!r} in cohort {cohort.name!r}; found "
+                                    f"{len(positives)}")
+        inputs = positives[:n_inputs]
+        pool = concept_lib.random_pool(cohort, pool_size, seed, exclude_class=target_index)
+        references = max(references, int(np.ceil(2 * len(sets) * len(layer_names) / 0.05)) - 1)
+        key = json_hash("tcav", "independent-runs-reference-concepts", 1, NUMERICS, handle.weights_hash,
+                        cohort.content_hash, [s.content_hash for s in sets], [s.name for s in sets],
+                        [dataclasses.astuple(s.erase)[:3] if s.erase else None for s in sets], layer_names,
+                        target_index, n_random, references, pool_size, [c.case_id for c in inputs], seed)
+
         def compute() -> pd.DataFrame:
-            randoms = concept_lib.random_concepts(cohort, n_random, min(set_size, len(cohort)), seed,
-                                                  handle.preprocessing, exclude_class=target_index)
-            scores = concept_lib.tcav_scores(handle, load_image_batch(inputs, handle.preprocessing), sets, layer_names,
-                                             target_index, randoms, self.cache / "cavs", progress=progress)
-            return pd.DataFrame([dataclasses.asdict(s) for s in scores])
+            runs = concept_lib.tcav_runs(handle, load_image_batch(inputs, handle.preprocessing), sets, layer_names,
+                                         target_index, load_image_batch(pool, handle.preprocessing),
+                                         runs=n_random, references=references, seed=seed, progress=progress)
+            causal = {s.name: check for s in sets
+                      if (check := self.concept_causal_check(handle, cohort, s, target_index, n=n_inputs))}
+            return pd.DataFrame([dataclasses.asdict(s) for s in significance(runs, causal=causal)])
 
         return _cached_frame(self.cache / "concepts" / f"{key[:40]}.parquet", compute, None)
+
+    def concept_causal_check(self, handle: ModelHandle, cohort: Cohort, concept: "concept_lib.ConceptSet",
+                             target: int, *, n: int = 50, seed: int = 0):
+        """The concept taken away from real cases, where its folder says how (``concept.json``: ``{"erase":
+        {"region": ..., "perturb": ..., "cases": "attr == value"}}``): the region test (:meth:`region_test`) on up to
+        ``n`` labelled cases of class ``target`` that match ``cases`` (held-out first). None without such an entry.
+        Returns an ``evaluation.concept_significance.CausalCheck``."""
+        from evaluation.concept_significance import CausalCheck
+
+        erase = concept.erase
+        if erase is None:
+            return None
+        chosen = concept_lib.concept_cases(cohort, erase.cases, target)
+        if not chosen:
+            raise InvalidInputError(f"{erase.source}: erase.cases {erase.cases!r} matches no labelled case of class "
+                                    f"{handle.class_names[target]!r} in cohort {cohort.name!r}")
+        chosen = chosen[:n]
+        ids = [c.case_id for c in chosen]
+        frame = cohort.frame().set_index("case_id").loc[ids].reset_index()
+        shift = self.region_test([handle], cohort, ids, erase.region, erase.perturb, frame, [], target, seed=seed)
+        row = shift[(shift["group"] == "overall") & (shift["version"] == handle.version)].iloc[0]
+        return CausalCheck(description=f"erasing {erase.region!r} ({erase.perturb}) in {len(ids)} cases of class "
+                                       f"{handle.class_names[target]!r} with {erase.cases}",
+                           shift=float(row["mean_shift"]), lo=float(row["lo"]), hi=float(row["hi"]), n=len(ids))
 
     def concept_sensitivity(self, handle: ModelHandle, cohort: Cohort, cohort_folder: Path, concept: str,
                             layer: str, cases: Sequence[Case], target: int | str, *, seed: int = 0) -> pd.DataFrame:
@@ -534,17 +709,27 @@ class Workspace:
                                                 exclude_class=handle.class_index(target))
         key = json_hash("cav", handle.weights_hash, concept_set.content_hash, random.content_hash, layer, seed)
         path = self.cache / "cav_vectors" / f"{key[:40]}.npz"
+        cav = None
         if path.is_file():
-            with np.load(path) as z:
-                cav, accuracy = z["cav"], float(z["accuracy"])
-        else:
+            try:
+                with np.load(path, allow_pickle=False) as z:
+                    arrays = {"cav": z["cav"], "accuracy": z["accuracy"]}
+                    sealed = str(z["mac"]) if "mac" in z else ""
+                if sealed == _arrays_mac(arrays):
+                    cav, accuracy = arrays["cav"], float(arrays["accuracy"])
+                else:
+                    _discard(path, MSG_BAD_MAC)
+            except Exception as e:  # noqa: BLE001 - any damaged cache file is recomputed
+                _discard(path, f"unreadable ({type(e).__name__})")
+        if cav is None:
             cav, accuracy = concept_lib.concept_vector(handle, concept_set, random, layer, seed)
+            arrays = {"cav": np.asarray(cav), "accuracy": np.array(accuracy)}
 
             def write(tmp: Path) -> None:
                 with open(tmp, "wb") as f:
-                    np.savez(f, cav=cav, accuracy=np.array(accuracy))
+                    np.savez(f, **arrays, mac=np.array(_arrays_mac(arrays)))
 
-            _atomic_write(path, write)
+            _keep(path, write)
         values = concept_lib.conceptual_sensitivity(handle, load_image_batch(cases, handle.preprocessing), cav, layer, target)
         return pd.DataFrame({"case_id": [c.case_id for c in cases], "concept": concept, "layer": layer,
                              "sensitivity": values, "cav_accuracy": accuracy})
@@ -578,7 +763,10 @@ class Workspace:
                     fresh = explain(handle, images, [cases[i].case_id for i in todo], method, target_index, params,
                                     case_batch=case_batch, progress=progress)
                     for i, attribution in zip(todo, fresh):
-                        _write_attribution(self._attribution_path(keys[i]), keys[i], attribution)
+                        try:
+                            _write_attribution(self._attribution_path(keys[i]), keys[i], attribution)
+                        except RecordError as e:
+                            log.warning("%s; the map is used without being cached", e)
                         found[i] = attribution
         elif progress:
             progress(len(cases), len(cases))
@@ -786,7 +974,8 @@ class ShardStore:
         data = self.root / f"{name}.npy"
         _atomic_write(data, lambda tmp: np.save(tmp, array))
         meta = self.root / f"{name}.json"
-        _atomic_write(meta, lambda tmp: tmp.write_text(json.dumps({"rows": rows})))
+        body = {"rows": rows, "mac": mac(integrity_key(), _rows_text(rows))}
+        _atomic_write(meta, lambda tmp: tmp.write_text(json.dumps(body)))
         return meta
 
     def done(self, name: str) -> bool:
@@ -799,10 +988,15 @@ class ShardStore:
         if cached and cached[0] == stamp:
             return cached[1]
         index = {}
+        key = integrity_key()
         for meta in metas:
             try:
-                rows = json.loads(meta.read_text())["rows"]
-            except (OSError, ValueError, KeyError):
+                body = json.loads(meta.read_text())
+                rows = body["rows"]
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+            if not mac_matches(key, _rows_text(rows), body.get("mac")):
+                log.warning("shard %s: %s; its maps are recomputed", meta.name, MSG_BAD_MAC)
                 continue
             for r, row in enumerate(rows):
                 index[row["key"]] = (meta.with_suffix(".npy"), r, row)
@@ -831,6 +1025,10 @@ class ShardStore:
                            convergence_delta=meta["convergence_delta"])
 
 
+def _rows_text(rows: list) -> bytes:
+    return json.dumps(rows, sort_keys=True, separators=(",", ":"), default=str).encode()
+
+
 def _digest(array: np.ndarray) -> str:
     return hashlib.sha256(np.ascontiguousarray(array, dtype=np.float32).tobytes()).hexdigest()
 
@@ -840,6 +1038,7 @@ def _write_attribution(path: Path, key: str, a: Attribution) -> None:
     meta = {"key": key, "case_id": a.case_id, "model_hash": a.model_hash, "method": a.method, "params": a.params,
             "target": a.target, "seconds": a.seconds, "convergence_delta": a.convergence_delta,
             "sha256": _digest(a.array)}
+    meta["mac"] = mac(integrity_key(), _rows_text([meta]))
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
@@ -864,6 +1063,9 @@ def _read_attribution(path: Path, key: str, case_id: str) -> Attribution | None:
         return None
     if array.dtype != np.float32 or _digest(array) != meta.get("sha256"):
         _discard(path, "its content does not match its digest")
+        return None
+    if not mac_matches(integrity_key(), _rows_text([{k: v for k, v in meta.items() if k != "mac"}]), meta.get("mac")):
+        _discard(path, MSG_BAD_MAC)
         return None
     return Attribution(case_id=case_id, model_hash=meta["model_hash"], method=meta["method"], params=meta["params"],
                        target=meta["target"], array=array, seconds=meta["seconds"],

@@ -1,0 +1,549 @@
+"""Every record verifiable, faults without damage (issue 24): each reproduction of the issue ends in a detection, a
+refusal or a named message, never "intact", a served edit, a traceback or a partial file.
+
+Reproductions, each asserted below against the new code (the old code accepted all six silently):
+1. the board's checklist answers updated, inserted or deleted in SQLite;
+2. a signed report file edited ("83.0%" → "98.0%"), HTML and PDF;
+3. cached predictions edited (p → 1 − p), and maps, shards, embeddings, concept vectors;
+4. a cohort table with labels flipped and an image path pointing outside the data roots;
+5. a missing or garbage audit head file; a file that is not SQLite where the record should be;
+6. the demo's facts after its weights were replaced.
+Faults: a full disk (ENOSPC) and a read-only workspace, simulated by monkeypatching (tests run as root, so a
+``chmod`` cannot make a folder read-only to them).
+"""
+from __future__ import annotations
+
+import base64
+import errno
+import json
+import logging
+import os
+import re
+import shutil
+import sqlite3
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow.parquet as pq
+import pytest
+
+import workspace.review as review
+import workspace.store as store
+from data_adapters.errors import InvalidInputError, RecordError
+from tests.helpers import TinyCNN, handle_for, random_png_cohort
+from workspace import cli
+from workspace import report as report_lib
+from workspace.access import Identity
+from workspace.review import Record, Verdict
+from workspace.store import ShardStore, Workspace
+
+BOARD = Identity("board1", "board")
+READER = Identity("dr-a", "radiologist")
+SECRET = "k" * 32
+
+
+def _sql(path: Path, *statements: str) -> None:
+    db = sqlite3.connect(path)
+    for s in statements:
+        db.execute(s)
+    db.commit()
+    db.close()
+
+
+@pytest.fixture
+def record(tmp_path) -> Record:
+    return Record(tmp_path, path=tmp_path / "review.sqlite")
+
+
+def _answered(record: Record) -> Record:
+    for q, a in (("representation", "checked against the census"), ("monitoring_plan", "monthly"),
+                 ("risk_communication", "leaflet")):
+        record.answer(BOARD, model_hash="m" * 64, cohort_hash="c" * 64, question=q, answer=a)
+    assert record.verify().ok
+    return record
+
+
+# -- 1. the board's checklist ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("statement, words", [
+    ("UPDATE checklist SET answer = 'no gaps found' WHERE id = 2", "checklist answer #2 (monitoring_plan) no longer "
+                                                                   "matches"),
+    ("UPDATE checklist SET member = 'someone-else' WHERE id = 1", "checklist answer #1"),
+    ("INSERT INTO checklist (at, member, role, model_hash, cohort_hash, question, answer, open_items) VALUES "
+     "('2026-01-01', 'board1', 'board', 'mmm', 'ccc', 'consent_sources', 'all consented', '')",
+     "checklist answer #4 has no audit entry"),
+    ("DELETE FROM checklist WHERE id = 3", "checklist answer #3 is gone"),
+], ids=["answer-edited", "member-edited", "inserted", "deleted"])
+def test_checklist_answers_changed_in_sqlite_are_found(record, statement, words):
+    _sql(_answered(record).path, statement)
+    check = record.verify()
+    assert not check.ok and words in check.reason, check.reason
+    assert "TAMPERED" in check.describe()
+
+
+def test_checklist_entries_written_before_rows_were_hashed_still_verify_and_catch_an_edit(record):
+    _answered(record)
+    db = sqlite3.connect(record.path)  # an older entry: only the answer's hash, no "row"
+    rows = db.execute("SELECT seq, at, actor, role, action, objects FROM audit ORDER BY seq").fetchall()
+    prev = review.GENESIS
+    for seq, at, actor, role, action, objects in rows:
+        o = json.loads(objects)
+        o.pop("row", None)
+        text = json.dumps(o, sort_keys=True, separators=(",", ":"))
+        digest = review._entry_hash(prev, at, actor, role, action, text)
+        db.execute("UPDATE audit SET objects = ?, prev = ?, hash = ? WHERE seq = ?", (text, prev, digest, seq))
+        prev = digest
+    db.commit()
+    db.close()
+    record._write_head(len(rows), prev)
+    assert record.verify().ok
+    _sql(record.path, "UPDATE checklist SET answer = 'edited' WHERE id = 1")
+    assert "checklist answer #1" in record.verify().reason
+
+
+# -- 5. the head file and the record file ------------------------------------------------------------------------
+def _with_entries(record: Record, n: int = 3) -> Record:
+    for i in range(n):
+        record.record_verdict(READER, Verdict(case_id=f"c{i}", model_version="v1", model_hash="m" * 64,
+                                              cohort="demo", cohort_hash="h" * 64, agreement="agree"),
+                              secret=SECRET)
+    return record
+
+
+@pytest.mark.parametrize("damage, words", [
+    ("missing", "is missing"), ("garbage", "is not a Glassbox head"), ("empty-json", "is not a Glassbox head"),
+    ("bad-hash", "is not a Glassbox head")])
+def test_a_missing_or_garbage_head_is_a_failure_not_intact(record, damage, words):
+    _with_entries(record)
+    assert record.verify().ok
+    if damage == "missing":
+        record.head_path.unlink()
+    elif damage == "garbage":
+        record.head_path.write_bytes(b"\x00\xffgarbage")
+    elif damage == "empty-json":
+        record.head_path.write_text("{}")
+    else:
+        record.head_path.write_text(json.dumps({"entries": 3, "hash": "not-hex"}))
+    check = record.verify()
+    assert not check.ok and words in check.reason and "cut off cannot be told" in check.reason
+    assert check.describe().startswith("audit log TAMPERED")
+
+
+def test_an_empty_record_without_a_head_is_intact(record):
+    assert record.verify().ok and record.verify().entries == 0
+
+
+def test_the_head_is_kept_where_the_operator_says(tmp_path, monkeypatch):
+    monkeypatch.setenv("GLASSBOX_AUDIT_HEAD", str(tmp_path / "elsewhere"))
+    record = _with_entries(Record(tmp_path, path=tmp_path / "ws" / "review.sqlite"))
+    assert record.head_path.parent == tmp_path / "elsewhere" and record.head_path.is_file()
+    assert not (tmp_path / "ws" / "review.sqlite.head").exists()
+    # a cut-off tail and a forged head beside the database: the operator's head still names it
+    _sql(record.path, "DELETE FROM audit WHERE seq = 3")
+    (tmp_path / "ws" / "review.sqlite.head").write_text(json.dumps({"entries": 2, "hash": "0" * 64}))
+    check = record.verify()
+    assert not check.ok and "newest were deleted" in check.reason
+    # entries appended around Glassbox (a forged sign-off) after the head are named too
+    record2 = _with_entries(Record(tmp_path, path=tmp_path / "ws2" / "review.sqlite"), 2)
+    db = sqlite3.connect(record2.path)
+    last = db.execute("SELECT hash FROM audit ORDER BY seq DESC LIMIT 1").fetchone()[0]
+    text = json.dumps({"report": "r" * 64})
+    digest = review._entry_hash(last, "2026-01-01", "board1", "board", "sign_off", text)
+    db.execute("INSERT INTO audit VALUES (3, '2026-01-01', 'board1', 'board', 'sign_off', ?, ?, ?)",
+               (text, last, digest))
+    db.commit()
+    db.close()
+    assert "not in the head file" in record2.verify().reason
+
+
+def test_a_file_that_is_not_sqlite_is_named(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "review.sqlite"
+    path.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(RecordError, match="is not a readable SQLite review record"):
+        Record(tmp_path, path=path)
+    monkeypatch.setenv("GLASSBOX_RECORD_DIR", str(tmp_path / "records"))
+    bad = review.record_path(tmp_path / "ws")
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"\x00" * 4096 + b"garbage")
+    assert cli.main(["audit", "verify", "--workspace", str(tmp_path / "ws")]) == 2
+    err = capsys.readouterr().err
+    assert "is not a readable SQLite review record" in err and "Traceback" not in err
+
+
+def test_a_read_only_record_verifies_and_exports_but_refuses_writes(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("GLASSBOX_RECORD_DIR", str(tmp_path / "records"))
+    _with_entries(Record(tmp_path / "ws"))
+    monkeypatch.setattr(review, "_writable", lambda _path: False)
+    review._READY.clear()
+    ro = Record(tmp_path / "ws")
+    assert ro.read_only and ro.verify().ok and len(ro.verdicts()) == 3
+    with pytest.raises(RecordError, match="read-only"):
+        ro.log(READER, "sign_in")
+    assert cli.main(["audit", "verify", "--workspace", str(tmp_path / "ws")]) == 0
+    assert "audit log intact: 3 entries" in capsys.readouterr().out
+    assert cli.main(["audit", "export", "--workspace", str(tmp_path / "ws")]) == 0
+    out = capsys.readouterr()
+    assert "verdict" in out.out and "not itself recorded" in out.err
+    with pytest.raises(RecordError, match="no review record at .* read-only"):
+        Record(tmp_path / "other")
+
+
+# -- 3. caches carry a keyed MAC ---------------------------------------------------------------------------------
+@pytest.fixture
+def small(tmp_path):
+    return random_png_cohort(tmp_path / "cohort", 6, seed=1)
+
+
+def test_edited_predictions_are_discarded_recomputed_and_logged(tmp_path, small, caplog):
+    handle = handle_for(TinyCNN(2, 1, 3), n_classes=3, input_shape=(1, 12, 12))
+    ws = Workspace(tmp_path / "ws")
+    first = ws.predictions(handle, small)
+    path = ws.prediction_path(handle, small)
+    table = pq.read_table(path)
+    edited = first.copy()
+    edited[["p_0", "p_1", "p_2"]] = 1 - edited[["p_0", "p_1", "p_2"]].to_numpy()
+    # the attacker keeps the file's metadata (its MAC), or writes a fresh file without one: both are caught
+    for write in (lambda: pq.write_table(store.pa.Table.from_pandas(edited, preserve_index=False)
+                                         .replace_schema_metadata(table.schema.metadata), path),
+                  lambda: edited.to_parquet(path, index=False)):
+        write()
+        caplog.clear()
+        with caplog.at_level("WARNING", logger="glassbox.cache"):
+            again = ws.predictions(handle, small)
+        assert "keyed MAC does not match" in caplog.text
+        np.testing.assert_allclose(again[["p_0", "p_1", "p_2"]], first[["p_0", "p_1", "p_2"]])
+    # a table sealed under another operator's secret is not served either
+    other = store.pa.Table.from_pandas(edited, preserve_index=False)
+    pq.write_table(store.seal_table(other, store.derived_key("another operator's secret", "cache-mac")), path)
+    np.testing.assert_allclose(ws.predictions(handle, small)[["p_0"]], first[["p_0"]])
+
+
+def test_a_map_with_a_recomputed_digest_is_still_caught_by_its_mac(tmp_path, small, caplog):
+    handle = handle_for(TinyCNN(2, 1, 3), n_classes=3, input_shape=(1, 12, 12))
+    ws = Workspace(tmp_path / "ws")
+    cases = list(small.cases[:2])
+    fresh = ws.attributions(handle, cases, "saliency", 1)
+    path = sorted((ws.cache / "attributions").rglob("*.npz"))[0]
+    with np.load(path) as z:
+        array, meta = -z["array"], json.loads(str(z["meta"]))
+    meta["sha256"] = store._digest(array)  # the digest is public: an attacker recomputes it
+    with open(path, "wb") as f:
+        np.savez(f, array=array, meta=np.array(json.dumps(meta)))
+    with caplog.at_level("WARNING", logger="glassbox.cache"):
+        again = ws.attributions(handle, cases, "saliency", 1)
+    assert "keyed MAC does not match" in caplog.text
+    for a, b in zip(fresh, again):
+        np.testing.assert_allclose(a.array, b.array, rtol=1e-4, atol=1e-9)
+
+
+def test_a_shard_with_edited_rows_is_not_read(tmp_path, small, caplog):
+    handle = handle_for(TinyCNN(2, 1, 3), n_classes=3, input_shape=(1, 12, 12))
+    maps = Workspace(tmp_path / "ws").attributions(handle, list(small.cases[:2]), "saliency", 1)
+    shards = ShardStore(tmp_path / "shards")
+    meta = shards.write("s0", maps, ["k0", "k1"])
+    assert shards.read("k0", maps[0].case_id) is not None
+    body = json.loads(meta.read_text())
+    np.save(tmp_path / "shards" / "s0.npy", -np.load(tmp_path / "shards" / "s0.npy"))
+    body["rows"][0]["sha256"] = store._digest(-maps[0].array)
+    meta.write_text(json.dumps(body))
+    os.utime(meta, ns=(1, 1))  # the index notices the change by modification time
+    with caplog.at_level("WARNING", logger="glassbox.cache"):
+        assert shards.read("k0", maps[0].case_id) is None
+    assert "keyed MAC does not match" in caplog.text
+
+
+# -- 4. the cohort table ----------------------------------------------------------------------------------------
+def _cohort_table(ws: Workspace) -> Path:
+    (table,) = sorted((ws.cache / "cohorts").glob("*.parquet"))
+    return table
+
+
+def test_a_cohort_table_with_flipped_labels_is_rebuilt_and_keeps_the_manifests_hash(tmp_path, caplog):
+    random_png_cohort(tmp_path / "ws" / "cohorts" / "c", 80, seed=2, n_classes=2)
+    ws = Workspace(tmp_path / "ws")
+    manifest = ws.cohort_paths()["c"]
+    first = ws.load_cohort(manifest)
+    path = _cohort_table(ws)
+    table = pq.read_table(path)
+    frame = table.to_pandas()
+    frame.loc[:66, "label"] = 1 - frame.loc[:66, "label"]  # 67 labels flipped, metadata (and its hash) kept
+    pq.write_table(store.pa.Table.from_pandas(frame, preserve_index=False)
+                   .replace_schema_metadata(table.schema.metadata), path)
+    with caplog.at_level("WARNING", logger="glassbox.cache"):
+        again = ws.load_cohort(manifest)
+    assert "keyed MAC does not match" in caplog.text
+    assert again.content_hash == first.content_hash
+    assert [c.label for c in again.cases] == [c.label for c in first.cases]
+    # the manifest itself edited the same way: a new content hash (labels are in it)
+    text = manifest.read_text().splitlines()
+    flipped = [text[0]] + [",".join([*r.split(",")[:2], str(1 - int(r.split(",")[2])), r.split(",")[3]])
+                           if i < 67 else r for i, r in enumerate(text[1:])]
+    manifest.write_text("\n".join(flipped) + "\n")
+    assert ws.load_cohort(manifest).content_hash != first.content_hash
+
+
+def test_a_cohort_table_path_pointing_outside_the_data_roots_is_not_followed(tmp_path, caplog):
+    random_png_cohort(tmp_path / "ws" / "cohorts" / "c", 4, seed=3, n_classes=2)
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    ws = Workspace(tmp_path / "ws")
+    manifest = ws.cohort_paths()["c"]
+    first = ws.load_cohort(manifest)
+    path = _cohort_table(ws)
+    frame = pq.read_table(path).to_pandas()
+    secret = outside / "other.png"
+    shutil.copyfile(first.cases[0].image, secret)
+    frame.loc[0, "image"] = str(secret)
+    st = secret.stat()
+    frame.loc[0, "_image_size"], frame.loc[0, "_image_mtime"] = st.st_size, st.st_mtime_ns
+    # even with a valid MAC (an attacker holding the key), the path is checked against the roots on open
+    from data_adapters.cohort import _table_seal
+
+    text = pq.read_table(path).schema.metadata[b"glassbox"]
+    sealed = store.pa.Table.from_pandas(frame, preserve_index=False)
+    key = store.integrity_key()
+    sealed = sealed.replace_schema_metadata({**sealed.schema.metadata, b"glassbox": text,
+                                             store.MAC_FIELD: _table_seal(sealed, text, key).encode()})
+    pq.write_table(sealed, path)
+    with caplog.at_level("WARNING", logger="glassbox.cache"):
+        again = ws.load_cohort(manifest)
+    assert "outside the data roots" in caplog.text
+    assert again.cases[0].image != secret and again.cases[0].image.is_relative_to(manifest.parent.resolve())
+
+
+def test_a_cohort_table_of_the_older_layout_is_rebuilt_cleanly(tmp_path):
+    random_png_cohort(tmp_path / "ws" / "cohorts" / "c", 4, seed=4, n_classes=2)
+    ws = Workspace(tmp_path / "ws")
+    manifest = ws.cohort_paths()["c"]
+    first = ws.load_cohort(manifest)
+    path = _cohort_table(ws)
+    table = pq.read_table(path)
+    meta = json.loads(table.schema.metadata[b"glassbox"])
+    meta["format"] = "glassbox-cohort-table-1"
+    pq.write_table(table.replace_schema_metadata({b"glassbox": json.dumps(meta).encode()}), path)
+    assert ws.load_cohort(manifest).content_hash == first.content_hash
+    assert json.loads(pq.read_table(path).schema.metadata[b"glassbox"])["format"] == "glassbox-cohort-table-2"
+
+
+# -- faults: a full disk and a read-only workspace ----------------------------------------------------------------
+def _full_disk(monkeypatch):
+    real = os.replace
+
+    def no_space(src, dst):  # the data was written to the temp file; the disk filled before the rename
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(store.os, "replace", no_space)
+    return real
+
+
+def test_a_full_disk_is_named_and_leaves_the_old_file_intact_and_no_partial_file(tmp_path, monkeypatch):
+    out = tmp_path / "table.csv"
+    out.write_text("old,content\n")
+    _full_disk(monkeypatch)
+    with pytest.raises(RecordError, match="could not be written: the disk is full"):
+        store.write_file(out, "new,content\n" * 1000)
+    assert out.read_text() == "old,content\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["table.csv"]
+
+
+def test_a_write_that_fails_midway_leaves_no_partial_file(tmp_path):
+    out = tmp_path / "maps.npz"
+    out.write_bytes(b"old")
+
+    def half(tmp: Path) -> None:
+        tmp.write_bytes(b"partial")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(RecordError, match="the disk is full"):
+        store._atomic_write(out, half)
+    assert out.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["maps.npz"]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_cli_out_on_a_full_disk_is_one_line_and_keeps_the_old_file(tmp_path, monkeypatch, capsys, suffix):
+    monkeypatch.setenv("GLASSBOX_RECORD_DIR", str(tmp_path / "records"))
+    _with_entries(Record(tmp_path / "ws"))
+    out = tmp_path / f"verdicts{suffix}"
+    out.write_bytes(b"kept")
+    _full_disk(monkeypatch)
+    if suffix == ".csv":
+        code = cli.main(["audit", "export", "--workspace", str(tmp_path / "ws"), "--out", str(out)])
+    else:
+        with pytest.raises(RecordError, match="the disk is full"):
+            cli._write_table(pd.DataFrame({"a": [1, 2]}), out)
+        code = 2
+    assert code == 2 and out.read_bytes() == b"kept"
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and (suffix != ".csv" or "the disk is full" in err)
+    assert not [p for p in tmp_path.iterdir() if ".tmp" in p.name]
+
+
+def test_caches_in_a_read_only_workspace_are_computed_and_served_not_kept(tmp_path, small, monkeypatch, caplog):
+    handle = handle_for(TinyCNN(2, 1, 3), n_classes=3, input_shape=(1, 12, 12))
+    ws = Workspace(tmp_path / "ws")
+    expected = ws.predictions(handle, small)
+    shutil.rmtree(ws.cache)
+
+    def read_only(*_a, **_k):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(store.tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(store.Path, "mkdir", read_only)
+    with caplog.at_level("WARNING", logger="glassbox.cache"):
+        got = ws.predictions(handle, small)
+        maps = ws.attributions(handle, list(small.cases[:2]), "saliency", 1)
+    np.testing.assert_allclose(got[["p_0", "p_1", "p_2"]], expected[["p_0", "p_1", "p_2"]])
+    assert len(maps) == 2 and "the file system is read-only" in caplog.text
+    assert not ws.cache.exists()
+
+
+def test_an_empty_secret_file_is_refused_by_name(tmp_path, monkeypatch):
+    secret = tmp_path / "secret"
+    secret.write_text("\n")
+    monkeypatch.setenv("GLASSBOX_SECRET_FILE", str(secret))
+    with pytest.raises(InvalidInputError, match=r"secret file .* holds 0 characters"):
+        store.identifier_key()
+
+
+# -- 6. the demo's facts ---------------------------------------------------------------------------------------
+def test_the_demos_facts_go_stale_when_its_weights_are_replaced(tmp_path):
+    from workspace.demo import DEMO_VERSION, demo_facts, demo_is_built
+
+    weights = tmp_path / "models" / "v1" / "weights.pt"
+    weights.parent.mkdir(parents=True)
+    weights.write_bytes(b"the shipped weights")
+    import hashlib
+
+    (tmp_path / "demo.json").write_text(json.dumps({
+        "version": DEMO_VERSION, "checks_passed": True, "weights": {"v1": {
+            "sha256": hashlib.sha256(b"the shipped weights").hexdigest(), "source": "shipped"}},
+        "checks": [{"sentence": "v1 relies on the marker", "holds": True, "asserted": True}]}))
+    assert demo_is_built(tmp_path) and demo_facts(tmp_path)["checks"][0]["holds"]
+    weights.write_bytes(b"other weights")
+    facts = demo_facts(tmp_path)
+    assert not demo_is_built(tmp_path) and not facts["checks_passed"]
+    assert "v1's weights changed since the checks were measured" in facts["stale"][0]
+    assert not any(c["holds"] for c in facts["checks"]) and "STALE" in facts["checks"][0]["sentence"]
+    weights.unlink()
+    assert "missing" in demo_facts(tmp_path)["stale"][0]
+
+
+# -- 2. kept reports ---------------------------------------------------------------------------------------------
+def _evidence(sensitivity: float = 0.83) -> dict:
+    questions = report_lib.CHECKLIST["questions"]
+    return {"synthetic": True, "k": 10, "split": "test", "by": [],
+            "provenance": {"packages": {}, "model": {"name": "m", "version": "v", "hash": "h" * 64, "task": "binary",
+                                                     "classes": ["a", "b"], "preprocessing": "x",
+                                                     "card": {"intended_use": "u", "training_data": "t",
+                                                              "limitations": []}},
+                           "baseline": None, "cohort": {"name": "c", "hash": "c" * 64, "cases": 3, "patients": 0,
+                                                        "rejected": 0, "rows": 3}},
+            "cohort": {"groups": [], "rejected": []},
+            "performance": {"table": [], "gaps": [], "flags": [], "suppression": "", "judgement": "j", "view": "v",
+                            "resampling": "r",
+                            "clinical": {"sensitivity": sensitivity, "sensitivity_ci": [0.7, 0.9],
+                                         "specificity": 0.9, "prevalence": 0.2, "missed_per_1000": 30,
+                                         "false_alarms_per_1000": 80, "threshold": 0.5, "rule": "r",
+                                         "referral": None}},
+            "explanations": {"methods": [], "cases": 0, "summary": [], "words": [], "concepts": [], "examples": []},
+            "reviewers": {"verdicts": 0, "readers": 0},
+            "checklist": [{**q, "evidence": "e", "answer": "", "open_items": "", "answered_by": ""}
+                          for q in questions]}
+
+
+@pytest.fixture
+def signed(tmp_path):
+    record = Record(tmp_path, path=tmp_path / "review.sqlite")
+    data = report_lib.ReportData(evidence=_evidence(), figures={}, generated_at="now", generated_by="ops")
+    record.sign_off(BOARD, data.content_hash)
+    return record, data
+
+
+def test_an_edited_html_report_is_named_by_section_and_line(tmp_path, signed):
+    record, data = signed
+    out = report_lib.write_report(data, tmp_path / "report.html", record)
+    check = report_lib.verify_report(out, record)
+    assert check.ok and "signed by board1 (board)" in check.describe() and "audit entry 1 holds it" in check.describe()
+    text = out.read_text()
+    assert "83.0%" in text and "Signed by <b>board1</b>" in text
+    out.write_text(text.replace("83.0%", "98.0%"))
+    check = report_lib.verify_report(out, record)
+    assert not check.ok and len(check.changes) == 1
+    assert "(section performance): edited" in check.changes[0] and "98.0%" in check.changes[0]
+
+
+def test_a_report_without_a_seal_or_with_a_forged_one_is_not_intact(tmp_path, signed):
+    record, data = signed
+    out = report_lib.write_report(data, tmp_path / "report.html", record)
+    text = out.read_text()
+    out.write_text(re.sub(r'<meta name="glassbox-seal"[^\n]*\n', "", text))
+    assert "carries no Glassbox seal" in report_lib.verify_report(out, record).changes[0]
+    # the seal rewritten to match the edit: its MAC fails (the attacker lacks the operator's key)
+    edited = text.replace("83.0%", "98.0%")
+    body = re.sub(r'<meta name="glassbox-seal"[^\n]*\n', "", edited)
+    token = re.search(r'content="([^"]+)"', text).group(1)
+    seal = json.loads(base64.b64decode(token))
+    seal.update(document=report_lib.hashlib.sha256(body.encode()).hexdigest(),
+                lines=[report_lib._line_hash(x) for x in body.split("\n")])
+    forged = base64.b64encode(json.dumps(seal).encode()).decode()
+    out.write_text(edited.replace(token, forged))
+    check = report_lib.verify_report(out, record)
+    assert not check.ok and "MAC does not hold" in check.changes[0]
+
+
+def test_a_stated_signature_that_is_not_in_the_audit_log_is_named(tmp_path, signed):
+    record, data = signed
+    out = report_lib.write_report(data, tmp_path / "report.html", record)
+    other = Record(tmp_path, path=tmp_path / "other.sqlite")  # the file checked against a record without the sign-off
+    other.log(READER, "sign_in")
+    check = report_lib.verify_report(out, other)
+    assert not check.ok and "NOT on record" in check.describe()
+
+
+def test_cli_verify_report_exits_0_intact_and_1_naming_the_change(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("GLASSBOX_RECORD_DIR", str(tmp_path / "records"))
+    record = Record(tmp_path / "ws")
+    data = report_lib.ReportData(evidence=_evidence(), figures={}, generated_at="now", generated_by="ops")
+    record.sign_off(BOARD, data.content_hash)
+    out = report_lib.write_report(data, tmp_path / "report.html", record)
+    assert cli.main(["verify-report", str(out), "--workspace", str(tmp_path / "ws")]) == 0
+    assert "report file intact" in capsys.readouterr().out
+    out.write_text(out.read_text().replace("83.0%", "98.0%"))
+    assert cli.main(["verify-report", str(out), "--workspace", str(tmp_path / "ws")]) == 1
+    assert "line" in capsys.readouterr().out
+    assert cli.main(["verify-report", str(tmp_path / "none.pdf")]) == 2
+    assert "cannot be read" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(shutil.which("pdftotext") is None, reason="poppler's pdftotext names the page and line")
+def test_an_edited_pdf_report_is_named_by_page_and_line(tmp_path, signed):
+    record, data = signed
+    out = report_lib.write_report(data, tmp_path / "report.pdf", record)
+    check = report_lib.verify_report(out, record)
+    assert check.ok and check.kind == "pdf" and "audit entry 1 holds it" in check.describe()
+    raw = out.read_bytes()
+    assert report_lib._pdf_text_pages(raw) is not None  # readers still read the sealed file
+    # any byte changed before the seal is found
+    flipped = bytearray(raw)
+    flipped[len(raw) // 3] ^= 0x01
+    out.write_bytes(bytes(flipped))
+    assert not report_lib.verify_report(out, record).ok
+    # a PDF made again with "98.0%" and the original seal appended: named by page and line
+    seal = raw[raw.rindex(b"\n%GLASSBOX-SEAL "):]
+    made = report_lib.pdf_bytes(report_lib.render_html(report_lib.ReportData(
+        evidence=_evidence(0.98), figures={}, generated_at="now", generated_by="ops"), record))
+    body = made[:made.rindex(b"\n%GLASSBOX-SEAL ")]
+    xref = re.search(rb"startxref\s+(\d+)\s+%%EOF\s*$", body).group(1)
+    out.write_bytes(body + re.sub(rb"startxref\n\d+", b"startxref\n" + xref, seal))
+    check = report_lib.verify_report(out, record)
+    assert not check.ok and any("page 1" in c and "98.0%" in c for c in check.changes), check.changes
+
+
+def test_a_report_written_to_a_full_disk_leaves_the_kept_one_intact(tmp_path, signed, monkeypatch):
+    record, data = signed
+    out = report_lib.write_report(data, tmp_path / "report.html", record)
+    before = out.read_bytes()
+    _full_disk(monkeypatch)
+    with pytest.raises(RecordError, match="the disk is full"):
+        report_lib.write_report(data, out, record)
+    assert out.read_bytes() == before and [p.name for p in tmp_path.iterdir() if "report" in p.name] == ["report.html"]

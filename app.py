@@ -17,13 +17,30 @@ if __name__ == "__main__" and not st.runtime.exists():
     sys.argv = ["streamlit", "run", __file__, *sys.argv[1:]]
     sys.exit(cli.main())
 
-from pages._common import IDENTITY, fitting_cohort, kept, selection, sign_in, sign_out  # noqa: E402
+from data_adapters.errors import GlassboxError  # noqa: E402
+from pages._common import (  # noqa: E402
+    IDENTITY,
+    fitting_cohort,
+    guard_server_messages,
+    kept,
+    md,
+    selection,
+    sign_in,
+    sign_out,
+)
 from workspace.access import auth_mode  # noqa: E402
+from workspace.settings import check_operator  # noqa: E402
 from workspace.store import allowed_workspace, allowed_workspaces  # noqa: E402
 
 HERE = Path(__file__).resolve().parent  # static files and pages resolve from the package, not the working directory
 LOGO = str(HERE / "assets" / "logo.svg")
 st.set_page_config(page_title="Glassbox", page_icon=LOGO, layout="wide")
+guard_server_messages()  # clearing every user's caches (and other server-wide messages): a signed-in admin's only
+try:  # the operator's settings, checked against their schemas before anything trusts them
+    check_operator()
+except GlassboxError as e:
+    st.error(f"Glassbox cannot start with these settings: {e}")
+    st.stop()
 # widget state that must survive a page switch (Streamlit forgets the state of widgets a run did not draw): the
 # reviewer's place, filters and display settings; re-assigning a key makes it the session's, not the widget's
 for _key in [k for k in st.session_state if kept(k)]:
@@ -63,7 +80,7 @@ with st.sidebar:
                      help="The workspaces this server's operator made available (glassbox serve --workspace)")
     root, models, cohorts = selection()
     if len(offered) == 1:
-        st.caption(f"Workspace **{root.name}**")
+        st.caption(f"Workspace **{md(root.name)}**")
     def fit_cohort() -> None:  # a new model version opens on a cohort it can take (not a 2D model on volumes)
         chosen_model = models.get(st.session_state.get("model")) or list(models.values())[-1]
         st.session_state["cohort"] = fitting_cohort(chosen_model, cohorts, st.session_state.get("cohort"))
@@ -76,10 +93,10 @@ with st.sidebar:
         st.selectbox("Cohort", list(cohorts), key="cohort")
     st.caption("PHI is never shown: identifier columns are dropped on load.")
     if who.how == "single-user mode":
-        st.caption(f"**Single-user local mode**: no sign-in; every action is recorded as **{who.name}** (admin). "
+        st.caption(f"**Single-user local mode**: no sign-in; every action is recorded as **{md(who.name)}** (admin). "
                    "Create accounts (`glassbox user add`) to make this a multi-user server.")
     else:
-        st.caption(f"Signed in as **{who.name}** ({who.role})")
+        st.caption(f"Signed in as **{md(who.name)}** ({who.role})")
         if auth_mode() == "oidc":
             st.button("Sign out", key="sign_out", on_click=lambda: (sign_out(), st.logout()))
         else:

@@ -8,6 +8,11 @@ depends on (size and modification time of the model folder's files, the manifest
 """
 from __future__ import annotations
 
+import hashlib
+import hmac
+import logging
+import math
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -21,7 +26,7 @@ from evaluation.metrics import METRICS
 from evaluation.multiclass import MULTICLASS_METRICS
 from explainers.device import best_device
 from workspace import jobs
-from workspace.access import NO_ROLE, PAGES, Identity, Users, auth_mode, single_user
+from workspace.access import ADMIN_MESSAGES, NO_ROLE, PAGES, Identity, Users, attempt_actor, auth_mode, single_user
 from workspace.review import Record, spreadsheet_safe
 from workspace.store import Workspace, allowed_workspace, identifier_key
 
@@ -71,9 +76,36 @@ def record(root: Path | None = None) -> Record:
     return Record(root or _workspace())
 
 
+#: why this session's sign-in ended (shown once above the sign-in form)
+ENDED = "_session_ended"
+log = logging.getLogger("glassbox.app")
+
+
+def md(value) -> str:
+    """``value`` (anything that came from a file, a manifest, a model card, a DICOM tag or a user) made safe to put
+    inside ``st.markdown``, a caption, a label or a banner: every Markdown, HTML and Streamlit directive character
+    is backslash-escaped and line breaks become spaces, so ``![x](http://host/p.png)`` shows as text and fetches
+    nothing, ``[login](http://phish)`` is no link, ``:red[...]`` no colour, ``$x$`` no formula."""
+    text = str(value).replace("\r", " ").replace("\n", " ")
+    return _MD_SPECIAL.sub(lambda m: "\\" + m.group(0), text)
+
+
+_MD_SPECIAL = re.compile(r"[\\`*_{}\[\]()#+\-.!|<>~:$&=\"^]")
+
+
+def _end_session(current: Identity, why: str) -> None:
+    """The account behind this session changed (disabled, role or password changed): the session ends here."""
+    record().log(current, "session_ended", why=why)
+    for key in (IDENTITY, "_signed_in_logged", "_opened"):
+        st.session_state.pop(key, None)
+    st.session_state[ENDED] = why
+
+
 def identity() -> Identity | None:
     """Who is using this session: single-user mode's operating-system user, the identity provider's user with the
-    role the operator gave their e-mail, or the local account signed in on this session; None when nobody is."""
+    role the operator gave their e-mail, or the local account signed in on this session; None when nobody is.
+    A local account is re-read on every run (every action): disabled, demoted or given a new password since it
+    signed in, its session ends here, before the page acts."""
     mode = auth_mode()
     if mode == "single":
         st.session_state[IDENTITY] = single_user()
@@ -81,9 +113,16 @@ def identity() -> Identity | None:
         email = str(st.user.get("email") or "")
         role = Users().role_of(email) if email else None
         if role is None:
+            st.session_state.pop(IDENTITY, None)
             return None
         st.session_state[IDENTITY] = Identity(email, role, "identity provider")
     current = st.session_state.get(IDENTITY)
+    if current is not None and mode != "single" and current.how == "local account":
+        fresh = Users().refresh(current)
+        if fresh is None:
+            _end_session(current, "the operator disabled this account or changed its role or password")
+            return None
+        st.session_state[IDENTITY] = current = fresh
     if current is not None and st.session_state.get("_signed_in_logged") != str(_workspace()):
         st.session_state["_signed_in_logged"] = str(_workspace())
         record().log(current, "sign_in", how=current.how)
@@ -92,6 +131,7 @@ def identity() -> Identity | None:
 
 def sign_in() -> Identity:
     """The signed-in identity, or the sign-in form (and stop) when nobody is signed in."""
+    guard_server_messages()
     current = identity()
     if current is not None:
         return current
@@ -104,24 +144,104 @@ def sign_in() -> Identity:
         else:
             st.button("Sign in with your organisation's account", on_click=st.login, key="oidc_login")
         st.stop()
+    ended = st.session_state.pop(ENDED, None)
+    if ended:
+        st.warning(f"You were signed out: {ended}. Sign in again.")
     with st.form("sign_in"):
         name = st.text_input("User name", key="sign_in_name")
         password = st.text_input("Password", type="password", key="sign_in_password")
         submitted = st.form_submit_button("Sign in")
     if submitted:
         users = Users()
-        who = users.authenticate(name.strip(), password)
-        anonymous = Identity(name.strip()[:120] or "(empty)", NO_ROLE, "sign-in attempt")
+        name = name.strip()
+        browser, network = client()
+        wait = users.wait(name, browser, network)
+        who = None if wait else users.authenticate(name, password, browser, network)
         if who is None:
-            record().log(anonymous, "sign_in_failed", locked=users.locked(name.strip()))
-            st.error("Not signed in: the name or password is wrong, the account is inactive, or it is locked for a "
-                     "while after repeated failures.")
+            if not wait:
+                failed_sign_in(users, name, browser)
+            st.error("Not signed in: the name or password is wrong, the account is inactive, or this browser must "
+                     "wait after repeated failures" + (f" (try again in {math.ceil(wait)} s)." if wait else "."))
         else:
             st.session_state[IDENTITY] = who
             st.session_state.pop("sign_in_password", None)
             st.rerun()
     st.caption("Accounts are created by the server's operator (`glassbox user add NAME --role ROLE`).")
     st.stop()
+
+
+def client() -> tuple[str, str]:
+    """This session's (browser, network) for sign-in limits: the browser as a keyed hash of the token in its
+    Streamlit XSRF cookie (stable per browser, unknown to anyone else), the network as its address (``local`` on
+    loopback)."""
+    try:
+        cookie = st.context.cookies.get("_streamlit_xsrf") or ""
+        network = st.context.ip_address or "local"
+    except Exception:  # no browser context (a script run without a server)
+        cookie, network = "", "local"
+    token = _xsrf_token(cookie)
+    browser = hmac.new(secret().encode(), b"browser\x00" + token, hashlib.sha256).hexdigest()[:20] if token else ""
+    return browser, network
+
+
+def _xsrf_token(cookie: str) -> bytes:
+    """The token inside a Tornado XSRF cookie (version 2 masks it afresh each time it is set)."""
+    parts = cookie.split("|")
+    if len(parts) == 4 and parts[0] == "2":
+        try:
+            mask, masked = bytes.fromhex(parts[1]), bytes.fromhex(parts[2])
+            return bytes(a ^ b for a, b in zip(mask * (len(masked) // max(len(mask), 1) + 1), masked))
+        except ValueError:
+            pass
+    return cookie.encode()
+
+
+def failed_sign_in(users: Users, name: str, browser: str) -> None:
+    """A failed sign-in in the audit log, aggregated: the 1st, 2nd, 4th, 8th… failure of one name from one browser
+    in the lockout window is an entry (with the count so far), so a flood of attempts is a handful of entries. A
+    name that is no account is logged as ``unknown user #<keyed hash>``: never a password typed in the wrong box."""
+    n = users.failures(name, browser)
+    if n and n & (n - 1) == 0:
+        actor = attempt_actor(name[:120] or "(empty)", secret(), users.exists(name))
+        record().log(Identity(actor, NO_ROLE, "sign-in attempt"), "sign_in_failed", attempts=n,
+                     waiting=users.locked(name, browser))
+
+
+def _admin_session(session_state) -> bool:
+    """Whether a browser session belongs to a signed-in admin (re-read from the account now)."""
+    try:
+        who = session_state[IDENTITY]
+    except (KeyError, AttributeError):
+        return False
+    if not isinstance(who, Identity):
+        return False
+    try:
+        if auth_mode() != "single" and who.how == "local account":
+            who = Users().refresh(who)
+    except GlassboxError:
+        return False
+    return who is not None and who.can("server_admin")
+
+
+def guard_server_messages() -> None:
+    """Drop the browser messages that act on the whole server (:data:`workspace.access.ADMIN_MESSAGES`: clearing
+    every user's caches, run-on-save, git info) unless they come from a signed-in admin's session. Streamlit would
+    take them from any websocket client, signed in or not. Installed once per process."""
+    from streamlit.runtime.app_session import AppSession
+
+    original = AppSession.handle_backmsg
+    if getattr(original, "_glassbox_guard", False):
+        return
+
+    def handle_backmsg(self, msg) -> None:
+        kind = msg.WhichOneof("type")
+        if kind in ADMIN_MESSAGES and not _admin_session(getattr(self, "_session_state", None)):
+            log.warning("dropped a %r message from a session that is not a signed-in admin's", kind)
+            return None
+        return original(self, msg)
+
+    handle_backmsg._glassbox_guard = True
+    AppSession.handle_backmsg = handle_backmsg
 
 
 def guard(page: str) -> Identity:

@@ -7,7 +7,10 @@ import streamlit as st
 
 from pages import _common as common
 
-who = common.guard("audit")  # the role check comes before anything is read
+who = common.guard("audit")  # the role check comes before anything is read (the account re-read on every run)
+if not who.can("view_audit"):
+    st.error(f"The audit log is not open to the {who.role} role.")
+    st.stop()
 st.title("Audit log")
 st.caption("Every consequential action, appended and hash-chained: each entry carries the hash of the one before, so "
            "an edited, deleted or reordered entry is found. Cases appear only as keyed hashes; models and cohorts "

@@ -14,16 +14,30 @@ from workspace.review import Record
 
 
 @pytest.fixture
-def local_auth(monkeypatch):
-    """A server that asks for sign-in (``glassbox serve --auth local``)."""
+def local_auth(monkeypatch, tmp_path):
+    """A server that asks for sign-in (``glassbox serve --auth local``), with its own users file (sessions are
+    re-read from their accounts on every run, so each test's accounts live in it)."""
     monkeypatch.setenv("GLASSBOX_AUTH", "local")
+    monkeypatch.setenv("GLASSBOX_USERS_FILE", str(tmp_path / "users.sqlite"))
+
+
+def account(name: str, role: str) -> Identity:
+    """An active account ``name`` with ``role`` in the current users file (made or changed), as a session holds it
+    once signed in."""
+    users = Users()
+    if users.exists(name):
+        users.set_role(name, role)
+        users.set_active(name, True)
+    else:
+        users.add(name, role, None)
+    return users.refresh(Identity(name, role))
 
 
 def as_role(name: str, workspace, role: str, **state) -> AppTest:
     allow(workspace)
     at = AppTest.from_file(str(ROOT / name), default_timeout=TIMEOUT)
     at.session_state["workspace"] = str(workspace)
-    at.session_state["_identity"] = Identity(f"{role}-1", role)
+    at.session_state["_identity"] = account(f"{role}-1", role)
     for k, v in {"model": "v2", "cohort": "demo2d", **state}.items():
         at.session_state[k] = v
     return at.run()

@@ -14,6 +14,14 @@ How people sign in (``glassbox serve --auth``): ``local`` accounts, kept in a SQ
 their own machine: no sign-in, every action recorded as the operating-system user with the admin role, and every
 page says so. Without ``--auth``, a server whose users file holds accounts asks for sign-in; one without runs
 single-user.
+
+Sessions follow the account: every page run re-reads the signed-in account (:meth:`Users.refresh`), so disabling
+it, changing its role or its password ends its open sessions at their next action (each change bumps the account's
+``epoch``, which a session carries). Sign-in attempts are limited per (client, account) and per client, with a
+backoff that doubles (:meth:`Users.wait`): a stranger's failures slow that stranger, never the account's owner
+signing in from elsewhere. A name typed at sign-in that is no account is never stored as written (it may be a
+password typed into the wrong box): the audit log gets ``unknown user #<keyed hash>`` (:func:`attempt_actor`), the
+users file a keyed hash.
 """
 from __future__ import annotations
 
@@ -21,7 +29,10 @@ import contextlib
 import dataclasses
 import datetime as dt
 import getpass
+import hashlib
+import hmac
 import os
+import secrets
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -33,7 +44,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from data_adapters.errors import InvalidInputError
 
 __all__ = ["ROLES", "PAGES", "ACTIONS", "AUTH_MODES", "Identity", "Users", "users_file", "auth_mode",
-           "single_user", "operator", "board_k"]
+           "single_user", "operator", "board_k", "attempt_actor", "ADMIN_MESSAGES"]
 
 ROLES = ("radiologist", "developer", "board", "admin")
 EVERYONE = ROLES
@@ -56,16 +67,26 @@ ACTIONS = {
     "record_verdict": ("radiologist", "admin"),
     "see_cases": ("radiologist", "developer", "admin"),  # case images, case ids, per-case rows
     "export_verdicts": ("radiologist", "developer", "admin"),
+    # every reader's verdicts (a reader exports only their own, so that reads stay independent)
+    "export_all_verdicts": ("developer", "admin"),
     "view_audit": ("admin",),
     "sign_off": ("board",),
+    "server_admin": ("admin",),  # clear every user's caches and the other server-wide messages
 }
+#: the browser messages that act on the whole server (Streamlit's "Clear caches" clears every user's): a signed-in
+#: admin's only; the app drops them from anyone else
+ADMIN_MESSAGES = ("clear_cache", "set_run_on_save", "load_git_info")
 #: the role of someone not signed in (a failed sign-in attempt, in the audit log): it opens nothing
 NO_ROLE = "none"
 AUTH_MODES = ("single", "local", "oidc")
 MIN_PASSWORD = 10
-#: sign-in attempts allowed per account in LOCKOUT_MINUTES before it is refused for that long
+#: failed sign-ins allowed per (client, account) in LOCKOUT_MINUTES before that client waits for that account
 MAX_FAILURES = 5
+#: failed sign-ins allowed per client, over every account, in LOCKOUT_MINUTES (guessing many names)
+MAX_CLIENT_FAILURES = 20
 LOCKOUT_MINUTES = 15
+#: the first wait after MAX_FAILURES (seconds); it doubles with each further failure, up to LOCKOUT_MINUTES
+BACKOFF_S = 2.0
 MSG_ROLE = "role must be one of {roles}, not {value!r}"
 
 
@@ -77,6 +98,8 @@ class Identity:
     name: str
     role: str
     how: str = "local account"
+    #: the account's epoch when the session signed in (None: not known, e.g. made by a test or the command line)
+    epoch: int | None = dataclasses.field(default=None, compare=False)
 
     def __post_init__(self) -> None:
         if self.role not in (*ROLES, NO_ROLE):
@@ -120,26 +143,53 @@ def auth_mode() -> str:
 
 def board_k() -> int:
     """The smallest group a board view shows (``glassbox serve --board-k``, default 10): board members may raise it
-    for a view, never lower it."""
-    try:
-        return max(2, int(os.environ.get("GLASSBOX_BOARD_K", "10")))
-    except ValueError:
-        return 10
+    for a view, never lower it. A value that is not an integer ≥ 2 is refused by name, never replaced silently."""
+    from workspace.settings import board_k_from
+
+    return board_k_from(os.environ.get("GLASSBOX_BOARD_K"))
+
+
+def attempt_actor(name: str, key: str, known: bool) -> str:
+    """How a sign-in attempt's user name enters the audit log: an account's name as it is; anything else as
+    ``unknown user #<HMAC of it under the operator's key>``, so that a password typed into the user-name box is
+    never stored, and repeated attempts with one name still group together."""
+    if known:
+        return name
+    digest = hmac.new(key.encode(), b"sign-in-name\x00" + name.encode("utf-8", "replace"), hashlib.sha256)
+    return f"unknown user #{digest.hexdigest()[:10]}"
 
 
 class Users:
     """The operator's accounts: name, role, argon2id hash of the password (none for identity-provider accounts),
-    whether active. Failed sign-ins are counted per account to refuse guessing."""
+    whether active, and an epoch that every change of role, state or password bumps (ending open sessions).
+    Failed sign-ins are counted per (client, account) and per client to refuse guessing without letting anyone
+    lock an account's owner out."""
 
     def __init__(self, path: str | Path | None = None) -> None:
         self.path = Path(path) if path is not None else users_file()
         self.path.parent.mkdir(parents=True, exist_ok=True)
         new = not self.path.exists()
-        with self._connect() as db:
-            db.executescript("""
-                CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, role TEXT NOT NULL, password TEXT,
-                    active INTEGER NOT NULL DEFAULT 1, created TEXT NOT NULL);
-                CREATE TABLE IF NOT EXISTS failures (name TEXT NOT NULL, at TEXT NOT NULL);""")
+        try:
+            with self._connect() as db:
+                db.executescript("""
+                    CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, role TEXT NOT NULL, password TEXT,
+                        active INTEGER NOT NULL DEFAULT 1, created TEXT NOT NULL);
+                    CREATE TABLE IF NOT EXISTS failures (name TEXT NOT NULL, at TEXT NOT NULL);
+                    CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                    CREATE TABLE IF NOT EXISTS devices (name TEXT NOT NULL, client TEXT NOT NULL, at TEXT NOT NULL,
+                        PRIMARY KEY (name, client));""")
+                db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('name_key', ?)", (secrets.token_hex(32),))
+                self._name_key = db.execute("SELECT value FROM meta WHERE key = 'name_key'").fetchone()[0]
+                columns = {t: {r[1] for r in db.execute(f"PRAGMA table_info({t})")} for t in ("users", "failures")}
+                if "epoch" not in columns["users"]:  # a users file made before sessions followed the account
+                    db.execute("ALTER TABLE users ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0")
+                if "client" not in columns["failures"]:
+                    db.execute("ALTER TABLE failures ADD COLUMN client TEXT NOT NULL DEFAULT ''")
+                if "network" not in columns["failures"]:
+                    db.execute("ALTER TABLE failures ADD COLUMN network TEXT NOT NULL DEFAULT ''")
+        except sqlite3.DatabaseError as e:
+            raise InvalidInputError(f"{self.path}: not a Glassbox users file (SQLite: {e}); the operator's "
+                                    "$GLASSBOX_USERS_FILE must name one made by `glassbox user add`") from e
         if new:
             os.chmod(self.path, 0o600)
         self._hasher = PasswordHasher()
@@ -152,6 +202,19 @@ class Users:
                 yield db
         finally:
             db.close()
+
+    def check(self) -> None:
+        """The users file as the operator's file schema wants it: every role one of :data:`ROLES`, every name
+        well formed; a problem is named (file, account, field)."""
+        with self._connect() as db:
+            rows = db.execute("SELECT name, role, active FROM users").fetchall()
+        for name, role, active in rows:
+            try:
+                self._check(str(name), str(role))
+            except InvalidInputError as e:
+                raise InvalidInputError(f"{self.path}: account {str(name)[:40]!r}: {e}") from e
+            if active not in (0, 1):
+                raise InvalidInputError(f"{self.path}: account {name!r}: active must be 0 or 1, got {active!r}")
 
     def _check(self, name: str, role: str | None = None) -> None:
         if not name or name != name.strip() or len(name) > 120:
@@ -179,8 +242,9 @@ class Users:
                                     "`glassbox user password`") from e
 
     def _update(self, name: str, sql: str, *params) -> None:
+        """Change an account and bump its epoch: its open sessions end at their next action."""
         with self._connect() as db:
-            if db.execute(f"UPDATE users SET {sql} WHERE name = ?", (*params, name)).rowcount == 0:
+            if db.execute(f"UPDATE users SET {sql}, epoch = epoch + 1 WHERE name = ?", (*params, name)).rowcount == 0:
                 raise InvalidInputError(f"no user {name!r}; `glassbox user list` shows who exists")
 
     def set_role(self, name: str, role: str) -> None:
@@ -205,25 +269,91 @@ class Users:
         with self._connect() as db:
             return db.execute("SELECT 1 FROM users WHERE active = 1 LIMIT 1").fetchone() is not None
 
+    def exists(self, name: str) -> bool:
+        with self._connect() as db:
+            return db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone() is not None
+
     def role_of(self, name: str) -> str | None:
         """The role of an active account (identity-provider users are looked up by e-mail), else None."""
         with self._connect() as db:
             row = db.execute("SELECT role FROM users WHERE name = ? AND active = 1", (name,)).fetchone()
         return row[0] if row else None
 
-    def locked(self, name: str) -> bool:
-        since = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=LOCKOUT_MINUTES)).isoformat()
+    def refresh(self, identity: Identity) -> Identity | None:
+        """``identity`` as its account stands now: None when the account is gone, disabled, or its role or epoch
+        changed since the session signed in (a demotion ends the session too: its pages and cached views were
+        the old role's). Identities that are not accounts (single-user mode, the operator) are returned as
+        they are; an identity-provider user takes the role the operator gives their e-mail now."""
+        if identity.how not in ("local account", "identity provider"):
+            return identity
         with self._connect() as db:
-            (n,) = db.execute("SELECT COUNT(*) FROM failures WHERE name = ? AND at >= ?", (name, since)).fetchone()
-        return n >= MAX_FAILURES
-
-    def authenticate(self, name: str, password: str) -> Identity | None:
-        """The account's identity if ``password`` is right and the account active and not locked, else None (the
-        caller says only "not signed in", never which part was wrong)."""
-        with self._connect() as db:
-            row = db.execute("SELECT role, password, active FROM users WHERE name = ?", (name,)).fetchone()
-        if self.locked(name):
+            row = db.execute("SELECT role, active, epoch FROM users WHERE name = ?", (identity.name,)).fetchone()
+        if row is None or not row[1]:
             return None
+        role, _, epoch = row
+        if identity.how == "identity provider":
+            return Identity(identity.name, role, identity.how, epoch)
+        if role != identity.role or (identity.epoch is not None and epoch != identity.epoch):
+            return None
+        return identity if identity.epoch is not None else Identity(identity.name, role, identity.how, epoch)
+
+    def _attempted(self, db: sqlite3.Connection, name: str) -> str:
+        """How a sign-in name is kept in ``failures``: an account's name as it is, any other name (perhaps a
+        password typed into the wrong box) as a keyed hash, never in clear."""
+        if db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone() is not None:
+            return name
+        return "#" + hmac.new(self._name_key.encode(), name.encode("utf-8", "replace"), hashlib.sha256).hexdigest()[:20]
+
+    def _failures(self, db: sqlite3.Connection, where: str, *params) -> tuple[int, str | None]:
+        since = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=LOCKOUT_MINUTES)).isoformat()
+        n, last = db.execute(f"SELECT COUNT(*), MAX(at) FROM failures WHERE {where} AND at >= ?",
+                             (*params, since)).fetchone()
+        return int(n), last
+
+    def wait(self, name: str, client: str = "", network: str = "") -> float:
+        """Seconds this client must wait before its next attempt on ``name`` (0: it may try now).
+
+        ``client`` is the browser (a keyed hash of its Streamlit cookie), ``network`` its address. After
+        :data:`MAX_FAILURES` failures on the account from this client, or :data:`MAX_CLIENT_FAILURES` from its
+        network on any account by browsers the account never signed in from, the wait doubles from
+        :data:`BACKOFF_S` with each further failure, up to :data:`LOCKOUT_MINUTES`. A browser the account has
+        signed in from before is held only to its own failures: a stranger on the same network (or the same
+        loopback) cannot lock the owner out, and rotating cookies does not buy a stranger more guesses."""
+        now = dt.datetime.now(dt.timezone.utc)
+        with self._connect() as db:
+            who = self._attempted(db, name)
+            pair = self._failures(db, "name = ? AND client = ?", who, client)
+            known = db.execute("SELECT 1 FROM devices WHERE name = ? AND client = ?", (who, client)).fetchone()
+            checks = [(pair, MAX_FAILURES)]
+            if not known and network:
+                checks.append((self._failures(db, "network = ? AND client NOT IN (SELECT client FROM devices "
+                                                  "WHERE devices.name = failures.name)", network),
+                               MAX_CLIENT_FAILURES))
+        waits = [0.0]
+        for (n, last), limit in checks:
+            if n >= limit and last:
+                backoff = min(BACKOFF_S * 2 ** (n - limit), LOCKOUT_MINUTES * 60.0)
+                elapsed = (now - dt.datetime.fromisoformat(last)).total_seconds()
+                waits.append(max(0.0, backoff - elapsed))
+        return max(waits)
+
+    def locked(self, name: str, client: str = "", network: str = "") -> bool:
+        """Whether this client must wait before trying ``name`` again (:meth:`wait`)."""
+        return self.wait(name, client, network) > 0
+
+    def failures(self, name: str, client: str = "") -> int:
+        """Failed attempts on ``name`` from ``client`` in the last :data:`LOCKOUT_MINUTES`."""
+        with self._connect() as db:
+            return self._failures(db, "name = ? AND client = ?", self._attempted(db, name), client)[0]
+
+    def authenticate(self, name: str, password: str, client: str = "", network: str = "") -> Identity | None:
+        """The account's identity if ``password`` is right, the account active and this client not waiting
+        (:meth:`wait`), else None (the caller says only "not signed in", never which part was wrong). A waiting
+        client's attempt is refused before any hash is computed (no CPU spent on a flood) and not counted."""
+        if self.locked(name, client, network):
+            return None
+        with self._connect() as db:
+            row = db.execute("SELECT role, password, active, epoch FROM users WHERE name = ?", (name,)).fetchone()
         ok = False
         if row and row[1] and row[2]:
             try:
@@ -235,13 +365,19 @@ class Users:
                 self._hasher.verify(_DUMMY, password)
         with self._connect() as db:
             if ok:
-                db.execute("DELETE FROM failures WHERE name = ?", (name,))
+                db.execute("DELETE FROM failures WHERE name = ? AND client = ?", (name, client))
+                if client:  # this browser is now the account's own: a stranger's failures no longer hold it
+                    db.execute("INSERT OR REPLACE INTO devices (name, client, at) VALUES (?, ?, ?)",
+                               (name, client, dt.datetime.now(dt.timezone.utc).isoformat()))
                 if self._hasher.check_needs_rehash(row[1]):
                     db.execute("UPDATE users SET password = ? WHERE name = ?", (self._hasher.hash(password), name))
             else:
-                db.execute("INSERT INTO failures (name, at) VALUES (?, ?)",
-                           (name, dt.datetime.now(dt.timezone.utc).isoformat()))
-        return Identity(name, row[0], "local account") if ok else None
+                since = (dt.datetime.now(dt.timezone.utc) - dt.timedelta(minutes=LOCKOUT_MINUTES)).isoformat()
+                db.execute("DELETE FROM failures WHERE at < ?", (since,))  # bounded under a flood
+                db.execute("INSERT INTO failures (name, at, client, network) VALUES (?, ?, ?, ?)",
+                           (self._attempted(db, name), dt.datetime.now(dt.timezone.utc).isoformat(), client[:200],
+                            network[:200]))
+        return Identity(name, row[0], "local account", row[3]) if ok else None
 
 
 _DUMMY = PasswordHasher().hash("not a password of anyone")

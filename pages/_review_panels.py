@@ -95,7 +95,7 @@ def worklist_panel(table: pd.DataFrame, cohort: Cohort, handle: ModelHandle, who
                      })
         if who.can("export_verdicts") and len(verdicts):
             common.download(st, "Download verdicts with provenance (CSV)",
-                            record.verdicts_csv(model_hash=handle.weights_hash, cohort_hash=cohort.content_hash),
+                            record.verdicts_csv(who, model_hash=handle.weights_hash, cohort_hash=cohort.content_hash),
                             file_name="verdicts.csv", key="review_export", what="verdicts")
     return shown
 

@@ -37,6 +37,7 @@ from data_adapters.models.state_dict import StateDictLoader, monai_network
 from data_adapters.models.torchscript import TorchscriptLoader
 from data_adapters.records import ModelCard, ModelHandle, Preprocessing
 from data_adapters.registry import Registry
+from data_adapters.schema import MODEL_SPEC, PREPROCESSING, Field, read_json
 
 __all__ = ["MODEL_LOADERS", "load_model", "monai_network", "read_spec", "spec_path", "write_spec"]
 
@@ -94,10 +95,7 @@ def preprocessing_from(fields: dict) -> Preprocessing:
     if not isinstance(fields, dict):
         raise InvalidInputError(f"preprocessing must be an object, got {type(fields).__name__}")
     _check_keys(fields, {f.name for f in dataclasses.fields(Preprocessing)}, "preprocessing")
-    for key in ("resize",):
-        if key in fields and not isinstance(fields[key], bool):
-            raise InvalidInputError(f"preprocessing.{key} must be true or false (JSON booleans, no quotes), got "
-                                    f"{json.dumps(fields[key])}")
+    fields = PREPROCESSING.check(fields, "preprocessing")  # types, ranges, a window with a_min < a_max
     tuples = {k: tuple(float(v) for v in fields[k]) if k != "spatial_size" else tuple(int(v) for v in fields[k])
               for k in ("spatial_size", "spacing", "intensity_range") if fields.get(k) is not None}
     return Preprocessing(**{**fields, **tuples})
@@ -113,10 +111,10 @@ def read_spec(path: str | Path) -> tuple[dict, Path]:
     if not where.is_file():
         raise ModelError(f"{path}: no {SPEC_NAME} here; a model is a folder with {SPEC_NAME} and its weights, "
                          "or a MONAI bundle (configs/metadata.json, configs/inference.json, models/model.pt)")
-    try:
-        return json.loads(where.read_text(encoding="utf-8")), where
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ModelError(f"{where}: not valid JSON ({e})") from e
+    try:  # bounded: size, nesting depth, duplicate keys, an object at the top level
+        return read_json(where), where
+    except InvalidInputError as e:
+        raise ModelError(str(e)) from e
 
 
 def load_model(path: str | Path, *, roots: Sequence[str | Path] | None = None,
@@ -127,8 +125,9 @@ def load_model(path: str | Path, *, roots: Sequence[str | Path] | None = None,
     one of them; ``remedy`` says how the operator adds a root (for the message)."""
     spec, where = read_spec(path)
     folder = Path(path) if Path(path).is_dir() else where.parent
-    try:
+    try:  # the declared schema: unknown keys (did you mean), types, ranges; card.limitations "x" becomes ["x"]
         _check_keys(spec, SPEC_KEYS, str(where.name))
+        spec = MODEL_SPEC.with_fields({k: Field() for k in SPEC_KEYS - set(MODEL_SPEC.fields)}).check(spec, "")
     except InvalidInputError as e:
         raise ModelError(f"{where}: {e}") from e
     loader = MODEL_LOADERS.get(str(_field(spec, "format", where)))

@@ -8,6 +8,7 @@ workspace does not carry it.
 """
 from __future__ import annotations
 
+import os
 import re
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -96,6 +97,12 @@ def load_dicom_folder(folder: str | Path, *, salt: str, input_shape: Sequence[in
         raise InvalidInputError(f"{folder}: folder is empty; expected DICOM files")
     rejections, entries = [], []
     for i, path in enumerate(files, start=1):
+        if not Path(os.path.realpath(path)).is_relative_to(folder):  # a symbolic link out of the cohort's folder
+            rel = str(path.relative_to(folder))
+            rejections.append(Rejection(row=i, case_id=None, field="image",
+                                        reason=f"{mask_path(rel)}: a link to a file outside the cohort's folder "
+                                               "(not followed)"))
+            continue
         try:
             entries.append((i, path, pydicom.dcmread(path, stop_before_pixels=True)))
         except (InvalidDicomError, OSError, EOFError, ValueError):

@@ -64,6 +64,7 @@ from explainers.concepts import default_target
 from explainers.perturbation import PERTURBATIONS
 from explainers.inference import predict_cases
 from explainers.saliency import SALIENCY_METHODS
+from workspace.settings import safe_file_stem
 from explainers.uncertainty import METHODS as UNCERTAINTY_METHODS
 from data_adapters.demo.synthesis import generate_scale_cohort
 from workspace.demo import TRAINING_SEED, build_demo, ship_weights
@@ -362,7 +363,8 @@ def cmd_explain(args: argparse.Namespace) -> int:
     with bars() as step:
         (a,) = Workspace(args.workspace).attributions(handle, [case], args.method, target, params,
                                                       progress=step(args.method))
-    out = out or Path(f"{case.case_id}_{a.method}.npy")
+    # the default name is made from the case id, which came from a file: never a path (../../x would climb out)
+    out = out or Path(f"{safe_file_stem(case.case_id)}_{safe_file_stem(a.method)}.npy")
     np.save(out, a.array)
     delta = f", convergence delta {a.convergence_delta:.3g}" if a.convergence_delta is not None else ""
     print(f"wrote {a.method} map {a.array.shape} for case {case.case_id}, class "

@@ -27,7 +27,8 @@ from typing import Any
 from data_adapters.errors import InvalidInputError
 from data_adapters.schema import Folder, ListOf, Num, Obj, Str, read_json, roots
 
-__all__ = ["SETTINGS", "SETTINGS_NAME", "Settings", "load_settings", "operator_roots", "check_environment", "check_operator", "board_k_from", "check_rule"]
+__all__ = ["SETTINGS", "SETTINGS_NAME", "Settings", "load_settings", "operator_roots", "check_environment",
+           "check_operator", "board_k_from", "check_rule", "safe_file_stem"]
 
 SETTINGS_NAME = "settings.json"
 _RULE = re.compile(r"(sensitivity|specificity)=(.+)")
@@ -156,3 +157,18 @@ def check_operator(workspaces: list[Path] | None = None) -> None:
         Users().check()
     for root in workspaces if workspaces is not None else allowed_workspaces():
         load_settings(root)
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def safe_file_stem(text: str, limit: int = 80) -> str:
+    """A file name made from ``text`` (a case id, a method) that stays in the folder it is written to: only
+    letters, digits, ``_`` and ``-`` (runs of anything else become one ``_``, so ``../../escape_case`` gives
+    ``escape_case`` with a short hash of the original beside it, never a path), at most ``limit`` characters."""
+    import hashlib
+
+    stem = _UNSAFE.sub("_", text).strip("_")[:limit] or "case"
+    if stem != text:
+        stem += "-" + hashlib.sha256(text.encode("utf-8", "replace")).hexdigest()[:8]
+    return stem

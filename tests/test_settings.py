@@ -1,0 +1,247 @@
+"""Settings with a schema: settings.json, model.json and the operator's variables and files are checked against a
+declared schema, and every reproduction from the attack report ends in a named refusal (never a silent widening,
+never a traceback). Each test also shows what the old reading did with the same input, so that it could fail."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from data_adapters.errors import InvalidInputError, ModelError
+from data_adapters.models import load_model, read_spec
+from data_adapters.schema import MODEL_SPEC, CARD, PREPROCESSING, parse_json, read_json, roots
+from tests.test_bundle import NET, write_bundle
+from workspace.settings import (
+    SETTINGS,
+    board_k_from,
+    check_environment,
+    check_rule,
+    load_settings,
+    operator_roots,
+    safe_file_stem,
+)
+from workspace.store import Workspace
+
+
+def _write(root: Path, settings) -> Workspace:
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "settings.json").write_text(settings if isinstance(settings, str) else json.dumps(settings))
+    return Workspace(root)
+
+
+def _old_roots(text: str) -> list[Path]:
+    """What the old reading made of a string given for a list of roots: one root per character."""
+    return [Path(p) for p in json.loads(text)["model_roots"]]
+
+
+# -- roots: a string is refused, never iterated per character -----------------------------------------------------
+def test_a_string_for_model_roots_is_refused_and_its_bundle_never_runs(tmp_path):
+    witness = tmp_path / "witness"
+    trojan = tmp_path / "srv" / "trusted" / "trojan"
+    network_def = f"$__import__('pathlib').Path(r'{witness}').touch() or monai.networks.nets.DenseNet(" + \
+        ", ".join(f"{k}={v!r}" for k, v in NET.items()) + ")"
+    write_bundle(trojan, network_def=network_def)
+    text = json.dumps({"model_roots": "/srv/trusted"})
+    assert Path("/") in _old_roots(text), "the old reading trusted / (the string's first character)"
+    ws = _write(tmp_path / "ws", text)
+    with pytest.raises(InvalidInputError, match=r"settings\.json: model_roots must be a list of absolute folder "
+                                                r"paths, got \"/srv/trusted\""):
+        ws.load_model(trojan)
+    assert not witness.exists(), "the bundle's config code never ran"
+
+
+def test_a_string_for_data_roots_does_not_widen_the_data_root_to_slash(tmp_path):
+    ws = _write(tmp_path / "ws", {"data_roots": "/data"})
+    with pytest.raises(InvalidInputError, match=r"data_roots must be a list of absolute folder paths, got \"/data\""):
+        ws.data_roots
+
+
+@pytest.mark.parametrize("entry,pattern", [
+    ("relative/folder", r"data_roots\[0\] must be an absolute folder path, got \"relative/folder\""),
+    ("/", r"data_roots\[0\]: '/' is the file-system root"),
+    ("/a/..", r"data_roots\[0\]: '/a/\.\.' is the file-system root"),
+    (7, r"data_roots\[0\] must be an absolute folder path, got 7"),
+])
+def test_each_root_is_an_absolute_folder_and_never_the_file_system_root(tmp_path, entry, pattern):
+    ws = _write(tmp_path / "ws", {"data_roots": [entry]})
+    with pytest.raises(InvalidInputError, match=pattern):
+        ws.data_roots
+
+
+def test_valid_roots_are_read_as_given(tmp_path):
+    ws = _write(tmp_path / "ws", {"data_roots": [str(tmp_path / "archive")], "model_roots": [str(tmp_path / "m")]})
+    assert ws.data_roots[0] == tmp_path / "archive"
+    assert ws.model_roots == [ws.root / "models", tmp_path / "m"]
+    assert load_settings(tmp_path / "nowhere").model_roots == (), "a missing file is every default"
+
+
+def test_operator_variables_are_checked_by_name(monkeypatch, tmp_path):
+    monkeypatch.setenv("GLASSBOX_MODEL_ROOTS", os.pathsep.join([str(tmp_path), "relative"]))
+    with pytest.raises(InvalidInputError, match=r"\$GLASSBOX_MODEL_ROOTS entry 2 must be an absolute folder path"):
+        operator_roots("GLASSBOX_MODEL_ROOTS")
+    monkeypatch.setenv("GLASSBOX_MODEL_ROOTS", "/")
+    with pytest.raises(InvalidInputError, match=r"file-system root"):
+        check_environment()
+    monkeypatch.setenv("GLASSBOX_MODEL_ROOTS", str(tmp_path))
+    assert operator_roots("GLASSBOX_MODEL_ROOTS") == [tmp_path]
+    for bad in ("ten", "1", "2.5"):
+        with pytest.raises(InvalidInputError, match=r"\$GLASSBOX_BOARD_K must be an integer ≥ 2"):
+            board_k_from(bad)
+    assert board_k_from(None) == 10 and board_k_from("25") == 25
+
+
+# -- unknown keys, bad JSON, rules --------------------------------------------------------------------------------
+def test_a_misspelt_key_is_refused_with_the_closest_known_one(tmp_path):
+    ws = _write(tmp_path / "ws", {"data_root": ["/archive"]})
+    with pytest.raises(InvalidInputError, match=r"unknown field\(s\) 'data_root' \(did you mean 'data_roots'\?\)"):
+        ws.data_roots
+    ws = _write(tmp_path / "ws", {"operating_point": {"treshold": 0.4}})
+    with pytest.raises(InvalidInputError, match=r"'treshold' \(did you mean 'threshold'\?\)"):
+        ws.settings
+
+
+@pytest.mark.parametrize("text,pattern", [
+    ("{oops", r"settings\.json: not valid JSON"),
+    ("[1, 2]", r"settings\.json: must hold an object .* at the top level, got an array"),
+    ('{"data_roots": ["/a"], "data_roots": ["/"]}', r"key 'data_roots' appears twice"),
+    ('{"operating_point": {"threshold": NaN}}', r"NaN is not a JSON number"),
+    ("[" * 100_000 + "]" * 100_000, r"nested deeper than 32 levels"),
+    (b"\xff\xfe{}".decode("latin-1"), r"not valid JSON"),
+])
+def test_malformed_settings_get_a_named_message(tmp_path, text, pattern):
+    ws = _write(tmp_path / "ws", text)
+    with pytest.raises(InvalidInputError, match=pattern):
+        ws.settings
+
+
+@pytest.mark.parametrize("rule,ok", [("youden", True), ("sensitivity=0.9", True), ("specificity=1", True),
+                                     ("sensitivity=2", False), ("sensitivity=0", False), ("specificity=-0.1", False),
+                                     ("sensitivity=high", False), ("sens=0.9", False), ("sensitivity=nan", False)])
+def test_a_threshold_rule_needs_a_target_in_zero_one(rule, ok):
+    if ok:
+        assert check_rule(rule) == rule
+    else:
+        with pytest.raises(InvalidInputError, match=r"operating_point\.rule"):
+            check_rule(rule)
+
+
+def test_operating_point_sensitivity_2_is_refused_in_settings(tmp_path):
+    from sklearn.metrics import roc_curve
+
+    import numpy as np
+
+    # what the old rule did with sensitivity=2: np.argmax of an all-False mask is 0, the curve's first threshold
+    y, p = np.array([0, 1, 0, 1]), np.array([0.1, 0.8, 0.3, 0.6])
+    fpr, tpr, thr = roc_curve(y, p)
+    assert not (tpr >= 2).any() and np.argmax(tpr >= 2) == 0, "a silent pick, not a refusal"
+    ws = _write(tmp_path / "ws", {"operating_point": {"rule": "sensitivity=2"}})
+    with pytest.raises(InvalidInputError, match=r"operating_point\.rule 'sensitivity=2': the target sensitivity must "
+                                                r"be a number in \(0, 1\]"):
+        ws.settings
+    ws = _write(tmp_path / "ws", {"operating_point": {"threshold": 0.4, "rule": "youden"}})
+    with pytest.raises(InvalidInputError, match=r"either a fixed 'threshold' or a 'rule'"):
+        ws.settings
+    ws = _write(tmp_path / "ws", {"operating_point": {"threshold": True}})
+    with pytest.raises(InvalidInputError, match=r"operating_point\.threshold must be a number in \[0, 1\], got true"):
+        ws.settings
+
+
+# -- model.json -----------------------------------------------------------------------------------------------------
+def _spec(**change) -> dict:
+    base = {"name": "m", "version": "v1", "format": "torchscript", "weights": "model.ts", "task": "binary",
+            "class_names": ["no", "yes"], "preprocessing": {"in_channels": 1, "spatial_size": [12, 12]}}
+    return {**base, **change}
+
+
+def test_model_json_as_an_array_or_nested_deep_is_named(tmp_path):
+    folder = tmp_path / "m"
+    folder.mkdir()
+    (folder / "model.json").write_text("[1, 2, 3]")
+    with pytest.raises(ModelError, match=r"model\.json: must hold an object .* got an array"):
+        load_model(folder)
+    (folder / "model.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(RecursionError):  # what plain json.loads does: the old read_spec let this through
+        json.loads((folder / "model.json").read_text())
+    with pytest.raises(ModelError, match=r"model\.json: nested deeper than 32 levels"):
+        read_spec(folder)
+    (folder / "model.json").write_text('{"name": "a", "name": "b"}')
+    with pytest.raises(ModelError, match=r"key 'name' appears twice"):
+        read_spec(folder)
+
+
+def test_card_limitations_as_text_is_one_limitation_not_four_letters():
+    assert tuple("none") == ("n", "o", "n", "e"), "what tuple() of the string made of it"
+    assert CARD.check({"limitations": "none"}, "card")["limitations"] == ["none"]
+    with pytest.raises(InvalidInputError, match=r"card\.limitations\[0\] must be a non-empty string, got 3"):
+        CARD.check({"limitations": [3]}, "card")
+    with pytest.raises(InvalidInputError, match=r"card\.owner must be a string, number, boolean or a list of them"):
+        CARD.check({"owner": {"nested": 1}}, "card")
+
+
+def test_a_card_limitation_given_as_text_loads_as_one(tmp_path):
+    from tests.helpers import torchscript_binary_model
+
+    folder = tmp_path / "m"
+    torchscript_binary_model(folder, 12)
+    spec = json.loads((folder / "model.json").read_text())
+    spec["card"] = {"limitations": "none"}
+    (folder / "model.json").write_text(json.dumps(spec))
+    assert load_model(folder).card.limitations == ("none",)
+
+
+@pytest.mark.parametrize("window,pattern", [
+    ([100, 100, 0, 1], r"needs a_min < a_max .* got a_min=100, a_max=100"),
+    ([400, -1000, 0, 1], r"needs a_min < a_max"),
+    ([-1000, 400, 1, 1], r"needs b_min != b_max"),
+    ([-1000, 400, 0], r"must be a list of 4 numbers"),
+    (["-1000", 400, 0, 1], r"intensity_range\[0\] must be a number"),
+])
+def test_a_flat_intensity_window_is_refused(window, pattern):
+    with pytest.raises(InvalidInputError, match=pattern):
+        PREPROCESSING.check({"in_channels": 1, "spatial_size": [8, 8], "intensity": "range",
+                             "intensity_range": window}, "preprocessing")
+
+
+@pytest.mark.parametrize("change,pattern", [
+    ({"name": ""}, r"name must be a non-empty string"),
+    ({"version": ["v1"]}, r"version must be a string or a number"),
+    ({"explain_layer": 3}, r"explain_layer must be a layer name"),
+    ({"class_names": ["a", "a"]}, r"class_names lists \"a\" more than once"),
+    ({"network": {"args": {}}}, r"missing field 'network\.name'"),
+    ({"preprocessing": {"in_channels": 0, "spatial_size": [8, 8]}}, r"preprocessing\.in_channels must be an integer"),
+    ({"preprocessing": {"in_channels": 1, "spatial_size": [8]}}, r"spatial_size must give 2 or 3 sizes"),
+    ({"preprocessing": {"in_channels": 1, "spatial_size": [8, 8], "spacing": [0, 1]}},
+     r"spacing\[0\] must be a number in \(0, 1000\], got 0"),
+])
+def test_model_json_fields_are_typed_and_ranged(change, pattern):
+    with pytest.raises(InvalidInputError, match=pattern):
+        MODEL_SPEC.check(_spec(**change), "")
+    assert MODEL_SPEC.check(_spec(), "") == _spec(), "a good spec passes unchanged (it is hashed as written)"
+
+
+def test_the_schema_engine_names_paths_and_refuses_silent_coercions():
+    with pytest.raises(InvalidInputError, match=r"roots must be a list of absolute folder paths, got \"/srv\""):
+        roots().check("/srv", "roots")
+    with pytest.raises(InvalidInputError, match=r"x\.json: must hold an object"):
+        parse_json("3", "x.json")
+    assert parse_json('{"a": [1, {"b": 2}]}', "x.json") == {"a": [1, {"b": 2}]}
+    assert set(SETTINGS.fields) == {"model_roots", "data_roots", "allow_columns", "operating_point"}
+
+
+def test_read_json_bounds_the_file_size(tmp_path):
+    big = tmp_path / "big.json"
+    big.write_text('{"a": "' + "x" * (2 << 20) + '"}')
+    with pytest.raises(InvalidInputError, match=r"big\.json: \d+ bytes; a settings or model file is at most"):
+        read_json(big)
+
+
+# -- file names made from data ---------------------------------------------------------------------------------------
+@pytest.mark.parametrize("case_id", ["../../escape_case", "/etc/passwd", "..", "a/b", "a\\b", "\u202eevil", "x" * 300])
+def test_a_file_name_from_a_case_id_never_leaves_its_folder(case_id):
+    stem = safe_file_stem(case_id)
+    assert "/" not in stem and "\\" not in stem and not stem.startswith(".") and len(stem) <= 89
+    assert Path(stem).name == stem and stem.isascii()
+    assert safe_file_stem("k0") == "k0", "a plain id is kept as it is"
+    assert safe_file_stem("../a") != safe_file_stem("a"), "two ids never share a file"

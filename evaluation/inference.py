@@ -321,11 +321,14 @@ class Verdict:
     outcome: str
     reasons: tuple[str, ...] = ()
     error_control: str = ""
+    #: the verdicts this one combines (one per gated metric), each with its own outcome
+    parts: tuple[Verdict, ...] = ()
 
     def __post_init__(self):
         if self.outcome not in OUTCOMES:
             raise ValueError(f"verdict outcome {self.outcome!r} is not one of {OUTCOMES}")
         object.__setattr__(self, "reasons", tuple(self.reasons))
+        object.__setattr__(self, "parts", tuple(self.parts))
 
     @property
     def passed(self) -> bool:
@@ -334,11 +337,11 @@ class Verdict:
 
 def combine_verdicts(verdicts: Iterable[Verdict], error_control: str = "") -> Verdict:
     """Several gates as one: fail if any fails, else not shown if any is not shown, else could not judge if any
-    could not, else pass (none given: could not judge). Reasons kept in order."""
+    could not, else pass (none given: could not judge). Reasons kept in order; the verdicts kept as ``parts``."""
     verdicts = list(verdicts)
     outcomes = {v.outcome for v in verdicts}
     outcome = next((o for o in ("fail", "not shown", "could not judge") if o in outcomes),
                    "pass" if verdicts else "could not judge")
     reasons = tuple(r for v in verdicts for r in v.reasons) or (("nothing was gated",) if not verdicts else ())
-    return Verdict(outcome, reasons, error_control or "; ".join(dict.fromkeys(v.error_control for v in verdicts
-                                                                               if v.error_control)))
+    control = error_control or "; ".join(dict.fromkeys(v.error_control for v in verdicts if v.error_control))
+    return Verdict(outcome, reasons, control, tuple(verdicts))

@@ -103,7 +103,8 @@ def resampling(frame: pd.DataFrame, *, stratified: bool = True) -> str:
     if CLUSTER in frame and frame[CLUSTER].notna().all():
         return (f"cluster bootstrap: {frame[CLUSTER].nunique()} patients resampled, not the {len(frame)} images, "
                 "which are not independent")
-    kind = "stratified bootstrap of images" if stratified else "bootstrap of images"
+    kind = ("bootstrap of images stratified by class (class counts fixed)" if stratified else
+            "bootstrap of images within each group, the class mix varying")
     return f"{kind}; no patient key, so images are treated as independent"
 
 
@@ -216,26 +217,27 @@ def gap_gate(gaps: pd.DataFrame, limits: dict[str, float], level: float) -> Verd
                f"{_pct(1 - level)} of the time")
     for metric, limit in limits.items():
         r = rows.loc[metric]
-        mc = f"bound's Monte Carlo interval {r['gap_upper_mc_lo']:.3f} to {r['gap_upper_mc_hi']:.3f}"
-        name = metric.replace("_", " ")
+        mc = f"Monte Carlo interval of the bound {r['gap_upper_mc_lo']:.3f} to {r['gap_upper_mc_hi']:.3f}"
         if r["groups_compared"] < 2 or not np.isfinite(r["gap_upper"]):
-            verdicts.append(Verdict("could not judge", [f"{name}: {r['groups_compared']} of {r['groups']} group(s) "
+            verdicts.append(Verdict("could not judge", [f"{metric}: {r['groups_compared']} of {r['groups']} group(s) "
                                                         "large enough to compare (needs 2)"], control))
-        elif r["gap_lower"] > limit:
+            continue
+        largest = (f"gap {r['difference']:.3f} ({r['higher_group']} vs {r['lower_group']}), simultaneous "
+                   f"{_pct(level)} interval {r['difference_lo']:.3f} to {r['difference_hi']:.3f}")
+        if r["gap_lower"] > limit:
             verdicts.append(Verdict("fail", [
-                f"{name}: gap shown to exceed {limit:g}: {r['exceed_pair']} {r['gap_lower_pair']:.3f} at least "
-                f"(simultaneous lower bound; largest gap {r['difference']:.3f}, {r['higher_group']} vs "
-                f"{r['lower_group']}, interval {r['difference_lo']:.3f} to {r['difference_hi']:.3f})"], control))
+                f"{metric} {largest}; {r['exceed_pair']} at least {r['gap_lower_pair']:.3f}, which lies above "
+                f"{limit:g}: shown to exceed it"], control))
         elif r["gap_upper"] <= limit:
-            close = " — within Monte Carlo error of the limit: raise --n-boot" if r["gap_upper_mc_hi"] > limit else ""
-            verdicts.append(Verdict("pass", [f"{name}: gap shown within {limit:g}: every pair's simultaneous upper "
-                                             f"bound ≤ {r['gap_upper']:.3f} ({mc}){close}"], control))
+            close = "; within Monte Carlo error of the limit: raise --n-boot" if r["gap_upper_mc_hi"] > limit else ""
+            verdicts.append(Verdict("pass", [
+                f"{metric} gap interval does not lie above {limit:g} ({r['groups_compared']} groups compared): shown "
+                f"within it, every pair's simultaneous upper bound ≤ {r['gap_upper']:.3f} ({mc}){close}"], control))
         else:
-            close = " — within Monte Carlo error of the limit: raise --n-boot" if r["gap_upper_mc_lo"] <= limit else ""
+            close = "; within Monte Carlo error of the limit: raise --n-boot" if r["gap_upper_mc_lo"] <= limit else ""
             verdicts.append(Verdict("not shown", [
-                f"{name}: gap not shown within {limit:g}: gap {r['difference']:.3f} ({r['higher_group']} vs "
-                f"{r['lower_group']}), simultaneous upper bound {r['gap_upper']:.3f} > {limit:g} ({mc}){close}"],
-                control))
+                f"{metric} {largest}: not shown within {limit:g} (simultaneous upper bound {r['gap_upper']:.3f}; "
+                f"{mc}){close}"], control))
     return combine_verdicts(verdicts, control)
 
 
@@ -517,7 +519,12 @@ def _gaps(table: pd.DataFrame, reps, level: float, family: str = "all") -> pd.Da
     return pd.DataFrame([*rows, eo, dp])
 
 
-def board_view(table: pd.DataFrame, k: int) -> pd.DataFrame:
-    """The table as an ethics board sees it: every figure of a group under ``k`` cases suppressed, and one more
-    group where the total would give a hidden one away (:mod:`evaluation.suppression` decides for every view)."""
-    return suppression(dict(zip(table["group"], table["n"])), k).table(table)
+def board_view(table: pd.DataFrame, k: int, *, decision=None, by: Sequence[str] = (),
+               where: dict | None = None) -> pd.DataFrame:
+    """The table as an ethics board sees it: every figure of a hidden group shown as ``<k``. With ``decision`` (a
+    :class:`evaluation.suppression.BoardSuppression` over the cohort), the groups of ``by`` among the labelled cases
+    with ``where`` are hidden as that one decision for every board table says; without, by the one-table rule."""
+    sizes = dict(zip(table["group"], table["n"]))
+    hide = (decision.for_table(sizes, list(by), where=where, labelled=True) if decision is not None
+            else suppression(sizes, k))
+    return hide.table(table)

@@ -24,14 +24,18 @@ from scipy.stats import binomtest
 
 from data_adapters.errors import InvalidInputError
 from data_adapters.records import CLUSTER
-from evaluation.metrics import METRICS, bootstrap_weights, counts
+from evaluation.inference import Verdict, case_weights, combine_verdicts, holm, percentile_interval, quantile_mc_interval
+from evaluation.metrics import METRICS, counts
 from evaluation.multiclass import MULTICLASS_METRICS, Replicates, probabilities
 from evaluation.outcomes import with_outcomes
 from evaluation.subgroups import MISSING, replicate_weights, resampling
-from explainers.concepts import holm
 
 __all__ = ["LOWER_IS_BETTER", "ComparisonReport", "paired_comparison", "flips", "flip_summary", "mcnemar", "FLIP_KINDS",
-           "comparison_frame"]
+           "comparison_frame", "noninferiority_gate", "N_BOOT"]
+
+#: default paired resamples: the gate's bound is a far-tail quantile (2.5% Bonferroni-divided by the groups judged),
+#: so it needs many more replicates than a central interval; its Monte Carlo interval is stated with every verdict
+N_BOOT = 4000
 
 #: metrics where a smaller value is better (the rest: larger is better)
 LOWER_IS_BETTER = frozenset({"brier", "ece"})
@@ -57,6 +61,15 @@ class ComparisonReport:
     def verdicts(self, metric: str) -> pd.DataFrame:
         return self.table[self.table["metric"] == metric]
 
+    @property
+    def error_control(self) -> str:
+        """The gate's burden of proof in one line."""
+        one_sided = (1 - self.level) / 2
+        return (f"passes only what is shown not worse: in every group judged, the one-sided "
+                f"{100 * (1 - one_sided / self.adjusted_over):.2f}% lower bound of the improvement lies above −margin "
+                f"(Bonferroni over {self.adjusted_over} group(s), so the chance of wrongly showing non-inferiority "
+                f"anywhere is at most {100 * one_sided:g}%)")
+
     def regressions(self) -> pd.DataFrame:
         """Rows whose non-inferiority was not shown (worse, or not shown), among groups large enough to judge."""
         return self.table[self.table["verdict"].isin(["worse", "not shown"])]
@@ -69,7 +82,7 @@ def _higher_better(metric: str) -> bool:
 def paired_comparison(frame: pd.DataFrame, base_probs: np.ndarray, cand_probs: np.ndarray, by: str | Sequence[str],
                       *, baseline: str = "baseline", candidate: str = "candidate", class_index: int | None = None,
                       thresholds: tuple[float, float] = (0.5, 0.5), margins: dict[str, float] | None = None,
-                      n_boot: int = 1000, level: float = 0.95, seed: int = 0, min_n: int = 30,
+                      n_boot: int = N_BOOT, level: float = 0.95, seed: int = 0, min_n: int = 30,
                       min_events: int = 5) -> ComparisonReport:
     """``frame``: the labelled cases (``label``, the attributes in ``by``, :data:`CLUSTER` where known), in the
     order of the rows of ``base_probs`` and ``cand_probs`` (``(n, K)`` each). ``class_index`` None: the top-class
@@ -118,12 +131,11 @@ def paired_comparison(frame: pd.DataFrame, base_probs: np.ndarray, cand_probs: n
     judged = [g for g, sub in groups if not _small(sub, y_all, class_index, min_n, min_events)]
     adjusted = max(1, len(judged))
     one_sided = (1 - level) / 2 / adjusted
-    two_sided = (1 - level) / 2
     for name, sub in groups:
         idx = sub.index.to_numpy()
         y = y_all[idx]
-        strata = (y == class_index) if class_index is not None else np.zeros(len(y), int)
-        w = shared[:, idx] if shared is not None else bootstrap_weights(strata, n_boot, rng)
+        # the group's cases resampled to its size, the class mix varying (evaluation.metrics.FACTS)
+        w = shared[:, idx] if shared is not None else case_weights(len(idx), n_boot, rng)
         point = scores(idx, np.ones((1, len(idx))))
         boot = scores(idx, w)
         small = name not in judged
@@ -133,11 +145,11 @@ def paired_comparison(frame: pd.DataFrame, base_probs: np.ndarray, cand_probs: n
             ok = deltas[np.isfinite(deltas)]
             sign = 1.0 if _higher_better(m) else -1.0
             if len(ok) and np.isfinite(base_v) and np.isfinite(cand_v):
-                lo, hi = np.quantile(ok, [two_sided, 1 - two_sided])
-                gain_lo = float(np.quantile(sign * ok, one_sided))
-                gain_hi = float(np.quantile(sign * ok, 1 - one_sided))
+                lo, hi = percentile_interval(ok, level)
+                gain_lo, gain_hi = percentile_interval(sign * ok, 1 - 2 * one_sided)
+                mc_lo, mc_hi = quantile_mc_interval(sign * ok, one_sided)
             else:
-                lo = hi = gain_lo = gain_hi = np.nan
+                lo = hi = gain_lo = gain_hi = mc_lo = mc_hi = np.nan
             margin = float(margins[m])
             if small:
                 verdict = "too small to judge"
@@ -153,12 +165,13 @@ def paired_comparison(frame: pd.DataFrame, base_probs: np.ndarray, cand_probs: n
             if shared is not None:
                 row["patients"] = int(sub[CLUSTER].nunique())
             row.update({"metric": m, "baseline": base_v, "candidate": cand_v, "delta": cand_v - base_v,
-                        "delta_lo": lo, "delta_hi": hi, "improvement_lower": gain_lo, "margin": margin,
+                        "delta_lo": lo, "delta_hi": hi, "improvement_lower": gain_lo,
+                        "improvement_lower_mc_lo": mc_lo, "improvement_lower_mc_hi": mc_hi, "margin": margin,
                         "verdict": verdict, "small": small})
             rows.append(row)
     view = "top class against the label" if class_index is None else f"class {class_index} one-vs-rest"
     return ComparisonReport(baseline=baseline, candidate=candidate, by=tuple(by), view=view, level=level,
-                            n_boot=n_boot, min_n=min_n, resampling=resampling(frame, stratified=class_index is not None),
+                            n_boot=n_boot, min_n=min_n, resampling=resampling(frame, stratified=False),
                             adjusted_over=adjusted, table=pd.DataFrame(rows))
 
 
@@ -237,22 +250,21 @@ def region_shift(frame: pd.DataFrame, shifts: dict[str, np.ndarray], by: str | S
         frame[b] = frame[b].astype("string").fillna(MISSING)
     rng = np.random.default_rng(seed)
     shared = replicate_weights(frame, n_boot, rng)
-    alpha = (1 - level) / 2
     groups = _groups(frame, by)
     names = list(shifts)
     rows = []
     for name, sub in groups:
         idx = sub.index.to_numpy()
-        w = shared[:, idx] if shared is not None else bootstrap_weights(np.zeros(len(idx), int), n_boot, rng)
+        w = shared[:, idx] if shared is not None else case_weights(len(idx), n_boot, rng)
         total = w.sum(axis=1)
         boots = {v: (w @ shifts[v][idx].astype(w.dtype)) / total for v in names}
         for v in names:
-            lo, hi = np.quantile(boots[v], [alpha, 1 - alpha])
+            lo, hi = percentile_interval(boots[v], level)
             rows.append({"group": name, "n": len(idx), "version": v, "mean_shift": float(shifts[v][idx].mean()),
                          "lo": float(lo), "hi": float(hi)})
         for v in names[1:]:
             diff = boots[v] - boots[names[0]]
-            lo, hi = np.quantile(diff, [alpha, 1 - alpha])
+            lo, hi = percentile_interval(diff, level)
             rows.append({"group": name, "n": len(idx), "version": f"{v} − {names[0]}",
                          "mean_shift": float(shifts[v][idx].mean() - shifts[names[0]][idx].mean()),
                          "lo": float(lo), "hi": float(hi)})
@@ -295,8 +307,7 @@ def paired_error_detection(frame: pd.DataFrame, uncertainty: dict[str, np.ndarra
     frame = frame.reset_index(drop=True)
     rng = np.random.default_rng(seed)
     shared = replicate_weights(frame, n_boot, rng)
-    w = shared if shared is not None else bootstrap_weights(np.zeros(len(frame), int), n_boot, rng)
-    alpha = (1 - level) / 2
+    w = shared if shared is not None else case_weights(len(frame), n_boot, rng)
     point, boots = {}, {}
     for version, u in uncertainty.items():
         e = np.asarray(errors[version], bool)
@@ -307,13 +318,51 @@ def paired_error_detection(frame: pd.DataFrame, uncertainty: dict[str, np.ndarra
     rows = []
     for v in names:
         ok = boots[v][np.isfinite(boots[v])]
-        lo, hi = np.quantile(ok, [alpha, 1 - alpha]) if len(ok) and np.isfinite(point[v]) else (np.nan, np.nan)
+        lo, hi = percentile_interval(ok, level) if np.isfinite(point[v]) else (np.nan, np.nan)
         rows.append({"version": v, "errors": int(np.sum(errors[v])), "n": len(frame), "auroc": point[v],
                      "lo": lo, "hi": hi})
     for v in names[1:]:
         d = boots[v] - boots[names[0]]
         ok = d[np.isfinite(d)]
-        lo, hi = np.quantile(ok, [alpha, 1 - alpha]) if len(ok) else (np.nan, np.nan)
+        lo, hi = percentile_interval(ok, level)
         rows.append({"version": f"{v} − {names[0]}", "errors": None, "n": len(frame),
                      "auroc": point[v] - point[names[0]], "lo": lo, "hi": hi})
     return pd.DataFrame(rows)
+
+
+def noninferiority_gate(report: ComparisonReport, metrics: Sequence[str]) -> Verdict:
+    """The ``compare --max-regression`` gate: for each metric, ``pass`` when every group large enough to judge is
+    shown not worse by more than its margin; ``fail`` when some group is shown worse; ``not shown`` when some group
+    is neither (or its metric is undefined); ``could not judge`` when no group is large enough. Each reason states
+    the bound and its Monte Carlo interval (how far it could move with the seed)."""
+    control = report.error_control
+    verdicts = []
+    for metric in metrics:
+        rows = report.verdicts(metric)
+        judged = rows[~rows["small"]]
+        if judged.empty:
+            verdicts.append(Verdict("could not judge", [f"{metric}: no group large enough (min n {report.min_n})"],
+                                    control))
+            continue
+        worse = judged[judged["verdict"] == "worse"]
+        unshown = judged[judged["verdict"].isin(["not shown", "undefined"])]
+        reasons = []
+        for r in pd.concat([worse, unshown]).itertuples():
+            near = (r.improvement_lower_mc_lo <= -r.margin <= r.improvement_lower_mc_hi
+                    if np.isfinite(r.improvement_lower) else False)
+            reasons.append(
+                f"{metric} at {r.group}: {r.candidate:.3f} vs {r.baseline:.3f}; non-inferiority by {r.margin:g} "
+                f"{'shown false (worse)' if r.verdict == 'worse' else 'not shown'} (adjusted lower bound of the "
+                f"improvement {r.improvement_lower:+.3f}, Monte Carlo interval {r.improvement_lower_mc_lo:+.3f} to "
+                f"{r.improvement_lower_mc_hi:+.3f}{'; within Monte Carlo error of the margin: raise --n-boot' if near else ''})")
+        if len(worse):
+            verdicts.append(Verdict("fail", reasons, control))
+        elif len(unshown):
+            verdicts.append(Verdict("not shown", reasons, control))
+        else:
+            lowest = judged.loc[judged["improvement_lower"].idxmin()]
+            verdicts.append(Verdict("pass", [
+                f"{metric}: not worse by more than {float(lowest['margin']):g} in any of {len(judged)} group(s) (lowest "
+                f"adjusted bound {lowest['improvement_lower']:+.3f} at {lowest['group']}, Monte Carlo interval "
+                f"{lowest['improvement_lower_mc_lo']:+.3f} to {lowest['improvement_lower_mc_hi']:+.3f})"], control))
+    return combine_verdicts(verdicts, control)

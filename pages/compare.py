@@ -65,6 +65,8 @@ view = ("each case's top class against its label" if k is None else
 st.markdown(f"**{candidate}** against **{baseline}** on **{len(result.changes)}** labelled cases · {view} · "
             f"{report.n_boot} paired resamples ({report.resampling}) · non-inferiority bounds Bonferroni-adjusted "
             f"over {report.adjusted_over} group(s)")
+st.caption(f"Burden of proof: {report.error_control}. 'Not shown' is neither shown not worse nor shown worse; each "
+           "bound's Monte Carlo interval (improvement_lower_mc_lo to _hi) says how far it could move with the seed.")
 worse = report.table[report.table["verdict"] == "worse"]
 if len(worse):
     st.warning("**Worse than the baseline by more than the margin** (the whole adjusted interval beyond it):  \n"
@@ -87,7 +89,8 @@ chosen = left.multiselect("Metrics", metric_names, default=metric_names[:3], key
 table = report.table[report.table["metric"].isin(chosen or metric_names)]
 left.dataframe(table.drop(columns=["small"]), hide_index=True, key="cmp_table",
                column_config={c: st.column_config.NumberColumn(format="%+.3f") for c in
-                              ("delta", "delta_lo", "delta_hi", "improvement_lower")})
+                              ("delta", "delta_lo", "delta_hi", "improvement_lower", "improvement_lower_mc_lo",
+                               "improvement_lower_mc_hi")})
 common.download(left, "Download the delta table (CSV, with provenance)", report.table.assign(**result.provenance),
                 file_name=f"compare_{baseline}_{candidate}.csv", key="cmp_download", what="comparison deltas")
 forest_metric = right.selectbox("Forest plot of", metric_names, key="cmp_forest_metric")

@@ -9,15 +9,16 @@ from evaluation.figures import confusion_figure, forest_plot, reliability_diagra
 from evaluation.metrics import METRICS
 from evaluation.multiclass import MULTICLASS_METRICS, confusion_by_group, multiclass_report
 from evaluation.outcomes import uses_top_class
-from evaluation.subgroups import labelled_frame, resampling, subgroup_report
-from evaluation.suppression import suppression
+from evaluation.subgroups import labelled_frame, subgroup_report
+from evaluation.cohort_summary import board_decision
 from pages import _common as common
 from workspace.access import board_k
 
 who = common.guard("subgroups")  # the role check comes before anything is read
 st.title("Subgroup performance")
 st.caption("Is the model as good for every group of patients? Estimates with 95% bootstrap intervals; what is "
-           "resampled (images, or patients where the cohort says which patient each image came from) is stated below.")
+           "resampled (images within each group, or patients where the cohort says which patient each image came "
+           "from) is stated below. Gaps are judged together: one family-wise error over every metric and pair.")
 root, model_path, manifest, handle, cohort = common.loaded()
 preds = common.predictions_or_stop(root, model_path, manifest)
 
@@ -81,16 +82,23 @@ except GlassboxError as e:
 if k is None:
     st.markdown(f"**{len(frame)}** labelled cases · all **{handle.n_classes}** classes, each case's top class "
                 f"against its label · {report.n_boot} resamples ({report.resampling}) · gap intervals simultaneous "
-                f"over every pair of groups · groups under n={report.min_n} are flagged, not compared")
+                f"over every metric × pair of groups · groups under n={report.min_n} are flagged, not compared")
 else:
     described = point.describe() if rule == "shared" else f"{report.threshold:.3f} ({report.threshold_rule})"
     versus = " versus the rest" if handle.n_classes > 2 else ""
     st.markdown(f"**{len(frame)}** labelled cases · class **{handle.class_names[k]}**{versus} · threshold "
-                f"**{described}** · {report.n_boot} resamples ({resampling(frame)}) · gap intervals simultaneous "
-                f"over every pair of groups · groups under n={report.min_n} or {report.min_events} events per class "
-                "are flagged, not compared")
+                f"**{described}** · {report.n_boot} resamples ({report.resampling}) · gap intervals simultaneous "
+                f"over every metric × pair of groups · groups under n={report.min_n} or {report.min_events} events "
+                "per class are flagged, not compared, and get no interval")
+    overall = report.table.iloc[0]
+    st.caption(f"Calibration: ECE {overall['ece']:.3f}; {overall['ece_chance']:.3f} expected by chance for a "
+               f"perfectly calibrated model at n={overall['n']} (column ece_chance per group: ECE is above 0 from "
+               "noise alone, most in small groups).")
 # a board view hides small groups everywhere: one decision (evaluation.suppression) for every element below
-hide = suppression(dict(zip(report.table["group"], report.table["n"])), int(k_min)) if board else None
+# over every table the role can open (margins, intersections, Home): no hidden count follows from another page
+hide = (board_decision(cohort, int(k_min), floor=board_k() if who.is_board else None).for_table(
+    dict(zip(report.table["group"], report.table["n"])), by, where={a: v for a, v in subset.items() if v},
+    labelled=True) if board else None)
 flags = hide.texts(report.flags()) if hide else report.flags()
 for flag in flags:
     st.warning(f"Gap: {flag}.")
@@ -103,8 +111,11 @@ elif not report.flags():
     st.success(f"{report.judgement().capitalize()}.")
 elif not flags:  # every gap found involves a hidden group: neither an all-clear nor a count that points at them
     st.info("No gap among the groups shown; a gap involving a hidden group is not shown in the board view.")
+st.caption(f"Error controlled: {report.error_control}: the chance that any gap here is flagged when every group is "
+           "truly equal is at most 5%.")
 for note in report.gaps.loc[report.gaps["note"] != "", ["metric", "note"]].itertuples():
-    st.caption(f"{note.metric.replace('_', ' ')}: {note.note}.")
+    if not hide or not hide.names_hidden(note.note):
+        st.caption(f"{note.metric.replace('_', ' ')}: {note.note}.")
 
 table = hide.table(report.table) if hide else report.table
 st.subheader("By group")

@@ -9,7 +9,9 @@ batch). Bands are ``passes`` / ``concern`` / ``fails`` at the thresholds each ch
   after. A map that survives the loss of everything the model learnt does not explain the model. Low is good:
   passes ≤ 0.3, fails ≥ 0.6 (maps of unrelated models correlate near 0; an input-only "explanation" gives 1).
   This is the plain MPRT at the end of the cascade; its known weakness (it can be passed by noise) is why it is read
-  together with faithfulness.
+  together with faithfulness. Where the map on the randomised model is zero or constant everywhere (Grad-CAM's ReLU
+  often leaves nothing on a random network) a rank correlation with it is *undefined*, not 0: that case *could not
+  be judged*, never a pass.
 - ``deletion`` (pixel flipping; Samek et al., IEEE TNNLS 2017; the deletion curve of Petsiuk et al., BMVC 2018):
   pixels are replaced by the image's mean in ten steps of 10%, most relevant (|map|) first, and the class
   probability is followed; the value is how much faster it falls than with a random order (difference of the two
@@ -18,10 +20,18 @@ batch). Bands are ``passes`` / ``concern`` / ``fails`` at the thresholds each ch
   Fusion 2022), where a ground-truth mask exists: does the peak of |map| fall in the mask; the share of |map| in
   the mask; the share of the top-|mask| pixels that lie in it. Judged against chance, the mask's share of the image
   (what a random map scores): passes at ≥ 3× chance, fails at ≤ 1.5× (pointing game: a hit passes, a miss fails).
-  These match Quantus 0.6 (abs=True, normalise=False) on the same inputs (``tests/test_trust.py``).
+  Over cases the pointing game is a hit rate, always shown with its 95% interval, and read against a stated
+  clinical reference as well as chance (:data:`POINTING_REFERENCE`; ``evaluation.explanation_quality``). A case
+  without a finding has nothing to point at: not judged. These match Quantus 0.6 (abs=True, normalise=False) on the
+  same inputs (``tests/test_trust.py``).
 - ``stability`` (max-sensitivity; Yeh et al., NeurIPS 2019): the largest relative change of the map, ‖m(x+ε) −
   m(x)‖ / ‖m(x)‖, over 4 draws (2 for methods costing ≥ 20 forward passes, e.g. integrated gradients) of uniform noise of 2% of the image's intensity range. Low is good: passes ≤ 0.3,
   fails ≥ 0.8 (a map that changes by most of itself under invisible noise cannot be read pixel by pixel).
+
+Every entry names where its band comes from (``band_source``): most thresholds are Glassbox's own reading of the
+paper (the papers define the measures, not pass marks), and say so; the pointing game's clinical reference is a
+published radiologist benchmark (``reference``, ``reference_source``). ``undefined`` says when a case's value does
+not exist, which is then *could not judge* with that reason, never a pass.
 """
 from __future__ import annotations
 
@@ -39,7 +49,13 @@ from data_adapters.registry import Registry
 from explainers.inference import probabilities_of
 from explainers.seeding import case_seed
 
-__all__ = ["TRUST_CHECKS", "TrustCheck", "CheckInputs", "band", "map_problem", "randomised"]
+__all__ = ["TRUST_CHECKS", "TrustCheck", "CheckInputs", "band", "map_problem", "randomised", "COULD_NOT_JUDGE",
+           "UNDEFINED", "POINTING_REFERENCE"]
+
+#: a verdict over cases that cannot be reached (every value undefined, too few judged): never a pass
+COULD_NOT_JUDGE = "could not judge"
+#: the band of one case whose value is undefined (its reason is on the check's entry and the case's problem)
+UNDEFINED = "n/a"
 
 #: recomputes maps ``(N, C', *spatial)`` for images ``(N, C, *spatial)`` with a given model
 MapFunction = Callable[[ModelHandle, np.ndarray], np.ndarray]
@@ -74,6 +90,19 @@ class TrustCheck:
     needs_mask: bool = False
     relative_to_chance: bool = False
     compute: Callable[[CheckInputs], np.ndarray] | None = None
+    #: where the pass / fail thresholds come from, in words (a paper's figure, or Glassbox's own choice, said so)
+    band_source: str = ""
+    #: when one case's value is undefined (then "could not judge" for it, never a pass), in words
+    undefined: str = ""
+    #: over cases, a stated clinical reference the value is read against as well as chance (pointing game)
+    reference: float | None = None
+    reference_source: str = ""
+    #: over cases, passes / fails as multiples of chance (the pointing game's hit rate; per case it is hit or miss)
+    chance_passes: float | None = None
+    chance_fails: float | None = None
+    #: how far below the reference a hit rate may be and still be shown "not worse" (passes needs the 95% lower
+    #: bound above ``reference - reference_margin``; fails: the upper bound below it)
+    reference_margin: float = 0.0
 
 
 TRUST_CHECKS: Registry[TrustCheck] = Registry("trust check")
@@ -96,13 +125,13 @@ def map_problem(array: np.ndarray) -> str | None:
 
 
 def band(check: TrustCheck, value: float, chance: float | None = None) -> str:
-    """``passes`` / ``concern`` / ``fails`` (``n/a`` when undefined) at the check's stated thresholds; localisation
-    values are judged as multiples of ``chance``."""
+    """``passes`` / ``concern`` / ``fails`` (:data:`UNDEFINED` when undefined) at the check's stated thresholds for
+    one case; localisation values are judged as multiples of ``chance``."""
     if value is None or not np.isfinite(value):
-        return "n/a"
+        return UNDEFINED
     if check.relative_to_chance:
         if chance is None or not np.isfinite(chance) or chance <= 0:
-            return "n/a"
+            return UNDEFINED
         value = value / chance
     if check.higher_is_better:
         return "passes" if value >= check.passes else "fails" if value <= check.fails else "concern"
@@ -126,14 +155,13 @@ def randomised(handle: ModelHandle, seed: int = 0) -> ModelHandle:
 
 
 def _spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Rank correlation per row; where the first map has structure and the second none (a randomised model whose
-    Grad-CAM is zero everywhere), nothing survived: 0."""
+    """Rank correlation per row; NaN where either map is constant (zero everywhere included): a rank correlation
+    with a flat map is undefined, not 0. A randomised model whose Grad-CAM vanishes tells nothing about whether the
+    map depends on the weights (any map vanishes there), so the case could not be judged."""
     out = np.full(len(a), np.nan)
     for i, (x, y) in enumerate(zip(a, b)):
-        if np.ptp(x) > 0 and np.ptp(y) > 0:
+        if np.ptp(x) > 0 and np.ptp(y) > 0 and np.isfinite(x).all() and np.isfinite(y).all():
             out[i] = spearmanr(x, y).statistic
-        elif np.ptp(x) > 0:
-            out[i] = 0.0
     return out
 
 
@@ -223,25 +251,61 @@ def _stability(inputs: CheckInputs) -> np.ndarray:
     return worst
 
 
+#: the clinical reference the pointing game's hit rate is read against (over cases): the radiologist human benchmark
+#: on CheXlocalize (Saporta et al. 2022). See the entry's ``reference_source`` for the figure's provenance.
+POINTING_REFERENCE = 0.801
+POINTING_REFERENCE_SOURCE = (
+    "human benchmark of Saporta et al., 'Benchmarking saliency methods for chest X-ray interpretation', Nature "
+    "Machine Intelligence (2022), doi:10.1038/s42256-022-00536-x: three board-certified radiologists' "
+    "most-representative points on the CheXlocalize test set (668 chest X-rays, 10 pathologies), hit rate 80.1% "
+    "averaged over pathologies, as quoted by the BenchmarkCards summary of arXiv:2509.18015 "
+    "(github.com/SokolAnn/BenchmarkCards, chexlocalize.md). The paper's own per-pathology table was not available "
+    "to us, so this is a secondary quotation; it is a chest X-ray "
+    "benchmark, so an operator with a reader benchmark for their own task and modality should state that instead. "
+    "Saporta et al. found every saliency method they tested significantly below it.")
+CHANCE_BANDS = "3x / 1.5x chance: Glassbox's multiples of what a random map scores (the finding's share of the image)"
+
 for _check in (
     TrustCheck("randomisation", "Randomisation", "Adebayo et al., NeurIPS 2018", False, 0.3, 0.6,
                "how much of the map survives when the model's weights are replaced by random ones (rank correlation; "
-               "low: the map depends on what the model learnt)", compute=_randomisation),
+               "low: the map depends on what the model learnt)", compute=_randomisation,
+               band_source="0.3 / 0.6: Glassbox's thresholds (the paper shows maps should change, without a pass "
+                           "mark); maps of unrelated models correlate near 0, an input-only map gives 1",
+               undefined="the map on the randomised model is zero or constant everywhere, so a rank correlation with "
+                         "it is undefined (not 0)"),
     TrustCheck("deletion", "Faithfulness (deletion)", "Samek et al., IEEE TNNLS 2017", True, 0.1, 0.0,
                "how much faster the class probability falls when the map's most relevant pixels are removed first "
-               "than in a random order (0: no better than random)", compute=_deletion),
+               "than in a random order (0: no better than random)", compute=_deletion,
+               band_source="0.1 / 0: Glassbox's thresholds; 0 is the random-order baseline the check subtracts",
+               undefined="the map is zero or constant everywhere, so it gives no order to delete in"),
     TrustCheck("pointing_game", "Pointing game", "Zhang et al., IJCV 2018", True, 1.0, 0.0,
-               "whether the map's peak lies inside the ground-truth finding", needs_mask=True,
-               compute=lambda i: _masked(i, pointing)),
+               "whether the map's peak lies inside the ground-truth finding (over cases: the hit rate, with its "
+               "interval, against chance and against radiologists)", needs_mask=True,
+               compute=lambda i: _masked(i, pointing),
+               band_source=f"per case a hit passes, a miss fails; over cases {CHANCE_BANDS}, and against the "
+                           f"clinical reference {POINTING_REFERENCE:.3f}: passes when the hit rate's 95% lower bound "
+                           "is above the reference minus 0.1 (shown not worse by more than 0.1, a margin of "
+                           "Glassbox's choosing) and ≥ 3x chance; fails when its upper bound is below that, or the "
+                           "hit rate is ≤ 1.5x chance; otherwise a concern (not shown either way)",
+               undefined="the case has no ground-truth finding (mask missing or empty) to point at",
+               reference=POINTING_REFERENCE, reference_source=POINTING_REFERENCE_SOURCE, chance_passes=3.0,
+               chance_fails=1.5, reference_margin=0.1),
     TrustCheck("relevance_mass", "Relevance mass", "Arras et al., Information Fusion 2022", True, 3.0, 1.5,
                "the share of the map inside the finding, as a multiple of the finding's share of the image",
-               needs_mask=True, relative_to_chance=True, compute=lambda i: _masked(i, mass)),
+               needs_mask=True, relative_to_chance=True, compute=lambda i: _masked(i, mass),
+               band_source=CHANCE_BANDS + "; no published clinical reference for this measure (Saporta et al. "
+                                          "2022 benchmark hit rate and mIoU, not relevance mass)",
+               undefined="the case has no ground-truth finding (mask missing or empty), or the map is zero"),
     TrustCheck("relevance_rank", "Relevance rank", "Arras et al., Information Fusion 2022", True, 3.0, 1.5,
                "the share of the map's top pixels (as many as the finding has) that lie inside it, as a multiple of "
-               "chance", needs_mask=True, relative_to_chance=True, compute=lambda i: _masked(i, rank)),
+               "chance", needs_mask=True, relative_to_chance=True, compute=lambda i: _masked(i, rank),
+               band_source=CHANCE_BANDS + "; no published clinical reference for this measure",
+               undefined="the case has no ground-truth finding (mask missing or empty) to rank against"),
     TrustCheck("stability", "Stability", "Yeh et al., NeurIPS 2019", False, 0.3, 0.8,
                "the largest relative change of the map under invisible input noise (max-sensitivity; low: stable)",
-               compute=_stability),
+               compute=_stability,
+               band_source="0.3 / 0.8: Glassbox's thresholds (the paper defines the measure without a pass mark)",
+               undefined="the map is zero everywhere, so a change relative to it is undefined"),
 ):
     TRUST_CHECKS.register(_check, _check.name)
 

@@ -31,14 +31,11 @@ request = st.session_state.get("qual_request")
 if not request:
     st.info("Choose methods and a sample size, then run the checks (computed once per case and method, then "
             "cached; integrated gradients and occlusion take longest on a CPU).")
-    with st.expander("The checks, their papers and their bands"):
-        for check in TRUST_CHECKS.items():
-            name, c_ = check
-            st.markdown(f"**{c_.title}** ({c_.citation}): {c_.meaning}. Passes at "
-                        f"{'≤' if not c_.higher_is_better else '≥'} {c_.passes:g}"
-                        + ("× chance" if c_.relative_to_chance else "")
-                        + f", fails at {'≥' if not c_.higher_is_better else '≤'} {c_.fails:g}"
-                        + ("× chance" if c_.relative_to_chance else "") + ".")
+    with st.expander("The checks, their papers, their bands and where the bands come from"):
+        for name, c_ in TRUST_CHECKS.items():
+            st.markdown(f"**{c_.title}** ({c_.citation}): {c_.meaning}. Bands: {c_.band_source}. Could not judge "
+                        f"a case when {c_.undefined}."
+                        + (f" Clinical reference {c_.reference:.3f}: {c_.reference_source}" if c_.reference else ""))
     st.stop()
 try:
     checks, sample = common.explanation_quality(root, model_path, manifest, list(request[0]), request[1],
@@ -49,13 +46,15 @@ except GlassboxError as e:
 summary = quality_summary(checks, sample)
 st.markdown(f"**{handle.label}** · {len(sample)} cases sampled across {' × '.join([*request[2], 'outcome'])} · "
             "means over cases with 95% bootstrap intervals · localisation judged against chance (the finding's "
-            "share of the image, what a random map scores)")
+            "share of the image, what a random map scores); the pointing game as a hit rate with its 95% interval, "
+            "against chance and the clinical reference (radiologists, Saporta et al. 2022) · a check whose value is "
+            "undefined (a vanished or constant map, no finding) is *could not judge*, with the reason, never a pass")
 for line in in_words(summary):
     st.markdown(line)
 colours = {"passes": "background-color: #c6f6d5", "concern": "background-color: #feebc8",
-           "fails": "background-color: #fed7d7"}
+           "fails": "background-color: #fed7d7", "could not judge": "background-color: #e2e8f0"}
 st.dataframe(summary.style.map(lambda v: colours.get(v, ""), subset=["band"]).format(
-    {c: "{:.3f}" for c in ("mean", "lo", "hi", "chance", "passing")}, na_rep="–"), hide_index=True,
+    {c: "{:.3f}" for c in ("mean", "lo", "hi", "chance", "reference", "passing")}, na_rep="–"), hide_index=True,
     key="qual_summary")
 common.download(st, "Download per-case results (CSV)", checks, file_name="explanation_quality.csv",
                 key="qual_download", what="explanation quality")

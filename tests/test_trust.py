@@ -5,11 +5,14 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 
 from explainers.saliency import explain
-from explainers.trust import TRUST_CHECKS, CheckInputs, band, map_problem, mass, pointing, rank, randomised
+from evaluation.explanation_quality import band_pointing, quality_summary
+from explainers.trust import (COULD_NOT_JUDGE, POINTING_REFERENCE, TRUST_CHECKS, CheckInputs, band, map_problem, mass,
+                              pointing, rank, randomised)
 from tests.helpers import LinearModel, TinyCNN, handle_for
 
 
@@ -145,7 +148,16 @@ def test_trust_command_and_explanation_quality_page(demo_root, capsys):
                  "--by", "site", "--workspace", str(demo_root)]) == 0
     out = capsys.readouterr().out
     assert "8 cases sampled across site × outcome" in out
-    assert len([ln for ln in out.splitlines() if " randomisation " in ln]) == 2 and "saliency:" in out and "grad_cam:" in out
+    rows = {tuple(ln.split()[:2]): ln for ln in out.splitlines() if ln.split()[:1] in (["saliency"], ["grad_cam"])
+            and len(ln.split()) > 2 and not ln.split()[1].endswith(":")}
+    assert {r for r in rows if r[1] == "randomisation"} == {("saliency", "randomisation"), ("grad_cam", "randomisation")}
+    assert "saliency:" in out and "grad_cam:" in out
+    # Grad-CAM vanishes on the randomised demo model: undefined, so "could not judge" with the reason, never a pass
+    assert rows[("grad_cam", "randomisation")].endswith("could not judge")
+    assert "grad_cam randomisation: could not judge: none of the" in out and "undefined (not 0)" in out
+    # the pointing game: a hit rate with its interval, read against the clinical reference, which is named
+    assert "0.801" in rows[("saliency", "pointing_game")] and "clinical reference 0.801: human benchmark of Saporta" in out
+    assert not rows[("saliency", "pointing_game")].endswith("passes")
     assert main(["trust", "--model", "v2", "--cohort", "demo2d", "--methods", "gradcam", "--workspace",
                  str(demo_root)]) == 2
     assert "did you mean 'grad_cam'" in capsys.readouterr().err
@@ -156,7 +168,7 @@ def test_trust_command_and_explanation_quality_page(demo_root, capsys):
     at.button(key="qual_run").click().run()
     assert not at.exception and not at.error
     table = at.dataframe[0].value
-    assert set(table["method"]) == {"saliency", "grad_cam"} and set(table["band"]) <= {"passes", "concern", "fails", "n/a"}
+    assert set(table["method"]) == {"saliency", "grad_cam"} and set(table["band"]) <= {"passes", "concern", "fails", "could not judge"}
     assert any(m.value.startswith("**saliency**:") for m in at.markdown)
 
 
@@ -168,3 +180,78 @@ def test_case_review_shows_a_trust_strip_under_each_map(demo_root):
     strips = [m for m in at.markdown if "● Randomisation" in m.value]
     assert len(strips) == 1 and "Stability" in strips[0].value
     assert any("scaled to its own 99th percentile" in c.value for c in at.caption)
+
+
+def test_a_map_that_vanishes_on_the_randomised_model_could_not_be_judged_never_passes():
+    """The demo's Grad-CAM: on a randomised model its map is zero everywhere, and a rank correlation with a flat map
+    is undefined, not 0 (the old code called it 0.000 [0.000, 0.000]: passes)."""
+    handle = _linear()
+    images = np.random.default_rng(0).random((6, 1, 8, 8)).astype(np.float32)
+    maps = np.stack([a.array for a in explain(handle, images, list("abcdef"), "saliency", 1)])
+    check = TRUST_CHECKS.get("randomisation")
+    vanished = check.compute(_inputs(handle, images, maps, recompute=lambda h, x: np.zeros_like(x)))
+    assert np.isnan(vanished).all()
+    frame = pd.DataFrame({"case_id": list("abcdef"), "method": "grad_cam", "check": "randomisation",
+                          "value": vanished, "chance": None, "band": [band(check, v) for v in vanished],
+                          "problem": ""})
+    row = quality_summary(frame).iloc[0]
+    assert row["band"] == COULD_NOT_JUDGE and row["cases"] == 0 and row["of"] == 6
+    assert "zero or constant everywhere" in row["reason"] and "undefined (not 0)" in row["reason"]
+    # half vanished is still judged on the rest, and says how many were not
+    half = np.where(np.arange(6) < 3, vanished, 0.1)
+    row = quality_summary(frame.assign(value=half, band=[band(check, v) for v in half])).iloc[0]
+    assert row["band"] == "passes" and row["cases"] == 3 and "3 of 6 cases not judged" in row["reason"]
+    # fewer than half judged: could not judge
+    few = np.where(np.arange(6) < 4, vanished, 0.1)
+    row = quality_summary(frame.assign(value=few, band=[band(check, v) for v in few])).iloc[0]
+    assert row["band"] == COULD_NOT_JUDGE and "only 2 of 6 cases could be judged" in row["reason"]
+
+
+def _pointing_frame(hits: list[float], chance: float = 0.006) -> pd.DataFrame:
+    check = TRUST_CHECKS.get("pointing_game")
+    return pd.DataFrame({"case_id": [f"c{i}" for i in range(len(hits))], "method": "saliency",
+                         "check": "pointing_game", "value": hits,
+                         "chance": [chance if np.isfinite(h) else None for h in hits],
+                         "band": [band(check, h) for h in hits], "problem": ""})
+
+
+def test_the_pointing_game_reads_its_hit_rate_with_interval_against_chance_and_radiologists():
+    from statsmodels.stats.proportion import proportion_confint
+
+    # the demo's saliency: 1 hit of 11 lesions is 15x chance (0.6%) but far below radiologists
+    row = quality_summary(_pointing_frame([1.0] + [0.0] * 10)).iloc[0]
+    lo, hi = proportion_confint(1, 11, alpha=0.05, method="wilson")
+    assert row["mean"] == pytest.approx(1 / 11) and row["lo"] == pytest.approx(lo) and row["hi"] == pytest.approx(hi)
+    assert row["band"] == "fails" and row["reference"] == POINTING_REFERENCE and "shown below 0.701" in row["reason"]
+    assert "hit rate 0.091 [" in row["reason"]
+    # 29 of 30: shown not worse than radiologists by more than the margin
+    assert quality_summary(_pointing_frame([1.0] * 29 + [0.0])).iloc[0]["band"] == "passes"
+    # 7 of 10: not shown either way
+    assert quality_summary(_pointing_frame([1.0] * 7 + [0.0] * 3)).iloc[0]["band"] == "concern"
+    # at chance: fails however many hits the finding's size allows
+    assert quality_summary(_pointing_frame([1.0] * 5 + [0.0] * 5, chance=0.5)).iloc[0]["band"] == "fails"
+    # no finding to point at: could not judge, with the reason
+    row = quality_summary(_pointing_frame([np.nan] * 6)).iloc[0]
+    assert row["band"] == COULD_NOT_JUDGE and "no case to judge" in row["reason"] and "no ground-truth finding" in row[
+        "reason"]
+    assert band_pointing(np.nan, np.nan, np.nan, None)[0] == COULD_NOT_JUDGE
+
+
+@pytest.mark.parametrize("name", TRUST_CHECKS.names())
+def test_every_check_names_the_source_of_its_band_and_when_it_is_undefined(name):
+    check = TRUST_CHECKS.get(name)
+    assert check.band_source and check.undefined
+    assert ("Glassbox" in check.band_source) or check.reference is not None
+    if name == "pointing_game":
+        assert check.reference == POINTING_REFERENCE and "Saporta et al." in check.reference_source
+        assert "80.1%" in check.reference_source and "secondary quotation" in check.reference_source
+
+
+def test_in_words_never_calls_a_method_trustworthy_when_a_check_could_not_be_judged():
+    from evaluation.explanation_quality import in_words
+
+    summary = pd.DataFrame({"method": "grad_cam", "check": ["randomisation", "deletion"],
+                            "band": [COULD_NOT_JUDGE, "passes"], "reason": ["the map vanished", "0.2"]})
+    (line,) = in_words(summary)
+    assert "trustworthy on every check run" not in line and "passes every check that could be judged" in line
+    assert "could not judge randomisation (the map vanished)" in line

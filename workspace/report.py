@@ -221,8 +221,10 @@ def gather(ws: Workspace, handle: ModelHandle, cohort: Cohort, *, baseline: Mode
         checks, sample = ws.explanation_quality(handle, cohort, list(trust_methods), n_cases=trust_cases,
                                                 strata=by[:1])
         summary = quality_summary(checks, sample)
+        # the band over cases with its reason (could not judge: why; the pointing game: its hit rate read against
+        # chance and the clinical reference named on the check's entry)
         explanations.update(cases=len(sample), summary=_records(summary, ["method", "check", "mean", "lo", "hi",
-                                                                          "band"]),
+                                                                          "band", "reference", "reason"]),
                             words=[w.replace("**", "") for w in trust_in_words(summary)])
     facts = demo_facts(ws.root) if synthetic else None
     explanations["concepts"] = [c["sentence"] + ("" if c.get("stale") else " (holds)" if c["holds"] else

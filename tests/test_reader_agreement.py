@@ -164,3 +164,32 @@ def test_the_board_report_says_could_not_judge_when_kappa_is_undefined(tmp_path,
     assert pair["words"].startswith("could not judge: both readers gave 'agree'")
     html = render_html(data)
     assert "could not judge: both readers gave" in html and "nan" not in html.split("Reviewers")[-1][:2000]
+
+
+def test_the_reader_agreement_page_says_could_not_judge_for_an_undefined_kappa(tmp_path, monkeypatch):
+    from tests.helpers import tiny_workspace
+    from tests.test_pages import page
+    from workspace.access import Identity
+    from workspace.review import Record, Verdict
+    from workspace.store import Workspace
+
+    monkeypatch.setenv("GLASSBOX_RECORD_DIR", str(tmp_path / "records"))
+    root = tiny_workspace(tmp_path / "ws", 12)
+    ws = Workspace(root)
+    handle = ws.load_model(root / "models" / "tiny")
+    cohort = ws.cohort_for(handle, ws.resolve_cohort("pngs"))
+    record = Record(root)
+    for reader in ("dr-a", "dr-b", "dr-c"):
+        for i, case in enumerate([c.case_id for c in cohort.cases][:8]):
+            agreement = "agree" if reader != "dr-c" or i % 2 else "disagree"
+            record.record_verdict(Identity(reader, "radiologist"), Verdict(
+                case_id=case, model_version=handle.version, model_hash=handle.weights_hash, cohort=cohort.name,
+                cohort_hash=cohort.content_hash, agreement=agreement), secret="s" * 32)
+    at = page("pages/agreement.py", root, model="tiny", cohort="pngs")
+    assert not at.exception and not at.error
+    pairs = next(d.value for d in at.dataframe if "in words" in d.value.columns).set_index(["reader_1", "reader_2"])
+    assert pairs.loc[("dr-a", "dr-b"), "verdict"] == COULD_NOT_JUDGE
+    assert pairs.loc[("dr-a", "dr-b"), "in words"].startswith("could not judge: both readers gave 'agree'")
+    assert pairs.loc[("dr-a", "dr-c"), "verdict"] == "judged"
+    shares = next(d.value for d in at.dataframe if "design_effect" in d.value.columns)
+    assert shares.iloc[0]["n"] == 24 and shares.iloc[0]["cases"] == 8

@@ -179,6 +179,8 @@ def client() -> tuple[str, str]:
         network = st.context.ip_address or "local"
     except Exception:  # no browser context (a script run without a server)
         cookie, network = "", "local"
+    cookie = cookie if isinstance(cookie, str) else ""
+    network = network if isinstance(network, str) else "local"
     token = _xsrf_token(cookie)
     browser = hmac.new(secret().encode(), b"browser\x00" + token, hashlib.sha256).hexdigest()[:20] if token else ""
     return browser, network

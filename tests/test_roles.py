@@ -224,3 +224,78 @@ def test_a_suppressed_group_appears_nowhere_in_the_board_view(demo_root, local_a
     assert not [s.value for s in at.success if "gap(s) whose interval excludes zero" in s.value], \
         "no banner counts gaps the board cannot see"
     assert any(f"{len(hidden) - 1} more so that" in t for t in texts), "the complementary suppression is stated"
+
+
+# -- sessions follow the account ---------------------------------------------------------------------------------
+def test_a_disabled_radiologist_records_no_verdict_after_the_disable(demo_root, local_auth):
+    at = as_role("pages/case_review.py", demo_root, "radiologist", model="v1")
+    assert not at.exception and not at.error
+    before = len(Record(demo_root).verdicts(history=True))
+    Users().set_active("radiologist-1", False)  # the operator: glassbox user disable radiologist-1
+    _verdict_form(at, "radio:verdict_agreement_").set_value("agree")
+    next(b for b in at.button if b.label == "Record verdict").click().run()
+    assert not at.exception
+    assert len(Record(demo_root).verdicts(history=True)) == before, "nothing recorded after the disable"
+    assert at.title[0].value == "Glassbox · sign in" and any("You were signed out" in w.value for w in at.warning)
+    ended = Record(demo_root).audit(action="session_ended").iloc[-1]
+    assert ended["actor"] == "radiologist-1"
+
+
+def test_a_demoted_admin_no_longer_opens_the_audit_log(demo_root, local_auth):
+    at = as_role("pages/audit.py", demo_root, "admin")
+    assert not at.exception and at.dataframe, "the admin sees the log"
+    Users().set_role("admin-1", "developer")  # glassbox user role admin-1 --role developer
+    at.run()
+    assert not at.exception
+    assert not at.dataframe and at.title[0].value == "Glassbox · sign in", "the old session shows nothing"
+
+
+def test_a_password_change_ends_open_sessions_and_an_unchanged_account_keeps_its_own(demo_root, local_auth):
+    at = as_role("pages/agreement.py", demo_root, "radiologist")
+    at.run()
+    assert at.title[0].value != "Glassbox · sign in", "an unchanged account stays signed in across runs"
+    Users().set_password("radiologist-1", "a brand new password")
+    at.run()
+    assert at.title[0].value == "Glassbox · sign in"
+
+
+def _sign_in(at: AppTest, name: str, password: str) -> AppTest:
+    at.text_input(key="sign_in_name").set_value(name)
+    at.text_input(key="sign_in_password").set_value(password)
+    return at.button[0].click().run()
+
+
+def test_a_password_typed_as_the_user_name_is_never_stored_and_failures_are_aggregated(demo_root, local_auth,
+                                                                                      monkeypatch):
+    import workspace.access as access
+
+    monkeypatch.setattr(access, "BACKOFF_S", 0.0)  # no wait, so that every attempt is a failure to log
+    Users().add("alice", "radiologist", "correct horse battery")
+    allow(demo_root)
+    at = AppTest.from_file(str(ROOT / "pages" / "home.py"), default_timeout=TIMEOUT)
+    at.session_state["workspace"] = str(demo_root)
+    at.run()
+    before = len(Record(demo_root).audit())
+    secret_text = "correct horse battery"  # typed into the user-name box by mistake
+    attempts = 12
+    for _ in range(attempts):
+        _sign_in(at, secret_text, "x")
+    log = Record(demo_root).audit().iloc[before:]
+    failed = log[log["action"] == "sign_in_failed"]
+    assert secret_text not in log.to_csv() and secret_text.encode() not in Users().path.read_bytes()
+    assert set(failed["actor"]) == {failed["actor"].iloc[0]} and failed["actor"].iloc[0].startswith("unknown user #")
+    # the 1st, 2nd, 4th and 8th failure are entries: 4 for 12 attempts (one entry per attempt before)
+    assert [json.loads(o)["attempts"] for o in failed["objects"]] == [1, 2, 4, 8]
+    assert len(failed) < attempts
+
+
+def test_a_strangers_failures_do_not_lock_the_owner_out_and_slow_the_stranger(demo_root, local_auth):
+    users = Users()
+    users.add("alice", "radiologist", "correct horse battery")
+    assert users.authenticate("alice", "correct horse battery", "alice-browser", "local") is not None
+    for _ in range(30):  # a stranger on the same loopback guesses, with a fresh cookie every few tries
+        users.authenticate("alice", "guess guess guess", f"stranger-{_ // 5}", "local")
+    assert users.locked("alice", "stranger-0", "local"), "the stranger waits"
+    assert users.locked("alice", "stranger-99", "local"), "a new cookie on the same network buys no new guesses"
+    assert not users.locked("alice", "alice-browser", "local")
+    assert users.authenticate("alice", "correct horse battery", "alice-browser", "local") is not None

@@ -21,6 +21,11 @@ if check.ok:
     st.success(check.describe().capitalize() + ".")
 else:
     st.error(check.describe())
+st.caption("Checked: the chain, every verdict and every board checklist answer against the content hash in its entry, "
+           "and the newest entry against the head file, "
+           + ("kept where the operator set `$GLASSBOX_AUDIT_HEAD`" if record.head_path.parent != record.path.parent
+              else "kept beside the record (the operator can keep it elsewhere with `$GLASSBOX_AUDIT_HEAD`)")
+           + (". This is a read-only copy: it can be verified, not written." if record.read_only else "."))
 
 log = record.audit()
 c = st.columns([2, 2, 2])

@@ -62,6 +62,9 @@ if who.can("sign_off"):
                         "cohort or answer makes a new report that needs its own signature"):
         record.sign_off(who, digest, model=handle.weights_hash[:16], cohort=cohort.content_hash[:16])
         st.rerun()
+st.caption("Each downloaded HTML or PDF is sealed with its content hash and the sign-offs it states: "
+           "`glassbox verify-report FILE` says whether a kept copy is as Glassbox wrote it, and names the section or "
+           "page and line that changed.")
 
 st.subheader("The board's answers to the lifecycle checklist")
 answers = {q["id"]: q for q in data.evidence["checklist"]}

@@ -16,7 +16,6 @@ from __future__ import annotations
 import base64
 import errno
 import json
-import logging
 import os
 import re
 import shutil
@@ -33,6 +32,7 @@ import workspace.store as store
 from data_adapters.errors import InvalidInputError, RecordError
 from tests.helpers import TinyCNN, handle_for, random_png_cohort
 from workspace import cli
+from benchmarks.calibration.integrity import report_evidence
 from workspace import report as report_lib
 from workspace.access import Identity
 from workspace.review import Record, Verdict
@@ -429,26 +429,7 @@ def test_the_demos_facts_go_stale_when_its_weights_are_replaced(tmp_path):
 
 
 # -- 2. kept reports ---------------------------------------------------------------------------------------------
-def _evidence(sensitivity: float = 0.83) -> dict:
-    questions = report_lib.CHECKLIST["questions"]
-    return {"synthetic": True, "k": 10, "split": "test", "by": [],
-            "provenance": {"packages": {}, "model": {"name": "m", "version": "v", "hash": "h" * 64, "task": "binary",
-                                                     "classes": ["a", "b"], "preprocessing": "x",
-                                                     "card": {"intended_use": "u", "training_data": "t",
-                                                              "limitations": []}},
-                           "baseline": None, "cohort": {"name": "c", "hash": "c" * 64, "cases": 3, "patients": 0,
-                                                        "rejected": 0, "rows": 3}},
-            "cohort": {"groups": [], "rejected": []},
-            "performance": {"table": [], "gaps": [], "flags": [], "suppression": "", "judgement": "j", "view": "v",
-                            "resampling": "r",
-                            "clinical": {"sensitivity": sensitivity, "sensitivity_ci": [0.7, 0.9],
-                                         "specificity": 0.9, "prevalence": 0.2, "missed_per_1000": 30,
-                                         "false_alarms_per_1000": 80, "threshold": 0.5, "rule": "r",
-                                         "referral": None}},
-            "explanations": {"methods": [], "cases": 0, "summary": [], "words": [], "concepts": [], "examples": []},
-            "reviewers": {"verdicts": 0, "readers": 0},
-            "checklist": [{**q, "evidence": "e", "answer": "", "open_items": "", "answered_by": ""}
-                          for q in questions]}
+_evidence = report_evidence
 
 
 @pytest.fixture

@@ -887,9 +887,12 @@ def cmd_report(args: argparse.Namespace) -> int:
     digest = data.content_hash
     if out:
         write_report(data, out, record)
-        record.log(operator(), "report_made", report=digest, model=handle.weights_hash[:16],
-                   cohort=cohort.content_hash[:16], file=out.suffix.lstrip("."))
-        print(f"wrote {out}")
+        if record.read_only:
+            print("the review record is read-only: this report is not recorded in its audit log", file=sys.stderr)
+        else:
+            record.log(operator(), "report_made", report=digest, model=handle.weights_hash[:16],
+                       cohort=cohort.content_hash[:16], file=out.suffix.lstrip("."))
+        print(f"wrote {out} (check a kept copy with `glassbox verify-report {out.name}`)")
     if args.model_card:
         from workspace.report import model_card
 

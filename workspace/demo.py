@@ -41,7 +41,7 @@ from data_adapters.errors import GlassboxError, ModelError
 from data_adapters.models import load_model, write_spec
 from explainers.concepts import concept_names, default_layers
 from workspace.demo_checks import run_checks
-from workspace.store import Workspace
+from workspace.store import Workspace, write_file
 
 #: bump when the generator or training changes, so that old demo workspaces are rebuilt
 DEMO_VERSION = 11
@@ -295,7 +295,7 @@ def build_demo(root: str | Path, *, force: bool = False, retrain: bool = False, 
                                    handle.n_classes - 1)
     checks = run_checks(ws, cohort, handles, cohort_3d, handles[MODEL_3D], log=log)
     failed = [c for c in checks if not c.holds]
-    (root / "demo.json").write_text(json.dumps({
+    write_file(root / "demo.json", json.dumps({
         "version": DEMO_VERSION, "cohort": COHORT, "models": list(VERSIONS),
         "cohort_3d": COHORT_3D, "model_3d": MODEL_3D,
         "marker_box": [[MARKER_BOX[0].start, MARKER_BOX[0].stop], [MARKER_BOX[1].start, MARKER_BOX[1].stop]],

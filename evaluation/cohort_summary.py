@@ -8,7 +8,7 @@ import plotly.express as px
 import plotly.graph_objects as go
 
 from data_adapters.records import CLUSTER, Cohort
-from evaluation.suppression import suppression
+from evaluation.suppression import BoardSuppression, Suppression, board_suppression, suppression
 
 AGE_BANDS = [0, 40, 60, 75, 200]
 AGE_LABELS = ["<40", "40-59", "60-74", "75+"]
@@ -86,10 +86,28 @@ def group_counts(cohort: Cohort, by: str | Sequence[str], class_names: Sequence[
     return table.reset_index()
 
 
-def suppressed_counts(table: pd.DataFrame, k: int) -> pd.DataFrame:
-    """:func:`group_counts` as a board sees it: every figure of a group under ``k`` cases shown as ``<k``."""
+_DECISIONS: dict[tuple, BoardSuppression] = {}
+
+
+def board_decision(cohort: Cohort, k: int, *, floor: int | None = None) -> BoardSuppression:
+    """The one suppression decision (:func:`evaluation.suppression.board_suppression`) over every table a board can
+    open of ``cohort`` at ``k``: its attributes (:func:`group_columns`, numeric ones in bands), totals, margins and
+    two-way intersections, of the cohort and of its labelled cases. With ``floor`` (the operator's k) below ``k``,
+    what ``floor`` withholds stays withheld. Kept per cohort content and k for the process."""
+    k = int(k)
+    floor = k if floor is None else min(int(floor), k)
+    key = (cohort.content_hash, k, floor)
+    if key not in _DECISIONS:
+        base = board_decision(cohort, floor) if floor < k else None
+        _DECISIONS[key] = board_suppression(with_bands(cohort.frame()), group_columns(cohort), k, base=base)
+    return _DECISIONS[key]
+
+
+def suppressed_counts(table: pd.DataFrame, k: int, hide: Suppression | None = None) -> pd.DataFrame:
+    """:func:`group_counts` as a board sees it: every figure of a hidden group shown as ``<k``; ``hide``: the
+    decision for this table (:meth:`BoardSuppression.for_table`), else the one-table rule."""
     groups = table.columns[0]
-    hidden = suppression(dict(zip(table[groups].astype(str), table["n"])), k).hidden
+    hidden = (hide or suppression(dict(zip(table[groups].astype(str), table["n"])), k)).hidden
     out = table.astype(object)
     hide = table[groups].astype(str).isin(list(hidden)).to_numpy()
     figures = [c for c in table.columns if c == "n" or c == "prevalence" or pd.api.types.is_numeric_dtype(table[c])]
@@ -98,11 +116,12 @@ def suppressed_counts(table: pd.DataFrame, k: int) -> pd.DataFrame:
 
 
 def label_balance_figure(cohort: Cohort, by: str, class_names: Sequence[str] | None = None, *,
-                         k: int | None = None) -> go.Figure:
-    """Cases per group and label, stacked; with ``k``, only the groups a board may see (:mod:`evaluation.suppression`)."""
+                         k: int | None = None, hide: Suppression | None = None) -> go.Figure:
+    """Cases per group and label, stacked; with ``k`` (or ``hide``), only the groups a board may see
+    (:mod:`evaluation.suppression`)."""
     table = group_counts(cohort, by, class_names)
-    if k is not None:
-        hidden = suppression(dict(zip(table[by].astype(str), table["n"])), k).hidden
+    if k is not None or hide is not None:
+        hidden = (hide or suppression(dict(zip(table[by].astype(str), table["n"])), k)).hidden
         table = table[~table[by].astype(str).isin(list(hidden))]
     labels = [c for c in table.columns if c not in (by, "n", "prevalence")]
     long = table.melt(id_vars=[by], value_vars=labels, var_name="label", value_name="cases")

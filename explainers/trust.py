@@ -25,8 +25,8 @@ batch). Bands are ``passes`` / ``concern`` / ``fails`` at the thresholds each ch
   without a finding has nothing to point at: not judged. These match Quantus 0.6 (abs=True, normalise=False) on the
   same inputs (``tests/test_trust.py``).
 - ``stability`` (max-sensitivity; Yeh et al., NeurIPS 2019): the largest relative change of the map, ‖m(x+ε) −
-  m(x)‖ / ‖m(x)‖, over 4 draws (2 for methods costing ≥ 20 forward passes, e.g. integrated gradients) of uniform noise of 2% of the image's intensity range. Low is good: passes ≤ 0.3,
-  fails ≥ 0.8 (a map that changes by most of itself under invisible noise cannot be read pixel by pixel).
+  m(x)‖ / ‖m(x)‖, over 4 draws (2 for methods costing ≥ 20 forward passes, e.g. integrated gradients) of uniform
+  noise of 2% of the image's intensity range. Low is good: passes ≤ 0.3, fails ≥ 0.8 (a map that changes by most of itself under invisible noise cannot be read pixel by pixel).
 
 Every entry names where its band comes from (``band_source``): most thresholds are Glassbox's own reading of the
 paper (the papers define the measures, not pass marks), and say so; the pointing game's clinical reference is a

@@ -7,7 +7,7 @@ from benchmarks.calibration.agreement import claims, population_kappa
 
 def test_reader_agreement_intervals_hold_their_coverage():
     found = claims(150, seed=1, n_boot=500)
-    assert len(found) == 3
+    assert len(found) == 4
     for c in found:
         assert c.passed, c.line()
 
@@ -16,6 +16,8 @@ def test_the_simulation_fails_the_old_designs():
     old = {c.claim: c for c in claims(150, seed=1, old=True, n_boot=500)}
     wilson = old["reader agreement with the model: 95% interval (plain Wilson over verdicts (old))"]
     assert not wilson.passed and wilson.measured < 0.90, wilson.line()
+    two_way = old["reader agreement for readers like these: 95% interval (plain Wilson over verdicts (old))"]
+    assert not two_way.passed, two_way.line()
     image = old["Cohen's kappa of two readers: 95% interval (30 patients x 2 images, old)"]
     assert not image.passed and image.measured < 0.90, image.line()
 

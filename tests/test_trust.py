@@ -150,13 +150,15 @@ def test_trust_command_and_explanation_quality_page(demo_root, capsys):
     assert "8 cases sampled across site × outcome" in out
     rows = {tuple(ln.split()[:2]): ln for ln in out.splitlines() if ln.split()[:1] in (["saliency"], ["grad_cam"])
             and len(ln.split()) > 2 and not ln.split()[1].endswith(":")}
-    assert {r for r in rows if r[1] == "randomisation"} == {("saliency", "randomisation"), ("grad_cam", "randomisation")}
+    assert {r for r in rows if r[1] == "randomisation"} == {("saliency", "randomisation"),
+                                                            ("grad_cam", "randomisation")}
     assert "saliency:" in out and "grad_cam:" in out
     # Grad-CAM vanishes on the randomised demo model: undefined, so "could not judge" with the reason, never a pass
     assert rows[("grad_cam", "randomisation")].endswith("could not judge")
     assert "grad_cam randomisation: could not judge: none of the" in out and "undefined (not 0)" in out
     # the pointing game: a hit rate with its interval, read against the clinical reference, which is named
-    assert "0.801" in rows[("saliency", "pointing_game")] and "clinical reference 0.801: human benchmark of Saporta" in out
+    assert "0.801" in rows[("saliency", "pointing_game")]
+    assert "clinical reference 0.801: human benchmark of Saporta" in out
     assert not rows[("saliency", "pointing_game")].endswith("passes")
     assert main(["trust", "--model", "v2", "--cohort", "demo2d", "--methods", "gradcam", "--workspace",
                  str(demo_root)]) == 2
@@ -168,7 +170,8 @@ def test_trust_command_and_explanation_quality_page(demo_root, capsys):
     at.button(key="qual_run").click().run()
     assert not at.exception and not at.error
     table = at.dataframe[0].value
-    assert set(table["method"]) == {"saliency", "grad_cam"} and set(table["band"]) <= {"passes", "concern", "fails", "could not judge"}
+    assert set(table["method"]) == {"saliency", "grad_cam"}
+    assert set(table["band"]) <= {"passes", "concern", "fails", "could not judge"}
     assert any(m.value.startswith("**saliency**:") for m in at.markdown)
 
 

@@ -5,6 +5,9 @@ own functions (``evaluation.reader_agreement``) under a known truth.
   drawn from Beta(1.6, 0.4) (mean 0.80; within-case correlation of verdicts 1 / (1.6 + 0.4 + 1) = 1/3); three
   readers read each of 60 cases. The claim: the interval of ``model_vs_reader`` covers 0.80 in ≥ 95% of cohorts.
   The old design (Wilson on 180 verdicts as if independent) is :func:`claims` with ``old=True``.
+- *Agreement share for readers like these* (``readers="random"``): 40 cases x 6 readers, agreement on the logit
+  scale 1.4 + a case effect N(0, 1) + a reader effect N(0, 0.7); the target is the share over cases and readers
+  (numerical integral). The two-way interval must cover it.
 - *Cohen's kappa of two readers*: each case has a true category (agree / disagree / unsure with shares 0.6, 0.3, 0.1);
   each reader reports it with probability 0.7, else one of the three at random. The population kappa follows from
   the joint table exactly. 60 cases, and a second design with 30 patients of 2 images that share the truth (the
@@ -37,6 +40,28 @@ def _share_cohort(rng: np.random.Generator, cases: int = 60, readers: int = 3, a
                              "corrected_label": None, "flag_board": False})
     frame = pd.DataFrame({"case_id": [f"c{i}" for i in range(cases)]})
     return verdicts, frame, a / (a + b)
+
+
+READER_DESIGN = dict(cases=40, readers=6, mu=1.4, case_sd=1.0, reader_sd=0.7)
+
+
+def _reader_effects_cohort(rng: np.random.Generator, cases: int, readers: int, mu: float, case_sd: float,
+                           reader_sd: float):
+    logit = mu + rng.normal(0, case_sd, cases)[:, None] + rng.normal(0, reader_sd, readers)[None, :]
+    agree = rng.random((cases, readers)) < 1 / (1 + np.exp(-logit))
+    verdicts = pd.DataFrame({"case_id": np.repeat([f"c{i}" for i in range(cases)], readers),
+                             "reader": np.tile([f"r{j}" for j in range(readers)], cases),
+                             "agreement": np.where(agree.ravel(), "agree", "disagree"), "explanation": "not judged",
+                             "corrected_label": None, "flag_board": False})
+    return verdicts, pd.DataFrame({"case_id": [f"c{i}" for i in range(cases)]})
+
+
+def population_share(mu: float, case_sd: float, reader_sd: float) -> float:
+    """E[expit(mu + u + v)] over case and reader effects (Gauss-Hermite, 60 x 60 nodes)."""
+    x, w = np.polynomial.hermite_e.hermegauss(60)
+    w = w / w.sum()
+    logit = mu + case_sd * x[:, None] + reader_sd * x[None, :]
+    return float(w @ (1 / (1 + np.exp(-logit))) @ w)
 
 
 def population_kappa(shares: np.ndarray = TRUTH_SHARES, faithful: float = FAITHFUL) -> float:
@@ -84,6 +109,21 @@ def claims(sims: int, seed: int = 0, *, old: bool = False, n_boot: int = 1000) -
     name = "plain Wilson over verdicts (old)" if old else "clustered by case"
     out = [Claim(f"reader agreement with the model: 95% interval ({name})", "coverage", 0.95, covered, sims,
                  "60 cases x 3 readers, per-case agreement chance Beta(1.6, 0.4), ICC 1/3")]
+    d = READER_DESIGN
+    truth_share = population_share(d["mu"], d["case_sd"], d["reader_sd"])
+    covered = 0
+    for _ in range(sims):
+        verdicts, frame = _reader_effects_cohort(rng, **d)
+        if old:
+            lo, hi = wilson(int((verdicts["agreement"] == "agree").sum()), len(verdicts), 1.959963984540054)
+        else:
+            row = model_vs_reader(verdicts, frame, readers="random").iloc[0]
+            lo, hi = row["agree_lo"], row["agree_hi"]
+        covered += bool(lo <= truth_share <= hi)
+    name = "(plain Wilson over verdicts (old))" if old else "(two-way: case and reader)"
+    out.append(Claim(f"reader agreement for readers like these: 95% interval {name}", "coverage", 0.95, covered, sims,
+                     f"{d['cases']} cases x {d['readers']} readers, logit agreement {d['mu']} + case N(0, "
+                     f"{d['case_sd']}) + reader N(0, {d['reader_sd']}); population share {truth_share:.3f}"))
     truth = population_kappa()
     for patients, images, label in ((60, 1, "60 cases"), (30, 2, "30 patients x 2 images")):
         covered = undefined = 0

@@ -26,10 +26,13 @@ if verdicts.empty:
 frame = with_bands(cohort.frame())
 c = st.columns([2, 1])
 by = c[0].multiselect("By group", group_columns(cohort), key="agree_by")
+random_readers = c[1].toggle("For readers like these", key="agree_readers_random",
+                             help="Off: the intervals are about these readers (clustered by case). On: about readers "
+                                  "like them, clustered by case and by reader (two-way; wide with few readers).")
 k = board_k() if who.is_board else None
 st.markdown(f"**{len(verdicts)}** verdicts on **{verdicts['case_id'].nunique()}** cases by "
             f"**{verdicts['reader'].nunique()}** reader(s)")
-table = model_vs_reader(verdicts, frame, by)
+table = model_vs_reader(verdicts, frame, by, readers="random" if random_readers else "fixed")
 st.subheader("Readers and the model")
 if k:  # a board sees every group under k suppressed
     st.dataframe(board_view(table, k), hide_index=True, key="agree_table")

@@ -266,3 +266,152 @@ def test_cluster_weights_resample_whole_patients():
     per_patient = w[:, [0, 3, 4]]
     assert (per_patient.sum(axis=1) == 3).all(), "three patients drawn per replicate"
     assert abs(per_patient.mean() - 1.0) < 0.05
+
+
+def test_every_metric_states_its_resampling_design_on_its_registry_entry():
+    from evaluation.metrics import FACTS
+
+    assert set(FACTS) == set(METRICS.names())
+    assert all("class mix varying" in FACTS[m].design for m in FACTS)
+    assert "prevalence" in FACTS["ppv"].design and "prevalence" in FACTS["npv"].design
+    assert FACTS["brier"].direction == FACTS["ece"].direction == "lower" and FACTS["auroc"].direction == "higher"
+
+
+def test_groups_are_resampled_with_their_class_mix_varying_and_the_old_design_is_kept():
+    """A group of PPV-dependent size: the class mix varies between samples, so PPV's interval must be wider than
+    with the class counts fixed (which leaves the prevalence variation out)."""
+    f = synthetic(900)
+    new = subgroup_report(f, "g", threshold=0.45, n_boot=2000).table.set_index("group")
+    old = subgroup_report(f, "g", threshold=0.45, n_boot=2000, design="fixed class counts").table.set_index("group")
+    width = lambda t, m: (t[f"{m}_hi"] - t[f"{m}_lo"]).drop("overall")  # noqa: E731
+    assert (width(new, "ppv") > 1.1 * width(old, "ppv")).all(), (width(new, "ppv"), width(old, "ppv"))
+    assert (width(new, "sensitivity") / width(old, "sensitivity")).between(0.85, 1.2).all()
+    with pytest.raises(InvalidInputError, match="design 'stratified' is not one of cases within group"):
+        subgroup_report(f, "g", design="stratified")
+
+
+def test_the_cell_bootstrap_varies_the_class_mix_too():
+    from evaluation.metrics import Cells
+
+    rng = np.random.default_rng(0)
+    y = rng.random(30_000) < 0.3
+    p = np.clip(0.5 * y + rng.normal(0.25, 0.2, len(y)), 0, 1)
+    cells = Cells.of(y, p, p >= 0.5, 0.5)
+    w = cells.resample(500, np.random.default_rng(1))
+    positives = w[:, cells.y].sum(axis=1)
+    assert np.allclose(w.sum(axis=1), len(y)) and positives.std() > 0.5 * np.sqrt(len(y) * 0.3 * 0.7)
+    fixed = cells.resample(500, np.random.default_rng(1), design="fixed class counts")
+    assert np.allclose(fixed[:, cells.y].sum(axis=1), y.sum())
+
+
+def test_gap_judgements_are_controlled_jointly_and_say_over_what():
+    f = synthetic(900)
+    joint = subgroup_report(f, "g", threshold=0.45, n_boot=1000)
+    alone = subgroup_report(f, "g", threshold=0.45, n_boot=1000, family="per metric")
+    assert joint.error_control == "family-wise 5% over 9 metrics × 3 pairs of 3 groups (27 contrasts, one max-t)"
+    assert joint.error_control in joint.judgement()
+    critical = joint.gaps["critical"]
+    assert critical.nunique() == 1, "one critical value for the whole family"
+    assert (critical.iloc[0] > alone.gaps["critical"]).all(), "the whole family needs a larger one than a metric"
+    assert "per metric" in alone.error_control
+    g = joint.gaps.set_index("metric")
+    assert (g["gap_upper"] >= g["difference_hi"] - 1e-12).all() and (g["gap_lower"] >= g["difference_lo"] - 1e-12).all()
+    assert (g["gap_upper_mc_lo"] <= g["gap_upper"]).all() and (g["gap_upper"] <= g["gap_upper_mc_hi"]).all()
+
+
+def test_a_group_too_small_to_judge_shows_no_interval_never_a_zero_width_one():
+    """The issue's case: 3 patients, "specificity 0.286 [0.286, 0.286]". A group under the patient minimum (or
+    the size rule) keeps its estimate, gets NaN bounds and says why."""
+    from data_adapters.records import CLUSTER
+
+    f = synthetic(400)
+    f[CLUSTER] = np.arange(len(f)) // 2
+    f.loc[:39, "g"] = "tiny"  # 40 images (above n=30) from 3 patients (below the minimum of 10)
+    f.loc[:39, CLUSTER] = np.repeat([10_001, 10_002, 10_003], [14, 13, 13])
+    report = subgroup_report(f, "g", threshold=0.45, n_boot=300)
+    tiny = report.table.set_index("group").loc["tiny"]
+    assert tiny["small"] and tiny["patients"] == 3
+    assert np.isfinite(tiny["specificity"]) and np.isnan(tiny["specificity_lo"]) and np.isnan(tiny["specificity_hi"])
+    assert tiny["notes"].startswith("too small to judge (n=40") and "patients=3" in tiny["notes"]
+    others = report.table[report.table["group"].isin(["a", "b", "c"])]
+    assert (others["specificity_hi"] > others["specificity_lo"]).all()
+
+
+def test_a_proportion_every_resample_agrees_on_gets_wilsons_interval():
+    from statsmodels.stats.proportion import proportion_confint
+
+    f = synthetic(600)
+    f.loc[(f.g == "a") & f.y, "p"] = 0.99  # every positive of group a found
+    report = subgroup_report(f, "g", threshold=0.45, n_boot=300).table.set_index("group")
+    a = report.loc["a"]
+    positives = int(((f.g == "a") & f.y).sum())
+    assert a["sensitivity"] == 1.0
+    assert (a["sensitivity_lo"], a["sensitivity_hi"]) == pytest.approx(
+        proportion_confint(positives, positives, method="wilson"), abs=1e-9)
+    assert "sensitivity: every resample gave 1.000; Wilson interval instead" in a["notes"]
+
+
+def test_ece_beside_what_a_perfectly_calibrated_model_would_read():
+    """Known answer: scores all 0.5 (one bin), so ECE = |k/n − 1/2| with k ~ Binomial(n, 1/2): its expectation
+    from scipy's binomial pmf. And the issue's case: a calibrated model at n = 200 reads about 0.07."""
+    from scipy.stats import binom
+
+    from evaluation.calibration import ece_expected_by_chance
+
+    n = 50
+    k = np.arange(n + 1)
+    exact = float((binom.pmf(k, n, 0.5) * np.abs(k / n - 0.5)).sum())
+    assert ece_expected_by_chance(np.full(n, 0.5), n_sims=20_000) == pytest.approx(exact, rel=0.03)
+    rng = np.random.default_rng(0)
+    p = rng.random(200)
+    chance = ece_expected_by_chance(p)
+    assert 0.055 < chance < 0.085
+    big = rng.random(60_000)  # the normal approximation at scale agrees with the simulation just below it
+    assert ece_expected_by_chance(big) == pytest.approx(ece_expected_by_chance(big[:50_000]) * np.sqrt(5 / 6),
+                                                        rel=0.05)
+    f = synthetic(300)
+    table = subgroup_report(f, "g", threshold=0.45, n_boot=100).table.set_index("group")
+    assert (table["ece_chance"] > 0).all() and table.loc["overall", "ece_chance"] < table["ece_chance"].drop(
+        "overall").min(), "smaller groups: more ECE by chance"
+
+
+def _gap_cohort(rng, sens_c: float, n: int = 600):
+    rows = []
+    for g, sens in (("a", 0.85), ("b", 0.85), ("c", sens_c)):
+        y = np.arange(n) % 2 == 0
+        called = np.where(y, rng.random(n) < sens, rng.random(n) < 0.15)
+        rows.append(pd.DataFrame({"g": g, "y": y, "p": np.where(called, 0.8, 0.2)}))
+    return pd.concat(rows, ignore_index=True)
+
+
+def test_the_fairness_gate_passes_only_what_is_shown_within_its_limit():
+    """The issue's case: a gap of 0.234 [−0.005, 0.474] used to pass --max-gap 0.1 (not shown to exceed). Now a
+    pass needs every pair's simultaneous upper bound at or under the limit; "not shown" is its own outcome."""
+    rng = np.random.default_rng(4)
+    report = subgroup_report(_gap_cohort(rng, 0.80), "g", threshold=0.5, n_boot=1000)
+    row = report.gaps.set_index("metric").loc["sensitivity"]
+    wide, tight = row["gap_upper"] + 0.01, row["difference"] + 0.01
+    assert report.gate({"sensitivity": wide}).outcome == "pass"
+    shown = report.gate({"sensitivity": tight})
+    assert row["gap_lower"] < tight < row["gap_upper"] and shown.outcome == "not shown"
+    assert "not shown within" in shown.reasons[0] and "Monte Carlo interval of the bound" in shown.reasons[0]
+    assert "passes only a gap shown within its limit" in shown.error_control and "family-wise 5%" in shown.error_control
+    far = subgroup_report(_gap_cohort(rng, 0.45), "g", threshold=0.5, n_boot=1000)
+    failed = far.gate({"sensitivity": 0.1})
+    assert failed.outcome == "fail" and "shown to exceed it" in failed.reasons[0]
+    both = far.gate({"sensitivity": 0.1, "ppv": 0.99})
+    assert both.outcome == "fail" and [p.outcome for p in both.parts] == ["fail", "pass"]
+    unjudged = subgroup_report(_gap_cohort(rng, 0.8), "g", threshold=0.5, n_boot=100, min_n=5000)
+    assert unjudged.gate({"sensitivity": 0.5}).outcome == "could not judge"
+
+
+def test_the_known_gap_keeps_its_power_under_the_joint_family():
+    """A sensitivity gap of 0.85 vs 0.55 (300 positives a group) is flagged against the whole family's critical
+    value in each of 10 cohorts."""
+    rng = np.random.default_rng(5)
+    found = 0
+    for s in range(10):
+        gaps = subgroup_report(_gap_cohort(rng, 0.55), "g", threshold=0.5, n_boot=500, seed=s).gaps
+        found += gaps.set_index("metric").loc["sensitivity", "lower_group"] == "c" and bool(
+            gaps.set_index("metric").loc["sensitivity", "flag"])
+    assert found == 10

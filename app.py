@@ -39,7 +39,7 @@ guard_server_messages()  # clearing every user's caches (and other server-wide m
 try:  # the operator's settings, checked against their schemas before anything trusts them
     check_operator()
 except GlassboxError as e:
-    st.error(f"Glassbox cannot start with these settings: {e}")
+    st.error(f"Glassbox cannot start with these settings: {md(e)}")
     st.stop()
 # widget state that must survive a page switch (Streamlit forgets the state of widgets a run did not draw): the
 # reviewer's place, filters and display settings; re-assigning a key makes it the session's, not the widget's

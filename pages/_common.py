@@ -83,14 +83,30 @@ log = logging.getLogger("glassbox.app")
 
 def md(value) -> str:
     """``value`` (anything that came from a file, a manifest, a model card, a DICOM tag or a user) made safe to put
-    inside ``st.markdown``, a caption, a label or a banner: every Markdown, HTML and Streamlit directive character
-    is backslash-escaped and line breaks become spaces, so ``![x](http://host/p.png)`` shows as text and fetches
-    nothing, ``[login](http://phish)`` is no link, ``:red[...]`` no colour, ``$x$`` no formula."""
-    text = str(value).replace("\r", " ").replace("\n", " ")
-    return _MD_SPECIAL.sub(lambda m: "\\" + m.group(0), text)
+    inside ``st.markdown``, a caption, a label, a banner or an error: the characters that open a construct
+    (``[ ] < > ! * _ ` ~ $ | # { } \\``) are backslash-escaped, ``://`` and ``www.`` are broken so no bare URL
+    becomes a link, a leading list or heading marker is escaped, and line breaks become spaces. So
+    ``![x](http://host/p.png)`` shows as text and fetches nothing, ``[login](http://phish)`` is no link, ``:red[…]``
+    no colour, ``$x$`` no formula, while ``i0.png: file not found`` reads as written (CommonMark §2.4: an escaped
+    punctuation character renders as itself)."""
+    text = " ".join(str(value).splitlines())
+    text = _MD_SPECIAL.sub(lambda m: "\\" + m.group(0), text)
+    text = re.sub(r"(?<=\w)://", lambda m: ":\\/\\/", text)  # http://x shows as written, but is no autolink
+    text = re.sub(r"(?i)\b(www)\.", lambda m: m.group(1) + "\\.", text)
+    return _leading(text)
 
 
-_MD_SPECIAL = re.compile(r"[\\`*_{}\[\]()#+\-.!|<>~:$&=\"^]")
+def _leading(text: str) -> str:
+    """A leading list marker (``-``, ``+``, ``1.``, ``1)``) escaped, so the text is never a list item."""
+    m = re.match(r"(\s*)([-+]|\d+[.)])", text)
+    if not m:
+        return text
+    marker = m.group(2)
+    escaped = "\\" + marker if marker in "-+" else marker[:-1] + "\\" + marker[-1]
+    return m.group(1) + escaped + text[m.end():]
+
+
+_MD_SPECIAL = re.compile(r"[\\`*_{}\[\]<>!~$|#]")
 
 
 def _end_session(current: Identity, why: str) -> None:
@@ -453,7 +469,9 @@ def require_selection() -> tuple[Path, Path, Path]:
 
 
 def show_error(error: GlassboxError) -> None:
-    st.error(str(error))
+    """A Glassbox error on the page: its message names files, fields and values that came from files, so it is
+    escaped (:func:`md`) and shows as written."""
+    st.error(md(str(error)))
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -523,9 +541,9 @@ def loaded() -> tuple[Path, Path, Path, ModelHandle, Cohort]:
     opened(handle, loaded_cohort)
     if not len(loaded_cohort):
         report = loaded_cohort.report
-        st.error(f"No case of cohort **{loaded_cohort.name}** fits model **{handle.label}**, which expects "
+        st.error(f"No case of cohort **{md(loaded_cohort.name)}** fits model **{md(handle.label)}**, which expects "
                  f"{handle.preprocessing.describe()}; classes "
-                 f"{', '.join(handle.class_names)}. Choose another cohort or model version in the sidebar. "
+                 f"{md(', '.join(handle.class_names))}. Choose another cohort or model version in the sidebar. "
                  f"Why the {report.n_rejected} row(s) were rejected:")
         st.dataframe(report.frame().head(50), hide_index=True, key="load_rejections")
         st.stop()

@@ -110,7 +110,7 @@ def verdict_panel(record: Record, verdicts: pd.DataFrame, who: Identity, handle:
     here = verdicts[verdicts["case_id"] == case_id]
     mine = here[here["reader"] == who.name]
     others = here.loc[here["reader"] != who.name, "reader"].nunique()
-    st.markdown(f"**Verdict** · {others} other reader(s) have read this case under {handle.version}")
+    st.markdown(f"**Verdict** · {others} other reader(s) have read this case under {common.md(handle.version)}")
     if not who.can("record_verdict"):
         st.caption(f"The {who.role} role does not record verdicts (radiologists do).")
         return
@@ -148,10 +148,10 @@ def verdict_panel(record: Record, verdicts: pd.DataFrame, who: Identity, handle:
                 cohort_hash=cohort.content_hash, agreement=agreement, explanation=explanation,
                 corrected_label=corrected, note=note.strip(), flag_board=flag), secret=common.secret())
         except GlassboxError as e:  # disk full, locked: say so, keep the form as it is
-            st.error(f"Not recorded: {e}. Your entries are still in the form; try again.")
+            st.error(f"Not recorded: {common.md(e)}. Your entries are still in the form; try again.")
             return
         when = dt.datetime.now().strftime("%H:%M:%S")
-        st.session_state[SAVED] = (case_id, f"Recorded at {when}: case {case_id}, **{agreement}**, explanation "
+        st.session_state[SAVED] = (case_id, f"Recorded at {when}: case {common.md(case_id)}, **{agreement}**, explanation "
                                             f"{explanation} (verdict #{row}, stored before this message).")
         if save_next:
             following = neighbour(ids, case_id, +1)

@@ -19,7 +19,8 @@ st.caption("What the readers recorded on Case review about this model version: a
 root, model_path, manifest, handle, cohort = common.loaded()
 verdicts = common.record(root).verdicts(model_hash=handle.weights_hash, cohort_hash=cohort.content_hash)
 if verdicts.empty:
-    st.info(f"No verdicts on **{handle.label}** with cohort **{cohort.name}** yet: radiologists record them on "
+    st.info(f"No verdicts on **{common.md(handle.label)}** with cohort **{common.md(cohort.name)}** "
+            "yet: radiologists record them on "
             "Case review, under each case.")
     st.stop()
 

@@ -159,18 +159,18 @@ if pre.resamples:
                f"{'×'.join(map(str, decoded.shape[1:]))} as the model sees it ({pre.describe()}).")
 info, views = st.columns([1, 3])
 with info:
-    st.subheader(case_id)
+    st.subheader(common.md(case_id))  # from the manifest: escaped (no Markdown from files)
     probs = pd.DataFrame({"class": handle.class_names,
                           "probability": [float(row[f"p_{k}"]) for k in range(handle.n_classes)]})
     st.dataframe(probs, hide_index=True, key="review_probs",
                  column_config={"probability": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0,
                                                                                 format="%.3f")})
-    true = "unlabelled" if pd.isna(row["label"]) else handle.class_names[int(row["label"])]
+    true = "unlabelled" if pd.isna(row["label"]) else common.md(handle.class_names[int(row["label"])])
     if class_index is None:
-        st.markdown(f"**True label:** {true}  \n**Top class:** {handle.class_names[target]} "
+        st.markdown(f"**True label:** {true}  \n**Top class:** {common.md(handle.class_names[target])} "
                     f"({row['probability']:.3f})  \n**Outcome:** {row['outcome']}")
     else:
-        st.markdown(f"**True label:** {true}  \n**Outcome for {handle.class_names[class_index]}:** {row['outcome']} "
+        st.markdown(f"**True label:** {true}  \n**Outcome for {common.md(handle.class_names[class_index])}:** {row['outcome']} "
                     f"at its shared threshold {point.threshold:.3f}")
     uncertainty_box = st.container()
     attrs = {k: v for k, v in case.attributes.items()}
@@ -203,7 +203,7 @@ def trust_strip(col, method: str) -> None:
     try:
         checks = common.trust(root, model_path, manifest, [case_id], method, target)
     except GlassboxError as e:
-        col.caption(f"Trust checks could not run: {e}")
+        col.caption(f"Trust checks could not run: {common.md(e)}")
         return
     badges, details = [], []
     for r in checks.itertuples():
@@ -217,7 +217,7 @@ def trust_strip(col, method: str) -> None:
 
 def caption(a) -> str:
     delta = f" · completeness gap {a.convergence_delta:.2g}" if a.convergence_delta is not None else ""
-    return (f"{handle.class_names[a.target]} · computed in {a.seconds * 1000:.0f} ms, then cached{delta} · "
+    return (f"{common.md(handle.class_names[a.target])} · computed in {a.seconds * 1000:.0f} ms, then cached{delta} · "
             f"{SALIENCY_METHODS.get(a.method).citation}")
 
 
@@ -268,8 +268,8 @@ with views:
         for version, _ in rows[1:]:
             other = common.predictions_or_stop(root, all_models[version], manifest).set_index("case_id")
             probabilities[version] = float(other.loc[case_id, f"p_{target}"])
-        st.markdown(f"**p({handle.class_names[target]})** by version: " + " · ".join(
-            f"{v} {p:.3f}" + (f" ({p - probabilities[handle.version]:+.3f})" if v != handle.version else "")
+        st.markdown(f"**p({common.md(handle.class_names[target])})** by version: " + " · ".join(
+            f"{common.md(v)} {p:.3f}" + (f" ({p - probabilities[handle.version]:+.3f})" if v != handle.version else "")
             for v, p in probabilities.items()) + " · one colour scale per method across versions")
     def draw(col, version: str, name: str, title: str, a, *, height: int = 340, colorbar: bool = True,
              detail: bool = True) -> None:
@@ -344,8 +344,8 @@ if named and not isinstance(handle.module, torch.jit.ScriptModule):
         except GlassboxError as e:
             common.show_error(e)
         else:
-            st.markdown(f"**Concept sensitivity** at `{layer}` (directional derivative of the "
-                        f"{handle.class_names[target]!r} score along each concept's CAV; positive: moving "
+            st.markdown(f"**Concept sensitivity** at **{common.md(layer)}** (directional derivative of the "
+                        f"'{common.md(handle.class_names[target])}' score along each concept's CAV; positive: moving "
                         "towards the concept raises it)")
             st.dataframe(sens[["concept", "sensitivity", "cav_accuracy"]], hide_index=True, key="review_concepts",
                          column_config={"sensitivity": st.column_config.NumberColumn(format="%+.4f")})

@@ -27,7 +27,7 @@ root, model_path, manifest, handle, cohort = common.loaded()
 _, models, _ = common.selection()
 peers = common.peers(handle, models)
 if len(peers) < 2:
-    st.info(f"Only **{handle.label}** in this workspace takes this input and predicts these classes; a comparison "
+    st.info(f"Only **{common.md(handle.label)}** in this workspace takes this input and predicts these classes; a comparison "
             "needs a second version (add one under `models/`).")
     st.stop()
 
@@ -60,9 +60,10 @@ except GlassboxError as e:
 report, summary = result.report, result.summary
 
 view = ("each case's top class against its label" if k is None else
-        f"{handle.class_names[k]} at each version's shared threshold "
+        f"{common.md(handle.class_names[k])} at each version's shared threshold "
         f"({' / '.join(f'{t:.3f}' for t in result.thresholds)})")
-st.markdown(f"**{candidate}** against **{baseline}** on **{len(result.changes)}** labelled cases · {view} · "
+st.markdown(f"**{common.md(candidate)}** against **{common.md(baseline)}** "
+            f"on **{len(result.changes)}** labelled cases · {view} · "
             f"{report.n_boot} paired resamples ({report.resampling}) · non-inferiority bounds Bonferroni-adjusted "
             f"over {report.adjusted_over} group(s)")
 st.caption(f"Burden of proof: {report.error_control}. 'Not shown' is neither shown not worse nor shown worse; each "
@@ -70,7 +71,7 @@ st.caption(f"Burden of proof: {report.error_control}. 'Not shown' is neither sho
 worse = report.table[report.table["verdict"] == "worse"]
 if len(worse):
     st.warning("**Worse than the baseline by more than the margin** (the whole adjusted interval beyond it):  \n"
-               + "  \n".join(f"**{group}**: " + ", ".join(f"{r.metric.replace('_', ' ')} {r.delta:+.3f}"
+               + "  \n".join(f"**{common.md(group)}**: " + ", ".join(f"{r.metric.replace('_', ' ')} {r.delta:+.3f}"
                                                           for r in rows.itertuples())
                               for group, rows in worse.groupby("group", sort=False)))
 else:
@@ -115,7 +116,8 @@ if len(shown):
         try:
             st.switch_page("pages/case_review.py")
         except StreamlitAPIException:  # run outside the app's navigation (a test): the choice is kept for Case review
-            left.info(f"Case **{pick}** is selected on Case review, with {baseline} and {candidate} side by side.")
+            left.info(f"Case **{common.md(pick)}** is selected on Case review, with {common.md(baseline)} and "
+                      f"{common.md(candidate)} side by side.")
 
 st.subheader("Did the explanations change?")
 c = st.columns([1, 1, 2])
@@ -180,7 +182,7 @@ else:
         concept_class = 0
     if c[1].button("Run TCAV for both versions", key="cmp_run_tcav", disabled=not concepts):
         st.session_state["cmp_tcav_run"] = tuple(concepts)
-    c[2].caption(f"Class {handle.class_names[concept_class]!r}, the network's default layers, 16 random concepts "
+    c[2].caption(f"Class '{common.md(handle.class_names[concept_class])}', the network's default layers, 16 random concepts "
                  "(as the Concepts page)")
     if st.session_state.get("cmp_tcav_run"):
         try:
@@ -213,8 +215,8 @@ if run:
     except GlassboxError as e:
         common.show_error(e)
     else:
-        st.markdown(f"Region **{run[0]}**, perturbation **{run[1]}**: mean change of the probability "
-                    + ("of each case's top class" if k is None else f"of {handle.class_names[k]}")
+        st.markdown(f"Region **{common.md(run[0])}**, perturbation **{run[1]}**: mean change of the probability "
+                    + ("of each case's top class" if k is None else f"of {common.md(handle.class_names[k])}")
                     + " (paired 95% intervals).")
         st.dataframe(shift, hide_index=True, key="cmp_region_table",
                      column_config={c: st.column_config.NumberColumn(format="%+.3f") for c in ("mean_shift", "lo", "hi")})

@@ -41,7 +41,8 @@ except GlassboxError as e:
     st.stop()
 
 for row in scores[scores["significant"]].itertuples():
-    st.info(f"**{row.concept}** at `{row.layer}`: {row.verdict}. TCAV {row.score:.2f} ± {row.spread:.2f} "
+    st.info(f"**{common.md(row.concept)}** at **{common.md(row.layer)}**: "
+            f"{row.verdict}. TCAV {row.score:.2f} ± {row.spread:.2f} "
                f"against {row.null_score:.2f} for random concepts.")
 st.plotly_chart(tcav_figure(scores), key="tcav_fig")
 st.dataframe(scores, hide_index=True, key="tcav_table")

@@ -20,7 +20,7 @@ root, model_path, manifest, handle, current = common.loaded()
 ws = Workspace(root, trust_own_models=False)
 columns = [a for a in current.attribute_schema if "month" in a or "window" in a or "period" in a]
 if not columns:
-    st.info(f"Cohort **{current.name}** has no window column (e.g. `acquired_month`: 2026-03). Choose the incoming "
+    st.info(f"Cohort **{common.md(current.name)}** has no window column (e.g. `acquired_month`: 2026-03). Choose the incoming "
             "stream in the sidebar (the demo's is `deployment`).")
     st.stop()
 _, _, cohorts = common.selection()
@@ -64,7 +64,8 @@ if alerts:
     if len(alerts) > 12:
         st.caption(f"… and {len(alerts) - 12} more in the tables below.")
 else:
-    st.success(f"No window of **{current.name}** differs from **{reference.name}** at adjusted p < {alpha:g}.")
+    st.success(f"No window of **{common.md(current.name)}** differs from **{common.md(reference.name)}** "
+               f"at adjusted p < {alpha:g}.")
 st.caption(f"Performance judged by the {report.operating_point} (the model version's own, as on every page and "
            "in the report).")
 st.plotly_chart(drift_figure(report, handle.class_names), key="mon_figure")

@@ -44,7 +44,8 @@ except GlassboxError as e:
     common.show_error(e)
     st.stop()
 summary = quality_summary(checks, sample)
-st.markdown(f"**{handle.label}** · {len(sample)} cases sampled across {' × '.join([*request[2], 'outcome'])} · "
+st.markdown(f"**{common.md(handle.label)}** · {len(sample)} cases sampled across "
+            f"{common.md(' × '.join([*request[2], 'outcome']))} · "
             "means over cases with 95% bootstrap intervals · localisation judged against chance (the finding's "
             "share of the image, what a random map scores); the pointing game as a hit rate with its 95% interval, "
             "against chance and the clinical reference (radiologists, Saporta et al. 2022) · a check whose value is "
@@ -60,7 +61,7 @@ common.download(st, "Download per-case results (CSV)", checks, file_name="explan
                 key="qual_download", what="explanation quality")
 if request[2] and checks["check"].eq("relevance_mass").any():
     by = request[2][0]
-    st.subheader(f"Does each method find the finding equally well for every {by}?")
+    st.subheader(f"Does each method find the finding equally well for every {common.md(by)}?")
     table = localisation_by_group(checks, sample, by)
     st.dataframe(table, hide_index=True, key="qual_by_group",
                  column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("mean", "lo", "hi")}

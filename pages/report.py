@@ -40,7 +40,7 @@ except GlassboxError as e:
 record = common.record(root)
 digest = data.content_hash
 signed = record.signoffs(digest)
-st.markdown(f"Report **`{digest[:16]}`** · " + ("; ".join(f"signed by **{s.actor}** at {s.at[:16]}"
+st.markdown(f"Report **`{digest[:16]}`** · " + ("; ".join(f"signed by **{common.md(s.actor)}** at {s.at[:16]}"
                                                           for s in signed.itertuples()) if len(signed)
                                                  else ":orange[not signed]"))
 html = render_html(data, record)

@@ -23,7 +23,7 @@ root, model_path, manifest, handle, cohort = common.loaded()
 preds = common.predictions_or_stop(root, model_path, manifest)
 
 if cohort.frame()["label"].isna().all():
-    st.info(f"Cohort **{cohort.name}** has no labels (a folder of DICOM studies carries none), and performance "
+    st.info(f"Cohort **{common.md(cohort.name)}** has no labels (a folder of DICOM studies carries none), and performance "
             "needs them. Give the cases a `label` column in a manifest, or choose a labelled cohort in the sidebar; "
             "the Uncertainty page still shows which cases would be referred.")
     st.stop()
@@ -86,7 +86,7 @@ if k is None:
 else:
     described = point.describe() if rule == "shared" else f"{report.threshold:.3f} ({report.threshold_rule})"
     versus = " versus the rest" if handle.n_classes > 2 else ""
-    st.markdown(f"**{len(frame)}** labelled cases · class **{handle.class_names[k]}**{versus} · threshold "
+    st.markdown(f"**{len(frame)}** labelled cases · class **{common.md(handle.class_names[k])}**{versus} · threshold "
                 f"**{described}** · {report.n_boot} resamples ({report.resampling}) · gap intervals simultaneous "
                 f"over every metric × pair of groups · groups under n={report.min_n} or {report.min_events} events "
                 "per class are flagged, not compared, and get no interval")
@@ -101,7 +101,7 @@ hide = (board_decision(cohort, int(k_min), floor=board_k() if who.is_board else 
     labelled=True) if board else None)
 flags = hide.texts(report.flags()) if hide else report.flags()
 for flag in flags:
-    st.warning(f"Gap: {flag}.")
+    st.warning(f"Gap: {common.md(flag)}.")
 if hide is not None:
     st.caption(f"Board view: {hide.note}; a gap involving a hidden group is not shown.")
 if not report.comparable:

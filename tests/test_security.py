@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -162,25 +163,64 @@ def test_explains_default_file_name_from_a_case_id_stays_in_the_working_folder(t
 # -- Markdown from files is text ------------------------------------------------------------------------------------
 @pytest.mark.parametrize("text", ["![x](http://127.0.0.1:9/beacon.png)", "[sign in again](http://phish.example)",
                                   ":red[urgent] :material/warning:", "$\\frac{1}{0}$", "<img src=x onerror=alert(1)>",
-                                  "# heading\n- item", "**bold** _it_ `code` ~~gone~~"])
+                                  "# heading\n- item", "- a list", "3) three",
+                                  "www.phish.example/x", "see http://x.example", "**bold** _it_ `code` ~~gone~~"])
 def test_md_escapes_every_markdown_construct(text):
     """CommonMark (§2.4): any ASCII punctuation character may be backslash-escaped and then renders as itself. So
-    ``md`` is right when every character that can start a construct (image, link, emphasis, code, heading, list,
-    HTML, Streamlit's ``:colour[]``/``:material/…:`` directives, ``$`` formulas) is escaped, and removing the escapes
-    (what the renderer shows) gives the text back, on one line."""
+    ``md`` is right when every character that can open a construct (image, link, emphasis, code, HTML, Streamlit's
+    ``:colour[]`` directives, ``$`` formulas, headings) is escaped, no bare URL or list marker is left, and removing
+    the escapes (what the renderer shows) gives the text back, on one line."""
     escaped = md(text)
-    triggers = set("\\`*_{}[]()#+-.!|<>~:$&")
+    triggers = set("\\`*_{}[]<>!~$|#")
     i, shown = 0, []
     while i < len(escaped):
         ch = escaped[i]
         if ch == "\\":
-            assert i + 1 < len(escaped) and escaped[i + 1] in triggers | set("=\"^"), escaped
+            assert i + 1 < len(escaped) and escaped[i + 1] in triggers | set("/.-+)"), escaped
             shown.append(escaped[i + 1])
             i += 2
             continue
         assert ch not in triggers, f"unescaped {ch!r} in {escaped!r}"
         shown.append(ch)
         i += 1
-    assert "".join(shown) == text.replace("\n", " "), "shown as written"
-    assert "\n" not in escaped, "no line starts a heading or a list"
-    assert md("v2 · 83.0%") == "v2 · 83\\.0%", "plain text keeps its letters"
+    assert "".join(shown) == " ".join(text.splitlines()), "shown as written"
+    assert "://" not in escaped and "www." not in escaped.lower(), "no autolink"
+    assert not re.match(r"\s*([-+]|\d+[.)])\s", escaped) and "\n" not in escaped, "no list item, no new line"
+
+
+def test_md_leaves_plain_text_as_it_reads():
+    assert md("i0.png: file not found") == "i0.png: file not found"
+    assert md("v2 · 83.0% (site A)") == "v2 · 83.0% (site A)"
+    assert md("- item") == "\\- item" and md("1. first") == "1\\. first"
+
+
+#: an image or a link in Markdown source that is not escaped (what makes a browser fetch or a reader click)
+LIVE = re.compile(r"(?<!\\)!\[|(?<!\\)\[[^\]]*(?<!\\)\]\(|(?<![\\/])https?://")
+
+
+def test_markdown_in_a_model_card_and_class_names_renders_as_text(tmp_path, monkeypatch):
+    monkeypatch.setenv("GLASSBOX_AUTH", "single")
+    monkeypatch.setenv("GLASSBOX_SECRET_FILE", str(tmp_path / "secret"))
+    root = tmp_path / "ws"
+    beacon, phish = "![x](http://127.0.0.1:9/beacon.png)", "[sign in again](http://phish.example/login)"
+    assert LIVE.search(beacon) and LIVE.search(phish), "the pattern finds the raw attack"
+    random_png_cohort(root / "cohorts" / "c", 4, size=12, n_classes=2)
+    folder = torchscript_binary_model(root / "models" / "m", 12)
+    spec_file = folder / "model.json" if folder.is_dir() else folder
+    spec = json.loads(spec_file.read_text())
+    spec["name"] = f"lesion {beacon}"
+    spec["class_names"] = ["no lesion", f"lesion {beacon}"]
+    spec["card"] = {"intended_use": beacon, "training_data": phish, "limitations": [phish, ":red[urgent]"],
+                    "owner": beacon}
+    spec_file.write_text(json.dumps(spec))
+    allow(root)
+    at = AppTest.from_file(str(ROOT / "pages" / "home.py"), default_timeout=TIMEOUT)
+    at.session_state["workspace"] = str(root)
+    at.run()
+    assert not at.exception, at.exception
+    texts = [e.value for kind in ("markdown", "caption", "info", "warning", "success", "error", "subheader", "title")
+             for e in getattr(at, kind)]
+    assert any("beacon" in t for t in texts), "the card is shown"
+    live = [t for t in texts if LIVE.search(t)]
+    assert not live, live
+    assert not any(":red[" in t for t in texts), "no colour directive from a file"

@@ -245,3 +245,59 @@ def test_a_file_name_from_a_case_id_never_leaves_its_folder(case_id):
     assert Path(stem).name == stem and stem.isascii()
     assert safe_file_stem("k0") == "k0", "a plain id is kept as it is"
     assert safe_file_stem("../a") != safe_file_stem("a"), "two ids never share a file"
+
+
+# -- the operator's files, checked at start ---------------------------------------------------------------------
+def test_a_garbage_users_file_is_named_not_a_traceback(tmp_path, monkeypatch):
+    import sqlite3
+
+    from workspace.access import Users
+
+    garbage = tmp_path / "users.sqlite"
+    garbage.write_bytes(b"this is not a database" * 100)
+    with pytest.raises(sqlite3.DatabaseError):  # what opening it did before: a traceback
+        sqlite3.connect(garbage).executescript("CREATE TABLE IF NOT EXISTS t (a)")
+    with pytest.raises(InvalidInputError, match=r"users\.sqlite: not a Glassbox users file"):
+        Users(garbage)
+    good = Users(tmp_path / "good.sqlite")
+    good.add("alice", "radiologist", None)
+    db = sqlite3.connect(good.path)
+    db.execute("UPDATE users SET role = 'chief' WHERE name = 'alice'")
+    db.commit()
+    with pytest.raises(InvalidInputError, match=r"good\.sqlite: account 'alice': role must be one of"):
+        good.check()
+
+
+def test_check_operator_names_the_first_bad_input_at_start(tmp_path, monkeypatch):
+    from workspace.settings import check_operator
+
+    monkeypatch.setenv("GLASSBOX_SECRET_FILE", str(tmp_path / "secret"))
+    monkeypatch.setenv("GLASSBOX_USERS_FILE", str(tmp_path / "users.sqlite"))
+    ws = _write(tmp_path / "ws", {"data_roots": [str(tmp_path)]})
+    check_operator([ws.root])  # all good: nothing raised
+    _write(ws.root, {"model_roots": "/srv/trusted"})
+    with pytest.raises(InvalidInputError, match=r"model_roots must be a list"):
+        check_operator([ws.root])
+    _write(ws.root, {})
+    monkeypatch.setenv("GLASSBOX_BOARD_K", "three")
+    with pytest.raises(InvalidInputError, match=r"GLASSBOX_BOARD_K"):
+        check_operator([ws.root])
+    monkeypatch.delenv("GLASSBOX_BOARD_K")
+    (tmp_path / "secret").write_text("")
+    with pytest.raises(InvalidInputError, match=r"secret"):
+        check_operator([ws.root])
+
+
+def test_the_app_refuses_to_start_on_a_bad_settings_file(tmp_path, monkeypatch):
+    from streamlit.testing.v1 import AppTest
+
+    from tests.test_pages import ROOT, TIMEOUT, allow
+
+    monkeypatch.setenv("GLASSBOX_SECRET_FILE", str(tmp_path / "secret"))
+    ws = _write(tmp_path / "ws", {"data_roots": "/data"})
+    allow(ws.root)
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=TIMEOUT)
+    at.run()
+    assert not at.exception
+    assert at.error and "Glassbox cannot start with these settings" in at.error[0].value
+    assert "data\\_roots must be a list" in at.error[0].value or "data_roots must be a list" in at.error[0].value

@@ -65,7 +65,7 @@ def worklist_panel(table: pd.DataFrame, cohort: Cohort, handle: ModelHandle, who
                                   statuses=tuple(statuses), probability=tuple(probability), referred_only=referred,
                                   sort=sort, descending=descending)
         except ValueError as e:
-            st.error(str(e))
+            st.error(common.md(e))
             st.stop()
         shown = select(table, spec)
         notes = [PRESETS[preset][0]]

@@ -275,7 +275,7 @@ with views:
              detail: bool = True) -> None:
         """One view (the image, or one method's map over it) with its caption and trust strip."""
         if isinstance(a, GlassboxError):
-            col.error(str(a))
+            col.error(common.md(a))
             return
         problem = map_problem(a.array) if a is not None else None
         if problem:  # an unreadable map is said in words, never drawn as a bare image

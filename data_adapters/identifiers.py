@@ -6,18 +6,32 @@ A column is held back (not loaded, shown, cached or exported) when its normalise
 values look like identifiers (e-mail addresses, phone numbers, full calendar dates such as birth dates, long
 id-like codes unique per row, free text with many distinct values). The reason is reported, never the values.
 The operator may allow a column by name (``settings.json``: ``"allow_columns": ["scan_date"]``).
+
+What a hospital export holds and the content screen looks for: personal names (a given name from the shipped list
+``person_names.txt``, a title such as ``Dr Patel``, an initial with a family name), DICOM person names
+(``DOE^JANE``), record numbers (6–10 digit ids, whether unique per row or repeated per patient), and dates in any
+common form (``12 Mar 1961``, ``1961-03-12``, ``03/12/1961``, ``March 12, 1961``; checked with dateutil, so
+``12.34.56`` is not a date). The same tests screen a reviewer's note (:func:`identifier_in_text`,
+:func:`check_note`). Text that changes how it displays (bidirectional overrides such as U+202E, other control or
+invisible formatting characters, NUL bytes) is refused in ids and paths (:func:`unsafe_characters`).
 """
 from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from collections.abc import Iterable
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from dateutil import parser as date_parser
 
-__all__ = ["screen_columns", "normalise_name", "mask_path", "mask_paths", "implausible", "identifier_in_text"]
+from data_adapters.errors import InvalidInputError
+
+__all__ = ["screen_columns", "normalise_name", "mask_path", "mask_paths", "implausible", "identifier_in_text",
+           "check_note", "unsafe_characters", "person_name_in", "is_date", "person_names", "NAMES_FILE"]
 
 #: a single token that marks an identifier wherever it appears in a column's name
 _TOKENS = frozenset({
@@ -38,8 +52,88 @@ _FREE_TEXT = frozenset({"note", "notes", "comment", "comments", "remark", "remar
 
 _EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[A-Za-z]{2,}")
 _PHONE = re.compile(r"\+?\(?\d[\d\s().-]{7,}\d")
-_DATE = re.compile(r"(\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4}|\d{8})")
-_CODE = re.compile(r"(?=.*\d)[A-Za-z0-9-]{6,}")
+_NUMERIC_DATE = r"\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.](?:\d{4}|\d{2})|\d{8}"
+_MONTH = (r"(?:jan(?:uary)?|feb(?:ruary)?|mar(?:ch)?|apr(?:il)?|may|june?|july?|aug(?:ust)?|sep(?:t(?:ember)?)?|"
+          r"oct(?:ober)?|nov(?:ember)?|dec(?:ember)?)\.?")
+_DAY = r"(?:3[01]|[12]\d|0?[1-9])(?:st|nd|rd|th)?"
+_YEAR = r"(?:\d{4}|'?\d{2})"
+_TEXT_DATE = (rf"{_DAY}[\s/.-]*(?:of\s+)?{_MONTH}[\s/.,-]*{_YEAR}|"
+              rf"{_MONTH}[\s/.-]*{_DAY}(?:,\s*|\s+|[/.-]){_YEAR}")
+#: a date in any common form: candidates by pattern, each confirmed a real calendar date by dateutil
+_DATE = re.compile(rf"(?<![\w.])(?:{_NUMERIC_DATE}|{_TEXT_DATE})(?![\w])", re.IGNORECASE)
+#: an id-like code (letters and digits, at least one digit), not a year and month (``2026-01``, a window)
+_CODE = re.compile(r"(?=.*\d)(?!\d{4}[-/.]\d{1,2}$)[A-Za-z0-9-]{6,}")
+#: a record number: 6–10 digits, optionally after a short prefix (``MRN 4821337``, ``H-00042137``)
+_RECORD_NUMBER = re.compile(r"(?:[A-Za-z]{1,4}[-#: ]?)?\d{6,10}")
+_DICOM_NAME = re.compile(r"[A-Za-z][A-Za-z'-]*\^[A-Za-z][A-Za-z'-]*")
+_TITLE = re.compile(r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Dame)\.?\s+[A-Z][a-z'’-]+")
+_WORD = re.compile(r"[A-Za-z][A-Za-z'’-]*")
+#: a capitalised word after one of these is a place (``St Mary's``, ``Mount Sinai``), not a person
+_PLACE_BEFORE = frozenset({"st", "saint", "san", "santa", "santo", "sao", "mount", "mt", "queen", "king", "prince",
+                           "princess", "lady", "port", "fort", "lake", "cape"})
+#: a value naming a facility is not a person even when a word of it is a given name (``Alfred Hospital``)
+_FACILITY = re.compile(r"\b(?:hospital|clinic|centre|center|infirmary|institute|university|medical|health|trust|"
+                       r"college|foundation)\b", re.IGNORECASE)
+#: where the name list lives (shipped beside this module; no download)
+NAMES_FILE = Path(__file__).with_name("person_names.txt")
+
+
+@lru_cache(maxsize=1)
+def person_names() -> tuple[frozenset[str], frozenset[str]]:
+    """``(given, family)`` names from :data:`NAMES_FILE`, lower-case."""
+    given, family = set(), set()
+    for line in NAMES_FILE.read_text(encoding="utf-8").splitlines():
+        kind, sep, words = line.partition(":")
+        if sep and kind.strip() in ("given", "family"):
+            (given if kind.strip() == "given" else family).update(w.lower() for w in words.split())
+    return frozenset(given), frozenset(family)
+
+
+def _capitalised(word: str) -> bool:
+    return word[:1].isupper() and (word[1:].islower() or (word.isupper() and len(word) >= 3))
+
+
+def person_name_in(text: str) -> bool:
+    """Whether ``text`` holds a personal name: a capitalised given name from the list (``Jane``, ``JANE``), a title
+    with a name (``Dr Okafor``), an initial beside a listed family name (``J. Smith``, ``Smith J``), or a DICOM
+    person name (``DOE^JANE``). A capitalised word after ``St``/``Mount``/``Queen`` (a place) does not count, nor a
+    value naming a facility (``Alfred Hospital``)."""
+    text = str(text or "")
+    if _DICOM_NAME.search(text) or _TITLE.search(text):
+        return True
+    if _FACILITY.search(text):
+        return False
+    given, family = person_names()
+    words = [m.group() for m in _WORD.finditer(text)]
+    for i, word in enumerate(words):
+        if not _capitalised(word):
+            continue
+        before = words[i - 1].lower() if i else ""
+        if before in _PLACE_BEFORE:
+            continue
+        low = word.lower().rstrip("'’s") if word.lower().endswith(("'s", "’s")) else word.lower()
+        if low in given:
+            return True
+        if low in family:
+            after = words[i + 1] if i + 1 < len(words) else ""
+            if (len(before) == 1 and words[i - 1].isupper()) or (len(after) == 1 and after.isupper()):
+                return True
+    return False
+
+
+def is_date(text: str, *, whole: bool = False) -> bool:
+    """Whether ``text`` holds (``whole``: is) a calendar date in a common form, confirmed by dateutil."""
+    text = str(text or "")
+    found = [_DATE.fullmatch(text.strip())] if whole else list(_DATE.finditer(text))
+    for match in found:
+        if match is None:
+            continue
+        try:
+            date_parser.parse(match.group().replace("of ", " "), fuzzy=False)
+        except (ValueError, OverflowError):
+            continue
+        return True
+    return False
 
 
 def normalise_name(name: str) -> list[str]:
@@ -82,19 +176,30 @@ def _by_content(values: pd.Series) -> str | None:
         return None
     if _share(counts, _EMAIL.search) > 0.2:
         return "its values look like e-mail addresses"
-    if _share(counts, _DATE.fullmatch) > 0.5:
+    if _share(counts, lambda v: is_date(v, whole=True)) > 0.5:
         return "its values look like calendar dates (a birth or visit date identifies)"
+    unique = len(counts) / n
+    if _share(counts, _RECORD_NUMBER.fullmatch) > 0.8 and len(counts) >= 3 and unique >= 0.05:
+        return ("its values look like record numbers (6–10 digit ids; repeated per patient, "
+                f"{unique:.0%} distinct)")
     if _share(counts, _PHONE.fullmatch) > 0.5:
         return "its values look like phone numbers"
-    unique = len(counts) / n
-    if _share(counts, _CODE.fullmatch) > 0.8 and unique > 0.9 and n >= 10:
-        return "its values look like record numbers (id-like codes, one per row)"
+    if _share(counts, _CODE.fullmatch) > 0.8 and n >= 10 and (unique > 0.9 or (unique >= 0.3 and len(counts) >= 10)):
+        return f"its values look like record numbers (id-like codes, {unique:.0%} distinct)"
+    if _share(counts, _DICOM_NAME.search) > 0.2:
+        return "its values look like DICOM person names (FAMILY^GIVEN)"
+    if _share(counts, person_name_in) > 0.3:
+        return "its values look like personal names"
     spaced = _share(counts, re.compile(r"\s").search)
     mean_length = float((counts.index.str.len().to_numpy() * counts.to_numpy()).sum() / n)
     if spaced > 0.5 and mean_length > 20 and unique > 0.5:
         return "its values are free text with many distinct values, which can hold identifiers"
     if _share(counts, lambda v: _EMAIL.search(v) or _PHONE.search(v)) > 0.2:
         return "its values contain phone numbers or e-mail addresses"
+    if pd.to_numeric(pd.Series(counts.index), errors="coerce").isna().any():
+        share = _share(counts, identifier_in_text)
+        if share > 0.1:
+            return f"{share:.0%} of its values hold a name, a date or a record number"
     return None
 
 
@@ -156,16 +261,52 @@ def implausible(column: str, value: float) -> str | None:
 
 
 _LONG_NUMBER = re.compile(r"\d{6,}")
-_DICOM_NAME = re.compile(r"[A-Za-z]+\^[A-Za-z]+")
 
 
 def identifier_in_text(text: str) -> str | None:
-    """Why a reviewer's free text (a note) may hold a patient identifier, or None: an e-mail address, a phone
-    number, a calendar date, a long number (a record number), a DICOM-style name (``DOE^JANE``). The value itself
-    is never quoted."""
-    for pattern, what in ((_EMAIL, "an e-mail address"), (_DATE, "a calendar date"), (_PHONE, "a phone number"),
-                          (_LONG_NUMBER, "a long number (a record or accession number?)"),
-                          (_DICOM_NAME, "a name written the DICOM way (FAMILY^GIVEN)")):
-        if pattern.search(text or ""):
+    """Why a reviewer's free text (a note) may hold a patient identifier, or None: an e-mail address, a calendar
+    date (any common form), a phone number, a long number (a record number), a DICOM-style name (``DOE^JANE``), a
+    personal name (:func:`person_name_in`). The value itself is never quoted."""
+    text = str(text or "")
+    checks = ((_EMAIL.search, "an e-mail address"), (is_date, "a calendar date"), (_PHONE.search, "a phone number"),
+              (_LONG_NUMBER.search, "a long number (a record or accession number?)"),
+              (_DICOM_NAME.search, "a name written the DICOM way (FAMILY^GIVEN)"),
+              (person_name_in, "a personal name"))
+    for test, what in checks:
+        if test(text):
             return what
+    return None
+
+
+MSG_NOTE = ("note: it seems to hold {what}; patient identifiers are never stored. Remove it and record again "
+            "(describe the finding, not the patient)")
+
+
+def check_note(text: str) -> None:
+    """Raise :class:`InvalidInputError` (never quoting the note) when a reviewer's note may hold an identifier."""
+    what = identifier_in_text(text)
+    if what:
+        raise InvalidInputError(MSG_NOTE.format(what=what))
+
+
+#: bidirectional controls: they make text display in another order than it is stored (``case\u202egnp.exe``)
+_BIDI = frozenset({0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)})
+
+
+def unsafe_characters(text: str) -> str | None:
+    """What in ``text`` (an id or a path) would display differently from what is stored, or None: a NUL byte, a
+    bidirectional control (U+202E RIGHT-TO-LEFT OVERRIDE), another control character or an invisible formatting
+    character (U+200B ZERO WIDTH SPACE). The text itself is never quoted."""
+    for ch in str(text):
+        code = ord(ch)
+        if code == 0:
+            return "a NUL byte"
+        if code in _BIDI:
+            return (f"a bidirectional control character (U+{code:04X} {unicodedata.name(ch, '')}), which makes "
+                    "text display in another order than it is stored")
+        kind = unicodedata.category(ch)
+        if kind == "Cc":
+            return f"a control character (U+{code:04X})"
+        if kind == "Cf":
+            return f"an invisible formatting character (U+{code:04X} {unicodedata.name(ch, '')})"
     return None

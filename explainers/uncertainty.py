@@ -103,10 +103,23 @@ def sample_dropout(module: torch.nn.Module, x: torch.Tensor, seeds: Sequence[int
     return torch.cat(out)
 
 
+#: the most draws per case mc_dropout and tta take: each draw is a forward pass of every case, and the draws of a
+#: batch are held together (T × N × K), so the time and memory grow with it
+MAX_SAMPLES = 1000
+
+
+def check_samples(samples: int) -> None:
+    """Refuse a draw count outside 1..:data:`MAX_SAMPLES`, naming the limit and why."""
+    if isinstance(samples, bool) or not isinstance(samples, (int, np.integer)) or not 1 <= samples <= MAX_SAMPLES:
+        raise InvalidInputError(f"--samples {samples}: draws per case must be a whole number from 1 to {MAX_SAMPLES} "
+                                "(each draw is a forward pass of every case; time and memory grow with it)")
+
+
 def mc_dropout(handle: ModelHandle, cases: Sequence[Case], *, samples: int = 16, seed: int = 0,
                progress: Progress | None = None) -> np.ndarray:
     """Dropout kept on at inference (through per-call hooks, so the shared model is never put in train mode),
     each layer with its own semantics and each case with masks of its own."""
+    check_samples(samples)
     if isinstance(handle.module, torch.jit.ScriptModule):
         raise ExplainerError("mc_dropout needs layer hooks, which TorchScript models do not allow; use tta or ensemble")
     layers = [m for m in handle.module.modules() if isinstance(m, _DROPOUT) and m.p > 0]
@@ -156,6 +169,7 @@ def tta_transform(spatial_dims: int, seed: int) -> Compose:
 def tta(handle: ModelHandle, cases: Sequence[Case], *, samples: int = 8, seed: int = 0,
         progress: Progress | None = None) -> np.ndarray:
     """Test-time augmentation: the same case seen ``samples`` times under random small transforms."""
+    check_samples(samples)
     scorer = ClassScores(handle)
     device = module_device(handle.module)
 

@@ -85,7 +85,7 @@ CLI = [
      r"has no parameter 'n_step' \(did you mean 'n_steps'\?\)"),
     ("param negative", lambda r, c, m: ["explain", "--model", m, "--cohort", c, "--case", "k0", "--method",
                                         "integrated_gradients", "--param", "n_steps=-5"], 2,
-     r"parameter 'n_steps' must be an integer from 0 to 100000, got '-5'"),
+     r"parameter 'n_steps' must be an integer from 0 to 1000, got '-5'"),
     ("param not a number", lambda r, c, m: ["explain", "--model", m, "--cohort", c, "--case", "k0", "--method",
                                             "smoothgrad", "--param", "noise=lots"], 2,
      r"parameter 'noise' must be float, got 'lots'"),

@@ -59,6 +59,8 @@ def read_image(path: str | Path) -> Image:
     path = Path(path)
     if not path.exists() and not parse_series_ref(path):
         raise InvalidInputError(f"{path}: file not found")
+    if path.exists() and not (path.is_file() or path.is_dir()):  # a FIFO would block the first read forever
+        raise InvalidInputError(f"{path.name}: not a regular file (a FIFO, socket or device); refused without opening")
     image = reader_for(path).read(path)
     bad = int(image.array.size - np.isfinite(image.array).sum())
     if bad:  # one bad case is a per-row rejection, never NaN flowing into a batch of predictions

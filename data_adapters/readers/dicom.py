@@ -90,12 +90,69 @@ def pixels_of(ds, path: Path) -> np.ndarray:
             f"pydicom cannot decode without extra packages; install {_package_for(syntax.name)}") from e
     except (ValueError, EOFError, OSError) as e:
         raise InvalidInputError(f"{path}: pixel data is truncated or corrupt ({e})") from e
+    _check_bits(ds, pixels, path)
+    _check_rescale(ds, path)
     values = apply_rescale(pixels, ds).astype(np.float32)
     if str(ds.get("PhotometricInterpretation", "")).upper() == "MONOCHROME1":
         values = values.max() + values.min() - values  # bright means dense, as in MONOCHROME2
     if int(ds.get("SamplesPerPixel", 1) or 1) > 1:  # colour: (..., H, W, 3) -> channels first
         return np.moveaxis(values, -1, 0)
     return values[None]
+
+
+def _tag_number(ds, keyword: str, path: Path) -> float | None:
+    """A numeric tag as a finite float, None when absent; a value that is not a number is named (never guessed)."""
+    if keyword not in ds:
+        return None
+    value = ds[keyword].value
+    if isinstance(value, (list, tuple)) or type(value).__name__ == "MultiValue":
+        value = value[0] if len(value) else None
+    if value is None or value == "":
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = float("nan")
+    if not np.isfinite(number):
+        raise InvalidInputError(f"{path.name}: {keyword} {str(value)[:32]!r} is not a finite number, so the pixel "
+                                "values cannot be rescaled to modality units")
+    return number
+
+
+def _check_rescale(ds, path: Path) -> None:
+    """RescaleSlope and RescaleIntercept must be numbers (a slope of 0 would make every pixel one value)."""
+    slope = _tag_number(ds, "RescaleSlope", path)
+    _tag_number(ds, "RescaleIntercept", path)
+    if slope == 0:
+        raise InvalidInputError(f"{path.name}: RescaleSlope is 0, which would make every pixel the same value")
+
+
+def _check_bits(ds, pixels: np.ndarray, path: Path) -> None:
+    """Stored values must fit in BitsStored: pydicom masks the bits above it away, so a file whose BitsStored is
+    lower than its data needs would read as silently wrapped values. Checked on the raw (uncompressed) pixel data
+    before masking; a signed image may carry its sign in the high bits."""
+    try:
+        stored, allocated = int(ds.BitsStored), int(ds.BitsAllocated)
+    except (AttributeError, TypeError, ValueError) as e:
+        raise InvalidInputError(f"{path.name}: BitsStored/BitsAllocated missing or not whole numbers") from e
+    if not 1 <= stored <= allocated:
+        raise InvalidInputError(f"{path.name}: BitsStored {stored} must be from 1 to BitsAllocated ({allocated})")
+    syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+    if stored == allocated or allocated not in (8, 16, 32) or (syntax is not None and (
+            syntax.is_compressed or not syntax.is_little_endian)):
+        return
+    raw = np.frombuffer(ds.PixelData, dtype=f"<u{allocated // 8}", count=int(pixels.size)) \
+        if len(ds.PixelData) >= pixels.size * allocated // 8 else None
+    if raw is None:
+        return
+    high = raw >> stored
+    signed = int(ds.get("PixelRepresentation", 0) or 0) == 1
+    bad = (high != 0) & ~(signed & (high == (1 << (allocated - stored)) - 1))
+    if bad.any():
+        top = int(raw.max())
+        raise InvalidInputError(f"{path.name}: {int(bad.sum())} pixel value(s) need more than BitsStored = {stored} "
+                                f"bits (largest raw value {top}, limit {2 ** stored - 1}); BitsStored is wrong, "
+                                "and reading would silently cut the values")
 
 
 def in_plane_spacing(ds) -> tuple[float, float]:

@@ -22,6 +22,28 @@ except ImportError:
     nibabel = None
 
 
+MSG_NO_ORIENTATION = ("{path}: the NIfTI header sets neither an sform nor a qform (both codes 0), so which way is "
+                      "left, anterior or up is unknown; refused rather than guessed (save it with its affine)")
+MSG_BAD_AFFINE = "{path}: the NIfTI {which} is not a usable orientation ({why}); refused rather than guessed"
+
+
+def _check_orientation(path: Path, img) -> None:
+    """A volume is reoriented by its affine: with no sform and no qform, or a singular or non-finite one, the
+    anatomy's directions are unknown (nibabel would fall back to voxel sizes alone, silently)."""
+    header = img.header
+    if not hasattr(header, "get_sform"):  # not a NIfTI-1/2 header (Analyze): nothing to check
+        return
+    sform_code, qform_code = int(header["sform_code"]), int(header["qform_code"])
+    if sform_code == 0 and qform_code == 0:
+        raise InvalidInputError(MSG_NO_ORIENTATION.format(path=path))
+    which = "sform" if sform_code else "qform"
+    affine = np.asarray(header.get_sform() if sform_code else header.get_qform(), dtype=np.float64)
+    if not np.isfinite(affine).all():
+        raise InvalidInputError(MSG_BAD_AFFINE.format(path=path, which=which, why="non-finite entries"))
+    if abs(np.linalg.det(affine[:3, :3])) < 1e-12:
+        raise InvalidInputError(MSG_BAD_AFFINE.format(path=path, which=which, why="a singular matrix"))
+
+
 class NiftiReader(ImageReader):
     suffixes = (".nii", ".nii.gz")
 
@@ -33,9 +55,12 @@ class NiftiReader(ImageReader):
         try:
             header_only = nibabel.load(str(path))
             check_size(path, tuple(header_only.shape))  # from the header, before decoding
+            _check_orientation(path, header_only)
             img = nibabel.as_closest_canonical(header_only)  # RAS+: x → right, y → anterior, z → up
             data = np.asarray(img.get_fdata(dtype=np.float32))
-        except (ImageFileError, OSError, EOFError, ValueError) as e:
+        except InvalidInputError:
+            raise
+        except (ImageFileError, OSError, EOFError, ValueError, np.linalg.LinAlgError) as e:
             raise InvalidInputError(f"{path}: not a readable NIfTI file ({e})") from e
         if data.ndim == 3:
             data = data[..., None]

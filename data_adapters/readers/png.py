@@ -21,6 +21,8 @@ from data_adapters.records import Image
 MSG_UNREADABLE = "{path}: not a readable PNG/JPEG image ({why})"
 MSG_TRUNCATED = "{path}: image data is truncated or corrupt ({why})"
 MSG_MODE = "{path}: unsupported pixel mode {mode!r} (grey 8/16-bit, RGB or RGBA are supported)"
+MSG_ANIMATED = ("{path}: an animated image ({frames} frames); a still image is expected (only the first frame would "
+                "be seen, so it is refused)")
 
 #: channels each supported mode reads as (palette becomes RGB; alpha is dropped)
 _CHANNELS = {"1": 1, "L": 1, "LA": 1, "P": 3, "RGB": 3, "RGBA": 3, "I;16": 1, "I;16B": 1, "I;16L": 1, "I": 1}
@@ -37,6 +39,7 @@ class PngReader(ImageReader):
         try:
             with PILImage.open(path) as img:
                 check_size(path, (*img.size[::-1], len(img.getbands())))  # from the header, before decoding
+                _still(path, img)
                 # WeasyPrint (the PDF report) sets Pillow's process-wide LOAD_TRUNCATED_IMAGES on import, which
                 # would let a truncated image load with grey filling: turned off again before every decode (the
                 # report embeds only images Glassbox drew, which are never truncated)
@@ -73,18 +76,28 @@ class PngReader(ImageReader):
         try:
             with PILImage.open(io.BytesIO(data)) as img:
                 size, mode, kind = img.size, img.mode, img.format
+                frames = int(getattr(img, "n_frames", 1) or 1)  # from acTL, without decoding a frame
         except UnidentifiedImageError as e:
             raise InvalidInputError(MSG_UNREADABLE.format(path=path, why="unknown format")) from e
         except (OSError, SyntaxError, ValueError) as e:
             raise InvalidInputError(MSG_TRUNCATED.format(path=path, why=str(e) or type(e).__name__)) from e
         if mode not in _CHANNELS:
             raise InvalidInputError(MSG_MODE.format(path=path, mode=mode))
+        if frames > 1:
+            raise InvalidInputError(MSG_ANIMATED.format(path=path, frames=frames))
         shape = (_CHANNELS[mode], size[1], size[0])
         check_size(path, (size[1], size[0], len(mode)))
         why = _png_damage(data) if kind == "PNG" else _jpeg_damage(data) if kind == "JPEG" else "not PNG or JPEG"
         if why:
             raise InvalidInputError(MSG_TRUNCATED.format(path=path, why=why))
         return shape
+
+
+def _still(path: Path, img) -> None:
+    """Refuse an animated PNG (APNG) or multi-frame image: reading it would silently keep its first frame."""
+    frames = int(getattr(img, "n_frames", 1) or 1)
+    if frames > 1:
+        raise InvalidInputError(MSG_ANIMATED.format(path=path, frames=frames))
 
 
 def _png_damage(data: bytes) -> str | None:

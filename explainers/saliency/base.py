@@ -31,6 +31,8 @@ class SaliencyMethod:
 
     #: integer parameters where 0 has a meaning of its own (integrated gradients: ``n_steps=0`` chooses per case)
     zero_means: tuple[str, ...] = ()
+    #: the largest value of an integer parameter whose memory or time grows with it, and why (others: 100000)
+    maxima: ClassVar[dict[str, tuple[int, str]]] = {}
 
     @classmethod
     def get_name(cls) -> str:
@@ -55,9 +57,10 @@ class SaliencyMethod:
             # counts (steps, samples, windows) are positive, 0 meaning "the default" where the default is 0;
             # amounts (noise) are finite and non-negative; seeds are any non-negative integer
             floor = 0 if key == "seed" or cls.defaults[key] == 0 or key in cls.zero_means else 1
-            if kind is int and not floor <= out[key] <= 100_000:
+            high, why = cls.maxima.get(key, (100_000, ""))
+            if kind is int and not floor <= out[key] <= high:
                 raise InvalidInputError(f"{cls.get_name()}: parameter {key!r} must be an integer from {floor} to "
-                                        f"100000, got {value!r}")
+                                        f"{high}, got {value!r}" + (f" ({why})" if why else ""))
             if kind is float and not (0.0 <= out[key] < float("inf")):
                 raise InvalidInputError(f"{cls.get_name()}: parameter {key!r} must be a finite number ≥ 0, "
                                         f"got {value!r}")

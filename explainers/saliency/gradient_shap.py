@@ -17,6 +17,9 @@ class GradientShap(SaliencyMethod):
     defaults = {"samples": 16, "noise": 0.1, "seed": 0}
     randomised = True
     relative_cost = 16
+    #: each sample is a noisy copy of the input held at once (and a forward and backward pass)
+    maxima = {"samples": (1000, "each sample is a noisy copy of the input held in memory and a forward and backward "
+                                "pass")}
 
     def compute(self, scorer, x, target, layer, params, internal_batch_size):
         # called one case at a time (randomised): x is (1, C, *spatial) and the baselines are that case's own

@@ -15,6 +15,9 @@ class Smoothgrad(SaliencyMethod):
     defaults = {"samples": 16, "noise": 0.15, "seed": 0}
     randomised = True
     relative_cost = 16
+    #: each sample is a noisy copy of the input held at once (and a forward and backward pass)
+    maxima = {"samples": (1000, "each sample is a noisy copy of the input held in memory and a forward and backward "
+                                "pass")}
 
     def compute(self, scorer, x, target, layer, params, internal_batch_size):
         attr = NoiseTunnel(Saliency(scorer)).attribute(

@@ -335,7 +335,8 @@ def subgroup_report(frame: pd.DataFrame, by: str | Sequence[str], *, class_index
                 weights = case_weights(len(ys), n_boot, rng)
             boot = counts(weights, ys, ps, cs)
         events = int(ys.sum())
-        lo_p, hi_p = wilson(events, len(ys), z)
+        lo_p, hi_p = (wilson_clustered(ys, sub[CLUSTER].to_numpy(), z) if clustered  # patients share a label
+                      else wilson(events, len(ys), z))
         patients = int(sub[CLUSTER].nunique()) if clustered else None
         row = {"group": name, "n": len(ys), **({"patients": patients} if clustered else {}),
                "events": events, "prevalence": events / len(ys),

@@ -355,8 +355,11 @@ def _with_intervals(table: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame
     out = table[["group", "n"]].copy()
     for m in metrics:
         if m in table:
-            out[m] = [f"{v:.3f} ({lo:.3f}–{hi:.3f})" if np.isfinite(v) else "" for v, lo, hi in
+            out[m] = [(f"{v:.3f} ({lo:.3f}–{hi:.3f})" if np.isfinite(lo) and np.isfinite(hi) else
+                       f"{v:.3f} (too small to judge)") if np.isfinite(v) else "" for v, lo, hi in
                       zip(table[m], table.get(f"{m}_lo", table[m]), table.get(f"{m}_hi", table[m]))]
+    if "ece" in out and "ece_chance" in table:  # ECE beside what a perfectly calibrated model reads at that n
+        out["ece"] = [f"{t}; {c:.3f} by chance" if t else t for t, c in zip(out["ece"], table["ece_chance"])]
     out["notes"] = table["notes"] if "notes" in table else ""
     return out
 

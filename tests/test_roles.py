@@ -299,3 +299,17 @@ def test_a_strangers_failures_do_not_lock_the_owner_out_and_slow_the_stranger(de
     assert users.locked("alice", "stranger-99", "local"), "a new cookie on the same network buys no new guesses"
     assert not users.locked("alice", "alice-browser", "local")
     assert users.authenticate("alice", "correct horse battery", "alice-browser", "local") is not None
+
+
+def test_a_guess_spread_over_many_networks_is_bounded_per_account_but_the_owner_signs_in(tmp_path, monkeypatch):
+    import workspace.access as access
+
+    users = Users(tmp_path / "users.sqlite")
+    users.add("alice", "radiologist", "correct horse battery")
+    assert users.authenticate("alice", "correct horse battery", "alice-browser", "10.0.0.1") is not None
+    monkeypatch.setattr(access, "MAX_ACCOUNT_FAILURES", 8)  # fewer argon2 runs than the real 50
+    for i in range(8):  # one guess from each of 8 networks, each a fresh browser
+        users.authenticate("alice", "guess guess guess", f"b{i}", f"192.0.2.{i}")
+    assert users.locked("alice", "b-new", "198.51.100.7"), "a ninth stranger anywhere waits"
+    assert not users.locked("bob", "b-new", "198.51.100.7"), "other accounts are not slowed"
+    assert users.authenticate("alice", "correct horse battery", "alice-browser", "10.0.0.1") is not None

@@ -82,8 +82,10 @@ AUTH_MODES = ("single", "local", "oidc")
 MIN_PASSWORD = 10
 #: failed sign-ins allowed per (client, account) in LOCKOUT_MINUTES before that client waits for that account
 MAX_FAILURES = 5
-#: failed sign-ins allowed per client, over every account, in LOCKOUT_MINUTES (guessing many names)
+#: failed sign-ins allowed per network, over every account, in LOCKOUT_MINUTES (guessing many names)
 MAX_CLIENT_FAILURES = 20
+#: failed sign-ins allowed per account from browsers it never signed in from, over every network (a spread guess)
+MAX_ACCOUNT_FAILURES = 50
 LOCKOUT_MINUTES = 15
 #: the first wait after MAX_FAILURES (seconds); it doubles with each further failure, up to LOCKOUT_MINUTES
 BACKOFF_S = 2.0
@@ -314,8 +316,9 @@ class Users:
         """Seconds this client must wait before its next attempt on ``name`` (0: it may try now).
 
         ``client`` is the browser (a keyed hash of its Streamlit cookie), ``network`` its address. After
-        :data:`MAX_FAILURES` failures on the account from this client, or :data:`MAX_CLIENT_FAILURES` from its
-        network on any account by browsers the account never signed in from, the wait doubles from
+        :data:`MAX_FAILURES` failures on the account from this client, :data:`MAX_CLIENT_FAILURES` from its
+        network on any account, or :data:`MAX_ACCOUNT_FAILURES` on the account from anywhere (the last two counting
+        only browsers the account never signed in from), the wait doubles from
         :data:`BACKOFF_S` with each further failure, up to :data:`LOCKOUT_MINUTES`. A browser the account has
         signed in from before is held only to its own failures: a stranger on the same network (or the same
         loopback) cannot lock the owner out, and rotating cookies does not buy a stranger more guesses."""
@@ -325,10 +328,11 @@ class Users:
             pair = self._failures(db, "name = ? AND client = ?", who, client)
             known = db.execute("SELECT 1 FROM devices WHERE name = ? AND client = ?", (who, client)).fetchone()
             checks = [(pair, MAX_FAILURES)]
-            if not known and network:
-                checks.append((self._failures(db, "network = ? AND client NOT IN (SELECT client FROM devices "
-                                                  "WHERE devices.name = failures.name)", network),
-                               MAX_CLIENT_FAILURES))
+            strangers = "client NOT IN (SELECT client FROM devices WHERE devices.name = failures.name)"
+            if not known:
+                checks.append((self._failures(db, f"name = ? AND {strangers}", who), MAX_ACCOUNT_FAILURES))
+                if network:
+                    checks.append((self._failures(db, f"network = ? AND {strangers}", network), MAX_CLIENT_FAILURES))
         waits = [0.0]
         for (n, last), limit in checks:
             if n >= limit and last:

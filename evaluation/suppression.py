@@ -262,16 +262,17 @@ def board_suppression(frame: pd.DataFrame, attributes: Sequence[str], k: int, *,
 
     sets: dict[bytes, dict] = {}  # atom set (packed mask) → count, lowest order, the tables it is a cell of
     tables: list[list[bytes]] = []
+    lines: dict[bytes, set[bytes]] = {}  # a cell → the cells of its tables that differ from it in one attribute
     for mask, order, by in _standard_views(atoms, attributes, max_order):
-        cells = [mask]
+        cells = [((), mask)]
         if by:
             cells = []
-            for rows in atoms[mask].groupby(by, sort=True).indices.values():
+            for value, rows in atoms[mask].groupby(by, sort=True).indices.items():
                 m = np.zeros(n_atoms, bool)
                 m[np.flatnonzero(mask)[rows]] = True
-                cells.append(m)
+                cells.append((value if isinstance(value, tuple) else (value,), m))
         keys = []
-        for m in cells:
+        for value, m in cells:
             key = np.packbits(m).tobytes()
             entry = sets.setdefault(key, {"mask": m, "n": float(counts[m].sum()), "order": order + len(by),
                                           "total": not by})
@@ -279,6 +280,10 @@ def board_suppression(frame: pd.DataFrame, attributes: Sequence[str], k: int, *,
             entry["total"] = entry["total"] or not by
             keys.append(key)
         tables.append(keys)
+        for i, (value, _) in enumerate(cells):
+            for j, (other, _) in enumerate(cells):
+                if i != j and sum(a != b for a, b in zip(value, other)) == 1:
+                    lines.setdefault(keys[i], set()).add(keys[j])
 
     # cells of the finer tables (any number of attributes): never published by the decision, but their ranges are
     # checked too, since BoardSuppression.view shows such tables (every cell hidden that does not already follow)
@@ -304,17 +309,20 @@ def board_suppression(frame: pd.DataFrame, attributes: Sequence[str], k: int, *,
         for key in keys:
             member_of.setdefault(key, []).append(t)
 
-    def rank_key(key):  # a total last; first a cell of a table that already hides one (suppressions kept together),
-        e = sets[key]   # of the finest table, the smallest count
+    def rank_key(key):
+        """Which count to withdraw first: never a total before a group; a cell of a table that already hides one
+        (suppressions kept together), then the one with most withheld cells in its lines (completing the rectangles
+        of classical complementary suppression), of the finest table, the smallest count."""
+        e = sets[key]
         crowded = any(not shown[g] for t in member_of[key] for g in tables[t])
-        return (e["total"], not crowded, -e["order"], e["n"])
+        in_line = sum(not shown[g] for g in lines.get(key, ()))
+        return (e["total"], not crowded, -in_line, -e["order"], e["n"])
 
     # complementary suppression within each table: hidden groups never one alone, never summing under k
     changed = True
     while changed:
         changed = False
-        for keys in tables:
-            groups = keys[1:] if len(keys) > 1 and sets[keys[0]]["total"] else keys
+        for groups in tables:
             hidden = [g for g in groups if not shown[g]]
             if hidden and (len(hidden) == 1 or sum(sets[g]["n"] for g in hidden) < k):
                 rest = [g for g in groups if shown[g]]

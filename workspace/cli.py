@@ -788,15 +788,16 @@ def cmd_user(args: argparse.Namespace) -> int:
             raise InvalidInputError(f"--role is required: one of {', '.join(ROLES)}")
         users.set_role(args.name, args.role)
         record.log(who, "role_changed", user=args.name, role=args.role)
-        print(f"{args.name} is now {args.role}")
+        print(f"{args.name} is now {args.role}; their open sessions end at their next action")
     elif args.action == "password":
         users.set_password(args.name, _password(args, args.name))
         record.log(who, "password_changed", user=args.name)
-        print(f"password of {args.name} changed")
+        print(f"password of {args.name} changed; their open sessions end at their next action")
     else:
         users.set_active(args.name, args.action == "enable")
         record.log(who, f"user_{args.action}d", user=args.name)
-        print(f"{args.name} {args.action}d")
+        print(f"{args.name} {args.action}d" + ("; their open sessions end at their next action"
+                                               if args.action == "disable" else ""))
     return 0
 
 

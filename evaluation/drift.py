@@ -36,7 +36,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from evaluation.subgroups import wilson
+from data_adapters.records import CLUSTER
+from evaluation.inference import holm, permutation_p, wilson, wilson_clustered
 from evaluation.suppression import Suppression, suppression
 
 __all__ = ["mmd_test", "holm", "permutation_p", "attribute_drift", "window_report", "DriftReport", "drivers",
@@ -46,25 +47,6 @@ __all__ = ["mmd_test", "holm", "permutation_p", "attribute_drift", "window_repor
 PERMUTATION_BUDGET = 2e10
 #: the most permutations a rerun draws
 MAX_PERMUTATIONS = 100_000
-
-
-def permutation_p(exceed: int, n_perm: int) -> float:
-    """``(exceed + 1) / (n_perm + 1)``: a permutation p-value counting the observed labelling among the permutations,
-    so it is never 0 nor below what ``n_perm`` permutations can show (Phipson & Smyth, 2010)."""
-    return (int(exceed) + 1) / (int(n_perm) + 1)
-
-
-def holm(p: Sequence[float]) -> np.ndarray:
-    """Holm-adjusted p-values (family-wise error control; NaN stays NaN)."""
-    p = np.asarray(p, float)
-    out = np.full(len(p), np.nan)
-    ok = np.flatnonzero(np.isfinite(p))
-    order = ok[np.argsort(p[ok], kind="stable")]
-    running = 0.0
-    for rank, i in enumerate(order):
-        running = max(running, min(1.0, (len(order) - rank) * p[i]))
-        out[i] = running
-    return out
 
 
 def _sq_dists(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -322,8 +304,9 @@ def calibration_map(reference: dict, class_index: int | None = None, threshold: 
 
 
 def _performance(view: _Outcome, q: np.ndarray, has: np.ndarray, labels: np.ndarray,
-                 class_index: int | None) -> dict:
-    """Measured (where labelled) and estimated performance of one set of cases."""
+                 class_index: int | None, clusters: np.ndarray | None = None) -> dict:
+    """Measured (where labelled) and estimated performance of one set of cases; intervals are Wilson's, at the
+    effective sample size where ``clusters`` says which patient each image came from."""
     if class_index is None:
         row = {"estimated_accuracy": float(q.mean()) if len(q) else np.nan}
     else:
@@ -342,13 +325,16 @@ def _performance(view: _Outcome, q: np.ndarray, has: np.ndarray, labels: np.ndar
     correct = int(right.sum())
     row.update(empty)
     row["accuracy"] = correct / len(y)
-    row["accuracy_lo"], row["accuracy_hi"] = wilson(correct, len(y), 1.96)
+    within = clusters[has] if clusters is not None else None
+    row["accuracy_lo"], row["accuracy_hi"] = (wilson(correct, len(y)) if within is None
+                                              else wilson_clustered(right, within))
     if class_index is not None:
         pos = y == class_index
         c = view.called.astype(bool)[has]
         if pos.any():
             row["sensitivity"] = float(c[pos].mean())
-            row["sensitivity_lo"], row["sensitivity_hi"] = wilson(int(c[pos].sum()), int(pos.sum()), 1.96)
+            row["sensitivity_lo"], row["sensitivity_hi"] = (
+                wilson(int(c[pos].sum()), int(pos.sum())) if within is None else wilson_clustered(c[pos], within[pos]))
         row["specificity"] = float((~c[~pos]).mean()) if (~pos).any() else np.nan
         row["prevalence"] = float(pos.mean())
     return row
@@ -395,6 +381,8 @@ def window_report(reference: dict, current: dict, windows: Sequence[str], *, thr
     view = outcome_view(cur_probs, class_index, threshold)
     q_all = calibrate(view.score)
     has_all, labels_all = _labels(current["frame"])
+    clusters = (current["frame"][CLUSTER].to_numpy() if CLUSTER in current["frame"]
+                and current["frame"][CLUSTER].notna().all() else None)
     cur_frame = current["frame"].reset_index(drop=True)
     levels = sorted(set(windows))
     site_tests = []  # (window, site, rows) tested for drift, counted first: the family Holm adjusts over
@@ -418,7 +406,8 @@ def window_report(reference: dict, current: dict, windows: Sequence[str], *, thr
         if class_index is None:
             row.update({f"predicted_{k}": float((called == k).mean()) for k in range(n_classes)})
         sub_view = _Outcome(view.score[idx], view.called[idx], view.entropy[idx])
-        row.update(_performance(sub_view, q_all[idx], has_all[idx], labels_all[idx], class_index))
+        row.update(_performance(sub_view, q_all[idx], has_all[idx], labels_all[idx], class_index,
+                                None if clusters is None else clusters[idx]))
         rows.append(row)
         for a in attribute_drift(reference["frame"], cur_frame.loc[idx], attributes, kinds):
             attr_rows.append({"window": w, **a})
@@ -426,7 +415,8 @@ def window_report(reference: dict, current: dict, windows: Sequence[str], *, thr
     for w, site, rows_s in site_tests:
         sub_view = _Outcome(view.score[rows_s], view.called[rows_s], view.entropy[rows_s])
         entry = {"window": w, "site": site, "n": len(rows_s)}
-        perf = _performance(sub_view, q_all[rows_s], has_all[rows_s], labels_all[rows_s], class_index)
+        perf = _performance(sub_view, q_all[rows_s], has_all[rows_s], labels_all[rows_s], class_index,
+                            None if clusters is None else clusters[rows_s])
         entry.update({k: perf[k] for k in ("labelled", "estimated_accuracy", "accuracy", "accuracy_lo",
                                            "accuracy_hi")})
         group_rows.append(entry)

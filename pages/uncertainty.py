@@ -5,12 +5,7 @@ import streamlit as st
 
 from data_adapters.errors import GlassboxError
 from data_adapters.records import CLUSTER
-from evaluation.calibration import (
-    calibration_target,
-    expected_calibration_error,
-    fit_temperature,
-    held_out_split,
-)
+from evaluation.calibration import calibration_target, ece_expected_by_chance, recalibrate
 from evaluation.cohort_summary import group_columns, with_bands
 from evaluation.figures import (
     reliability_diagram,
@@ -93,7 +88,7 @@ if k is None:
     frame = with_outcomes(frame, None, n_classes=handle.n_classes)
 else:
     point = common.operating_point(root, model_path, manifest, k)
-    rule = f"{handle.class_names[k]} one-vs-rest at the shared threshold {point.describe()}"
+    rule = f"{common.md(handle.class_names[k])} one-vs-rest at the shared threshold {point.describe()}"
     frame = with_outcomes(frame, k, point.threshold)
 clusters = frame[CLUSTER].to_numpy() if CLUSTER in frame else None
 detect = error_detection(frame[measure].to_numpy(), frame["error"].to_numpy(), clusters=clusters)
@@ -116,28 +111,37 @@ if groups:
     right.plotly_chart(uncertainty_by_group_figure(uncertainty_by_group(frame, by, measure), measure),
                        key="unc_groups")
 
-st.subheader("Calibration: temperature scaling on held-out cases")
+st.subheader("Calibration: recalibration fitted and checked on held-out patients")
 held = frame
 if handle.task == "multilabel":
-    st.info("Temperature scaling is fitted for binary and multi-class models.")
+    st.info("Recalibration is fitted for binary and multi-class models.")
 else:
-    fit_mask = held_out_split(held["case_id"].to_numpy())
     probs = held[[f"p_{i}" for i in range(handle.n_classes)]].to_numpy()
     labels = held["label"].astype(int).to_numpy()
     try:
-        scaler = fit_temperature(probs[fit_mask], labels[fit_mask], handle.task)
+        result = recalibrate(probs, labels, handle.task, clusters=clusters, class_index=k)
     except GlassboxError as e:
         common.show_error(e)
         st.stop()
-    evaluate = ~fit_mask
+    if result.scaler is None:
+        st.info(result.message)
+        st.stop()
+    (st.success if result.applied else st.warning)(result.message[0].upper() + result.message[1:] + ".")
     # the top-class view checks the confidence of the top class (top-label calibration); one class, its probability
-    before, y_eval = calibration_target(probs[evaluate], labels[evaluate], k)
-    after, _ = calibration_target(scaler.apply(probs[evaluate]), labels[evaluate], k)
-    cal = st.columns(3)
-    cal[0].metric("Temperature", f"{scaler.temperature:.2f}",
-                  help=f"offset {scaler.bias:+.2f}" if handle.task == "binary" else None)
-    cal[1].metric("ECE before", f"{expected_calibration_error(y_eval, before):.3f}")
-    cal[2].metric("ECE after", f"{expected_calibration_error(y_eval, after):.3f}")
-    st.caption(f"Fitted on {int(fit_mask.sum())} held-out cases, measured on the other {int(evaluate.sum())}.")
+    check = result.check
+    before, y_eval = calibration_target(probs[check], labels[check], k)
+    after, _ = calibration_target(result.scaler.apply(probs[check]), labels[check], k)
+    cal = st.columns(4)
+    cal[0].metric("Temperature", f"{result.scaler.temperature:.2f}",
+                  help=f"offset {result.scaler.bias:+.2f}" if handle.task == "binary" else None)
+    cal[1].metric("ECE before", f"{result.ece_before:.3f}")
+    cal[2].metric("ECE after", f"{result.ece_after:.3f}")
+    cal[3].metric("ECE expected by chance", f"{ece_expected_by_chance(before):.3f}",
+                  help="what a perfectly calibrated model would read on these cases: ECE is above 0 by noise alone")
+    st.caption(f"{result.method} fitted on {result.fit_patients} held-out patients ({result.fit_cases} cases), "
+               f"checked on {result.check_patients} other patients ({result.check_cases} cases). Applied only when "
+               "the log loss is shown to improve on the check patients (one-sided 97.5% patient-bootstrap bound) "
+               "and the ECE is not worse there.")
     st.plotly_chart(reliability_diagram({"before": (y_eval, before), "after": (y_eval, after)},
-                                        title="Reliability before and after scaling"), key="unc_reliability")
+                                        title="Reliability on the check patients, before and after scaling"),
+                    key="unc_reliability")

@@ -141,3 +141,86 @@ def test_the_board_report_gains_a_monitoring_section_the_checklist_links_to(demo
     plain = gather(demo_ws, handle, cohort, by=["site"], k=10, author=Identity("ops", "admin"), trust_methods=(),
                    figures=False)
     assert 'href="#checklist">(see checklist)' in render_html(plain) and "monitoring" not in plain.evidence
+
+
+# -- the model's own outcome, the p-value floor, board views ------------------------------------------------------------
+def _stream(n_ref=240, windows=4, per=90, n_classes=3, seed=0, shift_from=None, sites="AB", small_site=None):
+    """Reference and current parts for :func:`window_report`: a perfect ``n_classes`` model (the label's class gets
+    0.9), embeddings shifted by 1.5 from window ``shift_from`` on; ``small_site`` adds 8 cases of that site a window."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+
+    def part(n, shift=None, extra=0):
+        labels = rng.integers(0, n_classes, n + extra)
+        probs = np.full((n + extra, n_classes), 0.1 / (n_classes - 1))
+        probs[np.arange(n + extra), labels] = 0.9
+        site = [sites[i % len(sites)] for i in range(n)] + [small_site] * extra
+        frame = pd.DataFrame({"label": pd.array(labels, dtype="Int64"), "site": site, "scanner": "S1"})
+        emb = rng.normal(size=(n + extra, 6)) + (0 if shift is None else shift)
+        return {"frame": frame, "embedding": emb, "probabilities": probs, "intensity": rng.random((n + extra, 4))}
+
+    reference = part(n_ref)
+    parts = [part(per, 1.5 if shift_from is not None and w >= shift_from else None, 8 if small_site else 0)
+             for w in range(windows)]
+    import pandas as pd
+    current = {"frame": pd.concat([p["frame"] for p in parts], ignore_index=True),
+               **{k: np.concatenate([p[k] for p in parts]) for k in ("embedding", "probabilities", "intensity")}}
+    names = np.repeat([f"2026-0{w + 1}" for w in range(windows)], [len(p["frame"]) for p in parts])
+    return reference, current, names
+
+
+def test_a_perfect_three_class_model_is_monitored_at_accuracy_one():
+    from evaluation.drift import window_report
+
+    reference, current, windows = _stream(n_classes=3)
+    report = window_report(reference, current, windows, class_index=None, threshold=None, n_perm=100)
+    w = report.windows
+    assert (w["accuracy"] == 1.0).all() and (w["estimated_accuracy"] > 0.95).all()
+    assert (w["accuracy_lo"] > 0.9).all() and report.view == "top class against the label"
+    assert np.allclose(w[["predicted_0", "predicted_1", "predicted_2"]].sum(axis=1), 1.0)
+    # the old reading (the last class's probability against label == 1) is far from it: the test can fail
+    p, y = current["probabilities"][:, 2], current["frame"]["label"].to_numpy(int)
+    assert ((p >= 0.5) == (y == 1)).mean() < 0.5
+    # one class one-vs-rest, on choice: that class at its threshold, sensitivity and specificity 1
+    one = window_report(reference, current, windows, class_index=2, threshold=0.5, n_perm=100).windows
+    assert (one["accuracy"] == 1.0).all() and (one["sensitivity"] == 1.0).all() and (one["specificity"] == 1.0).all()
+    assert (one["estimated_sensitivity"] > 0.95).all()
+    with pytest.raises(ValueError, match="needs its threshold"):
+        window_report(reference, current, windows, class_index=1, threshold=None)
+
+
+def test_permutation_p_values_never_go_below_what_the_permutations_can_show():
+    from evaluation.drift import permutations_for, window_report
+
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(80, 4)), rng.normal(3.0, 1, size=(80, 4))
+    stat, p = mmd_test(x, y, n_perm=500)
+    assert p == pytest.approx(1 / 501), "a clear shift reads 1/(B+1), not a gamma tail such as 1e-237"
+    # beyond every permutation, a window is rerun with enough permutations to cross alpha after Holm
+    reference, current, windows = _stream(shift_from=2, windows=4)
+    report = window_report(reference, current, windows, class_index=None, threshold=None, n_perm=200, alpha=0.01)
+    w = report.windows.set_index("window")
+    shifted = w.loc[["2026-03", "2026-04"]]
+    assert (shifted["permutations"] >= permutations_for(4, 0.01, 10, at_least=200)).all()
+    assert (shifted["mmd_p"] >= 1 / (shifted["permutations"] + 1) - 1e-15).all()
+    assert shifted["alert"].all() and not w.loc[["2026-01", "2026-02"], "alert"].any()
+    assert (w.loc[["2026-01", "2026-02"], "permutations"] == 200).all(), "only the extreme ones are rerun"
+
+
+def test_a_board_view_hides_small_sites_in_tables_and_never_names_them():
+    from evaluation.drift import window_report
+
+    reference, current, windows = _stream(shift_from=0, windows=3, sites="AB", small_site="Z")
+    current["frame"].loc[current["frame"]["site"] == "Z", "scanner"] = "Rare 1"
+    report = window_report(reference, current, windows, class_index=None, threshold=None, n_perm=100,
+                           attributes=["site"], kinds={"site": "categorical"})
+    assert "Z" in set(report.groups["site"]) and any("new: Z" in a for a in report.alerts)
+    board = report.for_board(10)
+    assert "Z" not in set(board.groups["site"]) and "Z" not in set(board.site_windows["site"])
+    assert not any(board.hidden.names_hidden(a) for a in board.alerts) and board.alerts
+    assert not any("Z" in v for v in board.attributes["new"])
+    assert "hidden in every window" in board.note
+    # one small site alone would follow from the window's total (shown): the next smallest is hidden with it
+    assert set(board.groups["site"]) in ({"A"}, {"B"})
+    assert set(report.for_board(5).groups["site"]) == {"A", "B", "Z"}, "at k = 5 nothing is hidden"

@@ -1,6 +1,8 @@
 """Uncertainty: decomposition known answers, MC dropout / TTA / ensembles, calibration, referral, and the demo."""
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -95,6 +97,68 @@ def test_temperature_scaling_recovers_a_known_temperature_and_improves_calibrati
     assert after < before / 2
     with pytest.raises(InvalidInputError, match="needs at least 10 held-out cases"):
         fit_temperature(over[:5], truth[:5], "multiclass")
+
+
+def _patients(rng, patients, images=2, inflate=1.0):
+    """Binary held-out cases, ``images`` per patient sharing the patient's truth and a patient effect; the model's
+    probability is calibrated (``inflate`` 1) or over-confident (its logit times ``inflate``)."""
+    y = np.repeat(rng.random(patients) < 0.4, images)
+    s = np.where(y, 1.0, -1.0) + np.repeat(rng.normal(0, 0.8, patients), images) + rng.normal(0, 0.6, len(y))
+    p = 1 / (1 + np.exp(-(2 * s + np.log(0.4 / 0.6)) * inflate))
+    return np.column_stack([1 - p, p]), y.astype(int), np.repeat(np.arange(patients), images)
+
+
+def test_recalibration_is_fitted_on_some_patients_checked_on_others_and_applied_when_it_helps():
+    from sklearn.metrics import log_loss
+
+    from evaluation.calibration import _log_loss, held_out_split, patient_split, recalibrate
+
+    rng = np.random.default_rng(0)
+    probs, labels, clusters = _patients(rng, 600, inflate=3.0)
+    fit = patient_split(clusters, seed=0)
+    assert not (set(clusters[fit]) & set(clusters[~fit])), "a patient's images stay on one side"
+    images = held_out_split(clusters)
+    assert set(clusters[images]) & set(clusters[~images]), "the old image split put patients on both sides"
+    assert _log_loss(labels.astype(float), probs[:, 1]).mean() == pytest.approx(log_loss(labels, probs[:, 1]))
+    result = recalibrate(probs, labels, "binary", clusters=clusters, class_index=1)
+    assert result.applied and result.ece_after < result.ece_before and "applied" in result.message
+    assert result.scaler.temperature == pytest.approx(3.0, rel=0.25)  # the inflation it undoes
+    assert result.fit_patients == result.check_patients == 300 and result.check.sum() == result.check_cases
+    np.testing.assert_allclose(result.apply(probs), result.scaler.apply(probs))
+
+
+def test_recalibration_that_makes_calibration_worse_on_other_patients_is_refused_with_its_figures():
+    from evaluation.calibration import patient_split, recalibrate
+
+    rng = np.random.default_rng(1)
+    probs, labels, clusters = _patients(rng, 400)
+    fit = patient_split(clusters, seed=0)
+    # the fitting patients look under-confident (their labels follow a sharper model), the others are calibrated:
+    # the fitted temperature sharpens everyone and the check patients lose
+    sharp, sharp_labels, _ = _patients(np.random.default_rng(2), 400, inflate=0.3)
+    probs[fit] = sharp[fit]
+    labels[fit] = sharp_labels[fit]
+    result = recalibrate(probs, labels, "binary", clusters=clusters, class_index=1)
+    assert not result.applied and result.ece_after > result.ece_before
+    assert re.fullmatch(r"recalibration made calibration worse on held-out patients: ECE 0\.\d{3} → 0\.\d{3}; "
+                        r"not applied", result.message), result.message
+    np.testing.assert_allclose(result.apply(probs), probs)
+    forced = recalibrate(probs, labels, "binary", clusters=clusters, class_index=1, always=True)
+    assert forced.applied and "without its check" in forced.message
+
+
+def test_recalibration_of_a_calibrated_model_is_rarely_applied_and_needs_enough_patients():
+    from evaluation.calibration import recalibrate
+
+    rng = np.random.default_rng(3)
+    applied = 0
+    for s in range(20):
+        probs, labels, clusters = _patients(rng, 150)
+        applied += recalibrate(probs, labels, "binary", clusters=clusters, class_index=1, seed=s).applied
+    assert applied <= 3, "a calibrated model keeps its probabilities"
+    probs, labels, clusters = _patients(rng, 12)
+    few = recalibrate(probs, labels, "binary", clusters=clusters, class_index=1)
+    assert few.scaler is None and not few.applied and "12 held-out patients, at least 20" in few.message
 
 
 def test_risk_coverage_and_referral_known_answers():

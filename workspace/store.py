@@ -445,7 +445,7 @@ class Workspace:
                 return have
             entries = json.loads(path.read_text()) if path.is_file() else {}
             entries[key] = fitted.record()
-            _atomic_write(path, lambda tmp: tmp.write_text(json.dumps(entries, indent=1, sort_keys=True)))
+            _keep(path, lambda tmp: tmp.write_text(json.dumps(entries, indent=1, sort_keys=True)))  # read-only: used
         return fitted
 
     @property

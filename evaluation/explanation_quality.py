@@ -12,7 +12,8 @@ pointing game over cases is a hit rate with a 95% Wilson interval (design-effect
 images, ``evaluation.inference.wilson_clustered``), read against chance and against the clinical reference on its
 entry (``explainers.trust.POINTING_REFERENCE``): passes when the lower bound is within the entry's margin of the
 reference and the rate ≥ 3× chance; fails when the upper bound is below reference − margin or the rate ≤ 1.5×
-chance (each a one-sided 2.5% error at the boundary; ``benchmarks/calibration/trust.py``).
+chance (each designed as a one-sided 2.5% error at the boundary; measured at most 5% in
+``benchmarks/calibration/trust.py``).
 """
 from __future__ import annotations
 

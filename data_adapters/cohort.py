@@ -95,6 +95,9 @@ def _candidate(base: Path, ref: str) -> str:
 
 def _within(candidate: str, ref: str, roots: Sequence[Path]) -> Path:
     """The candidate resolved (symbolic links followed); it must stay under one of ``roots``."""
+    why = unsafe_characters(candidate)
+    if why:  # the OS cannot take a NUL, and a bidi control would show another path than the one opened
+        raise InvalidInputError(f"path holds {why}; refused")
     resolved = Path(os.path.realpath(candidate))
     if not any(resolved.is_relative_to(r) for r in roots):
         raise InvalidInputError(f"path {ref!r} points outside the data root(s) {', '.join(map(str, roots))}")

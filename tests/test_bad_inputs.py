@@ -388,3 +388,20 @@ def test_a_non_finite_image_is_a_per_row_rejection_whatever_its_format(tmp_path,
     cohort = load_manifest(folder / "manifest.csv")
     assert [c.case_id for c in cohort.cases] == ["a"]
     assert "bad.png: image contains 1 NaN or infinite value(s)" in str(cohort.report.rejections[0])
+
+
+def test_a_nul_byte_in_a_path_is_named_wherever_paths_are_resolved(tmp_path):
+    """Issue 24: a NUL byte in one manifest path killed the whole check (``ValueError: embedded null byte``); now
+    that row alone is rejected, and the quick fit check (``peek_fit``) skips it."""
+    from data_adapters.cohort import _resolve, load_manifest, peek_fit
+    from data_adapters.errors import InvalidInputError
+
+    write_png(tmp_path / "ok.png", np.full((SIZE, SIZE), 100, np.uint16))
+    (tmp_path / "manifest.csv").write_text("case_id,image\nbad,ok\x00.png\ngood,ok.png\n")
+    with pytest.raises(InvalidInputError, match="path holds a NUL byte"):
+        _resolve(tmp_path, "ok\x00.png", [tmp_path])
+    assert peek_fit(tmp_path / "manifest.csv", class_names=["a", "b"], input_shape=(1, SIZE, SIZE)) is True
+    cohort = load_manifest(tmp_path / "manifest.csv")
+    assert [c.case_id for c in cohort.cases] == ["good"]
+    assert str(cohort.report.rejections[0]) == ("row 1, field 'image': image holds a NUL byte; refused (retype it "
+                                                "in plain characters)")

@@ -18,6 +18,7 @@ from data_adapters.records import Image
 try:
     import nibabel
     from nibabel.filebasedimages import ImageFileError
+    from nibabel.orientations import OrientationError
 except ImportError:
     nibabel = None
 
@@ -60,7 +61,7 @@ class NiftiReader(ImageReader):
             data = np.asarray(img.get_fdata(dtype=np.float32))
         except InvalidInputError:
             raise
-        except (ImageFileError, OSError, EOFError, ValueError, np.linalg.LinAlgError) as e:
+        except (ImageFileError, OSError, EOFError, ValueError, np.linalg.LinAlgError, OrientationError) as e:
             raise InvalidInputError(f"{path}: not a readable NIfTI file ({e})") from e
         if data.ndim == 3:
             data = data[..., None]

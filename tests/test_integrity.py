@@ -20,6 +20,8 @@ import os
 import re
 import shutil
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -38,6 +40,7 @@ from workspace.access import Identity
 from workspace.review import Record, Verdict
 from workspace.store import ShardStore, Workspace
 
+ROOT = Path(__file__).resolve().parent.parent
 BOARD = Identity("board1", "board")
 READER = Identity("dr-a", "radiologist")
 SECRET = "k" * 32
@@ -528,3 +531,43 @@ def test_a_report_written_to_a_full_disk_leaves_the_kept_one_intact(tmp_path, si
     with pytest.raises(RecordError, match="the disk is full"):
         report_lib.write_report(data, out, record)
     assert out.read_bytes() == before and [p.name for p in tmp_path.iterdir() if "report" in p.name] == ["report.html"]
+
+
+def _read_only_mount_works(folder: Path) -> bool:
+    try:
+        done = subprocess.run(["unshare", "-m", "sh", "-c", f"mount --bind {folder} {folder} && mount -o "
+                               f"remount,bind,ro {folder} && ! touch {folder}/probe"], capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return done.returncode == 0
+
+
+def test_a_really_read_only_workspace_verifies_reads_and_computes_without_keeping(tmp_path):
+    """A read-only bind mount (a mount namespace of its own): audit verify, cached reads and a cache miss work."""
+    from tests.helpers import torchscript_binary_model
+
+    root = tmp_path / "ws"
+    random_png_cohort(root / "cohorts" / "c", 6, size=12, n_classes=2)
+    torchscript_binary_model(root / "models" / "m", 12)
+    if not _read_only_mount_works(root):
+        pytest.skip("no mount namespace here to make a read-only workspace")
+    env = {k: v for k, v in os.environ.items() if k != "GLASSBOX_RECORD_DIR"}  # the record inside the workspace
+    _with_entries(Record(root, path=root / "review.sqlite"))
+    from data_adapters.models import load_model
+
+    ws = Workspace(root)  # the predictions cached before the copy was made read-only
+    handle = load_model(root / "models" / "m")
+    ws.predictions(handle, ws.cohort_for(handle, ws.resolve_cohort("c")))
+    before = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+    commands = [["audit", "verify"], ["predict", "--model", "m", "--cohort", "c"],
+                ["uncertainty", "--model", "m", "--cohort", "c", "--method", "tta", "--out", f"{tmp_path}/u.csv"]]
+    program = ("import sys; from workspace.cli import main; "
+               f"sys.exit(max(main([*c, '--workspace', {str(root)!r}]) for c in {commands!r}))")
+    script = f"mount --bind {root} {root} && mount -o remount,bind,ro {root} && {sys.executable} -c \"{program}\""
+    done = subprocess.run(["unshare", "-m", "sh", "-c", script], env=env, capture_output=True, text=True, cwd=ROOT,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "audit log intact: 3 entries" in done.stdout and "k5," in done.stdout
+    assert "Traceback" not in done.stderr and "the result is used without being cached" in done.stderr
+    assert (tmp_path / "u.csv").is_file()
+    assert sorted(str(p.relative_to(root)) for p in root.rglob("*")) == before, "nothing was written"

@@ -582,8 +582,11 @@ class ReportCheck:
 
 
 def _shown(text: str, limit: int = 90) -> str:
+    """A changed line as a reader would see it (markup dropped, shortened); a line of markup only (a figure) named."""
     plain = html_lib.unescape(_TAGS.sub(" ", text))
     plain = " ".join(plain.split())
+    if not plain:
+        return "a figure" if "<img" in text else "markup only"
     return (plain[:limit] + "…") if len(plain) > limit else plain
 
 

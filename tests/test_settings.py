@@ -301,3 +301,14 @@ def test_the_app_refuses_to_start_on_a_bad_settings_file(tmp_path, monkeypatch):
     assert not at.exception
     assert at.error and "Glassbox cannot start with these settings" in at.error[0].value
     assert "data\\_roots must be a list" in at.error[0].value or "data_roots must be a list" in at.error[0].value
+
+
+def test_a_bundles_metadata_nested_deep_is_named(tmp_path):
+    folder = tmp_path / "bundle"
+    write_bundle(folder)
+    (folder / "configs" / "metadata.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(ModelError, match=r"metadata\.json: nested deeper than 32 levels"):
+        read_spec(folder)
+    (folder / "configs" / "metadata.json").write_text("[]")
+    with pytest.raises(ModelError, match=r"metadata\.json: must hold an object"):
+        read_spec(folder)

@@ -106,6 +106,10 @@ def read_spec(path: str | Path) -> tuple[dict, Path]:
     JSON; nothing in the bundle is evaluated here)."""
     path = Path(path)
     if path.is_dir() and not (path / SPEC_NAME).is_file() and is_bundle(path):
+        try:  # the same bounds as model.json (size, depth, duplicate keys, an object) before the bundle reads it
+            read_json(path / "configs" / "metadata.json")
+        except InvalidInputError as e:
+            raise ModelError(str(e)) from e
         return bundle_spec(path), path / "configs" / "metadata.json"
     where = spec_path(path)
     if not where.is_file():

@@ -81,12 +81,17 @@ class Suppression:
             out.loc[hide, "notes"] = [f"suppressed: {self.hidden[g]}" for g in table.loc[hide, group].astype(str)]
         return out
 
-    def rows(self, frame: pd.DataFrame, columns: Iterable[str]) -> pd.DataFrame:
-        """The rows of ``frame`` none of whose ``columns`` names a hidden group (gap tables, per-case frames)."""
+    def rows(self, frame: pd.DataFrame, columns: Iterable[str] = ()) -> pd.DataFrame:
+        """The rows of ``frame`` none of whose ``columns`` is a hidden group and none of whose text cells names one
+        (gap tables with their pair columns, per-case frames)."""
         keep = np.ones(len(frame), bool)
         for c in columns:
             if c in frame:
                 keep &= ~frame[c].astype(str).isin(list(self.hidden)).to_numpy()
+        if self.hidden:
+            for c in frame.columns:
+                if frame[c].dtype == object or pd.api.types.is_string_dtype(frame[c]):
+                    keep &= ~frame[c].map(lambda v: isinstance(v, str) and self.names_hidden(v)).to_numpy(bool)
         return frame[keep]
 
     def texts(self, texts: Iterable[str]) -> list[str]:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pydicom
 import pytest
 import torch
@@ -127,3 +128,58 @@ def test_pages_never_render_identifiers_of_a_dicom_folder_cohort(dicom_study, tm
         assert "as the model sees it" in rendered or name.endswith("home.py")
         for s in SECRETS:
             assert s not in rendered, (s, name)
+
+
+# -- the board's views: counts by reason, no hidden group named ---------------------------------------------------
+
+NAMES_IN_ROWS = ["DOE^JANE", "Jane_Doe_1961", "Smith_John", "7781234"]
+
+
+def test_a_board_member_reads_rejected_rows_as_counts_by_reason_only(tmp_path, monkeypatch):
+    from tests.helpers import tiny_workspace
+    from tests.test_roles import as_role
+
+    monkeypatch.setenv("GLASSBOX_AUTH", "local")
+    monkeypatch.setenv("GLASSBOX_USERS_FILE", str(tmp_path / "users.sqlite"))
+    ws = tiny_workspace(tmp_path / "ws", n=24)
+    manifest = ws / "cohorts" / "pngs" / "manifest.csv"
+    manifest.write_text(manifest.read_text() + "DOE^JANE,i0.png,0,A\nDOE^JANE,i1.png,1,B\n"
+                        "mrn7781234,scans/Jane_Doe_1961.png,0,A\nc99,scans/Smith_John.png,1,B\n")
+    shown = {}
+    for role in ("board", "developer"):
+        at = as_role("pages/home.py", ws, role, model="tiny", cohort="pngs")
+        assert not at.exception, role
+        shown[role] = " ".join(str(e.value) for kind in ("markdown", "caption", "metric", "dataframe", "info",
+                                                         "warning", "success", "title", "subheader")
+                               for e in getattr(at, kind))
+        if role == "board":
+            (table,) = [d.value for d in at.dataframe if "reason" in d.value.columns]
+            assert list(table.columns) == ["rows", "field", "reason"]
+            assert table.set_index("reason")["rows"].to_dict() == {"file not found": 2, "duplicate case id": 1}
+    assert "DOE^JANE" in shown["developer"], "a developer still reads the full load report"
+    for s in NAMES_IN_ROWS:
+        assert s not in shown["board"], s
+
+
+def test_subgroups_board_output_names_no_hidden_group(demo_root, demo_cohort, tmp_path, capsys):
+    from evaluation.cohort_summary import board_decision
+
+    out = tmp_path / "board.csv"
+    args = ["subgroups", "--model", str(demo_root / "models" / "v1"), "--cohort",
+            str(demo_root / "cohorts" / "demo2d" / "manifest.csv"), "--workspace", str(demo_root), "--by", "scanner",
+            "--where", "split=test", "--n-boot", "200", "--threshold", "0.5"]
+    assert main([*args, "--out", str(tmp_path / "all.csv")]) in (0, 1)
+    full = capsys.readouterr().out
+    assert main([*args, "--board", "68", "--out", str(out)]) in (0, 1)
+    text = capsys.readouterr().out
+    hide = board_decision(demo_cohort, 68).view("scanner", where={"split": ["test"]}, labelled=True)
+    assert set(hide.hidden) == {"Borealis 3", "Cygnus Q"}, "67 test cases under k, 68 hidden with it"
+    assert hide.names_hidden(full), "without --board the groups are named (the test can fail)"
+    board = pd.read_csv(out)
+    assert set(board.loc[board["group"].isin(list(hide.hidden)), "n"]) == {"<68"}
+    gaps = (tmp_path / "board.gaps.csv").read_text()
+    for line in text.splitlines():
+        assert "<68" in line or not hide.names_hidden(line), line
+    assert not hide.names_hidden(gaps), gaps
+    assert main([*args[:-4], "--where", "age=50", "--board", "68"]) == 2
+    assert "--where 'age=50': with --board, cases can be selected only by an attribute" in capsys.readouterr().err

@@ -438,6 +438,8 @@ def cmd_subgroups(args: argparse.Namespace) -> int:
     attributes = list(cohort.attribute_schema)
     banded = with_bands(cohort.frame())
     by, by_notes = _by(banded, args.by, attributes)
+    if args.board:  # checked first: a board selects cases only as its tables group them, and no error lists values
+        _board_where(args, board_decision(cohort, args.board))
     frame = _where(labelled_frame(banded, preds, k if k is not None else 0), args.where, attributes)
     for note in by_notes:
         print(f"note: {note}")
@@ -462,6 +464,14 @@ def cmd_subgroups(args: argparse.Namespace) -> int:
               f"({report.resampling})")
         shown = ["group", "n", "patients", "events", "auroc", "sensitivity", "specificity", "ece", "ece_chance"]
     table = hide.table(report.table) if hide else report.table
+    judged = report  # a board judges gaps among the groups it sees: no gap figure computed from a hidden group
+    if hide is not None and set(hide.hidden) - {"overall"}:
+        names = frame[by].astype("string").fillna("(missing)").astype(str).agg(" · ".join, axis=1)
+        seen = frame[names.map(hide.shows).to_numpy(bool)]
+        judged = (multiclass_report(seen, by, handle.class_names, n_boot=args.n_boot, min_n=args.min_n,
+                                    seed=args.seed) if k is None else
+                  subgroup_report(seen, by, class_index=k, threshold=report.threshold, n_boot=args.n_boot,
+                                  min_n=args.min_n, seed=args.seed))
     with pd.option_context("display.width", 250, "display.max_columns", 20):
         print(_with_intervals(table if args.board else report.table, shown).to_string(index=False))
     if k is None:
@@ -470,16 +480,16 @@ def cmd_subgroups(args: argparse.Namespace) -> int:
                 print("confusion matrix, overall (rows: true class; columns: top class):")
                 print(confusion.to_string())
     # a board sees only what its table shows: no hidden group named, no count or gap that points at one
-    flags = hide.texts(report.flags()) if hide else report.flags()
-    gaps = hide.rows(report.gaps, ["higher_group", "lower_group"]) if hide else report.gaps
+    flags = hide.texts(judged.flags()) if hide else report.flags()
+    gaps = hide.rows(judged.gaps, ["higher_group", "lower_group"]) if hide else report.gaps
     for flag in flags:
         print(f"gap: {flag}")
     for row in gaps[gaps["note"] != ""].itertuples():
         if not hide or not hide.names_hidden(row.note):
             print(f"gap note: {row.metric}: {row.note}")
-    if hide and len(flags) != len(report.flags()):
-        print(f"judgement: {len(flags)} gap(s) whose interval excludes zero among the groups shown; a gap involving "
-              "a hidden group is not shown in the board view")
+    if hide and judged is not report:
+        print(f"judgement: {judged.judgement()} (among the groups shown; a gap involving a hidden group is not "
+              "judged in the board view)")
     else:
         print(f"judgement: {report.judgement()}")
     if "ece_chance" in report.table and (not hide or hide.shows("overall")):
@@ -497,7 +507,7 @@ def cmd_subgroups(args: argparse.Namespace) -> int:
         print(f"wrote {out} and {out.with_suffix('.gaps.csv')}")
     if not gates:
         return 0
-    verdict = report.gate(gates)
+    verdict = judged.gate(gates)
     print(f"gate: {verdict.error_control}")
     for part in verdict.parts:
         for reason in part.reasons:
@@ -507,11 +517,9 @@ def cmd_subgroups(args: argparse.Namespace) -> int:
     return EXIT_CODES[verdict.outcome]
 
 
-def _board_hide(args: argparse.Namespace, cohort, frame: pd.DataFrame, by: list[str]):
-    """What ``--board K`` hides of this table: the one decision over every board table of the cohort
-    (:func:`evaluation.cohort_summary.board_decision`), checked against the groups of ``frame``."""
-    decision = board_decision(cohort, args.board)
-    where = {}
+def _board_where(args: argparse.Namespace, decision) -> dict[str, set[str]]:
+    """``--where`` as the board's tables see it (attribute → values), refused for any other attribute."""
+    where: dict[str, set[str]] = {}
     for clause in args.where:
         name, _, value = clause.partition("=")
         if not decision.covers([name]):
@@ -520,6 +528,14 @@ def _board_hide(args: argparse.Namespace, cohort, frame: pd.DataFrame, by: list[
         where.setdefault(name, set()).add(value)
     if any(len(v) > 1 for v in where.values()):
         raise InvalidInputError("--where: give each attribute once with --board")
+    return where
+
+
+def _board_hide(args: argparse.Namespace, cohort, frame: pd.DataFrame, by: list[str]):
+    """What ``--board K`` hides of this table: the one decision over every board table of the cohort
+    (:func:`evaluation.cohort_summary.board_decision`), checked against the groups of ``frame``."""
+    decision = board_decision(cohort, args.board)
+    where = _board_where(args, decision)
     if not decision.covers(by):
         raise InvalidInputError(f"--by {','.join(by)}: with --board, group by the board's attributes "
                                 f"({', '.join(decision.attributes)})")

@@ -88,6 +88,8 @@ if k is None:
     frame = with_outcomes(frame, None, n_classes=handle.n_classes)
 else:
     point = common.operating_point(root, model_path, manifest, k)
+    if point.warning:
+        st.warning(point.warning[0].upper() + point.warning[1:] + ".")
     rule = f"{common.md(handle.class_names[k])} one-vs-rest at the shared threshold {point.describe()}"
     frame = with_outcomes(frame, k, point.threshold)
 clusters = frame[CLUSTER].to_numpy() if CLUSTER in frame else None

@@ -211,3 +211,15 @@ def test_one_cases_uncertainty_alone_equals_its_row_of_the_cohorts(demo_ws, demo
         alone = demo_ws.case_uncertainty(handle, case, "mc_dropout").set_index("case_id").loc[case.case_id]
         row = table.loc[case.case_id]
         np.testing.assert_allclose(alone[table.columns].to_numpy(float), row.to_numpy(float), atol=1e-6)
+
+
+def test_the_uncertainty_command_says_whether_recalibration_helps_on_held_out_patients(demo_root, tmp_path, capsys):
+    from tests.test_cli import _demo_args
+    from workspace.cli import main
+
+    assert main(["uncertainty", *_demo_args(demo_root, "v1"), "--model", str(demo_root / "models" / "v2"),
+                 "--method", "ensemble", "--out", str(tmp_path / "u.csv")]) == 0
+    out = capsys.readouterr().out
+    (line,) = [t for t in out.splitlines() if t.startswith("recalibration")]
+    assert ("held-out patients" in line and ("; applied" in line or "; not applied" in line)) \
+        or "not judged" in line, line

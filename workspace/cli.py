@@ -603,6 +603,16 @@ def cmd_uncertainty(args: argparse.Namespace) -> int:
                                  seed=args.seed)
         print(f"errors ({rule}): {detect['errors']} of {detect['n']} labelled cases{held_out}; entropy flags them with AUROC "
               f"{detect['auroc']:.3f} [{detect['lo']:.3f}, {detect['hi']:.3f}] ({resampling(judged)})")
+        if first.task != "multilabel":  # as the Uncertainty page: fitted on some held-out patients, checked on others
+            from evaluation.calibration import recalibrate
+
+            try:
+                result = recalibrate(judged[[f"p_{i}" for i in range(first.n_classes)]].to_numpy(float),
+                                     judged["label"].astype(int).to_numpy(), first.task, clusters=clusters,
+                                     class_index=k, seed=args.seed)
+                print(result.message)
+            except InvalidInputError as e:
+                print(f"recalibration not judged: {e}")
     return 0
 
 

@@ -67,7 +67,7 @@ _CODE = re.compile(r"(?=.*\d)(?!\d{4}[-/.]\d{1,2}$)[A-Za-z0-9-]{6,}")
 _RECORD_NUMBER = re.compile(r"(?:[A-Za-z]{1,4}[-#: ]?)?\d{6,10}")
 _DICOM_NAME = re.compile(r"[A-Za-z][A-Za-z'-]*\^[A-Za-z][A-Za-z'-]*")
 _TITLE = re.compile(r"\b(?:Mr|Mrs|Ms|Miss|Mx|Dr|Prof|Sir|Dame)\.?\s+[A-Z][a-z'’-]+")
-_WORD = re.compile(r"[A-Za-z][A-Za-z'’-]*")
+_WORD = re.compile(r"[^\W\d_](?:[^\W\d_]|['’-])*")  # letters of any script, with apostrophes and hyphens
 #: a capitalised word after one of these is a place (``St Mary's``, ``Mount Sinai``), not a person
 _PLACE_BEFORE = frozenset({"st", "saint", "san", "santa", "santo", "sao", "mount", "mt", "queen", "king", "prince",
                            "princess", "lady", "port", "fort", "lake", "cape"})
@@ -91,6 +91,50 @@ def person_names() -> tuple[frozenset[str], frozenset[str]]:
 
 def _capitalised(word: str) -> bool:
     return word[:1].isupper() and (word[1:].islower() or (word.isupper() and len(word) >= 3))
+
+
+#: capitalised words that follow a capitalised word in clinical text without making a name (``Crohn Disease``)
+_CLINICAL_AFTER = frozenset({
+    "disease", "syndrome", "lymphoma", "sarcoma", "tumour", "tumor", "fracture", "sign", "lobe", "lobes", "line",
+    "lines", "grade", "stage", "type", "classification", "score", "criteria", "view", "views", "protocol", "sequence",
+    "scan", "study", "series", "phase", "contrast", "window", "level", "lesion", "nodule", "mass", "cyst", "node",
+    "nodes", "artery", "vein", "duct", "ligament", "muscle", "bone", "lung", "liver", "kidney", "brain", "heart",
+    "left", "right", "upper", "lower", "middle", "anterior", "posterior", "lateral", "medial", "cam", "map", "maps",
+    "model", "ai", "ct", "mri", "mr", "pet", "us", "xr", "cr", "dx", "report", "unit", "ward", "hospital", "clinic",
+    "team", "board", "trial", "and", "or", "of", "the", "with"})
+#: capitalised words that start a pair in clinical text without making a name (``Right Upper``, ``Grad CAM``)
+_CLINICAL_BEFORE = _CLINICAL_AFTER | frozenset({
+    "no", "new", "small", "large", "mild", "moderate", "severe", "stable", "prior", "compare", "follow", "see",
+    "grad", "integrated", "guided", "occlusion", "smooth", "gradient", "saliency", "explanation", "model", "agree",
+    "disagree", "unsure", "misleading", "useful", "please", "note", "possible", "probable", "likely", "suspected",
+    "bilateral", "diffuse", "focal", "chest", "abdomen", "pelvis", "head", "neck", "spine", "breast", "hip", "knee"})
+_SENTENCE_END = re.compile(r"[.!?:;]\s*$")
+
+
+def _capitalised_pair(text: str) -> bool:
+    """Two capitalised words in a row in the middle of a sentence (``discussed with Nurten Linke``), neither a
+    clinical word: a name the list does not know. A pair after a place word (``St``, ``Mount``) does not count."""
+    matches = list(_WORD.finditer(text))
+    for k in range(1, len(matches) - 1):
+        a, b = matches[k], matches[k + 1]
+        first, second = a.group(), b.group()
+        if not (_capitalised(first) and _capitalised(second)) or first.isupper() or second.isupper():
+            continue
+        if text[a.end():b.start()].strip(" -") or _SENTENCE_END.search(text[:a.start()]):
+            continue  # not adjacent, or the first word starts a sentence
+        before = matches[k - 1].group().lower()
+        if before in _PLACE_BEFORE or first.lower() in _CLINICAL_BEFORE or second.lower() in _CLINICAL_AFTER:
+            continue
+        return True
+    return False
+
+
+def _listed_word(text: str) -> bool:
+    """Whether a capitalised word of ``text`` (not after a place word) is a listed given or family name."""
+    given, family = person_names()
+    words = _WORD.findall(str(text))
+    return any(_capitalised(w) and w.lower() in (given | family) and (not i or words[i - 1].lower() not in
+                                                                       _PLACE_BEFORE) for i, w in enumerate(words))
 
 
 def person_name_in(text: str) -> bool:
@@ -119,6 +163,15 @@ def person_name_in(text: str) -> bool:
             if (len(before) == 1 and words[i - 1].isupper()) or (len(after) == 1 and after.isupper()):
                 return True
     return False
+
+
+def _name_shaped(text: str) -> bool:
+    """Two to four capitalised words of letters only (``Nurten Linke-Benthin``, ``José Mari Torre-Quirós``): the
+    shape of a name, whether or not the list knows it. A column of such values with some listed names is a names
+    column."""
+    words = str(text).replace("-", " ").split()
+    return 2 <= len(words) <= 4 and all(
+        w[:1].isupper() and w.replace("'", "").replace("’", "").rstrip(".").isalpha() for w in words)
 
 
 def is_date(text: str, *, whole: bool = False) -> bool:
@@ -188,7 +241,8 @@ def _by_content(values: pd.Series) -> str | None:
         return f"its values look like record numbers (id-like codes, {unique:.0%} distinct)"
     if _share(counts, _DICOM_NAME.search) > 0.2:
         return "its values look like DICOM person names (FAMILY^GIVEN)"
-    if _share(counts, person_name_in) > 0.3:
+    if _share(counts, person_name_in) > 0.3 or (
+            len(counts) >= 5 and _share(counts, _name_shaped) > 0.8 and _share(counts, _listed_word) > 0.1):
         return "its values look like personal names"
     spaced = _share(counts, re.compile(r"\s").search)
     mean_length = float((counts.index.str.len().to_numpy() * counts.to_numpy()).sum() / n)
@@ -271,7 +325,7 @@ def identifier_in_text(text: str) -> str | None:
     checks = ((_EMAIL.search, "an e-mail address"), (is_date, "a calendar date"), (_PHONE.search, "a phone number"),
               (_LONG_NUMBER.search, "a long number (a record or accession number?)"),
               (_DICOM_NAME.search, "a name written the DICOM way (FAMILY^GIVEN)"),
-              (person_name_in, "a personal name"))
+              (person_name_in, "a personal name"), (_capitalised_pair, "what looks like a personal name"))
     for test, what in checks:
         if test(text):
             return what

@@ -172,29 +172,51 @@ class Users:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         new = not self.path.exists()
         try:
-            with self._connect() as db:
-                db.executescript("""
-                    CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, role TEXT NOT NULL, password TEXT,
-                        active INTEGER NOT NULL DEFAULT 1, created TEXT NOT NULL);
-                    CREATE TABLE IF NOT EXISTS failures (name TEXT NOT NULL, at TEXT NOT NULL);
-                    CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-                    CREATE TABLE IF NOT EXISTS devices (name TEXT NOT NULL, client TEXT NOT NULL, at TEXT NOT NULL,
-                        PRIMARY KEY (name, client));""")
-                db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('name_key', ?)", (secrets.token_hex(32),))
-                self._name_key = db.execute("SELECT value FROM meta WHERE key = 'name_key'").fetchone()[0]
-                columns = {t: {r[1] for r in db.execute(f"PRAGMA table_info({t})")} for t in ("users", "failures")}
-                if "epoch" not in columns["users"]:  # a users file made before sessions followed the account
-                    db.execute("ALTER TABLE users ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0")
-                if "client" not in columns["failures"]:
-                    db.execute("ALTER TABLE failures ADD COLUMN client TEXT NOT NULL DEFAULT ''")
-                if "network" not in columns["failures"]:
-                    db.execute("ALTER TABLE failures ADD COLUMN network TEXT NOT NULL DEFAULT ''")
+            with self._connect() as db:  # reads only, on every page run, once the file is made
+                ready = self._ready(db)
+            if not ready:
+                self._create()
         except sqlite3.DatabaseError as e:
             raise InvalidInputError(f"{self.path}: not a Glassbox users file (SQLite: {e}); the operator's "
                                     "$GLASSBOX_USERS_FILE must name one made by `glassbox user add`") from e
         if new:
             os.chmod(self.path, 0o600)
         self._hasher = PasswordHasher()
+
+    #: every table and column this version needs
+    _SCHEMA = {"users": {"name", "role", "password", "active", "created", "epoch"},
+               "failures": {"name", "at", "client", "network"}, "meta": {"key", "value"},
+               "devices": {"name", "client", "at"}}
+
+    def _ready(self, db: sqlite3.Connection) -> bool:
+        for table, columns in self._SCHEMA.items():
+            if not columns <= {r[1] for r in db.execute(f"PRAGMA table_info({table})")}:
+                return False
+        row = db.execute("SELECT value FROM meta WHERE key = 'name_key'").fetchone()
+        if row is None:
+            return False
+        self._name_key = row[0]
+        return True
+
+    def _create(self) -> None:
+        """Make the tables (or bring a users file of an older version up to date)."""
+        with self._connect() as db:
+            db.executescript("""
+                CREATE TABLE IF NOT EXISTS users (name TEXT PRIMARY KEY, role TEXT NOT NULL, password TEXT,
+                    active INTEGER NOT NULL DEFAULT 1, created TEXT NOT NULL);
+                CREATE TABLE IF NOT EXISTS failures (name TEXT NOT NULL, at TEXT NOT NULL);
+                CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                CREATE TABLE IF NOT EXISTS devices (name TEXT NOT NULL, client TEXT NOT NULL, at TEXT NOT NULL,
+                    PRIMARY KEY (name, client));""")
+            db.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('name_key', ?)", (secrets.token_hex(32),))
+            self._name_key = db.execute("SELECT value FROM meta WHERE key = 'name_key'").fetchone()[0]
+            columns = {t: {r[1] for r in db.execute(f"PRAGMA table_info({t})")} for t in ("users", "failures")}
+            if "epoch" not in columns["users"]:  # a users file made before sessions followed the account
+                db.execute("ALTER TABLE users ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0")
+            if "client" not in columns["failures"]:
+                db.execute("ALTER TABLE failures ADD COLUMN client TEXT NOT NULL DEFAULT ''")
+            if "network" not in columns["failures"]:
+                db.execute("ALTER TABLE failures ADD COLUMN network TEXT NOT NULL DEFAULT ''")
 
     @contextlib.contextmanager
     def _connect(self) -> Iterator[sqlite3.Connection]:

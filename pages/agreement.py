@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from evaluation.cohort_summary import group_columns, with_bands
-from evaluation.reader_agreement import model_vs_reader, pairs_in_words
+from evaluation.reader_agreement import mean_kappa, model_vs_reader, pairs_in_words
 from evaluation.subgroups import board_view
 from pages import _common as common
 from workspace.access import board_k
@@ -60,6 +60,18 @@ else:
                                                                       "kappa_hi")})
     st.caption("Kappa corrects raw agreement for what two readers would agree by chance; words after Landis & Koch "
                "(1977).")
+    if len(pairs) > 1:  # Light's kappa over every pair; readers resampled too when the toggle asks for it
+        overall = mean_kappa(verdicts, clusters=frame.set_index("case_id")["_cluster"] if "_cluster" in frame
+                             else None, readers="random" if random_readers else "fixed")
+        if overall["verdict"] == "judged":
+            st.markdown(f"Mean kappa over {overall['pairs']} pairs: **{overall['kappa']:.2f}** (95% CI "
+                        f"{overall['kappa_lo']:.2f} to {overall['kappa_hi']:.2f}, "
+                        + ("for readers like these: cases and readers resampled)" if random_readers else
+                           "for these readers: cases resampled)")
+                        + (f"; {overall['undefined_pairs']} pair(s) with kappa undefined left out"
+                           if overall["undefined_pairs"] else ""))
+        else:
+            st.markdown(f"Mean kappa: could not judge ({overall['reason']}).")
 if who.can("see_cases"):
     flagged = verdicts[verdicts["flag_board"]]
     if len(flagged):

@@ -7,7 +7,7 @@ from benchmarks.calibration.agreement import claims, population_kappa
 
 def test_reader_agreement_intervals_hold_their_coverage():
     found = claims(150, seed=1, n_boot=500)
-    assert len(found) == 4
+    assert len(found) == 5
     for c in found:
         assert c.passed, c.line()
 
@@ -18,6 +18,8 @@ def test_the_simulation_fails_the_old_designs():
     assert not wilson.passed and wilson.measured < 0.90, wilson.line()
     two_way = old["reader agreement for readers like these: 95% interval (plain Wilson over verdicts (old))"]
     assert not two_way.passed, two_way.line()
+    light = old["mean kappa over readers like these: 95% interval (cases resampled only (old design))"]
+    assert not light.passed, light.line()
     image = old["Cohen's kappa of two readers: 95% interval (30 patients x 2 images, old)"]
     assert not image.passed and image.measured < 0.90, image.line()
 

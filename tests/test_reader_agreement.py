@@ -12,8 +12,8 @@ from scipy.stats import t as student_t
 from sklearn.metrics import cohen_kappa_score
 
 from data_adapters.errors import InvalidInputError
-from evaluation.reader_agreement import (COULD_NOT_JUDGE, clustered_proportion, in_words, kappa, model_vs_reader,
-                                         reader_pairs)
+from evaluation.reader_agreement import (COULD_NOT_JUDGE, clustered_proportion, in_words, kappa, mean_kappa,
+                                         model_vs_reader, reader_pairs)
 from evaluation.subgroups import wilson
 
 
@@ -193,3 +193,29 @@ def test_the_reader_agreement_page_says_could_not_judge_for_an_undefined_kappa(t
     assert pairs.loc[("dr-a", "dr-c"), "verdict"] == "judged"
     shares = next(d.value for d in at.dataframe if "design_effect" in d.value.columns)
     assert shares.iloc[0]["n"] == 24 and shares.iloc[0]["cases"] == 8
+    assert any(m.value.startswith("Mean kappa over 2 pairs") and "1 pair(s) with kappa undefined left out" in m.value
+               for m in at.markdown)
+    at.toggle(key="agree_readers_random").set_value(True).run()
+    assert not at.exception and any("for readers like these" in m.value for m in at.markdown)
+
+
+def test_mean_kappa_is_the_mean_of_scikit_learns_pairwise_kappas_and_wider_for_readers_like_these():
+    rng = np.random.default_rng(8)
+    truth = rng.choice(3, 50, p=[0.6, 0.3, 0.1])
+    cats = np.array(["agree", "disagree", "unsure"])
+    reads = {f"r{j}": cats[np.where(rng.random(50) < 0.5 + 0.1 * j, truth, rng.integers(0, 3, 50))]
+             for j in range(4)}
+    v = pd.DataFrame({"case_id": [f"c{i}" for i in range(50)] * 4, "reader": np.repeat(list(reads), 50),
+                      "model_hash": "m", "agreement": np.concatenate(list(reads.values()))})
+    expected = np.mean([cohen_kappa_score(reads[a], reads[b]) for a, b in
+                        [("r0", "r1"), ("r0", "r2"), ("r0", "r3"), ("r1", "r2"), ("r1", "r3"), ("r2", "r3")]])
+    fixed = mean_kappa(v, n_boot=500)
+    random = mean_kappa(v, readers="random", n_boot=500)
+    assert fixed["kappa"] == pytest.approx(expected, abs=1e-12) and fixed["pairs"] == 6 and fixed["verdict"] == "judged"
+    assert fixed["kappa_lo"] < expected < fixed["kappa_hi"]
+    assert random["kappa_hi"] - random["kappa_lo"] > fixed["kappa_hi"] - fixed["kappa_lo"]
+    # a pair with kappa undefined is left out and counted; none defined: could not judge
+    same = pd.DataFrame({"case_id": [f"c{i}" for i in range(6)] * 2, "reader": ["r1"] * 6 + ["r2"] * 6,
+                         "model_hash": "m", "agreement": "agree"})
+    out = mean_kappa(same, n_boot=100)
+    assert out["verdict"] == COULD_NOT_JUDGE and out["undefined_pairs"] == 1 and np.isnan(out["kappa"])

@@ -13,15 +13,19 @@ own functions (``evaluation.reader_agreement``) under a known truth.
   the joint table exactly. 60 cases, and a second design with 30 patients of 2 images that share the truth (the
   interval must resample patients: the old report called ``reader_pairs`` without the patient map); a reader reads
   a patient's second image as the first with probability 0.9.
+- *Mean kappa over readers like these* (Light's kappa, ``mean_kappa(readers="random")``): 6 readers per case whose
+  faithfulness is drawn from Beta(7, 3), 60 cases; the target is the expected kappa of two readers drawn from that
+  population. Resampling cases only (readers fixed) is the wrong design for it and is what ``old=True`` measures.
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from scipy.stats import beta
 
 from benchmarks.calibration import Claim
 from data_adapters.records import CLUSTER
-from evaluation.reader_agreement import kappa, model_vs_reader, reader_pairs
+from evaluation.reader_agreement import kappa, mean_kappa, model_vs_reader, reader_pairs
 from evaluation.subgroups import wilson
 
 CATEGORIES = np.array(["agree", "disagree", "unsure"])
@@ -62,6 +66,35 @@ def population_share(mu: float, case_sd: float, reader_sd: float) -> float:
     w = w / w.sum()
     logit = mu + case_sd * x[:, None] + reader_sd * x[None, :]
     return float(w @ (1 / (1 + np.exp(-logit))) @ w)
+
+
+#: Light's kappa over readers like these: 6 readers whose faithfulness is drawn from Beta(7, 3), 60 cases
+LIGHT_DESIGN = dict(cases=60, readers=6, a=7.0, b=3.0)
+
+
+def pair_kappa(f1: float, f2: float, shares: np.ndarray = TRUTH_SHARES) -> float:
+    """Population kappa of two readers with faithfulness ``f1`` and ``f2``."""
+    k = len(shares)
+    r1, r2 = f1 * np.eye(k) + (1 - f1) / k, f2 * np.eye(k) + (1 - f2) / k
+    joint = np.einsum("t,ti,tj->ij", shares, r1, r2)
+    p_o, p_e = np.trace(joint), float(joint.sum(1) @ joint.sum(0))
+    return (p_o - p_e) / (1 - p_e)
+
+
+def population_light_kappa(a: float, b: float, nodes: int = 200) -> float:
+    """E[kappa] over two independent readers' faithfulness ~ Beta(a, b) (midpoint rule on the quantile scale)."""
+    f = beta.ppf((np.arange(nodes) + 0.5) / nodes, a, b)
+    return float(np.mean([[pair_kappa(x, y) for y in f] for x in f]))
+
+
+def _light_cohort(rng: np.random.Generator, cases: int, readers: int, a: float, b: float) -> pd.DataFrame:
+    faithful = rng.beta(a, b, readers)
+    truth = rng.choice(len(TRUTH_SHARES), cases, p=TRUTH_SHARES)
+    reads = np.where(rng.random((readers, cases)) < faithful[:, None], truth[None, :],
+                     rng.integers(0, len(CATEGORIES), (readers, cases)))
+    return pd.DataFrame({"case_id": np.tile([f"c{i}" for i in range(cases)], readers),
+                         "reader": np.repeat([f"r{j}" for j in range(readers)], cases), "model_hash": "m",
+                         "agreement": CATEGORIES[reads.ravel()]})
 
 
 def population_kappa(shares: np.ndarray = TRUTH_SHARES, faithful: float = FAITHFUL) -> float:
@@ -140,6 +173,17 @@ def claims(sims: int, seed: int = 0, *, old: bool = False, n_boot: int = 1000) -
                   + (f"; {undefined} without interval" if undefined else ""))
         out.append(Claim(f"Cohen's kappa of two readers: 95% interval ({label}{', old' if old and images > 1 else ''})",
                          "coverage", 0.95, covered, sims, design))
+    d = LIGHT_DESIGN
+    truth = population_light_kappa(d["a"], d["b"])
+    covered = 0
+    for _ in range(sims):
+        row = mean_kappa(_light_cohort(rng, **d), readers="fixed" if old else "random", n_boot=n_boot,
+                         seed=int(rng.integers(2 ** 31)))
+        covered += bool(row["kappa_lo"] <= truth <= row["kappa_hi"])
+    name = "cases resampled only (old design)" if old else "two-way: cases and readers"
+    out.append(Claim(f"mean kappa over readers like these: 95% interval ({name})", "coverage", 0.95, covered, sims,
+                     f"{d['cases']} cases x {d['readers']} readers, faithfulness Beta({d['a']:g}, {d['b']:g}), "
+                     f"population mean pairwise kappa {truth:.3f}; bootstrap x {n_boot}"))
     return out
 
 

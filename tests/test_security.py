@@ -224,3 +224,22 @@ def test_markdown_in_a_model_card_and_class_names_renders_as_text(tmp_path, monk
     live = [t for t in texts if LIVE.search(t)]
     assert not live, live
     assert not any(":red[" in t for t in texts), "no colour directive from a file"
+
+
+def test_a_users_file_of_the_previous_version_is_migrated_and_keeps_its_accounts(tmp_path):
+    import sqlite3
+
+    old = tmp_path / "users.sqlite"
+    db = sqlite3.connect(old)
+    db.executescript("""CREATE TABLE users (name TEXT PRIMARY KEY, role TEXT NOT NULL, password TEXT,
+                            active INTEGER NOT NULL DEFAULT 1, created TEXT NOT NULL);
+                        CREATE TABLE failures (name TEXT NOT NULL, at TEXT NOT NULL);
+                        INSERT INTO users VALUES ('alice', 'board', NULL, 1, '2026-01-01');""")
+    db.commit()
+    db.close()
+    users = Users(old)
+    who = users.refresh(Identity("alice", "board"))
+    assert who is not None and who.epoch == 0
+    users.set_role("alice", "admin")
+    assert users.refresh(who) is None, "the change ends the session that signed in before it"
+    assert Users(old).refresh(Identity("alice", "admin")).epoch == 1

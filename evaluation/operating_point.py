@@ -22,7 +22,8 @@ open. In order of precedence:
 4. ``fallback``: without a validation split the threshold must be fitted on the cases it will be judged on (the
    ``test`` split if there is one, else every labelled case). It carries a visible :attr:`OperatingPoint.warning`
    ("sensitivity and specificity read optimistic"), is stored too (so the views still agree), and is replaced as
-   soon as a cohort with a validation split is opened.
+   soon as a cohort with a validation split is opened (a fallback on a ``test`` split replaces one on every
+   labelled case).
 
 ``test`` is never taken as a validation split: a threshold chosen on the test split, then judged on it, makes the
 test figures optimistic (Youden's index maximised on the very cases it is read from).
@@ -102,9 +103,15 @@ class OperatingPoint:
                                     f"{point.threshold!r}")
         return point
 
+    @property
+    def rank(self) -> tuple[int, int]:
+        """Lower is better: the source's place in :data:`SOURCES`, then a fallback on a held-out ``test`` split
+        before one on every labelled case (which includes the training cases)."""
+        return SOURCES.index(self.source), int(self.split is None)
+
     def better_than(self, other: OperatingPoint | None) -> bool:
-        """Whether this point should replace ``other`` in the store (a better-ranked source)."""
-        return other is None or SOURCES.index(self.source) < SOURCES.index(other.source)
+        """Whether this point should replace ``other`` in the store (a better-ranked one)."""
+        return other is None or self.rank < other.rank
 
 
 def validation_split(splits, wanted: str | None = None) -> str | None:

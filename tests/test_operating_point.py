@@ -157,3 +157,17 @@ def test_monitor_prints_the_threshold_it_used_the_same_as_subgroups_and_the_repo
     data = gather(demo_ws, handle, cohort, by=["site"], k=10, author=Identity("ops", "admin"), trust_methods=(),
                   figures=False)
     assert data.evidence["performance"]["clinical"]["threshold"] == round(point.threshold, 3)
+
+
+def test_a_fallback_on_a_test_split_replaces_one_on_every_labelled_case(tmp_path):
+    ws = _Fixed(tmp_path)
+    handle = handle_for(TinyCNN(2, 1, 2), task="binary", n_classes=2)
+    plain, plain_preds = _cohort(0, {"": 120}, seed=8)
+    plain = plain.drop(columns="split")
+    split, split_preds = _cohort(0, {"train": 100, "test": 120}, seed=9)
+    ws.preds = {"plain": plain_preds, "split": split_preds}
+    first = ws.operating_point(handle, _as_cohort("plain", plain), 1)
+    assert first.split is None and first.source == "fallback"
+    second = ws.operating_point(handle, _as_cohort("split", split), 1)
+    assert second.split == "test" and second.threshold == pytest.approx(_youden(split, split_preds, "test"))
+    assert ws.operating_point(handle, _as_cohort("plain", plain), 1) == second

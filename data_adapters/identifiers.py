@@ -221,31 +221,39 @@ def _share(counts: pd.Series, test) -> float:
     return float(counts.to_numpy()[hits].sum() / total)
 
 
+#: distinct values of one column whose content is tested; beyond this a seeded random sample of them (the shares
+#: are then ratio estimates, weighted by each value's count), so a million distinct free-text cells cost seconds
+SAMPLE_DISTINCT = 20_000
+
+
 def _by_content(values: pd.Series) -> str | None:
     values = values.astype(str).str.strip()
     counts = values[values != ""].value_counts(sort=False)
     n = int(counts.sum())
     if n < 3:
         return None
+    distinct = len(counts)
+    unique = distinct / n
+    if distinct > SAMPLE_DISTINCT:
+        counts = counts.sample(n=SAMPLE_DISTINCT, random_state=0)
     if _share(counts, _EMAIL.search) > 0.2:
         return "its values look like e-mail addresses"
     if _share(counts, lambda v: is_date(v, whole=True)) > 0.5:
         return "its values look like calendar dates (a birth or visit date identifies)"
-    unique = len(counts) / n
-    if _share(counts, _RECORD_NUMBER.fullmatch) > 0.8 and len(counts) >= 3 and unique >= 0.05:
+    if _share(counts, _RECORD_NUMBER.fullmatch) > 0.8 and distinct >= 3 and unique >= 0.05:
         return ("its values look like record numbers (6–10 digit ids; repeated per patient, "
                 f"{unique:.0%} distinct)")
     if _share(counts, _PHONE.fullmatch) > 0.5:
         return "its values look like phone numbers"
-    if _share(counts, _CODE.fullmatch) > 0.8 and n >= 10 and (unique > 0.9 or (unique >= 0.3 and len(counts) >= 10)):
+    if _share(counts, _CODE.fullmatch) > 0.8 and n >= 10 and (unique > 0.9 or (unique >= 0.3 and distinct >= 10)):
         return f"its values look like record numbers (id-like codes, {unique:.0%} distinct)"
     if _share(counts, _DICOM_NAME.search) > 0.2:
         return "its values look like DICOM person names (FAMILY^GIVEN)"
     if _share(counts, person_name_in) > 0.3 or (
-            len(counts) >= 5 and _share(counts, _name_shaped) > 0.8 and _share(counts, _listed_word) > 0.1):
+            distinct >= 5 and _share(counts, _name_shaped) > 0.8 and _share(counts, _listed_word) > 0.1):
         return "its values look like personal names"
     spaced = _share(counts, re.compile(r"\s").search)
-    mean_length = float((counts.index.str.len().to_numpy() * counts.to_numpy()).sum() / n)
+    mean_length = float((counts.index.str.len().to_numpy() * counts.to_numpy()).sum() / counts.sum())
     if spaced > 0.5 and mean_length > 20 and unique > 0.5:
         return "its values are free text with many distinct values, which can hold identifiers"
     if _share(counts, lambda v: _EMAIL.search(v) or _PHONE.search(v)) > 0.2:

@@ -21,3 +21,20 @@ def test_the_old_screen_misses_names_record_numbers_and_dates():
                   "a column of 7-digit MRNs repeated per patient is held back"):
         assert not old[claim].passed and old[claim].measured < 0.1, old[claim].line()
     assert old["a column of birth dates (one of 8 formats) is held back"].measured < 0.9
+
+
+def test_the_false_alarm_claims_catch_a_screen_that_calls_every_capitalised_pair_a_name(monkeypatch):
+    """The null simulations can fail: a naive screen (any two capitalised words are a name) alarms on the ordinary
+    attributes (``Emergency Department``, ``Royal Free``) and on clinical notes (``Right Upper Lobe``)."""
+    import re
+    import types
+
+    pair = re.compile(r"[A-Z][a-z]+ [A-Z][a-z]+")
+    naive = types.SimpleNamespace(
+        identifier_in_text=lambda text: "a name" if pair.search(text) else None,
+        screen_columns=lambda frame, columns: {c: "names" for c in columns
+                                               if frame[c].astype(str).str.contains(pair).mean() > 0.3})
+    monkeypatch.setattr(identifiers, "_screen", lambda old: naive)
+    claims = {c.claim: c for c in identifiers.claims(40, seed=1)}
+    assert not claims["ordinary attribute columns load (any held back counts)"].passed
+    assert not claims["a clinical note with eponyms and capitals is recorded"].passed

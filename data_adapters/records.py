@@ -520,11 +520,19 @@ class Attribution:
 class ConceptScore:
     """A TCAV result (Kim et al., ICML 2018) for one concept, layer and class.
 
-    ``score``: mean fraction of the class's inputs whose score rises along the concept's CAV, over runs against
-    ``runs`` random concepts; ``spread``: its standard deviation; ``p_value``: two-sided t-test against
-    random-vs-random runs, ``p_adjusted`` after correction across every concept and layer tested together;
-    ``cav_accuracy``: held-out accuracy of the linear concept classifier (near 0.5: the layer cannot tell the
-    concept apart, and the score means nothing).
+    ``score``: mean over ``runs`` runs (each with its own concept sample of ``sample`` images, its own random sample
+    and its own CAV) of the fraction of the class's inputs whose score rises along the CAV; ``spread``: its standard
+    deviation over runs; ``null_score``/``null_spread``: mean and spread of the same statistic for ``references``
+    reference concepts drawn from the random pool and run the same way. ``sensitivity``: the mean cosine between the
+    inputs' class gradients and the CAV (the tested statistic), ``null_sensitivity``/``null_sensitivity_spread``:
+    the references'; ``effect`` = sensitivity − null_sensitivity with its interval ``[effect_lo, effect_hi]``;
+    ``p_value``: two-sided rank of the sensitivity against the references (never below ``p_floor`` =
+    1/(references + 1)), ``p_adjusted`` after Holm across every concept and layer tested together;
+    ``cav_accuracy``: mean leave-one-out accuracy of the runs' CAVs (below the gate the layer cannot tell the
+    concept apart and it is never significant); ``reference_accuracy``: the same for the references (about 0.5).
+    ``causal_*``: where the concept can be taken away from real cases, what was done and the mean change of the
+    class probability with its interval (NaN when there is no causal check); ``agreement``: a sentence saying whether
+    TCAV and the causal check agree (empty without one).
     """
 
     concept: str
@@ -540,3 +548,18 @@ class ConceptScore:
     runs: int
     significant: bool
     verdict: str
+    sensitivity: float = float("nan")
+    null_sensitivity: float = float("nan")
+    null_sensitivity_spread: float = float("nan")
+    effect: float = float("nan")
+    effect_lo: float = float("nan")
+    effect_hi: float = float("nan")
+    references: int = 0
+    p_floor: float = float("nan")
+    sample: int = 0
+    reference_accuracy: float = float("nan")
+    causal_check: str = ""
+    causal_shift: float = float("nan")
+    causal_lo: float = float("nan")
+    causal_hi: float = float("nan")
+    agreement: str = ""

@@ -4,15 +4,19 @@ from __future__ import annotations
 import streamlit as st
 
 from data_adapters.errors import GlassboxError
-from evaluation.concept_figures import tcav_figure
+from evaluation.concept_figures import TABLE_COLUMNS, tcav_figure
+from evaluation.concept_significance import GATE
 from explainers.concepts import concept_names, default_layers, default_target
 from pages import _common as common
 
 who = common.guard("concepts")  # the role check comes before anything is read
 st.title("Concepts")
 st.caption("TCAV (Kim et al., 2018): does the model's score for a class rise along the direction of a concept? "
-           "Tested against random concepts (drawn from cases of the other classes, so that no random concept is "
-           "itself the finding), corrected for every concept and layer tested together.")
+           "Each run draws its own half of the concept's examples and its own random sample (cases of the other "
+           "classes, so that no random sample is itself the finding) and trains its own concept vector; the null is "
+           "reference concepts drawn from those random cases and run the same way. The test is on the sensitivity "
+           "(the mean cosine between the class gradient and the concept vector), Holm-corrected across every concept "
+           "and layer shown.")
 root, model_path, manifest, handle, cohort = common.loaded()
 
 named = concept_names(manifest.parent)
@@ -29,7 +33,8 @@ except GlassboxError:  # an unlabelled cohort and a multi-class model: the reade
 k = c[2].selectbox("Class", range(handle.n_classes), index=default_class,
                    help="Default: the positive class; for a multi-class model, the class with the most labelled cases",
                    format_func=lambda i: handle.class_names[i], key="tcav_class")
-n_random = c[3].number_input("Random concepts", 3, 30, 16, key="tcav_random")
+n_random = c[3].number_input("Runs", 3, 30, 15, key="tcav_random",
+                             help="Runs per concept and layer, each with its own samples and concept vector")
 concepts = chosen + ([extra.strip()] if extra.strip() else [])
 if not concepts or not layers:
     st.info("Pick at least one concept and one layer.")
@@ -40,15 +45,20 @@ except GlassboxError as e:
     common.show_error(e)
     st.stop()
 
-for row in scores[scores["significant"]].itertuples():
-    st.info(f"**{common.md(row.concept)}** at **{common.md(row.layer)}**: "
-            f"{row.verdict}. TCAV {row.score:.2f} ± {row.spread:.2f} "
-               f"against {row.null_score:.2f} for random concepts.")
+for row in scores.itertuples():
+    if row.significant:
+        st.info(f"**{row.concept}** at `{row.layer}`: {row.verdict}. Sensitivity {row.sensitivity:+.3f} against "
+                f"{row.null_sensitivity:+.3f} for reference concepts (effect {row.effect:+.3f} "
+                f"[{row.effect_lo:+.3f}, {row.effect_hi:+.3f}]); TCAV {row.score:.2f} against {row.null_score:.2f}.")
+    if row.agreement:
+        agrees = "agrees" in row.agreement or "both say" in row.agreement
+        (st.success if agrees else st.warning)(f"**{row.concept}** at `{row.layer}`, causal check: {row.agreement}.")
 st.plotly_chart(tcav_figure(scores), key="tcav_fig")
-st.dataframe(scores, hide_index=True, key="tcav_table")
+st.dataframe(scores[[c for c in TABLE_COLUMNS if c in scores]], hide_index=True, key="tcav_table")
 common.download(st, "Download TCAV table (CSV)", scores, file_name="tcav.csv", key="tcav_download", what="tcav")
-st.caption("A concept the layer cannot separate from random images (CAV accuracy below 0.6) is never called "
-           "significant. TCAV says what the model is sensitive to, not that it is right to be, and it is a local "
-           "derivative, not a causal effect: before acting on a concept, remove it from real cases and watch the "
-           "score (on the demo, TCAV often calls the marker significant for v2, although erasing it moves v2's "
-           "score by at most 0.04).")
+first = scores.iloc[0]
+st.caption(f"Gate: {GATE}. {int(first['runs'])} runs of {int(first['sample'])} concept images each; "
+           f"{int(first['references'])} reference concepts, so no p is below {first['p_floor']:.2g}. TCAV says what "
+           "the model is sensitive to, not that it is right to be, and it is a local derivative, not a causal effect: "
+           "where a concept folder says how to take the concept away (its concept.json), the change of the class "
+           "probability on real cases stands beside the score, and a disagreement is named above.")

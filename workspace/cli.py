@@ -634,12 +634,22 @@ def cmd_tcav(args: argparse.Namespace) -> int:
             handle, cohort, folder, [c.strip() for c in args.concept.split(",")],
             args.layer.split(",") if args.layer else None, target, n_random=args.random, seed=args.seed,
             progress=step("TCAV"))
-    print(f"{handle.label}, class {handle.class_names[int(frame['target'].iloc[0])]!r}, {args.random} random "
-          f"concepts, Holm-corrected across {len(frame)} tests")
+    from evaluation.concept_significance import GATE, MIN_CAV_ACCURACY
+
+    first = frame.iloc[0]
+    print(f"{handle.label}, class {handle.class_names[int(first['target'])]!r}: {int(first['runs'])} runs per concept "
+          f"and layer, each with its own half of the concept ({int(first['sample'])} images), its own random sample "
+          f"and its own CAV; the null is {int(first['references'])} reference concepts drawn from the random pool and "
+          f"run the same way (smallest possible p {first['p_floor']:.2g}); Holm-corrected across {len(frame)} tests")
+    print(f"gate: {GATE}")
     for r in frame.itertuples():
-        print(f"{r.concept:>14} @ {r.layer:<22} TCAV {r.score:.2f} ± {r.spread:.2f} (random {r.null_score:.2f} ± "
-              f"{r.null_spread:.2f}), CAV acc {r.cav_accuracy:.2f}, p {r.p_value:.2g}, adjusted {r.p_adjusted:.2g}: "
-              f"{'SIGNIFICANT' if r.significant else 'not significant'}")
+        gate = "passes" if r.cav_accuracy >= MIN_CAV_ACCURACY else "FAILS: not judged"
+        print(f"{r.concept:>14} @ {r.layer:<22} TCAV {r.score:.2f} ± {r.spread:.2f} (reference {r.null_score:.2f} ± "
+              f"{r.null_spread:.2f}); sensitivity {r.sensitivity:+.3f} vs {r.null_sensitivity:+.3f}, effect "
+              f"{r.effect:+.3f} [{r.effect_lo:+.3f}, {r.effect_hi:+.3f}]; CAV acc {r.cav_accuracy:.2f} (gate {gate}); "
+              f"p {r.p_value:.2g}, adjusted {r.p_adjusted:.2g}: {'SIGNIFICANT' if r.significant else 'not significant'}")
+        if r.agreement:
+            print(f"{'':>16}causal check: {r.agreement}")
     if out_path:
         _write_table(frame, out_path)
         print(f"wrote {out_path}")

@@ -91,9 +91,13 @@ CHECKS: dict[str, tuple[str, str, float, str]] = {
         "v2's Grad-CAM puts {value:.1f}× the lesion's area share of its positive evidence inside the lesion "
         "(held-out, A and C)", ">=", 1.5, "2.9–5.9×"),
     "tcav_lesion_v1": (
-        "TCAV: the lesion concept raises v1's score, {value:+.2f} over random concepts", ">=", 0.25, "+0.38 to +0.77"),
+        "TCAV: the lesion concept raises v1's score, {value:+.2f} over reference concepts (significant, Holm)", ">=",
+        0.25, "+0.38 to +0.77 under the earlier shared-set design; +0.48 with independent runs on the shipped weights "
+              "(3 seeds)"),
     "tcav_lesion_v2": (
-        "TCAV: the lesion concept raises v2's score, {value:+.2f} over random concepts", ">=", 0.25, "+0.40 to +0.97"),
+        "TCAV: the lesion concept raises v2's score, {value:+.2f} over reference concepts (significant, Holm)", ">=",
+        0.25, "+0.40 to +0.97 under the earlier shared-set design; +0.50 with independent runs on the shipped weights "
+              "(3 seeds)"),
     "ct_auroc": ("the 3D model detects nodules: held-out AUROC {value:.3f}", ">=", 0.95, "0.998–1.000"),
     "ct_nodule_reliance": (
         "the 3D model relies on the nodule: filling it with lung drops p(nodule) by {value:.2f} on held-out positives",
@@ -109,12 +113,16 @@ MEASURES: dict[str, tuple[str, str]] = {
         "(chance about 20%)", "4–89%; misses peak at the first or last slices, where the score also depends on "
                               "the volume's edge"),
     "tcav_marker_v1": (
-        "TCAV: the marker moves v1's lesion score {value:+.2f} against random concepts (best significant layer)",
-        "−0.25 to +0.73 over 6 runs: the sign varied, while erasing the marker moved v1 by 0.80–0.86 in all 10"),
+        "TCAV: the marker moves v1's lesion score {value:+.2f} against reference concepts (best significant layer; "
+        "0 when none is)",
+        "under the earlier shared-set design −0.25 to +0.73 over 6 runs (the sign varied); with independent runs "
+        "significant at denseblock3 (+0.48) on the shipped weights in 3 of 3 seeds, as erasing the marker moves v1"),
     "tcav_marker_v2": (
-        "TCAV: the marker moves v2's lesion score {value:+.2f} against random concepts (best significant layer)",
-        "+0.21 to +0.78 over 5 runs, though erasing the marker moved v2 by at most 0.04 in all 10: TCAV's local "
-        "direction is not the causal effect"),
+        "TCAV: the marker moves v2's lesion score {value:+.2f} against reference concepts (best significant layer; "
+        "0 when none is)",
+        "under the earlier shared-set design +0.21 to +0.78 over 5 runs, though erasing the marker moved v2 by at "
+        "most 0.04; with independent runs not significant at either layer on the shipped weights (3 of 3 seeds), "
+        "and the Concepts page puts the erase result beside it"),
 }
 
 

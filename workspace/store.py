@@ -661,7 +661,7 @@ class Workspace:
         inputs = positives[:n_inputs]
         pool = concept_lib.random_pool(cohort, pool_size, seed, exclude_class=target_index)
         references = max(references, int(np.ceil(2 * len(sets) * len(layer_names) / 0.05)) - 1)
-        key = json_hash("tcav", "independent-runs-reference-concepts", 2, NUMERICS, handle.weights_hash,
+        key = json_hash("tcav", "independent-runs-reference-concepts", 3, NUMERICS, handle.weights_hash,
                         cohort.content_hash, [s.content_hash for s in sets], [s.name for s in sets],
                         [dataclasses.astuple(s.erase)[:3] if s.erase else None for s in sets], layer_names,
                         target_index, n_random, references, pool_size, [c.case_id for c in inputs], seed)

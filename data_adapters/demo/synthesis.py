@@ -169,23 +169,49 @@ def write_manifest(folder: Path, rows: list[dict], name: str = "manifest.csv") -
     return manifest
 
 
+#: the demo's concept folders and the file a complete write leaves in their parent (see :func:`concepts_complete`)
+CONCEPTS = ("marker", "lesion", "no_lesion", "site_b_texture")
+_CONCEPTS_DONE = ".complete"
+#: the marker concept's causal check: erase the token (mirrored clean corner) in marked cases
+MARKER_ERASE = {"erase": {"region": "demo-marker", "perturb": "mirror", "cases": "marker == 1"}}
+
+
+def concepts_complete(folder: Path, per_concept: int = 60) -> bool:
+    """True when ``folder`` holds every demo concept, each with ``per_concept`` images, from a finished write."""
+    return (folder / _CONCEPTS_DONE).is_file() and all(
+        len(list((folder / name).glob(f"{name}-*.png"))) == per_concept for name in CONCEPTS)
+
+
 def write_concepts(folder: Path, manifest: Path, *, per_concept: int = 60, seed: int = 5) -> dict[str, Path]:
     """The demo's concepts with known truth, as folders of 16-bit PNGs beside the manifest. Each differs from
     a random draw of the cohort in one respect only:
 
-    - ``marker``: the training split's negative, marker-free images with the site-B token pasted in;
+    - ``marker``: the training split's negative, marker-free images with the site-B token pasted in (its
+      ``concept.json`` says how to take it away from real cases: the causal check beside its TCAV score);
     - ``lesion``: newly generated images (any site), every one with a lesion;
     - ``no_lesion``: newly generated images (any site) without a lesion or marker;
     - ``site_b_texture``: newly generated site-B images (its contrast and noise) without a lesion or marker.
+
+    Written into a sibling ``.partial`` folder and renamed into place only when complete (an existing ``folder`` is
+    replaced), so that a build killed while writing never leaves a short concept folder for the next run to reuse.
     """
+    import json
+    import shutil
+
     import pandas as pd
 
+    folder = Path(folder)
+    partial = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
     rows = pd.read_csv(manifest, dtype=str, keep_default_na=False)
     negatives = rows[(rows["split"] == "train") & (rows["label"] == "0") & (rows["marker"] == "0")]
+    if len(negatives) < per_concept:
+        raise ValueError(f"{manifest}: {len(negatives)} marker-free training negatives; the marker concept needs "
+                         f"{per_concept}")
     rng = np.random.default_rng(seed)
 
     def save(name: str, i: int, image: np.ndarray) -> None:
-        out = folder / name
+        out = partial / name
         out.mkdir(parents=True, exist_ok=True)
         PILImage.fromarray(np.round(np.clip(image, 0, 1) * 65535).astype(np.uint16)).save(out / f"{name}-{i:03d}.png")
 
@@ -193,6 +219,7 @@ def write_concepts(folder: Path, manifest: Path, *, per_concept: int = 60, seed:
         image = np.asarray(PILImage.open(manifest.parent / ref), dtype=np.float32) / 65535.0
         paste_marker(image)
         save("marker", i, image)
+    (partial / "marker" / "concept.json").write_text(json.dumps(MARKER_ERASE, indent=2))
     names = sorted(SITES)
     for i in range(per_concept):
         for name, lesion in (("lesion", True), ("no_lesion", False)):
@@ -202,7 +229,11 @@ def write_concepts(folder: Path, manifest: Path, *, per_concept: int = 60, seed:
             save(name, i, scanner(image, SITES[names[rng.integers(len(names))]], rng))
         image, _ = anatomy(rng)
         save("site_b_texture", i, scanner(image, SITES["B"], rng))
-    return {name: folder / name for name in ("marker", "lesion", "no_lesion", "site_b_texture")}
+    (partial / _CONCEPTS_DONE).write_text(f"{per_concept} images in each of {', '.join(CONCEPTS)}\n")
+    if folder.exists():
+        shutil.rmtree(folder)
+    partial.rename(folder)
+    return {name: folder / name for name in CONCEPTS}
 
 
 def generate_scale_cohort(folder: Path, n_rows: int, *, distinct: int = 5000, seed: int = 20261123,

@@ -571,3 +571,62 @@ def test_a_really_read_only_workspace_verifies_reads_and_computes_without_keepin
     assert "Traceback" not in done.stderr and "the result is used without being cached" in done.stderr
     assert (tmp_path / "u.csv").is_file()
     assert sorted(str(p.relative_to(root)) for p in root.rglob("*")) == before, "nothing was written"
+
+
+FULL_DISK = r'''
+import json, os, sys
+from pathlib import Path
+from data_adapters.errors import RecordError
+from workspace.access import Identity
+from workspace.cli import main
+from workspace.review import Record
+disk = Path(sys.argv[1])
+record = Record(disk / "ws")
+for i in range(5):
+    record.log(Identity("dr-a", "radiologist"), "sign_in", n=i)
+(disk / "audit.csv").write_text("kept\n")
+fd = os.open(disk / "filler", os.O_WRONLY | os.O_CREAT)  # fill the disk to the last byte, unbuffered
+for size in (65536, 4096, 512, 1):
+    try:
+        while True:
+            os.write(fd, b"\0" * size)
+    except OSError:
+        pass
+os.close(fd)
+out = {"export": main(["audit", "export", "--workspace", str(disk / "ws"), "--out", str(disk / "audit.csv")])}
+try:
+    for i in range(200):
+        record.log(Identity("dr-a", "radiologist"), "sign_in", note="x" * 2000)
+    out["log"] = "no error"
+except RecordError as e:
+    out["log"] = str(e)
+out["kept"] = (disk / "audit.csv").read_text()
+out["left"] = sorted(p.name for p in disk.iterdir())
+os.remove(disk / "filler")
+out["verify"] = Record(disk / "ws").verify().ok
+print("RESULT " + json.dumps(out))
+'''
+
+
+def test_a_really_full_disk_names_the_failure_keeps_the_old_file_and_the_record(tmp_path):
+    """A 1 MiB tmpfs filled to the last byte (a mount namespace of its own): an export, a record write."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    try:
+        probe = subprocess.run(["unshare", "-m", "sh", "-c", f"mount -t tmpfs -o size=1m tmpfs {disk}"],
+                               capture_output=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        probe = None
+    if probe is None or probe.returncode:
+        pytest.skip("no mount namespace here to make a small disk")
+    env = {**os.environ, "GLASSBOX_RECORD_DIR": str(disk)}
+    script = f"mount -t tmpfs -o size=1m tmpfs {disk} && {sys.executable} -c '{FULL_DISK}' {disk}"
+    done = subprocess.run(["unshare", "-m", "sh", "-c", script], env=env, capture_output=True, text=True, cwd=ROOT,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout.split("RESULT ", 1)[1])
+    assert result["export"] == 2 and "the disk is full" in done.stderr and "Traceback" not in done.stderr
+    assert result["kept"] == "kept\n", "the earlier file is intact"
+    assert not [n for n in result["left"] if ".tmp" in n], "no partial file remains"
+    assert "the disk is full" in result["log"] and "nothing was saved" in result["log"]
+    assert result["verify"], "the record is whole after the failed writes"

@@ -33,6 +33,7 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -278,30 +279,52 @@ class Record:
         if "readonly" in text or "read-only" in text:
             return RecordError(f"the review record {self.path} is read-only ({text}): it can be read and verified, "
                                "not written; nothing was saved")
+        with contextlib.suppress(OSError):
+            if ("disk I/O error" in text or "full" in text) and shutil.disk_usage(self.path.parent).free < 1 << 20:
+                text = "database or disk is full"
         if "disk is full" in text or "database or disk is full" in text:
             return RecordError(f"the review record {self.path} could not be written: the disk is full; nothing was "
                                "saved")
+        if "disk I/O error" in text:
+            return RecordError(f"the review record {self.path} could not be used: disk I/O error (a full disk or a "
+                               "failing drive); nothing was saved")
         return RecordError(f"the review record {self.path.name} could not be used ({text}); nothing was saved")
 
-    @contextlib.contextmanager
-    def _connect(self) -> Iterator[sqlite3.Connection]:
+    def _open(self, read_only: bool) -> sqlite3.Connection:
+        if read_only:  # an auditor's read-only copy, or a full disk: no WAL index to write, no schema to create
+            uri = self.path.resolve().as_uri()
+            try:
+                db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=60, isolation_level=None)
+                db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            except sqlite3.OperationalError:
+                db = sqlite3.connect(f"{uri}?immutable=1", uri=True, timeout=60, isolation_level=None)
+            db.execute("PRAGMA busy_timeout=60000")
+            return db
+        db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
         try:
-            if self.read_only:  # an auditor's read-only copy: no WAL index to write, no schema to create
-                uri = self.path.resolve().as_uri()
-                try:
-                    db = sqlite3.connect(f"{uri}?mode=ro", uri=True, timeout=60, isolation_level=None)
-                    db.execute("SELECT count(*) FROM sqlite_master").fetchone()
-                except sqlite3.OperationalError:
-                    db = sqlite3.connect(f"{uri}?immutable=1", uri=True, timeout=60, isolation_level=None)
-            else:
-                db = sqlite3.connect(self.path, timeout=60, isolation_level=None)
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=FULL")  # a committed verdict is on disk before the page says so
+            db.execute("PRAGMA busy_timeout=60000")
+        except sqlite3.Error:
+            db.close()
+            raise
+        return db
+
+    @contextlib.contextmanager
+    def _connect(self, *, read: bool = False) -> Iterator[sqlite3.Connection]:
+        """A connection; ``read``: for reading only, so that where the WAL files cannot be made (a full disk, a
+        folder that turned read-only) it reads the database read-only instead of failing."""
+        try:
+            try:
+                db = self._open(self.read_only)
+            except sqlite3.OperationalError as e:
+                text = str(e)
+                if not (read and any(w in text for w in ("disk I/O", "full", "readonly", "unable to open"))):
+                    raise
+                db = self._open(True)
         except sqlite3.Error as e:
             raise self._failure(e) from e
         try:
-            if not self.read_only:
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=FULL")  # a committed verdict is on disk before the page says so
-            db.execute("PRAGMA busy_timeout=60000")
             yield db
         except (sqlite3.Error, pd.errors.DatabaseError) as e:
             raise self._failure(e) from e
@@ -387,13 +410,13 @@ class Record:
             clauses.append("at >= ?")
             params.append(since)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        with self._connect() as db:
+        with self._connect(read=True) as db:
             return pd.read_sql_query(f"SELECT * FROM audit {where} ORDER BY seq", db, params=params)
 
     def verify(self) -> AuditCheck:
         """Walk the chain from the first entry: each must follow the one before (numbers without gaps, ``prev``
         equal to the previous entry's hash) and hash to what it says; the newest must reach the head file's."""
-        with self._connect() as db:
+        with self._connect(read=True) as db:
             rows = db.execute("SELECT seq, at, actor, role, action, objects, prev, hash FROM audit ORDER BY seq"
                               ).fetchall()
         prev, expected = GENESIS, 1
@@ -437,7 +460,7 @@ class Record:
             if action == "checklist_answer":
                 o = json.loads(objects)
                 logged[int(o["answer"])] = (seq, o)
-        with self._connect() as db:
+        with self._connect(read=True) as db:
             db.row_factory = sqlite3.Row
             answers = {int(r["id"]): dict(r) for r in db.execute("SELECT * FROM checklist ORDER BY id")}
         head = rows[-1][7] if rows else GENESIS
@@ -471,7 +494,7 @@ class Record:
             if action == "verdict":
                 o = json.loads(objects)
                 logged[int(o["verdict"])] = (seq, o.get("content"))
-        with self._connect() as db:
+        with self._connect(read=True) as db:
             db.row_factory = sqlite3.Row
             verdicts = {int(r["id"]): dict(r) for r in db.execute("SELECT * FROM verdicts ORDER BY id")}
         for row_id, fields in verdicts.items():
@@ -521,7 +544,7 @@ class Record:
                 clauses.append(f"{column} = ?")
                 params.append(value)
         where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        with self._connect() as db:
+        with self._connect(read=True) as db:
             frame = pd.read_sql_query(f"SELECT * FROM verdicts {where} ORDER BY id", db, params=params)
         frame["flag_board"] = frame["flag_board"].astype(bool)
         if not history and len(frame):
@@ -552,7 +575,7 @@ class Record:
 
     def answers(self, *, model_hash: str, cohort_hash: str) -> pd.DataFrame:
         """The latest answer to each question for this model and cohort."""
-        with self._connect() as db:
+        with self._connect(read=True) as db:
             frame = pd.read_sql_query("SELECT * FROM checklist WHERE model_hash = ? AND cohort_hash = ? ORDER BY id",
                                       db, params=(model_hash, cohort_hash))
         return frame.drop_duplicates("question", keep="last").reset_index(drop=True)

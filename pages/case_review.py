@@ -211,7 +211,9 @@ def trust_strip(col, method: str) -> None:
         badges.append(f":{BAND_COLOUR[r.band]}[● {check.title}]")
         value = "n/a" if not np.isfinite(r.value) else f"{r.value:.3f}"
         vs = f" ({r.value / r.chance:.1f}× chance)" if r.chance and np.isfinite(r.value) else ""
-        details.append(f"{check.title}: {value}{vs}, {r.band}: {check.meaning} ({check.citation})")
+        why = f" (could not judge: {check.undefined})" if r.band == "n/a" and check.undefined else ""
+        details.append(f"{check.title}: {value}{vs}, {r.band}{why}: {check.meaning} ({check.citation}; band: "
+                       f"{check.band_source})")
     col.markdown(" ".join(badges), help="\n\n".join(details))
 
 

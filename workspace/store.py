@@ -803,7 +803,7 @@ class Workspace:
         names = list(checks or trust.TRUST_CHECKS.names())
         masks_known = any(c.mask for c in cases)
         names = [n for n in names if masks_known or not trust.TRUST_CHECKS.get(n).needs_mask]
-        key = json_hash("trust-v2", NUMERICS, handle.weights_hash, method, int(target), names, seed,
+        key = json_hash("trust-v3", NUMERICS, handle.weights_hash, method, int(target), names, seed,
                         [(c.case_id, c.image_hash, file_hash(c.mask) if c.mask else None) for c in cases])
         ids = [c.case_id for c in cases]
 

@@ -13,9 +13,12 @@ who = common.guard("monitoring")  # the role check comes before anything is read
 st.title("Monitoring")
 st.caption("The cohort chosen in the sidebar is the incoming stream; it is compared, window by window, with the "
            "cohort the model was validated on: input drift in the model's own feature space (MMD with a permutation "
-           "p-value, Holm-adjusted across windows), per site, the attribute mix and image intensities; the outputs; "
-           "and performance, measured where labels have arrived and estimated from calibrated probabilities "
-           "everywhere. The same analysis runs on a schedule with `glassbox monitor … --alert mmd_p=0.01`.")
+           "p-value never below 1/(permutations + 1), Holm-adjusted across windows; per site, Holm-adjusted across "
+           "windows × sites), the attribute mix (Holm across windows × attributes) and image intensities; the "
+           "outputs; and performance by the model's own outcome (a multi-class model's top class, or one class at "
+           "the model version's operating point), measured where labels have arrived and estimated from calibrated "
+           "probabilities everywhere. The same analysis runs on a schedule with "
+           "`glassbox monitor … --alert mmd_p=0.01`.")
 root, model_path, manifest, handle, current = common.loaded()
 ws = Workspace(root, trust_own_models=False)
 columns = [a for a in current.attribute_schema if "month" in a or "window" in a or "period" in a]

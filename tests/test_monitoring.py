@@ -224,3 +224,42 @@ def test_a_board_view_hides_small_sites_in_tables_and_never_names_them():
     # one small site alone would follow from the window's total (shown): the next smallest is hidden with it
     assert set(board.groups["site"]) in ({"A"}, {"B"})
     assert set(report.for_board(5).groups["site"]) == {"A", "B", "Z"}, "at k = 5 nothing is hidden"
+
+
+def test_the_workspace_monitors_a_three_class_model_by_its_top_class_and_one_class_on_choice(tmp_path):
+    import types
+
+    import pandas as pd
+
+    from tests.helpers import TinyCNN, handle_for
+    from workspace.store import Workspace
+
+    reference, current, windows = _stream(n_classes=3, windows=2)
+    current["frame"]["acquired_month"] = windows
+    parts = {"reference": reference, "current": current}
+
+    for name, part in parts.items():
+        part["frame"]["case_id"] = [f"{name}{i}" for i in range(len(part["frame"]))]
+
+    class Given(Workspace):
+        def embeddings(self, handle, cohort, *, progress=None):
+            return parts[cohort.name]
+
+        def predictions(self, handle, cohort, *, progress=None):
+            part = parts[cohort.name]
+            probs = pd.DataFrame(part["probabilities"], columns=[f"p_{k}" for k in range(3)])
+            return probs.assign(case_id=part["frame"]["case_id"].to_numpy())
+
+    def cohort(name):
+        frame = parts[name]["frame"]
+        return types.SimpleNamespace(name=name, frame=lambda: frame.copy(), content_hash=name,
+                                     attribute_schema={c: "categorical" for c in frame if c != "label"})
+
+    handle = handle_for(TinyCNN(2, 1, 3), task="multiclass", n_classes=3)
+    report = Given(tmp_path).monitor(handle, cohort("reference"), cohort("current"), n_perm=50)
+    assert report.class_index is None and (report.windows["accuracy"] == 1.0).all()
+    assert report.operating_point == "top class against the label" and not report.warnings
+    chosen = Given(tmp_path).monitor(handle, cohort("reference"), cohort("current"), n_perm=50, target="class1")
+    assert chosen.class_index == 1 and (chosen.windows["sensitivity"] == 1.0).all()
+    assert "class 'class1' at threshold" in chosen.operating_point and chosen.threshold == pytest.approx(
+        float(chosen.operating_point.split("threshold ")[1].split(" ")[0]), abs=5e-4)

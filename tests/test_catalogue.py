@@ -241,6 +241,12 @@ CATALOGUE = [
     ("faults", "uncertainty --samples 1000000", _cli(
         "uncertainty", "--model", "{model}", "--cohort", "{cohort}", "--method", "tta", "--samples", "1000000"),
      "--samples 1000000: draws per case must be a whole number from 1 to 1000"),
+    ("faults", "subgroups --n-boot 10000000", _cli(
+        "subgroups", "--model", "{model}", "--cohort", "{cohort}", "--by", "site", "--n-boot", "10000000"),
+     "argument --n-boot: 10000000 is over the limit of 100000 (each resample recomputes every metric"),
+    ("faults", "tcav --random 1000000", _cli(
+        "tcav", "--model", "{model}", "--cohort", "{cohort}", "--concept", "marker", "--random", "1000000"),
+     "argument --random: 1000000 is over the limit of 1000"),
     ("faults", "a garbage SQLite file as the workspace record", lambda env: (_garbage_record(env), _cli(
         "audit", "verify")(env))[1], "not a readable SQLite review record"),
     ("faults", "report --by site,site", _cli("report", "--model", "{model}", "--cohort", "{cohort}", "--by",
@@ -251,7 +257,7 @@ CATALOGUE = [
 ]
 
 #: how many entries each category has here (the other helpers' categories live in their own tests)
-COUNTS = {"codes": 0, "records": 0, "people": 0, "identifiers": 13, "faults": 18}
+COUNTS = {"codes": 0, "records": 0, "people": 0, "identifiers": 13, "faults": 20}
 
 
 @pytest.fixture(scope="module")
@@ -311,6 +317,6 @@ def test_the_catalogue_is_counted(env):
     assert all(e[0] in CATEGORIES for e in CATALOGUE)
     counts = Counter(e[0] for e in CATALOGUE)
     assert {c: counts.get(c, 0) for c in CATEGORIES} == COUNTS
-    assert sum(COUNTS.values()) == len(CATALOGUE) == 31
+    assert sum(COUNTS.values()) == len(CATALOGUE) == 33
     bad = [e[1] for e in CATALOGUE if "Traceback" in _answer(e, env) or _answer(e, env).startswith("HANG")]
     assert not bad, f"ended in a traceback or a hang: {bad}"

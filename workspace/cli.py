@@ -159,6 +159,23 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _count(high: int, why: str):
+    """An argparse type: a whole number from 1 to ``high`` (a count whose time or memory grows with it), the limit
+    and its reason named when exceeded."""
+    def parse(text: str) -> int:
+        value = _positive_int(text)
+        if value > high:
+            raise argparse.ArgumentTypeError(f"{value} is over the limit of {high} ({why})")
+        return value
+    return parse
+
+
+#: upper bounds of counts whose time grows with them, stated in the refusal
+_RESAMPLES = _count(100_000, "each resample recomputes every metric of every group")
+_RANDOM_CONCEPTS = _count(1_000, "each random concept trains one linear classifier per layer")
+_SAMPLED_CASES = _count(10_000, "every check runs on each sampled case")
+
+
 #: the largest seed every generator Glassbox seeds accepts (numpy's legacy RandomState takes 32 bits)
 MAX_SEED = 2 ** 32 - 1
 
@@ -1066,7 +1083,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--rule", help="re-choose the threshold on the cases given: youden | sensitivity=0.9 | "
                                   "specificity=0.9")
     s.add_argument("--where", action="append", default=[], metavar="ATTR=VALUE", help="keep only these cases")
-    s.add_argument("--n-boot", type=_positive_int, default=2000, help="resamples (default 2000; the gate states "
+    s.add_argument("--n-boot", type=_RESAMPLES, default=2000, help="resamples (default 2000; the gate states "
                    "the Monte Carlo interval of its bound)")
     s.add_argument("--min-n", type=_positive_int, default=30, help="groups smaller than this are flagged, not compared")
     s.add_argument("--board", type=_positive_int, metavar="K",
@@ -1093,7 +1110,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--layer", help="layer name(s), comma-separated (default: the network's usual choices)")
     s.add_argument("--target", "--class", dest="target", help="class index or name (default: binary, the positive class; multi-class, "
                                                      "the class with the most labelled cases)")
-    s.add_argument("--random", type=_positive_int, default=16,
+    s.add_argument("--random", type=_RANDOM_CONCEPTS, default=16,
                    help="random concepts for the significance test (with 8, the random-vs-random spread hides real "
                         "effects)")
     s.add_argument("--seed", type=_seed, default=0)
@@ -1114,7 +1131,7 @@ def parser() -> argparse.ArgumentParser:
                         "enough to judge, the candidate is shown not worse than the baseline by more than MARGIN "
                         "(one-sided 97.5%% bound, Bonferroni over the groups); 1 when some group is shown worse; 4 "
                         "when some group is neither (not shown); 3 when no group could be judged")
-    s.add_argument("--n-boot", type=_positive_int, default=4000, help="paired resamples (default 4000: the "
+    s.add_argument("--n-boot", type=_RESAMPLES, default=4000, help="paired resamples (default 4000: the "
                    "adjusted bound is a far-tail quantile; the gate states its Monte Carlo interval)")
     s.add_argument("--min-n", type=_positive_int, default=30)
     s.add_argument("--seed", type=_seed, default=0)
@@ -1129,7 +1146,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--cohort", required=True)
     s.add_argument("--methods", default="saliency,integrated_gradients,grad_cam,occlusion",
                    help="comma-separated saliency methods")
-    s.add_argument("--cases", type=_positive_int, default=24, help="cases sampled (stratified by --by and outcome)")
+    s.add_argument("--cases", type=_SAMPLED_CASES, default=24, help="cases sampled (stratified by --by and outcome)")
     s.add_argument("--by", type=_attribute_list, help="attribute(s) to stratify the sample by, e.g. site")
     s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--out", help="per-case results (CSV or Parquet)")
@@ -1175,7 +1192,7 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--by", type=_attribute_list, help="attribute(s) to report by, comma-separated")
     s.add_argument("--k", type=_positive_int, default=10, help="hide every group under K cases (default 10)")
     s.add_argument("--trust", default="saliency,grad_cam", help="methods whose maps are checked ('' to skip)")
-    s.add_argument("--trust-cases", type=_positive_int, default=16)
+    s.add_argument("--trust-cases", type=_SAMPLED_CASES, default=16)
     s.add_argument("--reference", help="JSON: attribute -> {group: expected share}, to compare the cohort against")
     s.add_argument("--out", help="report.pdf or report.html")
     s.add_argument("--monitor", metavar="COHORT", help="an incoming cohort with an acquired_month column: adds the "

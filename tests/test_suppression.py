@@ -300,3 +300,46 @@ def test_a_board_reads_rejections_as_counts_by_reason_only():
     text = table.to_csv()
     for value in ("DOE", "Jane", "Smith", "7781234", "pneumonia", "srv", "c3", "x.dcm"):
         assert value not in text, value
+
+
+def test_the_report_shows_no_count_the_board_views_do_not_already_imply(demo_root, demo_cohort):
+    """Every count the board report states (the cohort's make-up per attribute, the performance table of an
+    intersection among the test cases) is a combination of what the audited publication shows (rank test), and
+    every count it hides is not; so the report and the pages together give nothing away."""
+    from workspace.access import Identity
+    from workspace.report import gather
+    from workspace.store import Workspace
+
+    ws = Workspace(demo_root)
+    handle = ws.load_model(ws.model_paths()["v1"])
+    cohort = ws.cohort_for(handle, ws.resolve_cohort("demo2d"))
+    k = 20
+    data = gather(ws, handle, cohort, by=["site", "age_band"], k=k, author=Identity("chair", "board"),
+                  trust_methods=(), figures=False)
+    decision = board_decision(cohort, k)
+    atoms = decision.atoms
+    R = decision.published
+    rank = np.linalg.matrix_rank(R)
+
+    def follows(mask):
+        return np.linalg.matrix_rank(np.vstack([R, mask.astype(float)])) == rank
+
+    checked = hidden = 0
+    for table in data.evidence["cohort"]["groups"]:
+        for row in table["rows"]:
+            mask = (atoms[table["attribute"]] == row["group"]).to_numpy()
+            assert follows(mask) == (row["n"] != f"<{k}"), row
+            checked += 1
+    test = atoms["_labelled"].to_numpy(bool) & (atoms["split"] == "test").to_numpy()
+    for row in data.evidence["performance"]["table"]:
+        if row["group"] == "overall":
+            mask = test
+        else:
+            site, band = row["group"].split(" · ")
+            mask = test & (atoms["site"] == site).to_numpy() & (atoms["age_band"] == band).to_numpy()
+        assert follows(mask) == (str(row["n"]) != f"<{k}"), row
+        assert str(row["n"]) == f"<{k}" or int(row["n"]) == int(atoms.loc[mask, "n"].sum())
+        checked += 1
+        hidden += str(row["n"]) == f"<{k}"
+    assert checked >= 15 and hidden >= 1, "the intersection among the test cases hides groups"
+    assert all(set(r) == {"rows", "field", "reason"} for r in data.evidence["cohort"]["rejected"])

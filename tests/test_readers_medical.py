@@ -122,3 +122,39 @@ def test_predict_and_explain_work_unchanged_on_a_dicom_cohort(tmp_path, capsys):
                  "--out", str(tmp_path / "m.npy")]) == 0
     assert np.load(tmp_path / "m.npy").shape == (1, 64, 64)
     assert "3 of 3 rows loaded" in capsys.readouterr().out
+
+
+def test_bits_stored_is_checked_against_the_raw_values(tmp_path):
+    """Issue 24: pydicom masks the bits above BitsStored away, so a file whose BitsStored lies read as silently cut
+    values. A signed image whose negative values carry their sign in the high bits still reads."""
+    ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))  # values 127 to 2145: 12 bits unsigned
+    ds.PixelRepresentation, ds.BitsStored, ds.HighBit = 0, 12, 11
+    ds.save_as(tmp_path / "honest.dcm")
+    np.testing.assert_allclose(read_image(tmp_path / "honest.dcm").array, read_image(
+        get_testdata_file("MR_small.dcm")).array)
+    ds.BitsStored, ds.HighBit = 11, 10
+    ds.save_as(tmp_path / "lying.dcm")
+    with pytest.raises(InvalidInputError, match=r"lying\.dcm: \d+ pixel value\(s\) need more than BitsStored = 11 "
+                                                r"bits \(largest raw value 2145, limit 2047\)"):
+        read_image(tmp_path / "lying.dcm")
+    signed = pydicom.dcmread(get_testdata_file("MR_small.dcm"))
+    values = (signed.pixel_array.astype(np.int16) - 1000)  # negatives, sign-extended in 16 bits
+    signed.PixelRepresentation, signed.BitsStored, signed.HighBit = 1, 12, 11
+    signed.PixelData = values.tobytes()
+    signed.save_as(tmp_path / "signed.dcm")
+    assert read_image(tmp_path / "signed.dcm").array.min() == values.min() < 0
+
+
+def test_a_nifti_with_only_a_qform_reads_and_one_with_neither_is_refused(tmp_path):
+    img = nibabel.Nifti1Image(np.ones((3, 4, 5), np.float32), np.diag([2.0, 2.0, 2.0, 1.0]))
+    img.header.set_sform(None, code=0)
+    img.header.set_qform(np.diag([2.0, 2.0, 2.0, 1.0]), code=1)
+    nibabel.save(img, tmp_path / "qform.nii.gz")
+    assert read_image(tmp_path / "qform.nii.gz").shape == (1, 5, 4, 3)
+    img = nibabel.Nifti1Image(np.ones((3, 4, 5), np.float32), None)  # no affine: nibabel then writes codes 0
+    img.header.set_sform(None, code=0)
+    img.header.set_qform(None, code=0)
+    nibabel.save(img, tmp_path / "neither.nii.gz")
+    with pytest.raises(InvalidInputError, match=r"neither\.nii\.gz: the NIfTI header sets neither an sform nor a "
+                                                r"qform"):
+        read_image(tmp_path / "neither.nii.gz")

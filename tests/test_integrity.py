@@ -478,10 +478,27 @@ def test_a_report_without_a_seal_or_with_a_forged_one_is_not_intact(tmp_path, si
 def test_a_stated_signature_that_is_not_in_the_audit_log_is_named(tmp_path, signed):
     record, data = signed
     out = report_lib.write_report(data, tmp_path / "report.html", record)
-    other = Record(tmp_path, path=tmp_path / "other.sqlite")  # the file checked against a record without the sign-off
+    other = Record(tmp_path, path=tmp_path / "other.sqlite")  # another workspace's record
     other.log(READER, "sign_in")
     check = report_lib.verify_report(out, other)
-    assert not check.ok and "NOT on record" in check.describe()
+    assert not check.ok and "the record given is another workspace's" in check.describe()
+    # the right record, its sign-off entry replaced by a sign-off of another report and the chain rebuilt after it
+    mine = Record(tmp_path, path=tmp_path / "mine.sqlite")
+    mine.log(READER, "sign_in")
+    mine.sign_off(BOARD, data.content_hash)
+    kept = report_lib.write_report(data, tmp_path / "kept.html", mine)
+    assert report_lib.verify_report(kept, mine).ok
+    db = sqlite3.connect(mine.path)
+    prev = db.execute("SELECT hash FROM audit WHERE seq = 1").fetchone()[0]
+    text = json.dumps({"report": "x" * 64})
+    digest = review._entry_hash(prev, "2026-01-01", "board1", "board", "sign_off", text)
+    db.execute("UPDATE audit SET at = '2026-01-01', objects = ?, hash = ? WHERE seq = 2", (text, digest))
+    db.commit()
+    db.close()
+    mine._write_head(2, digest)
+    assert mine.verify().ok, "the chain itself was rebuilt consistently"
+    check = report_lib.verify_report(kept, mine)
+    assert not check.ok and "NOT on record (audit entry 2 is not that sign-off)" in check.describe()
 
 
 def test_cli_verify_report_exits_0_intact_and_1_naming_the_change(tmp_path, monkeypatch, capsys):

@@ -435,7 +435,7 @@ def render_html(data: ReportData, record: Record | None = None) -> str:
     html = env.get_template("report.html.j2").render(
         e=data.evidence, figures=data.figures, content_hash=data.content_hash, generated_at=data.generated_at,
         generated_by=data.generated_by, signoffs=signatures, source=CHECKLIST["source"])
-    return _seal_html(html, data.content_hash, signatures)
+    return _seal_html(html, data.content_hash, signatures, record.chain_root() if record is not None else None)
 
 
 # -- seals: a kept report checked against what it was when Glassbox wrote it --------------------------------------
@@ -475,11 +475,11 @@ def _html_sections(lines: Sequence[str]) -> list[str]:
     return out
 
 
-def _seal_html(html: str, report_hash: str, signatures: list[dict]) -> str:
+def _seal_html(html: str, report_hash: str, signatures: list[dict], record_root: str | None = None) -> str:
     lines = html.split("\n")
     seal = _sign({"format": SEAL_FORMAT, "kind": "html", "report": report_hash,
                   "document": hashlib.sha256(html.encode()).hexdigest(), "lines": [_line_hash(x) for x in lines],
-                  "signatures": signatures})
+                  "signatures": signatures, "record": record_root})
     token = base64.b64encode(json.dumps(seal, separators=(",", ":")).encode()).decode()
     head = html.find("<head>")
     if head < 0:
@@ -537,7 +537,7 @@ def pdf_bytes(html: str) -> bytes:
     pdf_seal = _sign({"format": SEAL_FORMAT, "kind": "pdf", "report": seal.get("report"),
                       "document": hashlib.sha256(pdf).hexdigest(), "html": seal.get("document"),
                       "pages": [[_line_hash(x) for x in page] for page in pages] if pages is not None else None,
-                      "signatures": seal.get("signatures", [])})
+                      "signatures": seal.get("signatures", []), "record": seal.get("record")})
     token = base64.b64encode(json.dumps(pdf_seal, separators=(",", ":")).encode())
     return pdf + b"\n%GLASSBOX-SEAL " + token + b"\nstartxref\n" + tail.group(1) + b"\n%%EOF\n"
 
@@ -617,6 +617,10 @@ def _check_signatures(seal: dict, record: Record | None) -> tuple[list[str], lis
     if record is None:
         return ([f"states: signed by {s['actor']} ({s['role']}) at {s['at']} (audit entry {s['seq']}; no record "
                  "given to check it against)" for s in sigs], notes, True)
+    if sigs and seal.get("record") and record.chain_root() != seal["record"]:
+        return ([f"states: signed by {s['actor']} ({s['role']}) at {s['at']}: cannot be checked here, the record "
+                 "given is another workspace's (give --workspace of the workspace this report was made in)"
+                 for s in sigs], notes, False)
     check = record.verify()
     if not check.ok:
         notes.append(check.describe())

@@ -399,6 +399,12 @@ class Record:
         self._write_head(seq, digest)
         return seq
 
+    def chain_root(self) -> str:
+        """The hash of the log's first entry (GENESIS when empty): which record a kept report's sign-offs are in."""
+        with self._connect(read=True) as db:
+            row = db.execute("SELECT hash FROM audit WHERE seq = 1").fetchone()
+        return row[0] if row else GENESIS
+
     def audit(self, *, actor: str | None = None, action: str | None = None, since: str | None = None) -> pd.DataFrame:
         """The log as a table, oldest first, optionally filtered by actor, action and start time (ISO date)."""
         clauses, params = [], []

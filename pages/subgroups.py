@@ -11,6 +11,7 @@ from evaluation.multiclass import MULTICLASS_METRICS, confusion_by_group, multic
 from evaluation.outcomes import uses_top_class
 from evaluation.subgroups import labelled_frame, subgroup_report
 from evaluation.cohort_summary import board_decision
+from evaluation.suppression import MISSING
 from pages import _common as common
 from workspace.access import board_k
 
@@ -99,21 +100,28 @@ else:
 hide = (board_decision(cohort, int(k_min), floor=board_k() if who.is_board else None).for_table(
     dict(zip(report.table["group"], report.table["n"])), by, where={a: v for a, v in subset.items() if v},
     labelled=True) if board else None)
-flags = hide.texts(report.flags()) if hide else report.flags()
+judged = report  # a board judges gaps among the groups it sees: no gap figure is computed from a hidden group
+if hide is not None and set(hide.hidden) - {"overall"}:
+    names = frame[by].astype("string").fillna(MISSING).astype(str).agg(" · ".join, axis=1)
+    seen = frame[names.map(hide.shows).to_numpy(bool)]
+    if names[names.map(hide.shows)].nunique() >= 2:  # else no pair to judge: every gap row names a hidden group
+        judged = (multiclass_report(seen, by, handle.class_names) if k is None else
+                  subgroup_report(seen, by, class_index=k, threshold=report.threshold))
+flags = hide.texts(judged.flags()) if hide else report.flags()
 for flag in flags:
     st.warning(f"Gap: {common.md(flag)}.")
 if hide is not None:
     st.caption(f"Board view: {hide.note}; a gap involving a hidden group is not shown.")
-if not report.comparable:
-    st.info(f"Could not judge gaps: {report.judgement().removeprefix('could not judge: ')}. Group more coarsely or "
+if not judged.comparable:
+    st.info(f"Could not judge gaps: {judged.judgement().removeprefix('could not judge: ')}. Group more coarsely or "
             "lower the minimum group size; this is not an all-clear.")
-elif not report.flags():
-    st.success(f"{report.judgement().capitalize()}.")
+elif not judged.flags():
+    st.success(f"{judged.judgement().capitalize()}.")
 elif not flags:  # every gap found involves a hidden group: neither an all-clear nor a count that points at them
     st.info("No gap among the groups shown; a gap involving a hidden group is not shown in the board view.")
 st.caption(f"Error controlled: {report.error_control}: the chance that any gap here is flagged when every group is "
            "truly equal is at most 5%.")
-for note in report.gaps.loc[report.gaps["note"] != "", ["metric", "note"]].itertuples():
+for note in judged.gaps.loc[judged.gaps["note"] != "", ["metric", "note"]].itertuples():
     if not hide or not hide.names_hidden(note.note):
         st.caption(f"{note.metric.replace('_', ' ')}: {note.note}.")
 
@@ -123,7 +131,7 @@ st.dataframe(table, hide_index=True, key="sub_table")
 common.download(st, "Download table (CSV)", table, file_name="subgroups.csv", key="sub_download",
                 what="subgroup table (board view)" if board else "subgroup table")
 st.subheader("Between-group gaps")
-st.dataframe(hide.rows(report.gaps, ["higher_group", "lower_group"]) if hide else report.gaps, hide_index=True,
+st.dataframe(hide.rows(judged.gaps, ["higher_group", "lower_group"]) if hide else report.gaps, hide_index=True,
              key="sub_gaps")
 
 left, right = st.columns(2)

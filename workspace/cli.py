@@ -485,10 +485,11 @@ def cmd_subgroups(args: argparse.Namespace) -> int:
     if hide is not None and set(hide.hidden) - {"overall"}:
         names = frame[by].astype("string").fillna("(missing)").astype(str).agg(" · ".join, axis=1)
         seen = frame[names.map(hide.shows).to_numpy(bool)]
-        judged = (multiclass_report(seen, by, handle.class_names, n_boot=args.n_boot, min_n=args.min_n,
-                                    seed=args.seed) if k is None else
-                  subgroup_report(seen, by, class_index=k, threshold=report.threshold, n_boot=args.n_boot,
-                                  min_n=args.min_n, seed=args.seed))
+        if names[names.map(hide.shows)].nunique() >= 2:  # else no pair to judge: every gap row names a hidden group
+            judged = (multiclass_report(seen, by, handle.class_names, n_boot=args.n_boot, min_n=args.min_n,
+                                        seed=args.seed) if k is None else
+                      subgroup_report(seen, by, class_index=k, threshold=report.threshold, n_boot=args.n_boot,
+                                      min_n=args.min_n, seed=args.seed))
     with pd.option_context("display.width", 250, "display.max_columns", 20):
         print(_with_intervals(table if args.board else report.table, shown).to_string(index=False))
     if k is None:
@@ -504,9 +505,12 @@ def cmd_subgroups(args: argparse.Namespace) -> int:
     for row in gaps[gaps["note"] != ""].itertuples():
         if not hide or not hide.names_hidden(row.note):
             print(f"gap note: {row.metric}: {row.note}")
+    unjudged = hide is not None and judged is report and bool(set(hide.hidden) - {"overall"})
     if hide and judged is not report:
         print(f"judgement: {judged.judgement()} (among the groups shown; a gap involving a hidden group is not "
               "judged in the board view)")
+    elif unjudged:  # fewer than two groups shown: no gap to judge, and none computed from hidden groups is told
+        print("judgement: could not judge: fewer than two groups are shown in the board view")
     else:
         print(f"judgement: {report.judgement()}")
     if "ece_chance" in report.table and (not hide or hide.shows("overall")):
@@ -524,6 +528,9 @@ def cmd_subgroups(args: argparse.Namespace) -> int:
         print(f"wrote {out} and {out.with_suffix('.gaps.csv')}")
     if not gates:
         return 0
+    if unjudged:
+        print("COULD NOT JUDGE: fewer than two groups are shown in the board view; no gate is judged on hidden groups")
+        return EXIT_COULD_NOT_JUDGE
     verdict = judged.gate(gates)
     print(f"gate: {verdict.error_control}")
     for part in verdict.parts:

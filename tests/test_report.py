@@ -174,3 +174,17 @@ def test_the_model_card_follows_the_toolkit_schema_and_hides_small_groups(demo_r
     assert overall["auroc"] == float(data.evidence["performance"]["table"][0]["auroc"].split()[0])
     assert {m["slice"] for m in metrics} == {"overall", "scanner=Acme X1"}, "hidden groups are not sliced"
     assert all(set(x) == {"description"} for x in card["considerations"]["limitations"])
+
+
+def test_the_kept_demo_pdf_verifies_and_an_edited_copy_does_not(demo_report, demo_root, tmp_path):
+    from workspace.report import verify_report
+
+    data, pdf, _, _ = demo_report
+    check = verify_report(pdf, Record(demo_root))
+    assert check.ok and check.kind == "pdf" and check.report == data.content_hash, check.describe()
+    raw = bytearray(pdf.read_bytes())
+    raw[len(raw) // 2] ^= 0x20
+    edited = tmp_path / "edited.pdf"
+    edited.write_bytes(bytes(raw))
+    check = verify_report(edited, Record(demo_root))
+    assert not check.ok and check.changes, "one changed byte before the seal is found"

@@ -870,6 +870,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
     if args.action == "verify":
         check = record.verify()
         print(check.describe())
+        print(f"head file: {record.head_path}" + ("" if os.environ.get("GLASSBOX_AUDIT_HEAD") else
+                                                  " (beside the record; $GLASSBOX_AUDIT_HEAD keeps it elsewhere)"))
         return 0 if check.ok else EXIT_FAIL
     frame = record.audit(actor=args.actor, action=args.filter_action, since=args.since)
     text = spreadsheet_safe(frame).to_csv(index=False)
@@ -1117,9 +1119,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--layer", help="layer name(s), comma-separated (default: the network's usual choices)")
     s.add_argument("--target", "--class", dest="target", help="class index or name (default: binary, the positive class; multi-class, "
                                                      "the class with the most labelled cases)")
-    s.add_argument("--random", type=_RANDOM_CONCEPTS, default=16,
-                   help="random concepts for the significance test (with 8, the random-vs-random spread hides real "
-                        "effects)")
+    s.add_argument("--random", type=_RANDOM_CONCEPTS, default=15,
+                   help="runs per concept and layer, each with its own concept half, random sample and CAV "
+                        "(default 15)")
     s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--out")
     s = add("compare", cmd_compare, "compare a candidate model version with a baseline on one cohort: paired "

@@ -107,7 +107,11 @@ _CLINICAL_BEFORE = _CLINICAL_AFTER | frozenset({
     "no", "new", "small", "large", "mild", "moderate", "severe", "stable", "prior", "compare", "follow", "see",
     "grad", "integrated", "guided", "occlusion", "smooth", "gradient", "saliency", "explanation", "model", "agree",
     "disagree", "unsure", "misleading", "useful", "please", "note", "possible", "probable", "likely", "suspected",
-    "bilateral", "diffuse", "focal", "chest", "abdomen", "pelvis", "head", "neck", "spine", "breast", "hip", "knee"})
+    "bilateral", "diffuse", "focal", "chest", "abdomen", "pelvis", "head", "neck", "spine", "breast", "hip", "knee",
+    # scanner makers and models (``the Siemens Somatom``, ``a Borealis Helix``)
+    "siemens", "philips", "canon", "toshiba", "hologic", "fujifilm", "agfa", "carestream", "samsung", "konica",
+    "hitachi", "mindray", "esaote", "somatom", "magnetom", "biograph", "ingenia", "achieva", "aquilion", "vantage",
+    "revolution", "discovery", "signa", "optima", "lightspeed", "vereos", "selenia", "acme", "borealis"})
 _SENTENCE_END = re.compile(r"[.!?:;]\s*$")
 
 

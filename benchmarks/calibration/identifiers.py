@@ -51,7 +51,8 @@ PHRASES = ["{size} mm nodule in the {lobe}, {change} since prior", "Smith fractu
            "Grad CAM highlights the {lobe}", "Will review with the team", "Mark as misleading", "Right Upper Lobe "
            "collapse", "compare with CT of {month} {year}", "follow-up in {size} months", "BI-RADS 4",
            "T2 FLAIR hyperintensity", "C5-C6 disc protrusion", "explanation focuses on the ECG leads",
-           "map agrees with the lesion", "no acute findings", "Fleischner guidance applies", "St Mary's protocol"]
+           "map agrees with the lesion", "no acute findings", "Fleischner guidance applies", "St Mary's protocol",
+           "seen on the Siemens Somatom Force", "repeat on the Borealis Helix", "as on the Philips Ingenia"]
 LOBES = ["right upper lobe", "left lower lobe", "lingula", "RUL", "LLL"]
 MONTHS = ["January", "March", "June", "Sept", "Dec"]
 
@@ -142,7 +143,7 @@ def claims(sims: int, seed: int = 0, *, old: bool = False) -> list[Claim]:
     out.append(Claim("a note naming the patient (name, PN, date of birth, MRN) is refused", "power", 0.8, refused,
                      sims, "one note per simulation, Faker people in 5 locales" + (" (old screen)" if old else "")))
     out.append(Claim("a clinical note with eponyms and capitals is recorded", "false alarm", 0.05, false_notes, sims,
-                     "1–3 phrases from a bank of 22 findings" + (" (old screen)" if old else "")))
+                     "1–3 phrases from a bank of 25 findings" + (" (old screen)" if old else "")))
     return out
 
 

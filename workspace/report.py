@@ -186,7 +186,17 @@ def gather(ws: Workspace, handle: ModelHandle, cohort: Cohort, *, baseline: Mode
                                   where={"split": [split]} if split else None, labelled=True)
         table = hide.table(_with_intervals(sub.table, ["auroc", "sensitivity", "specificity", "accuracy",
                                                        "balanced_accuracy", "ece"]))
-        gaps = hide.rows(sub.gaps, ["higher_group", "lower_group"])
+        judged, judgement = sub, sub.judgement()  # gaps judged among the groups shown: none computed from a hidden one
+        if set(hide.hidden) - {"overall"}:
+            names = labelled[by].astype("string").fillna("(missing)").astype(str).agg(" · ".join, axis=1)
+            if names[names.map(hide.shows)].nunique() >= 2:
+                seen = labelled[names.map(hide.shows).to_numpy(bool)]
+                judged = (multiclass_report(seen, by, handle.class_names) if top else
+                          subgroup_report(seen, by, class_index=positive, threshold=point.threshold))
+                judgement = f"{judged.judgement()} (among the groups shown; hidden groups are not compared)"
+            else:
+                judged, judgement = None, "could not judge: fewer than two groups are shown at this k"
+        gaps = hide.rows(judged.gaps, ["higher_group", "lower_group"]) if judged else sub.gaps.iloc[:0]
         overall = sub.table.set_index("group").loc["overall"]
         clinical = {}
         if not top:
@@ -203,7 +213,7 @@ def gather(ws: Workspace, handle: ModelHandle, cohort: Cohort, *, baseline: Mode
         evidence["performance"] = {
             "table": _records(table), "gaps": _records(gaps, ["metric", "higher_group", "lower_group", "difference",
                                                                "difference_lo", "difference_hi"]),
-            "flags": hide.texts(sub.flags()), "judgement": sub.judgement(), "suppression": hide.note,
+            "flags": hide.texts(judged.flags()) if judged else [], "judgement": judgement, "suppression": hide.note,
             "clinical": clinical, "resampling": f"{sub.n_boot} bootstrap resamples", "view": "top class" if top else
             f"{handle.class_names[positive]} at the shared threshold"}
         if figures:

@@ -647,3 +647,21 @@ def test_a_really_full_disk_names_the_failure_keeps_the_old_file_and_the_record(
     assert not [n for n in result["left"] if ".tmp" in n], "no partial file remains"
     assert "the disk is full" in result["log"] and "nothing was saved" in result["log"]
     assert result["verify"], "the record is whole after the failed writes"
+
+
+def test_an_edited_stored_threshold_is_refitted_not_served(tmp_path, caplog):
+    from tests.test_operating_point import _as_cohort, _cohort, _Fixed
+
+    ws = _Fixed(tmp_path)
+    handle = handle_for(TinyCNN(2, 1, 2), task="binary", n_classes=2)
+    val, preds = _cohort(0, {"valid": 80}, seed=7)
+    ws.preds = {"reference": preds}
+    point = ws.operating_point(handle, _as_cohort("reference", val), 1)
+    path = tmp_path / "operating_points" / f"{handle.weights_hash[:40]}.json"
+    entries = json.loads(path.read_text())
+    (key,) = entries
+    entries[key]["threshold"] = 0.01  # every case called positive: sensitivity 1.0 in the next report
+    path.write_text(json.dumps(entries))
+    with caplog.at_level("WARNING", logger="glassbox.cache"):
+        again = ws.operating_point(handle, _as_cohort("reference", val), 1)
+    assert again.threshold == point.threshold and "keyed MAC does not match" in caplog.text

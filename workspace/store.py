@@ -426,6 +426,10 @@ class Workspace:
         def stored() -> OperatingPoint | None:
             try:
                 entry = json.loads(path.read_text()).get(key) if path.is_file() else None
+                if entry and not mac_matches(integrity_key(), _rows_text([{k: v for k, v in entry.items()
+                                                                             if k != "mac"}]), entry.get("mac")):
+                    _discard(path, f"the stored operating point {MSG_BAD_MAC}")  # an edited threshold is refitted
+                    return None
                 return OperatingPoint.from_record(entry) if entry else None
             except (json.JSONDecodeError, OSError, AttributeError, InvalidInputError) as e:
                 _discard(path, f"unreadable operating point ({type(e).__name__})")
@@ -444,7 +448,8 @@ class Workspace:
             if have is not None and not fitted.better_than(have):
                 return have
             entries = json.loads(path.read_text()) if path.is_file() else {}
-            entries[key] = fitted.record()
+            record = fitted.record()
+            entries[key] = {**record, "mac": mac(integrity_key(), _rows_text([record]))}
             _keep(path, lambda tmp: tmp.write_text(json.dumps(entries, indent=1, sort_keys=True)))  # read-only: used
         return fitted
 

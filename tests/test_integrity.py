@@ -665,3 +665,21 @@ def test_an_edited_stored_threshold_is_refitted_not_served(tmp_path, caplog):
     with caplog.at_level("WARNING", logger="glassbox.cache"):
         again = ws.operating_point(handle, _as_cohort("reference", val), 1)
     assert again.threshold == point.threshold and "keyed MAC does not match" in caplog.text
+
+
+def test_edited_embeddings_are_recomputed_not_served(tmp_path, small, caplog):
+    handle = handle_for(TinyCNN(2, 1, 3), n_classes=3, input_shape=(1, 12, 12))
+    ws = Workspace(tmp_path / "ws")
+    first = ws.embeddings(handle, small)
+    (path,) = (ws.cache / "embeddings").glob("*.npz")
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["probabilities"] = 1 - arrays["probabilities"]
+    with open(path, "wb") as f:
+        np.savez(f, **arrays)  # the old MAC kept
+    with caplog.at_level("WARNING", logger="glassbox.cache"):
+        again = ws.embeddings(handle, small)
+    assert "keyed MAC does not match" in caplog.text
+    np.testing.assert_allclose(again["probabilities"], first["probabilities"], rtol=1e-5)
+    with np.load(path) as z:
+        assert "mac" in z.files and np.allclose(z["probabilities"], first["probabilities"], rtol=1e-5)

@@ -136,6 +136,25 @@ def _slope_zero(folder: Path) -> None:
     _dicom_with(folder, "7.77", b"0   ", RescaleSlope="7.77")
 
 
+def _spacing_ab(folder: Path) -> None:
+    ds = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    ds.PixelSpacing = ["7.77", "7.77"]
+    ds.save_as(folder / "bad.dcm")
+    data = (folder / "bad.dcm").read_bytes()
+    (folder / "bad.dcm").write_bytes(data.replace(b"7.77\\7.77", b"ab\\-1.000", 1))
+
+
+def _series_position_ab(folder: Path) -> None:
+    from data_adapters.demo.dicom_export import write_series
+
+    files = write_series(folder / "series", np.full((4, 6, 6), 1000, np.uint16), spacing=(2.5, 1.0, 1.0))
+    ds = pydicom.dcmread(files[1])
+    ds.ImagePositionPatient = ["7.77", "7.77", "7.77"]
+    ds.save_as(files[1])
+    data = files[1].read_bytes()
+    files[1].write_bytes(data.replace(b"7.77\\7.77\\7.77", b"ab\\ab\\ab".ljust(14), 1))
+
+
 def _lying_bits(folder: Path) -> None:
     ds = pydicom.dcmread(get_testdata_file("MR_small.dcm"))  # values up to 2145: 12 bits
     ds.BitsStored, ds.HighBit = 8, 7
@@ -217,6 +236,10 @@ CATALOGUE = [
      "bad.dcm: RescaleSlope 'ab' is not a finite number"),
     ("faults", "DICOM RescaleSlope 0", _rows("ok,ok.png,\nb,bad.dcm,\n", _slope_zero),
      "bad.dcm: RescaleSlope is 0"),
+    ("faults", "DICOM PixelSpacing 'ab'", _rows("ok,ok.png,\nb,bad.dcm,\n", _spacing_ab),
+     "bad.dcm: PixelSpacing 'ab\\-1.000' is not two positive numbers (mm)"),
+    ("faults", "a series slice at ImagePositionPatient 'ab'", _rows("ok,ok.png,\nb,series,\n", _series_position_ab),
+     "series: a slice's geometry tags (ImageOrientationPatient, ImagePositionPatient) are not numbers"),
     ("faults", "DICOM pixel values above 2**BitsStored", _rows("ok,ok.png,\nb,bad.dcm,\n", _lying_bits),
      "pixel value(s) need more than BitsStored = 8 bits"),
     ("faults", "a FIFO in the cohort", _rows("ok,ok.png,\nb,bad.png,\n", _fifo),
@@ -257,7 +280,7 @@ CATALOGUE = [
 ]
 
 #: how many entries each category has here (the other helpers' categories live in their own tests)
-COUNTS = {"codes": 0, "records": 0, "people": 0, "identifiers": 13, "faults": 20}
+COUNTS = {"codes": 0, "records": 0, "people": 0, "identifiers": 13, "faults": 22}
 
 
 @pytest.fixture(scope="module")
@@ -317,6 +340,6 @@ def test_the_catalogue_is_counted(env):
     assert all(e[0] in CATEGORIES for e in CATALOGUE)
     counts = Counter(e[0] for e in CATALOGUE)
     assert {c: counts.get(c, 0) for c in CATEGORIES} == COUNTS
-    assert sum(COUNTS.values()) == len(CATALOGUE) == 33
+    assert sum(COUNTS.values()) == len(CATALOGUE) == 35
     bad = [e[1] for e in CATALOGUE if "Traceback" in _answer(e, env) or _answer(e, env).startswith("HANG")]
     assert not bad, f"ended in a traceback or a hang: {bad}"

@@ -155,10 +155,20 @@ def _check_bits(ds, pixels: np.ndarray, path: Path) -> None:
                                 "and reading would silently cut the values")
 
 
-def in_plane_spacing(ds) -> tuple[float, float]:
-    """(row spacing, column spacing) in mm from PixelSpacing, else 1.0."""
+def in_plane_spacing(ds, path: Path | None = None) -> tuple[float, float]:
+    """(row spacing, column spacing) in mm from PixelSpacing, else 1.0; values that are not two positive finite
+    numbers are named (a resampling by zero or ``ab`` mm would fail later, far from the file)."""
     rows = ds.get("PixelSpacing", [1.0, 1.0]) or [1.0, 1.0]
-    return float(rows[0]), float(rows[1])
+    try:
+        spacing = (float(rows[0]), float(rows[1]))
+    except (TypeError, ValueError, IndexError):
+        spacing = (float("nan"), float("nan"))
+    if not all(np.isfinite(s) and s > 0 for s in spacing):
+        name = path.name if path is not None else "DICOM file"
+        shown = "\\".join(str(v) for v in rows) if isinstance(rows, (list, tuple)) or type(
+            rows).__name__ == "MultiValue" else str(rows)
+        raise InvalidInputError(f"{name}: PixelSpacing '{shown[:40]}' is not two positive numbers (mm)")
+    return spacing
 
 
 def voi_window(ds) -> tuple[float, float] | None:
@@ -169,7 +179,10 @@ def voi_window(ds) -> tuple[float, float] | None:
 def decode(ds, path: Path) -> Image:
     values = pixels_of(ds, path)
     frames = int(ds.get("NumberOfFrames", 1) or 1)
-    in_plane = in_plane_spacing(ds)
-    spacing = in_plane if frames == 1 else (float(ds.get("SliceThickness", 1.0) or 1.0), *in_plane)
+    in_plane = in_plane_spacing(ds, path)
+    thickness = _tag_number(ds, "SliceThickness", path) if frames > 1 else None
+    if thickness is not None and thickness <= 0:
+        raise InvalidInputError(f"{path.name}: SliceThickness {thickness:g} must be positive (mm)")
+    spacing = in_plane if frames == 1 else (thickness or 1.0, *in_plane)
     return Image(array=np.ascontiguousarray(values, np.float32), spacing=spacing, source=str(path),
                  window=voi_window(ds))

@@ -107,7 +107,13 @@ class DicomSeriesReader(ImageReader):
         check_size(folder, (sum(int(h.get("NumberOfFrames", 1) or 1) for h in headers),
                             max(int(h.get("Rows", 0) or 0) for h in headers),
                             max(int(h.get("Columns", 0) or 0) for h in headers)))
-        return assemble(path, files, headers)
+        try:
+            return assemble(path, files, headers)
+        except InvalidInputError:
+            raise
+        except (TypeError, ValueError) as e:  # ImagePositionPatient "ab": named, never a traceback
+            raise InvalidInputError(f"{folder.name}: a slice's geometry tags (ImageOrientationPatient, "
+                                    f"ImagePositionPatient) are not numbers ({e})") from e
 
 
 def assemble(folder: Path, files: list[Path], headers: list) -> Image:
@@ -162,5 +168,5 @@ def assemble(folder: Path, files: list[Path], headers: list) -> Image:
     slices = [pixels_of(open_dicom(files[i]), files[i]) for i in order]
     volume = np.stack(slices, axis=1)  # (C, D, H, W)
     return Image(array=np.ascontiguousarray(volume, np.float32),
-                 spacing=(round(step, 4), *in_plane_spacing(headers[order[0]])), source=str(folder),
+                 spacing=(round(step, 4), *in_plane_spacing(headers[order[0]], files[order[0]])), source=str(folder),
                  window=voi_window(headers[order[0]]))

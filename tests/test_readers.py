@@ -80,3 +80,36 @@ def test_a_truncated_png_is_refused_even_after_weasyprint_loosened_pillow(tmp_pa
     path.write_bytes(path.read_bytes()[:300])
     with pytest.raises(InvalidInputError, match=r"truncated or corrupt"):
         read_image(path)
+
+
+def test_a_fifo_is_never_opened_by_the_readers(tmp_path):
+    """Issue 24: a FIFO in a cohort hung the check forever (the first read blocks until a writer comes)."""
+    import os
+    import threading
+
+    from data_adapters.errors import InvalidInputError
+    from data_adapters.readers import is_image_file, read_image
+
+    fifo = tmp_path / "IM0001"
+    os.mkfifo(fifo)
+    os.mkfifo(tmp_path / "a.png")
+    answers = {}
+
+    def work():
+        answers["sniffed"] = is_image_file(fifo)
+        try:
+            read_image(tmp_path / "a.png")
+        except InvalidInputError as e:
+            answers["read"] = str(e)
+
+    thread = threading.Thread(target=work, daemon=True)
+    thread.start()
+    thread.join(20)
+    for path in (fifo, tmp_path / "a.png"):  # release a reader blocked on a FIFO, should one be
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+        except OSError:
+            pass
+    assert not thread.is_alive(), "a reader blocked on a FIFO"
+    assert answers == {"sniffed": False,
+                       "read": "a.png: not a regular file (a FIFO, socket or device); refused without opening"}

@@ -47,7 +47,10 @@ def reader_for(path: Path) -> ImageReader:
 
 
 def is_image_file(path: Path) -> bool:
-    """Whether an available reader takes ``path``, by its name or, for names without a known suffix, its content."""
+    """Whether an available reader takes ``path``, by its name or, for names without a known suffix, its content.
+    Never opens what is not a regular file (a FIFO would block the sniffing read forever)."""
+    if not path.is_file():
+        return False
     if any(r.available() and r.verify_suffix(path) for _, r in READERS.items()):
         return True
     return any(r.available() and r.sniff(path) for _, r in READERS.items())

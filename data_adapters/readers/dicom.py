@@ -53,7 +53,9 @@ class DicomReader(ImageReader):
 
     @classmethod
     def sniff(cls, path: Path) -> bool:
-        """A DICOM Part 10 file: 128-byte preamble, then ``DICM``."""
+        """A DICOM Part 10 file: 128-byte preamble, then ``DICM``. Only a regular file is opened (never a FIFO)."""
+        if not path.is_file():
+            return False
         try:
             with open(path, "rb") as f:
                 head = f.read(132)

@@ -58,6 +58,8 @@ MSG_EMPTY = "{path}: manifest has no rows"
 
 
 def _read_table(path: Path) -> pd.DataFrame:
+    if path.exists() and not path.is_file():  # a folder, or a FIFO that would block the read forever
+        raise InvalidInputError(f"{path}: manifest is not a regular file; give a .csv or .parquet file")
     if not path.is_file():
         raise InvalidInputError(MSG_NOT_FOUND.format(path=path))
     suffix = path.suffix.lower()

@@ -246,6 +246,8 @@ CATALOGUE = [
      "bad.png: not a regular file (a FIFO, socket or device); refused without opening"),
     ("faults", "a FIFO read directly", _raises(lambda env: (_fifo(env.folder()), read_image(
         env.root / "bad" / f"b{env._n}" / "bad.png"))), "not a regular file (a FIFO"),
+    ("faults", "a FIFO given as the manifest", _raises(lambda env: (os.mkfifo(env.folder() / "m.csv"), load_manifest(
+        env.root / "bad" / f"b{env._n}" / "m.csv"))), "m.csv: manifest is not a regular file"),
     ("faults", "an animated PNG", _rows("ok,ok.png,\nb,bad.png,\n", _animated),
      "bad.png: an animated image (2 frames); a still image is expected"),
     ("faults", "an RGB mask", _rows("ok,ok.png,\nb,ok.png,mask.png\n", _rgb_mask),
@@ -280,7 +282,7 @@ CATALOGUE = [
 ]
 
 #: how many entries each category has here (the other helpers' categories live in their own tests)
-COUNTS = {"codes": 0, "records": 0, "people": 0, "identifiers": 13, "faults": 22}
+COUNTS = {"codes": 0, "records": 0, "people": 0, "identifiers": 13, "faults": 23}
 
 
 @pytest.fixture(scope="module")
@@ -340,6 +342,6 @@ def test_the_catalogue_is_counted(env):
     assert all(e[0] in CATEGORIES for e in CATALOGUE)
     counts = Counter(e[0] for e in CATALOGUE)
     assert {c: counts.get(c, 0) for c in CATEGORIES} == COUNTS
-    assert sum(COUNTS.values()) == len(CATALOGUE) == 35
+    assert sum(COUNTS.values()) == len(CATALOGUE) == 36
     bad = [e[1] for e in CATALOGUE if "Traceback" in _answer(e, env) or _answer(e, env).startswith("HANG")]
     assert not bad, f"ended in a traceback or a hang: {bad}"

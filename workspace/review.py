@@ -35,6 +35,7 @@ import os
 import re
 import shutil
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -422,9 +423,15 @@ class Record:
     def verify(self) -> AuditCheck:
         """Walk the chain from the first entry: each must follow the one before (numbers without gaps, ``prev``
         equal to the previous entry's hash) and hash to what it says; the newest must reach the head file's."""
+        head = self._read_head()  # before the snapshot: the head never runs ahead of the entries read below
         with self._connect(read=True) as db:
+            db.execute("BEGIN")  # one snapshot of all three tables: a verdict recorded meanwhile is not half seen
             rows = db.execute("SELECT seq, at, actor, role, action, objects, prev, hash FROM audit ORDER BY seq"
                               ).fetchall()
+            db.row_factory = sqlite3.Row
+            verdicts = {int(r["id"]): dict(r) for r in db.execute("SELECT * FROM verdicts ORDER BY id")}
+            answers = {int(r["id"]): dict(r) for r in db.execute("SELECT * FROM checklist ORDER BY id")}
+            db.execute("COMMIT")
         prev, expected = GENESIS, 1
         for seq, at, actor, role, action, objects, link, digest in rows:
             if seq != expected:
@@ -437,7 +444,6 @@ class Record:
             if _entry_hash(link, at, actor, role, action, objects) != digest:
                 return AuditCheck(False, len(rows), seq, "its content does not match its hash (edited)", prev)
             prev, expected = digest, expected + 1
-        head = self._read_head()
         if isinstance(head, str):
             if rows or self.head_path.exists():
                 return AuditCheck(False, len(rows), None,
@@ -451,14 +457,27 @@ class Record:
                                   "were deleted)", prev)
             if entries and rows[entries - 1][7] != digest:
                 return AuditCheck(False, len(rows), entries, "does not match the head file's hash (rewritten)", prev)
-            if entries < len(rows):
+            if entries < len(rows) and not self._head_reaches(rows):
                 return AuditCheck(False, len(rows), entries + 1,
                                   f"not in the head file: the head says {entries} entries, the log holds {len(rows)} "
                                   "(entries were added around Glassbox, or the head is an old copy)", prev)
-        return (self._verify_verdicts(rows) or self._verify_answers(rows)
+        return (self._verify_verdicts(rows, verdicts) or self._verify_answers(rows, answers)
                 or AuditCheck(True, len(rows), None, "", prev))
 
-    def _verify_answers(self, rows: list) -> AuditCheck | None:
+    def _head_reaches(self, rows: list, wait_s: float = 2.0) -> bool:
+        """Whether the head file catches up with the entries read (an append commits before it moves the head, so
+        entries just added are in the head within moments; entries added around Glassbox never are)."""
+        deadline = time.monotonic() + wait_s
+        while True:
+            head = self._read_head()
+            if not isinstance(head, str) and (head[0] > len(rows) or (head[0] == len(rows)
+                                                                      and rows[-1][7] == head[1])):
+                return True
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+
+    def _verify_answers(self, rows: list, answers: dict[int, dict]) -> AuditCheck | None:
         """Every checklist row must match the content hash its audit entry holds, and every answer entry must find
         its row: an updated, inserted or deleted answer of the board is named by its audit entry."""
         logged = {}
@@ -466,9 +485,6 @@ class Record:
             if action == "checklist_answer":
                 o = json.loads(objects)
                 logged[int(o["answer"])] = (seq, o)
-        with self._connect(read=True) as db:
-            db.row_factory = sqlite3.Row
-            answers = {int(r["id"]): dict(r) for r in db.execute("SELECT * FROM checklist ORDER BY id")}
         head = rows[-1][7] if rows else GENESIS
         for row_id, fields in answers.items():
             if row_id not in logged:
@@ -492,7 +508,7 @@ class Record:
                                                          "table (deleted)", head)
         return None
 
-    def _verify_verdicts(self, rows: list) -> AuditCheck | None:
+    def _verify_verdicts(self, rows: list, verdicts: dict[int, dict]) -> AuditCheck | None:
         """Every verdict row must match the content hash its audit entry holds, and every verdict entry must find
         its row: an edited or deleted verdict is named by its audit entry."""
         logged = {}
@@ -500,9 +516,6 @@ class Record:
             if action == "verdict":
                 o = json.loads(objects)
                 logged[int(o["verdict"])] = (seq, o.get("content"))
-        with self._connect(read=True) as db:
-            db.row_factory = sqlite3.Row
-            verdicts = {int(r["id"]): dict(r) for r in db.execute("SELECT * FROM verdicts ORDER BY id")}
         for row_id, fields in verdicts.items():
             if row_id not in logged:
                 return AuditCheck(False, len(rows), None, f"verdict #{row_id} has no audit entry (inserted "

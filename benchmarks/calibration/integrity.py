@@ -6,7 +6,9 @@ has (issue 24).
   answers, sign-ins and a sign-off), then makes one random change: a field of a verdict, answer or audit entry
   updated, a row of any of the three tables deleted or inserted, the newest entries cut off, or the head file deleted
   or overwritten. ``Record.verify`` must fail every time (power, nominal 1).
-- *An untampered record verifies* (false alarm, nominal 0).
+- *An untampered record verifies* (false alarm, nominal 0), also *while it is being written*: three sessions record
+  verdicts and checklist answers while ``verify`` runs again and again (each run one simulation); an entry committed
+  between two reads, or before its head file moved, must not read as tampering.
 - *A sealed report edited anywhere is found, and named by its line*: one random character of a random line of the
   HTML (outside the seal) changed; :func:`workspace.report.verify_report` must say not intact and name that line.
 - *An untampered report verifies* (false alarm, nominal 0).
@@ -171,6 +173,44 @@ def report_evidence(sensitivity: float = 0.83) -> dict:
                           for q in questions]}
 
 
+def _concurrent_claims(sims: int, old: bool) -> list[Claim]:
+    import threading
+
+    from workspace.access import Identity
+
+    review = _review(old)
+    stop = threading.Event()
+    with _scratch("glassbox-concurrent-") as tmp:
+        record = review.Record(Path(tmp), path=Path(tmp) / "review.sqlite")
+
+        def session(k: int) -> None:
+            i = 0
+            while not stop.is_set():
+                record.record_verdict(Identity(f"dr-{k}", "radiologist"), review.Verdict(
+                    case_id=f"c{i}", model_version="v1", model_hash="m" * 64, cohort="demo", cohort_hash="h" * 64,
+                    agreement="agree"), secret=SECRET)
+                if i % 5 == 0:
+                    record.answer(Identity(f"board-{k}", "board"), model_hash="m" * 64, cohort_hash="h" * 64,
+                                  question=QUESTIONS[i % len(QUESTIONS)], answer=f"answer {i}")
+                i += 1
+
+        threads = [threading.Thread(target=session, args=(k,), daemon=True) for k in range(3)]
+        for t in threads:
+            t.start()
+        alarms = 0
+        try:
+            for _ in range(sims):
+                alarms += not record.verify().ok
+        finally:
+            stop.set()
+            for t in threads:
+                t.join()
+        entries = len(record.audit())
+    tag = " (old)" if old else ""
+    return [Claim(f"audit verify passes a record while it is being written{tag}", "false alarm", 0.0, alarms, sims,
+                  f"3 sessions writing verdicts and answers during the checks ({entries} entries by the end)")]
+
+
 def _report_claims(sims: int, seed: int) -> list[Claim]:
     from workspace.access import Identity
     from workspace.report import ReportData, _html_seal, render_html, verify_report
@@ -236,7 +276,8 @@ def claims(sims: int, seed: int = 0, *, old: bool = False) -> list[Claim]:
     logging.getLogger("glassbox.cache").setLevel(logging.ERROR)  # each discarded entry warns; thousands here
     try:
         if old:
-            return _record_claims(sims, seed, old=True)
-        return [*_record_claims(sims, seed, old=False), *_report_claims(sims, seed), *_cache_claims(sims, seed)]
+            return [*_record_claims(sims, seed, old=True), *_concurrent_claims(sims, old=True)]
+        return [*_record_claims(sims, seed, old=False), *_concurrent_claims(sims, old=False),
+                *_report_claims(sims, seed), *_cache_claims(sims, seed)]
     finally:
         logging.getLogger("glassbox.cache").setLevel(logging.NOTSET)

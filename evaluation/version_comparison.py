@@ -24,7 +24,14 @@ from scipy.stats import binomtest
 
 from data_adapters.errors import InvalidInputError
 from data_adapters.records import CLUSTER
-from evaluation.inference import Verdict, case_weights, combine_verdicts, holm, percentile_interval, quantile_mc_interval
+from evaluation.inference import (
+    Verdict,
+    case_weights,
+    combine_verdicts,
+    holm,
+    percentile_interval,
+    quantile_mc_interval,
+)
 from evaluation.metrics import METRICS, counts
 from evaluation.multiclass import MULTICLASS_METRICS, Replicates, probabilities
 from evaluation.outcomes import with_outcomes
@@ -350,11 +357,12 @@ def noninferiority_gate(report: ComparisonReport, metrics: Sequence[str]) -> Ver
         for r in pd.concat([worse, unshown]).itertuples():
             near = (r.improvement_lower_mc_lo <= -r.margin <= r.improvement_lower_mc_hi
                     if np.isfinite(r.improvement_lower) else False)
+            said = "shown worse by more than" if r.verdict == "worse" else "not-worse not shown at"
+            close = "; within Monte Carlo error of the margin: raise --n-boot" if near else ""
             reasons.append(
-                f"{metric} at {r.group}: {r.candidate:.3f} vs {r.baseline:.3f}; non-inferiority by {r.margin:g} "
-                f"{'shown false (worse)' if r.verdict == 'worse' else 'not shown'} (adjusted lower bound of the "
-                f"improvement {r.improvement_lower:+.3f}, Monte Carlo interval {r.improvement_lower_mc_lo:+.3f} to "
-                f"{r.improvement_lower_mc_hi:+.3f}{'; within Monte Carlo error of the margin: raise --n-boot' if near else ''})")
+                f"{metric} at {r.group}: {r.candidate:.3f} vs {r.baseline:.3f}; {said} margin {r.margin:g} (adjusted "
+                f"lower bound of the improvement {r.improvement_lower:+.3f}, Monte Carlo interval "
+                f"{r.improvement_lower_mc_lo:+.3f} to {r.improvement_lower_mc_hi:+.3f}{close})")
         if len(worse):
             verdicts.append(Verdict("fail", reasons, control))
         elif len(unshown):
@@ -362,7 +370,7 @@ def noninferiority_gate(report: ComparisonReport, metrics: Sequence[str]) -> Ver
         else:
             lowest = judged.loc[judged["improvement_lower"].idxmin()]
             verdicts.append(Verdict("pass", [
-                f"{metric}: not worse by more than {float(lowest['margin']):g} in any of {len(judged)} group(s) (lowest "
-                f"adjusted bound {lowest['improvement_lower']:+.3f} at {lowest['group']}, Monte Carlo interval "
+                f"{metric}: not worse by more than {float(lowest['margin']):g} in any of {len(judged)} group(s) "
+                f"(lowest adjusted bound {lowest['improvement_lower']:+.3f} at {lowest['group']}, Monte Carlo interval "
                 f"{lowest['improvement_lower_mc_lo']:+.3f} to {lowest['improvement_lower_mc_hi']:+.3f})"], control))
     return combine_verdicts(verdicts, control)

@@ -27,7 +27,13 @@ import pyarrow.parquet as pq
 
 from data_adapters.errors import GlassboxError, InvalidInputError
 from data_adapters.hashing import MAC_FIELD, json_hash, mac, mac_matches, path_hash, salted, table_mac
-from data_adapters.identifiers import implausible, mask_paths, screen_columns, unsafe_characters
+from data_adapters.identifiers import (
+    UNSAFE_CHARACTERS,
+    implausible,
+    mask_paths,
+    screen_columns,
+    unsafe_characters,
+)
 from data_adapters.preprocessing import convert_channels, fit_image, fits
 from data_adapters.readers import read_image, reader_for
 from data_adapters.readers.dicom_series import parse_series_ref
@@ -321,6 +327,11 @@ def load_manifest(
     labels = frame["label"].astype(str).str.strip().tolist() if "label" in frame else [""] * n
     mask_refs = frame["mask"].astype(str).str.strip().tolist() if "mask" in frame else [""] * n
     label_of: dict[str, tuple[int | None, str | None]] = {}
+    # a label or attribute that would display otherwise than stored (a bidi override in a site name): row → field
+    displayed_otherwise: dict[int, str] = {}
+    for column in [c for c in ("label", *attributes) if c in frame]:
+        for row in np.flatnonzero(frame[column].astype(str).str.contains(UNSAFE_CHARACTERS).to_numpy()):
+            displayed_otherwise.setdefault(int(row) + 1, column)
     for i, (case_id, ref, text, mref) in enumerate(zip(ids, refs, labels, mask_refs), start=1):
         def reject(field: str, reason: str, _i: int = i, _cid: str = case_id) -> None:
             rejections.append(Rejection(row=_i, case_id=_cid or None, field=field, reason=reason))
@@ -333,6 +344,12 @@ def load_manifest(
         if unsafe:  # the value is never echoed: it would display otherwise than it is stored
             rejections.append(Rejection(row=i, case_id=None, field=unsafe[0], reason=f"{unsafe[0]} holds {unsafe[1]}; "
                                         "refused (retype it in plain characters)"))
+            continue
+        if i in displayed_otherwise:
+            column = displayed_otherwise[i]
+            value = frame[column].iloc[i - 1]
+            reject(column, f"{'label' if column == 'label' else 'attribute ' + repr(column)} holds "
+                           f"{unsafe_characters(value)}; refused (retype it in plain characters)")
             continue
         if case_id in first_seen:
             reject("case_id", f"duplicate case_id {case_id!r} (first at row {first_seen[case_id]})")

@@ -31,7 +31,8 @@ from dateutil import parser as date_parser
 from data_adapters.errors import InvalidInputError
 
 __all__ = ["screen_columns", "normalise_name", "mask_path", "mask_paths", "implausible", "identifier_in_text",
-           "check_note", "unsafe_characters", "person_name_in", "is_date", "person_names", "NAMES_FILE"]
+           "check_note", "unsafe_characters", "UNSAFE_CHARACTERS", "person_name_in", "is_date", "person_names",
+           "NAMES_FILE"]
 
 #: a single token that marks an identifier wherever it appears in a column's name
 _TOKENS = frozenset({
@@ -357,6 +358,12 @@ def check_note(text: str) -> None:
 
 #: bidirectional controls: they make text display in another order than it is stored (``case\u202egnp.exe``)
 _BIDI = frozenset({0x061C, 0x200E, 0x200F, *range(0x202A, 0x202F), *range(0x2066, 0x206A)})
+
+
+#: what :func:`unsafe_characters` names, as one pattern (for whole columns at once): NUL and other C0/C1 controls
+#: but tab, bidi controls, zero-width and other invisible formatting characters
+UNSAFE_CHARACTERS = re.compile("[\x00-\x08\x0a-\x1f\x7f-\x9f\u00ad\u0600-\u0605\u061c\u06dd\u070f\u180e"
+                               "\u200b-\u200f\u202a-\u202e\u2060-\u2064\u2066-\u206f\ufeff\ufff9-\ufffb]")
 
 
 def unsafe_characters(text: str) -> str | None:

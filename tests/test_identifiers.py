@@ -182,3 +182,14 @@ def test_the_spreadsheet_guard_quotes_formulas_and_leaves_plain_ids(cell, guarde
 def test_a_formula_in_a_column_name_is_guarded_too():
     out = spreadsheet_safe(pd.DataFrame({"=HYPERLINK(\"x\")": [1], "-0042": [2]}))
     assert list(out.columns) == ["'=HYPERLINK(\"x\")", "-0042"]
+
+
+def test_a_label_or_attribute_that_displays_otherwise_than_stored_rejects_its_row(tmp_path):
+    write_png(tmp_path / "a.png", np.full((8, 8), 1, np.uint16))
+    (tmp_path / "manifest.csv").write_text("case_id,image,label,site\nok,a.png,0,A\nb,a.png,0,A\u202eB\n"
+                                           "c,a.png,1\u200b,A\n", encoding="utf-8")
+    cohort = load_manifest(tmp_path / "manifest.csv")
+    assert [c.case_id for c in cohort.cases] == ["ok"]
+    assert [(r.row, r.field) for r in cohort.report.rejections] == [(2, "site"), (3, "label")]
+    assert "attribute 'site' holds a bidirectional control character (U+202E" in cohort.report.rejections[0].reason
+    assert "label holds an invisible formatting character (U+200B" in cohort.report.rejections[1].reason

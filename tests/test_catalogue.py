@@ -223,6 +223,9 @@ CATALOGUE = [
      "row 2, field 'case_id': case_id holds a bidirectional control character (U+202E RIGHT-TO-LEFT OVERRIDE)"),
     ("identifiers", "an RTL override in an image path", _rows("ok,ok.png,\nb,ok\u202egnp.png,\n"),
      "row 2, field 'image': image holds a bidirectional control character (U+202E"),
+    ("identifiers", "an RTL override in an attribute value", _rows("ok,ok.png,,A\nb,ok.png,,A\u202eB\n",
+                                                                   extra_columns="site"),
+     "row 2 (case b), field 'site': attribute 'site' holds a bidirectional control character (U+202E"),
     ("identifiers", "a zero-width space in a case id", _rows("ok,ok.png,\nk\u200b1,ok.png,\n"),
      "case_id holds an invisible formatting character (U+200B ZERO WIDTH SPACE)"),
     # -- faults -----------------------------------------------------------------------------------------------------
@@ -282,7 +285,7 @@ CATALOGUE = [
 ]
 
 #: how many entries each category has here (the other helpers' categories live in their own tests)
-COUNTS = {"codes": 0, "records": 0, "people": 0, "identifiers": 13, "faults": 23}
+COUNTS = {"codes": 0, "records": 0, "people": 0, "identifiers": 14, "faults": 23}
 
 
 @pytest.fixture(scope="module")
@@ -342,6 +345,6 @@ def test_the_catalogue_is_counted(env):
     assert all(e[0] in CATEGORIES for e in CATALOGUE)
     counts = Counter(e[0] for e in CATALOGUE)
     assert {c: counts.get(c, 0) for c in CATEGORIES} == COUNTS
-    assert sum(COUNTS.values()) == len(CATALOGUE) == 36
+    assert sum(COUNTS.values()) == len(CATALOGUE) == 37
     bad = [e[1] for e in CATALOGUE if "Traceback" in _answer(e, env) or _answer(e, env).startswith("HANG")]
     assert not bad, f"ended in a traceback or a hang: {bad}"

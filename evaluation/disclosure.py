@@ -29,7 +29,7 @@ import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 
 __all__ = ["Disclosure", "Audit", "derivable", "derivation", "feasible_range", "smallest_derivable_sum", "audit",
-           "kernel"]
+           "kernel", "row_basis", "residual"]
 
 #: below this a singular value (or a residual) is zero: the matrices are 0/1 with at most a few thousand rows
 TOL = 1e-8
@@ -86,6 +86,26 @@ def kernel(R: np.ndarray) -> np.ndarray:
     return vt[rank:].T
 
 
+def row_basis(R: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(Q, rows)``: an orthonormal basis of the row space of ``R`` (columns of ``Q``, atoms × rank) and the indices
+    of rows of ``R`` that span it (QR with column pivoting of ``Rᵀ``). ``x`` is derivable when ``x − Q Qᵀ x = 0``."""
+    from scipy.linalg import qr
+
+    n = R.shape[1]
+    if not len(R):
+        return np.zeros((n, 0)), np.zeros(0, int)
+    q, r, pivot = qr(R.T, mode="economic", pivoting=True)
+    d = np.abs(np.diag(r))
+    rank = int((d > TOL * max(1.0, d[0] if len(d) else 1.0) * max(R.shape)).sum())
+    return q[:, :rank], np.sort(pivot[:rank])
+
+
+def residual(Q: np.ndarray, x: np.ndarray) -> float:
+    """How far ``x`` lies from the row space whose basis is ``Q`` (0 when it is derivable)."""
+    x = np.asarray(x, float)
+    return float(np.abs(x - Q @ (Q.T @ x)).max(initial=0.0))
+
+
 def derivable(R: np.ndarray, x: np.ndarray) -> bool:
     """Whether ``x`` (a vector over atoms) is a linear combination of the rows of ``R``: rank of ``[R; x]`` equals
     the rank of ``R`` (:func:`numpy.linalg.matrix_rank`)."""
@@ -97,9 +117,11 @@ def derivable(R: np.ndarray, x: np.ndarray) -> bool:
 
 def feasible_range(R: np.ndarray, b: np.ndarray, x: np.ndarray) -> tuple[float, float]:
     """The smallest and largest ``x·y`` over atom counts ``y ≥ 0`` with ``R y = b`` (two linear programs)."""
+    from scipy import sparse
+
     x = np.asarray(x, float)
     bounds = [(0, None)] * len(x)
-    A, rhs = (R, b) if len(R) else (None, None)
+    A, rhs = (sparse.csr_matrix(R), b) if len(R) else (None, None)
     lo = linprog(x, A_eq=A, b_eq=rhs, bounds=bounds, method="highs")
     hi = linprog(-x, A_eq=A, b_eq=rhs, bounds=bounds, method="highs")
     low = float(lo.fun) if lo.status == 0 else 0.0
@@ -124,23 +146,29 @@ def derivation(R: np.ndarray, x: np.ndarray) -> list[int]:
 def smallest_derivable_sum(R: np.ndarray, counts: np.ndarray, k: int, *,
                            K: np.ndarray | None = None) -> np.ndarray | None:
     """A non-negative integer combination ``x`` of atoms, derivable from ``R``, with ``1 ≤ counts·x ≤ k−1``; None
-    when there is none (the integer program is infeasible). The witness is confirmed by :func:`derivable`."""
+    when there is none (the integer program is infeasible). Written as ``x = Rᵀλ`` (``x`` integer, ``λ`` free), which
+    keeps the program as sparse as the tables are; the witness is confirmed by :func:`derivable`. ``K`` is accepted
+    for compatibility and not needed."""
+    from scipy import sparse
+
     counts = np.asarray(counts, float)
     n = len(counts)
-    if k <= 1 or not n:
+    if k <= 1 or not n or not len(R):
         return None
-    K = kernel(R) if K is None else K
-    constraints = [LinearConstraint(counts.reshape(1, -1), 1, k - 1)]
-    if K.shape[1]:
-        constraints.append(LinearConstraint(K.T, -1e-9, 1e-9))
+    m = len(R)
     upper = np.where(counts > 0, np.floor((k - 1) / np.maximum(counts, 1)), 0)
-    result = milp(np.zeros(n), constraints=constraints, integrality=np.ones(n), bounds=Bounds(0, upper),
+    A = sparse.hstack([sparse.identity(n, format="csr"), -sparse.csr_matrix(R.T)], format="csr")
+    value = sparse.hstack([sparse.csr_matrix(counts.reshape(1, -1)), sparse.csr_matrix((1, m))], format="csr")
+    constraints = [LinearConstraint(A, 0, 0), LinearConstraint(value, 1, k - 1)]
+    lower = np.concatenate([np.zeros(n), np.full(m, -np.inf)])
+    bounds = Bounds(lower, np.concatenate([upper, np.full(m, np.inf)]))
+    integrality = np.concatenate([np.ones(n), np.zeros(m)])
+    result = milp(np.zeros(n + m), constraints=constraints, integrality=integrality, bounds=bounds,
                   options={"presolve": True})
     if result.status != 0 or result.x is None:
         return None
-    x = np.round(result.x).astype(int)
-    value = counts @ x
-    if not (1 <= value <= k - 1) or not derivable(R, x):  # a numerical artefact of the tolerance: not a witness
+    x = np.round(result.x[:n]).astype(int)
+    if not (1 <= counts @ x <= k - 1) or not derivable(R, x):  # a numerical artefact of the tolerance: not a witness
         return None
     return x
 
@@ -156,6 +184,8 @@ def audit(counts: Sequence[int], published: Sequence[Iterable[int]], hidden: Seq
     n = len(counts)
     R = np.unique(_matrix(list(published), n), axis=0) if len(published) else np.zeros((0, n))
     b = R @ counts
+    _, spanning = row_basis(R)
+    R_basis, b_basis = R[spanning], b[spanning]  # the same equations, without the redundant ones
     found: list[Disclosure] = []
     searches, solved = 1, 0
     x = smallest_derivable_sum(R, counts, k)
@@ -165,12 +195,18 @@ def audit(counts: Sequence[int], published: Sequence[Iterable[int]], hidden: Seq
                                 high=v, how="exact"))
     H = np.unique(_matrix(list(hidden), n), axis=0) if len(hidden) else np.zeros((0, n))
     F = np.unique(_matrix(list(exact_only), n), axis=0) if len(exact_only) else np.zeros((0, n))
+    Q, _ = row_basis(R)
+    for f in F:  # a finer table's hidden cell: disclosed only when it follows exactly (counts are all positive, so
+        value = float(counts @ f)  # a cell that does not follow is never pinned by non-negativity)
+        if 1 <= value <= k - 1 and residual(Q, f) < 1e-6:
+            found.append(Disclosure(atoms=tuple((int(i), 1) for i in np.flatnonzero(f)), value=int(value), low=value,
+                                    high=value, how="exact"))
     if ranges:
-        for h, bounded in [*((h, True) for h in H), *((f, False) for f in F)]:
+        for h, bounded in [(h, True) for h in H]:
             value = float(counts @ h)
             if not 1 <= value <= k - 1:  # zero says nothing an absent row does not; k or more may be known
                 continue
-            low, high = feasible_range(R, b, h)
+            low, high = feasible_range(R_basis, b_basis, h)
             solved += 2
             if high - low < 0.5 or (bounded and high < k):
                 found.append(Disclosure(atoms=tuple((int(i), 1) for i in np.flatnonzero(h)), value=int(value),

@@ -25,7 +25,7 @@ from collections.abc import Iterable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from evaluation.disclosure import Audit, audit, derivation, feasible_range, kernel, smallest_derivable_sum
+from evaluation.disclosure import Audit, audit, derivation, feasible_range, residual, row_basis, smallest_derivable_sum
 
 __all__ = ["Suppression", "suppression", "BoardSuppression", "board_suppression", "rejections_by_reason", "MISSING"]
 
@@ -142,11 +142,11 @@ class BoardSuppression:
     views: int
 
     @property
-    def _kernel(self) -> np.ndarray:
-        cached = self.__dict__.get("_k")
+    def _basis(self) -> np.ndarray:
+        cached = self.__dict__.get("_q")
         if cached is None:
-            cached = kernel(self.published)
-            object.__setattr__(self, "_k", cached)
+            cached = row_basis(self.published)[0]
+            object.__setattr__(self, "_q", cached)
         return cached
 
     def _mask(self, where: Mapping[str, Iterable[str]] | None, labelled: bool) -> np.ndarray:
@@ -161,7 +161,7 @@ class BoardSuppression:
 
     def derivable(self, member: np.ndarray) -> bool:
         """Whether the count of the atoms in ``member`` (a boolean mask) follows from the publication."""
-        return bool(np.abs(self._kernel.T @ member.astype(float)).max(initial=0.0) < 1e-6)
+        return residual(self._basis, member) < 1e-6
 
     def covers(self, attributes: Iterable[str]) -> bool:
         return all(a in self.attributes for a in attributes)
@@ -353,20 +353,19 @@ def board_suppression(frame: pd.DataFrame, attributes: Sequence[str], k: int, *,
             shown[min(pool, key=rank_key)] = False
         # bounded: a hidden count the published ones pin below k
         keys, R = matrix()
-        b = R @ counts
+        Q, spanning = row_basis(R)
+        R_basis, b_basis = R[spanning], R[spanning] @ counts
         pinned = None
-        K = kernel(R)
-        candidates = ([(key, e["mask"], True) for key, e in sets.items() if not shown[key]]
-                      + [(key, m, False) for key, m in finer.items()])
-        for key, m, standard in candidates:
-            # a count under k that a view hides: a finer table's cell is hidden only where it does not follow
+        # every atom holds at least one case, so the true counts lie inside the feasible region: a count that
+        # does not follow from the publication is never pinned to one value by non-negativity alone, and a
+        # finer table's hidden cell (shown as "<k" where it does not follow) needs no linear program; a count of
+        # the standard tables is bounded, so that none is pinned below k
+        for key, m in [(key, e["mask"]) for key, e in sets.items() if not shown[key]]:
             if key in passed or not 1 <= counts[m].sum() <= k - 1:
                 continue
-            if not standard and np.abs(K.T @ m.astype(float)).max(initial=0.0) < 1e-6:
-                continue  # it follows from the publication (so a view shows it; the integer program judged it)
-            low, high = feasible_range(R, b, m.astype(float))
+            low, high = feasible_range(R_basis, b_basis, m.astype(float))
             ranges += 2
-            if high - low < 0.5 or (standard and high < k):
+            if high - low < 0.5 or high < k:
                 pinned = m
                 break
             passed.add(key)
@@ -378,11 +377,11 @@ def board_suppression(frame: pd.DataFrame, attributes: Sequence[str], k: int, *,
         shown[min(pool, key=rank_key)] = False
 
     keys, R = matrix()
-    K = kernel(R)
+    Q, _ = row_basis(R)
     final = audit(counts, [np.flatnonzero(sets[key]["mask"]) for key in keys],
                   [np.flatnonzero(e["mask"]) for key, e in sets.items() if not shown[key]], k,
                   exact_only=[np.flatnonzero(m) for m in finer.values()
-                              if np.abs(K.T @ m.astype(float)).max(initial=0.0) >= 1e-6],
+                              if residual(Q, m) >= 1e-6],
                   ranges=False)  # the loop above bounded every hidden count; the integer program runs again
     final = dataclasses.replace(final, searches=final.searches + searches, ranges=final.ranges + ranges)
     withheld = sum(not v for v in shown.values())

@@ -33,6 +33,9 @@ __all__ = ["Disclosure", "Audit", "derivable", "derivation", "feasible_range", "
 
 #: below this a singular value (or a residual) is zero: the matrices are 0/1 with at most a few thousand rows
 TOL = 1e-8
+#: up to this many atoms the integer program is written over the kernel of the published rows (dense); above, as
+#: x = Rᵀλ (sparse)
+DENSE_ATOMS = 256
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,8 +150,8 @@ def smallest_derivable_sum(R: np.ndarray, counts: np.ndarray, k: int, *,
                            K: np.ndarray | None = None) -> np.ndarray | None:
     """A non-negative integer combination ``x`` of atoms, derivable from ``R``, with ``1 ≤ counts·x ≤ k−1``; None
     when there is none (the integer program is infeasible). Written as ``x = Rᵀλ`` (``x`` integer, ``λ`` free), which
-    keeps the program as sparse as the tables are; the witness is confirmed by :func:`derivable`. ``K`` is accepted
-    for compatibility and not needed."""
+    keeps the program as sparse as the tables are (for many atoms); the witness is confirmed by :func:`derivable`. ``K`` is accepted
+    (the kernel of ``R``) is used for up to ``DENSE_ATOMS`` atoms, where the dense form is the faster."""
     from scipy import sparse
 
     counts = np.asarray(counts, float)
@@ -157,6 +160,17 @@ def smallest_derivable_sum(R: np.ndarray, counts: np.ndarray, k: int, *,
         return None
     m = len(R)
     upper = np.where(counts > 0, np.floor((k - 1) / np.maximum(counts, 1)), 0)
+    if n <= DENSE_ATOMS:  # few atoms: x ⟂ the kernel of R, dense and small
+        K = kernel(R) if K is None else K
+        constraints = [LinearConstraint(counts.reshape(1, -1), 1, k - 1)]
+        if K.shape[1]:
+            constraints.append(LinearConstraint(K.T, -1e-9, 1e-9))
+        result = milp(np.zeros(n), constraints=constraints, integrality=np.ones(n), bounds=Bounds(0, upper),
+                      options={"presolve": True})
+        x = None if result.status != 0 or result.x is None else np.round(result.x).astype(int)
+        if x is None or not (1 <= counts @ x <= k - 1) or not derivable(R, x):
+            return None
+        return x
     A = sparse.hstack([sparse.identity(n, format="csr"), -sparse.csr_matrix(R.T)], format="csr")
     value = sparse.hstack([sparse.csr_matrix(counts.reshape(1, -1)), sparse.csr_matrix((1, m))], format="csr")
     constraints = [LinearConstraint(A, 0, 0), LinearConstraint(value, 1, k - 1)]

@@ -193,6 +193,7 @@ def _concurrent_claims(sims: int, old: bool) -> list[Claim]:
                     record.answer(Identity(f"board-{k}", "board"), model_hash="m" * 64, cohort_hash="h" * 64,
                                   question=QUESTIONS[i % len(QUESTIONS)], answer=f"answer {i}")
                 i += 1
+                stop.wait(0.01)  # a busy ward, not a flood: the log stays small enough to check hundreds of times
 
         threads = [threading.Thread(target=session, args=(k,), daemon=True) for k in range(3)]
         for t in threads:

@@ -18,7 +18,8 @@ from dataclasses import dataclass
 __all__ = ["Claim", "AREAS", "table"]
 
 #: the modules of this package, each one area of claims
-AREAS = ("subgroups", "concepts", "monitoring", "agreement", "operating_point", "trust")
+AREAS = ("subgroups", "concepts", "monitoring", "agreement", "operating_point", "trust",
+         "identifiers")
 
 KINDS = ("false alarm", "coverage", "power")
 

@@ -182,12 +182,12 @@ else:
         concept_class = 0
     if c[1].button("Run TCAV for both versions", key="cmp_run_tcav", disabled=not concepts):
         st.session_state["cmp_tcav_run"] = tuple(concepts)
-    c[2].caption(f"Class '{common.md(handle.class_names[concept_class])}', the network's default layers, 16 random concepts "
-                 "(as the Concepts page)")
+    c[2].caption(f"Class '{common.md(handle.class_names[concept_class])}', the network's default layers, 15 runs "
+                 "per concept (as the Concepts page)")
     if st.session_state.get("cmp_tcav_run"):
         try:
             scores = {v: common.concept_scores(root, peers[v], manifest, list(st.session_state["cmp_tcav_run"]),
-                                               default_layers(common.model(peers[v])), concept_class, 16)
+                                               default_layers(common.model(peers[v])), concept_class, 15)
                       for v in (baseline, candidate)}
             both = tcav_difference(scores[baseline], scores[candidate], baseline=baseline, candidate=candidate)
         except GlassboxError as e:
@@ -198,6 +198,11 @@ else:
             st.caption("Difference of TCAV scores per concept and layer: Welch's t-test on the per-run scores, "
                        "Holm-corrected across every concept and layer shown. TCAV is a directional derivative, not a "
                        "causal effect: the region test above is the causal check.")
+            for v in (baseline, candidate):  # each version's own test, and its causal check where the concept has one
+                for row in scores[v][scores[v]["agreement"].astype(bool)].itertuples():
+                    (st.warning if "not causal" in row.agreement or "missed" in row.agreement else st.caption)(
+                        f"{common.md(v)}: **{common.md(row.concept)}** at {common.md(row.layer)} — "
+                        f"{common.md(row.agreement)}.")
 
 st.subheader("Region test")
 st.caption("Take one region away in every case and predict again: a version that moves relies on what was there.")

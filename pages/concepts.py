@@ -47,12 +47,13 @@ except GlassboxError as e:
 
 for row in scores.itertuples():
     if row.significant:
-        st.info(f"**{row.concept}** at `{row.layer}`: {row.verdict}. Sensitivity {row.sensitivity:+.3f} against "
+        st.info(f"**{common.md(row.concept)}** at {common.md(row.layer)}: {common.md(row.verdict)}. Sensitivity {row.sensitivity:+.3f} against "
                 f"{row.null_sensitivity:+.3f} for reference concepts (effect {row.effect:+.3f} "
                 f"[{row.effect_lo:+.3f}, {row.effect_hi:+.3f}]); TCAV {row.score:.2f} against {row.null_score:.2f}.")
     if row.agreement:
         agrees = "agrees" in row.agreement or "both say" in row.agreement
-        (st.success if agrees else st.warning)(f"**{row.concept}** at `{row.layer}`, causal check: {row.agreement}.")
+        (st.success if agrees else st.warning)(f"**{common.md(row.concept)}** at {common.md(row.layer)}, causal "
+                                               f"check: {common.md(row.agreement)}.")
 st.plotly_chart(tcav_figure(scores), key="tcav_fig")
 st.dataframe(scores[[c for c in TABLE_COLUMNS if c in scores]], hide_index=True, key="tcav_table")
 common.download(st, "Download TCAV table (CSV)", scores, file_name="tcav.csv", key="tcav_download", what="tcav")

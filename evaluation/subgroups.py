@@ -81,6 +81,8 @@ def choose_threshold(y: np.ndarray, p: np.ndarray, rule: str = "youden") -> floa
         target = float(value)
     except ValueError:
         raise InvalidInputError(MSG_RULE.format(rule=rule)) from None
+    if not 0 < target <= 1:  # sensitivity=2 would otherwise pick the curve's first threshold, silently
+        raise InvalidInputError(MSG_RULE.format(rule=rule) + f": the target must lie in (0, 1], got {value!r}")
     if name == "sensitivity":
         return float(thr[np.argmax(tpr >= target)])
     if name == "specificity":

@@ -312,3 +312,26 @@ def test_a_bundles_metadata_nested_deep_is_named(tmp_path):
     (folder / "configs" / "metadata.json").write_text("[]")
     with pytest.raises(ModelError, match=r"metadata\.json: must hold an object"):
         read_spec(folder)
+
+
+def test_serve_refuses_bad_settings_before_the_server_starts(tmp_path, monkeypatch, capsys):
+    """``glassbox serve`` checks the operator's inputs itself; the server is never started on a string root."""
+    from workspace import cli
+
+    (tmp_path / "settings.json").write_text(json.dumps({"model_roots": "/srv/trusted"}))
+    started = []
+    monkeypatch.setattr(cli.os, "execve", lambda *a: started.append(a))
+    monkeypatch.setattr(cli.os, "environ", dict(os.environ))  # the command writes the server's environment here
+    assert cli.main(["serve", "--workspace", str(tmp_path), "--port", "8599"]) == 2
+    assert not started
+    assert "model_roots must be a list of absolute folder paths" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("rule", ["sensitivity=2", "specificity=0", "sensitivity=-0.5"])
+def test_a_threshold_rule_outside_zero_to_one_is_refused_on_the_command_line_too(rule):
+    import numpy as np
+
+    from evaluation.subgroups import choose_threshold
+
+    with pytest.raises(InvalidInputError, match=r"must lie in \(0, 1\]"):
+        choose_threshold(np.array([0, 1, 0, 1]), np.array([0.1, 0.8, 0.3, 0.6]), rule)

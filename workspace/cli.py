@@ -1001,8 +1001,13 @@ def serve_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    from workspace.settings import check_operator
+
     command, env = serve_command(args)
-    for w in env["GLASSBOX_WORKSPACES"].split(os.pathsep):
+    workspaces = [Path(w) for w in env["GLASSBOX_WORKSPACES"].split(os.pathsep)]
+    os.environ.update(env)  # the server's own environment, checked here before it starts (the app re-checks per run)
+    check_operator(workspaces)
+    for w in workspaces:
         Workspace(w).remove_orphans()
     # the server replaces this process: a SIGTERM or Ctrl-C sent to `glassbox serve` reaches Streamlit itself, and no
     # child is left serving the port

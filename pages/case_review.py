@@ -288,7 +288,7 @@ with views:
                             height=height, colorbar=colorbar, **style)
         for k, fig in enumerate(views_):
             suffix = "" if version == handle.version else f"_{version}"
-            col.plotly_chart(fig, key=f"review_fig_{name}{suffix}" + ("_mip" if k else ""))
+            common.chart(col, fig, key=f"review_fig_{name}{suffix}" + ("_mip" if k else ""))
         if a is not None and detail:
             scaled = ("one scale across versions" if len(rows) > 1 else
                       "scaled to its own 99th percentile of |map| (= 1 on the colour bar)")
@@ -351,5 +351,8 @@ if named and not isinstance(handle.module, torch.jit.ScriptModule):
                         "towards the concept raises it)")
             st.dataframe(sens[["concept", "sensitivity", "cav_accuracy"]], hide_index=True, key="review_concepts",
                          column_config={"sensitivity": st.column_config.NumberColumn(format="%+.4f")})
+            st.caption("One case's local derivative, not a test and not a causal effect: whether a concept matters "
+                       "across the class, against reference concepts and beside its erase check, is on the Concepts "
+                       "page.")
 st.caption("Maps explain the class of interest (in the top-class view, the case's top class). Red/bright: evidence for it; in signed view blue is evidence "
            "against. Saliency shows where the model looked, not why, and can be wrong.")

@@ -1,6 +1,7 @@
 """Figures of cohort statistics, each a pure function returning a plotly Figure."""
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 import numpy as np
@@ -11,6 +12,28 @@ from sklearn.metrics import roc_curve
 from evaluation.calibration import reliability_table
 
 _LAYOUT = dict(margin=dict(l=10, r=10, t=40, b=10), height=360)
+
+#: the tags Plotly renders as markup that data must never carry: a link (phishing) or styled text (spoofing)
+_MARKUP = re.compile(r"<(/?)(a|span)\b", re.IGNORECASE)
+
+
+def plain_figure(fig: go.Figure) -> go.Figure:
+    """``fig`` with every string that could come from a file (group, class, case and concept names in trace names,
+    categories, hover text and titles) unable to render a link or styled text: ``<a`` and ``<span`` are escaped
+    wherever they occur. Glassbox's own figure code uses neither, so nothing it draws changes. Every page and the
+    report draw through this."""
+    def clean(value):
+        if isinstance(value, str):
+            return _MARKUP.sub(lambda m: "&lt;" + m.group(1) + m.group(2), value)
+        if isinstance(value, dict):
+            return {k: clean(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return type(value)(clean(v) for v in value)
+        if isinstance(value, np.ndarray) and value.dtype == object:
+            return np.array([clean(v) for v in value.ravel()], dtype=object).reshape(value.shape)
+        return value
+
+    return go.Figure(clean(fig.to_dict()))
 
 
 def forest_plot(table: pd.DataFrame, metric: str, *, title: str | None = None) -> go.Figure:

@@ -22,6 +22,7 @@ from data_adapters.cohort import peek_fit
 from data_adapters.errors import GlassboxError
 from data_adapters.models import spec_path
 from data_adapters.records import Attribution, Cohort, ModelHandle
+from evaluation.figures import plain_figure
 from evaluation.metrics import METRICS
 from evaluation.multiclass import MULTICLASS_METRICS
 from explainers.device import best_device
@@ -79,6 +80,11 @@ def record(root: Path | None = None) -> Record:
 #: why this session's sign-in ended (shown once above the sign-in form)
 ENDED = "_session_ended"
 log = logging.getLogger("glassbox.app")
+
+
+def chart(where, fig, **kwargs) -> None:
+    """Draw ``fig`` in ``where`` (``st`` or a column) with no markup a file could carry (:func:`plain_figure`)."""
+    where.plotly_chart(plain_figure(fig), **kwargs)
 
 
 def md(value) -> str:

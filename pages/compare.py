@@ -95,7 +95,7 @@ left.dataframe(table.drop(columns=["small"]), hide_index=True, key="cmp_table",
 common.download(left, "Download the delta table (CSV, with provenance)", report.table.assign(**result.provenance),
                 file_name=f"compare_{baseline}_{candidate}.csv", key="cmp_download", what="comparison deltas")
 forest_metric = right.selectbox("Forest plot of", metric_names, key="cmp_forest_metric")
-right.plotly_chart(delta_forest(report.table, forest_metric), key="cmp_forest")
+common.chart(right, delta_forest(report.table, forest_metric), key="cmp_forest")
 
 st.subheader("Cases that changed")
 changes = result.changes
@@ -107,7 +107,7 @@ left.dataframe(shown[[c for c in columns if c in shown]].sort_values("p_change",
                hide_index=True, key="cmp_flips")
 common.download(left, "Download the changed cases (CSV, with provenance)", shown.assign(**result.provenance),
                 file_name="flips.csv", key="cmp_flips_download", what="flipped cases")
-right.plotly_chart(flip_scatter(changes, baseline, candidate), key="cmp_scatter")
+common.chart(right, flip_scatter(changes, baseline, candidate), key="cmp_scatter")
 if len(shown):
     pick = left.selectbox("Open in Case review", shown["case_id"].tolist(), key="cmp_open_case")
     if left.button("Open this case", key="cmp_open"):
@@ -140,7 +140,7 @@ except GlassboxError as e:
 else:
     agreement = agreement.merge(picked[["case_id", "change", *result.grouping]], on="case_id")
     left, right = st.columns([2, 3])
-    left.plotly_chart(agreement_figure(agreement, result.grouping[0] if result.grouping else None),
+    common.chart(left, agreement_figure(agreement, result.grouping[0] if result.grouping else None),
                       key="cmp_agreement")
     right.markdown("**Where the maps diverge most**")
     right.dataframe(agreement.sort_values("spearman").head(15), hide_index=True, key="cmp_divergent",

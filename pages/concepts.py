@@ -54,7 +54,7 @@ for row in scores.itertuples():
         agrees = "agrees" in row.agreement or "both say" in row.agreement
         (st.success if agrees else st.warning)(f"**{common.md(row.concept)}** at {common.md(row.layer)}, causal "
                                                f"check: {common.md(row.agreement)}.")
-st.plotly_chart(tcav_figure(scores), key="tcav_fig")
+common.chart(st, tcav_figure(scores), key="tcav_fig")
 st.dataframe(scores[[c for c in TABLE_COLUMNS if c in scores]], hide_index=True, key="tcav_table")
 common.download(st, "Download TCAV table (CSV)", scores, file_name="tcav.csv", key="tcav_download", what="tcav")
 first = scores.iloc[0]

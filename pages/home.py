@@ -58,7 +58,7 @@ with left:
         by = st.selectbox("Group by", groups, key="home_group_by")
         counts = group_counts(cohort, by, handle.class_names)
         hide = decision.for_table(dict(zip(counts[by].astype(str), counts["n"])), by) if decision else None
-        st.plotly_chart(label_balance_figure(cohort, by, handle.class_names, hide=hide), key="home_balance")
+        common.chart(st, label_balance_figure(cohort, by, handle.class_names, hide=hide), key="home_balance")
         st.dataframe(suppressed_counts(counts, k, hide) if hide else counts, hide_index=True, key="home_counts")
         if hide:
             st.caption(f"Groups under {k} cases are suppressed (the operator's k); {hide.note}. One decision covers "

@@ -71,7 +71,7 @@ else:
                f"at adjusted p < {alpha:g}.")
 st.caption(f"Performance judged by the {report.operating_point} (the model version's own, as on every page and "
            "in the report).")
-st.plotly_chart(drift_figure(report, handle.class_names), key="mon_figure")
+common.chart(st, drift_figure(report, handle.class_names), key="mon_figure")
 st.caption("Estimated accuracy assumes calibrated probabilities (fitted on the reference) and a shift in which images "
            "arrive, not in how labels follow from them: a shift the model meets confidently wrong is missed by the "
            "estimate, and seen by the drift test.")

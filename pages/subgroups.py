@@ -138,17 +138,17 @@ left, right = st.columns(2)
 metric_names = MULTICLASS_METRICS.names() if k is None else METRICS.names()
 metric = left.selectbox("Forest plot of", metric_names, key="sub_metric")
 shown = report.table if not hide else report.table[report.table["group"].astype(str).map(hide.shows)]
-left.plotly_chart(forest_plot(shown, metric), key="sub_forest")
+common.chart(left, forest_plot(shown, metric), key="sub_forest")
 if k is None:
     confusions = confusion_by_group(report, int(k_min) if board else None)
     confusions = {g: c for g, c in confusions.items() if not hide or hide.shows(g)}
     which = right.selectbox("Confusion matrix of", list(confusions), key="sub_confusion_group")
-    right.plotly_chart(confusion_figure(confusions[which], f"Top class against label · {which}"),
+    common.chart(right, confusion_figure(confusions[which], f"Top class against label · {which}"),
                        key="sub_confusion")
 elif len(by) == 1:
     drawn = frame[frame[by[0]].astype(str).map(hide.shows)] if hide else frame
-    right.plotly_chart(roc_by_group(drawn, by[0]), key="sub_roc")
+    common.chart(right, roc_by_group(drawn, by[0]), key="sub_roc")
     curves = {str(g): (sub["y"].to_numpy(), sub["p"].to_numpy()) for g, sub in drawn.groupby(by[0], observed=True)}
-    right.plotly_chart(reliability_diagram(curves, title=f"Reliability by {by[0]}"), key="sub_reliability")
+    common.chart(right, reliability_diagram(curves, title=f"Reliability by {by[0]}"), key="sub_reliability")
 else:
     right.info("ROC and reliability curves are drawn for a single attribute.")

@@ -69,7 +69,7 @@ if cohort.frame()["label"].isna().all():  # e.g. a folder of DICOM studies: no e
     left, right = st.columns(2)
     if groups:
         by = right.selectbox("Uncertainty by", groups, key="unc_by")
-        right.plotly_chart(uncertainty_by_group_figure(uncertainty_by_group(everything, by, measure), measure),
+        common.chart(right, uncertainty_by_group_figure(uncertainty_by_group(everything, by, measure), measure),
                            key="unc_groups")
     shown_p = [f"p_{i}" for i in range(handle.n_classes)] if k is None else [f"p_{k}"]
     left.dataframe(referred[["case_id", measure, *shown_p, *groups]], hide_index=True, key="unc_referred")
@@ -107,10 +107,10 @@ st.caption(f"Errors: {rule}. Error-detection AUROC 95% interval: {detect['lo']:.
            f"({resampling(frame)}).")
 
 left, right = st.columns(2)
-left.plotly_chart(risk_coverage_figure(curve, refer), key="unc_risk")
+common.chart(left, risk_coverage_figure(curve, refer), key="unc_risk")
 if groups:
     by = right.selectbox("Uncertainty by", groups, key="unc_by")
-    right.plotly_chart(uncertainty_by_group_figure(uncertainty_by_group(frame, by, measure), measure),
+    common.chart(right, uncertainty_by_group_figure(uncertainty_by_group(frame, by, measure), measure),
                        key="unc_groups")
 
 st.subheader("Calibration: recalibration fitted and checked on held-out patients")
@@ -144,6 +144,6 @@ else:
                f"checked on {result.check_patients} other patients ({result.check_cases} cases). Applied only when "
                "the log loss is shown to improve on the check patients (one-sided 97.5% patient-bootstrap bound) "
                "and the ECE is not worse there.")
-    st.plotly_chart(reliability_diagram({"before": (y_eval, before), "after": (y_eval, after)},
+    common.chart(st, reliability_diagram({"before": (y_eval, before), "after": (y_eval, after)},
                                         title="Reliability on the check patients, before and after scaling"),
                     key="unc_reliability")

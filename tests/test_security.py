@@ -243,3 +243,24 @@ def test_a_users_file_of_the_previous_version_is_migrated_and_keeps_its_accounts
     users.set_role("alice", "admin")
     assert users.refresh(who) is None, "the change ends the session that signed in before it"
     assert Users(old).refresh(Identity("alice", "admin")).epoch == 1
+
+
+def test_figures_never_draw_a_link_or_styled_text_from_data():
+    """A group named with a Plotly link renders as text: the link tag is escaped in trace names, categories, hover
+    text and titles alike, and Glassbox's own markup (<b>, <br>) is kept."""
+    import plotly.graph_objects as go
+
+    from evaluation.figures import forest_plot, plain_figure
+
+    evil = '<a href="http://phish.example">Site A</a>'
+    table = pd.DataFrame({"group": ["overall", evil, "B"], "n": [60, 30, 30], "sensitivity": [0.8, 0.7, 0.9],
+                          "sensitivity_lo": [0.7, 0.5, 0.8], "sensitivity_hi": [0.9, 0.85, 0.97], "small": False})
+    fig = plain_figure(forest_plot(table, "sensitivity", title=f"<b>Sensitivity</b> by {evil}"))
+    text = json.dumps(fig.to_plotly_json(), default=str)
+    assert "<a href" not in text and "&lt;a href" in text
+    assert "&lt;/a" in text
+    assert "<b>Sensitivity</b>" in text
+    raw = go.Figure(go.Bar(x=[evil], y=[1], name='<span style="color:red">x</span>', hovertext=[evil]))
+    dump = lambda f: json.dumps(f.to_plotly_json(), default=str)  # noqa: E731
+    assert "<span" in dump(raw) and "<span" not in dump(plain_figure(raw))
+    assert plain_figure(raw).data[0].x[0] == "&lt;a href=\"http://phish.example\">Site A&lt;/a>"

@@ -44,7 +44,7 @@ from data_adapters.records import Cohort, ModelHandle
 from evaluation.cohort_summary import board_decision, group_counts, with_bands
 from evaluation.explanation_quality import in_words as trust_in_words
 from evaluation.explanation_quality import quality_summary
-from evaluation.figures import forest_plot
+from evaluation.figures import forest_plot, plain_figure
 from evaluation.multiclass import multiclass_report
 from evaluation.outcomes import with_outcomes
 from evaluation.reader_agreement import model_vs_reader, pairs_in_words
@@ -97,7 +97,7 @@ def _version(name: str) -> str:
 
 
 def _png(fig) -> str:
-    return base64.b64encode(fig.to_image(format="png", width=900, height=330, scale=1)).decode()
+    return base64.b64encode(plain_figure(fig).to_image(format="png", width=900, height=330, scale=1)).decode()
 
 
 def _records(frame: pd.DataFrame, columns: Sequence[str] | None = None, digits: int = 3) -> list[dict]:

@@ -139,12 +139,15 @@ def test_the_boards_answers_are_kept_stated_and_change_the_report(tmp_path, monk
 
 
 @pytest.mark.parametrize("role, can_sign", [("board", True), ("developer", False)])
-def test_report_page_signs_for_the_board_only(demo_root, monkeypatch, role, can_sign):
+def test_report_page_signs_for_the_board_only(demo_root, monkeypatch, tmp_path, role, can_sign):
+    from tests.test_roles import account
+
     monkeypatch.setenv("GLASSBOX_AUTH", "local")
+    monkeypatch.setenv("GLASSBOX_USERS_FILE", str(tmp_path / "users.sqlite"))  # sessions follow their accounts
     allow(demo_root)
     at = AppTest.from_file(str(ROOT / "pages" / "report.py"), default_timeout=TIMEOUT)
     for key, value in {"workspace": str(demo_root), "model": "v2", "cohort": "demo2d", "_identity":
-                       Identity(f"{role}-1", role), "report_by": ["site"]}.items():
+                       account(f"{role}-1", role), "report_by": ["site"]}.items():
         at.session_state[key] = value
     at.run()
     assert not at.exception and not at.error

@@ -18,6 +18,11 @@ exactly zero on units 32–63. A new cohort, pool, concept folder and inputs are
 :func:`tutorial_design_rates` runs the design the product used before (Captum's TCAV tutorial: one concept set shared
 by every run, one random set shared by every null run, a Welch t-test treating runs as independent) on the same
 simulations, so the quick test can show the suite catches it.
+
+Measured (400 simulations each, seed 0, 2-core CPU; ``calibration_suite.py --only concepts --sims 400``, 43 min under
+a load of ~12): orthogonal-but-separable concept called significant 0.013 (band ≤ 0.083; the old shared-set design
+0.553); random images from the pool itself at p < 0.05 0.037 (old design 0.558); power for a concept along the
+gradient 0.983 (band ≥ 0.740).
 """
 from __future__ import annotations
 

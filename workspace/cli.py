@@ -37,6 +37,7 @@ import argparse
 import contextlib
 import difflib
 import getpass
+import io
 import json
 import os
 import signal
@@ -382,7 +383,9 @@ def cmd_explain(args: argparse.Namespace) -> int:
                                                       progress=step(args.method))
     # the default name is made from the case id, which came from a file: never a path (../../x would climb out)
     out = out or Path(f"{safe_file_stem(case.case_id)}_{safe_file_stem(a.method)}.npy")
-    np.save(out, a.array)
+    buffer = io.BytesIO()
+    np.save(buffer, a.array)
+    write_file(out, buffer.getvalue())  # atomically: a full disk leaves no truncated map
     delta = f", convergence delta {a.convergence_delta:.3g}" if a.convergence_delta is not None else ""
     print(f"wrote {a.method} map {a.array.shape} for case {case.case_id}, class "
           f"{handle.class_names[a.target]!r}, to {out} ({a.seconds:.2f} s{delta})")
@@ -521,10 +524,10 @@ def cmd_subgroups(args: argparse.Namespace) -> int:
         if not hide or hide.shows(note.group):
             print(f"note: {note.group}: {note.notes}")
     if out:
-        spreadsheet_safe(table).to_csv(out, index=False)
+        _write_table(table, out)
         if hide:
             gaps = gaps.assign(note=[n if not hide.names_hidden(n) else "" for n in gaps["note"]])
-        spreadsheet_safe(gaps).to_csv(out.with_suffix(".gaps.csv"), index=False)
+        _write_table(gaps, out.with_suffix(".gaps.csv"))
         print(f"wrote {out} and {out.with_suffix('.gaps.csv')}")
     if not gates:
         return 0
@@ -741,14 +744,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
           f"{summary['both right']} both right; McNemar exact p = {summary['mcnemar_p']:.3g} (cases treated as "
           "independent)")
     if out:
-        spreadsheet_safe(report.table.assign(**result.provenance)).to_csv(out, index=False)
+        _write_table(report.table.assign(**result.provenance), out)
         print(f"wrote {out}")
     if flips_out:
         keep = ["case_id", *by, "label", "p_baseline", "p_candidate", "p_change", "predicted_baseline",
                 "predicted_candidate", "change"]
         changes = result.changes
-        spreadsheet_safe(changes[[c for c in keep if c in changes]].assign(**result.provenance)).to_csv(
-            flips_out, index=False)
+        _write_table(changes[[c for c in keep if c in changes]].assign(**result.provenance), flips_out)
         print(f"wrote {flips_out}")
     if args.region:
         shift = ws.region_test([base, cand], cohort, result.changes["case_id"].tolist(), args.region, args.perturb,

@@ -22,6 +22,7 @@ from data_adapters.demo.dicom_export import export_studies
 from data_adapters.demo.synthesis import (
     MARKER_BOX,
     N_CASES,
+    concepts_complete,
     generate_cohort,
     generate_deployment_cohort,
     write_concepts,
@@ -44,7 +45,7 @@ from workspace.demo_checks import run_checks
 from workspace.store import Workspace, write_file
 
 #: bump when the generator or training changes, so that old demo workspaces are rebuilt
-DEMO_VERSION = 11
+DEMO_VERSION = 12
 #: the seed the shipped weights were trained with
 TRAINING_SEED = 7
 SHIPPED = Path(__file__).resolve().parent.parent / "data_adapters" / "demo" / "weights"
@@ -245,7 +246,7 @@ def build_demo(root: str | Path, *, force: bool = False, retrain: bool = False, 
         generate_cohort(manifest.parent, progress=step(f"generating {N_CASES} cases"))
     else:
         log(f"reusing cohort {manifest}")
-    if force or not (manifest.parent / "concepts").is_dir():
+    if force or not concepts_complete(manifest.parent / "concepts"):  # a folder a killed build left is rewritten
         write_concepts(manifest.parent / "concepts", manifest)
     cohort = load_manifest(manifest, progress=step("loading cohort"))
     log(cohort.report.summary())

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from data_adapters.records import CLUSTER
+from evaluation.inference import percentile_interval
 from evaluation.metrics import auroc, bootstrap_weights, cluster_weights, counts
 from evaluation.subgroups import MISSING
 
@@ -28,7 +29,7 @@ def error_detection(uncertainty: np.ndarray, error: np.ndarray, *, clusters: np.
     weights = (cluster_weights(clusters, n_boot, rng) if clusters is not None
                else bootstrap_weights(error, n_boot, rng))
     reps = auroc(counts(weights, error, u, dummy))
-    lo, hi = np.nanquantile(reps, [(1 - level) / 2, 1 - (1 - level) / 2])
+    lo, hi = percentile_interval(reps, level)
     return {"auroc": point, "lo": float(lo), "hi": float(hi), "errors": int(error.sum()), "n": len(error)}
 
 
@@ -67,7 +68,7 @@ def uncertainty_by_group(frame: pd.DataFrame, by: str | Sequence[str], column: s
                 boots = (w @ values) / w.sum(axis=1)
         else:
             boots = values[rng.integers(0, len(values), size=(n_boot, len(values)))].mean(axis=1)
-        lo, hi = np.quantile(boots, [(1 - level) / 2, 1 - (1 - level) / 2])
+        lo, hi = percentile_interval(boots, level)
         name = " · ".join(map(str, key if isinstance(key, tuple) else (key,)))
         rows.append({"group": name, "n": len(values), "mean": values.mean(), "mean_lo": lo, "mean_hi": hi,
                      "median": float(np.median(values))})

@@ -30,6 +30,7 @@ from evaluation.inference import (
     combine_verdicts,
     holm,
     percentile_interval,
+    permutation_p,
     quantile_mc_interval,
 )
 from evaluation.metrics import METRICS, counts
@@ -38,7 +39,7 @@ from evaluation.outcomes import with_outcomes
 from evaluation.subgroups import MISSING, replicate_weights, resampling
 
 __all__ = ["LOWER_IS_BETTER", "ComparisonReport", "paired_comparison", "flips", "flip_summary", "mcnemar", "FLIP_KINDS",
-           "comparison_frame", "noninferiority_gate", "N_BOOT"]
+           "comparison_frame", "noninferiority_gate", "N_BOOT", "mcnemar_clustered"]
 
 #: default paired resamples: the gate's bound is a far-tail quantile (2.5% Bonferroni-divided by the groups judged),
 #: so it needs many more replicates than a central interval; its Monte Carlo interval is stated with every verdict
@@ -229,10 +230,41 @@ def flips(frame: pd.DataFrame, base_probs: np.ndarray, cand_probs: np.ndarray, *
     return out
 
 
+def mcnemar_clustered(broken: np.ndarray, fixed: np.ndarray, *, n_resamples: int = 20_000, seed: int = 0) -> float:
+    """McNemar's test when images are nested in patients: per patient ``d = broken − fixed`` (its images' counts);
+    under no difference between the versions each patient's ``d`` is as likely negative as positive, so the p-value
+    is the share of sign flips of the patients' ``d`` whose sum is at least as far from 0 as observed (two-sided; the
+    sign-flip form of Durkalski et al.'s clustered McNemar, 2003). Exact by enumeration up to 16 patients with a
+    discordant difference, otherwise ``n_resamples`` seeded flips floored by :func:`permutation_p`. With one image
+    per patient it is the exact McNemar test."""
+    d = np.asarray(broken, np.int64) - np.asarray(fixed, np.int64)
+    d = d[d != 0]
+    if len(d) == 0:
+        return 1.0
+    observed = abs(int(d.sum()))
+    if len(d) <= 16:
+        signs = 1 - 2 * ((np.arange(2 ** len(d))[:, None] >> np.arange(len(d))) & 1)
+        return float(np.mean(np.abs(signs @ d) >= observed))
+    rng = np.random.default_rng(seed)
+    exceed = int(sum(int((np.abs(rng.choice((-1, 1), size=(b, len(d))) @ d) >= observed).sum())
+                     for b in np.diff(np.r_[0:n_resamples:5000, n_resamples])))
+    return float(min(1.0, permutation_p(exceed, n_resamples)))
+
+
 def flip_summary(table: pd.DataFrame) -> dict[str, float]:
-    """Counts of each kind of change, and McNemar's exact p-value on the discordant cases."""
+    """Counts of each kind of change, and McNemar's p-value on the discordant cases: exact on cases, or, where the
+    table says which patient each image came from (:data:`CLUSTER`) and some patient has several, the patients'
+    sign-flip test (:func:`mcnemar_clustered`: images of one patient are not independent; the exact test on images
+    flagged 22% of equal versions at 5% with 1-4 images per patient). ``mcnemar_patients``: the patients it was
+    judged over (0: cases treated as independent)."""
     counted = {kind: int((table["change"] == kind).sum()) for kind in FLIP_KINDS}
-    return {**counted, "mcnemar_p": mcnemar(counted["broken"], counted["fixed"])}
+    if CLUSTER in table and table[CLUSTER].notna().all() and table[CLUSTER].duplicated().any():
+        per = pd.DataFrame({"broken": table["change"].eq("broken").to_numpy(int),
+                            "fixed": table["change"].eq("fixed").to_numpy(int),
+                            "patient": table[CLUSTER].to_numpy()}).groupby("patient", sort=False).sum()
+        return {**counted, "mcnemar_p": mcnemar_clustered(per["broken"].to_numpy(), per["fixed"].to_numpy()),
+                "mcnemar_patients": len(per)}
+    return {**counted, "mcnemar_p": mcnemar(counted["broken"], counted["fixed"]), "mcnemar_patients": 0}
 
 
 def comparison_frame(cohort_frame: pd.DataFrame, base: pd.DataFrame, cand: pd.DataFrame,

@@ -16,7 +16,7 @@ from evaluation.version_comparison import mcnemar, mcnemar_clustered
 def test_every_comparison_claim_holds_at_a_few_simulations():
     found = area.claims(8)
     assert {c.kind for c in found} == {"false alarm", "coverage", "power"}
-    assert len(found) == 9
+    assert len(found) == 10
     failed = [c.line() for c in found if not c.passed]
     assert not failed, failed
 

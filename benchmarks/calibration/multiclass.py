@@ -12,6 +12,8 @@ same model (its Monte Carlo error, under 0.002, is far inside an interval's widt
 - *false alarm*: three equal groups × ``N``: some gap flagged; ``family="per metric"`` runs the old design (each
   metric's pairs adjusted on their own) for the same cohorts.
 - *power*: one group's model weaker (``WEAK_SCALE``): the accuracy gap found, naming that group.
+- the group tables' prevalence interval (binary and multi-class cohorts alike; ``subgroup_report``), on patients whose
+  images share a label.
 
 ECE's interval is measured as well but is not a coverage claim: ECE is biased upward at small n (the product shows it
 beside its chance expectation), so its percentile interval does not cover the population value (measured below).
@@ -125,6 +127,22 @@ def gap_power(sims: int, seed: int) -> int:
     return found
 
 
+def prevalence_coverage(rng: np.random.Generator, *, keyed: bool = True, patients: int = 150,
+                        prevalence: float = 0.3) -> bool:
+    """The group tables' prevalence interval (``subgroup_report``: Wilson, or clustered by patient where known; the
+    Subgroups page, ``glassbox subgroups`` and the report): patients of 1–4 images that share the patient's label."""
+    from evaluation.subgroups import subgroup_report
+
+    cluster = np.repeat(np.arange(patients), rng.integers(1, 5, patients))
+    y = (rng.random(patients) < prevalence)[cluster]
+    frame = pd.DataFrame({"y": y.astype(int), "p": np.clip(0.3 + 0.4 * y + rng.normal(0, 0.2, len(y)), 0, 1),
+                          "g": "a"})
+    if keyed:
+        frame[CLUSTER] = cluster
+    row = subgroup_report(frame, "g", threshold=0.5, n_boot=100, seed=0).table.iloc[1]
+    return bool(row["prevalence_lo"] <= prevalence <= row["prevalence_hi"])
+
+
 def claims(sims: int, seed: int = 0, *, design: str = "cases", family: str = "all") -> list[Claim]:
     truth = population()
     covered = coverage_counts(lambda rng: cohort(rng, {"a": N}), truth, sims, seed, 62)
@@ -136,6 +154,9 @@ def claims(sims: int, seed: int = 0, *, design: str = "cases", family: str = "al
     what = "patients resampled" if keyed else "images as independent (wrong here)"
     out += [Claim(f"3-class {m} 95% interval ({PATIENTS} patients, 1-4 images)", "coverage", 0.95, covered[m], sims,
                   f"cluster bootstrap, {what}; percentile") for m in ("accuracy", "macro_auroc", "brier")]
+    covered = sum(prevalence_coverage(np.random.default_rng([seed, 65, s]), keyed=keyed) for s in range(sims))
+    out.append(Claim("group table prevalence, 95% interval (150 patients, 1-4 images sharing a label)", "coverage",
+                     0.95, covered, sims, "clustered Wilson" if keyed else "plain Wilson on images (wrong here)"))
     hits, _ = any_gap(sims, seed, family=family)
     out.append(Claim(f"3-class: any gap flagged among 3 equal groups × {N}", "false alarm", 0.05, hits, sims,
                      f"one max-t over {len(MULTICLASS_METRICS.names())} metrics × pairs" if family == "all"

@@ -83,11 +83,15 @@ if who.can("sign_off"):
     if saved:
         changed = [qid for qid, (ans, items) in entered.items()
                    if (ans.strip(), items.strip()) != (answers[qid]["answer"], answers[qid]["open_items"])]
-        for qid in changed:
-            record.answer(who, model_hash=handle.weights_hash, cohort_hash=cohort.content_hash, question=qid,
-                          answer=entered[qid][0].strip(), open_items=entered[qid][1].strip())
-        st.session_state["_report_saved"] = len(changed)
-        st.rerun()
+        try:
+            for qid in changed:
+                record.answer(who, model_hash=handle.weights_hash, cohort_hash=cohort.content_hash, question=qid,
+                              answer=entered[qid][0].strip(), open_items=entered[qid][1].strip())
+        except GlassboxError as e:  # an identifier in an answer: refused, named, kept in its box to edit
+            common.show_error(e)
+        else:
+            st.session_state["_report_saved"] = len(changed)
+            st.rerun()
     if st.session_state.get("_report_saved") is not None:
         st.success(f"{st.session_state.pop('_report_saved')} answer(s) saved: the report now states them, so it is a "
                    "new report with a new hash.")

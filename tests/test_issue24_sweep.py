@@ -56,12 +56,13 @@ def test_thirty_failing_sign_in_clients_cost_at_most_the_networks_limit_of_passw
 @pytest.mark.parametrize("text,why", [("discussed with Jane Doe", "personal name"),
                                       ("patient born 12 Mar 1961", "calendar date")])
 @pytest.mark.parametrize("field", ["answer", "open_items"])
-@pytest.mark.xfail(strict=True, reason="Record.answer (workspace/review.py) does not call check_note yet")
 def test_a_checklist_answer_holding_an_identifier_is_refused_and_not_stored(tmp_path, text, why, field):
     record = Record(tmp_path, path=tmp_path / "review.sqlite")
     board = Identity("board-1", "board")
     args = {"model_hash": "m" * 64, "cohort_hash": "c" * 64, "question": "intended use", "answer": "agreed"}
-    with pytest.raises(InvalidInputError, match=f"seems to hold a {why}") as caught:
+    label = "answer" if field == "answer" else "open items"
+    with pytest.raises(InvalidInputError, match=f"checklist {label} to 'intended use': it seems to hold a {why}") \
+            as caught:
         record.answer(board, **{**args, field: text})
     assert text not in str(caught.value), "the refusal never echoes the identifier"
     assert record.answers(model_hash="m" * 64, cohort_hash="c" * 64).empty
@@ -127,3 +128,25 @@ def test_markdown_in_model_json_renders_as_text_on_home_for_every_role(tmp_path,
     assert at.title[0].value != "Glassbox · sign in", "signed in"
     live = [t for t in texts if LIVE.search(t)]
     assert not live, live
+
+
+def test_the_report_page_names_a_checklist_answer_holding_a_name_and_stores_nothing(demo_root, monkeypatch, tmp_path):
+    from tests.test_roles import account
+
+    monkeypatch.setenv("GLASSBOX_AUTH", "local")
+    monkeypatch.setenv("GLASSBOX_USERS_FILE", str(tmp_path / "users.sqlite"))
+    allow(demo_root)
+    at = AppTest.from_file(str(ROOT / "pages" / "report.py"), default_timeout=TIMEOUT)
+    for key, value in {"workspace": str(demo_root), "model": "v2", "cohort": "demo2d", "_identity":
+                       account("board-1", "board"), "report_by": ["site"]}.items():
+        at.session_state[key] = value
+    at.run()
+    assert not at.exception and not at.error
+    before = len(Record(demo_root).audit(action="checklist_answer"))
+    box = next(t for t in at.text_area if t.key.startswith("checklist_answer_"))
+    box.set_value("agreed with Jane Doe on the ward")
+    next(b for b in at.button if b.label == "Save answers").click().run()
+    assert not at.exception, at.exception
+    assert any("seems to hold a personal name" in e.value for e in at.error), [e.value for e in at.error]
+    assert not any("Jane Doe" in e.value for e in at.error), "the refusal never echoes the name"
+    assert len(Record(demo_root).audit(action="checklist_answer")) == before, "nothing stored"

@@ -580,6 +580,11 @@ class Record:
         for text, field in ((answer, "answer"), (open_items, "open items")):
             if len(text) > NOTE_LIMIT:
                 raise InvalidInputError(f"{field}: {len(text)} characters; the limit is {NOTE_LIMIT}")
+            try:  # stated in the report: a name, date or record number is refused like a verdict's note
+                check_note(text)
+            except InvalidInputError as e:
+                raise InvalidInputError(f"checklist {field} to {question!r}: {str(e).removeprefix('note: ')}") \
+                    from None
         fields = {"at": now(), "member": identity.name, "role": identity.role, "model_hash": model_hash,
                   "cohort_hash": cohort_hash, "question": question, "answer": answer, "open_items": open_items}
         with self._transaction() as db:

@@ -15,6 +15,17 @@ both versions; patients resampled where the cohort knows them).
   effect, ``z`` noise correlated between versions), so the population AUROC is ``Φ(d / √(2 (1 + σ_b²)))`` for each
   version and the difference of the two is known; coverage of the difference's 95% interval.
 
+- *TCAV difference* (:func:`tcav_claims`, slow, not in :func:`claims`): ``tcav_difference``'s "differs" (Welch on the
+  per-run scores, Holm) for one version run twice holds (0.030 of 100), but for two versions whose population TCAV
+  is the same, each with its own gradients at the same 50 inputs, it says "differs" in 0.300 of 100 simulations
+  (band ≤ 0.115): the runs' spread carries the CAVs' randomness only, not the sampling of the inputs. An open
+  claim: a test over inputs needs per-input scores from ``explainers.concepts`` (paired by input, both versions).
+
+Measured (2026-12-04, seed 0, 400 simulations, 2-core shared box, 250 s): every row of :func:`claims` in its band;
+McNemar at equal versions 0.028 on independent cases, 0.035 on patients with the sign-flip test (the old exact test
+on images 0.22 of 300); power 0.843; region intervals 0.948 / 0.955 / 0.948; error-detection AUROC intervals 0.950 /
+0.953 / difference 0.960; paired sensitivity delta 0.945.
+
 ``design="cases"`` drops the patient key (images treated as independent: the wrong design for these cohorts), so the
 quick test can show the simulations fail on it.
 

@@ -164,7 +164,7 @@ def test_the_audit_page_shows_the_log_and_its_check(demo_root, local_auth):
     assert set(shown["action"]) == {"settings_changed"}
 
 
-def test_volume_hover_reads_hounsfield_units_and_the_projection_shows_the_truth(demo_root):
+def test_volume_hover_reads_hounsfield_units_and_the_projection_shows_the_truth(demo_root, local_auth):
     at = as_role("pages/case_review.py", demo_root, "radiologist", model="ct3d-v1", cohort="demo3d",
                  review_label=[1], review_methods=["saliency"])
     assert not at.exception
@@ -176,7 +176,7 @@ def test_volume_hover_reads_hounsfield_units_and_the_projection_shows_the_truth(
     assert any(t.get("type") == "contour" for t in projection["data"]), "ground truth drawn on the projection"
 
 
-def test_focus_mode_draws_one_large_view_and_a_strip(demo_root):
+def test_focus_mode_draws_one_large_view_and_a_strip(demo_root, local_auth):
     at = as_role("pages/case_review.py", demo_root, "radiologist", review_layout="focus",
                  review_methods=["grad_cam", "saliency"])
     assert not at.exception and not at.error

@@ -11,7 +11,7 @@ from data_adapters.errors import GlassboxError
 from evaluation.cohort_summary import group_columns
 from evaluation.figures import agreement_figure, delta_forest, flip_scatter
 from evaluation.outcomes import uses_top_class
-from evaluation.version_comparison import FLIP_KINDS, paired_error_detection, tcav_difference
+from evaluation.version_comparison import FLIP_KINDS, mcnemar_design, paired_error_detection, tcav_difference
 from explainers.uncertainty import has_dropout
 from explainers.concepts import concept_names, default_layers, default_target
 from explainers.perturbation import NAMED_REGIONS, PERTURBATIONS
@@ -80,8 +80,8 @@ else:
 m = st.columns(5)
 for col, kind in zip(m, FLIP_KINDS):
     col.metric(kind.capitalize(), summary[kind])
-m[4].metric("McNemar p", f"{summary['mcnemar_p']:.3g}", help="Exact test on the cases whose outcome changed: is "
-            "breaking more (or less) likely than fixing? Cases are treated as independent.")
+m[4].metric("McNemar p", f"{summary['mcnemar_p']:.3g}", help="On the cases whose outcome changed: is "
+            "breaking more (or less) likely than fixing? " + mcnemar_design(summary) + ".")
 
 st.subheader("Differences by group")
 metric_names = list(dict.fromkeys(report.table["metric"]))
@@ -194,10 +194,12 @@ else:
             common.show_error(e)
         else:
             st.dataframe(both, hide_index=True, key="cmp_tcav",
-                         column_config={"difference": st.column_config.NumberColumn(format="%+.2f")})
-            st.caption("Difference of TCAV scores per concept and layer: Welch's t-test on the per-run scores, "
-                       "Holm-corrected across every concept and layer shown. TCAV is a directional derivative, not a "
-                       "causal effect: the region test above is the causal check.")
+                         column_config={"change": st.column_config.NumberColumn(format="%+.3f")})
+            st.caption("Each version's concept sensitivity over its reference concepts, with its interval and its own "
+                       "verdict (Holm across concepts and layers, as the Concepts page). No test of the difference "
+                       "between versions is made: a test on per-run scores called equal versions different in 30% of "
+                       "simulations. TCAV is a directional derivative, not a causal effect: the region test below "
+                       "is the comparison of what each version relies on.")
             for v in (baseline, candidate):  # each version's own test, and its causal check where the concept has one
                 for row in scores[v][scores[v]["agreement"].astype(bool)].itertuples():
                     (st.warning if "not causal" in row.agreement or "missed" in row.agreement else st.caption)(

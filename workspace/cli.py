@@ -60,6 +60,7 @@ from evaluation.multiclass import MULTICLASS_METRICS, confusion_by_group, multic
 from evaluation.outcomes import uses_top_class, with_outcomes
 from evaluation.referral import error_detection
 from evaluation.subgroups import labelled_frame, resampling, subgroup_report
+from evaluation.version_comparison import mcnemar_design
 from explainers.device import best_device
 from explainers.concepts import default_target
 from explainers.perturbation import PERTURBATIONS
@@ -741,8 +742,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
               .to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     summary = result.summary
     print(f"flips: {summary['fixed']} fixed, {summary['broken']} broken, {summary['still wrong']} still wrong, "
-          f"{summary['both right']} both right; McNemar exact p = {summary['mcnemar_p']:.3g} (cases treated as "
-          "independent)")
+          f"{summary['both right']} both right; McNemar p = {summary['mcnemar_p']:.3g} ({mcnemar_design(summary)})")
     if out:
         _write_table(report.table.assign(**result.provenance), out)
         print(f"wrote {out}")

@@ -50,7 +50,7 @@ from evaluation.outcomes import with_outcomes
 from evaluation.reader_agreement import model_vs_reader, pairs_in_words
 from evaluation.subgroups import labelled_frame, subgroup_report
 from evaluation.suppression import rejections_by_reason, suppression
-from evaluation.version_comparison import FLIP_KINDS
+from evaluation.version_comparison import FLIP_KINDS, mcnemar_design
 from explainers.figures import case_views, display_image
 from explainers.saliency import SALIENCY_METHODS
 from workspace.access import Identity, board_k
@@ -284,7 +284,8 @@ def gather(ws: Workspace, handle: ModelHandle, cohort: Cohort, *, baseline: Mode
         keep = ["group", "metric", "baseline", "candidate", "delta", "delta_lo", "delta_hi", "verdict"]
         evidence["comparison"] = {"baseline": baseline.version, "table": _records(table, keep),
                                   "flips": {kind: int(result.summary[kind]) for kind in FLIP_KINDS},
-                                  "mcnemar_p": float(result.summary["mcnemar_p"])}
+                                  "mcnemar_p": float(result.summary["mcnemar_p"]),
+                                  "mcnemar_design": mcnemar_design(result.summary)}
 
     # -- reviewers -----------------------------------------------------------------------------------------------
     say("reviewers")

@@ -202,7 +202,7 @@ if __name__ == "__main__":
 
 
 # -- TCAV difference between versions (Compare page): measured, and an open claim -------------------------------------
-def tcav_difference_alarm(rng: np.random.Generator, *, same_inputs_gradients: bool) -> bool:
+def tcav_difference_alarm(rng: np.random.Generator, *, same_inputs_gradients: bool, old_welch: bool = False) -> bool:
     """``tcav_difference`` says "differs" for two versions whose population TCAV is the same: the concept along the
     class gradient (``benchmarks.calibration.concepts``, kind *aligned*), the same concept folder, random pool and 50
     inputs for both versions; each version's gradients at those inputs its own draw around the same mean
@@ -222,7 +222,8 @@ def tcav_difference_alarm(rng: np.random.Generator, *, same_inputs_gradients: bo
                           overlap={"c": world._overlap(concept, pool)}, layer="sim", target=1)
         (s,) = concept_scores(runs)
         return pd.DataFrame([{"concept": "c", "layer": "sim", "target": 1, "score": s.score, "spread": s.spread,
-                              "runs": s.runs}])
+                              "runs": s.runs, "significant": s.significant, "effect": s.effect,
+                              "effect_lo": s.effect_lo, "effect_hi": s.effect_hi, "verdict": s.verdict}])
 
     def redraw() -> np.ndarray:
         g = np.zeros_like(gradients)
@@ -231,18 +232,29 @@ def tcav_difference_alarm(rng: np.random.Generator, *, same_inputs_gradients: bo
 
     a, b = (version(gradients), version(gradients)) if same_inputs_gradients else (version(redraw()),
                                                                                   version(redraw()))
-    return bool(tcav_difference(a, b)["differs"].iloc[0])
+    if old_welch:  # the earlier product's test of the difference: Welch on per-run TCAV scores (Holm over one test)
+        from scipy.stats import ttest_ind_from_stats
+
+        ra, rb = a.iloc[0], b.iloc[0]
+        return bool(ttest_ind_from_stats(ra.score, max(ra.spread, 1e-12), max(int(ra.runs), 2), rb.score,
+                                         max(rb.spread, 1e-12), max(int(rb.runs), 2), equal_var=False).pvalue < 0.05)
+    # the product now shows each version's own verdict: an alarm is the two verdicts disagreeing
+    return tcav_difference(a, b)["verdicts"].iloc[0].endswith("only")
 
 
-def tcav_claims(sims: int, seed: int = 0) -> list[Claim]:
-    """The TCAV version-difference rows (slow: two TCAV runs per simulation). The first holds; the second is an open
-    claim: Welch's test on the per-run scores carries the CAVs' randomness only, not the sampling of the inputs whose
-    gradients each version has (measured 0.30 of 10 simulations; see the module's note)."""
-    same = sum(tcav_difference_alarm(np.random.default_rng([seed, 55, s]), same_inputs_gradients=True)
+def tcav_claims(sims: int, seed: int = 0, *, old: bool = False) -> list[Claim]:
+    """The TCAV version rows of the Compare page (slow: two TCAV runs per simulation). The page shows each version's
+    own calibrated verdict side by side and makes no test of the difference; the alarm measured is the two verdicts
+    disagreeing for versions whose population TCAV is equal (a concept along the class gradient, so both should be
+    significant). ``old=True`` measures the earlier design instead: Welch on the per-run TCAV scores, which carries the
+    CAVs' randomness only, not the sampling of the inputs each version's gradients are taken at (0.30 of 100)."""
+    same = sum(tcav_difference_alarm(np.random.default_rng([seed, 55, s]), same_inputs_gradients=True, old_welch=old)
                for s in range(sims))
-    retrained = sum(tcav_difference_alarm(np.random.default_rng([seed, 56, s]), same_inputs_gradients=False)
-                    for s in range(sims))
-    design = "Welch on per-run TCAV scores, Holm over concepts × layers"
-    return [Claim("TCAV 'differs': one version run twice (other CAV seeds)", "false alarm", 0.05, same, sims, design),
-            Claim("TCAV 'differs': two versions with the same population TCAV (own gradients, same 50 inputs)",
+    retrained = sum(tcav_difference_alarm(np.random.default_rng([seed, 56, s]), same_inputs_gradients=False,
+                                          old_welch=old) for s in range(sims))
+    design = ("Welch on per-run TCAV scores (earlier design)" if old else
+              "each version's verdict against its own 250 reference concepts, side by side")
+    what = "'differs'" if old else "verdicts disagree"
+    return [Claim(f"TCAV {what}: one version run twice (other CAV seeds)", "false alarm", 0.05, same, sims, design),
+            Claim(f"TCAV {what}: two versions with the same population TCAV (own gradients, same 50 inputs)",
                   "false alarm", 0.05, retrained, sims, design)]

@@ -71,6 +71,7 @@ from evaluation.outcomes import with_outcomes
 from evaluation.operating_point import OperatingPoint, operating_point
 from workspace.settings import Settings, load_settings, operator_roots
 from evaluation.version_comparison import (
+    N_BOOT as COMPARE_N_BOOT,
     ComparisonReport,
     comparison_frame,
     flip_summary,
@@ -871,7 +872,7 @@ class Workspace:
 
     def compare(self, base: ModelHandle, cand: ModelHandle, cohort: Cohort, *, by: Sequence[str] = (),
                 where: dict[str, str] | None = None, class_index: int | None = None,
-                margins: dict[str, float] | None = None, n_boot: int = 1000, seed: int = 0,
+                margins: dict[str, float] | None = None, n_boot: int = COMPARE_N_BOOT, seed: int = 0,
                 min_n: int = 30) -> Comparison:
         """``cand`` against ``base`` on the labelled cases of ``cohort`` matching ``where`` (attribute → value):
         the paired delta table, the per-case changes and their summary, each version's shared threshold (one class

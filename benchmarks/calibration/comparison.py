@@ -189,16 +189,12 @@ def claims(sims: int, seed: int = 0, *, design: str = "patients") -> list[Claim]
     return out
 
 
-if __name__ == "__main__":
-    import argparse
+if __name__ == "__main__":  # the suite's own runner, this area only
+    import sys
 
-    from benchmarks.calibration import table
+    from benchmarks.calibration_suite import main
 
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--sims", type=int, default=200)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    print(table(claims(args.sims, args.seed)))
+    sys.exit(main(["--only", "comparison", *sys.argv[1:]]))
 
 
 # -- TCAV difference between versions (Compare page): measured, and an open claim -------------------------------------

@@ -123,13 +123,9 @@ def claims(sims: int, seed: int = 0, *, design: str = "patients", patients: int 
     ]
 
 
-if __name__ == "__main__":
-    import argparse
+if __name__ == "__main__":  # the suite's own runner, this area only
+    import sys
 
-    from benchmarks.calibration import table
+    from benchmarks.calibration_suite import main
 
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--sims", type=int, default=200)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    print(table(claims(args.sims, args.seed)))
+    sys.exit(main(["--only", "uncertainty", *sys.argv[1:]]))

@@ -39,7 +39,8 @@ from data_adapters.readers import read_image, reader_for
 from data_adapters.readers.dicom_series import parse_series_ref
 from data_adapters.records import Case, CaseTable, Cohort, LoadReport, Preprocessing, Rejection
 
-__all__ = ["load_manifest", "save_cohort_table", "open_cohort_table", "check_files", "REQUIRED_COLUMNS", "OPTIONAL_COLUMNS", "IDENTIFIER_COLUMNS"]
+__all__ = ["load_manifest", "save_cohort_table", "open_cohort_table", "check_files", "REQUIRED_COLUMNS", "OPTIONAL_COLUMNS", "IDENTIFIER_COLUMNS",
+           "load_image_batch", "peek_fit"]
 
 Progress = Callable[[int, int], None]
 

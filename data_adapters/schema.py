@@ -28,7 +28,7 @@ from data_adapters.errors import InvalidInputError
 
 __all__ = ["Field", "Str", "Num", "Bool", "ListOf", "Obj", "MapOf", "Folder", "OneOf", "Scalar", "read_json",
            "parse_json", "unknown_keys", "MAX_JSON_BYTES", "MAX_JSON_DEPTH", "MODEL_SPEC", "PREPROCESSING",
-           "CARD"]
+           "CARD", "roots"]
 
 #: the largest settings or model file read (a model.json is a few kB)
 MAX_JSON_BYTES = 1 << 20

@@ -41,7 +41,7 @@ from evaluation.inference import holm, permutation_p, wilson, wilson_clustered
 from evaluation.suppression import Suppression, suppression
 
 __all__ = ["mmd_test", "holm", "permutation_p", "attribute_drift", "window_report", "DriftReport", "drivers",
-           "outcome_view", "permutations_for"]
+           "outcome_view", "permutations_for", "bandwidth", "drift_figure"]
 
 #: flops one permutation test may spend on extra permutations (the kernel products): about a few seconds
 PERMUTATION_BUDGET = 2e10

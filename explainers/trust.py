@@ -50,7 +50,7 @@ from explainers.inference import probabilities_of
 from explainers.seeding import case_seed
 
 __all__ = ["TRUST_CHECKS", "TrustCheck", "CheckInputs", "band", "map_problem", "randomised", "COULD_NOT_JUDGE",
-           "UNDEFINED", "POINTING_REFERENCE"]
+           "UNDEFINED", "POINTING_REFERENCE", "mass", "pointing", "rank"]
 
 #: a verdict over cases that cannot be reached (every value undefined, too few judged): never a pass
 COULD_NOT_JUDGE = "could not judge"

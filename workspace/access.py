@@ -44,7 +44,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from data_adapters.errors import InvalidInputError
 
 __all__ = ["ROLES", "PAGES", "ACTIONS", "AUTH_MODES", "Identity", "Users", "users_file", "auth_mode",
-           "single_user", "operator", "board_k", "attempt_actor", "ADMIN_MESSAGES"]
+           "single_user", "operator", "board_k", "attempt_actor", "ADMIN_MESSAGES", "MAX_CLIENT_FAILURES", "NO_ROLE"]
 
 ROLES = ("radiologist", "developer", "board", "admin")
 EVERYONE = ROLES

@@ -47,7 +47,7 @@ from data_adapters.identifiers import check_note
 from workspace.access import Identity
 
 __all__ = ["AGREEMENT", "EXPLANATION", "Verdict", "Record", "AuditCheck", "record_path", "case_key",
-           "spreadsheet_safe"]
+           "spreadsheet_safe", "NOTE_LIMIT"]
 
 AGREEMENT = ("agree", "disagree", "unsure")
 EXPLANATION = ("useful", "misleading", "not judged")

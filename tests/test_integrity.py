@@ -26,11 +26,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 import workspace.review as review
-import workspace.store as store
+import workspace.cache as cache
+from data_adapters.hashing import MAC_FIELD, derived_key, seal_table
+from workspace.keys import identifier_key, integrity_key
 from data_adapters.errors import InvalidInputError, RecordError
 from tests.helpers import TinyCNN, handle_for, random_png_cohort
 from workspace import cli
@@ -38,7 +41,8 @@ from benchmarks.calibration.integrity import report_evidence
 from workspace import report as report_lib
 from workspace.access import Identity
 from workspace.review import Record, Verdict
-from workspace.store import ShardStore, Workspace
+from workspace.cache import ShardStore
+from workspace.store import Workspace
 
 ROOT = Path(__file__).resolve().parent.parent
 BOARD = Identity("board1", "board")
@@ -206,7 +210,7 @@ def test_edited_predictions_are_discarded_recomputed_and_logged(tmp_path, small,
     edited = first.copy()
     edited[["p_0", "p_1", "p_2"]] = 1 - edited[["p_0", "p_1", "p_2"]].to_numpy()
     # the attacker keeps the file's metadata (its MAC), or writes a fresh file without one: both are caught
-    for write in (lambda: pq.write_table(store.pa.Table.from_pandas(edited, preserve_index=False)
+    for write in (lambda: pq.write_table(pa.Table.from_pandas(edited, preserve_index=False)
                                          .replace_schema_metadata(table.schema.metadata), path),
                   lambda: edited.to_parquet(path, index=False)):
         write()
@@ -216,8 +220,8 @@ def test_edited_predictions_are_discarded_recomputed_and_logged(tmp_path, small,
         assert "keyed MAC does not match" in caplog.text
         np.testing.assert_allclose(again[["p_0", "p_1", "p_2"]], first[["p_0", "p_1", "p_2"]])
     # a table sealed under another operator's secret is not served either
-    other = store.pa.Table.from_pandas(edited, preserve_index=False)
-    pq.write_table(store.seal_table(other, store.derived_key("another operator's secret", "cache-mac")), path)
+    other = pa.Table.from_pandas(edited, preserve_index=False)
+    pq.write_table(seal_table(other, derived_key("another operator's secret", "cache-mac")), path)
     np.testing.assert_allclose(ws.predictions(handle, small)[["p_0"]], first[["p_0"]])
 
 
@@ -229,7 +233,7 @@ def test_a_map_with_a_recomputed_digest_is_still_caught_by_its_mac(tmp_path, sma
     path = sorted((ws.cache / "attributions").rglob("*.npz"))[0]
     with np.load(path) as z:
         array, meta = -z["array"], json.loads(str(z["meta"]))
-    meta["sha256"] = store._digest(array)  # the digest is public: an attacker recomputes it
+    meta["sha256"] = cache.digest(array)  # the digest is public: an attacker recomputes it
     with open(path, "wb") as f:
         np.savez(f, array=array, meta=np.array(json.dumps(meta)))
     with caplog.at_level("WARNING", logger="glassbox.cache"):
@@ -247,7 +251,7 @@ def test_a_shard_with_edited_rows_is_not_read(tmp_path, small, caplog):
     assert shards.read("k0", maps[0].case_id) is not None
     body = json.loads(meta.read_text())
     np.save(tmp_path / "shards" / "s0.npy", -np.load(tmp_path / "shards" / "s0.npy"))
-    body["rows"][0]["sha256"] = store._digest(-maps[0].array)
+    body["rows"][0]["sha256"] = cache.digest(-maps[0].array)
     meta.write_text(json.dumps(body))
     os.utime(meta, ns=(1, 1))  # the index notices the change by modification time
     with caplog.at_level("WARNING", logger="glassbox.cache"):
@@ -270,7 +274,7 @@ def test_a_cohort_table_with_flipped_labels_is_rebuilt_and_keeps_the_manifests_h
     table = pq.read_table(path)
     frame = table.to_pandas()
     frame.loc[:66, "label"] = 1 - frame.loc[:66, "label"]  # 67 labels flipped, metadata (and its hash) kept
-    pq.write_table(store.pa.Table.from_pandas(frame, preserve_index=False)
+    pq.write_table(pa.Table.from_pandas(frame, preserve_index=False)
                    .replace_schema_metadata(table.schema.metadata), path)
     with caplog.at_level("WARNING", logger="glassbox.cache"):
         again = ws.load_cohort(manifest)
@@ -303,10 +307,10 @@ def test_a_cohort_table_path_pointing_outside_the_data_roots_is_not_followed(tmp
     from data_adapters.cohort import _table_seal
 
     text = pq.read_table(path).schema.metadata[b"glassbox"]
-    sealed = store.pa.Table.from_pandas(frame, preserve_index=False)
-    key = store.integrity_key()
+    sealed = pa.Table.from_pandas(frame, preserve_index=False)
+    key = integrity_key()
     sealed = sealed.replace_schema_metadata({**sealed.schema.metadata, b"glassbox": text,
-                                             store.MAC_FIELD: _table_seal(sealed, text, key).encode()})
+                                             MAC_FIELD: _table_seal(sealed, text, key).encode()})
     pq.write_table(sealed, path)
     with caplog.at_level("WARNING", logger="glassbox.cache"):
         again = ws.load_cohort(manifest)
@@ -335,7 +339,7 @@ def _full_disk(monkeypatch):
     def no_space(src, dst):  # the data was written to the temp file; the disk filled before the rename
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(store.os, "replace", no_space)
+    monkeypatch.setattr(cache.os, "replace", no_space)
     return real
 
 
@@ -344,7 +348,7 @@ def test_a_full_disk_is_named_and_leaves_the_old_file_intact_and_no_partial_file
     out.write_text("old,content\n")
     _full_disk(monkeypatch)
     with pytest.raises(RecordError, match="could not be written: the disk is full"):
-        store.write_file(out, "new,content\n" * 1000)
+        cache.write_file(out, "new,content\n" * 1000)
     assert out.read_text() == "old,content\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["table.csv"]
 
@@ -358,7 +362,7 @@ def test_a_write_that_fails_midway_leaves_no_partial_file(tmp_path):
         raise OSError(errno.ENOSPC, "No space left on device")
 
     with pytest.raises(RecordError, match="the disk is full"):
-        store._atomic_write(out, half)
+        cache.atomic_write(out, half)
     assert out.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["maps.npz"]
 
 
@@ -390,8 +394,8 @@ def test_caches_in_a_read_only_workspace_are_computed_and_served_not_kept(tmp_pa
     def read_only(*_a, **_k):
         raise OSError(errno.EROFS, "Read-only file system")
 
-    monkeypatch.setattr(store.tempfile, "mkstemp", read_only)
-    monkeypatch.setattr(store.Path, "mkdir", read_only)
+    monkeypatch.setattr(cache.tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(cache.Path, "mkdir", read_only)
     with caplog.at_level("WARNING", logger="glassbox.cache"):
         got = ws.predictions(handle, small)
         maps = ws.attributions(handle, list(small.cases[:2]), "saliency", 1)
@@ -405,7 +409,7 @@ def test_an_empty_secret_file_is_refused_by_name(tmp_path, monkeypatch):
     secret.write_text("\n")
     monkeypatch.setenv("GLASSBOX_SECRET_FILE", str(secret))
     with pytest.raises(InvalidInputError, match=r"secret file .* holds 0 characters"):
-        store.identifier_key()
+        identifier_key()
 
 
 # -- 6. the demo's facts ---------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+import workspace.cache as cache
 import workspace.store as store
 from data_adapters.models import load_model, write_spec
 from explainers.saliency import explain
@@ -128,7 +129,7 @@ def test_a_damaged_prediction_table_is_recomputed(tmp_path, small_cohort, caplog
     ws = Workspace(tmp_path / "ws")
     first = ws.predictions(handle, small_cohort)
     path = ws.prediction_path(handle, small_cohort)
-    store._atomic_write(path, lambda tmp: store._write_frame(first.iloc[:3], tmp))  # other cases, MAC intact
+    cache.atomic_write(path, lambda tmp: cache.write_frame(first.iloc[:3], tmp))  # other cases, MAC intact
     with caplog.at_level("WARNING", logger="glassbox.cache"):
         again = ws.predictions(handle, small_cohort)
     assert "its cases are not the cohort's" in caplog.text
@@ -149,7 +150,7 @@ def test_orphaned_temp_files_are_removed_and_fresh_ones_kept(tmp_path):
         f.parent.mkdir(parents=True, exist_ok=True)
         f.write_bytes(b"partial")
     os.utime(old, (time.time() - 3600, time.time() - 3600))
-    assert ws.remove_orphans() == 1
+    assert cache.remove_orphans(ws.cache) == 1
     assert not old.exists() and young.exists(), "a young temp file may be another process's write in progress"
 
 

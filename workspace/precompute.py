@@ -3,7 +3,7 @@
 The cohort is cut into shards of consecutive cases (:data:`SHARD`). A shard is one unit of work, done by
 :func:`compute_shard` wherever it runs (here, batched on the device this machine has, or in a Ray actor on a cluster
 node); it writes its predictions and uncertainty as small Parquet parts and its maps into the sharded map store
-(:class:`workspace.store.ShardStore`), then a ``done`` marker, last. A run killed part-way resumes: shards with a
+(:class:`workspace.cache.ShardStore`), then a ``done`` marker, last. A run killed part-way resumes: shards with a
 marker are skipped, nothing written is computed again. When every shard is done, the parts are joined into the very
 files :meth:`Workspace.predictions` and :meth:`Workspace.uncertainty` read, so the dashboard opens on them.
 
@@ -25,17 +25,13 @@ import pandas as pd
 from data_adapters.cohort import load_image_batch
 from data_adapters.errors import InvalidInputError
 from data_adapters.hashing import json_hash
+from data_adapters.tables import probability_columns
 from explainers import uncertainty as uncertainty_lib
 from explainers.device import best_device
 from explainers.inference import predict_cases
 from explainers.saliency import SALIENCY_METHODS, explain
-from workspace.store import (
-    NUMERICS,
-    Workspace,
-    _atomic_write,
-    _uncertainty_frame,
-    probability_columns,
-)
+from workspace.cache import NUMERICS, atomic_write
+from workspace.store import Workspace, _uncertainty_frame
 
 Progress = Callable[[int, int], None]
 #: cases per shard: a map shard of 1024 128² maps is 64 MB, a thousand shards hold a million maps
@@ -95,13 +91,13 @@ def compute_shard(plan: Plan, index: int, opened=None) -> int:
     preds = predict_cases(handle, cases)
     frame = pd.DataFrame([p.probabilities for p in preds], columns=probability_columns(handle))
     frame.insert(0, "case_id", [p.case_id for p in preds])
-    _atomic_write(folder / f"pred-{index:05d}.parquet", lambda tmp: frame.to_parquet(tmp, index=False))
+    atomic_write(folder / f"pred-{index:05d}.parquet", lambda tmp: frame.to_parquet(tmp, index=False))
     if plan.uncertainty:
         run = uncertainty_lib.UNCERTAINTY_METHODS.get(plan.uncertainty)
         samples = uncertainty_lib.DEFAULT_SAMPLES.get(plan.uncertainty)
         draws = run([handle], cases, samples, 0, None)
         unc = _uncertainty_frame(cases, uncertainty_lib.summarise(draws, handle.task))
-        _atomic_write(folder / f"unc-{index:05d}.parquet", lambda tmp: unc.to_parquet(tmp, index=False))
+        atomic_write(folder / f"unc-{index:05d}.parquet", lambda tmp: unc.to_parquet(tmp, index=False))
     target = handle.n_classes - 1 if plan.target is None else plan.target
     store = ws.attribution_shards()
     for method in plan.methods:
@@ -112,7 +108,7 @@ def compute_shard(plan: Plan, index: int, opened=None) -> int:
         maps = explain(handle, load_image_batch(cases, handle.preprocessing), [c.case_id for c in cases], method,
                        target)
         store.write(name, maps, keys)
-    _atomic_write(marker, lambda tmp: tmp.write_text(json.dumps({"cases": len(cases), "at": time.time()})))
+    atomic_write(marker, lambda tmp: tmp.write_text(json.dumps({"cases": len(cases), "at": time.time()})))
     return len(cases)
 
 
@@ -226,13 +222,13 @@ def _join(ws: Workspace, plan: Plan, handle, cohort, folder: Path, n_shards: int
         raise InvalidInputError("the shards' cases are not the cohort's: remove "
                                 f"{folder} and run again")
     target = ws.prediction_path(handle, cohort)
-    _atomic_write(target, lambda tmp: preds.to_parquet(tmp, index=False))
+    atomic_write(target, lambda tmp: preds.to_parquet(tmp, index=False))
     out.append(str(target))
     if plan.uncertainty:
         unc = pd.concat([pd.read_parquet(folder / f"unc-{i:05d}.parquet") for i in range(n_shards)],
                         ignore_index=True)
         target = ws.uncertainty_path([handle], cohort, plan.uncertainty)
-        _atomic_write(target, lambda tmp: unc.to_parquet(tmp, index=False))
+        atomic_write(target, lambda tmp: unc.to_parquet(tmp, index=False))
         out.append(str(target))
     if plan.methods:
         out.append(str(ws.attribution_shards().root))

@@ -1,4 +1,4 @@
-"""A workspace folder: models, cohorts and the caches that make a restart recompute nothing.
+"""A workspace folder: where its models, cohorts and caches are, and names resolved to them.
 
 Layout::
 
@@ -8,67 +8,43 @@ Layout::
     <root>/cache/predictions/<model>-<cohort>.parquet       per-case probabilities
     <root>/cache/attributions/<key[:2]>/<key>.npz           one saliency map, float32, keyed by content hashes
 
-Cache keys are content hashes (model weights + spec, image bytes or cohort, method, parameters, target),
-so an edited file never serves a stale result and a renamed one never recomputes. A cached result is exactly a
-fresh one: maps are stored as float32 with a SHA-256 of their bytes and the case id beside them, tables are
-checked against the cases they should cover, and an entry that fails the check (corrupt, truncated, another
-case's) is recomputed with a warning in the log, never served. A digest alone would not stop someone who can
-edit the cache (p → 1 − p, then a new digest): every entry also carries a keyed MAC (HMAC-SHA-256 under a key
-derived from the operator's secret, :func:`integrity_key`), checked on every read; an entry whose MAC fails is
-discarded, recomputed and logged. Writes are atomic (temp file + rename in the same folder); a full disk or a
-read-only folder is a :class:`RecordError` naming the file (the old file stays intact, no partial file remains),
-and a cache that cannot be written is used without being kept, so a read-only copy of a workspace still opens;
-temp files a killed run left behind are removed by :meth:`Workspace.remove_orphans`. Two processes asking for the
-same result compute it once: the first holds a lock file, the second waits and then reads.
+How entries are written, sealed, checked and locked is :mod:`workspace.cache`; the capabilities built on the
+workspace (comparison, monitoring, trust, region test, concepts, uncertainty) are service modules beside it that
+take a :class:`Workspace`.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import difflib
-import errno
-import fcntl
-import hashlib
 import json
 import logging
 import os
-import secrets
-import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from data_adapters.cohort import load_image_batch, load_manifest, open_cohort_table, save_cohort_table
 from data_adapters.dicom_folder import load_dicom_folder
 from data_adapters.errors import InvalidInputError, RecordError
-from data_adapters.hashing import (
-    MAC_FIELD,
-    derived_key,
-    file_hash,
-    json_hash,
-    mac,
-    mac_matches,
-    salted,
-    seal_table,
-    table_is_sealed,
-)
+from data_adapters.hashing import file_hash, json_hash, mac, mac_matches, salted
 from data_adapters.models import SPEC_NAME, load_model
 from data_adapters.models.monai_bundle import is_bundle
 from data_adapters.records import Attribution, Case, Cohort, ModelHandle
 from data_adapters.preprocessing import fit_image
 from data_adapters.readers import read_image
 from data_adapters.records import Image
+from data_adapters.tables import probability_columns, uncertainty_columns
 from evaluation.cohort_summary import with_bands
 from evaluation.drift import DriftReport, window_report
 from evaluation.explanation_quality import stratified_sample
 from evaluation.outcomes import with_outcomes
 from evaluation.operating_point import OperatingPoint, operating_point
+from workspace import cache
+from workspace.keys import identifier_key, integrity_key
 from workspace.settings import Settings, load_settings, operator_roots
 from evaluation.version_comparison import (
     N_BOOT as COMPARE_N_BOOT,
@@ -88,10 +64,6 @@ from explainers.saliency import SALIENCY_METHODS, explain, explain_layer
 
 Progress = Callable[[int, int], None]
 log = logging.getLogger("glassbox.cache")
-#: a temp file older than this is a killed run's leftover, not a write in progress
-ORPHAN_AGE_S = 600
-#: how results are computed, in every cache key: float32 throughout, TF32 off on CUDA (explainers.device)
-NUMERICS = "fp32"
 DEFAULT_HOME = Path(os.environ.get("GLASSBOX_HOME", Path.cwd() / ".glassbox"))
 
 
@@ -128,192 +100,6 @@ def operator_model_roots() -> list[Path]:
     return operator_roots("GLASSBOX_MODEL_ROOTS")
 
 
-def secret_path() -> Path:
-    """Where the operator's secret is kept: ``$GLASSBOX_SECRET_FILE``, else ``$XDG_CONFIG_HOME/glassbox/secret``
-    (default ``~/.config/glassbox/secret``)."""
-    config = Path(os.environ.get("XDG_CONFIG_HOME") or Path.home() / ".config")
-    return Path(os.environ.get("GLASSBOX_SECRET_FILE") or config / "glassbox" / "secret")
-
-
-#: the secret last read, by (path, modification time, size): a page asks for it on every run
-_SECRET_READ: dict[tuple[str, int, int], str] = {}
-SECRET_MIN_CHARS = 16
-
-
-def identifier_key() -> str:
-    """The secret that keys hashed patient, study and case ids (HMAC) and the integrity MACs (:func:`integrity_key`):
-    :func:`secret_path`, outside every workspace, so a copied workspace does not carry it, and the same whichever
-    folder a command runs from; created with owner-only permissions on first use. A secret file that is empty or
-    too short is refused (an empty key would key every id with ``""``)."""
-    path = secret_path()
-    if not path.is_file():
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".secret")  # created 0600
-            with os.fdopen(fd, "w") as f:
-                f.write(secrets.token_hex(32))
-            with contextlib.suppress(FileExistsError):  # another process made it first: keep theirs
-                os.link(tmp, path)
-            os.unlink(tmp)
-        except OSError as e:
-            raise RecordError(f"the secret file {path} does not exist and could not be created ({e.strerror or e}); "
-                              "set $GLASSBOX_SECRET_FILE to the operator's secret") from e
-    st = path.stat()
-    stamp = (str(path), st.st_mtime_ns, st.st_size)
-    if stamp not in _SECRET_READ:
-        try:
-            text = path.read_text().strip()
-        except (OSError, UnicodeDecodeError) as e:
-            raise RecordError(f"the secret file {path} could not be read ({e})") from e
-        if len(text) < SECRET_MIN_CHARS:
-            raise InvalidInputError(f"the secret file {path} holds {len(text)} characters; it needs at least "
-                                    f"{SECRET_MIN_CHARS} (delete it and Glassbox makes a new one, or write a long "
-                                    "random secret into it)")
-        _SECRET_READ.clear()
-        _SECRET_READ[stamp] = text
-    return _SECRET_READ[stamp]
-
-
-def integrity_key(purpose: str = "cache-mac") -> str:
-    """The key of the MACs that make caches, cohort tables and kept reports verifiable: derived from the operator's
-    secret per ``purpose`` (``cache-mac``, ``report-seal``), never the secret itself."""
-    return derived_key(identifier_key(), purpose)
-
-
-#: what an ``OSError`` of a write means, in the operator's words
-_WRITE_FAILURES = {errno.ENOSPC: "the disk is full", errno.EDQUOT: "the disk quota is used up",
-                   errno.EROFS: "the file system is read-only", errno.EACCES: "permission denied",
-                   errno.EPERM: "permission denied", errno.EFBIG: "the file is too large for the file system"}
-
-
-def write_failure(path: Path, e: OSError) -> RecordError:
-    """The named error for a failed write of ``path``."""
-    why = _WRITE_FAILURES.get(e.errno or -1, e.strerror or str(e) or type(e).__name__)
-    return RecordError(f"{path} could not be written: {why}; nothing was changed (an earlier {path.name}, if any, is "
-                       "intact, and no partial file was left)")
-
-
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """``write(tmp)`` to a temp file in ``path``'s folder, then rename it over ``path``: a reader sees the old file
-    or the new one, never a part. A Parquet file is sealed with the cache MAC. Any ``OSError`` (full disk,
-    read-only) becomes a :class:`RecordError` naming ``path``; the temp file is removed."""
-    path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp" + path.suffix)
-        os.close(fd)
-    except OSError as e:
-        raise write_failure(path, e) from e
-    try:
-        write(Path(tmp))
-        if path.suffix == ".parquet" and MAC_FIELD not in (pq.read_schema(tmp).metadata or {}):
-            pq.write_table(seal_table(pq.read_table(tmp), integrity_key()), tmp)
-        os.replace(tmp, path)
-    except OSError as e:
-        raise write_failure(path, e) from e
-    finally:
-        with contextlib.suppress(OSError):
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-
-
-def write_file(path: str | Path, data: str | bytes) -> Path:
-    """Write an output file (a table, a report) atomically; a full disk or read-only folder is a named
-    :class:`RecordError` and leaves any earlier file intact."""
-    path = Path(path)
-    payload = data.encode() if isinstance(data, str) else data
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-
-    _atomic_write(path, write)
-    return path
-
-
-def _keep(path: Path, write: Callable[[Path], None]) -> None:
-    """A cache write that may fail (full disk, read-only copy of a workspace): the result is then used without
-    being kept, with a warning, never a traceback."""
-    try:
-        _atomic_write(path, write)
-    except RecordError as e:
-        log.warning("%s; the result is used without being cached", e)
-
-
-@contextlib.contextmanager
-def _lock(path: Path) -> Iterator[None]:
-    """An exclusive lock for computing ``path`` (a ``.lock`` file beside it; released when the holder exits, even
-    when it is killed, since the kernel drops ``flock`` locks with the process). In a folder that cannot be written
-    (a read-only copy) there is nothing to lock against: the computation runs unlocked and is not kept."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        f = open(path.with_name(path.name + ".lock"), "a+")
-    except OSError:
-        yield
-        return
-    with f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
-
-
-def _discard(path: Path, why: str) -> None:
-    log.warning("cache entry %s discarded and recomputed: %s", path.name, why)
-    with contextlib.suppress(OSError):  # a read-only copy keeps the bad file; it is still never served
-        path.unlink()
-
-
-MSG_BAD_MAC = "its keyed MAC does not match its content (edited, or written without the operator's key)"
-
-
-def _read_frame(path: Path, case_ids: Sequence[str] | None) -> pd.DataFrame | None:
-    """A cached table, or None when missing or when it fails its check (unreadable, MAC, other cases than
-    expected)."""
-    if not path.is_file():
-        return None
-    try:
-        table = pq.read_table(path)
-    except Exception as e:  # noqa: BLE001 - any unreadable cache file is recomputed, whatever the reader raised
-        _discard(path, f"unreadable ({type(e).__name__})")
-        return None
-    if not table_is_sealed(table, integrity_key()):
-        _discard(path, MSG_BAD_MAC)
-        return None
-    frame = table.to_pandas()
-    if case_ids is not None and ("case_id" not in frame or frame["case_id"].tolist() != list(case_ids)):
-        _discard(path, "its cases are not the cohort's")
-        return None
-    return frame
-
-
-def _write_frame(frame: pd.DataFrame, tmp: Path) -> None:
-    pq.write_table(seal_table(pa.Table.from_pandas(frame, preserve_index=False), integrity_key()), tmp)
-
-
-def _cached_frame(path: Path, compute: Callable[[], pd.DataFrame], case_ids: Sequence[str] | None) -> pd.DataFrame:
-    """Read ``path`` if it holds a good table for ``case_ids``; else compute it once (under a lock) and write it."""
-    frame = _read_frame(path, case_ids)
-    if frame is not None:
-        return frame
-    with _lock(path):
-        frame = _read_frame(path, case_ids)  # another process may have written it while we waited
-        if frame is None:
-            frame = compute()
-            _keep(path, lambda tmp: _write_frame(frame, tmp))
-    return frame
-
-
-def _arrays_mac(arrays: dict[str, np.ndarray]) -> str:
-    """The cache MAC of named arrays (names, dtypes, shapes and bytes)."""
-    parts = [json.dumps([[k, str(v.dtype), list(v.shape)] for k, v in sorted(arrays.items())]).encode()]
-    parts += [np.ascontiguousarray(v).tobytes() for _, v in sorted(arrays.items())]
-    return mac(integrity_key(), b"\x00".join(parts))
-
-
 def comparable(base: ModelHandle, cand: ModelHandle) -> None:
     """Versions compared on one cohort must predict the same classes from the same kind of input."""
     if base.class_names != cand.class_names:
@@ -340,10 +126,6 @@ class Comparison:
     thresholds: tuple[float, float] | None
     provenance: dict[str, str]
     grouping: tuple[str, ...]
-
-
-def probability_columns(handle: ModelHandle) -> list[str]:
-    return [f"p_{k}" for k in range(handle.n_classes)]
 
 
 class Workspace:
@@ -427,13 +209,13 @@ class Workspace:
         def stored() -> OperatingPoint | None:
             try:
                 entry = json.loads(path.read_text()).get(key) if path.is_file() else None
-                if entry and not mac_matches(integrity_key(), _rows_text([{k: v for k, v in entry.items()
+                if entry and not mac_matches(integrity_key(), cache.rows_text([{k: v for k, v in entry.items()
                                                                              if k != "mac"}]), entry.get("mac")):
-                    _discard(path, f"the stored operating point {MSG_BAD_MAC}")  # an edited threshold is refitted
+                    cache.discard(path, f"the stored operating point {cache.MSG_BAD_MAC}")  # an edited threshold is refitted
                     return None
                 return OperatingPoint.from_record(entry) if entry else None
             except (json.JSONDecodeError, OSError, AttributeError, InvalidInputError) as e:
-                _discard(path, f"unreadable operating point ({type(e).__name__})")
+                cache.discard(path, f"unreadable operating point ({type(e).__name__})")
                 return None
 
         have = stored()
@@ -444,14 +226,14 @@ class Workspace:
                                      cohort_hash=cohort.content_hash, cohort=cohort.name)
         if not fitted.better_than(have):
             return have
-        with _lock(path):  # check, lock, re-check, atomic write
+        with cache.lock(path):  # check, lock, re-check, atomic write
             have = stored()
             if have is not None and not fitted.better_than(have):
                 return have
             entries = json.loads(path.read_text()) if path.is_file() else {}
             record = fitted.record()
-            entries[key] = {**record, "mac": mac(integrity_key(), _rows_text([record]))}
-            _keep(path, lambda tmp: tmp.write_text(json.dumps(entries, indent=1, sort_keys=True)))  # read-only: used
+            entries[key] = {**record, "mac": mac(integrity_key(), cache.rows_text([record]))}
+            cache.keep(path, lambda tmp: tmp.write_text(json.dumps(entries, indent=1, sort_keys=True)))  # read-only: used
         return fitted
 
     @property
@@ -486,7 +268,7 @@ class Workspace:
             return cached
         cohort = load_manifest(path, class_names=class_names, input_shape=input_shape, channels=channels,
                                roots=roots, salt=salt, allow_columns=allow, progress=progress)
-        _keep(table, lambda tmp: save_cohort_table(cohort, tmp, key=mac_key))
+        cache.keep(table, lambda tmp: save_cohort_table(cohort, tmp, key=mac_key))
         return cohort
 
     def cohort_for(self, handle: ModelHandle, path: str | Path, *, progress: Progress | None = None) -> Cohort:
@@ -517,9 +299,9 @@ class Workspace:
 
     # -- predictions ---------------------------------------------------------------------------------
     def prediction_path(self, handle: ModelHandle, cohort: Cohort) -> Path:
-        # NUMERICS: entries from before TF32 was turned off on CUDA (up to 7e-5 off) are not served
+        # cache.NUMERICS: entries from before TF32 was turned off on CUDA (up to 7e-5 off) are not served
         return (self.cache / "predictions"
-                / f"{handle.weights_hash[:20]}-{cohort.content_hash[:20]}-{NUMERICS}.parquet")
+                / f"{handle.weights_hash[:20]}-{cohort.content_hash[:20]}-{cache.NUMERICS}.parquet")
 
     def predictions(self, handle: ModelHandle, cohort: Cohort, *, progress: Progress | None = None) -> pd.DataFrame:
         """Per-case probabilities (``case_id``, ``p_0`` … ``p_{K-1}``), computed once per model and cohort."""
@@ -534,7 +316,7 @@ class Workspace:
             frame.insert(0, "case_id", cohort.case_ids)
             return frame
 
-        return _cached_frame(self.prediction_path(handle, cohort), compute, cohort.case_ids)
+        return cache.cached_frame(self.prediction_path(handle, cohort), compute, cohort.case_ids)
 
     # -- uncertainty ---------------------------------------------------------------------------------
     def uncertainty(self, handles: Sequence[ModelHandle], cohort: Cohort, method: str, *, samples: int | None = None,
@@ -549,14 +331,14 @@ class Workspace:
         samples = samples or uncertainty.DEFAULT_SAMPLES.get(method)
         path = self.uncertainty_path(used, cohort, method, samples=samples, seed=seed)
         if cached_only:
-            return _read_frame(path, cohort.case_ids)
+            return cache.read_frame(path, cohort.case_ids)
         cases = list(cohort.cases)
 
         def compute() -> pd.DataFrame:
             draws = run(used, cases, samples, seed, progress)
             return _uncertainty_frame(cases, uncertainty.summarise(draws, used[0].task))
 
-        return _cached_frame(path, compute, [c.case_id for c in cases])
+        return cache.cached_frame(path, compute, [c.case_id for c in cases])
 
     def uncertainty_path(self, handles: Sequence[ModelHandle], cohort: Cohort, method: str, *,
                          samples: int | None = None, seed: int = 0) -> Path:
@@ -565,7 +347,7 @@ class Workspace:
         samples = samples or uncertainty.DEFAULT_SAMPLES.get(method)
         params = {"samples": samples, "seed": seed} if method != "ensemble" else {}
         # "per-case-v2": draws seeded per case and dropout sampled with each layer's semantics (older caches differ)
-        key = json_hash("uncertainty", "per-case-v2", NUMERICS, method, params, [h.weights_hash for h in used],
+        key = json_hash("uncertainty", "per-case-v2", cache.NUMERICS, method, params, [h.weights_hash for h in used],
                         cohort.content_hash)
         return self.cache / "uncertainty" / f"{key[:40]}.parquet"
 
@@ -585,7 +367,7 @@ class Workspace:
     def embeddings(self, handle: ModelHandle, cohort: Cohort, *, progress: Progress | None = None) -> dict:
         """Per case: the model's penultimate embedding, its probabilities and intensity statistics, computed in one
         batched pass and cached (``cache/embeddings``), in cohort order."""
-        key = json_hash("embeddings", NUMERICS, handle.weights_hash, cohort.content_hash)
+        key = json_hash("embeddings", cache.NUMERICS, handle.weights_hash, cohort.content_hash)
         path = self.cache / "embeddings" / f"{key[:40]}.npz"
         names = ("embedding", "probabilities", "intensity", "case_id")
         if path.is_file():
@@ -593,22 +375,22 @@ class Workspace:
                 with np.load(path, allow_pickle=False) as z:
                     arrays = {k: z[k] for k in names}
                     sealed = str(z["mac"]) if "mac" in z else ""
-                if sealed != _arrays_mac(arrays):
-                    _discard(path, MSG_BAD_MAC)
+                if sealed != cache.arrays_mac(arrays):
+                    cache.discard(path, cache.MSG_BAD_MAC)
                 elif arrays["case_id"].tolist() == cohort.case_ids:
                     return {k: arrays[k] for k in names[:3]}
             except Exception as e:  # noqa: BLE001 - any damaged cache file is recomputed
-                _discard(path, f"unreadable ({type(e).__name__})")
-        with _lock(path):
+                cache.discard(path, f"unreadable ({type(e).__name__})")
+        with cache.lock(path):
             emb, probs, intensity = embed_cases(handle, list(cohort.cases), progress=progress)
             arrays = {"embedding": emb, "probabilities": probs, "intensity": intensity,
                       "case_id": np.array(cohort.case_ids)}
 
             def write(tmp: Path) -> None:
                 with open(tmp, "wb") as f:
-                    np.savez(f, **arrays, mac=np.array(_arrays_mac(arrays)))
+                    np.savez(f, **arrays, mac=np.array(cache.arrays_mac(arrays)))
 
-            _keep(path, write)
+            cache.keep(path, write)
         return {"embedding": emb, "probabilities": probs, "intensity": intensity}
 
     def monitor(self, handle: ModelHandle, reference: Cohort, current: Cohort, *, window: str = "acquired_month",
@@ -667,7 +449,7 @@ class Workspace:
         inputs = positives[:n_inputs]
         pool = concept_lib.random_pool(cohort, pool_size, seed, exclude_class=target_index)
         references = max(references, int(np.ceil(2 * len(sets) * len(layer_names) / 0.05)) - 1)
-        key = json_hash("tcav", "independent-runs-reference-concepts", 3, NUMERICS, handle.weights_hash,
+        key = json_hash("tcav", "independent-runs-reference-concepts", 3, cache.NUMERICS, handle.weights_hash,
                         cohort.content_hash, [s.content_hash for s in sets], [s.name for s in sets],
                         [dataclasses.astuple(s.erase)[:3] if s.erase else None for s in sets], layer_names,
                         target_index, n_random, references, pool_size, [c.case_id for c in inputs], seed)
@@ -680,7 +462,7 @@ class Workspace:
                       if (check := self.concept_causal_check(handle, cohort, s, target_index, n=n_inputs))}
             return pd.DataFrame([dataclasses.asdict(s) for s in significance(runs, causal=causal)])
 
-        return _cached_frame(self.cache / "concepts" / f"{key[:40]}.parquet", compute, None)
+        return cache.cached_frame(self.cache / "concepts" / f"{key[:40]}.parquet", compute, None)
 
     def concept_causal_check(self, handle: ModelHandle, cohort: Cohort, concept: "concept_lib.ConceptSet",
                              target: int, *, n: int = 50, seed: int = 0):
@@ -721,21 +503,21 @@ class Workspace:
                 with np.load(path, allow_pickle=False) as z:
                     arrays = {"cav": z["cav"], "accuracy": z["accuracy"]}
                     sealed = str(z["mac"]) if "mac" in z else ""
-                if sealed == _arrays_mac(arrays):
+                if sealed == cache.arrays_mac(arrays):
                     cav, accuracy = arrays["cav"], float(arrays["accuracy"])
                 else:
-                    _discard(path, MSG_BAD_MAC)
+                    cache.discard(path, cache.MSG_BAD_MAC)
             except Exception as e:  # noqa: BLE001 - any damaged cache file is recomputed
-                _discard(path, f"unreadable ({type(e).__name__})")
+                cache.discard(path, f"unreadable ({type(e).__name__})")
         if cav is None:
             cav, accuracy = concept_lib.concept_vector(handle, concept_set, random, layer, seed)
             arrays = {"cav": np.asarray(cav), "accuracy": np.array(accuracy)}
 
             def write(tmp: Path) -> None:
                 with open(tmp, "wb") as f:
-                    np.savez(f, **arrays, mac=np.array(_arrays_mac(arrays)))
+                    np.savez(f, **arrays, mac=np.array(cache.arrays_mac(arrays)))
 
-            _keep(path, write)
+            cache.keep(path, write)
         values = concept_lib.conceptual_sensitivity(handle, load_image_batch(cases, handle.preprocessing), cav, layer, target)
         return pd.DataFrame({"case_id": [c.case_id for c in cases], "concept": concept, "layer": layer,
                              "sensitivity": values, "cav_accuracy": accuracy})
@@ -746,7 +528,7 @@ class Workspace:
         cls = SALIENCY_METHODS.get(method)
         full = cls.params(params)
         layer = explain_layer(handle) if cls.uses_layer else None
-        return json_hash("attribution", NUMERICS, handle.weights_hash, case.image_hash, case.case_id, method, full, layer,
+        return json_hash("attribution", cache.NUMERICS, handle.weights_hash, case.image_hash, case.case_id, method, full, layer,
                          handle.class_index(target))
 
     def _attribution_path(self, key: str) -> Path:
@@ -761,7 +543,7 @@ class Workspace:
         keys = [self.attribution_key(handle, c, method, target_index, params) for c in cases]
         found = self._cached_attributions(cases, keys)
         if len(found) < len(cases):
-            with _lock(self.cache / "attributions" / f"{handle.weights_hash[:16]}-{method}"):
+            with cache.lock(self.cache / "attributions" / f"{handle.weights_hash[:16]}-{method}"):
                 found = self._cached_attributions(cases, keys)  # written by another process meanwhile?
                 todo = [i for i in range(len(cases)) if i not in found]
                 if todo:
@@ -770,7 +552,7 @@ class Workspace:
                                     case_batch=case_batch, progress=progress)
                     for i, attribution in zip(todo, fresh):
                         try:
-                            _write_attribution(self._attribution_path(keys[i]), keys[i], attribution)
+                            cache.write_attribution(self._attribution_path(keys[i]), keys[i], attribution)
                         except RecordError as e:
                             log.warning("%s; the map is used without being cached", e)
                         found[i] = attribution
@@ -809,7 +591,7 @@ class Workspace:
         names = list(checks or trust.TRUST_CHECKS.names())
         masks_known = any(c.mask for c in cases)
         names = [n for n in names if masks_known or not trust.TRUST_CHECKS.get(n).needs_mask]
-        key = json_hash("trust-v3", NUMERICS, handle.weights_hash, method, int(target), names, seed,
+        key = json_hash("trust-v3", cache.NUMERICS, handle.weights_hash, method, int(target), names, seed,
                         [(c.case_id, c.image_hash, file_hash(c.mask) if c.mask else None) for c in cases])
         ids = [c.case_id for c in cases]
 
@@ -839,7 +621,7 @@ class Workspace:
                     progress(k + 1, len(names))
             return pd.DataFrame(rows)
 
-        return _cached_frame(self.cache / "trust" / f"{key[:40]}.parquet", compute, None)
+        return cache.cached_frame(self.cache / "trust" / f"{key[:40]}.parquet", compute, None)
 
     def explanation_quality(self, handle: ModelHandle, cohort: Cohort, methods: Sequence[str], *, n_cases: int = 24,
                             strata: Sequence[str] = (), seed: int = 0,
@@ -932,7 +714,7 @@ class Workspace:
         found = {}
         shards = None
         for i, (case, key) in enumerate(zip(cases, keys)):
-            a = _read_attribution(self._attribution_path(key), key, case.case_id)
+            a = cache.read_attribution(self._attribution_path(key), key, case.case_id)
             if a is None:
                 shards = shards if shards is not None else self.attribution_shards()
                 a = shards.read(key, case.case_id)
@@ -940,147 +722,9 @@ class Workspace:
                 found[i] = a
         return found
 
-    def attribution_shards(self) -> ShardStore:
+    def attribution_shards(self) -> cache.ShardStore:
         """The sharded map store ``glassbox precompute`` writes (``cache/attribution_shards``)."""
-        return ShardStore(self.cache / "attribution_shards")
-
-    def remove_orphans(self, older_than_s: float = ORPHAN_AGE_S) -> int:
-        """Delete temp files under the cache that a killed run left (older than ``older_than_s``); returns how
-        many. Younger ones may be another process's write in progress and are kept."""
-        if not self.cache.is_dir():
-            return 0
-        removed = 0
-        now = time.time()
-        for tmp in self.cache.rglob("tmp*.tmp*"):
-            with contextlib.suppress(OSError):  # gone already, or a read-only copy
-                if now - tmp.stat().st_mtime > older_than_s:
-                    tmp.unlink()
-                    removed += 1
-        return removed
-
-
-class ShardStore:
-    """Maps written in shards: per shard one ``.npy`` (float32, ``(n, C, *spatial)``, read memory-mapped so one map
-    costs one page-in, not the shard) and one ``.json`` (per row: key, case id, digest, timing, parameters); the
-    ``.json`` is written last, so a shard without one is incomplete and never read. A million maps are a thousand
-    file pairs, not a million small files; the index (key → shard, row) is built from the ``.json`` files once per
-    process and refreshed when a shard is added."""
-
-    _index_cache: dict[Path, tuple[tuple, dict[str, tuple[Path, int, dict]]]] = {}
-
-    def __init__(self, root: Path) -> None:
-        self.root = Path(root)
-
-    def write(self, name: str, attributions: Sequence[Attribution], keys: Sequence[str]) -> Path:
-        """Write one shard (``name`` unique within the store); returns its ``.json``."""
-        array = np.stack([np.ascontiguousarray(a.array, dtype=np.float32) for a in attributions])
-        rows = [{"key": k, "case_id": a.case_id, "model_hash": a.model_hash, "method": a.method, "params": a.params,
-                 "target": a.target, "seconds": a.seconds, "convergence_delta": a.convergence_delta,
-                 "sha256": _digest(array[i])} for i, (a, k) in enumerate(zip(attributions, keys))]
-        data = self.root / f"{name}.npy"
-        _atomic_write(data, lambda tmp: np.save(tmp, array))
-        meta = self.root / f"{name}.json"
-        body = {"rows": rows, "mac": mac(integrity_key(), _rows_text(rows))}
-        _atomic_write(meta, lambda tmp: tmp.write_text(json.dumps(body)))
-        return meta
-
-    def done(self, name: str) -> bool:
-        return (self.root / f"{name}.json").is_file()
-
-    def _index(self) -> dict[str, tuple[Path, int, dict]]:
-        metas = sorted(self.root.rglob("*.json")) if self.root.is_dir() else []
-        stamp = tuple((str(m), m.stat().st_mtime_ns) for m in metas)
-        cached = ShardStore._index_cache.get(self.root)
-        if cached and cached[0] == stamp:
-            return cached[1]
-        index = {}
-        key = integrity_key()
-        for meta in metas:
-            try:
-                body = json.loads(meta.read_text())
-                rows = body["rows"]
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
-            if not mac_matches(key, _rows_text(rows), body.get("mac")):
-                log.warning("shard %s: %s; its maps are recomputed", meta.name, MSG_BAD_MAC)
-                continue
-            for r, row in enumerate(rows):
-                index[row["key"]] = (meta.with_suffix(".npy"), r, row)
-        ShardStore._index_cache[self.root] = (stamp, index)
-        return index
-
-    def __len__(self) -> int:
-        return len(self._index())
-
-    def read(self, key: str, case_id: str) -> Attribution | None:
-        """The map stored under ``key`` for ``case_id``, checked against its digest; None when absent or damaged."""
-        hit = self._index().get(key)
-        if hit is None:
-            return None
-        path, row, meta = hit
-        try:
-            array = np.array(np.load(path, mmap_mode="r")[row], dtype=np.float32)
-        except (OSError, ValueError, IndexError) as e:
-            log.warning("shard %s unreadable (%s); the map is recomputed", path.name, type(e).__name__)
-            return None
-        if meta["case_id"] != case_id or _digest(array) != meta["sha256"]:
-            log.warning("shard %s row %d does not match its digest or case; the map is recomputed", path.name, row)
-            return None
-        return Attribution(case_id=case_id, model_hash=meta["model_hash"], method=meta["method"],
-                           params=meta["params"], target=meta["target"], array=array, seconds=meta["seconds"],
-                           convergence_delta=meta["convergence_delta"])
-
-
-def _rows_text(rows: list) -> bytes:
-    return json.dumps(rows, sort_keys=True, separators=(",", ":"), default=str).encode()
-
-
-def _digest(array: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(array, dtype=np.float32).tobytes()).hexdigest()
-
-
-def _write_attribution(path: Path, key: str, a: Attribution) -> None:
-    # float32, as computed: a cache hit returns exactly what a fresh run returns
-    meta = {"key": key, "case_id": a.case_id, "model_hash": a.model_hash, "method": a.method, "params": a.params,
-            "target": a.target, "seconds": a.seconds, "convergence_delta": a.convergence_delta,
-            "sha256": _digest(a.array)}
-    meta["mac"] = mac(integrity_key(), _rows_text([meta]))
-
-    def write(tmp: Path) -> None:
-        with open(tmp, "wb") as f:
-            np.savez(f, array=np.ascontiguousarray(a.array, dtype=np.float32), meta=np.array(json.dumps(meta)))
-
-    _atomic_write(path, write)
-
-
-def _read_attribution(path: Path, key: str, case_id: str) -> Attribution | None:
-    """The cached map, or None when missing or when it fails its check (unreadable, digest, key or case id)."""
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            meta = json.loads(str(z["meta"]))
-            array = z["array"]
-    except Exception as e:  # noqa: BLE001 - a damaged file of any kind is recomputed
-        _discard(path, f"unreadable ({type(e).__name__})")
-        return None
-    if meta.get("key") != key or meta.get("case_id") != case_id:
-        _discard(path, "written for another case or key")
-        return None
-    if array.dtype != np.float32 or _digest(array) != meta.get("sha256"):
-        _discard(path, "its content does not match its digest")
-        return None
-    if not mac_matches(integrity_key(), _rows_text([{k: v for k, v in meta.items() if k != "mac"}]), meta.get("mac")):
-        _discard(path, MSG_BAD_MAC)
-        return None
-    return Attribution(case_id=case_id, model_hash=meta["model_hash"], method=meta["method"], params=meta["params"],
-                       target=meta["target"], array=array, seconds=meta["seconds"],
-                       convergence_delta=meta["convergence_delta"])
-
-
-def uncertainty_columns(n_classes: int) -> list[str]:
-    return [*(f"mean_{k}" for k in range(n_classes)), *(f"std_{k}" for k in range(n_classes)),
-            "entropy", "mutual_information"]
+        return cache.ShardStore(self.cache / "attribution_shards")
 
 
 def _uncertainty_frame(cases: Sequence[Case], summary: dict[str, np.ndarray]) -> pd.DataFrame:

@@ -248,7 +248,7 @@ def _report_claims(sims: int, seed: int) -> list[Claim]:
 
 
 def _cache_claims(sims: int, seed: int) -> list[Claim]:
-    import workspace.store as store
+    import workspace.cache as cache
 
     rng = np.random.default_rng(seed + 2)
     served_edit = 0
@@ -258,14 +258,14 @@ def _cache_claims(sims: int, seed: int) -> list[Claim]:
             n = int(rng.integers(5, 200))
             p = rng.random(n)
             frame = pd.DataFrame({"case_id": [f"c{i}" for i in range(n)], "p_0": 1 - p, "p_1": p})
-            store._atomic_write(path, lambda t: store._write_frame(frame, t))
+            cache.atomic_write(path, lambda t: cache.write_frame(frame, t))
             meta = pq.read_schema(path).metadata
             edited = frame.copy()
             k = int(rng.integers(n))
             edited.loc[k, ["p_0", "p_1"]] = [p[k], 1 - p[k]]
             table = pa.Table.from_pandas(edited, preserve_index=False)
             pq.write_table(table.replace_schema_metadata(meta) if s % 2 == 0 else table, path)
-            got = store._cached_frame(path, lambda f=frame: f, frame["case_id"].tolist())
+            got = cache.cached_frame(path, lambda f=frame: f, frame["case_id"].tolist())
             served_edit += not np.allclose(got["p_1"].to_numpy(), p)
     return [Claim("an edited cached prediction is never served", "power", 1.0, sims - served_edit, sims,
                   "one probability per table set to 1 − p; MAC metadata kept (half) or dropped (half)")]

@@ -18,19 +18,14 @@ if __name__ == "__main__" and not st.runtime.exists():
     sys.exit(cli.main())
 
 from data_adapters.errors import GlassboxError  # noqa: E402
-from pages._common import (  # noqa: E402
-    IDENTITY,
-    fitting_cohort,
-    guard_server_messages,
-    kept,
-    md,
-    selection,
-    sign_in,
-    sign_out,
-)
+from pages._display import md  # noqa: E402
+from pages._navigation import PAGES  # noqa: E402
+from pages._selection import fitting_cohort, options  # noqa: E402
+from pages._session import IDENTITY, chosen_workspace, guard_server_messages, sign_in, sign_out  # noqa: E402
+from pages._state import keep_settings  # noqa: E402
 from workspace.access import auth_mode  # noqa: E402
 from workspace.settings import check_operator  # noqa: E402
-from workspace.store import allowed_workspace, allowed_workspaces  # noqa: E402
+from workspace.store import allowed_workspaces  # noqa: E402
 
 HERE = Path(__file__).resolve().parent  # static files and pages resolve from the package, not the working directory
 LOGO = str(HERE / "assets" / "logo.svg")
@@ -41,29 +36,14 @@ try:  # the operator's settings, checked against their schemas before anything t
 except GlassboxError as e:
     st.error(f"Glassbox cannot start with these settings: {md(e)}")
     st.stop()
-# widget state that must survive a page switch (Streamlit forgets the state of widgets a run did not draw): the
-# reviewer's place, filters and display settings; re-assigning a key makes it the session's, not the widget's
-for _key in [k for k in st.session_state if kept(k)]:
-    st.session_state[_key] = st.session_state[_key]
-
-PAGES = [  # (file stem, title, icon): a role sees the pages it may open (workspace.access.PAGES), nothing else
-    ("home", "Home", ":material/home:"),
-    ("case_review", "Case review", ":material/radiology:"),
-    ("subgroups", "Subgroup performance", ":material/groups:"),
-    ("compare", "Compare versions", ":material/compare_arrows:"),
-    ("quality", "Explanation quality", ":material/verified:"),
-    ("uncertainty", "Uncertainty", ":material/help:"),
-    ("concepts", "Concepts", ":material/lightbulb:"),
-    ("agreement", "Reader agreement", ":material/rate_review:"),
-    ("report", "Board report", ":material/description:"),
-    ("monitoring", "Monitoring", ":material/monitor_heart:"),
-    ("audit", "Audit log", ":material/policy:"),
-]
+keep_settings()  # the reviewer's place, filters and display settings survive a page switch (pages._state)
 
 
 def pages(allowed=lambda stem: True) -> dict[str, st.Page]:
-    return {stem: st.Page(HERE / "pages" / f"{stem}.py", title=title, icon=icon, default=stem == "home")
-            for stem, title, icon in PAGES if allowed(stem)}
+    """The navigation's pages (pages._navigation.PAGES) that ``allowed`` lets in: a role sees the pages it may open,
+    nothing else."""
+    return {p.file: st.Page(HERE / "pages" / f"{p.file}.py", title=p.title, icon=p.icon, default=p.default)
+            for p in PAGES if allowed(p.file)}
 
 
 if st.session_state.get(IDENTITY) is None and auth_mode() != "single":
@@ -74,11 +54,11 @@ with st.sidebar:
     st.logo(LOGO)
     # which workspaces may be opened is the operator's choice (glassbox serve --workspace ...): offered, not typed
     offered = [str(p) for p in allowed_workspaces()]
-    st.session_state["workspace"] = str(allowed_workspace(st.session_state.get("workspace")))
+    st.session_state["workspace"] = str(chosen_workspace())
     if len(offered) > 1:
         st.selectbox("Workspace", offered, key="workspace", format_func=lambda p: Path(p).name,
                      help="The workspaces this server's operator made available (glassbox serve --workspace)")
-    root, models, cohorts = selection()
+    root, models, cohorts = options()
     if len(offered) == 1:
         st.caption(f"Workspace **{md(root.name)}**")
     def fit_cohort() -> None:  # a new model version opens on a cohort it can take (not a 2D model on volumes)

@@ -14,7 +14,8 @@ from data_adapters.records import Cohort, ModelHandle
 from evaluation.cohort_summary import group_columns
 from evaluation.outcomes import OUTCOMES, TOP_CLASS_OUTCOMES
 from evaluation.worklist import PRESETS, SORTS, STATUSES, WorklistFilter, neighbour, select
-from pages import _common as common
+from pages import _session as session
+from pages._display import md
 from workspace.access import Identity
 from workspace.review import AGREEMENT, EXPLANATION, NOTE_LIMIT, Record, Verdict
 
@@ -65,7 +66,7 @@ def worklist_panel(table: pd.DataFrame, cohort: Cohort, handle: ModelHandle, who
                                   statuses=tuple(statuses), probability=tuple(probability), referred_only=referred,
                                   sort=sort, descending=descending)
         except ValueError as e:
-            st.error(common.md(e))
+            st.error(md(e))
             st.stop()
         shown = select(table, spec)
         notes = [PRESETS[preset][0]]
@@ -94,7 +95,7 @@ def worklist_panel(table: pd.DataFrame, cohort: Cohort, handle: ModelHandle, who
                          "reviews": st.column_config.NumberColumn(help="Readers with a verdict on this case"),
                      })
         if who.can("export_verdicts") and len(verdicts):
-            common.download(st, "Download verdicts with provenance (CSV)",
+            session.download(st, "Download verdicts with provenance (CSV)",
                             record.verdicts_csv(who, model_hash=handle.weights_hash, cohort_hash=cohort.content_hash),
                             file_name="verdicts.csv", key="review_export", what="verdicts")
     return shown
@@ -110,7 +111,7 @@ def verdict_panel(record: Record, verdicts: pd.DataFrame, who: Identity, handle:
     here = verdicts[verdicts["case_id"] == case_id]
     mine = here[here["reader"] == who.name]
     others = here.loc[here["reader"] != who.name, "reader"].nunique()
-    st.markdown(f"**Verdict** · {others} other reader(s) have read this case under {common.md(handle.version)}")
+    st.markdown(f"**Verdict** · {others} other reader(s) have read this case under {md(handle.version)}")
     if not who.can("record_verdict"):
         st.caption(f"The {who.role} role does not record verdicts (radiologists do).")
         return
@@ -146,12 +147,12 @@ def verdict_panel(record: Record, verdicts: pd.DataFrame, who: Identity, handle:
             row = record.record_verdict(who, Verdict(
                 case_id=case_id, model_version=handle.version, model_hash=handle.weights_hash, cohort=cohort.name,
                 cohort_hash=cohort.content_hash, agreement=agreement, explanation=explanation,
-                corrected_label=corrected, note=note.strip(), flag_board=flag), secret=common.secret())
+                corrected_label=corrected, note=note.strip(), flag_board=flag), secret=session.secret())
         except GlassboxError as e:  # disk full, locked: say so, keep the form as it is
-            st.error(f"Not recorded: {common.md(e)}. Your entries are still in the form; try again.")
+            st.error(f"Not recorded: {md(e)}. Your entries are still in the form; try again.")
             return
         when = dt.datetime.now().strftime("%H:%M:%S")
-        st.session_state[SAVED] = (case_id, f"Recorded at {when}: case {common.md(case_id)}, **{agreement}**, explanation "
+        st.session_state[SAVED] = (case_id, f"Recorded at {when}: case {md(case_id)}, **{agreement}**, explanation "
                                             f"{explanation} (verdict #{row}, stored before this message).")
         if save_next:
             following = neighbour(ids, case_id, +1)

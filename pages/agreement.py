@@ -6,20 +6,21 @@ import streamlit as st
 from evaluation.cohort_summary import group_columns, with_bands
 from evaluation.reader_agreement import mean_kappa, model_vs_reader, pairs_in_words
 from evaluation.subgroups import board_view
-from pages import _common as common
+from pages import _selection as selection, _session as session
+from pages._display import md
 from workspace.access import board_k
 
-who = common.guard("agreement")  # the role check comes before anything is read
+who = session.guard("agreement")  # the role check comes before anything is read
 st.title("Reader agreement")
 st.caption("What the readers recorded on Case review about this model version: agreement with the model per group "
            "(95% intervals clustered by case, or by patient where known: several readers' verdicts on one case are "
            "not independent, and the design effect says by how much they count less), whether its explanations "
            "helped, and agreement between readers (Cohen's kappa with a BCa bootstrap interval over the cases, or "
            "patients, both read). Each reader's latest verdict per case counts.")
-root, model_path, manifest, handle, cohort = common.loaded()
-verdicts = common.record(root).verdicts(model_hash=handle.weights_hash, cohort_hash=cohort.content_hash)
+root, model_path, manifest, handle, cohort = selection.loaded()
+verdicts = session.record(root).verdicts(model_hash=handle.weights_hash, cohort_hash=cohort.content_hash)
 if verdicts.empty:
-    st.info(f"No verdicts on **{common.md(handle.label)}** with cohort **{common.md(cohort.name)}** "
+    st.info(f"No verdicts on **{md(handle.label)}** with cohort **{md(cohort.name)}** "
             "yet: radiologists record them on "
             "Case review, under each case.")
     st.stop()

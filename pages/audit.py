@@ -5,9 +5,9 @@ import datetime as dt
 
 import streamlit as st
 
-from pages import _common as common
+from pages import _session as session
 
-who = common.guard("audit")  # the role check comes before anything is read (the account re-read on every run)
+who = session.guard("audit")  # the role check comes before anything is read (the account re-read on every run)
 if not who.can("view_audit"):
     st.error(f"The audit log is not open to the {who.role} role.")
     st.stop()
@@ -15,7 +15,7 @@ st.title("Audit log")
 st.caption("Every consequential action, appended and hash-chained: each entry carries the hash of the one before, so "
            "an edited, deleted or reordered entry is found. Cases appear only as keyed hashes; models and cohorts "
            "by content hash.")
-record = common.record()
+record = session.record()
 check = record.verify()
 if check.ok:
     st.success(check.describe().capitalize() + ".")
@@ -38,4 +38,4 @@ shown = record.audit(actor=actor, action=action, since=since.isoformat() if isin
 st.markdown(f"**{len(shown)}** of {len(log)} entries")
 st.dataframe(shown.iloc[::-1], hide_index=True, key="audit_table",
              column_config={"prev": None, "hash": st.column_config.TextColumn("hash", width="small")})
-common.download(st, "Export these entries (CSV)", shown, file_name="audit.csv", key="audit_export", what="audit")
+session.download(st, "Export these entries (CSV)", shown, file_name="audit.csv", key="audit_export", what="audit")

@@ -30,13 +30,14 @@ from explainers.figures import (
 from explainers.saliency import SALIENCY_METHODS
 from explainers.trust import TRUST_CHECKS, map_problem
 from explainers.uncertainty import has_dropout
-from pages import _common as common
+from pages import _cache as cache, _selection as selection, _session as session
+from pages._display import chart, md, show_error
 from pages import _review_panels as panels
 
-who = common.guard("case_review")  # the role check comes before anything is read
+who = session.guard("case_review")  # the role check comes before anything is read
 st.title("Case review")
-root, model_path, manifest, handle, cohort = common.loaded()
-preds = common.predictions_or_stop(root, model_path, manifest)
+root, model_path, manifest, handle, cohort = selection.loaded()
+preds = cache.predictions_or_stop(root, model_path, manifest)
 
 # -- which case: the worklist -------------------------------------------------------------------------------
 top = st.columns([1, 1, 2])
@@ -52,23 +53,23 @@ if class_index is None:
     point = None
     top[1].metric("Outcome rule", "top class", help="The class with the highest probability, against the label")
 else:
-    point = common.operating_point(root, model_path, manifest, class_index)
+    point = cache.operating_point(root, model_path, manifest, class_index)
     top[1].metric("Threshold", f"{point.threshold:.3f}", help=f"The model's shared operating threshold for this "
                   f"class: {point.describe()}. Subgroups and Uncertainty use the same one.")
-_, all_models, _ = common.selection()
-versions = [v for v in common.peers(handle, all_models) if all_models[v] != model_path]
+_, all_models, _ = selection.options()
+versions = [v for v in selection.peers(handle, all_models) if all_models[v] != model_path]
 if st.session_state.get("review_flip_version") not in ("none", *versions):  # a version switch: keep what fits
     st.session_state["review_flip_version"] = "none"
 flip_against = top[2].selectbox("Flips against version", ["none", *versions], key="review_flip_version",
                                 disabled=not versions,
                                 help="Mark the cases whose outcome differs under another version of this model "
                                      "(the preset 'flips between versions' lists them)")
-record = common.record(root)
+record = session.record(root)
 verdicts = record.verdicts(model_hash=handle.weights_hash, cohort_hash=cohort.content_hash)
 unc_method = "mc_dropout" if has_dropout(handle) else "tta"
-cached_unc = common.cached_uncertainty(root, model_path, manifest, unc_method)
+cached_unc = cache.cached_uncertainty(root, model_path, manifest, unc_method)
 flip_against = None if flip_against == "none" else flip_against
-other = (common.predictions_or_stop(root, all_models[flip_against], manifest).set_index("case_id")
+other = (cache.predictions_or_stop(root, all_models[flip_against], manifest).set_index("case_id")
          if flip_against else None)
 table = worklist(with_bands(cohort.frame()).merge(preds, on="case_id", how="left"), class_index=class_index,
                  threshold=point.threshold if point else 0.5, n_classes=handle.n_classes,
@@ -137,7 +138,7 @@ try:  # the files may have changed or gone since the cohort was checked
     decoded = on_model_grid(dataclasses.replace(pre, channels=None, in_channels=as_read.shape[0]), as_read)
     mask_image = read_image(case.mask) if case.mask is not None else None
 except GlassboxError as e:
-    common.show_error(e)
+    show_error(e)
     st.stop()
 image = decoded.array
 units = image_units(image)
@@ -159,18 +160,18 @@ if pre.resamples:
                f"{'×'.join(map(str, decoded.shape[1:]))} as the model sees it ({pre.describe()}).")
 info, views = st.columns([1, 3])
 with info:
-    st.subheader(common.md(case_id))  # from the manifest: escaped (no Markdown from files)
+    st.subheader(md(case_id))  # from the manifest: escaped (no Markdown from files)
     probs = pd.DataFrame({"class": handle.class_names,
                           "probability": [float(row[f"p_{k}"]) for k in range(handle.n_classes)]})
     st.dataframe(probs, hide_index=True, key="review_probs",
                  column_config={"probability": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0,
                                                                                 format="%.3f")})
-    true = "unlabelled" if pd.isna(row["label"]) else common.md(handle.class_names[int(row["label"])])
+    true = "unlabelled" if pd.isna(row["label"]) else md(handle.class_names[int(row["label"])])
     if class_index is None:
-        st.markdown(f"**True label:** {true}  \n**Top class:** {common.md(handle.class_names[target])} "
+        st.markdown(f"**True label:** {true}  \n**Top class:** {md(handle.class_names[target])} "
                     f"({row['probability']:.3f})  \n**Outcome:** {row['outcome']}")
     else:
-        st.markdown(f"**True label:** {true}  \n**Outcome for {common.md(handle.class_names[class_index])}:** {row['outcome']} "
+        st.markdown(f"**True label:** {true}  \n**Outcome for {md(handle.class_names[class_index])}:** {row['outcome']} "
                     f"at its shared threshold {point.threshold:.3f}")
     uncertainty_box = st.container()
     attrs = {k: v for k, v in case.attributes.items()}
@@ -181,7 +182,7 @@ with info:
 maps: dict[str, object] = {}
 for method in methods:  # cached per case; computed first so that a volume can open at the slice that matters
     try:
-        maps[method] = common.attribution(root, model_path, manifest, case_id, method, target)
+        maps[method] = cache.attribution(root, model_path, manifest, case_id, method, target)
     except GlassboxError as e:
         maps[method] = e
 
@@ -201,9 +202,9 @@ BAND_COLOUR = {"passes": "green", "concern": "orange", "fails": "red", "n/a": "g
 def trust_strip(col, method: str) -> None:
     """One line of bands under a map, the values and what they mean on hover."""
     try:
-        checks = common.trust(root, model_path, manifest, [case_id], method, target)
+        checks = cache.trust(root, model_path, manifest, [case_id], method, target)
     except GlassboxError as e:
-        col.caption(f"Trust checks could not run: {common.md(e)}")
+        col.caption(f"Trust checks could not run: {md(e)}")
         return
     badges, details = [], []
     for r in checks.itertuples():
@@ -219,7 +220,7 @@ def trust_strip(col, method: str) -> None:
 
 def caption(a) -> str:
     delta = f" · completeness gap {a.convergence_delta:.2g}" if a.convergence_delta is not None else ""
-    return (f"{common.md(handle.class_names[a.target])} · computed in {a.seconds * 1000:.0f} ms, then cached{delta} · "
+    return (f"{md(handle.class_names[a.target])} · computed in {a.seconds * 1000:.0f} ms, then cached{delta} · "
             f"{SALIENCY_METHODS.get(a.method).citation}")
 
 
@@ -234,7 +235,7 @@ with views:
         # positive evidence of the method that landed on findings most often (explainers.figures.OPENING_METHOD)
         anchors = {"ground-truth centre": mask.astype(np.float32)} if mask is not None else {}
         try:
-            opening = common.attribution(root, model_path, manifest, case_id, OPENING_METHOD, target)
+            opening = cache.attribution(root, model_path, manifest, case_id, OPENING_METHOD, target)
             anchors[f"evidence ({SALIENCY_METHODS.get(OPENING_METHOD).title})"] = opening.spatial_map()
         except GlassboxError:
             pass
@@ -258,7 +259,7 @@ with views:
         other_maps: dict[str, object] = {}
         for method in methods:
             try:
-                other_maps[method] = common.attribution(root, all_models[version], manifest, case_id, method, target)
+                other_maps[method] = cache.attribution(root, all_models[version], manifest, case_id, method, target)
             except GlassboxError as e:
                 other_maps[method] = e
         rows.append((version, other_maps))
@@ -268,16 +269,16 @@ with views:
     if len(rows) > 1:
         probabilities = {handle.version: float(row[f"p_{target}"])}
         for version, _ in rows[1:]:
-            other = common.predictions_or_stop(root, all_models[version], manifest).set_index("case_id")
+            other = cache.predictions_or_stop(root, all_models[version], manifest).set_index("case_id")
             probabilities[version] = float(other.loc[case_id, f"p_{target}"])
-        st.markdown(f"**p({common.md(handle.class_names[target])})** by version: " + " · ".join(
-            f"{common.md(v)} {p:.3f}" + (f" ({p - probabilities[handle.version]:+.3f})" if v != handle.version else "")
+        st.markdown(f"**p({md(handle.class_names[target])})** by version: " + " · ".join(
+            f"{md(v)} {p:.3f}" + (f" ({p - probabilities[handle.version]:+.3f})" if v != handle.version else "")
             for v, p in probabilities.items()) + " · one colour scale per method across versions")
     def draw(col, version: str, name: str, title: str, a, *, height: int = 340, colorbar: bool = True,
              detail: bool = True) -> None:
         """One view (the image, or one method's map over it) with its caption and trust strip."""
         if isinstance(a, GlassboxError):
-            col.error(common.md(a))
+            col.error(md(a))
             return
         problem = map_problem(a.array) if a is not None else None
         if problem:  # an unreadable map is said in words, never drawn as a bare image
@@ -288,7 +289,7 @@ with views:
                             height=height, colorbar=colorbar, **style)
         for k, fig in enumerate(views_):
             suffix = "" if version == handle.version else f"_{version}"
-            common.chart(col, fig, key=f"review_fig_{name}{suffix}" + ("_mip" if k else ""))
+            chart(col, fig, key=f"review_fig_{name}{suffix}" + ("_mip" if k else ""))
         if a is not None and detail:
             scaled = ("one scale across versions" if len(rows) > 1 else
                       "scaled to its own 99th percentile of |map| (= 1 on the colour bar)")
@@ -324,7 +325,7 @@ with uncertainty_box:  # filled last: the case's uncertainty must not hold back 
     try:
         # the case in view alone; its place in the cohort only once the cohort's was computed (never on open)
         unc = (cached_unc if cached_unc is not None else
-               common.case_uncertainty(root, model_path, manifest, case_id, unc_method)).set_index("case_id")
+               cache.case_uncertainty(root, model_path, manifest, case_id, unc_method)).set_index("case_id")
         st.metric("Uncertainty (entropy)", f"{unc.loc[case_id, 'entropy']:.3f}",
                   help=f"{unc_method}; mutual information {unc.loc[case_id, 'mutual_information']:.4f}")
         if cached_unc is not None:
@@ -336,18 +337,18 @@ with uncertainty_box:  # filled last: the case's uncertainty must not hold back 
             st.caption("Cohort percentile and referral: once the cohort's uncertainty is computed (Uncertainty page, "
                        f"or `glassbox uncertainty --method {unc_method}`).")
     except GlassboxError as e:
-        common.show_error(e)
+        show_error(e)
 named = concept_names(manifest.parent)
 if named and not isinstance(handle.module, torch.jit.ScriptModule):
     with views:
         layer = default_layers(handle)[0]
         try:
-            sens = common.concept_sensitivity(root, model_path, manifest, named, layer, case_id, target)
+            sens = cache.concept_sensitivity(root, model_path, manifest, named, layer, case_id, target)
         except GlassboxError as e:
-            common.show_error(e)
+            show_error(e)
         else:
-            st.markdown(f"**Concept sensitivity** at **{common.md(layer)}** (directional derivative of the "
-                        f"'{common.md(handle.class_names[target])}' score along each concept's CAV; positive: moving "
+            st.markdown(f"**Concept sensitivity** at **{md(layer)}** (directional derivative of the "
+                        f"'{md(handle.class_names[target])}' score along each concept's CAV; positive: moving "
                         "towards the concept raises it)")
             st.dataframe(sens[["concept", "sensitivity", "cav_accuracy"]], hide_index=True, key="review_concepts",
                          column_config={"sensitivity": st.column_config.NumberColumn(format="%+.4f")})

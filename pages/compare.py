@@ -16,18 +16,19 @@ from explainers.uncertainty import has_dropout
 from explainers.concepts import concept_names, default_layers, default_target
 from explainers.perturbation import NAMED_REGIONS, PERTURBATIONS
 from explainers.saliency import SALIENCY_METHODS
-from pages import _common as common
+from pages import _cache as cache, _selection as selection, _session as session
+from pages._display import chart, md, show_error
 
-who = common.guard("compare")  # the role check comes before anything is read
+who = session.guard("compare")  # the role check comes before anything is read
 st.title("Compare versions")
 st.caption("A candidate against a baseline on the same cases: paired differences with intervals and a "
            "non-inferiority verdict per group, the cases that changed, whether the maps changed, and what happens "
            "when a region is taken away.")
-root, model_path, manifest, handle, cohort = common.loaded()
-_, models, _ = common.selection()
-peers = common.peers(handle, models)
+root, model_path, manifest, handle, cohort = selection.loaded()
+_, models, _ = selection.options()
+peers = selection.peers(handle, models)
 if len(peers) < 2:
-    st.info(f"Only **{common.md(handle.label)}** in this workspace takes this input and predicts these classes; a comparison "
+    st.info(f"Only **{md(handle.label)}** in this workspace takes this input and predicts these classes; a comparison "
             "needs a second version (add one under `models/`).")
     st.stop()
 
@@ -53,16 +54,16 @@ split = c[1].selectbox("Cases from split", ["all", *splits], index=1 + splits.in
                        key="cmp_split", help="Compare on held-out cases, not the training data")
 where = {} if split == "all" else {"split": split}
 try:
-    result = common.comparison(root, peers[baseline], peers[candidate], manifest, by, where, k, margin)
+    result = cache.comparison(root, peers[baseline], peers[candidate], manifest, by, where, k, margin)
 except GlassboxError as e:
-    common.show_error(e)
+    show_error(e)
     st.stop()
 report, summary = result.report, result.summary
 
 view = ("each case's top class against its label" if k is None else
-        f"{common.md(handle.class_names[k])} at each version's shared threshold "
+        f"{md(handle.class_names[k])} at each version's shared threshold "
         f"({' / '.join(f'{t:.3f}' for t in result.thresholds)})")
-st.markdown(f"**{common.md(candidate)}** against **{common.md(baseline)}** "
+st.markdown(f"**{md(candidate)}** against **{md(baseline)}** "
             f"on **{len(result.changes)}** labelled cases · {view} · "
             f"{report.n_boot} paired resamples ({report.resampling}) · non-inferiority bounds Bonferroni-adjusted "
             f"over {report.adjusted_over} group(s)")
@@ -71,7 +72,7 @@ st.caption(f"Burden of proof: {report.error_control}. 'Not shown' is neither sho
 worse = report.table[report.table["verdict"] == "worse"]
 if len(worse):
     st.warning("**Worse than the baseline by more than the margin** (the whole adjusted interval beyond it):  \n"
-               + "  \n".join(f"**{common.md(group)}**: " + ", ".join(f"{r.metric.replace('_', ' ')} {r.delta:+.3f}"
+               + "  \n".join(f"**{md(group)}**: " + ", ".join(f"{r.metric.replace('_', ' ')} {r.delta:+.3f}"
                                                           for r in rows.itertuples())
                               for group, rows in worse.groupby("group", sort=False)))
 else:
@@ -92,10 +93,10 @@ left.dataframe(table.drop(columns=["small"]), hide_index=True, key="cmp_table",
                column_config={c: st.column_config.NumberColumn(format="%+.3f") for c in
                               ("delta", "delta_lo", "delta_hi", "improvement_lower", "improvement_lower_mc_lo",
                                "improvement_lower_mc_hi")})
-common.download(left, "Download the delta table (CSV, with provenance)", report.table.assign(**result.provenance),
+session.download(left, "Download the delta table (CSV, with provenance)", report.table.assign(**result.provenance),
                 file_name=f"compare_{baseline}_{candidate}.csv", key="cmp_download", what="comparison deltas")
 forest_metric = right.selectbox("Forest plot of", metric_names, key="cmp_forest_metric")
-common.chart(right, delta_forest(report.table, forest_metric), key="cmp_forest")
+chart(right, delta_forest(report.table, forest_metric), key="cmp_forest")
 
 st.subheader("Cases that changed")
 changes = result.changes
@@ -105,9 +106,9 @@ shown = changes[changes["change"].isin(kinds)] if kinds else changes
 columns = ["case_id", "change", "label", "p_baseline", "p_candidate", "p_change", *result.grouping]
 left.dataframe(shown[[c for c in columns if c in shown]].sort_values("p_change", key=abs, ascending=False),
                hide_index=True, key="cmp_flips")
-common.download(left, "Download the changed cases (CSV, with provenance)", shown.assign(**result.provenance),
+session.download(left, "Download the changed cases (CSV, with provenance)", shown.assign(**result.provenance),
                 file_name="flips.csv", key="cmp_flips_download", what="flipped cases")
-common.chart(right, flip_scatter(changes, baseline, candidate), key="cmp_scatter")
+chart(right, flip_scatter(changes, baseline, candidate), key="cmp_scatter")
 if len(shown):
     pick = left.selectbox("Open in Case review", shown["case_id"].tolist(), key="cmp_open_case")
     if left.button("Open this case", key="cmp_open"):
@@ -116,8 +117,8 @@ if len(shown):
         try:
             st.switch_page("pages/case_review.py")
         except StreamlitAPIException:  # run outside the app's navigation (a test): the choice is kept for Case review
-            left.info(f"Case **{common.md(pick)}** is selected on Case review, with {common.md(baseline)} and "
-                      f"{common.md(candidate)} side by side.")
+            left.info(f"Case **{md(pick)}** is selected on Case review, with {md(baseline)} and "
+                      f"{md(candidate)} side by side.")
 
 st.subheader("Did the explanations change?")
 c = st.columns([1, 1, 2])
@@ -133,14 +134,14 @@ c[2].caption("Agreement of the two versions' maps of the same class (in the top-
              "class): Spearman rank correlation of |map| and the overlap (IoU) of their top 5% pixels. 1: the same "
              "evidence; near 0: the versions look at different places.")
 try:
-    agreement = common.map_agreement(root, [peers[baseline], peers[candidate]], manifest,
+    agreement = cache.map_agreement(root, [peers[baseline], peers[candidate]], manifest,
                                      picked["case_id"].tolist(), method, targets)
 except GlassboxError as e:
-    common.show_error(e)
+    show_error(e)
 else:
     agreement = agreement.merge(picked[["case_id", "change", *result.grouping]], on="case_id")
     left, right = st.columns([2, 3])
-    common.chart(left, agreement_figure(agreement, result.grouping[0] if result.grouping else None),
+    chart(left, agreement_figure(agreement, result.grouping[0] if result.grouping else None),
                       key="cmp_agreement")
     right.markdown("**Where the maps diverge most**")
     right.dataframe(agreement.sort_values("spearman").head(15), hide_index=True, key="cmp_divergent",
@@ -156,10 +157,10 @@ if c[1].button("Estimate for both versions", key="cmp_run_unc"):
 if st.session_state.get("cmp_unc_run"):
     method_ = st.session_state["cmp_unc_run"]
     try:
-        entropy = {v: common.uncertainty(root, [peers[v]], manifest, method_).set_index("case_id")
+        entropy = {v: cache.uncertainty(root, [peers[v]], manifest, method_).set_index("case_id")
                    .loc[changes["case_id"], "entropy"].to_numpy() for v in (baseline, candidate)}
     except GlassboxError as e:
-        common.show_error(e)
+        show_error(e)
     else:
         wrong = {baseline: changes["change"].isin(["fixed", "still wrong"]).to_numpy(),
                  candidate: changes["change"].isin(["broken", "still wrong"]).to_numpy()}
@@ -182,16 +183,16 @@ else:
         concept_class = 0
     if c[1].button("Run TCAV for both versions", key="cmp_run_tcav", disabled=not concepts):
         st.session_state["cmp_tcav_run"] = tuple(concepts)
-    c[2].caption(f"Class '{common.md(handle.class_names[concept_class])}', the network's default layers, 15 runs "
+    c[2].caption(f"Class '{md(handle.class_names[concept_class])}', the network's default layers, 15 runs "
                  "per concept (as the Concepts page)")
     if st.session_state.get("cmp_tcav_run"):
         try:
-            scores = {v: common.concept_scores(root, peers[v], manifest, list(st.session_state["cmp_tcav_run"]),
-                                               default_layers(common.model(peers[v])), concept_class, 15)
+            scores = {v: cache.concept_scores(root, peers[v], manifest, list(st.session_state["cmp_tcav_run"]),
+                                               default_layers(cache.model(peers[v])), concept_class, 15)
                       for v in (baseline, candidate)}
             both = tcav_difference(scores[baseline], scores[candidate], baseline=baseline, candidate=candidate)
         except GlassboxError as e:
-            common.show_error(e)
+            show_error(e)
         else:
             st.dataframe(both, hide_index=True, key="cmp_tcav",
                          column_config={"change": st.column_config.NumberColumn(format="%+.3f")})
@@ -203,8 +204,8 @@ else:
             for v in (baseline, candidate):  # each version's own test, and its causal check where the concept has one
                 for row in scores[v][scores[v]["agreement"].astype(bool)].itertuples():
                     (st.warning if "not causal" in row.agreement or "missed" in row.agreement else st.caption)(
-                        f"{common.md(v)}: **{common.md(row.concept)}** at {common.md(row.layer)} — "
-                        f"{common.md(row.agreement)}.")
+                        f"{md(v)}: **{md(row.concept)}** at {md(row.layer)} — "
+                        f"{md(row.agreement)}.")
 
 st.subheader("Region test")
 st.caption("Take one region away in every case and predict again: a version that moves relies on what was there.")
@@ -217,13 +218,13 @@ if c[2].button("Run region test", key="cmp_run_region", disabled=not region.stri
 run = st.session_state.get("cmp_region_run")
 if run:
     try:
-        shift = common.region_test(root, [peers[baseline], peers[candidate]], manifest,
+        shift = cache.region_test(root, [peers[baseline], peers[candidate]], manifest,
                                    changes["case_id"].tolist(), run[0], run[1], changes, list(result.grouping), k)
     except GlassboxError as e:
-        common.show_error(e)
+        show_error(e)
     else:
-        st.markdown(f"Region **{common.md(run[0])}**, perturbation **{run[1]}**: mean change of the probability "
-                    + ("of each case's top class" if k is None else f"of {common.md(handle.class_names[k])}")
+        st.markdown(f"Region **{md(run[0])}**, perturbation **{run[1]}**: mean change of the probability "
+                    + ("of each case's top class" if k is None else f"of {md(handle.class_names[k])}")
                     + " (paired 95% intervals).")
         st.dataframe(shift, hide_index=True, key="cmp_region_table",
                      column_config={c: st.column_config.NumberColumn(format="%+.3f") for c in ("mean_shift", "lo", "hi")})

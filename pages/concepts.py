@@ -7,9 +7,10 @@ from data_adapters.errors import GlassboxError
 from evaluation.concept_figures import TABLE_COLUMNS, tcav_figure
 from evaluation.concept_significance import GATE
 from explainers.concepts import concept_names, default_layers, default_target
-from pages import _common as common
+from pages import _cache as cache, _selection as selection, _session as session
+from pages._display import chart, md, show_error
 
-who = common.guard("concepts")  # the role check comes before anything is read
+who = session.guard("concepts")  # the role check comes before anything is read
 st.title("Concepts")
 st.caption("TCAV (Kim et al., 2018): does the model's score for a class rise along the direction of a concept? "
            "Each run draws its own half of the concept's examples and its own random sample (cases of the other "
@@ -17,7 +18,7 @@ st.caption("TCAV (Kim et al., 2018): does the model's score for a class rise alo
            "reference concepts drawn from those random cases and run the same way. The test is on the sensitivity "
            "(the mean cosine between the class gradient and the concept vector), Holm-corrected across every concept "
            "and layer shown.")
-root, model_path, manifest, handle, cohort = common.loaded()
+root, model_path, manifest, handle, cohort = selection.loaded()
 
 named = concept_names(manifest.parent)
 layers_all = [n for n, _ in handle.module.named_modules() if n]
@@ -40,23 +41,23 @@ if not concepts or not layers:
     st.info("Pick at least one concept and one layer.")
     st.stop()
 try:
-    scores = common.concept_scores(root, model_path, manifest, concepts, layers, k, int(n_random))
+    scores = cache.concept_scores(root, model_path, manifest, concepts, layers, k, int(n_random))
 except GlassboxError as e:
-    common.show_error(e)
+    show_error(e)
     st.stop()
 
 for row in scores.itertuples():
     if row.significant:
-        st.info(f"**{common.md(row.concept)}** at {common.md(row.layer)}: {common.md(row.verdict)}. Sensitivity {row.sensitivity:+.3f} against "
+        st.info(f"**{md(row.concept)}** at {md(row.layer)}: {md(row.verdict)}. Sensitivity {row.sensitivity:+.3f} against "
                 f"{row.null_sensitivity:+.3f} for reference concepts (effect {row.effect:+.3f} "
                 f"[{row.effect_lo:+.3f}, {row.effect_hi:+.3f}]); TCAV {row.score:.2f} against {row.null_score:.2f}.")
     if row.agreement:
         agrees = "agrees" in row.agreement or "both say" in row.agreement
-        (st.success if agrees else st.warning)(f"**{common.md(row.concept)}** at {common.md(row.layer)}, causal "
-                                               f"check: {common.md(row.agreement)}.")
-common.chart(st, tcav_figure(scores), key="tcav_fig")
+        (st.success if agrees else st.warning)(f"**{md(row.concept)}** at {md(row.layer)}, causal "
+                                               f"check: {md(row.agreement)}.")
+chart(st, tcav_figure(scores), key="tcav_fig")
 st.dataframe(scores[[c for c in TABLE_COLUMNS if c in scores]], hide_index=True, key="tcav_table")
-common.download(st, "Download TCAV table (CSV)", scores, file_name="tcav.csv", key="tcav_download", what="tcav")
+session.download(st, "Download TCAV table (CSV)", scores, file_name="tcav.csv", key="tcav_download", what="tcav")
 first = scores.iloc[0]
 st.caption(f"Gate: {GATE}. {int(first['runs'])} runs of {int(first['sample'])} concept images each; "
            f"{int(first['references'])} reference concepts, so no p is below {first['p_floor']:.2g}. TCAV says what "

@@ -4,12 +4,13 @@ from __future__ import annotations
 import streamlit as st
 
 from evaluation.drift import drift_figure, drivers
-from pages import _common as common
+from pages import _cache as cache, _selection as selection, _session as session
+from pages._display import chart, md
 from workspace import jobs
 from workspace.access import board_k
 from workspace.store import Workspace
 
-who = common.guard("monitoring")  # the role check comes before anything is read
+who = session.guard("monitoring")  # the role check comes before anything is read
 st.title("Monitoring")
 st.caption("The cohort chosen in the sidebar is the incoming stream; it is compared, window by window, with the "
            "cohort the model was validated on: input drift in the model's own feature space (MMD with a permutation "
@@ -19,14 +20,14 @@ st.caption("The cohort chosen in the sidebar is the incoming stream; it is compa
            "the model version's operating point), measured where labels have arrived and estimated from calibrated "
            "probabilities everywhere. The same analysis runs on a schedule with "
            "`glassbox monitor … --alert mmd_p=0.01`.")
-root, model_path, manifest, handle, current = common.loaded()
+root, model_path, manifest, handle, current = selection.loaded()
 ws = Workspace(root, trust_own_models=False)
 columns = [a for a in current.attribute_schema if "month" in a or "window" in a or "period" in a]
 if not columns:
-    st.info(f"Cohort **{common.md(current.name)}** has no window column (e.g. `acquired_month`: 2026-03). Choose the incoming "
+    st.info(f"Cohort **{md(current.name)}** has no window column (e.g. `acquired_month`: 2026-03). Choose the incoming "
             "stream in the sidebar (the demo's is `deployment`).")
     st.stop()
-_, _, cohorts = common.selection()
+_, _, cohorts = selection.options()
 others = [n for n in cohorts if cohorts[n] != manifest]
 if not others:
     st.info("The workspace has no other cohort to compare with.")
@@ -42,7 +43,7 @@ target = c[3].selectbox("Judged by", views, index=0 if top_view else handle.n_cl
                         format_func=lambda i: "top class vs label" if i is None else
                         f"{handle.class_names[i]} at its operating point",
                         help="A multi-class model is judged by its top class; one class one-vs-rest is a choice")
-reference = common.cohort(cohorts[reference_name], handle)
+reference = cache.cohort(cohorts[reference_name], handle)
 key = f"monitor:{handle.weights_hash}:{reference.content_hash}:{current.content_hash}:{window}:{alpha}" + (
     "" if target == (None if top_view else handle.n_classes - 1) else f":{target}")
 job = jobs.get(key)
@@ -55,7 +56,7 @@ if job is None:
     st.caption("Embeds every case of both cohorts once (cached), in the background: other pages stay open.")
     st.stop()
 if job.running or job.error:
-    common.wait_for(job)
+    cache.wait_for(job)
 k = board_k() if who.is_board else None
 report = job.result.for_board(k) if k else job.result  # a board sees no site below k, in a table or a sentence
 for line in report.warnings:
@@ -67,11 +68,11 @@ if alerts:
     if len(alerts) > 12:
         st.caption(f"… and {len(alerts) - 12} more in the tables below.")
 else:
-    st.success(f"No window of **{common.md(current.name)}** differs from **{common.md(reference.name)}** "
+    st.success(f"No window of **{md(current.name)}** differs from **{md(reference.name)}** "
                f"at adjusted p < {alpha:g}.")
 st.caption(f"Performance judged by the {report.operating_point} (the model version's own, as on every page and "
            "in the report).")
-common.chart(st, drift_figure(report, handle.class_names), key="mon_figure")
+chart(st, drift_figure(report, handle.class_names), key="mon_figure")
 st.caption("Estimated accuracy assumes calibrated probabilities (fitted on the reference) and a shift in which images "
            "arrive, not in how labels follow from them: a shift the model meets confidently wrong is missed by the "
            "estimate, and seen by the drift test.")

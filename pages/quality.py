@@ -8,15 +8,16 @@ from evaluation.cohort_summary import group_columns
 from evaluation.explanation_quality import in_words, localisation_by_group, quality_summary
 from explainers.saliency import SALIENCY_METHODS
 from explainers.trust import TRUST_CHECKS
-from pages import _common as common
+from pages import _cache as cache, _selection as selection, _session as session
+from pages._display import md, show_error
 
-who = common.guard("quality")  # the role check comes before anything is read
+who = session.guard("quality")  # the role check comes before anything is read
 st.title("Explanation quality")
 st.caption("Can these maps be believed? Each method's maps are checked for randomisation (do they depend on what the "
            "model learnt?), faithfulness (does removing the pixels they point at change the prediction?), "
            "localisation (do they fall on the finding, where masks exist?) and stability (do they survive invisible "
            "noise?), over a sample of cases stratified by group and outcome.")
-root, model_path, manifest, handle, cohort = common.loaded()
+root, model_path, manifest, handle, cohort = selection.loaded()
 
 c = st.columns([3, 1, 2])
 default = [m for m in ("saliency", "integrated_gradients", "grad_cam", "occlusion") if m in SALIENCY_METHODS.names()]
@@ -38,14 +39,14 @@ if not request:
                         + (f" Clinical reference {c_.reference:.3f}: {c_.reference_source}" if c_.reference else ""))
     st.stop()
 try:
-    checks, sample = common.explanation_quality(root, model_path, manifest, list(request[0]), request[1],
+    checks, sample = cache.explanation_quality(root, model_path, manifest, list(request[0]), request[1],
                                                 list(request[2]))
 except GlassboxError as e:
-    common.show_error(e)
+    show_error(e)
     st.stop()
 summary = quality_summary(checks, sample)
-st.markdown(f"**{common.md(handle.label)}** · {len(sample)} cases sampled across "
-            f"{common.md(' × '.join([*request[2], 'outcome']))} · "
+st.markdown(f"**{md(handle.label)}** · {len(sample)} cases sampled across "
+            f"{md(' × '.join([*request[2], 'outcome']))} · "
             "means over cases with 95% bootstrap intervals · localisation judged against chance (the finding's "
             "share of the image, what a random map scores); the pointing game as a hit rate with its 95% interval, "
             "against chance and the clinical reference (radiologists, Saporta et al. 2022) · a check whose value is "
@@ -57,11 +58,11 @@ colours = {"passes": "background-color: #c6f6d5", "concern": "background-color: 
 st.dataframe(summary.style.map(lambda v: colours.get(v, ""), subset=["band"]).format(
     {c: "{:.3f}" for c in ("mean", "lo", "hi", "chance", "reference", "passing")}, na_rep="–"), hide_index=True,
     key="qual_summary")
-common.download(st, "Download per-case results (CSV)", checks, file_name="explanation_quality.csv",
+session.download(st, "Download per-case results (CSV)", checks, file_name="explanation_quality.csv",
                 key="qual_download", what="explanation quality")
 if request[2] and checks["check"].eq("relevance_mass").any():
     by = request[2][0]
-    st.subheader(f"Does each method find the finding equally well for every {common.md(by)}?")
+    st.subheader(f"Does each method find the finding equally well for every {md(by)}?")
     table = localisation_by_group(checks, sample, by)
     st.dataframe(table, hide_index=True, key="qual_by_group",
                  column_config={c: st.column_config.NumberColumn(format="%.3f") for c in ("mean", "lo", "hi")}

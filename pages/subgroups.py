@@ -12,19 +12,20 @@ from evaluation.outcomes import uses_top_class
 from evaluation.subgroups import labelled_frame, subgroup_report
 from evaluation.cohort_summary import board_decision
 from evaluation.suppression import MISSING
-from pages import _common as common
+from pages import _cache as cache, _selection as selection, _session as session
+from pages._display import chart, md, show_error
 from workspace.access import board_k
 
-who = common.guard("subgroups")  # the role check comes before anything is read
+who = session.guard("subgroups")  # the role check comes before anything is read
 st.title("Subgroup performance")
 st.caption("Is the model as good for every group of patients? Estimates with 95% bootstrap intervals; what is "
            "resampled (images within each group, or patients where the cohort says which patient each image came "
            "from) is stated below. Gaps are judged together: one family-wise error over every metric and pair.")
-root, model_path, manifest, handle, cohort = common.loaded()
-preds = common.predictions_or_stop(root, model_path, manifest)
+root, model_path, manifest, handle, cohort = selection.loaded()
+preds = cache.predictions_or_stop(root, model_path, manifest)
 
 if cohort.frame()["label"].isna().all():
-    st.info(f"Cohort **{common.md(cohort.name)}** has no labels (a folder of DICOM studies carries none), and performance "
+    st.info(f"Cohort **{md(cohort.name)}** has no labels (a folder of DICOM studies carries none), and performance "
             "needs them. Give the cases a `label` column in a manifest, or choose a labelled cohort in the sidebar; "
             "the Uncertainty page still shows which cases would be referred.")
     st.stop()
@@ -73,11 +74,11 @@ try:
     if k is None:
         report = multiclass_report(frame, by, handle.class_names)
     else:
-        point = common.operating_point(root, model_path, manifest, k)
+        point = cache.operating_point(root, model_path, manifest, k)
         fixed = {"shared": point.threshold, "set by hand": manual}.get(rule)
         report = subgroup_report(frame, by, class_index=k, threshold=fixed, rule=rule if fixed is None else "youden")
 except GlassboxError as e:
-    common.show_error(e)
+    show_error(e)
     st.stop()
 
 if k is None:
@@ -87,7 +88,7 @@ if k is None:
 else:
     described = point.describe() if rule == "shared" else f"{report.threshold:.3f} ({report.threshold_rule})"
     versus = " versus the rest" if handle.n_classes > 2 else ""
-    st.markdown(f"**{len(frame)}** labelled cases · class **{common.md(handle.class_names[k])}**{versus} · threshold "
+    st.markdown(f"**{len(frame)}** labelled cases · class **{md(handle.class_names[k])}**{versus} · threshold "
                 f"**{described}** · {report.n_boot} resamples ({report.resampling}) · gap intervals simultaneous "
                 f"over every metric × pair of groups · groups under n={report.min_n} or {report.min_events} events "
                 "per class are flagged, not compared, and get no interval")
@@ -109,7 +110,7 @@ if hide is not None and set(hide.hidden) - {"overall"}:
                   subgroup_report(seen, by, class_index=k, threshold=report.threshold))
 flags = hide.texts(judged.flags()) if hide else report.flags()
 for flag in flags:
-    st.warning(f"Gap: {common.md(flag)}.")
+    st.warning(f"Gap: {md(flag)}.")
 if hide is not None:
     st.caption(f"Board view: {hide.note}; a gap involving a hidden group is not shown.")
 if not judged.comparable:
@@ -128,7 +129,7 @@ for note in judged.gaps.loc[judged.gaps["note"] != "", ["metric", "note"]].itert
 table = hide.table(report.table) if hide else report.table
 st.subheader("By group")
 st.dataframe(table, hide_index=True, key="sub_table")
-common.download(st, "Download table (CSV)", table, file_name="subgroups.csv", key="sub_download",
+session.download(st, "Download table (CSV)", table, file_name="subgroups.csv", key="sub_download",
                 what="subgroup table (board view)" if board else "subgroup table")
 st.subheader("Between-group gaps")
 st.dataframe(hide.rows(judged.gaps, ["higher_group", "lower_group"]) if hide else report.gaps, hide_index=True,
@@ -138,17 +139,17 @@ left, right = st.columns(2)
 metric_names = MULTICLASS_METRICS.names() if k is None else METRICS.names()
 metric = left.selectbox("Forest plot of", metric_names, key="sub_metric")
 shown = report.table if not hide else report.table[report.table["group"].astype(str).map(hide.shows)]
-common.chart(left, forest_plot(shown, metric), key="sub_forest")
+chart(left, forest_plot(shown, metric), key="sub_forest")
 if k is None:
     confusions = confusion_by_group(report, int(k_min) if board else None)
     confusions = {g: c for g, c in confusions.items() if not hide or hide.shows(g)}
     which = right.selectbox("Confusion matrix of", list(confusions), key="sub_confusion_group")
-    common.chart(right, confusion_figure(confusions[which], f"Top class against label · {which}"),
+    chart(right, confusion_figure(confusions[which], f"Top class against label · {which}"),
                        key="sub_confusion")
 elif len(by) == 1:
     drawn = frame[frame[by[0]].astype(str).map(hide.shows)] if hide else frame
-    common.chart(right, roc_by_group(drawn, by[0]), key="sub_roc")
+    chart(right, roc_by_group(drawn, by[0]), key="sub_roc")
     curves = {str(g): (sub["y"].to_numpy(), sub["p"].to_numpy()) for g, sub in drawn.groupby(by[0], observed=True)}
-    common.chart(right, reliability_diagram(curves, title=f"Reliability by {by[0]}"), key="sub_reliability")
+    chart(right, reliability_diagram(curves, title=f"Reliability by {by[0]}"), key="sub_reliability")
 else:
     right.info("ROC and reliability curves are drawn for a single attribute.")

@@ -22,16 +22,17 @@ from evaluation.referral import (
 from evaluation.outcomes import uses_top_class, with_outcomes
 from evaluation.subgroups import labelled_frame, resampling
 from explainers.uncertainty import has_dropout
-from pages import _common as common
+from pages import _cache as cache, _selection as selection, _session as session
+from pages._display import chart, md, show_error
 
 MEASURES = {"entropy": "predictive entropy (nats)", "mutual_information": "mutual information (epistemic)",
             "std": "standard deviation of the class probability (the top class's in the top-class view)"}
 
-who = common.guard("uncertainty")  # the role check comes before anything is read
+who = session.guard("uncertainty")  # the role check comes before anything is read
 st.title("Uncertainty")
 st.caption("Per-case uncertainty from Monte Carlo dropout, test-time augmentation or an ensemble of versions.")
-root, model_path, manifest, handle, cohort = common.loaded()
-_, models, _ = common.selection()
+root, model_path, manifest, handle, cohort = selection.loaded()
+_, models, _ = selection.options()
 
 c = st.columns(4)
 methods = ["mc_dropout", "tta", "ensemble"]
@@ -47,11 +48,11 @@ k = c[2].selectbox("Errors of", views, index=0 if top_view else handle.n_classes
                    help="A multi-class model errs when its top class is not the label; one class one-vs-rest at its "
                         "threshold is a choice" if top_view else None)
 refer = c[3].slider("Refer the most uncertain", 0.0, 0.5, 0.1, 0.01, key="unc_refer", format="%.2f")
-paths = list(common.peers(handle, models).values()) if method == "ensemble" else [model_path]
+paths = list(selection.peers(handle, models).values()) if method == "ensemble" else [model_path]
 try:
-    unc = common.uncertainty(root, paths, manifest, method)
+    unc = cache.uncertainty(root, paths, manifest, method)
 except GlassboxError as e:
-    common.show_error(e)
+    show_error(e)
     st.stop()
 
 unc = with_spread(unc, handle.n_classes, k)
@@ -69,14 +70,14 @@ if cohort.frame()["label"].isna().all():  # e.g. a folder of DICOM studies: no e
     left, right = st.columns(2)
     if groups:
         by = right.selectbox("Uncertainty by", groups, key="unc_by")
-        common.chart(right, uncertainty_by_group_figure(uncertainty_by_group(everything, by, measure), measure),
+        chart(right, uncertainty_by_group_figure(uncertainty_by_group(everything, by, measure), measure),
                            key="unc_groups")
     shown_p = [f"p_{i}" for i in range(handle.n_classes)] if k is None else [f"p_{k}"]
     left.dataframe(referred[["case_id", measure, *shown_p, *groups]], hide_index=True, key="unc_referred")
     st.stop()
 # errors are the model's own predictions (as Case review and Subgroups count them); the method supplies only the
 # uncertainty of each case
-preds = common.predictions_or_stop(root, model_path, manifest)
+preds = cache.predictions_or_stop(root, model_path, manifest)
 measures = unc[["case_id", "entropy", "mutual_information", "std"]]
 frame = labelled_frame(with_bands(cohort.frame()), preds, k if k is not None else 0).merge(measures, on="case_id")
 if "split" in frame and (frame["split"] == "test").any():
@@ -87,10 +88,10 @@ if k is None:
     rule = "top class against the label"
     frame = with_outcomes(frame, None, n_classes=handle.n_classes)
 else:
-    point = common.operating_point(root, model_path, manifest, k)
+    point = cache.operating_point(root, model_path, manifest, k)
     if point.warning:
         st.warning(point.warning[0].upper() + point.warning[1:] + ".")
-    rule = f"{common.md(handle.class_names[k])} one-vs-rest at the shared threshold {point.describe()}"
+    rule = f"{md(handle.class_names[k])} one-vs-rest at the shared threshold {point.describe()}"
     frame = with_outcomes(frame, k, point.threshold)
 clusters = frame[CLUSTER].to_numpy() if CLUSTER in frame else None
 detect = error_detection(frame[measure].to_numpy(), frame["error"].to_numpy(), clusters=clusters)
@@ -107,10 +108,10 @@ st.caption(f"Errors: {rule}. Error-detection AUROC 95% interval: {detect['lo']:.
            f"({resampling(frame)}).")
 
 left, right = st.columns(2)
-common.chart(left, risk_coverage_figure(curve, refer), key="unc_risk")
+chart(left, risk_coverage_figure(curve, refer), key="unc_risk")
 if groups:
     by = right.selectbox("Uncertainty by", groups, key="unc_by")
-    common.chart(right, uncertainty_by_group_figure(uncertainty_by_group(frame, by, measure), measure),
+    chart(right, uncertainty_by_group_figure(uncertainty_by_group(frame, by, measure), measure),
                        key="unc_groups")
 
 st.subheader("Calibration: recalibration fitted and checked on held-out patients")
@@ -123,7 +124,7 @@ else:
     try:
         result = recalibrate(probs, labels, handle.task, clusters=clusters, class_index=k)
     except GlassboxError as e:
-        common.show_error(e)
+        show_error(e)
         st.stop()
     if result.scaler is None:
         st.info(result.message)
@@ -144,6 +145,6 @@ else:
                f"checked on {result.check_patients} other patients ({result.check_cases} cases). Applied only when "
                "the log loss is shown to improve on the check patients (one-sided 97.5% patient-bootstrap bound) "
                "and the ECE is not worse there.")
-    common.chart(st, reliability_diagram({"before": (y_eval, before), "after": (y_eval, after)},
+    chart(st, reliability_diagram({"before": (y_eval, before), "after": (y_eval, after)},
                                         title="Reliability on the check patients, before and after scaling"),
                     key="unc_reliability")

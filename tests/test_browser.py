@@ -15,15 +15,15 @@ from pathlib import Path
 
 import pytest
 
+from pages._navigation import PAGES as APP_PAGES
+
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-# a fresh server opened straight at a page must still run the router (sidebar, two nav links)
-PAGES = {"case_review": "Case review", "": "Glassbox", "subgroups": "Subgroup performance",
-         "uncertainty": "Uncertainty", "concepts": "Concepts", "compare": "Compare versions",
-         "quality": "Explanation quality", "agreement": "Reader agreement", "audit": "Audit log",
-         "report": "Board report", "monitoring": "Monitoring"}
+# every page's URL path and the heading it draws (the app's own table), Case review first: a fresh server opened
+# straight at a page must still run the router (sidebar, every nav link)
+PAGES = {p.url_path: p.heading for p in sorted(APP_PAGES, key=lambda p: p.file != "case_review")}
 #: pages that draw no figure until asked (or until there is something to draw): the text they show instead
 NO_FIGURE = {"quality": "then run the checks", "agreement": "Reader agreement", "audit": "Export these entries",
              "report": "Preview", "monitoring": "has no window column"}

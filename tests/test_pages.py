@@ -247,7 +247,7 @@ def test_settings_survive_a_page_switch_and_actions_are_never_reassigned():
     table selection re-assigned would break its page, so every such key in the pages must be left out."""
     import re
 
-    from pages._common import kept
+    from pages._state import kept
 
     actions = set()
     for source in (ROOT / "pages").glob("*.py"):

@@ -7,7 +7,7 @@ import json
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from pages._common import PAGE_TITLES
+from pages._navigation import TITLES
 from tests.test_pages import ROOT, TIMEOUT, allow, table
 from workspace.access import PAGES, ROLES, Identity, Users
 from workspace.review import Record
@@ -53,7 +53,7 @@ def test_every_role_through_every_page(demo_root, local_auth, role, page_name):
         assert not refused, f"{role} should open {page_name}"
         assert at.title and "sign in" not in at.title[0].value
     else:
-        assert refused == [f"{PAGE_TITLES[page_name]} is not open to the {role} role (it is open to: "
+        assert refused == [f"{TITLES[page_name]} is not open to the {role} role (it is open to: "
                            f"{', '.join(PAGES[page_name])})."]
         assert not at.get("plotly_chart") and not at.dataframe, "nothing is drawn before the role check"
 

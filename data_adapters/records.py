@@ -16,10 +16,11 @@ import pandas as pd
 import torch
 
 from data_adapters.errors import InvalidInputError
+from data_adapters.tables import CLUSTER
 
 __all__ = [
     "Image", "Case", "CaseTable", "Rejection", "LoadReport", "Cohort", "Preprocessing", "ModelCard", "ModelHandle",
-    "Prediction", "Attribution", "ConceptScore", "TASKS", "CHANNELS", "CLUSTER",
+    "Prediction", "Attribution", "ConceptScore", "TASKS", "CHANNELS",
 ]
 
 #: ``binary``: one logit, sigmoid, classes (negative, positive); ``multiclass``: C logits, softmax;
@@ -311,9 +312,6 @@ class Cohort:
             frame[CLUSTER] = pd.factorize(keys.where(keys.notna() & (keys != ""), own))[0]
         return frame
 
-
-#: the column of :meth:`Cohort.frame` that groups a patient's images (resampled together by every bootstrap)
-CLUSTER = "_cluster"
 
 INTENSITIES = ("none", "minmax", "zscore", "range")
 #: ``grey``: a one-channel model takes greyscale saved as RGB (identical channels; real colour is refused);

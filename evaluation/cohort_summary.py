@@ -7,7 +7,8 @@ import pandas as pd
 import plotly.express as px
 import plotly.graph_objects as go
 
-from data_adapters.records import CLUSTER, Cohort
+from data_adapters.records import Cohort
+from data_adapters.tables import CLUSTER
 from evaluation.suppression import BoardSuppression, Suppression, board_suppression, suppression
 
 AGE_BANDS = [0, 40, 60, 75, 200]

@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from data_adapters.records import CLUSTER
+from data_adapters.tables import CLUSTER
 from evaluation.inference import holm, permutation_p, wilson, wilson_clustered
 from evaluation.suppression import Suppression, suppression
 

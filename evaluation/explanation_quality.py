@@ -22,7 +22,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from data_adapters.records import CLUSTER
+from data_adapters.tables import CLUSTER
 from evaluation.inference import case_weights, cluster_weights, percentile_interval, wilson, wilson_clustered
 from explainers.trust import COULD_NOT_JUDGE, TRUST_CHECKS, UNDEFINED, TrustCheck, band
 

@@ -21,8 +21,8 @@ import pandas as pd
 from sklearn.metrics import confusion_matrix
 
 from data_adapters.errors import InvalidInputError
-from data_adapters.records import CLUSTER
 from data_adapters.registry import Registry
+from data_adapters.tables import CLUSTER, probability_columns
 from evaluation.inference import case_weights, percentile_interval
 from evaluation.metrics import counts
 from evaluation.subgroups import N_BOOT, MISSING, GapJudgement, gap_rows, replicate_weights, resampling
@@ -147,7 +147,7 @@ def brier(r: Replicates) -> np.ndarray:
 
 def probabilities(frame: pd.DataFrame, n_classes: int) -> np.ndarray:
     """The ``p_0 … p_{K-1}`` columns of a predictions frame as ``(n, K)``."""
-    return frame[[f"p_{k}" for k in range(n_classes)]].to_numpy(float)
+    return frame[probability_columns(n_classes)].to_numpy(float)
 
 
 def top_class(frame: pd.DataFrame, n_classes: int) -> np.ndarray:

@@ -38,6 +38,7 @@ import numpy as np
 import pandas as pd
 
 from data_adapters.errors import InvalidInputError
+from data_adapters.tables import probability_column
 from evaluation.subgroups import choose_threshold
 
 __all__ = ["OperatingPoint", "operating_point", "fit_operating_point", "VALIDATION_SPLITS", "PREFERRED_SPLITS",
@@ -172,7 +173,7 @@ def fit_operating_point(cohort_frame: pd.DataFrame, predictions: pd.DataFrame, c
     if not len(y) or y.all() or not y.any():
         return OperatingPoint(class_index, 0.5, "default (no labels of both kinds)", split, len(y), "default",
                               **provenance, warning="no labels of both kinds to fit a threshold on: 0.5 is used")
-    p = frame[f"p_{class_index}"].to_numpy(float)
+    p = frame[probability_column(class_index)].to_numpy(float)
     value = float(np.clip(choose_threshold(y, p, rule), 0.0, 1.0))
     return OperatingPoint(class_index, value, rule, split, len(y), source, **provenance, warning=warning)
 

@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from data_adapters.records import Cohort, ModelHandle
+from data_adapters.tables import probability_column, probability_columns
 
 OUTCOMES = ("correct", "false positive", "false negative", "unlabelled")
 TOP_CLASS_OUTCOMES = ("correct", "misclassified", "unlabelled")
@@ -38,13 +39,13 @@ def with_outcomes(frame: pd.DataFrame, class_index: int | None, threshold: float
     if class_index is None:
         if n_classes is None:
             raise ValueError("the top-class view needs n_classes")
-        probs = frame[[f"p_{k}" for k in range(n_classes)]].to_numpy(float)
+        probs = frame[probability_columns(n_classes)].to_numpy(float)
         top = probs.argmax(axis=1)
         right = (frame["label"].to_numpy(dtype=float, na_value=-1) == top)
         outcome = np.where(~labelled, "unlabelled", np.where(right, "correct", "misclassified"))
         return frame.assign(predicted=top, probability=probs.max(axis=1), outcome=outcome,
                             error=labelled & ~right)
-    p = frame[f"p_{class_index}"].to_numpy(dtype=float)
+    p = frame[probability_column(class_index)].to_numpy(dtype=float)
     called = p >= threshold
     is_class = (frame["label"] == class_index).to_numpy(dtype=bool, na_value=False)
     outcome = np.where(~labelled, "unlabelled",

@@ -18,7 +18,7 @@ each other):
   like them (wide with few readers, as it should be). Measured: ``benchmarks/calibration/agreement.py`` (3 readers per
   case, within-case correlation 1/3: the plain Wilson interval covers 0.87, this one ≥ 0.94).
 - **Cohen's kappa** of a pair of readers: percentile bootstrap over the cases both read (whole patients where the
-  cohort has :data:`~data_adapters.records.CLUSTER`). Kappa is undefined when both readers used one and the same
+  cohort has :data:`~data_adapters.tables.CLUSTER`). Kappa is undefined when both readers used one and the same
   category only (chance agreement 1): the pair is then *could not judge*, with the reason, never a number; so is the
   interval when more than :data:`UNDEFINED_SHARE` of the resamples are undefined. The interval is BCa (jackknife
   over the same units). A pair is two fixed readers, so the reader is no sampling unit here.
@@ -37,7 +37,7 @@ from scipy.stats import norm
 from scipy.stats import t as student_t
 
 from data_adapters.errors import InvalidInputError
-from data_adapters.records import CLUSTER
+from data_adapters.tables import CLUSTER
 from evaluation.inference import (bca_interval, case_weights, cluster_weights, design_effect, percentile_interval,
                                   wilson)
 from evaluation.subgroups import MISSING

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from data_adapters.records import CLUSTER
+from data_adapters.tables import CLUSTER, mean_column, probability_column, probability_columns, std_column, std_columns
 from evaluation.inference import percentile_interval
 from evaluation.metrics import auroc, bootstrap_weights, cluster_weights, counts
 from evaluation.subgroups import MISSING
@@ -87,9 +87,9 @@ def with_spread(frame: pd.DataFrame, n_classes: int, class_index: int | None) ->
     """An uncertainty table (``mean_k``, ``std_k`` per class) with ``p_k`` (the mean probabilities, named as the
     predictions are) and ``std``: the spread of ``class_index``'s probability, or with None of each case's top
     class."""
-    frame = frame.rename(columns={f"mean_{i}": f"p_{i}" for i in range(n_classes)})
+    frame = frame.rename(columns={mean_column(i): probability_column(i) for i in range(n_classes)})
     if class_index is None:
-        top = frame[[f"p_{i}" for i in range(n_classes)]].to_numpy(float).argmax(axis=1)
-        spreads = frame[[f"std_{i}" for i in range(n_classes)]].to_numpy(float)
+        top = frame[probability_columns(n_classes)].to_numpy(float).argmax(axis=1)
+        spreads = frame[std_columns(n_classes)].to_numpy(float)
         return frame.assign(std=spreads[np.arange(len(frame)), top])
-    return frame.assign(std=frame[f"std_{class_index}"])
+    return frame.assign(std=frame[std_column(class_index)])

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from data_adapters.records import CLUSTER
+from data_adapters.tables import CLUSTER
 
 #: images per patient as in the chest cohort that prompted this: 200 images, one patient with 40
 CHEST_LIKE_SIZES = (40,) + (4,) * 20 + (3,) * 20 + (2,) * 20

@@ -31,7 +31,7 @@ from scipy.stats import norm
 from sklearn.metrics import roc_curve
 
 from data_adapters.errors import InvalidInputError
-from data_adapters.records import CLUSTER
+from data_adapters.tables import CLUSTER, probability_column
 from evaluation.metrics import (
     CELL_BOOTSTRAP_FROM,
     METRICS,
@@ -117,7 +117,7 @@ def labelled_frame(cohort_frame: pd.DataFrame, predictions: pd.DataFrame, class_
     if frame.empty:
         raise InvalidInputError(MSG_NO_LABELS.format(k=class_index))
     frame["y"] = (frame["label"] == class_index).to_numpy(dtype=bool)
-    frame["p"] = frame[f"p_{class_index}"].astype(float)
+    frame["p"] = frame[probability_column(class_index)].astype(float)
     return frame
 
 

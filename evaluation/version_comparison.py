@@ -23,7 +23,7 @@ import pandas as pd
 from scipy.stats import binomtest
 
 from data_adapters.errors import InvalidInputError
-from data_adapters.records import CLUSTER
+from data_adapters.tables import CLUSTER, probability_column, probability_columns
 from evaluation.inference import (
     Verdict,
     case_weights,
@@ -218,10 +218,10 @@ def flips(frame: pd.DataFrame, base_probs: np.ndarray, cand_probs: np.ndarray, *
     out = frame.reset_index(drop=True).copy()
     judged = {}
     for tag, probs, threshold in (("baseline", base_probs, thresholds[0]), ("candidate", cand_probs, thresholds[1])):
-        columns = pd.DataFrame(probs, columns=[f"p_{i}" for i in range(k)])
+        columns = pd.DataFrame(probs, columns=probability_columns(k))
         o = with_outcomes(pd.concat([out[["label"]], columns], axis=1), class_index, threshold, n_classes=k)
         judged[tag] = ~o["error"].to_numpy(bool)
-        out[f"p_{tag}"] = o["probability"].to_numpy()
+        out[probability_column(tag)] = o["probability"].to_numpy()
         out[f"predicted_{tag}"] = o["predicted"].to_numpy() if class_index is None else o["called"].to_numpy()
     right_b, right_c = judged["baseline"], judged["candidate"]
     out["change"] = np.select([~right_b & right_c, right_b & ~right_c, ~right_b & ~right_c],

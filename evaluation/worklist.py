@@ -10,6 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
+from data_adapters.tables import probability_columns
 from evaluation.outcomes import with_outcomes
 
 __all__ = ["PRESETS", "STATUSES", "SORTS", "WorklistFilter", "worklist", "select", "neighbour"]
@@ -79,7 +80,7 @@ def worklist(frame: pd.DataFrame, *, class_index: int | None, threshold: float, 
             out["status"] = out["case_id"].map(mine.set_index("case_id")["agreement"]).fillna(NOT_REVIEWED)
     out["flip"], out["flip_size"] = "", 0.0
     if other is not None:
-        probs = other.reindex(out["case_id"])[[f"p_{k}" for k in range(n_classes)]].reset_index(drop=True)
+        probs = other.reindex(out["case_id"])[probability_columns(n_classes)].reset_index(drop=True)
         theirs = with_outcomes(pd.concat([out[["label"]], probs], axis=1), class_index, threshold,
                                n_classes=n_classes)
         labelled = out["label"].notna().to_numpy()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from data_adapters.tables import CLUSTER
 from evaluation.cohort_summary import group_columns, with_bands
 from evaluation.reader_agreement import mean_kappa, model_vs_reader, pairs_in_words
 from evaluation.subgroups import board_view
@@ -62,7 +63,7 @@ else:
     st.caption("Kappa corrects raw agreement for what two readers would agree by chance; words after Landis & Koch "
                "(1977).")
     if len(pairs) > 1:  # Light's kappa over every pair; readers resampled too when the toggle asks for it
-        overall = mean_kappa(verdicts, clusters=frame.set_index("case_id")["_cluster"] if "_cluster" in frame
+        overall = mean_kappa(verdicts, clusters=frame.set_index("case_id")[CLUSTER] if CLUSTER in frame
                              else None, readers="random" if random_readers else "fixed")
         if overall["verdict"] == "judged":
             st.markdown(f"Mean kappa over {overall['pairs']} pairs: **{overall['kappa']:.2f}** (95% CI "

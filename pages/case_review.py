@@ -11,6 +11,7 @@ import torch
 from data_adapters.errors import GlassboxError
 from data_adapters.preprocessing import on_model_grid
 from data_adapters.readers import read_image
+from data_adapters.tables import probability_column
 from evaluation.outcomes import uses_top_class
 from evaluation.cohort_summary import with_bands
 from evaluation.worklist import worklist
@@ -162,7 +163,7 @@ info, views = st.columns([1, 3])
 with info:
     st.subheader(md(case_id))  # from the manifest: escaped (no Markdown from files)
     probs = pd.DataFrame({"class": handle.class_names,
-                          "probability": [float(row[f"p_{k}"]) for k in range(handle.n_classes)]})
+                          "probability": [float(row[probability_column(k)]) for k in range(handle.n_classes)]})
     st.dataframe(probs, hide_index=True, key="review_probs",
                  column_config={"probability": st.column_config.ProgressColumn(min_value=0.0, max_value=1.0,
                                                                                 format="%.3f")})
@@ -267,10 +268,10 @@ with views:
                                  if not isinstance(r[m], GlassboxError))) if len(rows) > 1 else None
               for m in methods}
     if len(rows) > 1:
-        probabilities = {handle.version: float(row[f"p_{target}"])}
+        probabilities = {handle.version: float(row[probability_column(target)])}
         for version, _ in rows[1:]:
             other = cache.predictions_or_stop(root, all_models[version], manifest).set_index("case_id")
-            probabilities[version] = float(other.loc[case_id, f"p_{target}"])
+            probabilities[version] = float(other.loc[case_id, probability_column(target)])
         st.markdown(f"**p({md(handle.class_names[target])})** by version: " + " · ".join(
             f"{md(v)} {p:.3f}" + (f" ({p - probabilities[handle.version]:+.3f})" if v != handle.version else "")
             for v, p in probabilities.items()) + " · one colour scale per method across versions")

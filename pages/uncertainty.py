@@ -4,7 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from data_adapters.errors import GlassboxError
-from data_adapters.records import CLUSTER
+from data_adapters.tables import CLUSTER, probability_column, probability_columns
 from evaluation.calibration import calibration_target, ece_expected_by_chance, recalibrate
 from evaluation.cohort_summary import group_columns, with_bands
 from evaluation.figures import (
@@ -72,7 +72,7 @@ if cohort.frame()["label"].isna().all():  # e.g. a folder of DICOM studies: no e
         by = right.selectbox("Uncertainty by", groups, key="unc_by")
         chart(right, uncertainty_by_group_figure(uncertainty_by_group(everything, by, measure), measure),
                            key="unc_groups")
-    shown_p = [f"p_{i}" for i in range(handle.n_classes)] if k is None else [f"p_{k}"]
+    shown_p = probability_columns(handle) if k is None else [probability_column(k)]
     left.dataframe(referred[["case_id", measure, *shown_p, *groups]], hide_index=True, key="unc_referred")
     st.stop()
 # errors are the model's own predictions (as Case review and Subgroups count them); the method supplies only the
@@ -119,7 +119,7 @@ held = frame
 if handle.task == "multilabel":
     st.info("Recalibration is fitted for binary and multi-class models.")
 else:
-    probs = held[[f"p_{i}" for i in range(handle.n_classes)]].to_numpy()
+    probs = held[probability_columns(handle)].to_numpy()
     labels = held["label"].astype(int).to_numpy()
     try:
         result = recalibrate(probs, labels, handle.task, clusters=clusters, class_index=k)

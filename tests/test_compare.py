@@ -221,7 +221,7 @@ def test_paired_error_detection_against_scikit_learn_and_itself():
 
 
 def _few_patients(seed=3):
-    from data_adapters.records import CLUSTER
+    from data_adapters.tables import CLUSTER
 
     rng = np.random.default_rng(seed)
     patient = np.repeat(np.arange(16), 6)

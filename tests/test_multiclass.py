@@ -12,7 +12,7 @@ from sklearn.metrics import (
     top_k_accuracy_score,
 )
 
-from data_adapters.records import CLUSTER
+from data_adapters.tables import CLUSTER
 from evaluation.calibration import calibration_target
 from evaluation.multiclass import multiclass_report
 from evaluation.outcomes import with_outcomes

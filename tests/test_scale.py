@@ -135,7 +135,7 @@ def test_large_subgroup_tables_agree_with_the_case_bootstrap(monkeypatch):
 
 def test_a_patient_bootstrap_on_cells_is_wider_when_images_of_a_patient_agree(monkeypatch):
     """Each patient's 4 images are the same case: resampling patients must widen the interval (by about 2 = √4)."""
-    from data_adapters.records import CLUSTER
+    from data_adapters.tables import CLUSTER
     from evaluation import subgroups
 
     rng = np.random.default_rng(5)

@@ -322,7 +322,7 @@ def test_gap_judgements_are_controlled_jointly_and_say_over_what():
 def test_a_group_too_small_to_judge_shows_no_interval_never_a_zero_width_one():
     """The issue's case: 3 patients, "specificity 0.286 [0.286, 0.286]". A group under the patient minimum (or
     the size rule) keeps its estimate, gets NaN bounds and says why."""
-    from data_adapters.records import CLUSTER
+    from data_adapters.tables import CLUSTER
 
     f = synthetic(400)
     f[CLUSTER] = np.arange(len(f)) // 2

@@ -52,7 +52,7 @@ from tqdm import tqdm
 
 from data_adapters.errors import GlassboxError, InvalidInputError
 from data_adapters.records import ModelHandle
-from data_adapters.records import CLUSTER
+from data_adapters.tables import CLUSTER, mean_column, probability_column, probability_columns, std_column
 from evaluation.cohort_summary import band_column, band_notes, board_decision, with_bands
 from evaluation.explanation_quality import in_words, quality_summary
 from evaluation.metrics import METRICS
@@ -594,7 +594,8 @@ def named_columns(frame: pd.DataFrame, handle: ModelHandle) -> pd.DataFrame:
     draws for uncertainty) and ``std_<class>`` (its spread over draws)."""
     names = {}
     for k, name in enumerate(handle.class_names):
-        names |= {f"p_{k}": f"p_{name}", f"mean_{k}": f"p_{name}", f"std_{k}": f"std_{name}"}
+        names |= {probability_column(k): probability_column(name), mean_column(k): probability_column(name),
+                  std_column(k): std_column(name)}
     return frame.rename(columns=names)
 
 
@@ -635,7 +636,7 @@ def cmd_uncertainty(args: argparse.Namespace) -> int:
             from evaluation.calibration import recalibrate
 
             try:
-                result = recalibrate(judged[[f"p_{i}" for i in range(first.n_classes)]].to_numpy(float),
+                result = recalibrate(judged[probability_columns(first)].to_numpy(float),
                                      judged["label"].astype(int).to_numpy(), first.task, clusters=clusters,
                                      class_index=k, seed=args.seed)
                 print(result.message)

@@ -24,7 +24,7 @@ import pandas as pd
 from scipy.stats import beta
 
 from benchmarks.calibration import Claim
-from data_adapters.records import CLUSTER
+from data_adapters.tables import CLUSTER
 from evaluation.reader_agreement import kappa, mean_kappa, model_vs_reader, reader_pairs
 from evaluation.subgroups import wilson
 

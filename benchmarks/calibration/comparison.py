@@ -43,7 +43,7 @@ from scipy.stats import norm
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.calibration import Claim  # noqa: E402
-from data_adapters.records import CLUSTER  # noqa: E402
+from data_adapters.tables import CLUSTER  # noqa: E402
 from evaluation.version_comparison import flip_summary, flips, paired_error_detection, region_shift  # noqa: E402
 
 ALPHA = 0.05

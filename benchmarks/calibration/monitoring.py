@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.calibration import Claim
-from data_adapters.records import CLUSTER
+from data_adapters.tables import CLUSTER
 from evaluation.drift import window_report
 
 WINDOWS = 6

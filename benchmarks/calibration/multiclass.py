@@ -39,7 +39,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.calibration import Claim  # noqa: E402
-from data_adapters.records import CLUSTER  # noqa: E402
+from data_adapters.tables import CLUSTER, probability_column  # noqa: E402
 from evaluation import multiclass  # noqa: E402
 from evaluation.multiclass import MULTICLASS_METRICS, Replicates, multiclass_report  # noqa: E402
 from evaluation.subgroups import gap_rows  # noqa: E402
@@ -83,7 +83,7 @@ def cohort(rng: np.random.Generator, sizes: dict[str, int], *, scale: dict[str, 
     parts = []
     for g, n in sizes.items():
         y, P = _draw(rng, n, scale=(scale or {}).get(g, SCALE))
-        parts.append(pd.DataFrame({"label": y, "g": g, **{f"p_{k}": P[:, k] for k in range(P.shape[1])}}))
+        parts.append(pd.DataFrame({"label": y, "g": g, **{probability_column(k): P[:, k] for k in range(P.shape[1])}}))
     return pd.concat(parts, ignore_index=True)
 
 
@@ -93,7 +93,7 @@ def patient_cohort(rng: np.random.Generator, patients: int = PATIENTS, *, keyed:
     cluster = np.repeat(np.arange(patients), rng.integers(1, most + 1, patients))
     effect = rng.normal(0, patient_sd, (patients, len(SHARES)))[cluster]
     y, P = _draw(rng, len(cluster), patient=effect)
-    frame = pd.DataFrame({"label": y, "g": "a", **{f"p_{k}": P[:, k] for k in range(P.shape[1])}})
+    frame = pd.DataFrame({"label": y, "g": "a", **{probability_column(k): P[:, k] for k in range(P.shape[1])}})
     if keyed:
         frame[CLUSTER] = cluster
     return frame

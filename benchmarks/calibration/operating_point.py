@@ -23,7 +23,7 @@ import pandas as pd
 from scipy.stats import norm
 
 from benchmarks.calibration import Claim
-from data_adapters.records import CLUSTER
+from data_adapters.tables import CLUSTER
 from evaluation.calibration import expected_calibration_error, fit_temperature, held_out_split, recalibrate
 from evaluation.operating_point import fit_operating_point
 from evaluation.subgroups import choose_threshold, labelled_frame, subgroup_report

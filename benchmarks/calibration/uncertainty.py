@@ -32,7 +32,7 @@ from scipy.stats import norm
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.calibration import Claim  # noqa: E402
-from data_adapters.records import CLUSTER  # noqa: E402
+from data_adapters.tables import CLUSTER  # noqa: E402
 from evaluation.referral import error_detection, uncertainty_by_group  # noqa: E402
 
 SEPARATION = 1.2

@@ -10,6 +10,7 @@ import plotly.graph_objects as go
 from sklearn.metrics import roc_curve
 
 from evaluation.calibration import reliability_table
+from evaluation.metrics import higher_is_better
 
 _LAYOUT = dict(margin=dict(l=10, r=10, t=40, b=10), height=360)
 
@@ -131,7 +132,7 @@ def confusion_figure(table: pd.DataFrame, title: str) -> go.Figure:
 
 def delta_forest(table: pd.DataFrame, metric: str) -> go.Figure:
     """Candidate − baseline per group for one metric: the delta and its paired 95% interval, zero and −margin
-    marked (for Brier and ECE, lower is better: +margin is marked instead)."""
+    marked (where the metric's registry entry says lower is better, Brier and ECE, +margin instead)."""
     rows = table[table["metric"] == metric].dropna(subset=["delta"])
     colours = {"not worse (shown)": "#2f855a", "worse": "#c53030", "not shown": "#b7791f"}
     fig = go.Figure(go.Scatter(
@@ -144,7 +145,7 @@ def delta_forest(table: pd.DataFrame, metric: str) -> go.Figure:
     fig.add_vline(x=0, line_color="#718096")
     if len(rows):
         margin = float(rows["margin"].iloc[0])
-        worse = margin if metric in ("brier", "ece") else -margin
+        worse = -margin if higher_is_better(metric) else margin
         fig.add_vline(x=worse, line_dash="dash", line_color="#c53030", annotation_text="margin",
                       annotation_position="top")
     fig.update_layout(title=f"{metric.replace('_', ' ')}: candidate − baseline (paired 95% CI)",

@@ -13,7 +13,7 @@ pair of comparable groups. A group too small to judge gets its estimate but no i
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,129 +21,13 @@ import pandas as pd
 from sklearn.metrics import confusion_matrix
 
 from data_adapters.errors import InvalidInputError
-from data_adapters.registry import Registry
 from data_adapters.tables import CLUSTER, probability_columns
+from evaluation.calibration import ece_expected_by_chance, miscalibration_holm, miscalibration_test
 from evaluation.inference import case_weights, percentile_interval
-from evaluation.metrics import counts
+from evaluation.metrics import TOP_CLASS, Replicates, entries
 from evaluation.subgroups import N_BOOT, MISSING, GapJudgement, gap_rows, replicate_weights, resampling
 
-__all__ = ["MULTICLASS_METRICS", "MulticlassReport", "multiclass_report", "top_class", "probabilities",
-           "confusion_by_group", "TOP_K"]
-
-#: top-k accuracy is reported with this k (for models of more than k classes)
-TOP_K = 2
-
-
-@dataclass(frozen=True)
-class Replicates:
-    """One group's cases under ``B`` weightings: ``w`` ``(B, n)``, labels ``y`` ``(n,)``, probabilities ``P``
-    ``(n, K)``, with what the metrics share precomputed."""
-
-    w: np.ndarray
-    y: np.ndarray
-    P: np.ndarray
-
-    @property
-    def total(self) -> np.ndarray:
-        return self.w.sum(axis=1, dtype=np.float64)
-
-    @property
-    def top(self) -> np.ndarray:
-        return self.P.argmax(axis=1)
-
-    @property
-    def rank(self) -> np.ndarray:
-        """How many classes score strictly above the true class (0: the true class is the top class)."""
-        true_p = self.P[np.arange(len(self.y)), self.y]
-        return (self.P > true_p[:, None]).sum(axis=1)
-
-
-def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(den > 0, num / np.where(den > 0, den, 1), np.nan)
-
-
-MulticlassMetric = Callable[[Replicates], np.ndarray]
-MULTICLASS_METRICS: Registry[MulticlassMetric] = Registry("multi-class metric")
-
-
-def _metric(name: str):
-    def register(fn: MulticlassMetric) -> MulticlassMetric:
-        return MULTICLASS_METRICS.register(fn, name)
-    return register
-
-
-def _weighted_mean(r: Replicates, values: np.ndarray) -> np.ndarray:
-    return _ratio(r.w @ values.astype(r.w.dtype), r.total)
-
-
-@_metric("accuracy")
-def accuracy(r: Replicates) -> np.ndarray:
-    return _weighted_mean(r, r.top == r.y)
-
-
-@_metric("balanced_accuracy")
-def balanced_accuracy(r: Replicates) -> np.ndarray:
-    """Mean recall over the classes present in each replicate (scikit-learn's ``balanced_accuracy_score``)."""
-    recalls = []
-    for k in np.unique(r.y):
-        is_k = (r.y == k).astype(r.w.dtype)
-        recalls.append(_ratio(r.w @ (is_k * (r.top == k)), r.w @ is_k))
-    return np.nanmean(np.stack(recalls), axis=0) if recalls else np.full(len(r.w), np.nan)
-
-
-@_metric(f"top{TOP_K}_accuracy")
-def top_k_accuracy(r: Replicates) -> np.ndarray:
-    return _weighted_mean(r, r.rank < TOP_K)
-
-
-def _ovr_aurocs(r: Replicates) -> tuple[np.ndarray, np.ndarray]:
-    """Per class present with both kinds: the one-vs-rest AUROC ``(K', B)`` and its class weight ``(K', B)``."""
-    aucs, support = [], []
-    dummy = np.zeros(len(r.y), bool)
-    for k in np.unique(r.y):
-        is_k = r.y == k
-        if is_k.all():
-            continue
-        c = counts(r.w, is_k, r.P[:, k], dummy)
-        aucs.append(_ratio(c.auc_num, c.pos * c.neg))
-        support.append(c.pos)
-    if not aucs:
-        nan = np.full((1, len(r.w)), np.nan)
-        return nan, nan
-    return np.stack(aucs), np.stack(support)
-
-
-@_metric("macro_auroc")
-def macro_auroc(r: Replicates) -> np.ndarray:
-    """Unweighted mean of the one-vs-rest AUROCs (scikit-learn ``roc_auc_score(multi_class="ovr")``)."""
-    aucs, _ = _ovr_aurocs(r)
-    with np.errstate(invalid="ignore"):
-        return np.nanmean(aucs, axis=0) if np.isfinite(aucs).any() else np.full(len(r.w), np.nan)
-
-
-@_metric("weighted_auroc")
-def weighted_auroc(r: Replicates) -> np.ndarray:
-    """One-vs-rest AUROCs weighted by each class's share of the cases (``average="weighted"``)."""
-    aucs, support = _ovr_aurocs(r)
-    ok = np.isfinite(aucs)
-    return _ratio(np.where(ok, aucs * support, 0).sum(axis=0), np.where(ok, support, 0).sum(axis=0))
-
-
-@_metric("ece")
-def top_label_ece(r: Replicates) -> np.ndarray:
-    """Expected calibration error of the top-class confidence against whether the top class is right."""
-    c = counts(r.w, r.top == r.y, r.P.max(axis=1), np.zeros(len(r.y), bool))
-    return _ratio(c.ece_gap, c.n)
-
-
-@_metric("brier")
-def brier(r: Replicates) -> np.ndarray:
-    """Multi-class Brier score: mean over cases of the squared distance between probabilities and the one-hot label
-    (0 is perfect, 2 the worst)."""
-    onehot = np.eye(r.P.shape[1])[r.y]
-    return _weighted_mean(r, ((r.P - onehot) ** 2).sum(axis=1))
-
+__all__ = ["MulticlassReport", "multiclass_report", "top_class", "probabilities", "confusion_by_group"]
 
 def probabilities(frame: pd.DataFrame, n_classes: int) -> np.ndarray:
     """The ``p_0 … p_{K-1}`` columns of a predictions frame as ``(n, K)``."""
@@ -215,13 +99,20 @@ def multiclass_report(frame: pd.DataFrame, by: str | Sequence[str], class_names:
         row["classes_present"] = present
         notes, reps[name] = [], {}
         small = len(y) < min_n
-        for m in MULTICLASS_METRICS.names():
-            fn = MULTICLASS_METRICS.get(m)
-            value = float(fn(point)[0])
-            values = fn(boot)
+        for entry in entries(TOP_CLASS):
+            m = entry.name
+            value = float(entry(point)[0])
+            values = entry(boot)
+            why = entry.why_undefined(point)
+            if why:
+                notes.append(f"{m}: {why}")
             reps[name][m] = values
             lo, hi = percentile_interval(values, level) if np.isfinite(value) and not small else (np.nan, np.nan)
             row.update({m: value, f"{m}_lo": lo, f"{m}_hi": hi})
+            if m == "ece":  # no interval (biased at small n); its chance figure and consistency test instead
+                del row["ece_lo"], row["ece_hi"]
+                row["ece_chance"] = ece_expected_by_chance(P.max(axis=1))
+                row["ece_p"] = miscalibration_test(P.argmax(axis=1) == y, P.max(axis=1)).p_value
         if present < K:
             notes.append(f"{K - present} of {K} classes absent: balanced accuracy and AUROC over the {present} present")
         row["small"] = small
@@ -230,8 +121,8 @@ def multiclass_report(frame: pd.DataFrame, by: str | Sequence[str], class_names:
         row["notes"] = "; ".join(notes)
         rows.append(row)
         confusion[name] = confusion_matrix(y, P.argmax(axis=1), labels=list(range(K)))
-    table = pd.DataFrame(rows)
-    gaps = pd.DataFrame(gap_rows([(m, m) for m in MULTICLASS_METRICS.names()], table, reps, level))
+    table = miscalibration_holm(pd.DataFrame(rows))
+    gaps = pd.DataFrame(gap_rows([(m.name, m.name) for m in entries(TOP_CLASS, gaps=True)], table, reps, level))
     return MulticlassReport(by=tuple(by), class_names=tuple(class_names), level=level, n_boot=n_boot, min_n=min_n,
                             resampling=resampling(frame, stratified=False), table=table, gaps=gaps, confusion=confusion)
 

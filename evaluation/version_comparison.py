@@ -8,10 +8,10 @@ a delta of exactly 0 with a zero-width interval.
 
 **Non-inferiority.** For each group and metric, "the candidate is not worse than the baseline by more than the
 margin" is *shown* when the one-sided lower confidence bound of the improvement (candidate − baseline; baseline −
-candidate for Brier and ECE, where lower is better) lies above −margin. The bound is Bonferroni-adjusted across the
-groups judged (overall included), so the chance of wrongly showing non-inferiority anywhere stays at most
-``(1 - level) / 2``; *worse* is shown when the upper bound lies below −margin; otherwise *not shown*. Groups too
-small to judge are said so, never passed.
+candidate where the metric's registry entry says lower is better: Brier, ECE) lies above −margin. The bound is
+Bonferroni-adjusted across the groups judged (overall included), so the chance of wrongly showing non-inferiority
+anywhere stays at most ``(1 - level) / 2``; *worse* is shown when the upper bound lies below −margin; otherwise *not
+shown*. Groups too small to judge are said so, never passed.
 """
 from __future__ import annotations
 
@@ -33,20 +33,19 @@ from evaluation.inference import (
     permutation_p,
     quantile_mc_interval,
 )
-from evaluation.metrics import METRICS, counts
-from evaluation.multiclass import MULTICLASS_METRICS, Replicates, probabilities
+from evaluation.metrics import ONE_VS_REST, TOP_CLASS, Replicates, counts, entries
+from evaluation.multiclass import probabilities
 from evaluation.outcomes import with_outcomes
 from evaluation.subgroups import MISSING, replicate_weights, resampling
 
-__all__ = ["LOWER_IS_BETTER", "ComparisonReport", "paired_comparison", "flips", "flip_summary", "mcnemar", "FLIP_KINDS",
-           "comparison_frame", "noninferiority_gate", "N_BOOT", "mcnemar_clustered"]
+__all__ = ["ComparisonReport", "paired_comparison", "flips", "flip_summary", "mcnemar", "FLIP_KINDS",
+           "comparison_frame", "noninferiority_gate", "N_BOOT", "mcnemar_clustered",
+           "mcnemar_design", "paired_error_detection", "region_shift", "tcav_difference"]
 
 #: default paired resamples: the gate's bound is a far-tail quantile (2.5% Bonferroni-divided by the groups judged),
 #: so it needs many more replicates than a central interval; its Monte Carlo interval is stated with every verdict
 N_BOOT = 4000
 
-#: metrics where a smaller value is better (the rest: larger is better)
-LOWER_IS_BETTER = frozenset({"brier", "ece"})
 FLIP_KINDS = ("fixed", "broken", "still wrong", "both right")
 
 
@@ -78,14 +77,6 @@ class ComparisonReport:
                 f"(Bonferroni over {self.adjusted_over} group(s), so the chance of wrongly showing non-inferiority "
                 f"anywhere is at most {100 * one_sided:g}%)")
 
-    def regressions(self) -> pd.DataFrame:
-        """Rows whose non-inferiority was not shown (worse, or not shown), among groups large enough to judge."""
-        return self.table[self.table["verdict"].isin(["worse", "not shown"])]
-
-
-def _higher_better(metric: str) -> bool:
-    return metric not in LOWER_IS_BETTER
-
 
 def paired_comparison(frame: pd.DataFrame, base_probs: np.ndarray, cand_probs: np.ndarray, by: str | Sequence[str],
                       *, baseline: str = "baseline", candidate: str = "candidate", class_index: int | None = None,
@@ -108,7 +99,8 @@ def paired_comparison(frame: pd.DataFrame, base_probs: np.ndarray, cand_probs: n
     for b in by:
         frame[b] = frame[b].astype("string").fillna(MISSING)
     y_all = frame["label"].astype(int).to_numpy()
-    names = MULTICLASS_METRICS.names() if class_index is None else METRICS.names()
+    metrics = entries(TOP_CLASS if class_index is None else ONE_VS_REST)
+    names = [m.name for m in metrics]
     margins = {m: 0.02 for m in names} | dict(margins or {})
     unknown = sorted(set(margins) - set(names))
     if unknown:
@@ -122,17 +114,15 @@ def paired_comparison(frame: pd.DataFrame, base_probs: np.ndarray, cand_probs: n
         out = {}
         if class_index is None:
             rb, rc = Replicates(w, y, base_probs[idx]), Replicates(w, y, cand_probs[idx])
-            for m in names:
-                fn = MULTICLASS_METRICS.get(m)
-                out[m] = (fn(rb), fn(rc))
+            for m in metrics:
+                out[m.name] = (m(rb), m(rc))
         else:
             yk = y == class_index
             pb, pc = base_probs[idx, class_index], cand_probs[idx, class_index]
             cb = counts(w, yk, pb, pb >= thresholds[0])
             cc = counts(w, yk, pc, pc >= thresholds[1])
-            for m in names:
-                fn = METRICS.get(m)
-                out[m] = (fn(cb), fn(cc))
+            for m in metrics:
+                out[m.name] = (m(cb), m(cc))
         return out
 
     rows = []
@@ -142,16 +132,17 @@ def paired_comparison(frame: pd.DataFrame, base_probs: np.ndarray, cand_probs: n
     for name, sub in groups:
         idx = sub.index.to_numpy()
         y = y_all[idx]
-        # the group's cases resampled to its size, the class mix varying (evaluation.metrics.FACTS)
+        # the group's cases resampled to its size, the class mix varying (each entry's design in METRICS)
         w = shared[:, idx] if shared is not None else case_weights(len(idx), n_boot, rng)
         point = scores(idx, np.ones((1, len(idx))))
         boot = scores(idx, w)
         small = name not in judged
-        for m in names:
+        for entry in metrics:
+            m = entry.name
             base_v, cand_v = float(point[m][0][0]), float(point[m][1][0])
             deltas = boot[m][1] - boot[m][0]
             ok = deltas[np.isfinite(deltas)]
-            sign = 1.0 if _higher_better(m) else -1.0
+            sign = 1.0 if entry.higher_is_better else -1.0
             if len(ok) and np.isfinite(base_v) and np.isfinite(cand_v):
                 lo, hi = percentile_interval(ok, level)
                 gain_lo, gain_hi = percentile_interval(sign * ok, 1 - 2 * one_sided)
@@ -425,3 +416,47 @@ def noninferiority_gate(report: ComparisonReport, metrics: Sequence[str]) -> Ver
                 f"(lowest adjusted bound {lowest['improvement_lower']:+.3f} at {lowest['group']}, Monte Carlo interval "
                 f"{lowest['improvement_lower_mc_lo']:+.3f} to {lowest['improvement_lower_mc_hi']:+.3f})"], control))
     return combine_verdicts(verdicts, control)
+
+
+def comparable(base, cand) -> None:
+    """Versions compared on one cohort must predict the same classes from the same kind of input (two
+    ``ModelHandle`` records); else an :class:`InvalidInputError` naming both."""
+    if base.class_names != cand.class_names:
+        raise InvalidInputError(f"{base.label} predicts {list(base.class_names)} and {cand.label} "
+                                f"{list(cand.class_names)}: versions compared must share their classes")
+    a, b = base.preprocessing, cand.preprocessing
+    if len(a.spatial_size) != len(b.spatial_size) or \
+            (a.in_channels, a.channels) != (b.in_channels, b.channels):
+        raise InvalidInputError(f"{base.label} takes {a.describe()} and {cand.label} {b.describe()}: versions "
+                                "compared must take the same kind of input")
+
+
+def comparison_cases(frame: pd.DataFrame, where: dict[str, str] | None, cohort: str = "the cohort") -> pd.DataFrame:
+    """The cases a comparison is judged on: the labelled rows of a cohort's frame whose attributes match ``where``
+    (attribute → value, compared as text); none is an :class:`InvalidInputError` naming the cohort and the filter."""
+    selected = frame[frame["label"].notna()]
+    for name, value in (where or {}).items():
+        selected = selected[selected[name].astype(str) == str(value)]
+    if selected.empty:
+        raise InvalidInputError(f"no labelled case of {cohort!r} matches {where}")
+    return selected
+
+
+def compare_versions(cases: pd.DataFrame, base: pd.DataFrame, cand: pd.DataFrame, n_classes: int, *,
+                     by: Sequence[str] = (), baseline: str = "baseline", candidate: str = "candidate",
+                     class_index: int | None = None, thresholds: tuple[float, float] | None = None,
+                     margins: dict[str, float] | None = None, n_boot: int = N_BOOT, seed: int = 0,
+                     min_n: int = 30) -> tuple[ComparisonReport, pd.DataFrame, dict[str, float]]:
+    """``(paired report, per-case changes, their summary)`` of ``cand`` against ``base`` (prediction tables) on
+    ``cases`` (:func:`comparison_cases`). One class one-vs-rest (``class_index``) is judged at each version's own
+    threshold (``thresholds``: the versions' operating points); without one, each case by its top class."""
+    frame, b, c = comparison_frame(cases, base, cand, n_classes)
+    cut = thresholds or (0.5, 0.5)
+    report = paired_comparison(frame, b, c, list(by), baseline=baseline, candidate=candidate,
+                               class_index=class_index, thresholds=cut, margins=margins, n_boot=n_boot, seed=seed,
+                               min_n=min_n)
+    changes = flips(frame, b, c, class_index=class_index, thresholds=cut)
+    return report, changes, flip_summary(changes)
+
+
+__all__ += ["comparable", "comparison_cases", "compare_versions"]

@@ -20,7 +20,7 @@ from sklearn.metrics import (
 from data_adapters.errors import InvalidInputError
 from evaluation.calibration import expected_calibration_error
 from evaluation.cohort_summary import with_bands
-from evaluation.metrics import METRICS, bootstrap_weights, counts
+from evaluation.metrics import ONE_VS_REST, bootstrap_weights, counts, metric, metric_names
 from evaluation.subgroups import (
     board_view,
     choose_threshold,
@@ -49,8 +49,8 @@ def test_point_metrics_equal_scikit_learn():
     called = p >= 0.45
     c = counts(np.ones((1, len(y))), y, p, called)
     expected = sklearn_metrics(y, p, called)
-    for name in METRICS.names():
-        assert METRICS.get(name)(c)[0] == pytest.approx(expected[name], abs=1e-12), name
+    for name in metric_names(ONE_VS_REST):
+        assert metric(name)(c)[0] == pytest.approx(expected[name], abs=1e-12), name
 
 
 def test_weighted_counts_equal_metrics_on_the_resampled_rows():
@@ -63,7 +63,7 @@ def test_weighted_counts_equal_metrics_on_the_resampled_rows():
         rows = np.repeat(np.arange(len(y)), w[b].astype(int))
         expected = sklearn_metrics(y[rows], p[rows], p[rows] >= 0.45)
         for name in ("auroc", "sensitivity", "ppv", "brier"):
-            assert METRICS.get(name)(c)[b] == pytest.approx(expected[name], abs=1e-6), name  # float32 replicates
+            assert metric(name)(c)[b] == pytest.approx(expected[name], abs=1e-6), name  # float32 replicates
 
 
 def test_report_estimates_equal_fairlearn_metricframe():
@@ -96,7 +96,7 @@ def test_bootstrap_interval_covers_the_truth_at_about_its_nominal_rate():
         p = called.astype(float)
         reps = counts(bootstrap_weights(y, 1000, rng), y, p, called)
         for name, truth in (("sensitivity", 0.8), ("specificity", 0.7)):
-            lo, hi = np.quantile(METRICS.get(name)(reps), [0.025, 0.975])
+            lo, hi = np.quantile(metric(name)(reps), [0.025, 0.975])
             covered[name] += lo <= truth <= hi
     for name, hits in covered.items():
         assert 0.89 <= hits / sims <= 0.99, (name, hits / sims)
@@ -109,7 +109,7 @@ def test_ece_of_a_calibrated_predictor_is_near_zero_and_of_a_shifted_one_is_not(
     assert expected_calibration_error(y, p) < 0.015
     assert expected_calibration_error(y, np.clip(p + 0.2, 0, 1)) > 0.15
     c = counts(np.ones((1, len(y))), y, p, p > 0.5)
-    assert METRICS.get("ece")(c)[0] == pytest.approx(expected_calibration_error(y, p))
+    assert metric("ece")(c)[0] == pytest.approx(expected_calibration_error(y, p))
 
 
 def test_edge_cases_one_class_group_empty_intersection_missing_values_identical_predictions():
@@ -269,9 +269,9 @@ def test_cluster_weights_resample_whole_patients():
 
 
 def test_every_metric_states_its_resampling_design_on_its_registry_entry():
-    from evaluation.metrics import FACTS
+    FACTS = {name: metric(name, ONE_VS_REST) for name in metric_names(ONE_VS_REST)}  # an entry is its facts
 
-    assert set(FACTS) == set(METRICS.names())
+    assert set(FACTS) == set(metric_names(ONE_VS_REST))
     assert all("class mix varying" in FACTS[m].design for m in FACTS)
     assert "prevalence" in FACTS["ppv"].design and "prevalence" in FACTS["npv"].design
     assert FACTS["brier"].direction == FACTS["ece"].direction == "lower" and FACTS["auroc"].direction == "higher"

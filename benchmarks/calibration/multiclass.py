@@ -41,7 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from benchmarks.calibration import Claim  # noqa: E402
 from data_adapters.tables import CLUSTER, probability_column  # noqa: E402
 from evaluation import multiclass  # noqa: E402
-from evaluation.multiclass import MULTICLASS_METRICS, Replicates, multiclass_report  # noqa: E402
+from evaluation.metrics import TOP_CLASS, Replicates, entries, metric_names  # noqa: E402
+from evaluation.multiclass import multiclass_report  # noqa: E402
 from evaluation.subgroups import gap_rows  # noqa: E402
 
 SHARES = (0.5, 0.3, 0.2)
@@ -55,7 +56,7 @@ POPULATION = 400_000
 N_BOOT = 1000
 CLASSES = ("a", "b", "c")
 #: metrics with a coverage claim (ECE is biased at small n; see the module docstring)
-COVERED = tuple(m for m in MULTICLASS_METRICS.names() if m != "ece")
+COVERED = tuple(m for m in metric_names(TOP_CLASS) if m != "ece")
 
 
 def _draw(rng: np.random.Generator, n: int, *, scale: float = SCALE, patient: np.ndarray | None = None
@@ -76,7 +77,7 @@ def population(scale: float = SCALE, patient_sd: float = 0.0) -> dict[str, float
     patient = rng.normal(0, patient_sd, (POPULATION, len(SHARES))) if patient_sd else None
     y, P = _draw(rng, POPULATION, scale=scale, patient=patient)
     r = Replicates(np.ones((1, POPULATION), np.float32), y, P)
-    return {m: float(MULTICLASS_METRICS.get(m)(r)[0]) for m in MULTICLASS_METRICS.names()}
+    return {m.name: float(m(r)[0]) for m in entries(TOP_CLASS)}
 
 
 def cohort(rng: np.random.Generator, sizes: dict[str, int], *, scale: dict[str, float] | None = None) -> pd.DataFrame:
@@ -165,7 +166,7 @@ def claims(sims: int, seed: int = 0, *, design: str = "cases", family: str = "al
                      0.95, covered, sims, "clustered Wilson" if keyed else "plain Wilson on images (wrong here)"))
     hits, _ = any_gap(sims, seed, family=family)
     out.append(Claim(f"3-class: any gap flagged among 3 equal groups × {N}", "false alarm", 0.05, hits, sims,
-                     f"one max-t over {len(MULTICLASS_METRICS.names())} metrics × pairs" if family == "all"
+                     f"one max-t over {len(metric_names(TOP_CLASS))} metrics × pairs" if family == "all"
                      else "each metric on its own (old)"))
     out.append(Claim(f"3-class accuracy gap found (scale {SCALE} vs {WEAK_SCALE}, 3 × {N})", "power", 0.80,
                      gap_power(sims, seed), sims, "one max-t over every metric × pair"))

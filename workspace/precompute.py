@@ -26,7 +26,6 @@ from data_adapters.cohort import load_image_batch
 from data_adapters.errors import InvalidInputError
 from data_adapters.hashing import json_hash
 from data_adapters.tables import probability_columns
-from data_adapters.tables import probability_columns
 from explainers import uncertainty as uncertainty_lib
 from explainers.device import best_device
 from explainers.inference import predict_cases

@@ -38,7 +38,6 @@ from data_adapters.preprocessing import fit_image
 from data_adapters.readers import read_image
 from data_adapters.records import Image
 from data_adapters.tables import probability_columns, uncertainty_columns
-from data_adapters.tables import probability_columns, uncertainty_columns
 from evaluation.cohort_summary import with_bands
 from evaluation.drift import DriftReport, window_report
 from evaluation.explanation_quality import stratified_sample

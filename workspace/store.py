@@ -100,32 +100,8 @@ def operator_model_roots() -> list[Path]:
     return operator_roots("GLASSBOX_MODEL_ROOTS")
 
 
-def comparable(base: ModelHandle, cand: ModelHandle) -> None:
-    """Versions compared on one cohort must predict the same classes from the same kind of input."""
-    if base.class_names != cand.class_names:
-        raise InvalidInputError(f"{base.label} predicts {list(base.class_names)} and {cand.label} "
-                                f"{list(cand.class_names)}: versions compared must share their classes")
-    a, b = base.preprocessing, cand.preprocessing
-    if len(a.spatial_size) != len(b.spatial_size) or \
-            (a.in_channels, a.channels) != (b.in_channels, b.channels):
-        raise InvalidInputError(f"{base.label} takes {a.describe()} and {cand.label} {b.describe()}: versions "
-                                "compared must take the same kind of input")
-
-
 def _looks_like_path(text: str) -> bool:
     return "/" in text or os.sep in text or bool(Path(text).suffix)
-
-
-@dataclasses.dataclass(frozen=True)
-class Comparison:
-    """A version comparison as pages and commands show it (see :meth:`Workspace.compare`)."""
-
-    report: ComparisonReport
-    changes: pd.DataFrame
-    summary: dict[str, float]
-    thresholds: tuple[float, float] | None
-    provenance: dict[str, str]
-    grouping: tuple[str, ...]
 
 
 class Workspace:
@@ -482,7 +458,9 @@ class Workspace:
         chosen = chosen[:n]
         ids = [c.case_id for c in chosen]
         frame = cohort.frame().set_index("case_id").loc[ids].reset_index()
-        shift = self.region_test([handle], cohort, ids, erase.region, erase.perturb, frame, [], target, seed=seed)
+        from workspace.region_test import region_test
+
+        shift = region_test(self, [handle], cohort, ids, erase.region, erase.perturb, frame, [], target, seed=seed)
         row = shift[(shift["group"] == "overall") & (shift["version"] == handle.version)].iloc[0]
         return CausalCheck(description=f"erasing {erase.region!r} ({erase.perturb}) in {len(ids)} cases of class "
                                        f"{handle.class_names[target]!r} with {erase.cases}",
@@ -651,64 +629,6 @@ class Workspace:
                 if progress:
                     progress(done, steps)
         return pd.concat(parts, ignore_index=True), sample
-
-    def compare(self, base: ModelHandle, cand: ModelHandle, cohort: Cohort, *, by: Sequence[str] = (),
-                where: dict[str, str] | None = None, class_index: int | None = None,
-                margins: dict[str, float] | None = None, n_boot: int = COMPARE_N_BOOT, seed: int = 0,
-                min_n: int = 30) -> Comparison:
-        """``cand`` against ``base`` on the labelled cases of ``cohort`` matching ``where`` (attribute → value):
-        the paired delta table, the per-case changes and their summary, each version's shared threshold (one class
-        one-vs-rest) and the provenance every kept table carries."""
-        comparable(base, cand)
-        banded = with_bands(cohort.frame())
-        selected = banded[banded["label"].notna()]
-        for name, value in (where or {}).items():
-            selected = selected[selected[name].astype(str) == str(value)]
-        if selected.empty:
-            raise InvalidInputError(f"no labelled case of {cohort.name!r} matches {where}")
-        frame, b, c = comparison_frame(selected, self.predictions(base, cohort), self.predictions(cand, cohort),
-                                       base.n_classes)
-        thresholds = None
-        if class_index is not None:
-            thresholds = (self.operating_point(base, cohort, class_index).threshold,
-                          self.operating_point(cand, cohort, class_index).threshold)
-        grouping = list(by)
-        report = paired_comparison(frame, b, c, grouping, baseline=base.version, candidate=cand.version,
-                                   class_index=class_index, thresholds=thresholds or (0.5, 0.5), margins=margins,
-                                   n_boot=n_boot, seed=seed, min_n=min_n)
-        changes = flips(frame, b, c, class_index=class_index, thresholds=thresholds or (0.5, 0.5))
-        meta = {"models": f"{base.label} ({base.weights_hash[:12]}); {cand.label} ({cand.weights_hash[:12]})",
-                "cohort": f"{cohort.name} ({cohort.content_hash[:12]})",
-                "cases": ", ".join(f"{k}={v}" for k, v in (where or {}).items()) or "all labelled",
-                "thresholds": "; ".join(f"{t:.3f}" for t in thresholds) if thresholds else "top class",
-                "computed": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-        return Comparison(report=report, changes=changes, summary=flip_summary(changes), thresholds=thresholds,
-                          provenance=meta, grouping=tuple(grouping))
-
-    def region_test(self, versions: Sequence[ModelHandle], cohort: Cohort, case_ids: Sequence[str], region: str,
-                    how: str, frame: pd.DataFrame, by: Sequence[str], class_index: int | None, *,
-                    n_boot: int = 1000, seed: int = 0) -> pd.DataFrame:
-        """Perturb ``region`` in every case (``explainers.perturbation``), predict again with each version and
-        return the mean shift of the probability of ``class_index`` (None: each case's top class under the first
-        version) per version and group, with paired intervals and each version's shift minus the first's."""
-        cases = [cohort.case(c) for c in case_ids]
-        read = [read_image(c.image) for c in cases]  # each file decoded once, for every version and both passes
-        images = np.stack([r.array for r in read])
-        box = perturbation.parse_region(region, images.shape[1:])
-        altered = perturbation.perturb(images, box, how)
-        shifts, column = {}, None
-        for handle in versions:
-            def on_grid(arrays: np.ndarray, pre=handle.preprocessing) -> np.ndarray:
-                return np.stack([fit_image(pre, Image(array=a, spacing=r.spacing, source=r.source))
-                                 for a, r in zip(arrays, read)])
-
-            before = probabilities_of(handle, on_grid(images))
-            after = probabilities_of(handle, on_grid(altered))
-            if column is None:
-                column = before.argmax(axis=1) if class_index is None else np.full(len(cases), class_index)
-            rows = np.arange(len(cases))
-            shifts[handle.version] = after[rows, column] - before[rows, column]
-        return region_shift(frame, shifts, list(by), n_boot=n_boot, seed=seed)
 
     def _cached_attributions(self, cases: Sequence[Case], keys: Sequence[str]) -> dict[int, Attribution]:
         found = {}

@@ -15,11 +15,12 @@ from data_adapters.schema import MODEL_SPEC, CARD, PREPROCESSING, parse_json, re
 from tests.test_bundle import NET, write_bundle
 from workspace.settings import (
     SETTINGS,
-    board_k_from,
+    Operator,
     check_environment,
     check_rule,
     load_settings,
     operator_roots,
+    operator_settings,
     safe_file_stem,
 )
 from workspace.store import Workspace
@@ -88,8 +89,8 @@ def test_operator_variables_are_checked_by_name(monkeypatch, tmp_path):
     assert operator_roots("GLASSBOX_MODEL_ROOTS") == [tmp_path]
     for bad in ("ten", "1", "2.5"):
         with pytest.raises(InvalidInputError, match=r"\$GLASSBOX_BOARD_K must be an integer ≥ 2"):
-            board_k_from(bad)
-    assert board_k_from(None) == 10 and board_k_from("25") == 25
+            operator_settings({"GLASSBOX_BOARD_K": bad})
+    assert operator_settings({}).board_k == 10 and operator_settings({"GLASSBOX_BOARD_K": "25"}).board_k == 25
 
 
 # -- unknown keys, bad JSON, rules --------------------------------------------------------------------------------
@@ -335,3 +336,67 @@ def test_a_threshold_rule_outside_zero_to_one_is_refused_on_the_command_line_too
 
     with pytest.raises(InvalidInputError, match=r"must lie in \(0, 1\]"):
         choose_threshold(np.array([0, 1, 0, 1]), np.array([0.1, 0.8, 0.3, 0.6]), rule)
+
+
+# -- the operator's settings in one object: k read everywhere from it, never lowered by a command ------------------
+def test_a_commands_k_may_raise_the_operators_k_never_lower_it():
+    op = Operator(board_k=20)
+    assert op.k_for(None) == 20 and op.k_for(25) == 25 and op.k_for(20) == 20
+    with pytest.raises(InvalidInputError, match=r"--k 15 is below the operator's k of 20 .*a command may raise k, "
+                                                r"never lower it"):
+        op.k_for(15)
+    assert Operator().board_k == 10, "nothing set: the default"
+
+
+def test_report_and_subgroups_board_read_the_operators_k(demo_root, monkeypatch, capsys):
+    from workspace.cli import main
+
+    monkeypatch.setenv("GLASSBOX_BOARD_K", "80")
+    common = ["--model", "v1", "--cohort", "demo2d", "--workspace", str(demo_root)]
+    assert main(["report", *common, "--k", "40", "--trust", ""]) == 2
+    assert "--k 40 is below the operator's k of 80" in capsys.readouterr().err
+    assert main(["subgroups", *common, "--by", "site", "--board", "40"]) == 2
+    assert "--board 40 is below the operator's k of 80" in capsys.readouterr().err
+    monkeypatch.setenv("GLASSBOX_BOARD_K", "5")
+    assert main(["subgroups", *common, "--by", "site", "--board", "4"]) == 2, "the refusal follows the operator's k"
+
+
+def test_the_pages_read_the_operators_k(demo_root, monkeypatch):
+    """The Subgroups and Report pages' k starts at the operator's k (the old Report default was 10 whatever the
+    operator set)."""
+    from tests.test_pages import page
+
+    monkeypatch.setenv("GLASSBOX_BOARD_K", "37")
+    at = page("pages/subgroups.py", demo_root, model="v1", cohort="demo2d")
+    assert not at.exception and at.number_input(key="sub_k").value == 37
+
+
+def test_serve_refuses_a_bad_flag_at_start_naming_it(tmp_path, monkeypatch, capsys):
+    from workspace import cli
+
+    started = []
+    monkeypatch.setattr(cli.os, "execve", lambda *a: started.append(a))
+    monkeypatch.setattr(cli.os, "environ", dict(os.environ))
+    for flags, said in ((["--board-k", "1"], "--board-k must be an integer ≥ 2"),
+                        (["--model-root", "/"], "--model-root: '/' is the file-system root")):
+        assert cli.main(["serve", "--workspace", str(tmp_path), "--port", "8599", *flags]) == 2
+        assert said in capsys.readouterr().err
+    monkeypatch.setenv("GLASSBOX_AUTH", "everyone")
+    assert cli.main(["serve", "--workspace", str(tmp_path), "--port", "8599"]) == 2
+    assert "GLASSBOX_AUTH must be one of" in capsys.readouterr().err
+    assert not started, "the server never started on a bad setting"
+
+
+def test_serve_carries_its_flags_and_keeps_the_operators_environment(tmp_path, monkeypatch):
+    import argparse
+
+    from workspace.cli import serve_command
+
+    monkeypatch.setenv("GLASSBOX_BOARD_K", "25")
+    args = argparse.Namespace(workspace=[str(tmp_path)], model_root=None, data_root=[str(tmp_path)], auth=None,
+                              board_k=None, address="127.0.0.1", port=8599)
+    _, env = serve_command(args)
+    assert env["GLASSBOX_BOARD_K"] == "25", "no flag: the operator's environment is kept, never reset to 10"
+    assert operator_settings(env).data_roots == (tmp_path.resolve(),)
+    _, env = serve_command(argparse.Namespace(**{**vars(args), "board_k": 40}))
+    assert operator_settings(env).board_k == 40

@@ -133,22 +133,22 @@ def users_file() -> Path:
 
 
 def auth_mode() -> str:
-    """``$GLASSBOX_AUTH`` as ``glassbox serve --auth`` set it; else ``local`` when the users file holds an active
-    account, ``single`` when it holds none."""
-    mode = os.environ.get("GLASSBOX_AUTH", "").strip()
+    """The operator's sign-in mode (``glassbox serve --auth``, read by :func:`workspace.settings.operator_settings`);
+    when none was set, ``local`` when the users file holds an active account, ``single`` when it holds none."""
+    from workspace.settings import operator_settings
+
+    mode = operator_settings().auth
     if mode:
-        if mode not in AUTH_MODES:
-            raise InvalidInputError(f"GLASSBOX_AUTH must be one of {', '.join(AUTH_MODES)}, not {mode!r}")
         return mode
     return "local" if users_file().exists() and Users().any_active() else "single"
 
 
 def board_k() -> int:
-    """The smallest group a board view shows (``glassbox serve --board-k``, default 10): board members may raise it
-    for a view, never lower it. A value that is not an integer ≥ 2 is refused by name, never replaced silently."""
-    from workspace.settings import board_k_from
+    """The operator's k (:attr:`workspace.settings.Operator.board_k`): the smallest group a board view shows;
+    board members may raise it for a view, never lower it."""
+    from workspace.settings import operator_settings
 
-    return board_k_from(os.environ.get("GLASSBOX_BOARD_K"))
+    return operator_settings().board_k
 
 
 def attempt_actor(name: str, key: str, known: bool) -> str:

@@ -55,24 +55,31 @@ from data_adapters.records import ModelHandle
 from data_adapters.tables import CLUSTER, mean_column, probability_column, probability_columns, std_column
 from evaluation.cohort_summary import band_column, band_notes, board_decision, with_bands
 from evaluation.explanation_quality import in_words, quality_summary
-from evaluation.metrics import METRICS
-from evaluation.multiclass import MULTICLASS_METRICS, confusion_by_group, multiclass_report
+from evaluation.gates import (ALERTS, alert_levels, drift_gate, gap_limits, integrity_verdict, loaded_verdict, margins,
+                              noninferiority_gate, same_report, shown_gaps)
+from evaluation.inference import Verdict
+from evaluation.metrics import ONE_VS_REST, TOP_CLASS, gap_metric_names, metric_names
+from evaluation.multiclass import confusion_by_group, multiclass_report
 from evaluation.outcomes import uses_top_class, with_outcomes
 from evaluation.referral import error_detection
 from evaluation.subgroups import labelled_frame, resampling, subgroup_report
-from evaluation.version_comparison import mcnemar_design
+from evaluation.version_comparison import comparable, mcnemar_design
 from explainers.device import best_device
 from explainers.concepts import default_target
 from explainers.perturbation import PERTURBATIONS
 from explainers.inference import predict_cases
 from explainers.saliency import SALIENCY_METHODS
-from workspace.settings import safe_file_stem
+from workspace.settings import Operator, operator_settings, safe_file_stem
 from explainers.uncertainty import METHODS as UNCERTAINTY_METHODS
 from data_adapters.demo.synthesis import generate_scale_cohort
 from workspace.demo import TRAINING_SEED, build_demo, ship_weights
 from workspace.access import AUTH_MODES, ROLES, Users, operator
 from workspace.review import Record, record_path, spreadsheet_safe
-from workspace.store import Workspace, comparable, default_workspace, write_file
+from workspace.cache import remove_orphans, write_file
+from workspace.comparison import compare
+from workspace.monitoring import monitor
+from workspace.region_test import region_test
+from workspace.store import Workspace, default_workspace
 
 #: exit codes of a release gate (``subgroups --max-gap``, ``compare --max-regression``): 0 pass (shown within the
 #: limit), 1 fail (shown beyond it), 2 bad input or another error, 3 could not judge (too few cases to test),
@@ -83,7 +90,22 @@ EXIT_NOT_SHOWN = 4
 #: a gate's :class:`evaluation.inference.Verdict` outcome → exit code, and the word each of its lines starts with
 EXIT_CODES = {"pass": 0, "fail": EXIT_FAIL, "could not judge": EXIT_COULD_NOT_JUDGE, "not shown": EXIT_NOT_SHOWN}
 GATE_LABELS = {"pass": "pass", "fail": "FAIL", "could not judge": "COULD NOT JUDGE", "not shown": "NOT SHOWN"}
-GAP_METRICS = [*METRICS.names(), "equalized_odds_difference", "demographic_parity_difference"]
+
+
+def exit_code(verdict: Verdict) -> int:
+    """The one map from a Verdict (made in ``evaluation/``, :mod:`evaluation.gates`) to the command's exit code."""
+    return EXIT_CODES[verdict.outcome]
+
+
+def _print_gate(verdict: Verdict) -> int:
+    """A gate as the command states it: its error control, then each part's reasons under its outcome; the exit
+    code of :func:`exit_code`."""
+    if verdict.error_control:
+        print(f"gate: {verdict.error_control}")
+    for part in verdict.parts or (verdict,):
+        for reason in part.reasons:
+            print(f"{GATE_LABELS[part.outcome]}: {reason}")
+    return exit_code(verdict)
 
 Progress = Callable[[int, int], None]
 
@@ -253,28 +275,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-ALERTS = {"mmd_p": "the model's feature space, per window", "site_mmd_p": "the feature space, per site",
-          "attribute_p": "the attribute mix (site, scanner, sex, age)"}
-
-
 def cmd_monitor(args: argparse.Namespace) -> int:
     """Exit 1 when a Holm-adjusted p-value is under its ``--alert`` level, so a site can run it on a schedule."""
-    levels = {"mmd_p": 0.01}
-    for clause in args.alert:
-        name, _, value = clause.partition("=")
-        if name not in ALERTS:
-            raise InvalidInputError(f"--alert {clause!r}: name must be one of {', '.join(ALERTS)}")
-        try:
-            levels[name] = float(value)
-        except ValueError:
-            raise InvalidInputError(f"--alert {clause!r}: expected NAME=LEVEL, e.g. mmd_p=0.01") from None
+    levels = alert_levels(args.alert)
     handle = _model(args.model, args.workspace)
     ws = Workspace(args.workspace)
     with bars() as step:
         reference = ws.cohort_for(handle, ws.resolve_cohort(args.reference), progress=step("checking reference"))
         current = ws.cohort_for(handle, ws.resolve_cohort(args.current), progress=step("checking current"))
-        report = ws.monitor(handle, reference, current, window=args.window, alpha=levels["mmd_p"],
-                            target=getattr(args, "target", None), progress=step("embedding"))
+        report = monitor(ws, handle, reference, current, window=args.window, alpha=levels["mmd_p"],
+                         target=getattr(args, "target", None), progress=step("embedding"))
     print(f"{handle.label} judged by its {report.operating_point}")
     for warning in report.warnings:
         print(f"WARNING: {warning}", file=sys.stderr)
@@ -282,16 +292,8 @@ def cmd_monitor(args: argparse.Namespace) -> int:
                "intensity_shift_sd", "estimated_accuracy", "accuracy", "labelled"]
     shown = report.windows[[c for c in columns if c != "called_positive" or report.class_index is not None]]
     print(shown.to_string(index=False, float_format=lambda v: f"{v:.4g}"))
-    fired = []
-    for name, level in levels.items():
-        if name == "mmd_p":
-            hit = report.windows.loc[report.windows["mmd_p_adj"] < level, "window"].tolist()
-        elif name == "site_mmd_p":
-            hit = report.sites.loc[report.sites["mmd_p_adj"] < level, "window"].tolist()
-        else:
-            hit = report.attributes.loc[report.attributes["p_adj"] < level, "window"].unique().tolist()
-        if hit:
-            fired.append(f"{name} < {level:g} ({ALERTS[name]}) in {', '.join(sorted(set(hit)))}")
+    verdict = drift_gate(report, levels)
+    fired = verdict.reasons if not verdict.passed else ()
     for line in report.alerts:
         print(f"  {line}")
     if args.out:
@@ -301,9 +303,9 @@ def cmd_monitor(args: argparse.Namespace) -> int:
                                windows=len(report.windows), alerts=len(fired))
     if fired:
         print("ALERT: " + "; ".join(fired), file=sys.stderr)
-        return 1
-    print("no alert")
-    return 0
+    else:
+        print("; ".join(verdict.reasons))
+    return exit_code(verdict)
 
 
 def cmd_precompute(args: argparse.Namespace) -> int:
@@ -344,7 +346,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if args.all_rows:
         for r in report.rejections:
             print(f"rejected {r}")
-    return 0 if len(cohort) else 1
+    return exit_code(loaded_verdict(len(cohort), report.summary()))
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
@@ -427,19 +429,6 @@ def _by(frame: pd.DataFrame, text: str, attributes: list[str]) -> tuple[list[str
     return by, notes
 
 
-def _gate(clauses: list[str], metrics: list[str]) -> dict[str, float]:
-    gates = {}
-    for clause in clauses:
-        name, sep, value = clause.partition("=")
-        try:
-            gates[name] = float(value)
-        except ValueError:
-            raise InvalidInputError(f"--max-gap {clause!r}: expected METRIC=NUMBER, e.g. sensitivity=0.1") from None
-        if not sep or name not in metrics:
-            raise InvalidInputError(f"--max-gap {clause!r}: metric must be one of {', '.join(metrics)}")
-    return gates
-
-
 def cmd_subgroups(args: argparse.Namespace) -> int:
     out = _out_path(args.out)
     handle = _model(args.model, args.workspace)
@@ -447,7 +436,9 @@ def cmd_subgroups(args: argparse.Namespace) -> int:
         k = handle.class_index(int(args.target) if str(args.target).isdigit() else args.target)
     else:  # a multi-class model is judged by its top class; one class versus the rest is asked for with --target
         k = None if uses_top_class(handle) else handle.n_classes - 1
-    gates = _gate(args.max_gap, MULTICLASS_METRICS.names() if k is None else GAP_METRICS)
+    gates = gap_limits(args.max_gap, gap_metric_names(TOP_CLASS if k is None else ONE_VS_REST))
+    if args.board is not None:  # the operator's k unless a larger one is asked for; never a smaller one
+        args.board = operator_settings().k_for(args.board or None, "--board")
     if args.threshold is not None and not 0.0 <= args.threshold <= 1.0:
         raise InvalidInputError(f"--threshold {args.threshold:g}: a threshold is a probability, between 0 and 1")
     if k is None and (args.threshold is not None or args.rule is not None):
@@ -471,7 +462,7 @@ def cmd_subgroups(args: argparse.Namespace) -> int:
                                    seed=args.seed)
         print(f"{handle.label}, all {handle.n_classes} classes (each case's top class against its label), "
               f"{n_cases} labelled cases, {report.n_boot} resamples ({report.resampling})")
-        shown = ["group", "n", "patients", *MULTICLASS_METRICS.names()]
+        shown = ["group", "n", "patients", *metric_names(TOP_CLASS)]
     else:
         threshold, described = args.threshold, None
         if threshold is None and args.rule is None:  # the model's shared operating threshold, as every page uses
@@ -485,15 +476,11 @@ def cmd_subgroups(args: argparse.Namespace) -> int:
               f"({report.resampling})")
         shown = ["group", "n", "patients", "events", "auroc", "sensitivity", "specificity", "ece", "ece_chance"]
     table = hide.table(report.table) if hide else report.table
-    judged = report  # a board judges gaps among the groups it sees: no gap figure computed from a hidden group
-    if hide is not None and set(hide.hidden) - {"overall"}:
-        names = frame[by].astype("string").fillna("(missing)").astype(str).agg(" · ".join, axis=1)
-        seen = frame[names.map(hide.shows).to_numpy(bool)]
-        if names[names.map(hide.shows)].nunique() >= 2:  # else no pair to judge: every gap row names a hidden group
-            judged = (multiclass_report(seen, by, handle.class_names, n_boot=args.n_boot, min_n=args.min_n,
-                                        seed=args.seed) if k is None else
-                      subgroup_report(seen, by, class_index=k, threshold=report.threshold, n_boot=args.n_boot,
-                                      min_n=args.min_n, seed=args.seed))
+    # a board judges gaps among the groups it sees: no gap figure computed from a hidden group
+    judged = shown_gaps(report, frame, by, hide, rebuild=lambda seen: (
+        multiclass_report(seen, by, handle.class_names, n_boot=args.n_boot, min_n=args.min_n, seed=args.seed)
+        if k is None else subgroup_report(seen, by, class_index=k, threshold=report.threshold, n_boot=args.n_boot,
+                                          min_n=args.min_n, seed=args.seed)))
     with pd.option_context("display.width", 250, "display.max_columns", 20):
         print(_with_intervals(table if args.board else report.table, shown).to_string(index=False))
     if k is None:
@@ -502,21 +489,13 @@ def cmd_subgroups(args: argparse.Namespace) -> int:
                 print("confusion matrix, overall (rows: true class; columns: top class):")
                 print(confusion.to_string())
     # a board sees only what its table shows: no hidden group named, no count or gap that points at one
-    flags = hide.texts(judged.flags()) if hide else report.flags()
-    gaps = hide.rows(judged.gaps, ["higher_group", "lower_group"]) if hide else report.gaps
-    for flag in flags:
+    gaps = judged.gaps()
+    for flag in judged.flags():
         print(f"gap: {flag}")
     for row in gaps[gaps["note"] != ""].itertuples():
         if not hide or not hide.names_hidden(row.note):
             print(f"gap note: {row.metric}: {row.note}")
-    unjudged = hide is not None and judged is report and bool(set(hide.hidden) - {"overall"})
-    if hide and judged is not report:
-        print(f"judgement: {judged.judgement()} (among the groups shown; a gap involving a hidden group is not "
-              "judged in the board view)")
-    elif unjudged:  # fewer than two groups shown: no gap to judge, and none computed from hidden groups is told
-        print("judgement: could not judge: fewer than two groups are shown in the board view")
-    else:
-        print(f"judgement: {report.judgement()}")
+    print(f"judgement: {judged.judgement()}")
     if "ece_chance" in report.table and (not hide or hide.shows("overall")):
         overall = report.table.iloc[0]
         print(f"calibration: ECE overall {overall['ece']:.3f}; {overall['ece_chance']:.3f} expected by chance for a "
@@ -532,17 +511,7 @@ def cmd_subgroups(args: argparse.Namespace) -> int:
         print(f"wrote {out} and {out.with_suffix('.gaps.csv')}")
     if not gates:
         return 0
-    if unjudged:
-        print("COULD NOT JUDGE: fewer than two groups are shown in the board view; no gate is judged on hidden groups")
-        return EXIT_COULD_NOT_JUDGE
-    verdict = judged.gate(gates)
-    print(f"gate: {verdict.error_control}")
-    for part in verdict.parts:
-        for reason in part.reasons:
-            if hide and hide.names_hidden(reason):
-                reason = "a gap involving a group hidden in the board view"
-            print(f"{GATE_LABELS[part.outcome]}: {reason}")
-    return EXIT_CODES[verdict.outcome]
+    return _print_gate(judged.gate(gates))
 
 
 def _board_where(args: argparse.Namespace, decision) -> dict[str, set[str]]:
@@ -685,19 +654,6 @@ def cmd_tcav(args: argparse.Namespace) -> int:
     return 0
 
 
-def _margins(text: str | None, metrics: list[str]) -> dict[str, float]:
-    out = {}
-    for clause in [c for c in (text or "").split(",") if c.strip()]:
-        name, sep, value = clause.partition("=")
-        try:
-            out[name.strip()] = float(value)
-        except ValueError:
-            raise InvalidInputError(f"--max-regression {clause!r}: expected METRIC=MARGIN, e.g. auroc=0.02") from None
-        if not sep or name.strip() not in metrics:
-            raise InvalidInputError(f"--max-regression {clause!r}: metric must be one of {', '.join(metrics)}")
-    return out
-
-
 def cmd_compare(args: argparse.Namespace) -> int:
     out = _out_path(args.out)
     flips_out = _out_path(args.flips)
@@ -707,7 +663,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
         k = base.class_index(int(args.target) if str(args.target).isdigit() else args.target)
     else:
         k = None if uses_top_class(base) else base.n_classes - 1
-    gates = _margins(args.max_regression, MULTICLASS_METRICS.names() if k is None else METRICS.names())
+    gates = margins(args.max_regression, metric_names(TOP_CLASS if k is None else ONE_VS_REST))
     comparable(base, cand)  # before any prediction: a 2D and a 3D version are refused by name
     ws = Workspace(args.workspace)
     with bars() as step:
@@ -723,8 +679,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         notes.append("judged on split 'test' (held out); --where changes it")
     _where(banded[banded["label"].notna()], where, attributes)  # names the values when one does not exist
     chosen = dict(clause.partition("=")[::2] for clause in where)
-    result = ws.compare(base, cand, cohort, by=by, where=chosen, class_index=k, margins=gates or None,
-                        n_boot=args.n_boot, seed=args.seed, min_n=args.min_n)
+    result = compare(ws, base, cand, cohort, by=by, where=chosen, class_index=k, margins=gates or None,
+                     n_boot=args.n_boot, seed=args.seed, min_n=args.min_n)
     report, thresholds = result.report, result.thresholds
     for note in notes:
         print(f"note: {note}")
@@ -754,8 +710,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
         _write_table(changes[[c for c in keep if c in changes]].assign(**result.provenance), flips_out)
         print(f"wrote {flips_out}")
     if args.region:
-        shift = ws.region_test([base, cand], cohort, result.changes["case_id"].tolist(), args.region, args.perturb,
-                               result.changes, result.grouping, k, n_boot=args.n_boot, seed=args.seed)
+        shift = region_test(ws, [base, cand], cohort, result.changes["case_id"].tolist(), args.region, args.perturb,
+                            result.changes, result.grouping, k, n_boot=args.n_boot, seed=args.seed)
         what = f"p({base.class_names[k]})" if k is not None else "the probability of each case's top class"
         print(f"region test: {args.region} perturbed by '{args.perturb}' in {len(result.changes)} cases; mean shift "
               f"of {what}:")
@@ -764,14 +720,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                   + ("  (excludes 0)" if r.excludes_zero else ""))
     if not gates:
         return 0
-    from evaluation.version_comparison import noninferiority_gate
-
-    verdict = noninferiority_gate(report, list(gates))
-    print(f"gate: {verdict.error_control}")
-    for part in verdict.parts:
-        for reason in part.reasons:
-            print(f"{GATE_LABELS[part.outcome]}: {reason}")
-    return EXIT_CODES[verdict.outcome]
+    return _print_gate(noninferiority_gate(report, list(gates)))
 
 
 def cmd_trust(args: argparse.Namespace) -> int:
@@ -875,7 +824,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
         print(check.describe())
         print(f"head file: {record.head_path}" + ("" if os.environ.get("GLASSBOX_AUDIT_HEAD") else
                                                   " (beside the record; $GLASSBOX_AUDIT_HEAD keeps it elsewhere)"))
-        return 0 if check.ok else EXIT_FAIL
+        return exit_code(integrity_verdict(check.ok, check.describe()))
     frame = record.audit(actor=args.actor, action=args.filter_action, since=args.since)
     text = spreadsheet_safe(frame).to_csv(index=False)
     _emit(text, args.out, f"{len(frame)} audit entries")
@@ -894,7 +843,7 @@ def cmd_verify_report(args: argparse.Namespace) -> int:
     record = Record(args.workspace) if record_path(args.workspace).exists() else None
     check = verify_report(args.file, record)
     print(check.describe())
-    return 0 if check.ok else EXIT_FAIL
+    return exit_code(integrity_verdict(check.ok, check.describe()))
 
 
 def cmd_verdicts(args: argparse.Namespace) -> int:
@@ -931,6 +880,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     out = _out_path(args.out)
     if out is not None and out.suffix.lower() not in (".pdf", ".html", ".htm"):  # said before minutes of work
         raise InvalidInputError(f"--out {args.out}: give a .pdf or .html file")
+    k = operator_settings().k_for(args.k, "--k")  # the operator's k, or a larger one asked for
     cohort = ws.cohort_for(handle, ws.resolve_cohort(args.cohort))
     by = [b.strip() for b in args.by.split(",") if b.strip()] if args.by else []
     reference = None
@@ -943,7 +893,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     with bars() as progress:
         step = progress("report")
         sections = ["provenance", "cohort", "performance", "explanations", "comparison", "reviewers"]
-        data = gather(ws, handle, cohort, baseline=baseline, by=by, k=args.k, author=operator(),
+        data = gather(ws, handle, cohort, baseline=baseline, by=by, k=k, author=operator(),
                       trust_methods=[m for m in args.trust.split(",") if m] if args.trust else [],
                       trust_cases=args.trust_cases, reference=reference,
                       monitoring=(ws.cohort_for(handle, ws.resolve_cohort(args.monitor)) if args.monitor else None),
@@ -969,14 +919,14 @@ def cmd_report(args: argparse.Namespace) -> int:
     signed = record.signoffs(digest)
     print("signed by " + "; ".join(f"{s.actor} ({s.role}) at {s.at}" for s in signed.itertuples())
           if len(signed) else "not signed")
-    if args.expect and args.expect != digest:
-        earlier = record.audit(action="sign_off")
-        print(f"this is not report {args.expect[:16]}: the model, cohort, comparison or the board's answers changed "
-              f"since (model now {handle.weights_hash[:16]}, cohort {cohort.content_hash[:16]}); a signature of "
-              f"{args.expect[:16]} does not hold for it" + (f" ({len(earlier)} sign-off(s) on record)" if len(earlier)
-                                                             else ""))
-        return EXIT_FAIL
-    return 0
+    expected = same_report(args.expect, digest, args.expect and (
+        f"this is not report {args.expect[:16]}: the model, cohort, comparison or the board's answers changed "
+        f"since (model now {handle.weights_hash[:16]}, cohort {cohort.content_hash[:16]}); a signature of "
+        f"{args.expect[:16]} does not hold for it" + (f" ({n} sign-off(s) on record)" if (
+            n := len(record.audit(action="sign_off"))) else "")))
+    if not expected.passed:
+        print("; ".join(expected.reasons))
+    return exit_code(expected)
 
 
 def serve_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
@@ -985,15 +935,11 @@ def serve_command(args: argparse.Namespace) -> tuple[list[str], dict[str, str]]:
     command runs from."""
     app = Path(__file__).resolve().parent.parent / "app.py"
     workspaces = [Path(w).resolve() for w in (args.workspace or [default_workspace()])]
+    # the operator's flags over what their environment already says, checked by name before the server starts
+    settings = Operator.from_flags(board_k=args.board_k, model_roots=args.model_root, data_roots=args.data_root,
+                                   auth=args.auth, inherit=operator_settings())
     env = {**os.environ, "GLASSBOX_WORKSPACE": str(workspaces[0]),
-           "GLASSBOX_WORKSPACES": os.pathsep.join(map(str, workspaces))}
-    for name, given in (("GLASSBOX_MODEL_ROOTS", args.model_root), ("GLASSBOX_DATA_ROOTS", args.data_root)):
-        if given:
-            env[name] = os.pathsep.join(str(Path(p).resolve()) for p in given)
-    if args.auth:
-        env["GLASSBOX_AUTH"] = args.auth
-    if args.board_k:
-        env["GLASSBOX_BOARD_K"] = str(args.board_k)
+           "GLASSBOX_WORKSPACES": os.pathsep.join(map(str, workspaces)), **settings.environment()}
     command = [sys.executable, str(app), "--server.address", args.address, "--server.port", str(args.port),
                "--server.headless", "true", "--browser.gatherUsageStats", "false",
                # .streamlit/config.toml is read from the working directory; what must hold everywhere is set here
@@ -1011,7 +957,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     os.environ.update(env)  # the server's own environment, checked here before it starts (the app re-checks per run)
     check_operator(workspaces)
     for w in workspaces:
-        Workspace(w).remove_orphans()
+        remove_orphans(Workspace(w).cache)
     # the server replaces this process: a SIGTERM or Ctrl-C sent to `glassbox serve` reaches Streamlit itself, and no
     # child is left serving the port
     sys.stdout.flush()
@@ -1103,8 +1049,9 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--n-boot", type=_RESAMPLES, default=2000, help="resamples (default 2000; the gate states "
                    "the Monte Carlo interval of its bound)")
     s.add_argument("--min-n", type=_positive_int, default=30, help="groups smaller than this are flagged, not compared")
-    s.add_argument("--board", type=_positive_int, metavar="K",
-                   help="write the ethics-board view: groups under K suppressed")
+    s.add_argument("--board", type=_positive_int, nargs="?", const=0, metavar="K",
+                   help="write the ethics-board view: groups under K suppressed (default the operator's k, "
+                        "$GLASSBOX_BOARD_K or 10; K may raise it, never lower it)")
     s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--max-gap", action="append", default=[], metavar="METRIC=VALUE",
                    help="release gate, passing only a gap SHOWN within VALUE: exit 0 when every pair's simultaneous "
@@ -1181,8 +1128,9 @@ def parser() -> argparse.ArgumentParser:
                    help="single: no sign-in, one person on this machine (the default when no account exists); "
                         "local: accounts from `glassbox user` (the default when one exists); oidc: Streamlit's "
                         "st.login with the identity provider in .streamlit/secrets.toml, roles from `glassbox user`")
-    s.add_argument("--board-k", type=_positive_int, metavar="K",
-                   help="board views hide every group under K cases (default 10; a board member may raise it)")
+    s.add_argument("--board-k", type=int, metavar="K",
+                   help="board views and board reports hide every group under K cases, K ≥ 2 (default "
+                        "$GLASSBOX_BOARD_K or 10; a board member or a command may raise it, never lower it)")
     s = add("user", cmd_user, "the server's accounts and roles (kept outside every workspace, passwords as argon2id "
                               "hashes); each change is recorded in the workspace's audit log")
     s.add_argument("action", choices=["add", "list", "role", "password", "disable", "enable"])
@@ -1207,7 +1155,8 @@ def parser() -> argparse.ArgumentParser:
     s.add_argument("--cohort", required=True)
     s.add_argument("--compare", metavar="BASELINE", help="add the comparison with this earlier version")
     s.add_argument("--by", type=_attribute_list, help="attribute(s) to report by, comma-separated")
-    s.add_argument("--k", type=_positive_int, default=10, help="hide every group under K cases (default 10)")
+    s.add_argument("--k", type=_positive_int, help="hide every group under K cases (default the operator's k, "
+                                                   "$GLASSBOX_BOARD_K or 10; K may raise it, never lower it)")
     s.add_argument("--trust", default="saliency,grad_cam", help="methods whose maps are checked ('' to skip)")
     s.add_argument("--trust-cases", type=_SAMPLED_CASES, default=16)
     s.add_argument("--reference", help="JSON: attribute -> {group: expected share}, to compare the cohort against")

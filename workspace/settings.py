@@ -7,9 +7,11 @@ each is checked here, with a message naming the file (or variable), the field an
   folders: a bare string would be iterated per character and ``/`` trusted), ``allow_columns``, and
   ``operating_point`` (``rule`` ``youden`` / ``sensitivity=x`` / ``specificity=x`` with ``0 < x <= 1``, ``split``,
   or a fixed ``threshold`` in [0, 1]); a misspelt key is refused with the closest known one;
-- the environment ``glassbox serve`` sets (:func:`operator_roots`, :func:`check_environment`):
-  ``$GLASSBOX_MODEL_ROOTS``, ``$GLASSBOX_DATA_ROOTS`` (absolute folders),
-  ``$GLASSBOX_BOARD_K`` (an integer ≥ 2), ``$GLASSBOX_AUTH``;
+- the flags of ``glassbox serve`` (``--board-k``, ``--model-root``, ``--data-root``, ``--auth``), carried to the app
+  in the environment it sets (``$GLASSBOX_BOARD_K`` an integer ≥ 2, ``$GLASSBOX_MODEL_ROOTS`` and
+  ``$GLASSBOX_DATA_ROOTS`` absolute folders, ``$GLASSBOX_AUTH``), all read into one :class:`Operator` object
+  (:func:`operator_settings`): every page and command reads the board's ``k`` and the roots from it, and a command's
+  own ``--k`` may raise the operator's k, never lower it (:meth:`Operator.k_for`);
 - the secret file that keys hashed identifiers (``workspace.store.identifier_key``): an empty or short one is
   refused, never used to key ids with ``""``;
 - the users file (checked by ``workspace.access.Users`` when opened).
@@ -28,7 +30,7 @@ from data_adapters.errors import InvalidInputError
 from data_adapters.schema import Folder, ListOf, Num, Obj, Str, read_json, roots
 
 __all__ = ["SETTINGS", "SETTINGS_NAME", "Settings", "load_settings", "operator_roots", "check_environment",
-           "check_operator", "board_k_from", "check_rule", "safe_file_stem"]
+           "check_operator", "Operator", "operator_settings", "DEFAULT_BOARD_K", "check_rule", "safe_file_stem"]
 
 SETTINGS_NAME = "settings.json"
 _RULE = re.compile(r"(sensitivity|specificity)=(.+)")
@@ -104,11 +106,11 @@ def load_settings(root: str | Path) -> Settings:
                     operating_point=value.get("operating_point"), raw=value)
 
 
-def operator_roots(name: str) -> list[Path]:
+def operator_roots(name: str, environ=None) -> list[Path]:
     """The folders in ``$name`` (``os.pathsep``-separated), each an absolute folder path and never ``/``; a
     relative or root entry is refused by name (it would trust what the working directory happens to be, or
     everything)."""
-    text = os.environ.get(name, "")
+    text = (os.environ if environ is None else environ).get(name, "")
     entries = [p for p in text.split(os.pathsep) if p]
     folder = Folder()
     for i, entry in enumerate(entries):
@@ -119,27 +121,104 @@ def operator_roots(name: str) -> list[Path]:
     return [Path(p) for p in entries]
 
 
-def board_k_from(text: str | None) -> int:
-    """``$GLASSBOX_BOARD_K`` as an integer ≥ 2 (default 10); anything else refused by name, never replaced by
-    the default silently."""
-    if text is None or not text.strip():
-        return 10
+#: the smallest group a board view shows when the operator sets none
+DEFAULT_BOARD_K = 10
+_BOARD_K_WHY = "the smallest group a board view shows"
+
+
+def _board_k(text: str | int | None, source: str) -> int:
+    """The board's k from ``source`` (a flag or a variable) as an integer ≥ 2 (None or blank: the default);
+    anything else refused by name, never replaced by the default silently."""
+    if text is None or (isinstance(text, str) and not text.strip()):
+        return DEFAULT_BOARD_K
     try:
-        k = int(text.strip())
+        k = int(text.strip()) if isinstance(text, str) else int(text)
     except ValueError:
-        raise InvalidInputError(f"$GLASSBOX_BOARD_K must be an integer ≥ 2 (the smallest group a board view "
-                                f"shows), got {text!r}") from None
+        raise InvalidInputError(f"{source} must be an integer ≥ 2 ({_BOARD_K_WHY}), got {text!r}") from None
     if k < 2:
-        raise InvalidInputError(f"$GLASSBOX_BOARD_K must be an integer ≥ 2 (the smallest group a board view shows), "
-                                f"got {k}")
+        raise InvalidInputError(f"{source} must be an integer ≥ 2 ({_BOARD_K_WHY}), got {k}")
     return k
 
 
+@dataclasses.dataclass(frozen=True)
+class Operator:
+    """What the operator decided for the server and the commands, in one object (``DESIGN.md``, "Who decides
+    what"): ``board_k`` the smallest group a board view shows, ``model_roots`` the folders whose bundles may run
+    config code, ``data_roots`` the folders images may come from, ``auth`` the sign-in mode (``""``: decided by the
+    users file). Made from ``glassbox serve``'s flags (:meth:`from_flags`) or from the environment the server was
+    started with (:func:`operator_settings`), each value checked by name on the way in."""
+
+    board_k: int = DEFAULT_BOARD_K
+    model_roots: tuple[Path, ...] = ()
+    data_roots: tuple[Path, ...] = ()
+    auth: str = ""
+
+    @classmethod
+    def from_flags(cls, *, board_k: int | None = None, model_roots=None, data_roots=None, auth: str | None = None,
+                   inherit: Operator | None = None) -> Operator:
+        """``glassbox serve --board-k K --model-root DIR --data-root DIR --auth MODE``, checked as the app will
+        read them (a bad value refused before the server starts, naming the flag); a flag not given keeps the
+        value of ``inherit`` (the operator's environment) or the default."""
+        from workspace.access import AUTH_MODES
+
+        if inherit is not None:
+            board_k = inherit.board_k if board_k is None else board_k
+            model_roots = inherit.model_roots if not model_roots else model_roots
+            data_roots = inherit.data_roots if not data_roots else data_roots
+            auth = auth or inherit.auth
+
+        if auth and auth not in AUTH_MODES:
+            raise InvalidInputError(f"--auth must be one of {', '.join(AUTH_MODES)}, not {auth!r}")
+        folder = Folder()
+        paths = {}
+        for flag, given in (("--model-root", model_roots), ("--data-root", data_roots)):
+            resolved = [Path(p).resolve() for p in given or ()]
+            for p in resolved:
+                folder.check(str(p), flag)
+            paths[flag] = tuple(resolved)
+        return cls(board_k=_board_k(board_k, "--board-k"), model_roots=paths["--model-root"],
+                   data_roots=paths["--data-root"], auth=auth or "")
+
+    def environment(self) -> dict[str, str]:
+        """The variables that carry this object to the app's process (read back by :func:`operator_settings`)."""
+        env = {"GLASSBOX_BOARD_K": str(self.board_k)}
+        for name, given in (("GLASSBOX_MODEL_ROOTS", self.model_roots), ("GLASSBOX_DATA_ROOTS", self.data_roots)):
+            if given:
+                env[name] = os.pathsep.join(map(str, given))
+        if self.auth:
+            env["GLASSBOX_AUTH"] = self.auth
+        return env
+
+    def k_for(self, asked: int | None, flag: str = "--k") -> int:
+        """The k a command or view uses: the operator's when none is asked for; an asked k may raise it, never
+        lower it (refused, naming ``flag``, the operator's k and where it is set)."""
+        if asked is None:
+            return self.board_k
+        if asked < self.board_k:
+            raise InvalidInputError(f"{flag} {asked} is below the operator's k of {self.board_k} ({_BOARD_K_WHY}, "
+                                    "set by glassbox serve --board-k or $GLASSBOX_BOARD_K): a command may raise k, "
+                                    "never lower it")
+        return int(asked)
+
+
+def operator_settings(environ=None) -> Operator:
+    """The operator's :class:`Operator` as the running process was started with it (``glassbox serve`` sets the
+    environment; at the command line, the operator's own ``$GLASSBOX_*``), each variable checked by name."""
+    from workspace.access import AUTH_MODES
+
+    env = os.environ if environ is None else environ
+    auth = env.get("GLASSBOX_AUTH", "").strip()
+    if auth and auth not in AUTH_MODES:
+        raise InvalidInputError(f"GLASSBOX_AUTH must be one of {', '.join(AUTH_MODES)}, not {auth!r}")
+    return Operator(board_k=_board_k(env.get("GLASSBOX_BOARD_K"), "$GLASSBOX_BOARD_K"),
+                    model_roots=tuple(operator_roots("GLASSBOX_MODEL_ROOTS", env)),
+                    data_roots=tuple(operator_roots("GLASSBOX_DATA_ROOTS", env)), auth=auth)
+
+
 def check_environment() -> None:
-    """The variables ``glassbox serve`` sets, each checked by name."""
-    for name in ("GLASSBOX_MODEL_ROOTS", "GLASSBOX_DATA_ROOTS"):
-        operator_roots(name)
-    board_k_from(os.environ.get("GLASSBOX_BOARD_K"))
+    """The variables ``glassbox serve`` sets, each checked by name (:func:`operator_settings`), and the sign-in
+    mode they imply."""
+    operator_settings()
     from workspace.access import auth_mode
 
     auth_mode()

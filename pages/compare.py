@@ -11,6 +11,7 @@ from data_adapters.errors import GlassboxError
 from evaluation.cohort_summary import group_columns
 from evaluation.figures import agreement_figure, delta_forest, flip_scatter
 from evaluation.outcomes import uses_top_class
+from evaluation.gates import noninferiority_gate
 from evaluation.version_comparison import FLIP_KINDS, mcnemar_design, paired_error_detection, tcav_difference
 from explainers.uncertainty import has_dropout
 from explainers.concepts import concept_names, default_layers, default_target
@@ -69,14 +70,20 @@ st.markdown(f"**{md(candidate)}** against **{md(baseline)}** "
             f"over {report.adjusted_over} group(s)")
 st.caption(f"Burden of proof: {report.error_control}. 'Not shown' is neither shown not worse nor shown worse; each "
            "bound's Monte Carlo interval (improvement_lower_mc_lo to _hi) says how far it could move with the seed.")
+# the banner states the Verdict `glassbox compare --max-regression` exits on, over every metric at this margin
+verdict = noninferiority_gate(report, list(dict.fromkeys(report.table["metric"])))
 worse = report.table[report.table["verdict"] == "worse"]
-if len(worse):
+if verdict.outcome == "fail":
     st.warning("**Worse than the baseline by more than the margin** (the whole adjusted interval beyond it):  \n"
                + "  \n".join(f"**{md(group)}**: " + ", ".join(f"{r.metric.replace('_', ' ')} {r.delta:+.3f}"
                                                           for r in rows.itertuples())
                               for group, rows in worse.groupby("group", sort=False)))
 else:
     st.success("No group where the candidate is shown worse than the baseline by more than the margin.")
+    if verdict.outcome != "pass":  # not shown worse is not a pass: the gate also needs not-worse shown
+        st.info(f"As a release gate at this margin: **{verdict.outcome}** ("
+                + ("some group and metric is neither shown not worse nor shown worse"
+                   if verdict.outcome == "not shown" else "no group is large enough to judge") + ").")
 
 m = st.columns(5)
 for col, kind in zip(m, FLIP_KINDS):

@@ -10,7 +10,7 @@ from data_adapters.errors import GlassboxError
 from evaluation.cohort_summary import group_columns
 from pages import _cache as cache, _selection as selection, _session as session
 from pages._display import md, show_error
-from workspace.access import board_k
+from workspace.settings import operator_settings
 from workspace.report import CHECKLIST, is_generated, model_card, pdf_bytes, render_html
 
 who = session.guard("report")  # the role check comes before anything is read
@@ -26,8 +26,9 @@ c = st.columns([1, 2, 1])
 baseline = c[0].selectbox("Compare with", ["none", *versions], key="report_baseline")
 groups = group_columns(cohort)
 by = c[1].multiselect("Report by", groups, default=groups[:1], key="report_by")
-floor = board_k() if who.is_board else 1
-k = c[2].number_input("k (smallest group shown)", floor, 1000, max(floor, 10), key="report_k",
+operator_k = operator_settings().board_k  # the operator's k (glassbox serve --board-k), the same as `glassbox report`'s
+floor = operator_k if who.is_board else 1
+k = c[2].number_input("k (smallest group shown)", floor, 1000, operator_k, key="report_k",
                       help=f"Groups under k are hidden in every table, sentence and figure"
                            + (f"; the operator's k is {floor}" if who.is_board else ""))
 if is_generated(root, cohort.name):

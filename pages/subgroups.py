@@ -11,10 +11,10 @@ from evaluation.multiclass import MULTICLASS_METRICS, confusion_by_group, multic
 from evaluation.outcomes import uses_top_class
 from evaluation.subgroups import labelled_frame, subgroup_report
 from evaluation.cohort_summary import board_decision
-from evaluation.suppression import MISSING
+from evaluation.gates import shown_gaps
 from pages import _cache as cache, _selection as selection, _session as session
 from pages._display import chart, md, show_error
-from workspace.access import board_k
+from workspace.settings import operator_settings
 
 who = session.guard("subgroups")  # the role check comes before anything is read
 st.title("Subgroup performance")
@@ -49,14 +49,15 @@ rule = c[2].selectbox("Threshold", ["shared", "youden", "sensitivity=0.9", "spec
 manual = c[3].number_input("Threshold", 0.0, 1.0, 0.5, 0.01, key="sub_threshold",
                            disabled=rule != "set by hand" or k is None)
 c = st.columns([1, 1, 2])
+operator_k = operator_settings().board_k  # the operator's k (glassbox serve --board-k)
 if who.is_board:  # a board member always sees the board view, at the operator's k or a larger one
     board = c[0].toggle("Ethics-board view", value=True, key="sub_board_fixed", disabled=True,
                         help="Always on for the board role")
-    k_min = c[1].number_input("k (board view)", board_k(), 1000, board_k(), key="sub_k_board",
-                              help=f"The operator's smallest shown group is {board_k()}; you may raise it")
+    k_min = c[1].number_input("k (board view)", operator_k, 1000, operator_k, key="sub_k_board",
+                              help=f"The operator's smallest shown group is {operator_k}; you may raise it")
 else:
     board = c[0].toggle("Ethics-board view", key="sub_board", help="Suppress every cell of a group smaller than k")
-    k_min = c[1].number_input("k (board view)", 1, 1000, 10, key="sub_k", disabled=not board)
+    k_min = c[1].number_input("k (board view)", 1, 1000, operator_k, key="sub_k", disabled=not board)
 subset = {}
 if "split" in cohort.attribute_schema:
     subset["split"] = c[2].multiselect("Cases from split", sorted(cohort.frame()["split"].dropna().unique()),
@@ -98,33 +99,29 @@ else:
                "noise alone, most in small groups).")
 # a board view hides small groups everywhere: one decision (evaluation.suppression) for every element below
 # over every table the role can open (margins, intersections, Home): no hidden count follows from another page
-hide = (board_decision(cohort, int(k_min), floor=board_k() if who.is_board else None).for_table(
+hide = (board_decision(cohort, int(k_min), floor=operator_k if who.is_board else None).for_table(
     dict(zip(report.table["group"], report.table["n"])), by, where={a: v for a, v in subset.items() if v},
     labelled=True) if board else None)
-judged = report  # a board judges gaps among the groups it sees: no gap figure is computed from a hidden group
-if hide is not None and set(hide.hidden) - {"overall"}:
-    names = frame[by].astype("string").fillna(MISSING).astype(str).agg(" · ".join, axis=1)
-    seen = frame[names.map(hide.shows).to_numpy(bool)]
-    if names[names.map(hide.shows)].nunique() >= 2:  # else no pair to judge: every gap row names a hidden group
-        judged = (multiclass_report(seen, by, handle.class_names) if k is None else
-                  subgroup_report(seen, by, class_index=k, threshold=report.threshold))
-flags = hide.texts(judged.flags()) if hide else report.flags()
-for flag in flags:
+# a board judges gaps among the groups it sees: no gap figure is computed from a hidden group (evaluation.gates)
+judged = shown_gaps(report, frame, by, hide, rebuild=lambda seen: (
+    multiclass_report(seen, by, handle.class_names) if k is None else
+    subgroup_report(seen, by, class_index=k, threshold=report.threshold)))
+for flag in judged.flags():
     st.warning(f"Gap: {md(flag)}.")
 if hide is not None:
     st.caption(f"Board view: {hide.note}; a gap involving a hidden group is not shown.")
-if not judged.comparable:
-    st.info(f"Could not judge gaps: {judged.judgement().removeprefix('could not judge: ')}. Group more coarsely or "
-            "lower the minimum group size; this is not an all-clear.")
-elif not judged.flags():
-    st.success(f"{judged.judgement().capitalize()}.")
-elif not flags:  # every gap found involves a hidden group: neither an all-clear nor a count that points at them
-    st.info("No gap among the groups shown; a gap involving a hidden group is not shown in the board view.")
+screen = judged.screen()  # the banner states the one Verdict the command's judgement line states
+if screen.outcome == "could not judge":
+    st.info(f"Could not judge gaps: {screen.reasons[0]}. Group more coarsely or lower the minimum group size; this "
+            "is not an all-clear.")
+elif screen.outcome == "pass":
+    st.success(f"{screen.reasons[0].capitalize()}.")
+elif screen.outcome == "not shown":  # every gap found involves a hidden group: no all-clear, no count of them
+    st.info(f"{screen.reasons[0].capitalize()}.")
 st.caption(f"Error controlled: {report.error_control}: the chance that any gap here is flagged when every group is "
            "truly equal is at most 5%.")
-for note in judged.gaps.loc[judged.gaps["note"] != "", ["metric", "note"]].itertuples():
-    if not hide or not hide.names_hidden(note.note):
-        st.caption(f"{note.metric.replace('_', ' ')}: {note.note}.")
+for metric, note in judged.notes():
+    st.caption(f"{metric.replace('_', ' ')}: {note}.")
 
 table = hide.table(report.table) if hide else report.table
 st.subheader("By group")
@@ -132,8 +129,7 @@ st.dataframe(table, hide_index=True, key="sub_table")
 session.download(st, "Download table (CSV)", table, file_name="subgroups.csv", key="sub_download",
                 what="subgroup table (board view)" if board else "subgroup table")
 st.subheader("Between-group gaps")
-st.dataframe(hide.rows(judged.gaps, ["higher_group", "lower_group"]) if hide else report.gaps, hide_index=True,
-             key="sub_gaps")
+st.dataframe(judged.gaps(), hide_index=True, key="sub_gaps")
 
 left, right = st.columns(2)
 metric_names = MULTICLASS_METRICS.names() if k is None else METRICS.names()

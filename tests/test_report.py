@@ -82,6 +82,7 @@ def test_a_signature_names_one_report_and_stops_holding_when_the_model_changes(t
     from tests.helpers import tiny_workspace
 
     monkeypatch.setenv("GLASSBOX_RECORD_DIR", str(tmp_path / "records"))
+    monkeypatch.setenv("GLASSBOX_BOARD_K", "5")  # the operator's k: `report --k 5` may not go under it
     root = tiny_workspace(tmp_path / "ws", 12)
     folder = root / "models" / "tiny"
     ws = Workspace(root)

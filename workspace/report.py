@@ -53,7 +53,8 @@ from evaluation.suppression import rejections_by_reason, suppression
 from evaluation.version_comparison import FLIP_KINDS, mcnemar_design
 from explainers.figures import case_views, display_image
 from explainers.saliency import SALIENCY_METHODS
-from workspace.access import Identity, board_k
+from workspace.access import Identity
+from workspace.settings import operator_settings
 from workspace.demo import demo_facts
 from workspace.review import Record
 from workspace.store import Workspace, integrity_key, write_file
@@ -151,7 +152,7 @@ def gather(ws: Workspace, handle: ModelHandle, cohort: Cohort, *, baseline: Mode
     say("cohort")
     groups = []
     # one suppression decision over every table of the report and of the board's pages (margins, intersections)
-    decision = board_decision(cohort, k, floor=board_k() if author.is_board else None)
+    decision = board_decision(cohort, k, floor=operator_settings().board_k if author.is_board else None)
     for attr in by:
         counts = group_counts(cohort, attr, handle.class_names)
         hide = decision.for_table(dict(zip(counts[attr].astype(str), counts["n"])), attr)

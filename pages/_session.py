@@ -26,6 +26,8 @@ from workspace.review import Record, spreadsheet_safe
 from workspace.store import allowed_workspace, identifier_key
 
 IDENTITY = "_identity"  # session state: set only by sign-in below (no widget carries this key)
+#: what a session holds about who is signed in (the identity, the workspace whose log has its sign-in, what it opened)
+SIGNED_IN = (IDENTITY, "_signed_in_logged", "_opened")
 
 #: why this session's sign-in ended (shown once above the sign-in form)
 ENDED = "_session_ended"
@@ -46,7 +48,7 @@ def record(root: Path | None = None) -> Record:
 def _end_session(current: Identity, why: str) -> None:
     """The account behind this session changed (disabled, role or password changed): the session ends here."""
     record().log(current, "session_ended", why=why)
-    for key in (IDENTITY, "_signed_in_logged", "_opened"):
+    for key in SIGNED_IN:
         st.session_state.pop(key, None)
     st.session_state[ENDED] = why
 
@@ -208,10 +210,11 @@ def guard(page: str) -> Identity:
 
 
 def sign_out() -> None:
+    """The sidebar's Sign out: logged, and the session forgets who was signed in."""
     current = st.session_state.get(IDENTITY)
     if current is not None:
         record().log(current, "sign_out")
-    for key in (IDENTITY, "_signed_in_logged", "_opened"):
+    for key in SIGNED_IN:
         st.session_state.pop(key, None)
 
 

@@ -444,6 +444,13 @@ class ModelHandle:
         return f"{self.name} {self.version}"
 
     @property
+    def hookable(self) -> bool:
+        """Whether forward hooks can be put on the model's layers (Grad-CAM, TCAV, Monte Carlo dropout, in-place
+        activations switched off): every Python module can; a TorchScript archive (``torch.jit.ScriptModule``)
+        cannot. The one place this is asked."""
+        return not isinstance(self.module, torch.jit.ScriptModule)
+
+    @property
     def judged_by_top_class(self) -> bool:
         """A single-label model of more than two classes: its outcome for a case is its top class against the label
         (binary and multi-label models: each class at its own threshold)."""

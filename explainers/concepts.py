@@ -565,7 +565,7 @@ def tcav_runs(handle: ModelHandle, inputs: np.ndarray, concepts: Sequence[Concep
     concept's examples is never drawn as that concept's random side. The test is made in
     :mod:`evaluation.concept_significance`.
     """
-    if isinstance(handle.module, torch.jit.ScriptModule):
+    if not handle.hookable:
         raise ExplainerError("TCAV hooks layers, which TorchScript models do not allow")
     if not concepts:
         raise InvalidInputError("no concept given")

@@ -160,6 +160,29 @@ def peak_slice(attribution: np.ndarray, plane: str, *, positive: bool = False) -
 OPENING_METHOD = "occlusion"
 
 
+def slice_anchors(*, mask: np.ndarray | None = None, opening: np.ndarray | None = None,
+                  maps: dict[str, np.ndarray] | None = None, opening_title: str = OPENING_METHOD
+                  ) -> dict[str, np.ndarray | None]:
+    """Where a volume may open, in order of preference (the first is where a new case or plane opens): the centre
+    of the ground-truth ``mask`` where one exists (the model's evidence is one choice away), else the positive
+    evidence of :data:`OPENING_METHOD` (``opening``, its spatial map, shown as ``opening_title``), then the peak of
+    each map shown (``maps``: method → spatial map), then the middle (None). The one place this policy lives."""
+    anchors: dict[str, np.ndarray | None] = {}
+    if mask is not None:
+        anchors["ground-truth centre"] = np.asarray(mask, np.float32)
+    if opening is not None:
+        anchors[f"evidence ({opening_title})"] = opening
+    anchors |= {f"peak of {m}": a for m, a in (maps or {}).items()}
+    anchors["middle"] = None
+    return anchors
+
+
+def opening_slice(anchor: np.ndarray | None, plane: str, n: int) -> int:
+    """The slice (from 0) of ``plane``, of ``n``, that an anchor of :func:`slice_anchors` opens at: the peak of its
+    positive evidence (:func:`peak_slice`), or the middle for None."""
+    return n // 2 if anchor is None else peak_slice(anchor, plane, positive=True)
+
+
 #: for a slice in one plane, the perpendicular plane whose projection shows where that slice lies, and how the
 #: slice appears in it (a horizontal or vertical line)
 LOCATOR = {"axial": ("coronal", "h"), "coronal": ("axial", "h"), "sagittal": ("axial", "v")}

@@ -83,6 +83,13 @@ def has_dropout(handle: ModelHandle) -> bool:
     return any(isinstance(m, _DROPOUT) and m.p > 0 for m in handle.module.modules())
 
 
+def default_method(handle: ModelHandle) -> str:
+    """The uncertainty method every page, command and report uses when none is chosen: Monte Carlo dropout where
+    the model has dropout layers that can be hooked (:attr:`ModelHandle.hookable`), else test-time augmentation.
+    The one place this default is decided."""
+    return "mc_dropout" if handle.hookable and has_dropout(handle) else "tta"
+
+
 def dropout_function(module: torch.nn.Module) -> Callable[..., torch.Tensor]:
     """The functional form ``f(input, p, training)`` that ``module`` (a dropout layer) applies in train mode."""
     for cls, fn in DROPOUT_FUNCTIONS:
@@ -120,7 +127,7 @@ def mc_dropout(handle: ModelHandle, cases: Sequence[Case], *, samples: int = 16,
     """Dropout kept on at inference (through per-call hooks, so the shared model is never put in train mode),
     each layer with its own semantics and each case with masks of its own."""
     check_samples(samples)
-    if isinstance(handle.module, torch.jit.ScriptModule):
+    if not handle.hookable:
         raise ExplainerError("mc_dropout needs layer hooks, which TorchScript models do not allow; use tta or ensemble")
     layers = [m for m in handle.module.modules() if isinstance(m, _DROPOUT) and m.p > 0]
     if not has_dropout(handle):

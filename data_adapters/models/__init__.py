@@ -39,7 +39,7 @@ from data_adapters.records import ModelCard, ModelHandle, Preprocessing
 from data_adapters.registry import Registry
 from data_adapters.schema import MODEL_SPEC, PREPROCESSING, Field, read_json
 
-__all__ = ["MODEL_LOADERS", "load_model", "monai_network", "read_spec", "spec_path", "write_spec"]
+__all__ = ["MODEL_LOADERS", "load_model", "monai_network", "read_spec", "spec_path", "write_spec", "SPEC_NAME"]
 
 MODEL_LOADERS: Registry[type[ModelLoader]] = Registry("model format")
 MODEL_LOADERS.register(StateDictLoader)
@@ -177,7 +177,7 @@ def _prepare(handle: ModelHandle) -> None:
     module.eval()
     for p in module.parameters():
         p.requires_grad_(False)
-    if not isinstance(module, torch.jit.ScriptModule):
+    if handle.hookable:
         for m in module.modules():
             if isinstance(m, _ACTIVATIONS) and getattr(m, "inplace", False):
                 m.inplace = False

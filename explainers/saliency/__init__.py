@@ -28,7 +28,7 @@ from explainers.saliency.occlusion import Occlusion
 from explainers.saliency.saliency import Saliency
 from explainers.saliency.smoothgrad import Smoothgrad
 
-__all__ = ["SALIENCY_METHODS", "SaliencyMethod", "explain", "explain_layer", "resolve_layer"]
+__all__ = ["SALIENCY_METHODS", "SaliencyMethod", "explain", "explain_layer", "resolve_layer", "MSG_TORCHSCRIPT_LAYER"]
 
 SALIENCY_METHODS: Registry[type[SaliencyMethod]] = Registry("saliency method")
 for _cls in (Saliency, IntegratedGradients, Smoothgrad, GradientShap, Occlusion, GradCam, GuidedGradCam):
@@ -51,7 +51,7 @@ MSG_TORCHSCRIPT_LAYER = ("model {model} is TorchScript: layer methods (Grad-CAM,
 def explain_layer(handle: ModelHandle) -> str:
     """The layer layer-methods hook: the model's declared ``explain_layer``, else its last convolution. A
     TorchScript model has none to offer (hooks need the Python module): said once, with the remedy."""
-    if isinstance(handle.module, torch.jit.ScriptModule):
+    if not handle.hookable:
         raise ExplainerError(MSG_TORCHSCRIPT_LAYER.format(model=handle.label))
     if handle.explain_layer:
         return handle.explain_layer

@@ -68,7 +68,7 @@ class SaliencyMethod:
 
     @classmethod
     def check_model(cls, handle: ModelHandle) -> None:
-        if cls.uses_layer and isinstance(handle.module, torch.jit.ScriptModule):
+        if cls.uses_layer and not handle.hookable:
             from explainers.saliency import MSG_TORCHSCRIPT_LAYER
             raise ExplainerError(MSG_TORCHSCRIPT_LAYER.format(model=handle.label))
 

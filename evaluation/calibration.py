@@ -223,3 +223,103 @@ def ece_expected_by_chance(p: np.ndarray, bins: int = 10, n_sims: int = 200, see
         total += np.abs(residual @ onehot).sum()
         done += b
     return float(total / n_sims / n)
+
+
+@dataclass(frozen=True)
+class MiscalibrationTest:
+    """"Miscalibration shown" by consistency resampling (Bröcker & Smith 2007): the ECE a perfectly calibrated model
+    would read on these very scores, drawn ``n_sims`` times with ``y* ~ Bernoulli(p)``, is ECE's null distribution;
+    ``p_value`` is ``(1 + #{ECE* ≥ ECE}) / (n_sims + 1)``, valid at any ``n`` when the outcomes are independent given
+    the scores. ``chance``: the null's mean (what :func:`ece_expected_by_chance` estimates)."""
+
+    ece: float
+    chance: float
+    p_value: float
+    n_sims: int
+    n: int
+
+    def shown(self, alpha: float = 0.05) -> bool:
+        return bool(self.p_value < alpha)
+
+    def words(self, alpha: float = 0.05) -> str:
+        if not np.isfinite(self.p_value):
+            return "miscalibration not judged (no cases)"
+        verb = "shown" if self.shown(alpha) else "not shown"
+        return (f"miscalibration {verb} (p = {self.p_value:.3f}, consistency resampling, {self.n_sims} draws of the "
+                f"outcomes a perfectly calibrated model would give)")
+
+
+#: a bin with at least this many cases draws its sum of ``y* - p`` as a normal (error under 1/sqrt(count))
+NORMAL_BIN_FROM = 2000
+#: outcome draws of the consistency test (its smallest p-value is 1 / (MISCALIBRATION_SIMS + 1))
+MISCALIBRATION_SIMS = 999
+
+
+def miscalibration_test(y: np.ndarray, p: np.ndarray, bins: int = 10, n_sims: int = MISCALIBRATION_SIMS,
+                        seed: int = 0) -> MiscalibrationTest:
+    """Whether the ECE (``bins`` equal-width bins, :func:`expected_calibration_error`) of outcomes ``y`` (0/1)
+    under scores ``p`` exceeds what a perfectly calibrated model reads at this ``n``: ECE's null distribution by
+    consistency resampling (``y* ~ Bernoulli(p)``, the scores held as they are), the p-value with the +1
+    correction. ECE is an absolute value of noise, so it is biased upward at small ``n`` and its resampled interval
+    does not cover a calibrated model's 0 (``benchmarks/calibration/ece.py`` measures it); the test is calibrated
+    at every ``n``. Cases are taken as independent given their scores. A bin of ``NORMAL_BIN_FROM`` cases or more
+    draws its residual sum as a normal with the Bernoulli variance, so the cost is bounded at any ``n``."""
+    y = np.asarray(y, np.float64).ravel()
+    p = np.clip(np.asarray(p, np.float64).ravel(), 0.0, 1.0)
+    if len(y) != len(p):
+        raise InvalidInputError(f"miscalibration test: {len(y)} outcomes for {len(p)} scores")
+    n = len(p)
+    if n == 0:
+        return MiscalibrationTest(np.nan, np.nan, np.nan, n_sims, 0)
+    index = np.minimum((p * bins).astype(int), bins - 1)
+    observed = float(np.abs(np.bincount(index, weights=y - p, minlength=bins)).sum() / n)
+    count = np.bincount(index, minlength=bins)
+    # the null depends on the scores alone: drawn over them sorted, so the answer does not depend on row order
+    p = np.sort(p, kind="stable")
+    index = np.minimum((p * bins).astype(int), bins - 1)
+    rng = np.random.default_rng(seed)
+    sums = np.zeros((n_sims, bins))
+    big = count >= NORMAL_BIN_FROM
+    if big.any():
+        v = np.bincount(index, weights=p * (1 - p), minlength=bins)[big]
+        sums[:, big] = rng.normal(size=(n_sims, int(big.sum()))) * np.sqrt(v)
+    exact = ~big[index]
+    if exact.any():
+        pe, ie = p[exact], index[exact]
+        onehot = np.zeros((len(pe), bins))
+        onehot[np.arange(len(pe)), ie] = 1.0
+        chunk = max(1, 2_000_000 // len(pe))
+        for start in range(0, n_sims, chunk):
+            stop = min(start + chunk, n_sims)
+            sums[start:stop] += ((rng.random((stop - start, len(pe))) < pe) - pe) @ onehot
+    null = np.abs(sums).sum(axis=1) / n
+    exceed = int((null >= observed - 1e-12).sum())
+    return MiscalibrationTest(observed, float(null.mean()), (1 + exceed) / (n_sims + 1), n_sims, n)
+
+
+def miscalibration_holm(table: pd.DataFrame) -> pd.DataFrame:
+    """A subgroup table's ``ece_p_holm``: the groups' miscalibration p-values (``ece_p``) Holm-adjusted over the
+    groups (not ``overall``, which is its own test), so "shown" in any group controls the family-wise error."""
+    from evaluation.inference import holm
+
+    out = table.copy()
+    groups = (out["group"] != "overall").to_numpy()
+    adjusted = np.full(len(out), np.nan)
+    adjusted[groups] = holm(out.loc[groups, "ece_p"].to_numpy(float))
+    adjusted[~groups] = out.loc[~groups, "ece_p"].to_numpy(float)
+    out["ece_p_holm"] = adjusted
+    return out
+
+
+def check_reliability(result: Recalibration, probs: np.ndarray, labels: np.ndarray, class_index: int | None
+                      ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """What a recalibration's reliability diagram draws, on its check patients only (never the fit half):
+    ``(outcome, before, after)`` from :func:`calibration_target` of the probabilities as they were and as the
+    fitted scaler makes them (whether or not it is applied). ``probs``/``labels``: the cases given to
+    :func:`recalibrate`."""
+    if result.scaler is None or result.check is None:
+        raise InvalidInputError(f"no reliability to draw: {result.message}")
+    probs, labels = np.asarray(probs, float)[result.check], np.asarray(labels, int)[result.check]
+    before, y = calibration_target(probs, labels, class_index)
+    after, _ = calibration_target(result.scaler.apply(probs), labels, class_index)
+    return y, before, after

@@ -125,7 +125,9 @@ def test_large_subgroup_tables_agree_with_the_case_bootstrap(monkeypatch):
     monkeypatch.setattr(subgroups, "CELL_BOOTSTRAP_FROM", 10**9)
     small = subgroups.subgroup_report(frame, "g", threshold=0.4, n_boot=400)
     assert "score-bin counts" in big.table["notes"][0] and "score-bin" not in small.table["notes"][0]
-    for m in ("auroc", "sensitivity", "specificity", "ppv", "brier", "ece"):
+    np.testing.assert_allclose(big.table["ece"], small.table["ece"], rtol=1e-9)  # ECE: no interval, same test
+    np.testing.assert_array_equal(big.table["ece_p"], small.table["ece_p"])
+    for m in ("auroc", "sensitivity", "specificity", "ppv", "brier"):
         np.testing.assert_allclose(big.table[m], small.table[m], rtol=1e-9)  # the estimates are the same numbers
         width = (small.table[f"{m}_hi"] - small.table[f"{m}_lo"]).to_numpy()
         for side in ("_lo", "_hi"):  # the intervals differ by Monte-Carlo noise only

@@ -94,9 +94,12 @@ else:
                 f"over every metric × pair of groups · groups under n={report.min_n} or {report.min_events} events "
                 "per class are flagged, not compared, and get no interval")
     overall = report.table.iloc[0]
+    shown = "shown" if overall["ece_p"] < 0.05 else "not shown"
     st.caption(f"Calibration: ECE {overall['ece']:.3f}; {overall['ece_chance']:.3f} expected by chance for a "
                f"perfectly calibrated model at n={overall['n']} (column ece_chance per group: ECE is above 0 from "
-               "noise alone, most in small groups).")
+               f"noise alone, most in small groups). Miscalibration {shown} (p = {overall['ece_p']:.3f}, outcomes "
+               "redrawn as a calibrated model would give them; ece_p_holm per group, Holm over the groups). ECE has "
+               "no interval: it is biased upward at small n, so a resampled interval would not cover its true value.")
 # a board view hides small groups everywhere: one decision (evaluation.suppression) for every element below
 # over every table the role can open (margins, intersections, Home): no hidden count follows from another page
 hide = (board_decision(cohort, int(k_min), floor=operator_k if who.is_board else None).for_table(
@@ -132,7 +135,8 @@ st.subheader("Between-group gaps")
 st.dataframe(judged.gaps(), hide_index=True, key="sub_gaps")
 
 left, right = st.columns(2)
-metric_names = MULTICLASS_METRICS.names() if k is None else METRICS.names()
+metric_names = [m for m in (MULTICLASS_METRICS.names() if k is None else METRICS.names())
+                if f"{m}_lo" in report.table]  # ECE has no interval to plot
 metric = left.selectbox("Forest plot of", metric_names, key="sub_metric")
 shown = report.table if not hide else report.table[report.table["group"].astype(str).map(hide.shows)]
 chart(left, forest_plot(shown, metric), key="sub_forest")

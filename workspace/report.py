@@ -370,8 +370,12 @@ def _with_intervals(table: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame
             out[m] = [(f"{v:.3f} ({lo:.3f}–{hi:.3f})" if np.isfinite(lo) and np.isfinite(hi) else
                        f"{v:.3f} (too small to judge)") if np.isfinite(v) else "" for v, lo, hi in
                       zip(table[m], table.get(f"{m}_lo", table[m]), table.get(f"{m}_hi", table[m]))]
-    if "ece" in out and "ece_chance" in table:  # ECE beside what a perfectly calibrated model reads at that n
-        out["ece"] = [f"{t}; {c:.3f} by chance" if t else t for t, c in zip(out["ece"], table["ece_chance"])]
+    if "ece" in out and "ece_chance" in table:  # ECE beside what a perfectly calibrated model reads at that n,
+        # with no interval (biased at small n) but the consistency test's p (Holm over the groups)
+        p = table["ece_p_holm"] if "ece_p_holm" in table else table.get("ece_p", table["ece_chance"] * np.nan)
+        out["ece"] = [(f"{v:.3f}; {c:.3f} by chance; miscalibration {'shown' if q < 0.05 else 'not shown'} "
+                       f"(p {q:.3f})" if np.isfinite(q) else f"{v:.3f}; {c:.3f} by chance") if np.isfinite(v) else ""
+                      for v, c, q in zip(table["ece"], table["ece_chance"], p)]
     out["notes"] = table["notes"] if "notes" in table else ""
     return out
 

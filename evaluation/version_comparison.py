@@ -23,7 +23,7 @@ import pandas as pd
 from scipy.stats import binomtest
 
 from data_adapters.errors import InvalidInputError
-from data_adapters.tables import CLUSTER, probability_column, probability_columns
+from data_adapters.tables import CLUSTER, PredictionTable, probability_column, probability_columns
 from evaluation.inference import (
     Verdict,
     case_weights,
@@ -34,7 +34,6 @@ from evaluation.inference import (
     quantile_mc_interval,
 )
 from evaluation.metrics import ONE_VS_REST, TOP_CLASS, Replicates, counts, entries
-from evaluation.multiclass import probabilities
 from evaluation.outcomes import with_outcomes
 from evaluation.subgroups import MISSING, replicate_weights, resampling
 
@@ -52,7 +51,8 @@ FLIP_KINDS = ("fixed", "broken", "still wrong", "both right")
 @dataclass(frozen=True)
 class ComparisonReport:
     """``table``: one row per group and metric: baseline, candidate, delta (candidate − baseline) with a two-sided
-    interval, ``improvement_lower`` (the adjusted one-sided bound of the improvement), the margin and the verdict."""
+    interval, ``improvement_lower`` (the adjusted one-sided bound of the improvement), the margin, the verdict and
+    ``why_undefined`` (the metric entry's reason where either version has no value; empty otherwise)."""
 
     baseline: str
     candidate: str
@@ -109,21 +109,14 @@ def paired_comparison(frame: pd.DataFrame, base_probs: np.ndarray, cand_probs: n
     shared = replicate_weights(frame, n_boot, rng)
     groups = _groups(frame, by)
 
-    def scores(idx: np.ndarray, w: np.ndarray) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    def views(idx: np.ndarray, w: np.ndarray) -> tuple:
+        """What the entries read for both versions under weights ``w``: ``Replicates`` or ``Counts`` each."""
         y = y_all[idx]
-        out = {}
         if class_index is None:
-            rb, rc = Replicates(w, y, base_probs[idx]), Replicates(w, y, cand_probs[idx])
-            for m in metrics:
-                out[m.name] = (m(rb), m(rc))
-        else:
-            yk = y == class_index
-            pb, pc = base_probs[idx, class_index], cand_probs[idx, class_index]
-            cb = counts(w, yk, pb, pb >= thresholds[0])
-            cc = counts(w, yk, pc, pc >= thresholds[1])
-            for m in metrics:
-                out[m.name] = (m(cb), m(cc))
-        return out
+            return Replicates(w, y, base_probs[idx]), Replicates(w, y, cand_probs[idx])
+        yk = y == class_index
+        pb, pc = base_probs[idx, class_index], cand_probs[idx, class_index]
+        return counts(w, yk, pb, pb >= thresholds[0]), counts(w, yk, pc, pc >= thresholds[1])
 
     rows = []
     judged = [g for g, sub in groups if not _small(sub, y_all, class_index, min_n, min_events)]
@@ -134,13 +127,13 @@ def paired_comparison(frame: pd.DataFrame, base_probs: np.ndarray, cand_probs: n
         y = y_all[idx]
         # the group's cases resampled to its size, the class mix varying (each entry's design in METRICS)
         w = shared[:, idx] if shared is not None else case_weights(len(idx), n_boot, rng)
-        point = scores(idx, np.ones((1, len(idx))))
-        boot = scores(idx, w)
+        point = views(idx, np.ones((1, len(idx))))
+        boot = views(idx, w)
         small = name not in judged
         for entry in metrics:
             m = entry.name
-            base_v, cand_v = float(point[m][0][0]), float(point[m][1][0])
-            deltas = boot[m][1] - boot[m][0]
+            base_v, cand_v = float(entry(point[0])[0]), float(entry(point[1])[0])
+            deltas = entry(boot[1]) - entry(boot[0])
             ok = deltas[np.isfinite(deltas)]
             sign = 1.0 if entry.higher_is_better else -1.0
             if len(ok) and np.isfinite(base_v) and np.isfinite(cand_v):
@@ -150,10 +143,15 @@ def paired_comparison(frame: pd.DataFrame, base_probs: np.ndarray, cand_probs: n
             else:
                 lo = hi = gain_lo = gain_hi = mc_lo = mc_hi = np.nan
             margin = float(margins[m])
+            # the entry's reason where either version has no value (the same cases, so usually both)
+            why = "; ".join(f"{tag}: {reason}" for tag, reason in
+                            (("baseline", entry.why_undefined(point[0])), ("candidate", entry.why_undefined(point[1])))
+                            if reason)
             if small:
                 verdict = "too small to judge"
             elif not np.isfinite(gain_lo):
                 verdict = "undefined"
+                why = why or "undefined in every resample"
             elif gain_lo > -margin:
                 verdict = "not worse (shown)"
             elif gain_hi < -margin:
@@ -166,7 +164,7 @@ def paired_comparison(frame: pd.DataFrame, base_probs: np.ndarray, cand_probs: n
             row.update({"metric": m, "baseline": base_v, "candidate": cand_v, "delta": cand_v - base_v,
                         "delta_lo": lo, "delta_hi": hi, "improvement_lower": gain_lo,
                         "improvement_lower_mc_lo": mc_lo, "improvement_lower_mc_hi": mc_hi, "margin": margin,
-                        "verdict": verdict, "small": small})
+                        "verdict": verdict, "small": small, "why_undefined": why})
             rows.append(row)
     view = "top class against the label" if class_index is None else f"class {class_index} one-vs-rest"
     return ComparisonReport(baseline=baseline, candidate=candidate, by=tuple(by), view=view, level=level,
@@ -258,15 +256,17 @@ def flip_summary(table: pd.DataFrame) -> dict[str, float]:
     return {**counted, "mcnemar_p": mcnemar(counted["broken"], counted["fixed"]), "mcnemar_patients": 0}
 
 
-def comparison_frame(cohort_frame: pd.DataFrame, base: pd.DataFrame, cand: pd.DataFrame,
+def comparison_frame(cohort_frame: pd.DataFrame, base: PredictionTable, cand: PredictionTable,
                      n_classes: int) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """Labelled cases of the cohort with both versions' probabilities, aligned by case id: ``(frame, base (n, K),
     candidate (n, K))``."""
-    frame = cohort_frame[cohort_frame["label"].notna()].merge(base[["case_id"]], on="case_id")
-    frame = frame.merge(cand[["case_id"]], on="case_id").reset_index(drop=True)
-    b = base.set_index("case_id").loc[frame["case_id"]].reset_index()
-    c = cand.set_index("case_id").loc[frame["case_id"]].reset_index()
-    return frame, probabilities(b, n_classes), probabilities(c, n_classes)
+    if base.n_classes != n_classes or cand.n_classes != n_classes:
+        raise InvalidInputError(f"the versions' predictions have {base.n_classes} and {cand.n_classes} classes, "
+                                f"not {n_classes}")
+    frame = cohort_frame[cohort_frame["label"].notna()].merge(pd.DataFrame({"case_id": base.case_ids}), on="case_id")
+    frame = frame.merge(pd.DataFrame({"case_id": cand.case_ids}), on="case_id").reset_index(drop=True)
+    ids = frame["case_id"].tolist()
+    return frame, base.select(ids).probabilities(), cand.select(ids).probabilities()
 
 
 def region_shift(frame: pd.DataFrame, shifts: dict[str, np.ndarray], by: str | Sequence[str], *, n_boot: int = 1000,
@@ -401,10 +401,12 @@ def noninferiority_gate(report: ComparisonReport, metrics: Sequence[str]) -> Ver
                     if np.isfinite(r.improvement_lower) else False)
             said = "shown worse by more than" if r.verdict == "worse" else "not-worse not shown at"
             close = "; within Monte Carlo error of the margin: raise --n-boot" if near else ""
+            why = getattr(r, "why_undefined", "") if r.verdict == "undefined" else ""  # the entry's reason
             reasons.append(
                 f"{metric} at {r.group}: {r.candidate:.3f} vs {r.baseline:.3f}; {said} margin {r.margin:g} (adjusted "
                 f"lower bound of the improvement {r.improvement_lower:+.3f}, Monte Carlo interval "
-                f"{r.improvement_lower_mc_lo:+.3f} to {r.improvement_lower_mc_hi:+.3f}{close})")
+                f"{r.improvement_lower_mc_lo:+.3f} to {r.improvement_lower_mc_hi:+.3f}{close})"
+                + (f"; undefined: {why}" if why else ""))
         if len(worse):
             verdicts.append(Verdict("fail", reasons, control))
         elif len(unshown):
@@ -442,7 +444,7 @@ def comparison_cases(frame: pd.DataFrame, where: dict[str, str] | None, cohort: 
     return selected
 
 
-def compare_versions(cases: pd.DataFrame, base: pd.DataFrame, cand: pd.DataFrame, n_classes: int, *,
+def compare_versions(cases: pd.DataFrame, base: PredictionTable, cand: PredictionTable, n_classes: int, *,
                      by: Sequence[str] = (), baseline: str = "baseline", candidate: str = "candidate",
                      class_index: int | None = None, thresholds: tuple[float, float] | None = None,
                      margins: dict[str, float] | None = None, n_boot: int = N_BOOT, seed: int = 0,

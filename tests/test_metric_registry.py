@@ -279,3 +279,22 @@ def test_the_forest_figure_marks_the_margin_on_the_side_the_entry_calls_worse():
               for m in ("auroc", "brier")}
     assert marked == {"auroc": [-0.02], "brier": [0.02]}
 
+
+
+def test_a_comparison_says_why_a_metric_is_undefined_with_the_entrys_reason():
+    from evaluation.version_comparison import noninferiority_gate, paired_comparison
+
+    rng = np.random.default_rng(9)
+    n = 200
+    frame = pd.DataFrame({"label": np.r_[rng.integers(0, 2, n // 2), np.zeros(n // 2, int)],
+                          "g": ["mixed"] * (n // 2) + ["negatives only"] * (n // 2)})
+    p = np.clip(0.3 + 0.4 * frame["label"].to_numpy() + rng.normal(0, 0.1, n), 0.01, 0.99)
+    probs = np.column_stack([1 - p, p])
+    report = paired_comparison(frame, probs, probs, "g", class_index=1, n_boot=100, min_n=10, min_events=0)
+    row = report.table.set_index(["group", "metric"]).loc[("negatives only", "sensitivity")]
+    assert row["verdict"] == "undefined"
+    assert row["why_undefined"] == "baseline: no positive cases; candidate: no positive cases"
+    assert report.table.set_index(["group", "metric"]).loc[("mixed", "sensitivity"), "why_undefined"] == ""
+    verdict = noninferiority_gate(report, ["sensitivity"])
+    assert verdict.outcome == "not shown"
+    assert any("negatives only" in r and "undefined: baseline: no positive cases" in r for r in verdict.reasons)

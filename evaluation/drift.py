@@ -494,3 +494,15 @@ def drift_figure(report: DriftReport, class_names: Sequence[str] | None = None):
     fig.update_yaxes(range=[0, 1.02], row=3, col=1)
     fig.update_layout(height=760, margin=dict(l=40, r=20, t=60, b=40), legend=dict(orientation="h", y=-0.08))
     return fig
+
+
+#: the attributes whose mix a monitor reports per window, where both cohorts have them
+DRIFT_ATTRIBUTES = ("site", "scanner", "sex", "age")
+
+
+def drift_attributes(reference_schema, current_schema) -> list[str]:
+    """The :data:`DRIFT_ATTRIBUTES` both cohorts carry (attribute schemas: name → kind), in that order."""
+    return [a for a in DRIFT_ATTRIBUTES if a in current_schema and a in reference_schema]
+
+
+__all__ += ["DRIFT_ATTRIBUTES", "drift_attributes"]

@@ -52,3 +52,12 @@ def with_outcomes(frame: pd.DataFrame, class_index: int | None, threshold: float
                        np.where(called & ~is_class, "false positive",
                                 np.where(~called & is_class, "false negative", "correct")))
     return frame.assign(probability=p, called=called, outcome=outcome, error=labelled & (called != is_class))
+
+
+def judged_class(handle: ModelHandle, target: int | str | None = None) -> int | None:
+    """The class a model's outcomes are judged for: ``target`` (a class index or name; one class one-vs-rest) when
+    given; else None (each case's top class against the label) for a single-label model of more than two classes,
+    and the last class (the positive one) for the others."""
+    if target is not None:
+        return handle.class_index(target)
+    return None if uses_top_class(handle) else handle.n_classes - 1

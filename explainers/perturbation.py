@@ -16,7 +16,10 @@ from scipy.ndimage import gaussian_filter
 
 from data_adapters.demo.synthesis import MARKER_BOX
 from data_adapters.errors import InvalidInputError
+from data_adapters.preprocessing import fit_image
+from data_adapters.records import Image
 from data_adapters.registry import Registry
+from explainers.inference import probabilities_of
 from explainers.seeding import case_seed
 
 __all__ = ["PERTURBATIONS", "NAMED_REGIONS", "perturb", "parse_region"]
@@ -100,3 +103,29 @@ def perturb(images: np.ndarray, box: tuple[slice, slice], how: str) -> np.ndarra
     for i in range(len(out)):
         fn(out[i], box, case_seed(out[i], 0))
     return out
+
+
+def region_shifts(versions, read, region: str, how: str, class_index: int | None) -> dict[str, np.ndarray]:
+    """Per version (``ModelHandle`` records), each case's probability shift when ``region`` is perturbed by
+    ``how`` in the images as read (``read``: ``data_adapters.records.Image``, one per case): the probability of
+    ``class_index`` after minus before, each image fitted to the version's own grid; ``class_index`` None: each case's
+    top class under the first version, the same class for every version."""
+    images = np.stack([r.array for r in read])
+    box = parse_region(region, images.shape[1:])
+    altered = perturb(images, box, how)
+    shifts, column = {}, None
+    rows = np.arange(len(read))
+    for handle in versions:
+        def on_grid(arrays: np.ndarray, pre=handle.preprocessing) -> np.ndarray:
+            return np.stack([fit_image(pre, Image(array=a, spacing=r.spacing, source=r.source))
+                             for a, r in zip(arrays, read)])
+
+        before = probabilities_of(handle, on_grid(images))
+        after = probabilities_of(handle, on_grid(altered))
+        if column is None:
+            column = before.argmax(axis=1) if class_index is None else np.full(len(read), class_index)
+        shifts[handle.version] = after[rows, column] - before[rows, column]
+    return shifts
+
+
+__all__ += ["region_shifts"]

@@ -4,10 +4,12 @@ from __future__ import annotations
 import streamlit as st
 
 from evaluation.drift import drift_figure, drivers
+from evaluation.outcomes import judged_class
 from pages import _cache as cache, _selection as selection, _session as session
 from pages._display import chart, md
 from workspace import jobs
 from workspace.access import board_k
+from workspace.monitoring import embeddings, monitor
 from workspace.store import Workspace
 
 who = session.guard("monitoring")  # the role check comes before anything is read
@@ -37,22 +39,22 @@ reference_name = c[0].selectbox("Reference (validation) cohort", others, key="mo
                                 index=others.index("demo2d") if "demo2d" in others else 0)
 window = c[1].selectbox("Window", columns, key="mon_window")
 alpha = c[2].select_slider("Alert level (adjusted p)", [0.001, 0.005, 0.01, 0.05], value=0.01, key="mon_alpha")
-top_view = handle.judged_by_top_class
-views = ([None] if top_view else []) + list(range(handle.n_classes))
-target = c[3].selectbox("Judged by", views, index=0 if top_view else handle.n_classes - 1, key="mon_class",
+default_view = judged_class(handle)
+views = ([None] if default_view is None else []) + list(range(handle.n_classes))
+target = c[3].selectbox("Judged by", views, index=views.index(default_view), key="mon_class",
                         format_func=lambda i: "top class vs label" if i is None else
                         f"{handle.class_names[i]} at its operating point",
                         help="A multi-class model is judged by its top class; one class one-vs-rest is a choice")
 reference = cache.cohort(cohorts[reference_name], handle)
 key = f"monitor:{handle.weights_hash}:{reference.content_hash}:{current.content_hash}:{window}:{alpha}" + (
-    "" if target == (None if top_view else handle.n_classes - 1) else f":{target}")
+    "" if target == default_view else f":{target}")
 job = jobs.get(key)
 if job is None:
     st.button("Run the drift analysis", key="mon_run", type="primary",
               on_click=lambda: jobs.start(key, f"Monitoring {current.name} against {reference.name}",
-                                          lambda progress: ws.monitor(handle, reference, current, window=window,
-                                                                      alpha=alpha, target=target,
-                                                                      progress=progress)))
+                                          lambda progress: monitor(ws, handle, reference, current, window=window,
+                                                                   alpha=alpha, target=target,
+                                                                   progress=progress)))
     st.caption("Embeds every case of both cohorts once (cached), in the background: other pages stay open.")
     st.stop()
 if job.running or job.error:
@@ -91,8 +93,8 @@ st.subheader("Attribute mix per window")
 st.dataframe(report.attributes, hide_index=True, key="mon_attributes", column_config=P_FORMAT)
 if who.can("see_cases"):
     st.subheader("The cases farthest from the reference")
-    emb_ref = ws.embeddings(handle, reference)["embedding"]
-    emb_cur = ws.embeddings(handle, current)["embedding"]
+    emb_ref = embeddings(ws, handle, reference)["embedding"]
+    emb_cur = embeddings(ws, handle, current)["embedding"]
     far = drivers(emb_ref, emb_cur, current.case_ids, k=10)
     st.dataframe(far, hide_index=True, key="mon_drivers")
     chosen = st.selectbox("Open in Case review", far["case_id"], key="mon_case")

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from evaluation.drift import bandwidth, drivers, holm, mmd_test
+from workspace.monitoring import monitor
 from tests.test_roles import local_auth  # noqa: F401 - the fixture
 
 
@@ -52,7 +53,7 @@ def test_the_new_scanner_is_found_in_month_5_and_not_before(demo_ws, deployment)
     handle = demo_ws.load_model(demo_ws.resolve_model("v2"))
     reference = demo_ws.cohort_for(handle, demo_ws.resolve_cohort("demo2d"))
     current = demo_ws.cohort_for(handle, deployment)
-    report = demo_ws.monitor(handle, reference, current)
+    report = monitor(demo_ws, handle, reference, current)
     w = report.windows.set_index("window")
     stable, shifted = w.loc["2026-01":"2026-04"], w.loc["2026-05":]
     assert (stable["mmd_p_adj"] >= 0.01).all(), "no false alarm in the four stable months"
@@ -105,7 +106,7 @@ def test_monitoring_page_shows_the_alerts_the_figure_and_the_drivers(demo_root, 
     assert not at.exception and any(b.label == "Run the drift analysis" for b in at.button)
     key = (f"monitor:{load_model(demo_ws.model_paths()['v2']).weights_hash}:{reference.content_hash}:"
            f"{current.content_hash}:acquired_month:0.01")
-    job = jobs.start(key, "test", lambda progress: demo_ws.monitor(handle, reference, current))
+    job = jobs.start(key, "test", lambda progress: monitor(demo_ws, handle, reference, current))
     while job.running:
         import time
         time.sleep(0.1)
@@ -226,12 +227,13 @@ def test_a_board_view_hides_small_sites_in_tables_and_never_names_them():
     assert set(report.for_board(5).groups["site"]) == {"A", "B", "Z"}, "at k = 5 nothing is hidden"
 
 
-def test_the_workspace_monitors_a_three_class_model_by_its_top_class_and_one_class_on_choice(tmp_path):
+def test_the_workspace_monitors_a_three_class_model_by_its_top_class_and_one_class_on_choice(tmp_path, monkeypatch):
     import types
 
     import pandas as pd
 
     from tests.helpers import TinyCNN, handle_for
+    from workspace import monitoring
     from workspace.store import Workspace
 
     reference, current, windows = _stream(n_classes=3, windows=2)
@@ -241,10 +243,9 @@ def test_the_workspace_monitors_a_three_class_model_by_its_top_class_and_one_cla
     for name, part in parts.items():
         part["frame"]["case_id"] = [f"{name}{i}" for i in range(len(part["frame"]))]
 
-    class Given(Workspace):
-        def embeddings(self, handle, cohort, *, progress=None):
-            return parts[cohort.name]
+    monkeypatch.setattr(monitoring, "embeddings", lambda ws, handle, cohort, *, progress=None: parts[cohort.name])
 
+    class Given(Workspace):
         def predictions(self, handle, cohort, *, progress=None):
             part = parts[cohort.name]
             probs = pd.DataFrame(part["probabilities"], columns=[f"p_{k}" for k in range(3)])
@@ -256,10 +257,11 @@ def test_the_workspace_monitors_a_three_class_model_by_its_top_class_and_one_cla
                                      attribute_schema={c: "categorical" for c in frame if c != "label"})
 
     handle = handle_for(TinyCNN(2, 1, 3), task="multiclass", n_classes=3)
-    report = Given(tmp_path).monitor(handle, cohort("reference"), cohort("current"), n_perm=50)
+    report = monitoring.monitor(Given(tmp_path), handle, cohort("reference"), cohort("current"), n_perm=50)
     assert report.class_index is None and (report.windows["accuracy"] == 1.0).all()
     assert report.operating_point == "top class against the label" and not report.warnings
-    chosen = Given(tmp_path).monitor(handle, cohort("reference"), cohort("current"), n_perm=50, target="class1")
+    chosen = monitoring.monitor(Given(tmp_path), handle, cohort("reference"), cohort("current"), n_perm=50,
+                                target="class1")
     assert chosen.class_index == 1 and (chosen.windows["sensitivity"] == 1.0).all()
     assert "class 'class1' at threshold" in chosen.operating_point and chosen.threshold == pytest.approx(
         float(chosen.operating_point.split("threshold ")[1].split(" ")[0]), abs=5e-4)

@@ -37,7 +37,7 @@ from data_adapters.records import Attribution, Case, Cohort, ModelHandle
 from data_adapters.preprocessing import fit_image
 from data_adapters.readers import read_image
 from data_adapters.records import Image
-from data_adapters.tables import probability_columns, uncertainty_columns
+from data_adapters.tables import PredictionTable, UncertaintyTable, probability_columns
 from evaluation.cohort_summary import with_bands
 from evaluation.drift import DriftReport, window_report
 from evaluation.explanation_quality import stratified_sample
@@ -197,7 +197,7 @@ class Workspace:
         have = stored()
         if have is not None and have.source == "validation":
             return have
-        fitted = fit_operating_point(cohort.frame(), self.predictions(handle, cohort), class_index,
+        fitted = fit_operating_point(cohort.frame(), self.predictions(handle, cohort).frame, class_index,
                                      settings=settings, model_hash=handle.weights_hash,
                                      cohort_hash=cohort.content_hash, cohort=cohort.name)
         if not fitted.better_than(have):
@@ -279,8 +279,10 @@ class Workspace:
         return (self.cache / "predictions"
                 / f"{handle.weights_hash[:20]}-{cohort.content_hash[:20]}-{cache.NUMERICS}.parquet")
 
-    def predictions(self, handle: ModelHandle, cohort: Cohort, *, progress: Progress | None = None) -> pd.DataFrame:
-        """Per-case probabilities (``case_id``, ``p_0`` … ``p_{K-1}``), computed once per model and cohort."""
+    def predictions(self, handle: ModelHandle, cohort: Cohort, *,
+                    progress: Progress | None = None) -> PredictionTable:
+        """Per-case probabilities, computed once per model and cohort (cached as ``case_id``, ``p_0`` …
+        ``p_{K-1}``)."""
         def compute() -> pd.DataFrame:
             # a prediction depends only on the image's content: each distinct image is predicted once
             hashes = pd.Series(cohort.image_hashes)
@@ -292,11 +294,13 @@ class Workspace:
             frame.insert(0, "case_id", cohort.case_ids)
             return frame
 
-        return cache.cached_frame(self.prediction_path(handle, cohort), compute, cohort.case_ids)
+        frame = cache.cached_frame(self.prediction_path(handle, cohort), compute, cohort.case_ids)
+        return PredictionTable(frame, task=handle.task, n_classes=handle.n_classes)
 
     # -- uncertainty ---------------------------------------------------------------------------------
     def uncertainty(self, handles: Sequence[ModelHandle], cohort: Cohort, method: str, *, samples: int | None = None,
-                    seed: int = 0, progress: Progress | None = None, cached_only: bool = False) -> pd.DataFrame | None:
+                    seed: int = 0, progress: Progress | None = None,
+                    cached_only: bool = False) -> UncertaintyTable | None:
         """Per-case mean probability, spread, predictive entropy and mutual information, computed once.
 
         ``method``: ``mc_dropout`` or ``tta`` (first handle) or ``ensemble`` (all handles). ``cached_only``: the
@@ -306,15 +310,20 @@ class Workspace:
         used = list(handles) if method == "ensemble" else list(handles[:1])
         samples = samples or uncertainty.DEFAULT_SAMPLES.get(method)
         path = self.uncertainty_path(used, cohort, method, samples=samples, seed=seed)
+        first = used[0]
+
+        def table(frame: pd.DataFrame | None) -> UncertaintyTable | None:
+            return None if frame is None else UncertaintyTable(frame, method=method, task=first.task,
+                                                               n_classes=first.n_classes)
         if cached_only:
-            return cache.read_frame(path, cohort.case_ids)
+            return table(cache.read_frame(path, cohort.case_ids))
         cases = list(cohort.cases)
 
         def compute() -> pd.DataFrame:
             draws = run(used, cases, samples, seed, progress)
-            return _uncertainty_frame(cases, uncertainty.summarise(draws, used[0].task))
+            return uncertainty_table(cases, draws, method, first.task).frame
 
-        return cache.cached_frame(path, compute, [c.case_id for c in cases])
+        return table(cache.cached_frame(path, compute, [c.case_id for c in cases]))
 
     def uncertainty_path(self, handles: Sequence[ModelHandle], cohort: Cohort, method: str, *,
                          samples: int | None = None, seed: int = 0) -> Path:
@@ -328,7 +337,7 @@ class Workspace:
         return self.cache / "uncertainty" / f"{key[:40]}.parquet"
 
     def case_uncertainty(self, handle: ModelHandle, case: Case, method: str, *, samples: int | None = None,
-                         seed: int = 0) -> pd.DataFrame:
+                         seed: int = 0) -> UncertaintyTable:
         """One case's uncertainty row, computed for that case alone: equal to its row of :meth:`uncertainty`
         (draws are seeded by the case's own content, never by its batch), so a page can show the case in view
         without running the whole cohort."""
@@ -337,64 +346,7 @@ class Workspace:
         run = uncertainty.UNCERTAINTY_METHODS.get(method)
         samples = samples or uncertainty.DEFAULT_SAMPLES.get(method)
         draws = run([handle], [case], samples, seed, None)
-        return _uncertainty_frame([case], uncertainty.summarise(draws, handle.task))
-
-    # -- monitoring ------------------------------------------------------------------------------------
-    def embeddings(self, handle: ModelHandle, cohort: Cohort, *, progress: Progress | None = None) -> dict:
-        """Per case: the model's penultimate embedding, its probabilities and intensity statistics, computed in one
-        batched pass and cached (``cache/embeddings``), in cohort order."""
-        key = json_hash("embeddings", cache.NUMERICS, handle.weights_hash, cohort.content_hash)
-        path = self.cache / "embeddings" / f"{key[:40]}.npz"
-        names = ("embedding", "probabilities", "intensity", "case_id")
-        if path.is_file():
-            try:
-                with np.load(path, allow_pickle=False) as z:
-                    arrays = {k: z[k] for k in names}
-                    sealed = str(z["mac"]) if "mac" in z else ""
-                if sealed != cache.arrays_mac(arrays):
-                    cache.discard(path, cache.MSG_BAD_MAC)
-                elif arrays["case_id"].tolist() == cohort.case_ids:
-                    return {k: arrays[k] for k in names[:3]}
-            except Exception as e:  # noqa: BLE001 - any damaged cache file is recomputed
-                cache.discard(path, f"unreadable ({type(e).__name__})")
-        with cache.lock(path):
-            emb, probs, intensity = embed_cases(handle, list(cohort.cases), progress=progress)
-            arrays = {"embedding": emb, "probabilities": probs, "intensity": intensity,
-                      "case_id": np.array(cohort.case_ids)}
-
-            def write(tmp: Path) -> None:
-                with open(tmp, "wb") as f:
-                    np.savez(f, **arrays, mac=np.array(cache.arrays_mac(arrays)))
-
-            cache.keep(path, write)
-        return {"embedding": emb, "probabilities": probs, "intensity": intensity}
-
-    def monitor(self, handle: ModelHandle, reference: Cohort, current: Cohort, *, window: str = "acquired_month",
-                alpha: float = 0.01, n_perm: int = 500, seed: int = 0, target: int | str | None = None,
-                progress: Progress | None = None) -> DriftReport:
-        """Drift of ``current`` (by its ``window`` attribute) against ``reference`` (``evaluation.drift``), each case
-        judged by the model's own outcome: a multi-class model by its top class against the label, a binary one
-        (or ``target``, one class one-vs-rest) at the model version's operating point (:meth:`operating_point`, the
-        one every page and the report use), which the report carries with its provenance."""
-        if window not in current.attribute_schema:
-            raise InvalidInputError(f"cohort {current.name!r} has no {window!r} column to window by; it has "
-                                    f"{', '.join(current.attribute_schema) or 'no attributes'}")
-        k = handle.class_index(target) if target is not None else (
-            None if handle.judged_by_top_class else handle.n_classes - 1)
-        point = self.operating_point(handle, reference, k) if k is not None else None
-        parts = {}
-        for name, c in (("reference", reference), ("current", current)):
-            e = self.embeddings(handle, c, progress=progress)
-            parts[name] = {"frame": c.frame(), "embedding": e["embedding"], "probabilities": e["probabilities"],
-                           "intensity": e["intensity"]}
-        attrs = [a for a in ("site", "scanner", "sex", "age") if a in current.attribute_schema
-                 and a in reference.attribute_schema]
-        return window_report(parts["reference"], parts["current"], parts["current"]["frame"][window].astype(str),
-                             threshold=point.threshold if point else None, class_index=k, alpha=alpha,
-                             n_perm=n_perm, seed=seed, attributes=attrs, kinds=current.attribute_schema,
-                             operating_point=(f"class {handle.class_names[k]!r} at threshold {point.describe()}"
-                                              if point else "top class against the label"),
-                             warnings=(point.warning,) if point and point.warning else ())
+        return uncertainty_table([case], draws, method, handle.task)
 
     # -- concepts --------------------------------------------------------------------------------------
     def concept_scores(self, handle: ModelHandle, cohort: Cohort, cohort_folder: Path, concepts: Sequence[str],
@@ -607,7 +559,7 @@ class Workspace:
         """Trust checks of each method over a sample of labelled cases stratified by ``strata`` and outcome:
         ``(per-case checks, the sample's frame)``. The class explained: a binary model's positive class; a
         multi-class model's top class for each case."""
-        frame = with_bands(cohort.frame()).merge(self.predictions(handle, cohort), on="case_id")
+        frame = with_bands(cohort.frame()).merge(self.predictions(handle, cohort).frame, on="case_id")
         frame = frame[frame["label"].notna()]
         if frame.empty:
             raise InvalidInputError(f"cohort {cohort.name!r} has no labelled cases to sample")
@@ -647,9 +599,8 @@ class Workspace:
         return cache.ShardStore(self.cache / "attribution_shards")
 
 
-def _uncertainty_frame(cases: Sequence[Case], summary: dict[str, np.ndarray]) -> pd.DataFrame:
-    k = summary["mean"].shape[1]
-    frame = pd.DataFrame(np.column_stack([summary["mean"], summary["std"], summary["entropy"],
-                                          summary["mutual_information"]]), columns=uncertainty_columns(k))
-    frame.insert(0, "case_id", [c.case_id for c in cases])
-    return frame
+def uncertainty_table(cases: Sequence[Case], draws: np.ndarray, method: str, task: str) -> UncertaintyTable:
+    """The table of ``method``'s draws ``(T, N, K)`` for these cases (what :meth:`Workspace.uncertainty` caches and
+    ``glassbox precompute`` writes)."""
+    return UncertaintyTable.of([c.case_id for c in cases], uncertainty.summarise(draws, task), method=method,
+                               task=task)

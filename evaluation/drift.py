@@ -38,6 +38,7 @@ from scipy import stats
 
 from data_adapters.tables import CLUSTER
 from evaluation.inference import holm, permutation_p, wilson, wilson_clustered
+from evaluation.referral import REFER_FRACTION, referral_cutoff, referred
 from evaluation.suppression import Suppression, suppression
 
 __all__ = ["mmd_test", "holm", "permutation_p", "attribute_drift", "window_report", "DriftReport", "drivers",
@@ -233,9 +234,6 @@ def _span(windows: list[str]) -> str:
         f" ({len(windows)} windows)" if len(windows) > 2 else "")
 
 
-#: the share of the reference a referral rule sends to a reader; the stream's share is compared with it
-REFER_FRACTION = 0.1
-
 
 def _entropy(probs: np.ndarray) -> np.ndarray:
     """Entropy (nats) of each row of ``(N, K)`` probabilities (a ``(N,)`` vector: the binary entropy)."""
@@ -376,8 +374,8 @@ def window_report(reference: dict, current: dict, windows: Sequence[str], *, thr
     windows = np.asarray(windows).astype(str)
     calibrate = calibration_map(reference, class_index, threshold)
     # uncertainty from the outputs: the entropy of each case's probabilities; a case is referred when it is above
-    # the reference's 90th percentile, so a stream like the reference refers about 10%
-    refer_cutoff = float(np.quantile(_entropy(ref_probs), 1 - REFER_FRACTION))
+    # the reference's referral cutoff (evaluation.referral), so a stream like the reference refers about 10%
+    refer_cutoff = referral_cutoff(_entropy(ref_probs), REFER_FRACTION)
     view = outcome_view(cur_probs, class_index, threshold)
     q_all = calibrate(view.score)
     has_all, labels_all = _labels(current["frame"])
@@ -401,7 +399,8 @@ def window_report(reference: dict, current: dict, windows: Sequence[str], *, thr
         row = {"window": w, "n": len(idx), "mmd": stat, "mmd_p": p, "permutations": used,
                "mean_probability": float(view.score[idx].mean()),
                "called_positive": float(called.astype(bool).mean()) if class_index is not None else np.nan,
-               "entropy": float(view.entropy[idx].mean()), "referred": float((view.entropy[idx] > refer_cutoff).mean()),
+               "entropy": float(view.entropy[idx].mean()),
+               "referred": float(referred(view.entropy[idx], cutoff=refer_cutoff).mean()),
                "intensity_shift_sd": float(shift[0]), "noise_shift_sd": float(shift[1])}
         if class_index is None:
             row.update({f"predicted_{k}": float((called == k).mean()) for k in range(n_classes)})

@@ -1,4 +1,9 @@
-"""Does uncertainty flag the model's mistakes? Error-detection AUROC, risk-coverage, uncertainty by group."""
+"""Does uncertainty flag the model's mistakes? Error-detection AUROC, risk-coverage, uncertainty by group; and the
+referral policy: which cases "refer the most uncertain fraction" sends to a reader (:func:`referral_cutoff`,
+:func:`referred`: the one rule the Uncertainty page, Case review's worklist and case panel, the board report and
+monitoring use), with what referring does to the cases the model keeps and the clinical figures per 1000 cases,
+each with its 95% Wilson interval, clustered by patient where the cohort knows its patients
+(:func:`referral_outcomes`, :func:`clinical_rates`; coverage simulated in ``benchmarks/calibration/referral.py``)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
@@ -6,8 +11,9 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from data_adapters.tables import CLUSTER, mean_column, probability_column, probability_columns, std_column, std_columns
-from evaluation.inference import percentile_interval
+from data_adapters.tables import CLUSTER, UncertaintyTable, mean_columns, probability_columns
+from data_adapters.errors import InvalidInputError
+from evaluation.inference import percentile_interval, wilson, wilson_clustered
 from evaluation.metrics import auroc, bootstrap_weights, cluster_weights, counts
 from evaluation.subgroups import MISSING
 
@@ -75,21 +81,118 @@ def uncertainty_by_group(frame: pd.DataFrame, by: str | Sequence[str], column: s
     return pd.DataFrame(rows)
 
 
-def referral(values: np.ndarray, value: float, refer_fraction: float) -> dict[str, float | bool]:
-    """Where one case's uncertainty sits in its cohort: percentile, the cohort's referral cutoff (the
-    ``1 - refer_fraction`` quantile) and whether the case is above it."""
+#: the share of a cohort's most uncertain cases referred to a reader when none is chosen (the Uncertainty page's
+#: slider starts there; Case review, the board report and monitoring use it)
+REFER_FRACTION = 0.1
+
+
+def _check_fraction(fraction: float) -> float:
+    if isinstance(fraction, bool) or not isinstance(fraction, (int, float, np.floating, np.integer)) \
+            or not 0.0 <= float(fraction) <= 1.0:
+        raise InvalidInputError(f"refer fraction {fraction!r}: must be a share of the cohort from 0 to 1")
+    return float(fraction)
+
+
+def referral_cutoff(values: np.ndarray, fraction: float = REFER_FRACTION) -> float:
+    """The cohort's referral cutoff: a case is referred when its uncertainty is above it (:func:`referred`).
+
+    Of the ``n`` finite ``values``, the ``m = floor(fraction · n + 0.5)`` most uncertain lie above it (the cutoff is
+    the largest value kept); where values tie at the cutoff all of them are kept, so fewer are referred rather than a
+    tie split by case order. ``+inf`` when no value is finite (nothing referred), ``-inf`` when all are referred."""
+    fraction = _check_fraction(fraction)
+    v = np.sort(np.asarray(values, np.float64).ravel())
+    v = v[np.isfinite(v)]
+    n = len(v)
+    if n == 0:
+        return float("inf")
+    m = int(np.floor(fraction * n + 0.5))
+    if m >= n:
+        return float("-inf")
+    return float(v[n - m - 1])
+
+
+def referred(values: np.ndarray, fraction: float = REFER_FRACTION, *, cutoff: float | None = None) -> np.ndarray:
+    """``(n,)`` booleans: the cases "refer the most uncertain ``fraction``" sends to a reader, those above
+    :func:`referral_cutoff` of ``values`` (or above a ``cutoff`` fixed elsewhere, e.g. on a reference cohort). A case
+    without a finite uncertainty is not referred."""
+    values = np.asarray(values, np.float64)
+    c = referral_cutoff(values, fraction) if cutoff is None else float(cutoff)
+    with np.errstate(invalid="ignore"):
+        return np.isfinite(values) & (values > c)
+
+
+def referral(values: np.ndarray, value: float, refer_fraction: float = REFER_FRACTION) -> dict[str, float | bool]:
+    """Where one case's uncertainty sits in its cohort: percentile, the cohort's referral cutoff
+    (:func:`referral_cutoff`) and whether the case is above it (referred)."""
     values = np.asarray(values, float)
-    cutoff = float(np.quantile(values, 1 - refer_fraction))
+    cutoff = referral_cutoff(values, refer_fraction)
     return {"percentile": float((values < value).mean() * 100), "cutoff": cutoff, "refer": bool(value > cutoff)}
 
 
-def with_spread(frame: pd.DataFrame, n_classes: int, class_index: int | None) -> pd.DataFrame:
-    """An uncertainty table (``mean_k``, ``std_k`` per class) with ``p_k`` (the mean probabilities, named as the
-    predictions are) and ``std``: the spread of ``class_index``'s probability, or with None of each case's top
+def kept_accuracy(uncertainty: np.ndarray, correct: np.ndarray, fraction: float = REFER_FRACTION
+                  ) -> tuple[float, float]:
+    """``(accuracy among the cases kept, accuracy over all)`` when the :func:`referred` cases go to a reader
+    (NaN when nothing is kept)."""
+    correct = np.asarray(correct, bool)
+    keep = ~referred(uncertainty, fraction)
+    return (float(correct[keep].mean()) if keep.any() else float("nan"),
+            float(correct.mean()) if len(correct) else float("nan"))
+
+
+def _share(events: np.ndarray, clusters: np.ndarray | None, per: float) -> tuple[float, float, float]:
+    """The share of ``events`` (booleans over the denominator's cases) times ``per``, with its 95% Wilson interval
+    (at the patient design effect where ``clusters`` is given: :func:`evaluation.inference.wilson_clustered`)."""
+    events = np.asarray(events, bool)
+    if not len(events):
+        return float("nan"), float("nan"), float("nan")
+    lo, hi = (wilson_clustered(events, clusters) if clusters is not None
+              else wilson(float(events.sum()), float(len(events))))
+    return float(events.mean()) * per, lo * per, hi * per
+
+
+def clinical_rates(y: np.ndarray, called: np.ndarray, *, clusters: np.ndarray | None = None,
+                   per: float = 1000.0) -> dict[str, float | tuple[float, float]]:
+    """Missed positives and false alarms per ``per`` cases at the operating point: each a share of all ``n`` cases
+    (``y`` 0/1, ``called`` the model's positive calls), with its 95% Wilson interval, clustered by patient where
+    ``clusters`` (one code per case) is given. Keys ``missed``, ``missed_ci``, ``false_alarms``,
+    ``false_alarms_ci``."""
+    y, called = np.asarray(y, int), np.asarray(called, bool)
+    missed, m_lo, m_hi = _share((y == 1) & ~called, clusters, per)
+    false, f_lo, f_hi = _share((y == 0) & called, clusters, per)
+    return {"missed": missed, "missed_ci": (m_lo, m_hi), "false_alarms": false, "false_alarms_ci": (f_lo, f_hi)}
+
+
+def referral_outcomes(uncertainty: np.ndarray, y: np.ndarray, called: np.ndarray, *, cutoff: float,
+                      clusters: np.ndarray | None = None, per: float = 1000.0) -> dict[str, float | tuple] | None:
+    """What referring the cases above ``cutoff`` (:func:`referral_cutoff`, of the cohort) does at the operating
+    point, over the labelled cases given (``uncertainty``, ``y`` 0/1, ``called`` one per case):
+
+    ``referred``: the share referred; ``sensitivity_kept``: the share of the kept positives the model calls;
+    ``missed_per_kept``: missed positives per ``per`` kept cases. Each with a 95% Wilson interval (``*_ci``), clustered
+    by patient where ``clusters`` is given; each reads as the rate for new cases like these at this cutoff. None when
+    no kept case is positive (sensitivity undefined)."""
+    y, called = np.asarray(y, int), np.asarray(called, bool)
+    keep = ~referred(uncertainty, cutoff=cutoff)
+    positives = keep & (y == 1)
+    if not positives.any():
+        return None
+    sub = (lambda mask: np.asarray(clusters)[mask]) if clusters is not None else (lambda mask: None)
+    share, s_lo, s_hi = _share(~keep, clusters, 1.0)
+    sens, n_lo, n_hi = _share(called[positives], sub(positives), 1.0)
+    missed, m_lo, m_hi = _share(((y == 1) & ~called)[keep], sub(keep), per)
+    return {"referred": share, "referred_ci": (s_lo, s_hi), "sensitivity_kept": sens,
+            "sensitivity_kept_ci": (n_lo, n_hi), "missed_per_kept": missed, "missed_per_kept_ci": (m_lo, m_hi),
+            "kept": int(keep.sum()), "kept_positives": int(positives.sum())}
+
+
+def with_spread(uncertainty: UncertaintyTable, class_index: int | None) -> pd.DataFrame:
+    """An uncertainty table as a frame with ``p_k`` (the mean probabilities, named as the predictions are) in place
+    of ``mean_k``, and ``std``: the spread of ``class_index``'s probability, or with None of each case's top
     class."""
-    frame = frame.rename(columns={mean_column(i): probability_column(i) for i in range(n_classes)})
+    k = uncertainty.n_classes
+    frame = uncertainty.frame.rename(columns=dict(zip(mean_columns(k), probability_columns(k))))
+    spreads = uncertainty.spreads()
     if class_index is None:
-        top = frame[probability_columns(n_classes)].to_numpy(float).argmax(axis=1)
-        spreads = frame[std_columns(n_classes)].to_numpy(float)
+        top = uncertainty.means().argmax(axis=1)
         return frame.assign(std=spreads[np.arange(len(frame)), top])
-    return frame.assign(std=frame[std_column(class_index)])
+    return frame.assign(std=spreads[:, class_index])

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 
 from data_adapters.tables import probability_columns
-from evaluation.outcomes import with_outcomes
+from evaluation.outcomes import OUTCOMES, TOP_CLASS_OUTCOMES, with_outcomes
+from evaluation.referral import REFER_FRACTION, referred
 
 __all__ = ["PRESETS", "STATUSES", "SORTS", "WorklistFilter", "worklist", "select", "neighbour"]
 
@@ -35,14 +36,15 @@ SORTS = {"order": "cohort order", "probability": "probability", "confidence": "c
 
 
 def worklist(frame: pd.DataFrame, *, class_index: int | None, threshold: float, n_classes: int,
-             class_names: Sequence[str], uncertainty: pd.Series | None = None, refer_fraction: float = 0.1,
+             class_names: Sequence[str], uncertainty: pd.Series | None = None,
+             refer_fraction: float = REFER_FRACTION,
              verdicts: pd.DataFrame | None = None, reader: str | None = None,
              other: pd.DataFrame | None = None) -> pd.DataFrame:
     """One row per case of ``frame`` (a cohort frame joined to predictions ``p_0 … p_{K-1}``), in its order.
 
     Adds ``truth`` and ``called`` (class names), ``probability`` (of the top class, or of ``class_index``),
     ``outcome``, ``confidence`` (distance of the probability from the threshold, scaled to 0..1: how sure the call
-    was), ``uncertainty`` and ``refer`` (above the ``1 - refer_fraction`` quantile) where an uncertainty per case
+    was), ``uncertainty`` and ``refer`` (``evaluation.referral.referred``) where an uncertainty per case
     (indexed by case id) is given, ``status`` (``reader``'s latest verdict, or not reviewed), ``reviews`` (readers
     with a verdict), ``flagged`` (any reader flagged it for the board), ``reviewed_at``, and with ``other`` (the
     other version's ``p_k``, indexed by case id) ``flip`` (fixed / broken / empty) and ``flip_size``."""
@@ -62,9 +64,7 @@ def worklist(frame: pd.DataFrame, *, class_index: int | None, threshold: float, 
     if uncertainty is not None:
         values = uncertainty.reindex(out["case_id"]).to_numpy(float)
         out["uncertainty"] = values
-        finite = values[np.isfinite(values)]
-        cutoff = float(np.quantile(finite, 1 - refer_fraction)) if len(finite) else np.inf
-        out["refer"] = values > cutoff
+        out["refer"] = referred(values, refer_fraction)
     else:
         out["uncertainty"] = np.nan
         out["refer"] = False
@@ -158,3 +158,30 @@ def neighbour(case_ids: Sequence[str], current: str | None, step: int) -> str | 
     if current not in ids:
         return ids[0]
     return ids[min(max(ids.index(current) + step, 0), len(ids) - 1)]
+
+
+def case_options(shown_ids: Sequence[str], current: str | None, all_ids: Sequence[str]) -> tuple[list[str], bool]:
+    """The cases the case box offers, and whether the case being read is kept open outside the filters: the rows
+    the filters keep (``shown_ids``, in the worklist's order), with ``current`` put first when it is a case of the
+    worklist (``all_ids``) that the filters (or a version switch) no longer match, so a reader never loses the case
+    in front of them to a filter change."""
+    options = list(shown_ids)
+    kept = current is not None and current not in options and current in set(all_ids)
+    return ([current, *options] if kept else options), kept
+
+
+#: attribute columns a reader filters the worklist by (the first of the cohort's groups, ``split`` apart)
+FILTER_GROUPS = 3
+
+
+def filter_groups(groups: Sequence[str]) -> list[str]:
+    """The cohort's group columns the worklist offers as filters: up to :data:`FILTER_GROUPS`, ``split`` apart
+    (it has its own filter)."""
+    return [g for g in groups if g != "split"][:FILTER_GROUPS]
+
+
+def outcome_choices(table: pd.DataFrame, judged_by_top_class: bool) -> list[str]:
+    """The outcomes a reader may filter by: the top-class outcomes for a model judged by its top class whose table
+    holds them (the top-class view), else correct / false positive / false negative; never ``unlabelled``."""
+    outcomes = TOP_CLASS_OUTCOMES if judged_by_top_class and "misclassified" in set(table["outcome"]) else OUTCOMES
+    return [o for o in outcomes if o != "unlabelled"]

@@ -12,8 +12,16 @@ from data_adapters.errors import GlassboxError
 from data_adapters.identifiers import identifier_in_text
 from data_adapters.records import Cohort, ModelHandle
 from evaluation.cohort_summary import group_columns
-from evaluation.outcomes import OUTCOMES, TOP_CLASS_OUTCOMES
-from evaluation.worklist import PRESETS, SORTS, STATUSES, WorklistFilter, neighbour, select
+from evaluation.worklist import (
+    PRESETS,
+    SORTS,
+    STATUSES,
+    WorklistFilter,
+    filter_groups,
+    neighbour,
+    outcome_choices,
+    select,
+)
 from pages import _session as session
 from pages._display import md
 from workspace.access import Identity
@@ -45,13 +53,11 @@ def worklist_panel(table: pd.DataFrame, cohort: Cohort, handle: ModelHandle, who
         descending = c[2].toggle("Descending", key="review_desc", disabled=sort is None)
         referred = c[3].toggle("Referred only", key="review_referred", disabled=not uncertain,
                                help="Cases above the referral cutoff of uncertainty (Uncertainty page)")
-        groups = [g for g in group_columns(cohort) if g != "split"][:3]
+        groups = filter_groups(group_columns(cohort))
         f = st.columns(len(groups) + 4)
         chosen = {g: f[i].multiselect(g.capitalize(), sorted(table[g].dropna().astype(str).unique()),
                                       key=f"review_{g}") for i, g in enumerate(groups)}
-        outcomes = TOP_CLASS_OUTCOMES if handle.judged_by_top_class and "misclassified" in set(table["outcome"]) \
-            else OUTCOMES
-        outcome = f[len(groups)].multiselect("Outcome", [o for o in outcomes if o != "unlabelled"],
+        outcome = f[len(groups)].multiselect("Outcome", outcome_choices(table, handle.judged_by_top_class),
                                              key="review_outcome")
         labels = f[len(groups) + 1].multiselect("True label", range(handle.n_classes), key="review_label",
                                                 format_func=lambda k: handle.class_names[k])

@@ -6,16 +6,15 @@ import dataclasses
 import numpy as np
 import pandas as pd
 import streamlit as st
-import torch
 
 from data_adapters.errors import GlassboxError
 from data_adapters.preprocessing import on_model_grid
 from data_adapters.readers import read_image
-from data_adapters.tables import probability_column
+from data_adapters.tables import ENTROPY, probability_column
 from evaluation.outcomes import uses_top_class
 from evaluation.cohort_summary import with_bands
-from evaluation.worklist import worklist
-from evaluation.referral import referral
+from evaluation.worklist import case_options, worklist
+from evaluation.referral import REFER_FRACTION, referral
 from explainers.concepts import concept_names, default_layers
 from explainers.figures import (
     COLORMAPS,
@@ -25,12 +24,13 @@ from explainers.figures import (
     display_image,
     display_windows,
     image_units,
+    opening_slice,
     overlay_scale,
-    peak_slice,
+    slice_anchors,
 )
 from explainers.saliency import SALIENCY_METHODS
 from explainers.trust import TRUST_CHECKS, map_problem
-from explainers.uncertainty import has_dropout
+from explainers.uncertainty import default_method
 from pages import _cache as cache, _selection as selection, _session as session
 from pages._display import chart, md, show_error
 from pages import _review_panels as panels
@@ -67,16 +67,16 @@ flip_against = top[2].selectbox("Flips against version", ["none", *versions], ke
                                      "(the preset 'flips between versions' lists them)")
 record = session.record(root)
 verdicts = record.verdicts(model_hash=handle.weights_hash, cohort_hash=cohort.content_hash)
-unc_method = "mc_dropout" if has_dropout(handle) else "tta"
+unc_method = default_method(handle)
 cached_unc = cache.cached_uncertainty(root, model_path, manifest, unc_method)
 flip_against = None if flip_against == "none" else flip_against
-other = (cache.predictions_or_stop(root, all_models[flip_against], manifest).set_index("case_id")
+other = (cache.predictions_or_stop(root, all_models[flip_against], manifest).frame.set_index("case_id")
          if flip_against else None)
-table = worklist(with_bands(cohort.frame()).merge(preds, on="case_id", how="left"), class_index=class_index,
+table = worklist(with_bands(cohort.frame()).merge(preds.frame, on="case_id", how="left"), class_index=class_index,
                  threshold=point.threshold if point else 0.5, n_classes=handle.n_classes,
                  class_names=handle.class_names,
-                 uncertainty=cached_unc.set_index("case_id")["entropy"] if cached_unc is not None else None,
-                 refer_fraction=st.session_state.get("unc_refer", 0.1), verdicts=verdicts, reader=who.name,
+                 uncertainty=cached_unc.frame.set_index("case_id")[ENTROPY] if cached_unc is not None else None,
+                 refer_fraction=st.session_state.get("unc_refer", REFER_FRACTION), verdicts=verdicts, reader=who.name,
                  other=other)
 shown = panels.worklist_panel(table, cohort, handle, who, record, verdicts, uncertain=cached_unc is not None,
                               flipping=flip_against is not None, method=unc_method)
@@ -85,13 +85,11 @@ if "_review_goto" in st.session_state:  # "record and open next" asked for the n
     st.session_state["review_case"] = st.session_state.pop("_review_goto")
 if st.session_state.pop(panels.FIRST, False) and ids:  # a new preset opens on its first case
     st.session_state["review_case"] = ids[0]
-options = ids
 current = st.session_state.get("review_case")
-if current in set(table["case_id"]) and current not in options:
-    # a filter or a version switch no longer matches the case being read: keep it, and say so
+options, kept_open = case_options(ids, current, table["case_id"])
+if kept_open:  # a filter or a version switch no longer matches the case being read: keep it, and say so
     st.info(("No case matches these filters; " if shown.empty else "")
             + f"case **{current}** does not match the current filters; it stays open until you choose another.")
-    options = [current, *options]
 elif shown.empty:
     st.info("No case matches these filters.")
     st.stop()
@@ -234,19 +232,16 @@ with views:
         n = spatial.shape[PLANES[plane]]
         # where a ground truth exists, open on it (the model's evidence is one choice away); otherwise at the
         # positive evidence of the method that landed on findings most often (explainers.figures.OPENING_METHOD)
-        anchors = {"ground-truth centre": mask.astype(np.float32)} if mask is not None else {}
         try:
-            opening = cache.attribution(root, model_path, manifest, case_id, OPENING_METHOD, target)
-            anchors[f"evidence ({SALIENCY_METHODS.get(OPENING_METHOD).title})"] = opening.spatial_map()
+            opening = cache.attribution(root, model_path, manifest, case_id, OPENING_METHOD, target).spatial_map()
         except GlassboxError:
-            pass
-        anchors |= {f"peak of {m}": a.spatial_map() for m, a in maps.items() if not isinstance(a, GlassboxError)}
-        anchors["middle"] = None
-        default = 0
-        why = pick[1].selectbox("Open at", list(anchors), index=default, key="review_anchor",
+            opening = None
+        anchors = slice_anchors(mask=mask, opening=opening, opening_title=SALIENCY_METHODS.get(OPENING_METHOD).title,
+                                maps={m: a.spatial_map() for m, a in maps.items() if not isinstance(a, GlassboxError)})
+        why = pick[1].selectbox("Open at", list(anchors), index=0, key="review_anchor",
                                 help="Where along the axis a new case or plane opens: the slice with the strongest "
                                      "evidence of one method, the centre of the ground truth, or the middle")
-        start = n // 2 if anchors[why] is None else peak_slice(anchors[why], plane, positive=True)
+        start = opening_slice(anchors[why], plane, n)
         # numbered from 1 on the slider, in the caption and in the figure's title alike
         index = pick[2].slider("Slice", 1, n, start + 1, key=f"review_slice_{case_id}_{plane}_{target}_{why}",
                                help=f"Opens at the slice that matters ({why}); the dotted line in the projection "
@@ -270,7 +265,7 @@ with views:
     if len(rows) > 1:
         probabilities = {handle.version: float(row[probability_column(target)])}
         for version, _ in rows[1:]:
-            other = cache.predictions_or_stop(root, all_models[version], manifest).set_index("case_id")
+            other = cache.predictions_or_stop(root, all_models[version], manifest).frame.set_index("case_id")
             probabilities[version] = float(other.loc[case_id, probability_column(target)])
         st.markdown(f"**p({md(handle.class_names[target])})** by version: " + " · ".join(
             f"{md(v)} {p:.3f}" + (f" ({p - probabilities[handle.version]:+.3f})" if v != handle.version else "")
@@ -326,12 +321,12 @@ with uncertainty_box:  # filled last: the case's uncertainty must not hold back 
     try:
         # the case in view alone; its place in the cohort only once the cohort's was computed (never on open)
         unc = (cached_unc if cached_unc is not None else
-               cache.case_uncertainty(root, model_path, manifest, case_id, unc_method)).set_index("case_id")
+               cache.case_uncertainty(root, model_path, manifest, case_id, unc_method)).frame.set_index("case_id")
         st.metric("Uncertainty (entropy)", f"{unc.loc[case_id, 'entropy']:.3f}",
                   help=f"{unc_method}; mutual information {unc.loc[case_id, 'mutual_information']:.4f}")
         if cached_unc is not None:
             where = referral(unc["entropy"].to_numpy(), float(unc.loc[case_id, "entropy"]),
-                             st.session_state.get("unc_refer", 0.1))
+                             st.session_state.get("unc_refer", REFER_FRACTION))
             st.markdown(f"**Cohort percentile:** {where['percentile']:.0f}"
                         + ("  \n:orange[**Refer**: above the referral cutoff]" if where["refer"] else ""))
         else:
@@ -340,7 +335,7 @@ with uncertainty_box:  # filled last: the case's uncertainty must not hold back 
     except GlassboxError as e:
         show_error(e)
 named = concept_names(manifest.parent)
-if named and not isinstance(handle.module, torch.jit.ScriptModule):
+if named and handle.hookable:
     with views:
         layer = default_layers(handle)[0]
         try:

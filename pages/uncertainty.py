@@ -5,7 +5,7 @@ import streamlit as st
 
 from data_adapters.errors import GlassboxError
 from data_adapters.tables import CLUSTER, probability_column, probability_columns
-from evaluation.calibration import calibration_target, ece_expected_by_chance, recalibrate
+from evaluation.calibration import check_reliability, ece_expected_by_chance, recalibrate
 from evaluation.cohort_summary import group_columns, with_bands
 from evaluation.figures import (
     reliability_diagram,
@@ -13,15 +13,19 @@ from evaluation.figures import (
     uncertainty_by_group_figure,
 )
 from evaluation.referral import (
+    REFER_FRACTION,
     area_under_risk_coverage,
     error_detection,
+    kept_accuracy,
+    referral_cutoff,
+    referred,
     risk_coverage,
     uncertainty_by_group,
     with_spread,
 )
 from evaluation.outcomes import uses_top_class, with_outcomes
 from evaluation.subgroups import labelled_frame, resampling
-from explainers.uncertainty import has_dropout
+from explainers.uncertainty import default_method, has_dropout
 from pages import _cache as cache, _selection as selection, _session as session
 from pages._display import chart, md, show_error
 
@@ -36,9 +40,10 @@ _, models, _ = selection.options()
 
 c = st.columns(4)
 methods = ["mc_dropout", "tta", "ensemble"]
-method = c[0].selectbox("Method", methods, index=0 if has_dropout(handle) else 1, key="unc_method",
+method = c[0].selectbox("Method", methods, index=methods.index(default_method(handle)), key="unc_method",
                         help="mc_dropout needs dropout layers (this model "
-                             f"{'has' if has_dropout(handle) else 'has none: tta is the default'}); ensemble: every "
+                             f"{'has' if has_dropout(handle) else 'has none'}; the default here is "
+                             f"{default_method(handle)}); ensemble: every "
                              "model version in the workspace that takes the same input and predicts the same classes")
 measure = c[1].selectbox("Measure", list(MEASURES), format_func=MEASURES.get, key="unc_measure")
 top_view = uses_top_class(handle)
@@ -47,7 +52,7 @@ k = c[2].selectbox("Errors of", views, index=0 if top_view else handle.n_classes
                    format_func=lambda i: "top class vs label" if i is None else handle.class_names[i],
                    help="A multi-class model errs when its top class is not the label; one class one-vs-rest at its "
                         "threshold is a choice" if top_view else None)
-refer = c[3].slider("Refer the most uncertain", 0.0, 0.5, 0.1, 0.01, key="unc_refer", format="%.2f")
+refer = c[3].slider("Refer the most uncertain", 0.0, 0.5, REFER_FRACTION, 0.01, key="unc_refer", format="%.2f")
 paths = list(selection.peers(handle, models).values()) if method == "ensemble" else [model_path]
 try:
     unc = cache.uncertainty(root, paths, manifest, method)
@@ -55,25 +60,25 @@ except GlassboxError as e:
     show_error(e)
     st.stop()
 
-unc = with_spread(unc, handle.n_classes, k)
+unc = with_spread(unc, k)
 groups = group_columns(cohort)
 if cohort.frame()["label"].isna().all():  # e.g. a folder of DICOM studies: no errors to detect, still who to refer
     st.info("This cohort has no labels, so error detection and calibration cannot be measured. Shown: how "
             "uncertain the model is, by group, and which cases the referral cutoff would send to a reader.")
     everything = with_bands(cohort.frame()).merge(unc, on="case_id")
-    referred = everything.nlargest(int(round(refer * len(everything))), measure)
-    cutoff = float(referred[measure].min()) if len(referred) else float("nan")
+    cutoff = referral_cutoff(everything[measure], refer)
+    sent = everything[referred(everything[measure], cutoff=cutoff)].sort_values(measure, ascending=False)
     m = st.columns(3)
     m[0].metric("Cases", len(everything))
-    m[1].metric(f"Referred (most uncertain {refer:.0%})", len(referred))
-    m[2].metric(f"Cutoff ({MEASURES[measure].split(' (')[0]})", f"{cutoff:.3f}")
+    m[1].metric(f"Referred (most uncertain {refer:.0%})", len(sent))
+    m[2].metric(f"Cutoff ({MEASURES[measure].split(' (')[0]})", f"{cutoff:.3f}", help="cases above it are referred")
     left, right = st.columns(2)
     if groups:
         by = right.selectbox("Uncertainty by", groups, key="unc_by")
         chart(right, uncertainty_by_group_figure(uncertainty_by_group(everything, by, measure), measure),
                            key="unc_groups")
     shown_p = probability_columns(handle) if k is None else [probability_column(k)]
-    left.dataframe(referred[["case_id", measure, *shown_p, *groups]], hide_index=True, key="unc_referred")
+    left.dataframe(sent[["case_id", measure, *shown_p, *groups]], hide_index=True, key="unc_referred")
     st.stop()
 # errors are the model's own predictions (as Case review and Subgroups count them); the method supplies only the
 # uncertainty of each case
@@ -100,9 +105,8 @@ m = st.columns(4)
 m[0].metric("Errors", f"{detect['errors']} of {detect['n']}", help=f"Errors: {rule}")
 m[1].metric("Uncertainty flags errors (AUROC)", f"{detect['auroc']:.3f}",
             help=f"95% CI {detect['lo']:.3f} to {detect['hi']:.3f}; 0.5 = no better than chance")
-kept = curve.iloc[max(0, int(round(len(curve) * (1 - refer))) - 1)]["accuracy"] if refer < 1 else float("nan")
-m[2].metric(f"Accuracy after referring {refer:.0%}", f"{kept:.3f}",
-            delta=f"{kept - curve['accuracy'].iloc[-1]:+.3f} vs all")
+kept, overall = kept_accuracy(frame[measure].to_numpy(), ~frame["error"].to_numpy(), refer)
+m[2].metric(f"Accuracy after referring {refer:.0%}", f"{kept:.3f}", delta=f"{kept - overall:+.3f} vs all")
 m[3].metric("Area under risk-coverage", f"{area_under_risk_coverage(curve):.3f}", help="mean risk; lower is better")
 st.caption(f"Errors: {rule}. Error-detection AUROC 95% interval: {detect['lo']:.3f} to {detect['hi']:.3f} "
            f"({resampling(frame)}).")
@@ -131,9 +135,7 @@ else:
         st.stop()
     (st.success if result.applied else st.warning)(result.message[0].upper() + result.message[1:] + ".")
     # the top-class view checks the confidence of the top class (top-label calibration); one class, its probability
-    check = result.check
-    before, y_eval = calibration_target(probs[check], labels[check], k)
-    after, _ = calibration_target(result.scaler.apply(probs[check]), labels[check], k)
+    y_eval, before, after = check_reliability(result, probs, labels, k)
     cal = st.columns(4)
     cal[0].metric("Temperature", f"{result.scaler.temperature:.2f}",
                   help=f"offset {result.scaler.bias:+.2f}" if handle.task == "binary" else None)

@@ -24,3 +24,12 @@ def test_the_old_three_class_reading_fails_the_coverage_row():
     assert old["accuracy"] < 0.5, "the last class against label == 1 reads a 0.80 model near 0.4"
     claim = Claim("old reading", "coverage", 0.95, round(old["coverage"] * old["windows"]), old["windows"], "old")
     assert not claim.passed
+
+
+def test_sensitivity_intervals_that_treat_a_patients_images_as_independent_cover_below_their_band():
+    """Binary model, patients' images much alike: the product's interval (clustered by patient) holds its band,
+    the plain Wilson on images (patient key dropped) falls below it, so the sensitivity row can fail."""
+    covered, total = monitoring.sensitivity_coverage(12, seed=2, spread=4.0)
+    naive, naive_total = monitoring.sensitivity_coverage(12, seed=2, spread=4.0, keyed=False)
+    assert Claim("clustered", "coverage", 0.95, covered, total, "").passed
+    assert not Claim("images", "coverage", 0.95, naive, naive_total, "").passed and naive < covered

@@ -11,8 +11,15 @@ of them; Holm across windows; Holm across windows × sites; Holm across windows 
   patient with a patient-level chance of being right (Beta(4, 1)), so the interval must count patients; coverage of
   the window's interval (Wilson at the effective size) over 6 windows per stream. The old design (the last class's
   probability against label == 1) is measured by :func:`old_design`.
+- *Measured sensitivity per window* (a binary model at its threshold 0.5): patients of three images sharing their
+  label (positive with chance 0.4), a positive patient's images detected with a patient-level chance Beta(4, 1)
+  (true sensitivity 0.80); coverage of the window's sensitivity interval (Wilson clustered by patient, as the product
+  does where patients are known). ``keyed=False`` drops the patient key, the plain Wilson on images (wrong here),
+  so the quick test shows the row can fail. Specificity has no interval in the product (a point figure), so no row.
 """
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 import pandas as pd
@@ -51,9 +58,25 @@ def _part(rng: np.random.Generator, n: int, shift: float = 0.0, n_classes: int =
             "intensity": rng.random((n, 4))}
 
 
-def _stream(rng: np.random.Generator, shifted: tuple[int, ...] = ()):
-    reference = _part(rng, REFERENCE)
-    parts = [_part(rng, PER_WINDOW, SHIFT if w in shifted else 0.0) for w in range(WINDOWS)]
+def _binary_part(rng: np.random.Generator, n: int, shift: float = 0.0, spread: float = 1.0) -> dict:
+    """A binary model's cases, three images per patient sharing the label; a positive patient's images are detected
+    with the patient's own chance (Beta(4 / spread, 1 / spread), mean 0.8; larger ``spread``, more alike within a
+    patient), a negative patient's called negative with that chance."""
+    patients = np.repeat(np.arange(n // 3), 3)
+    positive = (rng.random(n // 3) < 0.4)[patients]
+    chance = rng.beta(4 / spread, 1 / spread, n // 3)[patients]
+    called = np.where(positive, rng.random(n) < chance, rng.random(n) >= chance)
+    p = np.where(called, 0.75, 0.25)
+    frame = pd.DataFrame({"label": pd.array(positive.astype(int), dtype="Int64"),
+                          "site": np.array(list("ABC"))[np.arange(n) % 3], "scanner": "S1", CLUSTER: patients})
+    return {"frame": frame, "embedding": rng.normal(size=(n, DIM)) + shift, "probabilities": np.column_stack([1 - p, p]),
+            "intensity": rng.random((n, 4))}
+
+
+def _stream(rng: np.random.Generator, shifted: tuple[int, ...] = (), part=None):
+    part = part or _part
+    reference = part(rng, REFERENCE)
+    parts = [part(rng, PER_WINDOW, SHIFT if w in shifted else 0.0) for w in range(WINDOWS)]
     for w, part in enumerate(parts):
         part["frame"][CLUSTER] += 10_000 * (w + 1)
     current = {"frame": pd.concat([p["frame"] for p in parts], ignore_index=True),
@@ -90,6 +113,7 @@ def _claims(sims: int, seed: int) -> list[Claim]:
         reference, current, windows = _stream(rng, shifted=(4, 5))
         detected += bool(_report(reference, current, windows, seed + s, sites=False).windows["alert"].any())
     UNADJUSTED[(sims, seed)] = unadjusted / sims
+    sensitivity = sensitivity_coverage(sims, seed)
     design = (f"{WINDOWS} windows × {PER_WINDOW} cases against {REFERENCE}, MMD 500 permutations (floored), "
               f"α = {ALPHA}")
     return [
@@ -102,7 +126,30 @@ def _claims(sims: int, seed: int) -> list[Claim]:
         Claim("measured window accuracy interval (3-class, top class)", "coverage", 0.95, covered, sims * WINDOWS,
               f"{PER_WINDOW} images from {PER_WINDOW // 3} patients a window, patient-level accuracy Beta(4, 1); "
               "Wilson at the effective size"),
+        Claim("measured window sensitivity interval (binary, threshold 0.5)", "coverage", 0.95, *sensitivity,
+              f"{PER_WINDOW} images from {PER_WINDOW // 3} patients a window sharing a label (40% positive), "
+              "patient-level detection Beta(4, 1); Wilson clustered by patient"),
     ]
+
+
+def sensitivity_coverage(sims: int, seed: int = 0, *, keyed: bool = True, spread: float = 1.0) -> tuple[int, int]:
+    """Windows whose measured sensitivity interval covered the true 0.80, and windows judged (binary model at 0.5;
+    ``keyed=False``: the patient key dropped, so images count as independent)."""
+    from threadpoolctl import threadpool_limits
+
+    rng = np.random.default_rng([seed, 80])
+    covered = total = 0
+    with threadpool_limits(1):
+        for s in range(sims):
+            reference, current, windows = _stream(rng, part=functools.partial(_binary_part, spread=spread))
+            if not keyed:
+                current["frame"] = current["frame"].drop(columns=CLUSTER)
+            w = window_report(reference, current, windows, class_index=1, threshold=0.5, alpha=ALPHA, n_perm=50,
+                              seed=seed + s, by_site=None).windows
+            judged = w["sensitivity_lo"].notna()
+            covered += int(((w["sensitivity_lo"] <= ACCURACY) & (ACCURACY <= w["sensitivity_hi"]))[judged].sum())
+            total += int(judged.sum())
+    return covered, total
 
 
 def old_design(sims: int, seed: int = 0) -> dict[str, float]:

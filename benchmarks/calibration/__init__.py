@@ -19,7 +19,7 @@ __all__ = ["Claim", "AREAS", "table"]
 
 #: the modules of this package, each one area of claims
 AREAS = ("subgroups", "concepts", "monitoring", "agreement", "operating_point", "trust",
-         "identifiers", "integrity", "comparison", "multiclass", "uncertainty", "referral")
+         "identifiers", "integrity", "comparison", "multiclass", "uncertainty", "referral", "ece")
 
 KINDS = ("false alarm", "coverage", "power")
 

@@ -21,6 +21,7 @@ from data_adapters.cohort import load_image_batch  # noqa: E402
 from explainers.inference import ClassScores  # noqa: E402
 from explainers.trust import TRUST_CHECKS, CheckInputs  # noqa: E402
 from workspace.store import Workspace, default_workspace  # noqa: E402
+from workspace.trust import explanation_quality  # noqa: E402
 
 
 def main() -> None:
@@ -42,7 +43,7 @@ def main() -> None:
         methods = a.methods.split(",") if not a.reference_only else ["saliency"]
         n_cases = a.cases if not a.reference_only else a.reference_cases
         t = time.perf_counter()
-        checks, sample = ws.explanation_quality(handle, cohort, methods, n_cases=n_cases, strata=["site"])
+        checks, sample = explanation_quality(ws, handle, cohort, methods, n_cases=n_cases, strata=["site"])
         page = time.perf_counter() - t
         print(f"cohort page: {len(sample)} cases × {len(methods)} methods ({', '.join(methods)}), every check, cold: "
               f"{page:.1f} s ({page / len(sample) / len(methods):.2f} s per case and method)")

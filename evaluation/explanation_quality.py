@@ -17,13 +17,15 @@ chance (each designed as a one-sided 2.5% error at the boundary; measured at mos
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import pandas as pd
 
+from data_adapters.errors import InvalidInputError
 from data_adapters.tables import CLUSTER
 from evaluation.inference import case_weights, cluster_weights, percentile_interval, wilson, wilson_clustered
+from evaluation.outcomes import with_outcomes
 from explainers.trust import COULD_NOT_JUDGE, TRUST_CHECKS, UNDEFINED, TrustCheck, band
 
 __all__ = ["stratified_sample", "quality_summary", "localisation_by_group", "in_words", "judge_check",
@@ -196,3 +198,27 @@ def in_words(summary: pd.DataFrame) -> list[str]:
             parts.append(f"{COULD_NOT_JUDGE} {', '.join(unjudged)}")
         lines.append("; ".join(parts) + ".")
     return lines
+
+
+def quality_sample(frame: pd.DataFrame, n_cases: int, strata: Sequence[str], *, n_classes: int,
+                   class_index: int | None, threshold: float | Callable[[], float] | None = None, seed: int = 0,
+                   cohort: str = "the cohort") -> tuple[pd.DataFrame, pd.Series]:
+    """The cases whose explanations are checked and the class each is explained for: ``(sample, target per case
+    id)``. ``frame``: the cohort's frame joined to the model's predictions; of its labelled cases, ``n_cases`` are
+    drawn stratified by ``strata`` and outcome (:func:`stratified_sample`). ``class_index`` None (a top-class model):
+    each case's top class is explained and judged against the label; else that class, judged at ``threshold`` (or
+    what calling it returns: an operating point fitted only once the cohort is known to hold labelled cases)."""
+    frame = frame[frame["label"].notna()]
+    if frame.empty:
+        raise InvalidInputError(f"cohort {cohort!r} has no labelled cases to sample")
+    if class_index is None:
+        judged = with_outcomes(frame, None, n_classes=n_classes)
+        targets = judged.set_index("case_id")["predicted"].astype(int)
+    else:
+        judged = with_outcomes(frame, class_index, threshold() if callable(threshold) else threshold)
+        targets = pd.Series(class_index, index=judged["case_id"])
+    chosen = stratified_sample(judged, n_cases, [*strata, "outcome"], seed)
+    return judged.set_index("case_id").loc[chosen].reset_index(), targets.loc[chosen]
+
+
+__all__ += ["quality_sample"]

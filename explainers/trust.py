@@ -313,3 +313,37 @@ for _check in (
 def chance_of(mask: np.ndarray | None) -> float | None:
     """What a random map scores on a localisation check: the mask's share of the image."""
     return float(mask.mean()) if mask is not None and mask.any() else None
+
+
+def applicable_checks(checks=None, *, masks_known: bool) -> list[str]:
+    """The checks to run (``checks``, default every registered one), less those that need a finding's mask when no
+    case has one."""
+    names = list(checks or TRUST_CHECKS.names())
+    return [n for n in names if masks_known or not TRUST_CHECKS.get(n).needs_mask]
+
+
+def stability_draws(relative_cost: float) -> int:
+    """Noisy re-explanations per case for the stability check: :data:`STABILITY_DRAWS`, or 2 for a method 20 times
+    as costly as a gradient or more."""
+    return STABILITY_DRAWS if relative_cost < 20 else 2
+
+
+def check_rows(inputs: CheckInputs, case_ids, method: str, names, progress=None) -> list[dict]:
+    """Per case and check: the value (NaN where the map itself is unreadable, :func:`map_problem`), chance
+    (localisation checks, from each case's mask), band and the map's problem."""
+    problems = [map_problem(m) for m in inputs.maps]
+    rows = []
+    for k, name in enumerate(names):
+        check = TRUST_CHECKS.get(name)
+        values = check.compute(inputs)
+        for i, case_id in enumerate(case_ids):
+            value = np.nan if problems[i] else float(values[i])
+            chance = chance_of(inputs.masks[i]) if check.needs_mask else None
+            rows.append({"case_id": case_id, "method": method, "check": name, "value": value,
+                         "chance": chance, "band": band(check, value, chance), "problem": problems[i] or ""})
+        if progress:
+            progress(k + 1, len(names))
+    return rows
+
+
+__all__ += ["applicable_checks", "check_rows", "stability_draws"]

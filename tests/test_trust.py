@@ -14,6 +14,7 @@ from evaluation.explanation_quality import band_pointing, quality_summary
 from explainers.trust import (COULD_NOT_JUDGE, POINTING_REFERENCE, TRUST_CHECKS, CheckInputs, band, map_problem, mass,
                               pointing, rank, randomised)
 from tests.helpers import LinearModel, TinyCNN, handle_for
+from workspace import trust as trust_service
 
 
 def _linear(seed: int = 0):
@@ -133,7 +134,8 @@ def test_the_relevance_mass_of_v2s_maps_is_the_demo_checks_figure(demo_ws, demo_
     cohort = demo_ws.cohort_for(demo_models["v2"], demo_ws.cohort_paths()["demo2d"])
     test = [c for c in cohort.cases if c.attributes.get("split") == "test"]
     visible = [c for c in test if c.label == 1 and c.attributes["site"] != "B"][:40]
-    checks = demo_ws.trust(demo_models["v2"], cohort, visible, "integrated_gradients", 1, checks=["relevance_mass"])
+    checks = trust_service.trust(demo_ws, demo_models["v2"], cohort, visible, "integrated_gradients", 1,
+                                 checks=["relevance_mass"])
     summary = quality_summary(checks).iloc[0]
     facts = {c["name"]: c["value"] for c in json.loads((demo_root / "demo.json").read_text())["checks"]}
     assert summary["mean"] / summary["chance"] == pytest.approx(facts["v2_lesion_attribution"], rel=1e-4)

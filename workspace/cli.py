@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import difflib
 import getpass
 import io
 import json
@@ -52,8 +51,9 @@ from tqdm import tqdm
 
 from data_adapters.errors import GlassboxError, InvalidInputError
 from data_adapters.records import ModelHandle
-from data_adapters.tables import CLUSTER, mean_column, probability_column, probability_columns, std_column
-from evaluation.cohort_summary import band_column, band_notes, board_decision, with_bands
+from data_adapters.tables import (CLUSTER, ENTROPY, MUTUAL_INFORMATION, mean_column, probability_column,
+                                  probability_columns, std_column)
+from evaluation.cohort_summary import board_decision, with_bands
 from evaluation.explanation_quality import in_words, quality_summary
 from evaluation.gates import (ALERTS, alert_levels, drift_gate, gap_limits, integrity_verdict, loaded_verdict, margins,
                               noninferiority_gate, same_report, shown_gaps)
@@ -69,6 +69,7 @@ from explainers.concepts import default_target
 from explainers.perturbation import PERTURBATIONS
 from explainers.inference import predict_cases
 from explainers.saliency import SALIENCY_METHODS
+from workspace.selection import board_view, board_where, group_by, select_where
 from workspace.settings import Operator, operator_settings, safe_file_stem
 from explainers.uncertainty import METHODS as UNCERTAINTY_METHODS
 from data_adapters.demo.synthesis import generate_scale_cohort
@@ -80,6 +81,7 @@ from workspace.comparison import compare
 from workspace.monitoring import monitor
 from workspace.region_test import region_test
 from workspace.store import Workspace, default_workspace
+from workspace.trust import explanation_quality
 
 #: exit codes of a release gate (``subgroups --max-gap``, ``compare --max-regression``): 0 pass (shown within the
 #: limit), 1 fail (shown beyond it), 2 bad input or another error, 3 could not judge (too few cases to test),
@@ -359,8 +361,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         if not len(cohort):
             raise InvalidInputError(f"no case of {args.cohort} loaded ({cohort.report.summary()}); nothing to "
                                     "predict: see `glassbox check`")
-        frame = Workspace(args.workspace).predictions(handle, cohort, progress=step("predicting"))
-    frame = named_columns(frame, handle)
+        preds = Workspace(args.workspace).predictions(handle, cohort, progress=step("predicting"))
+    frame = named_columns(preds.frame, handle)
     if out:
         _write_table(frame, out)
         print(f"wrote {len(frame)} predictions to {out}")
@@ -395,40 +397,6 @@ def cmd_explain(args: argparse.Namespace) -> int:
     return 0
 
 
-def _where(frame, clauses: list[str], attributes: list[str]):
-    for clause in clauses:
-        name, sep, value = clause.partition("=")
-        if not sep or name not in attributes:
-            raise InvalidInputError(f"--where {clause!r}: expected ATTRIBUTE=VALUE with an attribute of the cohort "
-                                    f"({', '.join(attributes)})")
-        present = sorted(frame[name].dropna().astype(str).unique())
-        if value not in present:
-            close = difflib.get_close_matches(value, present, n=1)
-            raise InvalidInputError(f"--where {clause!r}: no labelled case has {name} {value!r}; its values are "
-                                    f"{', '.join(present)}" + (f" (did you mean {close[0]!r}?)" if close else ""))
-        frame = frame[frame[name].astype(str) == value]
-    return frame
-
-
-def _by(frame: pd.DataFrame, text: str, attributes: list[str]) -> tuple[list[str], list[str]]:
-    """``--by`` as columns to group by, and notes: a numeric attribute is grouped in its stated bands."""
-    notes, by = [], []
-    explained = band_notes(frame)
-    for name in [b.strip() for b in text.split(",") if b.strip()]:
-        if band_column(name) in explained:
-            by.append(band_column(name))
-            notes.append(f"{name} is numeric: grouped as {explained[band_column(name)]}")
-        elif name in attributes or name in explained:
-            by.append(name)
-        else:
-            close = difflib.get_close_matches(name, attributes, n=1)
-            raise InvalidInputError(f"--by {name!r} is not an attribute of the cohort ({', '.join(attributes)})"
-                                    + (f"; did you mean {close[0]!r}?" if close else ""))
-    if not by:
-        raise InvalidInputError("--by needs at least one attribute")
-    return by, notes
-
-
 def cmd_subgroups(args: argparse.Namespace) -> int:
     out = _out_path(args.out)
     handle = _model(args.model, args.workspace)
@@ -449,13 +417,13 @@ def cmd_subgroups(args: argparse.Namespace) -> int:
         preds = Workspace(args.workspace).predictions(handle, cohort, progress=step("predicting"))
     attributes = list(cohort.attribute_schema)
     banded = with_bands(cohort.frame())
-    by, by_notes = _by(banded, args.by, attributes)
+    by, by_notes = group_by(banded, args.by, attributes)
     if args.board:  # checked first: a board selects cases only as its tables group them, and no error lists values
-        _board_where(args, board_decision(cohort, args.board))
-    frame = _where(labelled_frame(banded, preds, k if k is not None else 0), args.where, attributes)
+        board_where(args.where, board_decision(cohort, args.board))
+    frame = select_where(labelled_frame(banded, preds, k if k is not None else 0), args.where, attributes)
     for note in by_notes:
         print(f"note: {note}")
-    hide = _board_hide(args, cohort, frame, by) if args.board else None
+    hide = board_view(cohort, args.board, frame, by, args.where) if args.board else None
     n_cases = len(frame) if hide is None or hide.shows("overall") else f"<{args.board}"
     if k is None:
         report = multiclass_report(frame, by, handle.class_names, n_boot=args.n_boot, min_n=args.min_n,
@@ -514,33 +482,6 @@ def cmd_subgroups(args: argparse.Namespace) -> int:
     return _print_gate(judged.gate(gates))
 
 
-def _board_where(args: argparse.Namespace, decision) -> dict[str, set[str]]:
-    """``--where`` as the board's tables see it (attribute → values), refused for any other attribute."""
-    where: dict[str, set[str]] = {}
-    for clause in args.where:
-        name, _, value = clause.partition("=")
-        if not decision.covers([name]):
-            raise InvalidInputError(f"--where {clause!r}: with --board, cases can be selected only by an attribute "
-                                    f"the board's tables group by ({', '.join(decision.attributes)})")
-        where.setdefault(name, set()).add(value)
-    if any(len(v) > 1 for v in where.values()):
-        raise InvalidInputError("--where: give each attribute once with --board")
-    return where
-
-
-def _board_hide(args: argparse.Namespace, cohort, frame: pd.DataFrame, by: list[str]):
-    """What ``--board K`` hides of this table: the one decision over every board table of the cohort
-    (:func:`evaluation.cohort_summary.board_decision`), checked against the groups of ``frame``."""
-    decision = board_decision(cohort, args.board)
-    where = _board_where(args, decision)
-    if not decision.covers(by):
-        raise InvalidInputError(f"--by {','.join(by)}: with --board, group by the board's attributes "
-                                f"({', '.join(decision.attributes)})")
-    keys = frame[by].astype("string").fillna("(missing)").astype(str)
-    sizes = keys.agg(" · ".join, axis=1).value_counts().to_dict() if by else {}
-    return decision.for_table({"overall": len(frame), **sizes}, by, where=where, labelled=True)
-
-
 def _with_intervals(table, columns):
     out = table[[c for c in columns if c in table]].copy()
     for c in columns:
@@ -574,15 +515,16 @@ def cmd_uncertainty(args: argparse.Namespace) -> int:
     first = handles[0]
     with bars() as step:
         cohort = _cohort(args, first, step("loading cohort"))
-        frame = Workspace(args.workspace).uncertainty(handles, cohort, args.method, samples=args.samples,
-                                                      seed=args.seed, progress=step(args.method))
+        unc = Workspace(args.workspace).uncertainty(handles, cohort, args.method, samples=args.samples,
+                                                    seed=args.seed, progress=step(args.method))
     out = out_path or Path(f"uncertainty_{args.method}.csv")
-    _write_table(named_columns(frame, first), out)
-    print(f"wrote {len(frame)} cases to {out}: mean entropy {frame['entropy'].mean():.3f} nats, "
-          f"mean mutual information {frame['mutual_information'].mean():.4f}")
+    _write_table(named_columns(unc.frame, first), out)
+    print(f"wrote {len(unc)} cases to {out}: mean entropy {unc.figure(ENTROPY).mean():.3f} nats, "
+          f"mean mutual information {unc.figure(MUTUAL_INFORMATION).mean():.4f}")
     # errors are the model's own predictions (as every page counts them); the method gives each case's uncertainty
     preds = Workspace(args.workspace).predictions(first, cohort)
-    labelled = cohort.frame().merge(preds, on="case_id").merge(frame[["case_id", "entropy"]], on="case_id")
+    labelled = cohort.frame().merge(preds.frame, on="case_id").merge(
+        pd.DataFrame({"case_id": unc.case_ids, ENTROPY: unc.figure(ENTROPY)}), on="case_id")
     labelled = labelled[labelled["label"].notna()]
     held_out = ""
     if "split" in labelled and (labelled["split"] == "test").any():  # judged on held-out cases, as the page is
@@ -597,7 +539,7 @@ def cmd_uncertainty(args: argparse.Namespace) -> int:
             rule = f"class {first.class_names[k]!r} at the shared threshold {point.describe()}"
             judged = with_outcomes(labelled, k, point.threshold)
         clusters = judged[CLUSTER].to_numpy() if CLUSTER in judged else None
-        detect = error_detection(judged["entropy"].to_numpy(), judged["error"].to_numpy(), clusters=clusters,
+        detect = error_detection(judged[ENTROPY].to_numpy(), judged["error"].to_numpy(), clusters=clusters,
                                  seed=args.seed)
         print(f"errors ({rule}): {detect['errors']} of {detect['n']} labelled cases{held_out}; entropy flags them with AUROC "
               f"{detect['auroc']:.3f} [{detect['lo']:.3f}, {detect['hi']:.3f}] ({resampling(judged)})")
@@ -672,12 +614,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
         ws.predictions(cand, cohort, progress=step(f"predicting {cand.version}"))
     attributes = list(cohort.attribute_schema)
     banded = with_bands(cohort.frame())
-    by, notes = _by(banded, args.by, attributes) if args.by else ([], [])
+    by, notes = group_by(banded, args.by, attributes) if args.by else ([], [])
     where = list(args.where)
     if not where and "split" in attributes and (banded["split"] == "test").any():
         where = ["split=test"]
         notes.append("judged on split 'test' (held out); --where changes it")
-    _where(banded[banded["label"].notna()], where, attributes)  # names the values when one does not exist
+    select_where(banded[banded["label"].notna()], where, attributes)  # names the values when one does not exist
     chosen = dict(clause.partition("=")[::2] for clause in where)
     result = compare(ws, base, cand, cohort, by=by, where=chosen, class_index=k, margins=gates or None,
                      n_boot=args.n_boot, seed=args.seed, min_n=args.min_n)
@@ -737,8 +679,8 @@ def cmd_trust(args: argparse.Namespace) -> int:
         for a in strata:
             if a not in attributes:
                 raise InvalidInputError(f"--by {a!r} is not an attribute of the cohort ({', '.join(attributes)})")
-        checks, sample = ws.explanation_quality(handle, cohort, methods, n_cases=args.cases, strata=strata,
-                                                seed=args.seed, progress=step("trust checks"))
+        checks, sample = explanation_quality(ws, handle, cohort, methods, n_cases=args.cases, strata=strata,
+                                             seed=args.seed, progress=step("trust checks"))
     summary = quality_summary(checks, sample, seed=args.seed)
     print(f"{handle.label}: {len(sample)} cases sampled across {' × '.join([*strata, 'outcome'])}; "
           "mean over cases with 95% interval (the pointing game: hit rate with its Wilson interval, against chance "

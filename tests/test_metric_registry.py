@@ -298,3 +298,21 @@ def test_a_comparison_says_why_a_metric_is_undefined_with_the_entrys_reason():
     verdict = noninferiority_gate(report, ["sensitivity"])
     assert verdict.outcome == "not shown"
     assert any("negatives only" in r and "undefined: baseline: no positive cases" in r for r in verdict.reasons)
+
+
+def test_the_contract_fails_a_wrong_entry():
+    """The checks above can fail: an entry computing the wrong thing, or keeping quiet about why it is undefined, is
+    caught by the same comparisons."""
+    import dataclasses
+
+    sample = one_vs_rest_sample(0)
+    ones = np.ones((1, len(sample[0])))
+    wrong = dataclasses.replace(metric("ppv"), compute=metric("sensitivity").compute)  # recall under PPV's name
+    assert abs(float(wrong(_data(wrong, ones, sample))[0]) - wrong.reference(*sample)) > 0.01
+    quiet = dataclasses.replace(metric("ppv"), why_undefined=lambda c: None)
+    y, p, _ = sample
+    nothing_called = _data(quiet, ones, (y, p, np.zeros_like(y)))
+    assert quiet.why_undefined(nothing_called) is None and not np.isfinite(quiet(nothing_called)[0])
+    top = top_class_sample(0)
+    off = dataclasses.replace(metric("brier", TOP_CLASS), compute=lambda r: metric("brier", TOP_CLASS).compute(r) / 2)
+    assert abs(float(off(_data(off, np.ones((1, len(top[0]))), top))[0]) - off.reference(*top)) > 0.01

@@ -296,25 +296,18 @@ class Allowed:
 
 
 _CLASS_VIEW = "index=0 if top_view else handle.n_classes - 1"
-_CLASS_VIEW_WHY = ("the opening class view (top class, else the last class) is written on five pages; one policy "
+_CLASS_VIEW_WHY = ("the opening class view (top class, else the last class) is written on several pages; one policy "
                    "function on the model record (e.g. beside ModelHandle.judged_by_top_class) would say it once")
 
 ALLOWED: tuple[Allowed, ...] = (
-    Allowed("pages/case_review.py", "default-choice", _CLASS_VIEW, _CLASS_VIEW_WHY, "H5, issue 25 (policies)"),
-    Allowed("pages/uncertainty.py", "default-choice", _CLASS_VIEW, _CLASS_VIEW_WHY, "H5, issue 25 (policies)"),
     Allowed("pages/compare.py", "default-choice", _CLASS_VIEW, _CLASS_VIEW_WHY, "H6 / issue 25 (policies)"),
-    Allowed("pages/monitoring.py", "default-choice", _CLASS_VIEW, _CLASS_VIEW_WHY, "H6 / issue 25 (policies)"),
-    Allowed("pages/subgroups.py", "default-choice", _CLASS_VIEW, _CLASS_VIEW_WHY, "unassigned, issue 25 (policies)"),
-    Allowed("pages/case_review.py", "threshold-comparison", "array[0] > 0.5",
-            "the resampled label mask is binarised at 0.5 on the page; on_model_grid(label=True) could return the "
-            "boolean mask (data_adapters.preprocessing)", "H5, issue 25 (Case review policies)"),
     Allowed("pages/subgroups.py", "threshold-comparison", 'overall["ece_p"] < 0.05',
             "the page decides 'shown' / 'not shown' for the ECE consistency test at 0.05; the verdict belongs in "
             "evaluation/ (a Verdict on the report)", "unassigned, issue 25 (verdicts in evaluation)"),
     Allowed("workspace/cli.py", "numeric-call", "np.argmax(prediction.probabilities)",
             "`glassbox explain` picks the explained class (top class, else the last) itself; Case review does the "
             "same from its table: one target policy in explainers/", "H3 / issue 25 (thin commands)"),
-    Allowed("workspace/cli.py", "summary-statistic", "].mean()",
+    Allowed("workspace/cli.py", "summary-statistic", ".mean()",
             "`glassbox uncertainty` prints cohort means of entropy and mutual information with no interval; a "
             "summary from evaluation/ (with its interval) would be the same as the page's", "H3 / issue 25"),
     Allowed("workspace/cli.py", "threshold-comparison", "r.cav_accuracy >= MIN_CAV_ACCURACY",

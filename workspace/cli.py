@@ -51,8 +51,7 @@ from tqdm import tqdm
 
 from data_adapters.errors import GlassboxError, InvalidInputError
 from data_adapters.records import ModelHandle
-from data_adapters.tables import (CLUSTER, ENTROPY, MUTUAL_INFORMATION, mean_column, probability_column,
-                                  probability_columns, std_column)
+from data_adapters.tables import ENTROPY, MUTUAL_INFORMATION, mean_column, probability_column, std_column
 from evaluation.cohort_summary import board_decision, with_bands
 from evaluation.explanation_quality import in_words, quality_summary
 from evaluation.gates import (ALERTS, alert_levels, drift_gate, gap_limits, integrity_verdict, loaded_verdict, margins,
@@ -60,9 +59,9 @@ from evaluation.gates import (ALERTS, alert_levels, drift_gate, gap_limits, inte
 from evaluation.inference import Verdict
 from evaluation.metrics import ONE_VS_REST, TOP_CLASS, gap_metric_names, metric_names
 from evaluation.multiclass import confusion_by_group, multiclass_report
-from evaluation.outcomes import uses_top_class, with_outcomes
-from evaluation.referral import error_detection
-from evaluation.subgroups import labelled_frame, resampling, subgroup_report
+from evaluation.outcomes import judged_class, uses_top_class
+from evaluation.subgroups import labelled_frame, subgroup_report
+from evaluation.uncertainty_report import uncertainty_report
 from evaluation.version_comparison import comparable, mcnemar_design
 from explainers.device import best_device
 from explainers.concepts import default_target
@@ -78,10 +77,12 @@ from workspace.access import AUTH_MODES, ROLES, Users, operator
 from workspace.review import Record, record_path, spreadsheet_safe
 from workspace.cache import remove_orphans, write_file
 from workspace.comparison import compare
+from workspace.concepts import concept_scores
 from workspace.monitoring import monitor
 from workspace.region_test import region_test
 from workspace.store import Workspace, default_workspace
 from workspace.trust import explanation_quality
+from workspace.uncertainty import uncertainty
 
 #: exit codes of a release gate (``subgroups --max-gap``, ``compare --max-regression``): 0 pass (shown within the
 #: limit), 1 fail (shown beyond it), 2 bad input or another error, 3 could not judge (too few cases to test),
@@ -403,7 +404,7 @@ def cmd_subgroups(args: argparse.Namespace) -> int:
     if args.target is not None:
         k = handle.class_index(int(args.target) if str(args.target).isdigit() else args.target)
     else:  # a multi-class model is judged by its top class; one class versus the rest is asked for with --target
-        k = None if uses_top_class(handle) else handle.n_classes - 1
+        k = judged_class(handle)
     gates = gap_limits(args.max_gap, gap_metric_names(TOP_CLASS if k is None else ONE_VS_REST))
     if args.board is not None:  # the operator's k unless a larger one is asked for; never a smaller one
         args.board = operator_settings().k_for(args.board or None, "--board")
@@ -515,44 +516,27 @@ def cmd_uncertainty(args: argparse.Namespace) -> int:
     first = handles[0]
     with bars() as step:
         cohort = _cohort(args, first, step("loading cohort"))
-        unc = Workspace(args.workspace).uncertainty(handles, cohort, args.method, samples=args.samples,
-                                                    seed=args.seed, progress=step(args.method))
+        unc = uncertainty(Workspace(args.workspace), handles, cohort, args.method, samples=args.samples,
+                          seed=args.seed, progress=step(args.method))
     out = out_path or Path(f"uncertainty_{args.method}.csv")
     _write_table(named_columns(unc.frame, first), out)
-    print(f"wrote {len(unc)} cases to {out}: mean entropy {unc.figure(ENTROPY).mean():.3f} nats, "
-          f"mean mutual information {unc.figure(MUTUAL_INFORMATION).mean():.4f}")
-    # errors are the model's own predictions (as every page counts them); the method gives each case's uncertainty
-    preds = Workspace(args.workspace).predictions(first, cohort)
-    labelled = cohort.frame().merge(preds.frame, on="case_id").merge(
-        pd.DataFrame({"case_id": unc.case_ids, ENTROPY: unc.figure(ENTROPY)}), on="case_id")
-    labelled = labelled[labelled["label"].notna()]
-    held_out = ""
-    if "split" in labelled and (labelled["split"] == "test").any():  # judged on held-out cases, as the page is
-        labelled, held_out = labelled[labelled["split"] == "test"], " (split 'test')"
-    if len(labelled):
-        k = None if uses_top_class(first) else first.n_classes - 1
-        if k is None:
-            rule = "top class against the label"
-            judged = with_outcomes(labelled, None, n_classes=first.n_classes)
-        else:
-            point = Workspace(args.workspace).operating_point(first, cohort, k)
-            rule = f"class {first.class_names[k]!r} at the shared threshold {point.describe()}"
-            judged = with_outcomes(labelled, k, point.threshold)
-        clusters = judged[CLUSTER].to_numpy() if CLUSTER in judged else None
-        detect = error_detection(judged[ENTROPY].to_numpy(), judged["error"].to_numpy(), clusters=clusters,
-                                 seed=args.seed)
-        print(f"errors ({rule}): {detect['errors']} of {detect['n']} labelled cases{held_out}; entropy flags them with AUROC "
-              f"{detect['auroc']:.3f} [{detect['lo']:.3f}, {detect['hi']:.3f}] ({resampling(judged)})")
-        if first.task != "multilabel":  # as the Uncertainty page: fitted on some held-out patients, checked on others
-            from evaluation.calibration import recalibrate
-
-            try:
-                result = recalibrate(judged[probability_columns(first)].to_numpy(float),
-                                     judged["label"].astype(int).to_numpy(), first.task, clusters=clusters,
-                                     class_index=k, seed=args.seed)
-                print(result.message)
-            except InvalidInputError as e:
-                print(f"recalibration not judged: {e}")
+    k = judged_class(first)
+    point = Workspace(args.workspace).operating_point(first, cohort, k) if k is not None else None
+    rule = ("top class against the label" if k is None else
+            f"class {first.class_names[k]!r} at the shared threshold {point.describe()}")
+    report = uncertainty_report(cohort.frame(), Workspace(args.workspace).predictions(first, cohort), unc,
+                                task=first.task, class_index=k, threshold=point.threshold if point else None,
+                                rule=rule, seed=args.seed)
+    (h, h_lo, h_hi), (mi, mi_lo, mi_hi) = report.means[ENTROPY], report.means[MUTUAL_INFORMATION]
+    print(f"wrote {len(unc)} cases to {out}: mean entropy {h:.3f} [{h_lo:.3f}, {h_hi:.3f}] nats, "
+          f"mean mutual information {mi:.4f} [{mi_lo:.4f}, {mi_hi:.4f}] (95% intervals, {report.design})")
+    detect = report.detection
+    if detect is not None:
+        print(f"errors ({report.rule}): {detect['errors']} of {detect['n']} labelled cases{report.held_out}; entropy "
+              f"flags them with AUROC {detect['auroc']:.3f} [{detect['lo']:.3f}, {detect['hi']:.3f}] "
+              f"({report.design})")
+    if report.recalibration:
+        print(report.recalibration)
     return 0
 
 
@@ -570,8 +554,8 @@ def cmd_tcav(args: argparse.Namespace) -> int:
                       "labelled cases", file=sys.stderr)
         folder = Workspace(args.workspace).resolve_cohort(args.cohort)
         folder = folder if folder.is_dir() else folder.resolve().parent
-        frame = Workspace(args.workspace).concept_scores(
-            handle, cohort, folder, [c.strip() for c in args.concept.split(",")],
+        frame = concept_scores(
+            Workspace(args.workspace), handle, cohort, folder, [c.strip() for c in args.concept.split(",")],
             args.layer.split(",") if args.layer else None, target, n_random=args.random, seed=args.seed,
             progress=step("TCAV"))
     from evaluation.concept_significance import GATE, MIN_CAV_ACCURACY
@@ -604,7 +588,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if args.target is not None:
         k = base.class_index(int(args.target) if str(args.target).isdigit() else args.target)
     else:
-        k = None if uses_top_class(base) else base.n_classes - 1
+        k = judged_class(base)
     gates = margins(args.max_regression, metric_names(TOP_CLASS if k is None else ONE_VS_REST))
     comparable(base, cand)  # before any prediction: a 2D and a 3D version are refused by name
     ws = Workspace(args.workspace)

@@ -18,6 +18,7 @@ subgroup gap screen           :meth:`ShownGaps.screen`                          
 ``verify-report``
 ``check``                     :func:`loaded_verdict`                               CLI exit code (1 when nothing loads)
 ``report --expect``           :func:`same_report`                                  CLI exit code
+a concept's CAV accuracy      :func:`cav_gate`                                     ``glassbox tcav`` (each row's gate)
 ============================  ===================================================  =====================================
 """
 from __future__ import annotations
@@ -33,7 +34,7 @@ from evaluation.suppression import MISSING
 from evaluation.version_comparison import noninferiority_gate
 
 __all__ = ["ShownGaps", "shown_gaps", "gap_limits", "ALERTS", "alert_levels", "drift_gate", "integrity_verdict",
-           "loaded_verdict", "same_report", "noninferiority_gate", "margins"]
+           "loaded_verdict", "same_report", "noninferiority_gate", "margins", "cav_gate"]
 
 #: the reason a board view that shows fewer than two groups judges no gap (no gap is computed from hidden groups)
 TOO_FEW_SHOWN = "fewer than two groups are shown in the board view"
@@ -218,3 +219,16 @@ def same_report(expected: str | None, digest: str, why: str = "") -> Verdict:
     if expected is None or expected == digest:
         return Verdict("pass", [f"report {digest}"])
     return Verdict("fail", [why or f"this is not report {expected[:16]}"])
+
+
+# -- concepts ---------------------------------------------------------------------------------------------------------
+def cav_gate(accuracy: float) -> Verdict:
+    """A concept's CAV-accuracy gate (:data:`evaluation.concept_significance.GATE`): ``pass`` when the CAV tells the
+    concept from random images at least :data:`~evaluation.concept_significance.MIN_CAV_ACCURACY` of the time on
+    held-out images; else ``could not judge`` (its direction is noise, so its TCAV score is not judged)."""
+    from evaluation.concept_significance import GATE, MIN_CAV_ACCURACY
+
+    if accuracy >= MIN_CAV_ACCURACY:
+        return Verdict("pass", [f"CAV accuracy {accuracy:.2f} ≥ {MIN_CAV_ACCURACY:.2f}"], GATE)
+    return Verdict("could not judge", [f"CAV accuracy {accuracy:.2f} < {MIN_CAV_ACCURACY:.2f}: the layer cannot "
+                                       "tell the concept from random images"], GATE)

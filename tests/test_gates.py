@@ -129,3 +129,13 @@ def test_the_command_maps_each_outcome_to_one_exit_code():
 
     assert {o: exit_code(Verdict(o)) for o in OUTCOMES} == {"pass": 0, "fail": 1, "could not judge": 3,
                                                              "not shown": 4}
+
+
+def test_the_cav_gate_passes_at_its_accuracy_and_cannot_judge_below():
+    from evaluation.concept_significance import MIN_CAV_ACCURACY
+
+    from evaluation.gates import cav_gate
+
+    assert cav_gate(MIN_CAV_ACCURACY).passed and cav_gate(0.95).passed
+    below = cav_gate(MIN_CAV_ACCURACY - 0.01)
+    assert below.outcome == "could not judge" and "cannot tell the concept" in below.reasons[0]

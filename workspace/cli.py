@@ -54,8 +54,8 @@ from data_adapters.records import ModelHandle
 from data_adapters.tables import ENTROPY, MUTUAL_INFORMATION, mean_column, probability_column, std_column
 from evaluation.cohort_summary import board_decision, with_bands
 from evaluation.explanation_quality import in_words, quality_summary
-from evaluation.gates import (ALERTS, alert_levels, drift_gate, gap_limits, integrity_verdict, loaded_verdict, margins,
-                              noninferiority_gate, same_report, shown_gaps)
+from evaluation.gates import (ALERTS, alert_levels, cav_gate, drift_gate, gap_limits, integrity_verdict, loaded_verdict,
+                              margins, noninferiority_gate, same_report, shown_gaps)
 from evaluation.inference import Verdict
 from evaluation.metrics import ONE_VS_REST, TOP_CLASS, gap_metric_names, metric_names
 from evaluation.multiclass import confusion_by_group, multiclass_report
@@ -558,7 +558,7 @@ def cmd_tcav(args: argparse.Namespace) -> int:
             Workspace(args.workspace), handle, cohort, folder, [c.strip() for c in args.concept.split(",")],
             args.layer.split(",") if args.layer else None, target, n_random=args.random, seed=args.seed,
             progress=step("TCAV"))
-    from evaluation.concept_significance import GATE, MIN_CAV_ACCURACY
+    from evaluation.concept_significance import GATE
 
     first = frame.iloc[0]
     print(f"{handle.label}, class {handle.class_names[int(first['target'])]!r}: {int(first['runs'])} runs per concept "
@@ -567,7 +567,7 @@ def cmd_tcav(args: argparse.Namespace) -> int:
           f"run the same way (smallest possible p {first['p_floor']:.2g}); Holm-corrected across {len(frame)} tests")
     print(f"gate: {GATE}")
     for r in frame.itertuples():
-        gate = "passes" if r.cav_accuracy >= MIN_CAV_ACCURACY else "FAILS: not judged"
+        gate = "passes" if cav_gate(r.cav_accuracy).passed else "FAILS: not judged"
         print(f"{r.concept:>14} @ {r.layer:<22} TCAV {r.score:.2f} ± {r.spread:.2f} (reference {r.null_score:.2f} ± "
               f"{r.null_spread:.2f}); sensitivity {r.sensitivity:+.3f} vs {r.null_sensitivity:+.3f}, effect "
               f"{r.effect:+.3f} [{r.effect_lo:+.3f}, {r.effect_hi:+.3f}]; CAV acc {r.cav_accuracy:.2f} (gate {gate}); "

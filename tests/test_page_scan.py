@@ -307,9 +307,6 @@ ALLOWED: tuple[Allowed, ...] = (
     Allowed("workspace/cli.py", "numeric-call", "np.argmax(prediction.probabilities)",
             "`glassbox explain` picks the explained class (top class, else the last) itself; Case review does the "
             "same from its table: one target policy in explainers/", "H3 / issue 25 (thin commands)"),
-    Allowed("workspace/cli.py", "threshold-comparison", "r.cav_accuracy >= MIN_CAV_ACCURACY",
-            "`glassbox concepts` decides the CAV-accuracy gate's 'passes' / 'FAILS' itself; the ConceptScore's "
-            "verdict from evaluation.concept_significance should carry it", "H3, issue 25 (gates out of the CLI)"),
 )
 
 

@@ -9,6 +9,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from sklearn.metrics import roc_curve
 
+from data_adapters.tables import OUTCOME, SCORE
 from evaluation.calibration import reliability_table
 from evaluation.metrics import higher_is_better
 
@@ -67,9 +68,9 @@ def roc_by_group(frame: pd.DataFrame, by: str) -> go.Figure:
     fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", line=dict(dash="dot", color="#a0aec0"),
                              showlegend=False, hoverinfo="skip"))
     for name, sub in frame.groupby(by, observed=True, sort=True):
-        if sub["y"].nunique() < 2:
+        if sub[OUTCOME].nunique() < 2:
             continue
-        fpr, tpr, _ = roc_curve(sub["y"], sub["p"])
+        fpr, tpr, _ = roc_curve(sub[OUTCOME], sub[SCORE])
         if len(fpr) > ROC_POINTS:  # a million cases: the polyline at ROC_POINTS false-positive rates, not every vertex
             grid = np.unique(np.concatenate([np.linspace(0, 1, ROC_POINTS), fpr[:1], fpr[-1:]]))
             fpr, tpr = grid, np.interp(grid, fpr, tpr)

@@ -31,7 +31,7 @@ from scipy.stats import norm
 from sklearn.metrics import roc_curve
 
 from data_adapters.errors import InvalidInputError
-from data_adapters.tables import CLUSTER, probability_column
+from data_adapters.tables import CLUSTER, LABEL, OUTCOME, SCORE, PredictionTable, probability_column
 from evaluation.metrics import (
     CELL_BOOTSTRAP_FROM,
     ONE_VS_REST,
@@ -111,14 +111,15 @@ def resampling(frame: pd.DataFrame, *, stratified: bool = True) -> str:
     return f"{kind}; no patient key, so images are treated as independent"
 
 
-def labelled_frame(cohort_frame: pd.DataFrame, predictions: pd.DataFrame, class_index: int) -> pd.DataFrame:
-    """Cohort rows with labels, joined to predictions: adds ``y`` (label == class) and ``p`` (its probability)."""
-    frame = cohort_frame.merge(predictions, on="case_id", how="inner")
-    frame = frame[frame["label"].notna()].copy()
+def labelled_frame(cohort_frame: pd.DataFrame, predictions: PredictionTable, class_index: int) -> pd.DataFrame:
+    """Cohort rows with labels, joined to predictions: adds ``y`` (:data:`~data_adapters.tables.OUTCOME`: label ==
+    class) and ``p`` (:data:`~data_adapters.tables.SCORE`: its probability)."""
+    frame = cohort_frame.merge(predictions.frame, on="case_id", how="inner")
+    frame = frame[frame[LABEL].notna()].copy()
     if frame.empty:
         raise InvalidInputError(MSG_NO_LABELS.format(k=class_index))
-    frame["y"] = (frame["label"] == class_index).to_numpy(dtype=bool)
-    frame["p"] = frame[probability_column(class_index)].astype(float)
+    frame[OUTCOME] = (frame[LABEL] == class_index).to_numpy(dtype=bool)
+    frame[SCORE] = frame[probability_column(class_index)].astype(float)
     return frame
 
 

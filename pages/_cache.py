@@ -17,6 +17,7 @@ from data_adapters.cohort import peek_fit
 from data_adapters.errors import GlassboxError
 from data_adapters.models import spec_path
 from data_adapters.records import Attribution, Cohort, ModelHandle
+from data_adapters.tables import PredictionTable, UncertaintyTable
 from evaluation.metrics import METRICS
 from evaluation.multiclass import MULTICLASS_METRICS
 from explainers.device import best_device
@@ -74,20 +75,20 @@ def cohort(manifest: str | Path, handle: ModelHandle) -> Cohort:
 
 
 @st.cache_data(show_spinner="Predicting…", max_entries=16)
-def _predictions(root: str, model_path: str, manifest: str, keys: tuple) -> pd.DataFrame:
+def _predictions(root: str, model_path: str, manifest: str, keys: tuple) -> PredictionTable:
     bar = st.progress(0.0, text="Predicting cohort…")
     handle = model(model_path)
-    frame = Workspace(root).predictions(handle, cohort(manifest, handle),
+    table = Workspace(root).predictions(handle, cohort(manifest, handle),
                                         progress=lambda d, n: bar.progress(d / max(n, 1), text=f"Predicting {d}/{n}"))
     bar.empty()
-    return frame
+    return table
 
 
 #: cohorts at least this large are predicted in a background job (the page shows its progress and is not blocked)
 BACKGROUND_FROM = 2000
 
 
-def predictions(root: Path, model_path: Path, manifest: Path) -> pd.DataFrame:
+def predictions(root: Path, model_path: Path, manifest: Path) -> PredictionTable:
     """The cohort's predictions: read from the cache; computed here for a small cohort; for a large one, in a
     background job that widget changes and page switches do not restart (``workspace.jobs``), the page waiting
     with its progress meanwhile."""
@@ -103,7 +104,7 @@ def predictions(root: Path, model_path: Path, manifest: Path) -> pd.DataFrame:
     return _predictions(str(root), str(model_path), str(manifest), _model_stamp(model_path) + _cohort_stamp(manifest))
 
 
-def predictions_or_stop(root: Path, model_path: Path, manifest: Path) -> pd.DataFrame:
+def predictions_or_stop(root: Path, model_path: Path, manifest: Path) -> PredictionTable:
     """The cohort's predictions (cached); a Glassbox error is shown and stops the page."""
     try:
         return predictions(root, model_path, manifest)
@@ -160,7 +161,7 @@ def attribution(root: Path, model_path: Path, manifest: Path, case_id: str, meth
     return a
 
 
-def cached_uncertainty(root: Path, model_path: Path, manifest: Path, method: str) -> pd.DataFrame | None:
+def cached_uncertainty(root: Path, model_path: Path, manifest: Path, method: str) -> UncertaintyTable | None:
     """The cohort's uncertainty if it was computed before (never computed here: the worklist opens on the whole
     cohort and must not wait for it)."""
     handle = model(model_path)
@@ -168,7 +169,8 @@ def cached_uncertainty(root: Path, model_path: Path, manifest: Path, method: str
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
-def _uncertainty(root: str, model_paths: tuple[str, ...], manifest: str, method: str, keys: tuple) -> pd.DataFrame:
+def _uncertainty(root: str, model_paths: tuple[str, ...], manifest: str, method: str,
+                 keys: tuple) -> UncertaintyTable:
     bar = st.progress(0.0, text=f"Estimating uncertainty ({method})…")
     try:
         handles = [model(p) for p in model_paths]
@@ -179,7 +181,7 @@ def _uncertainty(root: str, model_paths: tuple[str, ...], manifest: str, method:
         bar.empty()
 
 
-def uncertainty(root: Path, model_paths: list[Path], manifest: Path, method: str) -> pd.DataFrame:
+def uncertainty(root: Path, model_paths: list[Path], manifest: Path, method: str) -> UncertaintyTable:
     keys = sum((_model_stamp(p) for p in model_paths), ()) + _cohort_stamp(manifest)
     return _uncertainty(str(root), tuple(map(str, model_paths)), str(manifest), method, keys)
 
@@ -190,7 +192,7 @@ def _case_uncertainty(root: str, model_path: str, manifest: str, case_id: str, m
     return Workspace(root).case_uncertainty(handle, cohort(manifest, handle).case(case_id), method)
 
 
-def case_uncertainty(root: Path, model_path: Path, manifest: Path, case_id: str, method: str) -> pd.DataFrame:
+def case_uncertainty(root: Path, model_path: Path, manifest: Path, case_id: str, method: str) -> UncertaintyTable:
     """The case in view's uncertainty alone (the same numbers as its row of the cohort's)."""
     keys = _model_stamp(model_path) + _cohort_stamp(manifest)
     return _case_uncertainty(str(root), str(model_path), str(manifest), case_id, method, keys)

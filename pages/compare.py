@@ -8,6 +8,7 @@ import streamlit as st
 from streamlit.errors import StreamlitAPIException
 
 from data_adapters.errors import GlassboxError
+from data_adapters.tables import ENTROPY
 from evaluation.cohort_summary import group_columns
 from evaluation.figures import agreement_figure, delta_forest, flip_scatter
 from evaluation.outcomes import uses_top_class
@@ -164,8 +165,8 @@ if c[1].button("Estimate for both versions", key="cmp_run_unc"):
 if st.session_state.get("cmp_unc_run"):
     method_ = st.session_state["cmp_unc_run"]
     try:
-        entropy = {v: cache.uncertainty(root, [peers[v]], manifest, method_).set_index("case_id")
-                   .loc[changes["case_id"], "entropy"].to_numpy() for v in (baseline, candidate)}
+        entropy = {v: cache.uncertainty(root, [peers[v]], manifest, method_).select(changes["case_id"])
+                   .figure(ENTROPY) for v in (baseline, candidate)}
     except GlassboxError as e:
         show_error(e)
     else:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import streamlit as st
 
 from data_adapters.errors import GlassboxError
+from data_adapters.tables import OUTCOME, SCORE
 from evaluation.cohort_summary import group_columns, with_bands
 from evaluation.figures import confusion_figure, forest_plot, reliability_diagram, roc_by_group
 from evaluation.metrics import METRICS
@@ -149,7 +150,8 @@ if k is None:
 elif len(by) == 1:
     drawn = frame[frame[by[0]].astype(str).map(hide.shows)] if hide else frame
     chart(right, roc_by_group(drawn, by[0]), key="sub_roc")
-    curves = {str(g): (sub["y"].to_numpy(), sub["p"].to_numpy()) for g, sub in drawn.groupby(by[0], observed=True)}
+    curves = {str(g): (sub[OUTCOME].to_numpy(), sub[SCORE].to_numpy())
+              for g, sub in drawn.groupby(by[0], observed=True)}
     chart(right, reliability_diagram(curves, title=f"Reliability by {by[0]}"), key="sub_reliability")
 else:
     right.info("ROC and reliability curves are drawn for a single attribute.")

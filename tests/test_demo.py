@@ -115,7 +115,7 @@ def test_models_are_useful(demo_ws, demo_cohort, demo_models, version):
     from sklearn.metrics import roc_auc_score
 
     handle = demo_models[version]
-    preds = demo_ws.predictions(handle, demo_cohort).set_index("case_id")
+    preds = demo_ws.predictions(handle, demo_cohort).frame.set_index("case_id")
     test = [c for c in _test_cases(demo_cohort) if c.attributes["site"] != "B"]  # where lesions are visible
     auc = roc_auc_score([c.label for c in test], preds.loc[[c.case_id for c in test], "p_1"])
     assert auc > CHECKS[f"{version}_lesion_auroc"][2], auc

@@ -49,7 +49,7 @@ def test_3d_model_is_useful_and_its_cached_predictions_are_the_cohorts(demo_ws, 
     from sklearn.metrics import roc_auc_score
 
     assert ct_model.spatial_dims == 3 and ct_model.preprocessing.input_shape == (1, *SHAPE)
-    preds = demo_ws.predictions(ct_model, ct_cohort).set_index("case_id")
+    preds = demo_ws.predictions(ct_model, ct_cohort).frame.set_index("case_id")
     test = [c for c in ct_cohort.cases if c.attributes["split"] == "test"]
     auc = roc_auc_score([c.label for c in test], preds.loc[[c.case_id for c in test], "p_1"])
     assert auc > 0.95, auc
@@ -126,8 +126,8 @@ def test_the_dicom_copy_reads_and_predicts_exactly_like_the_nifti_originals(demo
         np.testing.assert_array_equal(a.array, b.array)
         assert a.spacing == b.spacing == SPACING
         assert copy.attributes["site"] == f"Site {original.attributes['site']}"
-    p_nifti = demo_ws.predictions(ct_model, ct_cohort).set_index("case_id")["p_1"]
-    p_dicom = demo_ws.predictions(ct_model, studies).set_index("case_id")["p_1"]
+    p_nifti = demo_ws.predictions(ct_model, ct_cohort).frame.set_index("case_id")["p_1"]
+    p_dicom = demo_ws.predictions(ct_model, studies).frame.set_index("case_id")["p_1"]
     np.testing.assert_allclose([p_dicom[c.case_id] for _, c in pairs], [p_nifti[o.case_id] for o, _ in pairs],
                                atol=1e-5)
 

@@ -204,7 +204,7 @@ def small(tmp_path):
 def test_edited_predictions_are_discarded_recomputed_and_logged(tmp_path, small, caplog):
     handle = handle_for(TinyCNN(2, 1, 3), n_classes=3, input_shape=(1, 12, 12))
     ws = Workspace(tmp_path / "ws")
-    first = ws.predictions(handle, small)
+    first = ws.predictions(handle, small).frame
     path = ws.prediction_path(handle, small)
     table = pq.read_table(path)
     edited = first.copy()
@@ -216,13 +216,13 @@ def test_edited_predictions_are_discarded_recomputed_and_logged(tmp_path, small,
         write()
         caplog.clear()
         with caplog.at_level("WARNING", logger="glassbox.cache"):
-            again = ws.predictions(handle, small)
+            again = ws.predictions(handle, small).frame
         assert "keyed MAC does not match" in caplog.text
         np.testing.assert_allclose(again[["p_0", "p_1", "p_2"]], first[["p_0", "p_1", "p_2"]])
     # a table sealed under another operator's secret is not served either
     other = pa.Table.from_pandas(edited, preserve_index=False)
     pq.write_table(seal_table(other, derived_key("another operator's secret", "cache-mac")), path)
-    np.testing.assert_allclose(ws.predictions(handle, small)[["p_0"]], first[["p_0"]])
+    np.testing.assert_allclose(ws.predictions(handle, small).frame[["p_0"]], first[["p_0"]])
 
 
 def test_a_map_with_a_recomputed_digest_is_still_caught_by_its_mac(tmp_path, small, caplog):
@@ -388,7 +388,7 @@ def test_cli_out_on_a_full_disk_is_one_line_and_keeps_the_old_file(tmp_path, mon
 def test_caches_in_a_read_only_workspace_are_computed_and_served_not_kept(tmp_path, small, monkeypatch, caplog):
     handle = handle_for(TinyCNN(2, 1, 3), n_classes=3, input_shape=(1, 12, 12))
     ws = Workspace(tmp_path / "ws")
-    expected = ws.predictions(handle, small)
+    expected = ws.predictions(handle, small).frame
     shutil.rmtree(ws.cache)
 
     def read_only(*_a, **_k):
@@ -397,7 +397,7 @@ def test_caches_in_a_read_only_workspace_are_computed_and_served_not_kept(tmp_pa
     monkeypatch.setattr(cache.tempfile, "mkstemp", read_only)
     monkeypatch.setattr(cache.Path, "mkdir", read_only)
     with caplog.at_level("WARNING", logger="glassbox.cache"):
-        got = ws.predictions(handle, small)
+        got = ws.predictions(handle, small).frame
         maps = ws.attributions(handle, list(small.cases[:2]), "saliency", 1)
     np.testing.assert_allclose(got[["p_0", "p_1", "p_2"]], expected[["p_0", "p_1", "p_2"]])
     assert len(maps) == 2 and "the file system is read-only" in caplog.text

@@ -12,7 +12,7 @@ from sklearn.metrics import (
     top_k_accuracy_score,
 )
 
-from data_adapters.tables import CLUSTER
+from data_adapters.tables import CLUSTER, UncertaintyTable
 from evaluation.calibration import calibration_target
 from evaluation.multiclass import multiclass_report
 from evaluation.outcomes import with_outcomes
@@ -100,8 +100,9 @@ def test_top_class_outcomes_errors_spread_and_calibration_target():
     vs_rest = with_outcomes(frame, 2, 0.35)
     assert vs_rest["outcome"].tolist() == ["correct", "false negative", "correct", "unlabelled"]
     unc = pd.DataFrame({"case_id": list("abcd"), **{f"mean_{i}": frame[f"p_{i}"] for i in range(3)},
-                        **{f"std_{i}": [0.01 * (i + 1) + j for j in range(4)] for i in range(3)}})
-    spread = with_spread(unc, 3, None)
+                        **{f"std_{i}": [0.01 * (i + 1) + j for j in range(4)] for i in range(3)},
+                        "entropy": 0.5, "mutual_information": 0.1})
+    spread = with_spread(UncertaintyTable(unc, method="mc_dropout", task="multiclass", n_classes=3), None)
     assert spread["std"].tolist() == pytest.approx([0.01, 1.02, 2.03, 3.03])
     confidence, right = calibration_target(frame[["p_0", "p_1", "p_2"]].to_numpy()[:3], np.array([0, 2, 2]), None)
     assert confidence.tolist() == [0.7, 0.5, 0.8] and right.tolist() == [True, False, True]

@@ -15,6 +15,7 @@ from sklearn.metrics import roc_curve
 
 from data_adapters.errors import InvalidInputError
 from data_adapters.records import ModelCard
+from data_adapters.tables import PredictionTable
 from evaluation.operating_point import VALIDATION_SPLITS, fit_operating_point, validation_split
 from tests.helpers import TinyCNN, handle_for
 from workspace.store import Workspace
@@ -84,7 +85,7 @@ class _Fixed(Workspace):
     preds: dict
 
     def predictions(self, handle, cohort, *, progress=None):
-        return self.preds[cohort.name]
+        return PredictionTable(self.preds[cohort.name], task="binary", n_classes=2)
 
 
 def _as_cohort(name, frame):

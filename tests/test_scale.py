@@ -169,7 +169,7 @@ def test_each_distinct_image_is_predicted_once(tmp_path, monkeypatch):
     seen = []
     real = store.predict_cases
     monkeypatch.setattr(store, "predict_cases", lambda h, cases, **k: seen.append(len(cases)) or real(h, cases, **k))
-    preds = ws.predictions(handle, cohort)
+    preds = ws.predictions(handle, cohort).frame
     assert seen == [3] and preds["case_id"].tolist() == cohort.case_ids
     each = real(handle, list(cohort.cases))
     np.testing.assert_array_equal(preds[["p_0", "p_1", "p_2"]].to_numpy(), np.array([e.probabilities for e in each]))
@@ -220,10 +220,10 @@ def test_precompute_fills_the_cache_the_app_reads_and_resumes(tmp_path, monkeypa
     handle = ws.load_model(ws.resolve_model("tiny"))
     cohort = ws.cohort_for(handle, ws.resolve_cohort("pngs"))
     preds = pd.read_parquet(ws.prediction_path(handle, cohort))
-    fresh = Workspace(tmp_path / "elsewhere").predictions(handle, cohort)
+    fresh = Workspace(tmp_path / "elsewhere").predictions(handle, cohort).frame
     pd.testing.assert_frame_equal(preds, fresh)
     unc = ws.uncertainty([handle], cohort, "tta", cached_only=True)
-    assert unc is not None and unc["case_id"].tolist() == cohort.case_ids
+    assert unc is not None and unc.case_ids == cohort.case_ids
     assert len(ws.attribution_shards()) == 10
     from explainers.saliency import explain
     from data_adapters.cohort import load_image_batch
@@ -248,7 +248,7 @@ def test_precompute_on_a_local_ray_instance_gives_the_same_cache(tmp_path):
     handle = ws.load_model(ws.resolve_model("tiny"))
     cohort = ws.cohort_for(handle, ws.resolve_cohort("pngs"))
     pd.testing.assert_frame_equal(pd.read_parquet(ws.prediction_path(handle, cohort)),
-                                  Workspace(tmp_path / "elsewhere").predictions(handle, cohort))
+                                  Workspace(tmp_path / "elsewhere").predictions(handle, cohort).frame)
     assert len(ws.attribution_shards()) == 10
 
 

@@ -23,17 +23,17 @@ def small_cohort(tmp_path):
 def test_predictions_for_a_three_class_model_are_cached(tmp_path, small_cohort, monkeypatch):
     handle = handle_for(TinyCNN(2, 1, 3), n_classes=3, input_shape=(1, 12, 12))
     ws = Workspace(tmp_path / "ws")
-    first = ws.predictions(handle, small_cohort)
+    first = ws.predictions(handle, small_cohort).frame
     assert list(first.columns) == ["case_id", "p_0", "p_1", "p_2"] and len(first) == 6
     np.testing.assert_allclose(first[["p_0", "p_1", "p_2"]].sum(axis=1), 1.0, atol=1e-6)
     monkeypatch.setattr(store, "predict_cases", lambda *a, **k: pytest.fail("recomputed a cached prediction"))
-    again = Workspace(tmp_path / "ws").predictions(handle, small_cohort)  # a restart: a fresh object
+    again = Workspace(tmp_path / "ws").predictions(handle, small_cohort).frame  # a restart: a fresh object
     np.testing.assert_allclose(again[["p_0", "p_1", "p_2"]], first[["p_0", "p_1", "p_2"]])
 
 
 def test_multilabel_probabilities_are_independent(tmp_path, small_cohort):
     handle = handle_for(TinyCNN(2, 1, 3), task="multilabel", n_classes=3, input_shape=(1, 12, 12))
-    frame = Workspace(tmp_path).predictions(handle, small_cohort)
+    frame = Workspace(tmp_path).predictions(handle, small_cohort).frame
     assert not np.allclose(frame[["p_0", "p_1", "p_2"]].sum(axis=1), 1.0)
 
 
@@ -127,15 +127,15 @@ def test_a_damaged_attribution_is_recomputed_with_a_warning_never_served(tmp_pat
 def test_a_damaged_prediction_table_is_recomputed(tmp_path, small_cohort, caplog):
     handle = handle_for(TinyCNN(2, 1, 3), n_classes=3, input_shape=(1, 12, 12))
     ws = Workspace(tmp_path / "ws")
-    first = ws.predictions(handle, small_cohort)
+    first = ws.predictions(handle, small_cohort).frame
     path = ws.prediction_path(handle, small_cohort)
     cache.atomic_write(path, lambda tmp: cache.write_frame(first.iloc[:3], tmp))  # other cases, MAC intact
     with caplog.at_level("WARNING", logger="glassbox.cache"):
-        again = ws.predictions(handle, small_cohort)
+        again = ws.predictions(handle, small_cohort).frame
     assert "its cases are not the cohort's" in caplog.text
     assert again["case_id"].tolist() == first["case_id"].tolist()
     path.write_bytes(b"PAR1 truncated")
-    np.testing.assert_allclose(ws.predictions(handle, small_cohort)[["p_0", "p_1", "p_2"]],
+    np.testing.assert_allclose(ws.predictions(handle, small_cohort).frame[["p_0", "p_1", "p_2"]],
                                first[["p_0", "p_1", "p_2"]])
 
 

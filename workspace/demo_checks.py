@@ -204,7 +204,7 @@ def run_checks(ws, cohort: Cohort, models: dict[str, ModelHandle], ct_cohort: Co
     out += [_check(f"tcav_marker_{v}", _tcav_signed(tcav[v], "marker")) for v in ("v1", "v2")]
     log("demo checks: TCAV measured")
     ct_test = _held_out(ct_cohort)
-    ct_p = ws.predictions(ct_model, ct_cohort).set_index("case_id").loc[[c.case_id for c in ct_test], "p_1"]
+    ct_p = ws.predictions(ct_model, ct_cohort).select([c.case_id for c in ct_test]).probability(1)
     out.append(_check("ct_auroc", roc_auc_score([c.label for c in ct_test], ct_p)))
     positives = [c for c in ct_test if c.label == 1]
     volumes = load_image_batch(positives)

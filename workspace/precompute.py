@@ -25,13 +25,13 @@ import pandas as pd
 from data_adapters.cohort import load_image_batch
 from data_adapters.errors import InvalidInputError
 from data_adapters.hashing import json_hash
-from data_adapters.tables import probability_columns
+from data_adapters.tables import PredictionTable
 from explainers import uncertainty as uncertainty_lib
 from explainers.device import best_device
 from explainers.inference import predict_cases
 from explainers.saliency import SALIENCY_METHODS, explain
 from workspace.cache import NUMERICS, atomic_write
-from workspace.store import Workspace, _uncertainty_frame
+from workspace.store import Workspace, uncertainty_table
 
 Progress = Callable[[int, int], None]
 #: cases per shard: a map shard of 1024 128² maps is 64 MB, a thousand shards hold a million maps
@@ -89,14 +89,14 @@ def compute_shard(plan: Plan, index: int, opened=None) -> int:
     start, stop = index * plan.shard_size, min(len(cohort), (index + 1) * plan.shard_size)
     cases = list(cohort.cases[start:stop])
     preds = predict_cases(handle, cases)
-    frame = pd.DataFrame([p.probabilities for p in preds], columns=probability_columns(handle))
-    frame.insert(0, "case_id", [p.case_id for p in preds])
+    frame = PredictionTable.of([p.case_id for p in preds], np.array([p.probabilities for p in preds], np.float64)
+                               .reshape(len(preds), handle.n_classes), task=handle.task).frame
     atomic_write(folder / f"pred-{index:05d}.parquet", lambda tmp: frame.to_parquet(tmp, index=False))
     if plan.uncertainty:
         run = uncertainty_lib.UNCERTAINTY_METHODS.get(plan.uncertainty)
         samples = uncertainty_lib.DEFAULT_SAMPLES.get(plan.uncertainty)
         draws = run([handle], cases, samples, 0, None)
-        unc = _uncertainty_frame(cases, uncertainty_lib.summarise(draws, handle.task))
+        unc = uncertainty_table(cases, draws, plan.uncertainty, handle.task).frame
         atomic_write(folder / f"unc-{index:05d}.parquet", lambda tmp: unc.to_parquet(tmp, index=False))
     target = handle.n_classes - 1 if plan.target is None else plan.target
     store = ws.attribution_shards()

@@ -41,6 +41,7 @@ from data_adapters.hashing import json_hash, mac, mac_matches
 from data_adapters.preprocessing import on_model_grid
 from data_adapters.readers import read_image
 from data_adapters.records import Cohort, ModelHandle
+from data_adapters.tables import ENTROPY
 from evaluation.cohort_summary import board_decision, group_counts, with_bands
 from evaluation.explanation_quality import in_words as trust_in_words
 from evaluation.explanation_quality import quality_summary
@@ -176,7 +177,7 @@ def gather(ws: Workspace, handle: ModelHandle, cohort: Cohort, *, baseline: Mode
     point = None if top else ws.operating_point(handle, cohort, positive)
     if selected["label"].notna().any() and by:
         if top:
-            labelled = selected[selected["label"].notna()].merge(preds, on="case_id")
+            labelled = selected[selected["label"].notna()].merge(preds.frame, on="case_id")
             sub = multiclass_report(labelled, by, handle.class_names)
             metric = "accuracy"
         else:
@@ -201,7 +202,7 @@ def gather(ws: Workspace, handle: ModelHandle, cohort: Cohort, *, baseline: Mode
         overall = sub.table.set_index("group").loc["overall"]
         clinical = {}
         if not top:
-            prevalence = float(labelled["y"].mean())
+            prevalence = float(labelled[OUTCOME].mean())
             sens, spec = float(overall["sensitivity"]), float(overall["specificity"])
             clinical = {
                 "sensitivity": round(sens, 3), "sensitivity_ci": [round(float(overall["sensitivity_lo"]), 3),
@@ -246,7 +247,7 @@ def gather(ws: Workspace, handle: ModelHandle, cohort: Cohort, *, baseline: Mode
     if handle.preprocessing.input_shape and len(handle.preprocessing.input_shape) == 3:  # 2D: (C, H, W)
         # illustrative cases chosen by rule, never by hand: the most confident correct positive and the most
         # confident error, from groups a board may see; shown without identifiers
-        judged = with_outcomes(selected.merge(preds, on="case_id"), None if top else positive,
+        judged = with_outcomes(selected.merge(preds.frame, on="case_id"), None if top else positive,
                                0.5 if top else point.threshold, n_classes=handle.n_classes)
         judged = judged[judged["label"].notna()]
         if by:
@@ -350,7 +351,7 @@ def _referral(ws: Workspace, handle: ModelHandle, cohort: Cohort, labelled: pd.D
     unc = ws.uncertainty([handle], cohort, method, cached_only=True)
     if unc is None:
         return None
-    entropy = unc.set_index("case_id")["entropy"]
+    entropy = pd.Series(unc.figure(ENTROPY), index=unc.case_ids)
     cutoff = float(np.quantile(entropy.to_numpy(float), 1 - fraction))
     kept = labelled[labelled["case_id"].map(entropy).to_numpy(float) <= cutoff]
     positives = kept[kept["y"] == 1]

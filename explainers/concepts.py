@@ -631,3 +631,22 @@ def conceptual_sensitivity(handle: ModelHandle, images: np.ndarray, cav: np.ndar
         grads = LayerGradientXActivation(scorer, layer_module, multiply_by_inputs=False).attribute(x, target=k)
     flat = grads.reshape(len(images), -1).float().cpu().numpy()
     return flat @ cav.astype(np.float32)
+
+
+def tcav_inputs(cohort: Cohort, target: int, n: int, class_name: str = "") -> list[Case]:
+    """The cases TCAV's directional derivatives are taken on: up to ``n`` labelled cases of class ``target``,
+    held-out ones (``split == test``) first; fewer than :data:`MIN_EXAMPLES` is an :class:`InvalidInputError` naming
+    the class and the cohort."""
+    positives = [c for c in cohort.cases if c.label == target]
+    positives.sort(key=lambda c: c.attributes.get("split") != "test")
+    if len(positives) < MIN_EXAMPLES:
+        raise InvalidInputError(f"TCAV needs at least {MIN_EXAMPLES} labelled cases of class "
+                                f"{class_name or target!r} in cohort {cohort.name!r}; found {len(positives)}")
+    return positives[:n]
+
+
+def reference_count(references: int, n_concepts: int, n_layers: int, alpha: float = 0.05) -> int:
+    """Reference concepts the null needs: at least ``references``, and enough that the smallest permutation p-value
+    (1 / (references + 1)) can pass a Bonferroni bound over both tails of every concept and layer at ``alpha``."""
+    return max(references, int(np.ceil(2 * n_concepts * n_layers / alpha)) - 1)
+

@@ -23,7 +23,8 @@ from data_adapters.records import Cohort, ModelHandle
 from pages._navigation import TITLES
 from workspace.access import ADMIN_MESSAGES, NO_ROLE, PAGES, Identity, Users, attempt_actor, auth_mode, single_user
 from workspace.review import Record, spreadsheet_safe
-from workspace.store import allowed_workspace, identifier_key
+from workspace.keys import identifier_key
+from workspace.store import allowed_workspace
 
 IDENTITY = "_identity"  # session state: set only by sign-in below (no widget carries this key)
 #: what a session holds about who is signed in (the identity, the workspace whose log has its sign-in, what it opened)

@@ -9,6 +9,7 @@ import pytest
 
 from data_adapters.errors import InvalidInputError, UnknownNameError
 from evaluation.concept_significance import CausalCheck, agreement, concept_scores, reference_p
+from workspace import concepts as concept_service
 from explainers.concepts import (
     ConceptSet,
     _run_scores,
@@ -29,7 +30,8 @@ from workspace.cli import main
 @pytest.fixture(scope="module")
 def demo_tcav(demo_ws, demo_cohort, demo_models):
     folder = demo_ws.cohort_paths()["demo2d"].parent
-    return {v: demo_ws.concept_scores(demo_models[v], demo_cohort, folder, ["marker", "lesion", "no_lesion"]).set_index(
+    return {v: concept_service.concept_scores(demo_ws, demo_models[v], demo_cohort, folder,
+                                              ["marker", "lesion", "no_lesion"]).set_index(
         ["concept", "layer"]) for v in ("v1", "v2")}
 
 
@@ -248,8 +250,8 @@ def test_tcav_results_are_cached(demo_ws, demo_cohort, demo_models, demo_tcav, m
     import explainers.concepts as concepts
 
     monkeypatch.setattr(concepts, "tcav_runs", lambda *a, **k: pytest.fail("recomputed cached TCAV"))
-    again = demo_ws.concept_scores(demo_models["v1"], demo_cohort, demo_ws.cohort_paths()["demo2d"].parent,
-                                   ["marker", "lesion", "no_lesion"])
+    again = concept_service.concept_scores(demo_ws, demo_models["v1"], demo_cohort,
+                                           demo_ws.cohort_paths()["demo2d"].parent, ["marker", "lesion", "no_lesion"])
     assert again.set_index(["concept", "layer"])["score"].equals(demo_tcav["v1"]["score"])
 
 
@@ -273,10 +275,10 @@ def test_per_case_sensitivity_is_one_finite_value_per_case_and_cached(demo_ws, d
     causal test, test_demo) moved v1 by 0.80-0.86 and v2 by at most 0.04 in every run."""
     folder = demo_ws.cohort_paths()["demo2d"].parent
     cases = [c for c in demo_cohort.cases if c.attributes["split"] == "test" and c.label == 1][:10]
-    first = demo_ws.concept_sensitivity(demo_models["v1"], demo_cohort, folder, "marker", "features.denseblock2",
-                                        cases, "lesion")
-    again = demo_ws.concept_sensitivity(demo_models["v1"], demo_cohort, folder, "marker", "features.denseblock2",
-                                        cases, "lesion")
+    first = concept_service.concept_sensitivity(demo_ws, demo_models["v1"], demo_cohort, folder, "marker",
+                                                "features.denseblock2", cases, "lesion")
+    again = concept_service.concept_sensitivity(demo_ws, demo_models["v1"], demo_cohort, folder, "marker",
+                                                "features.denseblock2", cases, "lesion")
     assert list(first["case_id"]) == [c.case_id for c in cases] and np.isfinite(first["sensitivity"]).all()
     np.testing.assert_array_equal(first["sensitivity"], again["sensitivity"])
     assert (first["cav_accuracy"] > 0.9).all(), "the marker is easy to separate at this layer"

@@ -86,7 +86,7 @@ WITHOUT_ALL: frozenset[str] = frozenset({
     "explainers.saliency.guided_grad_cam", "explainers.saliency.integrated_gradients",
     "explainers.saliency.occlusion", "explainers.saliency.saliency", "explainers.saliency.smoothgrad",
     "explainers.uncertainty", "workspace.cli", "workspace.demo", "workspace.jobs",
-    "workspace.precompute", "workspace.store",
+    "workspace.precompute",
 })
 
 

@@ -14,7 +14,9 @@ from data_adapters.errors import InvalidInputError
 from data_adapters.models.state_dict import monai_network
 from tests.test_bundle import NET, write_bundle
 from tests.test_pages import ROOT, TIMEOUT, allow
-from workspace.store import Workspace, allowed_workspace, identifier_key
+from workspace.concepts import concept_sensitivity
+from workspace.keys import identifier_key
+from workspace.store import Workspace, allowed_workspace
 
 
 def _evil_workspace(tmp_path: Path) -> tuple[Path, Path]:
@@ -76,18 +78,18 @@ def test_concept_folders_are_read_only_from_under_the_cohort_or_data_roots(tmp_p
         Image.fromarray(np.zeros((128, 128), np.uint16)).save(outside / f"{i}.png")
     folder = demo_ws.cohort_paths()["demo2d"].parent
     with pytest.raises(InvalidInputError, match="lies outside the cohort's folder and the configured data roots") as e:
-        demo_ws.concept_sensitivity(demo_models["v1"], demo_cohort, folder, str(outside), "features.denseblock2",
-                                    demo_cohort.cases[:1], 1)
+        concept_sensitivity(demo_ws, demo_models["v1"], demo_cohort, folder, str(outside), "features.denseblock2",
+                            demo_cohort.cases[:1], 1)
     assert "'[masked]'" in str(e.value) and "Smith" not in str(e.value), "a folder name that may carry a name"
     assert "0.png" not in str(e.value), "nothing inside it is listed"
     monkeypatch.setenv("GLASSBOX_DATA_ROOTS", str(tmp_path))
-    frame = demo_ws.concept_sensitivity(demo_models["v1"], demo_cohort, folder, str(outside), "features.denseblock2",
-                                        demo_cohort.cases[:1], 1)
+    frame = concept_sensitivity(demo_ws, demo_models["v1"], demo_cohort, folder, str(outside),
+                                "features.denseblock2", demo_cohort.cases[:1], 1)
     assert len(frame) == 1
     monkeypatch.delenv("GLASSBOX_DATA_ROOTS")
     with pytest.raises(InvalidInputError, match="lies outside the cohort's folder and the configured data roots"):
-        demo_ws.concept_sensitivity(demo_models["v1"], demo_cohort, folder, str(folder / ".." / ".." / ".."),
-                                    "features.denseblock2", demo_cohort.cases[:1], 1)
+        concept_sensitivity(demo_ws, demo_models["v1"], demo_cohort, folder, str(folder / ".." / ".." / ".."),
+                            "features.denseblock2", demo_cohort.cases[:1], 1)
 
 
 def test_identifier_hashes_are_keyed_by_a_secret_outside_the_workspace(tmp_path, monkeypatch):

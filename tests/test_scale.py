@@ -198,6 +198,7 @@ def test_precompute_fills_the_cache_the_app_reads_and_resumes(tmp_path, monkeypa
     from tests.helpers import tiny_workspace
     from workspace import precompute as pc
     from workspace.store import Workspace
+    from workspace.uncertainty import uncertainty
 
     root = tiny_workspace(tmp_path / "ws", n=10)
     plan = _precompute_plan(root, methods=("saliency",), uncertainty="tta")
@@ -222,7 +223,7 @@ def test_precompute_fills_the_cache_the_app_reads_and_resumes(tmp_path, monkeypa
     preds = pd.read_parquet(ws.prediction_path(handle, cohort))
     fresh = Workspace(tmp_path / "elsewhere").predictions(handle, cohort).frame
     pd.testing.assert_frame_equal(preds, fresh)
-    unc = ws.uncertainty([handle], cohort, "tta", cached_only=True)
+    unc = uncertainty(ws, [handle], cohort, "tta", cached_only=True)
     assert unc is not None and unc.case_ids == cohort.case_ids
     assert len(ws.attribution_shards()) == 10
     from explainers.saliency import explain

@@ -20,6 +20,7 @@ from evaluation.subgroups import choose_threshold, labelled_frame
 from explainers.uncertainty import ensemble, mc_dropout, summarise, tta
 from tests.helpers import TinyCNN, all_hooks, handle_for, random_png_cohort
 from workspace.store import Workspace
+from workspace.uncertainty import case_uncertainty, uncertainty
 
 
 class DropoutCNN(TinyCNN):
@@ -180,17 +181,17 @@ def test_uncertainty_is_cached(tmp_path, cases, monkeypatch):
 
     handle = handle_for(DropoutCNN(), n_classes=3, input_shape=(1, 12, 12))
     ws = Workspace(tmp_path / "ws")
-    first = ws.uncertainty([handle], cases, "mc_dropout", samples=4).frame
+    first = uncertainty(ws, [handle], cases, "mc_dropout", samples=4).frame
     assert list(first.columns[:4]) == ["case_id", "mean_0", "mean_1", "mean_2"]
     monkeypatch.setattr(U, "mc_dropout", lambda *a, **k: pytest.fail("recomputed cached uncertainty"))
-    again = Workspace(tmp_path / "ws").uncertainty([handle], cases, "mc_dropout", samples=4).frame
+    again = uncertainty(Workspace(tmp_path / "ws"), [handle], cases, "mc_dropout", samples=4).frame
     pd.testing.assert_frame_equal(first, again)
     with pytest.raises(InvalidInputError, match=r"unknown uncertainty method 'mc-dropout' \(did you mean 'mc_dropout'"):
-        ws.uncertainty([handle], cases, "mc-dropout")
+        uncertainty(ws, [handle], cases, "mc-dropout")
 
 
 def test_demo_uncertainty_is_higher_on_errors(demo_ws, demo_cohort, demo_models):
-    unc = demo_ws.uncertainty([demo_models["v2"]], demo_cohort, "mc_dropout")
+    unc = uncertainty(demo_ws, [demo_models["v2"]], demo_cohort, "mc_dropout")
     frame = labelled_frame(demo_cohort.frame(), unc.predictions(), 1).merge(unc.frame, on="case_id")
     frame = frame[frame["split"] == "test"]
     t = choose_threshold(frame["y"].to_numpy(), frame["p"].to_numpy())
@@ -206,9 +207,9 @@ def test_one_cases_uncertainty_alone_equals_its_row_of_the_cohorts(demo_ws, demo
     import numpy as np
 
     handle = demo_models["v2"]
-    table = demo_ws.uncertainty([handle], demo_cohort, "mc_dropout").frame.set_index("case_id")
+    table = uncertainty(demo_ws, [handle], demo_cohort, "mc_dropout").frame.set_index("case_id")
     for case in demo_cohort.cases[:3]:
-        alone = demo_ws.case_uncertainty(handle, case, "mc_dropout").frame.set_index("case_id").loc[case.case_id]
+        alone = case_uncertainty(demo_ws, handle, case, "mc_dropout").frame.set_index("case_id").loc[case.case_id]
         row = table.loc[case.case_id]
         np.testing.assert_allclose(alone[table.columns].to_numpy(float), row.to_numpy(float), atol=1e-6)
 

@@ -42,7 +42,10 @@ from data_adapters.errors import GlassboxError, ModelError
 from data_adapters.models import load_model, write_spec
 from explainers.concepts import concept_names, default_layers
 from workspace.demo_checks import run_checks
-from workspace.store import Workspace, write_file
+from workspace.cache import write_file
+from workspace.concepts import concept_sensitivity
+from workspace.uncertainty import uncertainty
+from workspace.store import Workspace
 
 #: bump when the generator or training changes, so that old demo workspaces are rebuilt
 DEMO_VERSION = 12
@@ -287,13 +290,13 @@ def build_demo(root: str | Path, *, force: bool = False, retrain: bool = False, 
     for version, handle in handles.items():
         target = cohort_3d if handle.spatial_dims == 3 else cohort
         ws.predictions(handle, target, progress=step(f"predicting with {version}"))
-        ws.uncertainty([handle], target, "mc_dropout", progress=step(f"MC dropout for {version}"))
+        uncertainty(ws, [handle], target, "mc_dropout", progress=step(f"MC dropout for {version}"))
     folder_2d = manifest.parent
     for version in VERSIONS:  # concept vectors Case review shows for every case: trained once, here, not on a click
         handle = handles[version]
         for concept in concept_names(folder_2d):
-            ws.concept_sensitivity(handle, cohort, folder_2d, concept, default_layers(handle)[0], cohort.cases[:1],
-                                   handle.n_classes - 1)
+            concept_sensitivity(ws, handle, cohort, folder_2d, concept, default_layers(handle)[0], cohort.cases[:1],
+                                handle.n_classes - 1)
     checks = run_checks(ws, cohort, handles, cohort_3d, handles[MODEL_3D], log=log)
     failed = [c for c in checks if not c.holds]
     write_file(root / "demo.json", json.dumps({

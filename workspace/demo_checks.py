@@ -27,6 +27,7 @@ from data_adapters.readers import read_image
 from data_adapters.records import Case, Cohort, ModelHandle
 from explainers.figures import OPENING_METHOD, peak_slice
 from explainers.inference import probabilities_of
+from workspace.concepts import concept_scores
 
 __all__ = ["DemoCheck", "run_checks", "CHECKS", "MEASURES"]
 
@@ -199,7 +200,7 @@ def run_checks(ws, cohort: Cohort, models: dict[str, ModelHandle], ct_cohort: Co
     cam_v2 = ws.attributions(models["v2"], visible, "grad_cam", "lesion")
     out.append(_check("v2_gradcam_lesion", _energy_ratio(cam_v2, masks, positive=True)))
     log("demo checks: integrated gradients measured")
-    tcav = {v: ws.concept_scores(models[v], cohort, folder, ["marker", "lesion", "no_lesion"]) for v in ("v1", "v2")}
+    tcav = {v: concept_scores(ws, models[v], cohort, folder, ["marker", "lesion", "no_lesion"]) for v in ("v1", "v2")}
     out += [_check(f"tcav_lesion_{v}", _tcav_excess(tcav[v], "lesion")) for v in ("v1", "v2")]
     out += [_check(f"tcav_marker_{v}", _tcav_signed(tcav[v], "marker")) for v in ("v1", "v2")]
     log("demo checks: TCAV measured")

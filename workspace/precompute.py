@@ -31,7 +31,8 @@ from explainers.device import best_device
 from explainers.inference import predict_cases
 from explainers.saliency import SALIENCY_METHODS, explain
 from workspace.cache import NUMERICS, atomic_write
-from workspace.store import Workspace, uncertainty_table
+from workspace.store import Workspace
+from workspace.uncertainty import uncertainty_path, uncertainty_table
 
 Progress = Callable[[int, int], None]
 #: cases per shard: a map shard of 1024 128² maps is 64 MB, a thousand shards hold a million maps
@@ -227,7 +228,7 @@ def _join(ws: Workspace, plan: Plan, handle, cohort, folder: Path, n_shards: int
     if plan.uncertainty:
         unc = pd.concat([pd.read_parquet(folder / f"unc-{i:05d}.parquet") for i in range(n_shards)],
                         ignore_index=True)
-        target = ws.uncertainty_path([handle], cohort, plan.uncertainty)
+        target = uncertainty_path(ws, [handle], cohort, plan.uncertainty)
         atomic_write(target, lambda tmp: unc.to_parquet(tmp, index=False))
         out.append(str(target))
     if plan.methods:

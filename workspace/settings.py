@@ -12,7 +12,7 @@ each is checked here, with a message naming the file (or variable), the field an
   ``$GLASSBOX_DATA_ROOTS`` absolute folders, ``$GLASSBOX_AUTH``), all read into one :class:`Operator` object
   (:func:`operator_settings`): every page and command reads the board's ``k`` and the roots from it, and a command's
   own ``--k`` may raise the operator's k, never lower it (:meth:`Operator.k_for`);
-- the secret file that keys hashed identifiers (``workspace.store.identifier_key``): an empty or short one is
+- the secret file that keys hashed identifiers (``workspace.keys.identifier_key``): an empty or short one is
   refused, never used to key ids with ``""``;
 - the users file (checked by ``workspace.access.Users`` when opened).
 
@@ -228,7 +228,8 @@ def check_operator(workspaces: list[Path] | None = None) -> None:
     """Every operator input checked at start: the environment, the secret, the users file, and the
     ``settings.json`` of each workspace the server offers; the first problem raised by name."""
     from workspace.access import Users, users_file
-    from workspace.store import allowed_workspaces, identifier_key
+    from workspace.keys import identifier_key
+    from workspace.store import allowed_workspaces
 
     check_environment()
     identifier_key()

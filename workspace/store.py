@@ -14,12 +14,10 @@ take a :class:`Workspace`.
 """
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import json
 import logging
 import os
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,34 +32,18 @@ from data_adapters.hashing import file_hash, json_hash, mac, mac_matches, salted
 from data_adapters.models import SPEC_NAME, load_model
 from data_adapters.models.monai_bundle import is_bundle
 from data_adapters.records import Attribution, Case, Cohort, ModelHandle
-from data_adapters.preprocessing import fit_image
-from data_adapters.readers import read_image
-from data_adapters.records import Image
-from data_adapters.tables import PredictionTable, UncertaintyTable, probability_columns
-from evaluation.cohort_summary import with_bands
-from evaluation.drift import DriftReport, window_report
-from evaluation.explanation_quality import stratified_sample
-from evaluation.outcomes import with_outcomes
-from evaluation.operating_point import OperatingPoint, operating_point
+from data_adapters.tables import PredictionTable, probability_columns
+from evaluation.operating_point import OperatingPoint
+from explainers.inference import predict_cases
+from explainers.saliency import SALIENCY_METHODS, explain, explain_layer
 from workspace import cache
 from workspace.keys import identifier_key, integrity_key
 from workspace.settings import Settings, load_settings, operator_roots
-from evaluation.version_comparison import (
-    N_BOOT as COMPARE_N_BOOT,
-    ComparisonReport,
-    comparison_frame,
-    flip_summary,
-    flips,
-    paired_comparison,
-    region_shift,
-)
-from explainers import agreement, perturbation, trust
-from explainers.embeddings import embed_cases
-from explainers import concepts as concept_lib
-from explainers import uncertainty
-from explainers.inference import predict_cases, probabilities_of
-from explainers.saliency import SALIENCY_METHODS, explain, explain_layer
 
+__all__ = ["DEFAULT_HOME", "Progress", "Workspace", "allowed_workspace", "allowed_workspaces", "default_workspace",
+           "operator_model_roots"]
+
+#: how a long computation reports progress: ``progress(done, total)``
 Progress = Callable[[int, int], None]
 log = logging.getLogger("glassbox.cache")
 DEFAULT_HOME = Path(os.environ.get("GLASSBOX_HOME", Path.cwd() / ".glassbox"))
@@ -187,7 +169,8 @@ class Workspace:
                 entry = json.loads(path.read_text()).get(key) if path.is_file() else None
                 if entry and not mac_matches(integrity_key(), cache.rows_text([{k: v for k, v in entry.items()
                                                                              if k != "mac"}]), entry.get("mac")):
-                    cache.discard(path, f"the stored operating point {cache.MSG_BAD_MAC}")  # an edited threshold is refitted
+                    # an edited threshold is refitted
+                    cache.discard(path, f"the stored operating point {cache.MSG_BAD_MAC}")
                     return None
                 return OperatingPoint.from_record(entry) if entry else None
             except (json.JSONDecodeError, OSError, AttributeError, InvalidInputError) as e:
@@ -209,7 +192,8 @@ class Workspace:
             entries = json.loads(path.read_text()) if path.is_file() else {}
             record = fitted.record()
             entries[key] = {**record, "mac": mac(integrity_key(), cache.rows_text([record]))}
-            cache.keep(path, lambda tmp: tmp.write_text(json.dumps(entries, indent=1, sort_keys=True)))  # read-only: used
+            # a read-only copy: used without being kept
+            cache.keep(path, lambda tmp: tmp.write_text(json.dumps(entries, indent=1, sort_keys=True)))
         return fitted
 
     @property
@@ -297,169 +281,14 @@ class Workspace:
         frame = cache.cached_frame(self.prediction_path(handle, cohort), compute, cohort.case_ids)
         return PredictionTable(frame, task=handle.task, n_classes=handle.n_classes)
 
-    # -- uncertainty ---------------------------------------------------------------------------------
-    def uncertainty(self, handles: Sequence[ModelHandle], cohort: Cohort, method: str, *, samples: int | None = None,
-                    seed: int = 0, progress: Progress | None = None,
-                    cached_only: bool = False) -> UncertaintyTable | None:
-        """Per-case mean probability, spread, predictive entropy and mutual information, computed once.
-
-        ``method``: ``mc_dropout`` or ``tta`` (first handle) or ``ensemble`` (all handles). ``cached_only``: the
-        cached table or None, never a computation (what a page that opens on a whole cohort may ask).
-        """
-        run = uncertainty.UNCERTAINTY_METHODS.get(method)
-        used = list(handles) if method == "ensemble" else list(handles[:1])
-        samples = samples or uncertainty.DEFAULT_SAMPLES.get(method)
-        path = self.uncertainty_path(used, cohort, method, samples=samples, seed=seed)
-        first = used[0]
-
-        def table(frame: pd.DataFrame | None) -> UncertaintyTable | None:
-            return None if frame is None else UncertaintyTable(frame, method=method, task=first.task,
-                                                               n_classes=first.n_classes)
-        if cached_only:
-            return table(cache.read_frame(path, cohort.case_ids))
-        cases = list(cohort.cases)
-
-        def compute() -> pd.DataFrame:
-            draws = run(used, cases, samples, seed, progress)
-            return uncertainty_table(cases, draws, method, first.task).frame
-
-        return table(cache.cached_frame(path, compute, [c.case_id for c in cases]))
-
-    def uncertainty_path(self, handles: Sequence[ModelHandle], cohort: Cohort, method: str, *,
-                         samples: int | None = None, seed: int = 0) -> Path:
-        """Where :meth:`uncertainty` keeps its table (``glassbox precompute`` writes the same file)."""
-        used = list(handles) if method == "ensemble" else list(handles[:1])
-        samples = samples or uncertainty.DEFAULT_SAMPLES.get(method)
-        params = {"samples": samples, "seed": seed} if method != "ensemble" else {}
-        # "per-case-v2": draws seeded per case and dropout sampled with each layer's semantics (older caches differ)
-        key = json_hash("uncertainty", "per-case-v2", cache.NUMERICS, method, params, [h.weights_hash for h in used],
-                        cohort.content_hash)
-        return self.cache / "uncertainty" / f"{key[:40]}.parquet"
-
-    def case_uncertainty(self, handle: ModelHandle, case: Case, method: str, *, samples: int | None = None,
-                         seed: int = 0) -> UncertaintyTable:
-        """One case's uncertainty row, computed for that case alone: equal to its row of :meth:`uncertainty`
-        (draws are seeded by the case's own content, never by its batch), so a page can show the case in view
-        without running the whole cohort."""
-        if method == "ensemble":
-            raise InvalidInputError("an ensemble's uncertainty is computed for the cohort (Uncertainty page)")
-        run = uncertainty.UNCERTAINTY_METHODS.get(method)
-        samples = samples or uncertainty.DEFAULT_SAMPLES.get(method)
-        draws = run([handle], [case], samples, seed, None)
-        return uncertainty_table([case], draws, method, handle.task)
-
-    # -- concepts --------------------------------------------------------------------------------------
-    def concept_scores(self, handle: ModelHandle, cohort: Cohort, cohort_folder: Path, concepts: Sequence[str],
-                       layers: Sequence[str] | None = None, target: int | str | None = None, *,
-                       n_random: int = concept_lib.RUNS, references: int = concept_lib.REFERENCES,
-                       n_inputs: int = 50, pool_size: int = 400, seed: int = 0,
-                       progress: Progress | None = None) -> pd.DataFrame:
-        """TCAV scores with significance, one row per concept and layer; cached by model, concepts and settings.
-
-        ``n_random`` runs per concept and layer, each with its own concept half, its own random sample (from up to
-        ``pool_size`` labelled cases of the other classes) and its own CAV; ``references`` reference concepts drawn
-        from that pool and run the same way make the null (``evaluation.concept_significance``). Inputs are up to
-        ``n_inputs`` labelled cases of the target class (held-out ``split == test`` first). A concept folder with an
-        ``erase`` entry in its ``concept.json`` gets its causal check beside the score (:meth:`concept_causal_check`).
-        """
-        from evaluation.concept_significance import concept_scores as significance
-
-        target_index = handle.class_index(handle.n_classes - 1 if target is None else target)
-        layer_names = list(layers or concept_lib.default_layers(handle))
-        roots = [Path(cohort_folder), *self.data_roots]
-        sets = [concept_lib.resolve_concept(c, cohort, cohort_folder, handle, roots=roots) for c in concepts]
-        positives = [c for c in cohort.cases if c.label == target_index]
-        positives.sort(key=lambda c: c.attributes.get("split") != "test")
-        if len(positives) < concept_lib.MIN_EXAMPLES:
-            raise InvalidInputError(f"TCAV needs at least {concept_lib.MIN_EXAMPLES} labelled cases of class "
-                                    f"{handle.class_names[target_index]!r} in cohort {cohort.name!r}; found "
-                                    f"{len(positives)}")
-        inputs = positives[:n_inputs]
-        pool = concept_lib.random_pool(cohort, pool_size, seed, exclude_class=target_index)
-        references = max(references, int(np.ceil(2 * len(sets) * len(layer_names) / 0.05)) - 1)
-        key = json_hash("tcav", "independent-runs-reference-concepts", 3, cache.NUMERICS, handle.weights_hash,
-                        cohort.content_hash, [s.content_hash for s in sets], [s.name for s in sets],
-                        [dataclasses.astuple(s.erase)[:3] if s.erase else None for s in sets], layer_names,
-                        target_index, n_random, references, pool_size, [c.case_id for c in inputs], seed)
-
-        def compute() -> pd.DataFrame:
-            runs = concept_lib.tcav_runs(handle, load_image_batch(inputs, handle.preprocessing), sets, layer_names,
-                                         target_index, load_image_batch(pool, handle.preprocessing),
-                                         runs=n_random, references=references, seed=seed, progress=progress)
-            causal = {s.name: check for s in sets
-                      if (check := self.concept_causal_check(handle, cohort, s, target_index, n=n_inputs))}
-            return pd.DataFrame([dataclasses.asdict(s) for s in significance(runs, causal=causal)])
-
-        return cache.cached_frame(self.cache / "concepts" / f"{key[:40]}.parquet", compute, None)
-
-    def concept_causal_check(self, handle: ModelHandle, cohort: Cohort, concept: "concept_lib.ConceptSet",
-                             target: int, *, n: int = 50, seed: int = 0):
-        """The concept taken away from real cases, where its folder says how (``concept.json``: ``{"erase":
-        {"region": ..., "perturb": ..., "cases": "attr == value"}}``): the region test (:meth:`region_test`) on up to
-        ``n`` labelled cases of class ``target`` that match ``cases`` (held-out first). None without such an entry.
-        Returns an ``evaluation.concept_significance.CausalCheck``."""
-        from evaluation.concept_significance import CausalCheck
-
-        erase = concept.erase
-        if erase is None:
-            return None
-        chosen = concept_lib.concept_cases(cohort, erase.cases, target)
-        if not chosen:
-            raise InvalidInputError(f"{erase.source}: erase.cases {erase.cases!r} matches no labelled case of class "
-                                    f"{handle.class_names[target]!r} in cohort {cohort.name!r}")
-        chosen = chosen[:n]
-        ids = [c.case_id for c in chosen]
-        frame = cohort.frame().set_index("case_id").loc[ids].reset_index()
-        from workspace.region_test import region_test
-
-        shift = region_test(self, [handle], cohort, ids, erase.region, erase.perturb, frame, [], target, seed=seed)
-        row = shift[(shift["group"] == "overall") & (shift["version"] == handle.version)].iloc[0]
-        return CausalCheck(description=f"erasing {erase.region!r} ({erase.perturb}) in {len(ids)} cases of class "
-                                       f"{handle.class_names[target]!r} with {erase.cases}",
-                           shift=float(row["mean_shift"]), lo=float(row["lo"]), hi=float(row["hi"]), n=len(ids))
-
-    def concept_sensitivity(self, handle: ModelHandle, cohort: Cohort, cohort_folder: Path, concept: str,
-                            layer: str, cases: Sequence[Case], target: int | str, *, seed: int = 0) -> pd.DataFrame:
-        """Per case, the directional derivative along the concept's CAV (the CAV cached on disk)."""
-        concept_set = concept_lib.resolve_concept(concept, cohort, cohort_folder, handle,
-                                                  roots=[Path(cohort_folder), *self.data_roots])
-        (random,) = concept_lib.random_concepts(cohort, 1, min(50, len(cohort)), seed, handle.preprocessing,
-                                                exclude_class=handle.class_index(target))
-        key = json_hash("cav", handle.weights_hash, concept_set.content_hash, random.content_hash, layer, seed)
-        path = self.cache / "cav_vectors" / f"{key[:40]}.npz"
-        cav = None
-        if path.is_file():
-            try:
-                with np.load(path, allow_pickle=False) as z:
-                    arrays = {"cav": z["cav"], "accuracy": z["accuracy"]}
-                    sealed = str(z["mac"]) if "mac" in z else ""
-                if sealed == cache.arrays_mac(arrays):
-                    cav, accuracy = arrays["cav"], float(arrays["accuracy"])
-                else:
-                    cache.discard(path, cache.MSG_BAD_MAC)
-            except Exception as e:  # noqa: BLE001 - any damaged cache file is recomputed
-                cache.discard(path, f"unreadable ({type(e).__name__})")
-        if cav is None:
-            cav, accuracy = concept_lib.concept_vector(handle, concept_set, random, layer, seed)
-            arrays = {"cav": np.asarray(cav), "accuracy": np.array(accuracy)}
-
-            def write(tmp: Path) -> None:
-                with open(tmp, "wb") as f:
-                    np.savez(f, **arrays, mac=np.array(cache.arrays_mac(arrays)))
-
-            cache.keep(path, write)
-        values = concept_lib.conceptual_sensitivity(handle, load_image_batch(cases, handle.preprocessing), cav, layer, target)
-        return pd.DataFrame({"case_id": [c.case_id for c in cases], "concept": concept, "layer": layer,
-                             "sensitivity": values, "cav_accuracy": accuracy})
-
     # -- attributions --------------------------------------------------------------------------------
     def attribution_key(self, handle: ModelHandle, case: Case, method: str, target: int,
                         params: dict[str, Any] | None) -> str:
         cls = SALIENCY_METHODS.get(method)
         full = cls.params(params)
         layer = explain_layer(handle) if cls.uses_layer else None
-        return json_hash("attribution", cache.NUMERICS, handle.weights_hash, case.image_hash, case.case_id, method, full, layer,
-                         handle.class_index(target))
+        return json_hash("attribution", cache.NUMERICS, handle.weights_hash, case.image_hash, case.case_id, method,
+                         full, layer, handle.class_index(target))
 
     def _attribution_path(self, key: str) -> Path:
         return self.cache / "attributions" / key[:2] / f"{key}.npz"
@@ -505,10 +334,3 @@ class Workspace:
     def attribution_shards(self) -> cache.ShardStore:
         """The sharded map store ``glassbox precompute`` writes (``cache/attribution_shards``)."""
         return cache.ShardStore(self.cache / "attribution_shards")
-
-
-def uncertainty_table(cases: Sequence[Case], draws: np.ndarray, method: str, task: str) -> UncertaintyTable:
-    """The table of ``method``'s draws ``(T, N, K)`` for these cases (what :meth:`Workspace.uncertainty` caches and
-    ``glassbox precompute`` writes)."""
-    return UncertaintyTable.of([c.case_id for c in cases], uncertainty.summarise(draws, task), method=method,
-                               task=task)

@@ -42,6 +42,7 @@ from workspace import report as report_lib
 from workspace.access import Identity
 from workspace.review import Record, Verdict
 from workspace.cache import ShardStore
+from workspace.monitoring import embeddings
 from workspace.store import Workspace
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -674,7 +675,7 @@ def test_an_edited_stored_threshold_is_refitted_not_served(tmp_path, caplog):
 def test_edited_embeddings_are_recomputed_not_served(tmp_path, small, caplog):
     handle = handle_for(TinyCNN(2, 1, 3), n_classes=3, input_shape=(1, 12, 12))
     ws = Workspace(tmp_path / "ws")
-    first = ws.embeddings(handle, small)
+    first = embeddings(ws, handle, small)
     (path,) = (ws.cache / "embeddings").glob("*.npz")
     with np.load(path) as z:
         arrays = {k: z[k] for k in z.files}
@@ -682,7 +683,7 @@ def test_edited_embeddings_are_recomputed_not_served(tmp_path, small, caplog):
     with open(path, "wb") as f:
         np.savez(f, **arrays)  # the old MAC kept
     with caplog.at_level("WARNING", logger="glassbox.cache"):
-        again = ws.embeddings(handle, small)
+        again = embeddings(ws, handle, small)
     assert "keyed MAC does not match" in caplog.text
     np.testing.assert_allclose(again["probabilities"], first["probabilities"], rtol=1e-5)
     with np.load(path) as z:

@@ -119,6 +119,12 @@ def on_model_grid(pre: Preprocessing, image: Image, *, label: bool = False) -> I
     return Image(array=array, spacing=spacing, source=image.source, window=image.window)
 
 
+def mask_on_model_grid(pre: Preprocessing, mask: Image) -> np.ndarray:
+    """A ground-truth mask on the grid :func:`on_model_grid` shows the image on, as booleans ``(*spatial)``: resampled
+    as a label (nearest neighbour), a voxel inside where its first channel is above 0.5."""
+    return on_model_grid(pre, mask, label=True).array[0] > 0.5
+
+
 def prepare_batch(pre: Preprocessing, images: np.ndarray, device: torch.device | str = "cpu") -> torch.Tensor:
     """``(N, C, *spatial)`` float32 images on the model's grid → the model's input tensor on ``device``."""
     if images.ndim != 2 + len(pre.spatial_size):

@@ -61,3 +61,9 @@ def judged_class(handle: ModelHandle, target: int | str | None = None) -> int | 
     if target is not None:
         return handle.class_index(target)
     return None if uses_top_class(handle) else handle.n_classes - 1
+
+
+def class_views(handle: ModelHandle) -> list[int | None]:
+    """The views a page offers a model in: the top class (None) first where the model is judged by it, then each
+    class one-vs-rest; a page opens on :func:`judged_class`."""
+    return ([None] if uses_top_class(handle) else []) + list(range(handle.n_classes))

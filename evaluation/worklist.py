@@ -14,7 +14,8 @@ from data_adapters.tables import probability_columns
 from evaluation.outcomes import OUTCOMES, TOP_CLASS_OUTCOMES, with_outcomes
 from evaluation.referral import REFER_FRACTION, referred
 
-__all__ = ["PRESETS", "STATUSES", "SORTS", "WorklistFilter", "worklist", "select", "neighbour"]
+__all__ = ["PRESETS", "STATUSES", "SORTS", "WorklistFilter", "worklist", "select", "neighbour", "case_options",
+           "FILTER_GROUPS", "filter_groups", "outcome_choices"]
 
 NOT_REVIEWED = "not reviewed"
 STATUSES = (NOT_REVIEWED, "agree", "disagree", "unsure")

@@ -8,10 +8,10 @@ import pandas as pd
 import streamlit as st
 
 from data_adapters.errors import GlassboxError
-from data_adapters.preprocessing import on_model_grid
+from data_adapters.preprocessing import mask_on_model_grid, on_model_grid
 from data_adapters.readers import read_image
 from data_adapters.tables import ENTROPY, probability_column
-from evaluation.outcomes import uses_top_class
+from evaluation.outcomes import class_views, judged_class, uses_top_class
 from evaluation.cohort_summary import with_bands
 from evaluation.worklist import case_options, worklist
 from evaluation.referral import REFER_FRACTION, referral
@@ -43,9 +43,9 @@ preds = cache.predictions_or_stop(root, model_path, manifest)
 # -- which case: the worklist -------------------------------------------------------------------------------
 top = st.columns([1, 1, 2])
 top_view = uses_top_class(handle)  # a multi-class model is judged by its top class; one class vs rest is a choice
-views = ([None] if top_view else []) + list(range(handle.n_classes))
+views = class_views(handle)
 class_index = top[0].selectbox(
-    "Class of interest", views, index=0 if top_view else handle.n_classes - 1, key="review_class",
+    "Class of interest", views, index=views.index(judged_class(handle)), key="review_class",
     format_func=lambda k: ("top class" if k is None else f"{handle.class_names[k]} vs rest" if top_view
                          else handle.class_names[k]),
     help="A multi-class model's outcome is its top class against the label; choose one class to see it one "
@@ -152,8 +152,7 @@ window = controls[4].slider(f"Window{in_units}", span / 100, max(span, width), f
                             key=f"review_window_{case_id}_{preset}")
 level = controls[4].slider(f"Level{in_units}", min(lo, center), max(hi, center), float(center), span / 100,
                            key=f"review_level_{case_id}_{preset}")
-mask = (on_model_grid(pre, mask_image, label=True).array[0] > 0.5
-        if (mask_image is not None and show_mask) else None)
+mask = mask_on_model_grid(pre, mask_image) if (mask_image is not None and show_mask) else None
 if pre.resamples:
     st.caption(f"Shown on the model's grid: {'×'.join(map(str, as_read.shape[1:]))} as read, "
                f"{'×'.join(map(str, decoded.shape[1:]))} as the model sees it ({pre.describe()}).")

@@ -14,7 +14,7 @@ from evaluation.figures import agreement_figure, delta_forest, flip_scatter
 from evaluation.outcomes import uses_top_class
 from evaluation.gates import noninferiority_gate
 from evaluation.version_comparison import FLIP_KINDS, mcnemar_design, paired_error_detection, tcav_difference
-from explainers.uncertainty import has_dropout
+from explainers.uncertainty import default_method
 from explainers.concepts import concept_names, default_layers, default_target
 from explainers.perturbation import NAMED_REGIONS, PERTURBATIONS
 from explainers.saliency import SALIENCY_METHODS
@@ -158,7 +158,8 @@ else:
 
 st.subheader("Uncertainty: does each version know when it is wrong?")
 c = st.columns([1, 1, 2])
-unc_method = c[0].selectbox("Method", ["mc_dropout", "tta"], index=0 if has_dropout(handle) else 1,
+unc_methods = ["mc_dropout", "tta"]
+unc_method = c[0].selectbox("Method", unc_methods, index=unc_methods.index(default_method(handle)),
                             key="cmp_unc_method")
 if c[1].button("Estimate for both versions", key="cmp_run_unc"):
     st.session_state["cmp_unc_run"] = unc_method

@@ -23,7 +23,7 @@ from evaluation.referral import (
     uncertainty_by_group,
     with_spread,
 )
-from evaluation.outcomes import uses_top_class, with_outcomes
+from evaluation.outcomes import class_views, judged_class, uses_top_class, with_outcomes
 from evaluation.subgroups import labelled_frame, resampling
 from explainers.uncertainty import default_method, has_dropout
 from pages import _cache as cache, _selection as selection, _session as session
@@ -47,8 +47,8 @@ method = c[0].selectbox("Method", methods, index=methods.index(default_method(ha
                              "model version in the workspace that takes the same input and predicts the same classes")
 measure = c[1].selectbox("Measure", list(MEASURES), format_func=MEASURES.get, key="unc_measure")
 top_view = uses_top_class(handle)
-views = ([None] if top_view else []) + list(range(handle.n_classes))
-k = c[2].selectbox("Errors of", views, index=0 if top_view else handle.n_classes - 1, key="unc_class",
+views = class_views(handle)
+k = c[2].selectbox("Errors of", views, index=views.index(judged_class(handle)), key="unc_class",
                    format_func=lambda i: "top class vs label" if i is None else handle.class_names[i],
                    help="A multi-class model errs when its top class is not the label; one class one-vs-rest at its "
                         "threshold is a choice" if top_view else None)

@@ -123,10 +123,11 @@ def test_referral_refers_the_nlargest_and_every_site_agrees(n, fraction):
 
 
 def test_monitoring_refers_with_the_same_rule_on_its_reference():
-    from evaluation.drift import REFER_FRACTION as monitoring_fraction
-    from evaluation.referral import REFER_FRACTION as fraction
+    import evaluation.drift as drift
+    import evaluation.referral as referral_module
 
-    assert monitoring_fraction is fraction
+    assert drift.REFER_FRACTION is referral_module.REFER_FRACTION
+    assert drift.referral_cutoff is referral_module.referral_cutoff and drift.referred is referral_module.referred
 
 
 # -- the clinical figures per 1000, with intervals ---------------------------------------------------------------
@@ -214,3 +215,30 @@ def test_case_options_keep_the_case_being_read_and_filters_choices():
     assert outcome_choices(binary, False) == ["correct", "false positive", "false negative"]
     assert outcome_choices(top, True) == ["correct", "misclassified"]
     assert outcome_choices(top, False) == ["correct", "false positive", "false negative"]
+
+
+# -- the class a page opens on; the ground-truth mask on the model's grid ----------------------------------------------
+def test_pages_open_on_the_class_the_model_is_judged_by():
+    from evaluation.outcomes import class_views, judged_class
+
+    three = handle_for(TinyCNN(3, 1, 3), n_classes=3, input_shape=(1, 12, 12))
+    binary = handle_for(TinyCNN(2, 1, 3), task="binary", input_shape=(1, 12, 12))
+    assert class_views(three) == [None, 0, 1, 2] and judged_class(three) is None  # the top class first
+    assert class_views(binary) == [0, 1] and judged_class(binary) == 1  # the positive class
+    for handle in (three, binary):
+        assert judged_class(handle) in class_views(handle)
+    for page in ("case_review", "uncertainty", "subgroups"):
+        text = (ROOT / "pages" / f"{page}.py").read_text()
+        assert "views.index(judged_class(handle))" in text and "views = class_views(handle)" in text, page
+
+
+def test_a_mask_is_binarised_once_on_the_model_grid():
+    from data_adapters.preprocessing import mask_on_model_grid
+    from data_adapters.records import Image, Preprocessing
+
+    pre = Preprocessing(in_channels=1, spatial_size=(4, 4), resize=True)
+    mask = np.zeros((1, 8, 8), np.float32)
+    mask[0, :4, :4] = 1.0
+    out = mask_on_model_grid(pre, Image(array=mask, spacing=(1.0, 1.0), source="m.png"))
+    assert out.dtype == bool and out.shape == (4, 4)
+    assert out[:2, :2].all() and not out[2:, :].any() and not out[:, 2:].any()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from workspace.access import Identity
-from workspace.report import _evidence, gather
+from workspace.report import gather
 from workspace.store import Workspace
 
 
@@ -18,6 +18,11 @@ def clinical(demo_root):
     data = gather(ws, v2, cohort, by=["scanner"], k=68, author=Identity("ops", "admin"), trust_methods=(),
                   figures=False)
     return data.evidence
+
+
+def _sentence(evidence) -> str:
+    """What the report's checklist says for the clinical-metrics question."""
+    return next(q["evidence"] for q in evidence["checklist"] if q["id"] == "clinical_metrics")
 
 
 def _bracketed(value, ci):
@@ -34,7 +39,7 @@ def test_the_clinical_line_has_intervals_around_the_old_figures(clinical):
     assert c["missed_per_1000"] == pytest.approx((1 - c["sensitivity"]) * c["prevalence"] * 1000, abs=1.0)
     assert c["false_alarms_per_1000"] == pytest.approx((1 - c["specificity"]) * (1 - c["prevalence"]) * 1000,
                                                        abs=1.0)
-    sentence = _evidence("clinical_metrics", clinical)
+    sentence = _sentence(clinical)
     assert f"{c['missed_per_1000']} missed cases (95% CI {c['missed_per_1000_ci'][0]}–" in sentence
     assert "false alarms (95% CI" in sentence
 
@@ -47,4 +52,4 @@ def test_the_referral_figures_have_intervals(clinical):
         assert _bracketed(r[name], r[f"{name}_ci"]), name
     # the uncertain cases referred hold the hard ones: sensitivity among the kept is at least the cohort's
     assert r["sensitivity_kept"] >= clinical["performance"]["clinical"]["sensitivity"]
-    assert "among the kept cases sensitivity is" in _evidence("clinical_metrics", clinical)
+    assert "among the kept cases sensitivity is" in _sentence(clinical)

@@ -9,7 +9,7 @@ from evaluation.cohort_summary import group_columns, with_bands
 from evaluation.figures import confusion_figure, forest_plot, reliability_diagram, roc_by_group
 from evaluation.metrics import METRICS
 from evaluation.multiclass import MULTICLASS_METRICS, confusion_by_group, multiclass_report
-from evaluation.outcomes import uses_top_class
+from evaluation.outcomes import class_views, judged_class, uses_top_class
 from evaluation.subgroups import labelled_frame, subgroup_report
 from evaluation.cohort_summary import board_decision
 from evaluation.gates import shown_gaps
@@ -37,8 +37,8 @@ if not groups:
 c = st.columns([2, 1, 1, 1])
 by = c[0].multiselect("Group by (two or more: intersections)", groups, default=groups[:1], key="sub_by")
 top_view = uses_top_class(handle)
-views = ([None] if top_view else []) + list(range(handle.n_classes))
-k = c[1].selectbox("Class", views, index=0 if top_view else handle.n_classes - 1, key="sub_class",
+views = class_views(handle)
+k = c[1].selectbox("Class", views, index=views.index(judged_class(handle)), key="sub_class",
                    format_func=lambda i: ("all classes (top class)" if i is None else
                                           f"{handle.class_names[i]} vs rest" if top_view else handle.class_names[i]),
                    help="A multi-class model is judged by its top class against the label; one class versus the "

@@ -110,7 +110,7 @@ def main() -> None:
         frame, _ = timed("cohort frame with bands", lambda: with_bands(cohort.frame()))
         timed("Home: counts by site", group_counts, cohort, "site", handle.class_names)
         timed("Home: regroup by sex × age band", group_counts, cohort, ["sex", "age_band"], handle.class_names)
-        table, t_work = timed("worklist table", lambda: worklist(frame.merge(preds, on="case_id", how="left"),
+        table, t_work = timed("worklist table", lambda: worklist(frame.merge(preds.frame, on="case_id", how="left"),
                                                                class_index=1, threshold=0.5, n_classes=2,
                                                                class_names=handle.class_names))
         timed("worklist filter: site B, false negatives", select, table,

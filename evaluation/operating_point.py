@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from data_adapters.errors import InvalidInputError
-from data_adapters.tables import probability_column
+from data_adapters.tables import PredictionTable, probability_column
 from evaluation.subgroups import choose_threshold
 
 __all__ = ["OperatingPoint", "operating_point", "fit_operating_point", "VALIDATION_SPLITS", "PREFERRED_SPLITS",
@@ -135,11 +135,11 @@ def _fixed(settings: dict) -> float | None:
     return float(value)
 
 
-def fit_operating_point(cohort_frame: pd.DataFrame, predictions: pd.DataFrame, class_index: int, *,
+def fit_operating_point(cohort_frame: pd.DataFrame, predictions: PredictionTable, class_index: int, *,
                         settings: dict | None = None, model_hash: str = "", cohort_hash: str = "", cohort: str = "",
                         model_threshold: float | None = None, now: str | None = None) -> OperatingPoint:
     """The threshold for ``class_index`` by the precedence in the module docstring, from ``cohort_frame`` (``label``,
-    optional ``split``) and ``predictions`` (``case_id``, ``p_k``). ``settings``: the ``operating_point`` entry of
+    optional ``split``) and the model's ``predictions``. ``settings``: the ``operating_point`` entry of
     ``settings.json``; ``model_threshold``: the model's own (:attr:`ModelHandle.stated_threshold`).
 
     Without labels of both kinds: 0.5 with rule ``default (no labels of both kinds)`` and source ``default``."""
@@ -153,7 +153,7 @@ def fit_operating_point(cohort_frame: pd.DataFrame, predictions: pd.DataFrame, c
         return OperatingPoint(class_index, float(model_threshold), "model's own", None, 0, "model",
                               model_hash=model_hash)
     rule = settings.get("rule", "youden")
-    frame = cohort_frame.merge(predictions, on="case_id", how="inner")
+    frame = cohort_frame.merge(predictions.frame, on="case_id", how="inner")
     frame = frame[frame["label"].notna()]
     wanted = settings.get("split")
     present = sorted(set(frame["split"].dropna().astype(str))) if "split" in frame else []
@@ -178,7 +178,7 @@ def fit_operating_point(cohort_frame: pd.DataFrame, predictions: pd.DataFrame, c
     return OperatingPoint(class_index, value, rule, split, len(y), source, **provenance, warning=warning)
 
 
-def operating_point(cohort_frame: pd.DataFrame, predictions: pd.DataFrame, class_index: int, *,
+def operating_point(cohort_frame: pd.DataFrame, predictions: PredictionTable, class_index: int, *,
                     settings: dict | None = None) -> OperatingPoint:
     """:func:`fit_operating_point` without provenance or storage (one cohort's fit, as a function of its data)."""
     return fit_operating_point(cohort_frame, predictions, class_index, settings=settings, now="")

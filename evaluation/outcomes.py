@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from data_adapters.records import Cohort, ModelHandle
-from data_adapters.tables import probability_column, probability_columns
+from data_adapters.tables import PredictionTable, probability_column, probability_columns
 
 OUTCOMES = ("correct", "false positive", "false negative", "unlabelled")
 TOP_CLASS_OUTCOMES = ("correct", "misclassified", "unlabelled")
@@ -19,7 +19,7 @@ def uses_top_class(handle: ModelHandle) -> bool:
     return handle.judged_by_top_class
 
 
-def case_outcomes(cohort: Cohort, predictions: pd.DataFrame, class_index: int | None, threshold: float = 0.5, *,
+def case_outcomes(cohort: Cohort, predictions: PredictionTable, class_index: int | None, threshold: float = 0.5, *,
                   n_classes: int | None = None) -> pd.DataFrame:
     """The cohort frame joined to predictions, with ``predicted`` and ``outcome``.
 
@@ -27,7 +27,7 @@ def case_outcomes(cohort: Cohort, predictions: pd.DataFrame, class_index: int | 
     ``probability`` its probability, and ``outcome`` correct or misclassified against the label. Otherwise one
     class one-vs-rest: ``called`` (``p >= threshold``), ``probability`` that class's, outcome correct, false positive
     or false negative for it."""
-    return with_outcomes(cohort.frame().merge(predictions, on="case_id", how="left"), class_index, threshold,
+    return with_outcomes(cohort.frame().merge(predictions.frame, on="case_id", how="left"), class_index, threshold,
                          n_classes=n_classes)
 
 

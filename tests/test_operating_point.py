@@ -29,12 +29,12 @@ def _cohort(n: int, splits: dict[str, int], seed: int, shift: float = 1.0):
     p = 1 / (1 + np.exp(-(rng.normal(size=len(names)) + shift * (2 * y - 1))))
     ids = [f"c{seed}_{i}" for i in range(len(names))]
     frame = pd.DataFrame({"case_id": ids, "label": pd.array(y.astype(int), dtype="Int64"), "split": names})
-    preds = pd.DataFrame({"case_id": ids, "p_0": 1 - p, "p_1": p})
+    preds = PredictionTable(pd.DataFrame({"case_id": ids, "p_0": 1 - p, "p_1": p}), task="binary", n_classes=2)
     return frame, preds
 
 
 def _youden(frame, preds, split):
-    rows = frame.merge(preds, on="case_id")
+    rows = frame.merge(preds.frame, on="case_id")
     rows = rows[rows["split"] == split]
     fpr, tpr, thr = roc_curve(rows["label"].astype(int), rows["p_1"])
     return float(np.clip(thr[np.argmax(tpr - fpr)], 0, 1))
@@ -85,7 +85,7 @@ class _Fixed(Workspace):
     preds: dict
 
     def predictions(self, handle, cohort, *, progress=None):
-        return PredictionTable(self.preds[cohort.name], task="binary", n_classes=2)
+        return self.preds[cohort.name]
 
 
 def _as_cohort(name, frame):

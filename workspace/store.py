@@ -180,7 +180,7 @@ class Workspace:
         have = stored()
         if have is not None and have.source == "validation":
             return have
-        fitted = fit_operating_point(cohort.frame(), self.predictions(handle, cohort).frame, class_index,
+        fitted = fit_operating_point(cohort.frame(), self.predictions(handle, cohort), class_index,
                                      settings=settings, model_hash=handle.weights_hash,
                                      cohort_hash=cohort.content_hash, cohort=cohort.name)
         if not fitted.better_than(have):

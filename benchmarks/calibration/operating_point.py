@@ -23,7 +23,7 @@ import pandas as pd
 from scipy.stats import norm
 
 from benchmarks.calibration import Claim
-from data_adapters.tables import CLUSTER
+from data_adapters.tables import CLUSTER, PredictionTable
 from evaluation.calibration import expected_calibration_error, fit_temperature, held_out_split, recalibrate
 from evaluation.operating_point import fit_operating_point
 from evaluation.subgroups import choose_threshold, labelled_frame, subgroup_report
@@ -51,7 +51,7 @@ def _cohort(rng: np.random.Generator):
     ids = [f"c{i}" for i in range(n)]
     frame = pd.DataFrame({"case_id": ids, "label": pd.array(y.astype(int), dtype="Int64"),
                           "split": ["valid"] * VALID + ["test"] * TEST, "all": "all"})
-    return frame, pd.DataFrame({"case_id": ids, "p_0": 1 - p, "p_1": p})
+    return frame, PredictionTable(pd.DataFrame({"case_id": ids, "p_0": 1 - p, "p_1": p}), task="binary", n_classes=2)
 
 
 def _covers(frame, preds, threshold) -> tuple[bool, bool]:

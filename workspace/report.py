@@ -34,20 +34,21 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 from data_adapters.errors import InvalidInputError
 from data_adapters.hashing import json_hash, mac, mac_matches
 from data_adapters.preprocessing import on_model_grid
 from data_adapters.readers import read_image
 from data_adapters.records import Cohort, ModelHandle
-from data_adapters.tables import ENTROPY
+from data_adapters.tables import CLUSTER, ENTROPY, OUTCOME, SCORE
 from evaluation.cohort_summary import board_decision, group_counts, with_bands
 from evaluation.explanation_quality import in_words as trust_in_words
 from evaluation.explanation_quality import quality_summary
 from evaluation.figures import forest_plot, plain_figure
+from evaluation.gates import shown_gaps
 from evaluation.multiclass import multiclass_report
 from evaluation.outcomes import with_outcomes
+from evaluation.referral import REFER_FRACTION, clinical_rates, referral_cutoff, referral_outcomes
 from evaluation.reader_agreement import model_vs_reader, pairs_in_words
 from evaluation.subgroups import labelled_frame, subgroup_report
 from evaluation.suppression import rejections_by_reason, suppression
@@ -58,7 +59,13 @@ from workspace.access import Identity
 from workspace.settings import operator_settings
 from workspace.demo import demo_facts
 from workspace.review import Record
-from workspace.store import Workspace, integrity_key, write_file
+from workspace.cache import write_file
+from workspace.comparison import compare
+from workspace.monitoring import monitor
+from workspace.keys import integrity_key
+from workspace.store import Workspace
+from workspace.trust import explanation_quality
+from workspace.uncertainty import uncertainty
 
 __all__ = ["CHECKLIST", "ReportData", "gather", "render_html", "write_report", "is_generated", "model_card",
            "pdf_bytes", "verify_report", "ReportCheck"]
@@ -188,17 +195,12 @@ def gather(ws: Workspace, handle: ModelHandle, cohort: Cohort, *, baseline: Mode
                                   where={"split": [split]} if split else None, labelled=True)
         table = hide.table(_with_intervals(sub.table, ["auroc", "sensitivity", "specificity", "accuracy",
                                                        "balanced_accuracy", "ece"]))
-        judged, judgement = sub, sub.judgement()  # gaps judged among the groups shown: none computed from a hidden one
-        if set(hide.hidden) - {"overall"}:
-            names = labelled[by].astype("string").fillna("(missing)").astype(str).agg(" · ".join, axis=1)
-            if names[names.map(hide.shows)].nunique() >= 2:
-                seen = labelled[names.map(hide.shows).to_numpy(bool)]
-                judged = (multiclass_report(seen, by, handle.class_names) if top else
-                          subgroup_report(seen, by, class_index=positive, threshold=point.threshold))
-                judgement = f"{judged.judgement()} (among the groups shown; hidden groups are not compared)"
-            else:
-                judged, judgement = None, "could not judge: fewer than two groups are shown at this k"
-        gaps = hide.rows(judged.gaps, ["higher_group", "lower_group"]) if judged else sub.gaps.iloc[:0]
+        # gaps judged among the groups shown, none computed from a hidden one: the judgement `glassbox subgroups
+        # --board` and the Subgroups page state (evaluation.gates.shown_gaps)
+        view = shown_gaps(sub, labelled, by, hide, rebuild=lambda seen: (
+            multiclass_report(seen, by, handle.class_names) if top else
+            subgroup_report(seen, by, class_index=positive, threshold=point.threshold)))
+        gaps = view.gaps()
         overall = sub.table.set_index("group").loc["overall"]
         clinical = {}
         if not top:
@@ -208,14 +210,18 @@ def gather(ws: Workspace, handle: ModelHandle, cohort: Cohort, *, baseline: Mode
                 "sensitivity": round(sens, 3), "sensitivity_ci": [round(float(overall["sensitivity_lo"]), 3),
                                                                   round(float(overall["sensitivity_hi"]), 3)],
                 "specificity": round(spec, 3), "prevalence": round(prevalence, 3),
-                "missed_per_1000": round((1 - sens) * prevalence * 1000, 1),
-                "false_alarms_per_1000": round((1 - spec) * (1 - prevalence) * 1000, 1),
                 "threshold": round(point.threshold, 3), "rule": point.describe()}
+            # missed positives and false alarms per 1000 cases, each with its Wilson interval (patients clustered)
+            rates = clinical_rates(labelled[OUTCOME].to_numpy(), (labelled[SCORE] >= point.threshold).to_numpy(),
+                                   clusters=_clusters(labelled))
+            for name in ("missed", "false_alarms"):
+                clinical[f"{name}_per_1000"] = round(rates[name], 1)
+                clinical[f"{name}_per_1000_ci"] = [round(v, 1) for v in rates[f"{name}_ci"]]
             clinical["referral"] = _referral(ws, handle, cohort, labelled, point.threshold)
         evidence["performance"] = {
             "table": _records(table), "gaps": _records(gaps, ["metric", "higher_group", "lower_group", "difference",
                                                                "difference_lo", "difference_hi"]),
-            "flags": hide.texts(judged.flags()) if judged else [], "judgement": judgement, "suppression": hide.note,
+            "flags": view.flags(), "judgement": view.judgement(), "suppression": hide.note,
             "clinical": clinical, "resampling": f"{sub.n_boot} bootstrap resamples", "view": "top class" if top else
             f"{handle.class_names[positive]} at the shared threshold"}
         if figures:
@@ -230,8 +236,8 @@ def gather(ws: Workspace, handle: ModelHandle, cohort: Cohort, *, baseline: Mode
     say("explanations (trust checks over a stratified sample)")
     explanations: dict = {"methods": list(trust_methods), "cases": 0, "summary": [], "words": []}
     if trust_methods and frame_all["label"].notna().any():
-        checks, sample = ws.explanation_quality(handle, cohort, list(trust_methods), n_cases=trust_cases,
-                                                strata=by[:1])
+        checks, sample = explanation_quality(ws, handle, cohort, list(trust_methods), n_cases=trust_cases,
+                                             strata=by[:1])
         summary = quality_summary(checks, sample)
         # the band over cases with its reason (could not judge: why; the pointing game: its hit rate read against
         # chance and the clinical reference named on the check's entry)
@@ -254,7 +260,7 @@ def gather(ws: Workspace, handle: ModelHandle, cohort: Cohort, *, baseline: Mode
             judged = judged[judged[by].astype(str).agg(" · ".join, axis=1).map(hide.shows)]
         right = judged[~judged["error"] & (judged["label"] == positive)] if not top else judged[~judged["error"]]
         # Grad-CAM where the model can be hooked (TorchScript cannot), else plain gradients
-        method = "saliency" if isinstance(handle.module, torch.jit.ScriptModule) else "grad_cam"
+        method = "grad_cam" if handle.hookable else "saliency"
         for kind, pool in (("a confident correct call", right), ("the most confident error", judged[judged["error"]])):
             if pool.empty:
                 continue
@@ -279,8 +285,8 @@ def gather(ws: Workspace, handle: ModelHandle, cohort: Cohort, *, baseline: Mode
     # -- version comparison --------------------------------------------------------------------------------------
     if baseline is not None:
         say("version comparison")
-        result = ws.compare(baseline, handle, cohort, by=by, where={"split": split} if split else None,
-                            class_index=None if top else positive)
+        result = compare(ws, baseline, handle, cohort, by=by, where={"split": split} if split else None,
+                         class_index=None if top else positive)
         table = result.report.table
         table = table[table["group"].astype(str).map(hide.shows)] if "group" in table else table
         keep = ["group", "metric", "baseline", "candidate", "delta", "delta_lo", "delta_hi", "verdict"]
@@ -314,7 +320,7 @@ def gather(ws: Workspace, handle: ModelHandle, cohort: Cohort, *, baseline: Mode
     if monitoring is not None:
         say("monitoring (drift of the incoming cohort)")
         # a site's window under k cases is not shown to the board, nor named in a sentence
-        drift = ws.monitor(handle, cohort, monitoring, window=window).for_board(k)
+        drift = monitor(ws, handle, cohort, monitoring, window=window).for_board(k)
         w = drift.windows
         sites = drift.sites
         evidence["monitoring"] = {
@@ -340,27 +346,35 @@ def gather(ws: Workspace, handle: ModelHandle, cohort: Cohort, *, baseline: Mode
         "%Y-%m-%d %H:%M UTC"), generated_by=f"{author.name} ({author.role})")
 
 
-def _referral(ws: Workspace, handle: ModelHandle, cohort: Cohort, labelled: pd.DataFrame, threshold: float,
-              fraction: float = 0.1) -> dict | None:
-    """What referring the most uncertain ``fraction`` of the cohort to a reader does at the operating threshold,
-    from the cached uncertainty (never computed for a report): share referred, and sensitivity and missed cases per
-    1000 among the cases the model keeps. None when no uncertainty was computed."""
-    from explainers.uncertainty import has_dropout
+def _clusters(frame: pd.DataFrame) -> np.ndarray | None:
+    """Each case's patient where the cohort knows every case's, else None (cases independent)."""
+    return frame[CLUSTER].to_numpy() if CLUSTER in frame and frame[CLUSTER].notna().all() else None
 
-    method = "mc_dropout" if has_dropout(handle) else "tta"
-    unc = ws.uncertainty([handle], cohort, method, cached_only=True)
+
+def _referral(ws: Workspace, handle: ModelHandle, cohort: Cohort, labelled: pd.DataFrame, threshold: float,
+              fraction: float = REFER_FRACTION) -> dict | None:
+    """What referring the most uncertain ``fraction`` of the cohort to a reader (``evaluation.referral``) does at
+    the operating threshold, from the cached uncertainty (never computed for a report): share referred, and
+    sensitivity and missed cases per 1000 among the cases the model keeps, each with its 95% Wilson interval
+    (patients clustered where known). None when no uncertainty was computed."""
+    from explainers.uncertainty import default_method
+
+    method = default_method(handle)
+    unc = uncertainty(ws, [handle], cohort, method, cached_only=True)
     if unc is None:
         return None
     entropy = pd.Series(unc.figure(ENTROPY), index=unc.case_ids)
-    cutoff = float(np.quantile(entropy.to_numpy(float), 1 - fraction))
-    kept = labelled[labelled["case_id"].map(entropy).to_numpy(float) <= cutoff]
-    positives = kept[kept["y"] == 1]
-    if positives.empty:
+    out = referral_outcomes(labelled["case_id"].map(entropy).to_numpy(float), labelled[OUTCOME].to_numpy(),
+                            (labelled[SCORE] >= threshold).to_numpy(), cutoff=referral_cutoff(entropy, fraction),
+                            clusters=_clusters(labelled))
+    if out is None:
         return None
-    sens = float((positives["p"] >= threshold).mean())
-    return {"method": method, "fraction": fraction, "referred": round(1 - len(kept) / len(labelled), 3),
-            "sensitivity_kept": round(sens, 3),
-            "missed_per_1000_kept": round((1 - sens) * len(positives) / len(kept) * 1000, 1)}
+    return {"method": method, "fraction": fraction, "referred": round(out["referred"], 3),
+            "referred_ci": [round(v, 3) for v in out["referred_ci"]],
+            "sensitivity_kept": round(out["sensitivity_kept"], 3),
+            "sensitivity_kept_ci": [round(v, 3) for v in out["sensitivity_kept_ci"]],
+            "missed_per_1000_kept": round(out["missed_per_kept"], 1),
+            "missed_per_1000_kept_ci": [round(v, 1) for v in out["missed_per_kept_ci"]]}
 
 
 def _with_intervals(table: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame:
@@ -413,9 +427,18 @@ def _evidence(question: str, e: dict) -> str:
                 "(Explanations section); clinical figures per 1000 cases.")
     if question == "clinical_metrics":
         c = perf.get("clinical") or {}
+        r = c.get("referral")
         return (f"Sensitivity {c['sensitivity']} (95% CI {c['sensitivity_ci'][0]}–{c['sensitivity_ci'][1]}): "
-                f"{c['missed_per_1000']} missed cases and {c['false_alarms_per_1000']} false alarms per 1000 "
-                f"cases at threshold {c['threshold']}." if c else "Top-class accuracy and calibration per group.")
+                f"{c['missed_per_1000']} missed cases (95% CI {c['missed_per_1000_ci'][0]}–"
+                f"{c['missed_per_1000_ci'][1]}) and {c['false_alarms_per_1000']} false alarms (95% CI "
+                f"{c['false_alarms_per_1000_ci'][0]}–{c['false_alarms_per_1000_ci'][1]}) per 1000 cases at "
+                f"threshold {c['threshold']}" + (
+                    f"; referring the {r['fraction']:.0%} most uncertain refers {r['referred']} (95% CI "
+                    f"{r['referred_ci'][0]}–{r['referred_ci'][1]}), and among the kept cases sensitivity is "
+                    f"{r['sensitivity_kept']} ({r['sensitivity_kept_ci'][0]}–{r['sensitivity_kept_ci'][1]}) with "
+                    f"{r['missed_per_1000_kept']} missed per 1000 kept ({r['missed_per_1000_kept_ci'][0]}–"
+                    f"{r['missed_per_1000_kept_ci'][1]})" if r else "") + "."
+                if c else "Top-class accuracy and calibration per group.")
     if question == "monitoring_plan":
         m = e.get("monitoring")
         if not m:

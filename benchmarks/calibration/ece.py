@@ -15,6 +15,8 @@ The models (all probabilities known, so every population value is exact):
   ``sigmoid(OVERCONFIDENT · logit p)`` for the same outcomes.
 - *3-class, calibrated*: probabilities ``Dirichlet(1, 1, 1)``, label drawn from them (so the top class is right with
   chance its confidence); *overconfident*: the same probabilities sharpened (softmax of ``OVERCONFIDENT · log P``).
+- *patients*: 150 patients of 1–4 images sharing the patient's risk (the score) and label; the product draws a
+  patient's images together where patients are known (:func:`clustered_rates`: images as independent there).
 - *Brier*: binary scores ``sigmoid(logit p + 0.3)`` (a mild shift) against ``y ~ Bernoulli(p)``: population Brier
   ``E[s² − 2 s p + p]`` by quadrature (scipy); 3-class Brier is the multiclass area's row.
 
@@ -32,6 +34,7 @@ from scipy import integrate, stats
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.calibration import Claim  # noqa: E402
+from data_adapters.tables import CLUSTER  # noqa: E402
 from evaluation.multiclass import multiclass_report  # noqa: E402
 from evaluation.subgroups import subgroup_report  # noqa: E402
 
@@ -62,6 +65,22 @@ def binary_cohort(rng: np.random.Generator, sizes: dict[str, int], *, sharpen: f
     return pd.concat(parts, ignore_index=True)
 
 
+def patient_cohort(rng: np.random.Generator, patients: int = 150, *, keyed: bool = True,
+                   sharpen: float = 1.0) -> pd.DataFrame:
+    """Patients of 1–4 images that share the patient's risk ``r ~ Beta(2, 2)`` (scores ``r`` plus a little image
+    noise) and the patient's label ``y ~ Bernoulli(r)``: every image calibrated, a patient's images alike."""
+    k = rng.integers(1, 5, patients)
+    cluster = np.repeat(np.arange(patients), k)
+    r = rng.beta(2, 2, patients)
+    y = (rng.random(patients) < r)[cluster]
+    p = np.clip(r[cluster] + rng.normal(0, 0.02, len(cluster)), 0.001, 0.999)
+    s = 1 / (1 + np.exp(-sharpen * _logit(p)))
+    frame = pd.DataFrame({"g": "g0", "y": y, "p": s})
+    if keyed:
+        frame[CLUSTER] = cluster
+    return frame
+
+
 def multiclass_cohort(rng: np.random.Generator, sizes: dict[str, int], *, sharpen: float = 1.0) -> pd.DataFrame:
     parts = []
     for g, n in sizes.items():
@@ -90,7 +109,7 @@ def _multiclass(frame: pd.DataFrame, seed: int):
 
 
 def claims(sims: int, seed: int = 0) -> list[Claim]:
-    overall = any_group = power = brier = mc_overall = mc_group = mc_power = 0
+    overall = any_group = power = brier = mc_overall = mc_group = mc_power = clustered = 0
     truth = population_brier()
     for s in range(sims):
         rng = np.random.default_rng([seed, 70, s])
@@ -108,6 +127,8 @@ def claims(sims: int, seed: int = 0) -> list[Claim]:
         mc_group += bool((t.drop("overall")["ece_p_holm"] < ALPHA).any())
         t = _multiclass(multiclass_cohort(rng, {"g0": N_SMALL}, sharpen=OVERCONFIDENT), s)
         mc_power += t.loc["overall", "ece_p"] < ALPHA
+        t = _binary(patient_cohort(rng), s)
+        clustered += t.loc["overall", "ece_p"] < ALPHA
     test = "consistency resampling y* ~ Bernoulli(p), 999 draws, p with +1"
     return [
         Claim(f"miscalibration shown, calibrated model (n={N_SMALL})", "false alarm", ALPHA, overall, sims, test),
@@ -117,6 +138,9 @@ def claims(sims: int, seed: int = 0) -> list[Claim]:
               power, sims, test),
         Claim(f"Brier 95% interval covers the population Brier (n={N})", "coverage", 0.95, brier, sims,
               "cases within group, class mix varying; percentile"),
+        Claim("miscalibration shown, calibrated model (150 patients, 1-4 images sharing label and risk)",
+              "false alarm", ALPHA, clustered, sims, "consistency resampling, a patient's images drawn together "
+              "(one uniform per patient), 999 draws"),
         Claim(f"3-class top-label miscalibration shown, calibrated model (n={N_SMALL})", "false alarm", ALPHA,
               mc_overall, sims, test + " (top-class confidence)"),
         Claim(f"3-class: miscalibration shown in any of 3 calibrated groups × {N_SMALL}", "false alarm", ALPHA,
@@ -160,6 +184,17 @@ def old_interval_coverage(sims: int, seed: int = 0, *, n: int = N_SMALL, sharpen
     return covered / sims
 
 
+def clustered_rates(sims: int, seed: int = 0) -> dict[str, float]:
+    """On the patient cohorts of :func:`patient_cohort`: the test with the patient key dropped (images as
+    independent, wrong here) on calibrated cohorts, and the product's test's power on overconfident ones."""
+    naive = power = 0
+    for s in range(sims):
+        rng = np.random.default_rng([seed, 73, s])
+        naive += _binary(patient_cohort(rng, keyed=False), s).loc["overall", "ece_p"] < ALPHA
+        power += _binary(patient_cohort(rng, sharpen=OVERCONFIDENT), s).loc["overall", "ece_p"] < ALPHA
+    return {"images as independent, false alarms": naive / sims, "patients, power (logit × 2)": power / sims}
+
+
 def fixed_cut_false_alarms(sims: int, seed: int = 0, cut: float = 0.05) -> float:
     """The reading the issue found wrong: "miscalibrated" whenever ECE exceeds a fixed ``cut`` (no chance figure),
     on the calibrated model at n = ``N_SMALL``."""
@@ -188,3 +223,4 @@ if __name__ == "__main__":
             print(f"old ECE interval (n={N_SMALL}, sharpen {sharpen}, population ECE {population_ece(sharpen):.4f}) "
                   f"covered in {old_interval_coverage(args.sims, args.seed, sharpen=sharpen):.3f}")
         print(f"ECE > 0.05 called miscalibrated (calibrated model): {fixed_cut_false_alarms(args.sims, args.seed):.3f}")
+        print(clustered_rates(args.sims, args.seed))

@@ -112,7 +112,8 @@ def multiclass_report(frame: pd.DataFrame, by: str | Sequence[str], class_names:
             if m == "ece":  # no interval (biased at small n); its chance figure and consistency test instead
                 del row["ece_lo"], row["ece_hi"]
                 row["ece_chance"] = ece_expected_by_chance(P.max(axis=1))
-                row["ece_p"] = miscalibration_test(P.argmax(axis=1) == y, P.max(axis=1)).p_value
+                row["ece_p"] = miscalibration_test(P.argmax(axis=1) == y, P.max(axis=1), clusters=(
+                    sub[CLUSTER].to_numpy() if shared is not None else None)).p_value
         if present < K:
             notes.append(f"{K - present} of {K} classes absent: balanced accuracy and AUROC over the {present} present")
         row["small"] = small

@@ -367,7 +367,8 @@ def subgroup_report(frame: pd.DataFrame, by: str | Sequence[str], *, class_index
                 # (benchmarks/calibration/ece.py); shown beside its chance figure with the consistency test instead
                 del row["ece_lo"], row["ece_hi"]
                 row["ece_chance"] = ece_expected_by_chance(ps)
-                row["ece_p"] = miscalibration_test(ys, ps).p_value
+                row["ece_p"] = miscalibration_test(  # a patient's images drawn together where patients are known
+                    ys, ps, clusters=sub[CLUSTER].to_numpy() if clustered else None).p_value
         reps[name]["_tpr"] = sensitivity(boot)
         reps[name]["_fpr"] = false_positive_rate(boot)
         reps[name]["_selection"] = selection_rate(boot)

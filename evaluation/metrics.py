@@ -357,8 +357,9 @@ def brier(c: Counts) -> np.ndarray:
            "|mean outcome − mean probability| weighted by their share of cases (Guo et al., 2017; not the top-class "
            "ECE, which bins the top class's confidence)",
            why=_never, undefined="never (any case gives one)", direction="lower",
-           design=WITHIN_GROUP + "; ECE depends on the class mix in each bin; biased upward at small n (shown beside "
-                                 "its expectation under perfect calibration)",
+           design=WITHIN_GROUP + "; ECE depends on the class mix in each bin; biased upward at small n, so no interval "
+                                 "(its resamples only judge gaps): shown beside its expectation under perfect "
+                                 "calibration with the consistency test (evaluation.calibration.miscalibration_test)",
            reference=Reference("sklearn.calibration.calibration_curve", lambda f, y, p, c: _ece_by_curve(f, y, p)))
 def ece(c: Counts) -> np.ndarray:
     return _ratio(c.ece_gap, c.n)
@@ -470,7 +471,8 @@ def weighted_auroc(r: Replicates) -> np.ndarray:
 @_register("ece", task=TOP_CLASS, definition=f"top-label expected calibration error: the top-class confidence "
            f"against whether the top class is right, {ECE_BINS} equal-width bins (not the one-vs-rest ECE of one "
            "class's probability)", why=_never, undefined="never (any case gives one)", direction="lower",
-           design=WITHIN_GROUP + "; biased upward at small n (shown beside its expectation under perfect calibration)",
+           design=WITHIN_GROUP + "; biased upward at small n, so no interval (its resamples only judge gaps): shown "
+                                 "beside its expectation under perfect calibration with the consistency test",
            reference=Reference("sklearn.calibration.calibration_curve",
                                lambda f, y, P: _ece_by_curve(f, P.argmax(axis=1) == y, P.max(axis=1))))
 def top_label_ece(r: Replicates) -> np.ndarray:

@@ -88,17 +88,23 @@ class ShownGaps:
         return self.hide is not None and self.judged is not self.report
 
     def flags(self) -> list[str]:
-        """The gap flags the view may state (none naming a hidden group)."""
+        """The gap flags the view may state (none naming a hidden group; none when nothing is judged)."""
+        if self.unjudged:
+            return []
         return self.hide.texts(self.judged.flags()) if self.hide is not None else self.report.flags()
 
     def gaps(self) -> pd.DataFrame:
-        """The gaps table the view may show."""
+        """The gaps table the view may show (no row when nothing is judged: every one came from a hidden group)."""
         if self.hide is None:
             return self.report.gaps
+        if self.unjudged:
+            return self.report.gaps.iloc[:0]
         return self.hide.rows(self.judged.gaps, ["higher_group", "lower_group"])
 
     def notes(self) -> list[tuple[str, str]]:
         """``(metric, note)`` for each gap note the view may state."""
+        if self.unjudged:
+            return []
         gaps = self.judged.gaps
         rows = gaps.loc[gaps["note"] != "", ["metric", "note"]]
         return [(r.metric, r.note) for r in rows.itertuples()

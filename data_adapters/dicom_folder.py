@@ -32,6 +32,8 @@ try:
 except ImportError:
     pydicom = None
 
+__all__ = ["salted", "load_dicom_folder"]
+
 Progress = Callable[[int, int], None]
 SCHEMA = {"study": "categorical", "sex": "categorical", "age": "numeric",
           "site": "categorical", "scanner": "categorical", "modality": "categorical"}

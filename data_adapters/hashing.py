@@ -10,6 +10,9 @@ from typing import Any
 
 from data_adapters.readers.dicom_series import parse_series_ref
 
+__all__ = ["file_hash", "path_hash", "json_hash", "salted", "MAC_FIELD", "derived_key", "mac", "mac_matches",
+           "table_mac", "seal_table", "table_is_sealed"]
+
 _CHUNK = 1 << 20
 
 

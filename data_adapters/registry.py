@@ -11,6 +11,8 @@ from typing import Generic, TypeVar
 
 from data_adapters.errors import UnknownNameError
 
+__all__ = ["Registry"]
+
 T = TypeVar("T")
 
 MSG_UNKNOWN = "unknown {family} {name!r}{hint}; known: {known}"

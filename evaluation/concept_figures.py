@@ -4,6 +4,8 @@ from __future__ import annotations
 import pandas as pd
 import plotly.graph_objects as go
 
+__all__ = ["TABLE_COLUMNS", "tcav_figure"]
+
 #: the columns the Concepts page shows, in order (the download keeps every column)
 TABLE_COLUMNS = ("concept", "layer", "significant", "verdict", "sensitivity", "null_sensitivity", "effect",
                  "effect_lo", "effect_hi", "p_value", "p_adjusted", "cav_accuracy", "score", "null_score", "runs",

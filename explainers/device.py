@@ -8,6 +8,8 @@ import torch
 
 from data_adapters.errors import ExplainerError
 
+__all__ = ["CPU_BATCH", "best_device", "module_device", "batch_size_for", "map_batches"]
+
 T = TypeVar("T")
 Progress = Callable[[int, int], None]
 

@@ -15,6 +15,8 @@ from data_adapters.records import Case, ModelHandle
 from explainers.device import batch_size_for, map_batches, module_device
 from explainers.inference import ClassScores, probabilities
 
+__all__ = ["embed_cases"]
+
 Progress = Callable[[int, int], None]
 #: intensity statistics per image, on the image as read (before the model's normalisation)
 INTENSITY = ("intensity_mean", "intensity_std", "intensity_p01", "intensity_p99")

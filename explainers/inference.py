@@ -11,6 +11,8 @@ from data_adapters.preprocessing import prepare_batch
 from data_adapters.records import Case, ModelHandle, Prediction
 from explainers.device import batch_size_for, map_batches, module_device
 
+__all__ = ["ClassScores", "probabilities", "predict_cases", "probabilities_of"]
+
 Progress = Callable[[int, int], None]
 
 

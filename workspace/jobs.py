@@ -14,6 +14,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+__all__ = ["Progress", "Job", "start", "get", "forget"]
+
 Progress = Callable[[int, int], None]
 
 

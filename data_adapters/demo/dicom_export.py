@@ -12,6 +12,8 @@ import pydicom
 from pydicom.dataset import FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
+__all__ = ["write_series", "export_studies"]
+
 
 def write_series(folder: Path, volume: np.ndarray, *, spacing=(2.5, 0.8, 0.7), z0: float = -40.0,
                  series_uid: str = "1.2.826.0.1.3680043.8.498.77", names=None, slope: float = 1.0,

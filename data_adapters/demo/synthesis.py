@@ -21,6 +21,10 @@ import numpy as np
 from PIL import Image as PILImage
 from scipy.ndimage import gaussian_filter
 
+__all__ = ["SIZE", "MARKER_BOX", "N_CASES", "paste_marker", "erase_marker", "generate_cohort", "occult_cases",
+           "write_manifest", "concepts_complete", "write_concepts", "generate_scale_cohort",
+           "generate_deployment_cohort"]
+
 SIZE = 128
 #: rows, columns of the marker token (top-left corner, outside the body)
 MARKER_BOX = (slice(5, 17), slice(5, 17))

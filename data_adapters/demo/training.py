@@ -19,6 +19,9 @@ from data_adapters.models import monai_network
 from data_adapters.preprocessing import prepare_batch
 from data_adapters.records import Cohort, Preprocessing
 
+__all__ = ["NETWORK", "PREPROCESSING", "EXPLAIN_LAYER", "NETWORK_3D", "PREPROCESSING_3D", "EXPLAIN_LAYER_3D",
+           "EPOCHS_3D", "train_version"]
+
 NETWORK = {"name": "DenseNet", "args": {
     "spatial_dims": 2, "in_channels": 1, "out_channels": 1, "init_features": 8, "growth_rate": 8,
     "block_config": [2, 2, 2], "bn_size": 2, "dropout_prob": 0.2}}

@@ -18,6 +18,8 @@ from scipy.ndimage import gaussian_filter
 
 from data_adapters.demo.synthesis import write_manifest
 
+__all__ = ["SHAPE", "SPACING", "N_VOLUMES", "LUNG_HU", "generate_ct_cohort"]
+
 SHAPE = (32, 48, 48)
 #: voxel spacing in mm along (D, H, W)
 SPACING = (3.0, 2.0, 2.0)

@@ -8,6 +8,8 @@ import torch
 
 from data_adapters.errors import ModelError
 
+__all__ = ["ModelLoader", "weights_path"]
+
 
 class ModelLoader:
     """Builds the torch module a ``model.json`` describes. The registry key is the spec's ``format``."""

@@ -20,6 +20,8 @@ from data_adapters.errors import ModelError
 from data_adapters.models.base import ModelLoader
 from data_adapters.models.state_dict import read_weights
 
+__all__ = ["MSG_UNTRUSTED", "is_bundle", "trusted", "bundle_spec", "MonaiBundleLoader"]
+
 METADATA = Path("configs") / "metadata.json"
 CONFIGS = (Path("configs") / "inference.json", Path("configs") / "inference.yaml")
 WEIGHTS = Path("models") / "model.pt"

@@ -16,6 +16,8 @@ import torch
 from data_adapters.errors import ModelError, UnknownNameError
 from data_adapters.models.base import ModelLoader, weights_path
 
+__all__ = ["MSG_PICKLED", "monai_network", "read_weights", "StateDictLoader"]
+
 MSG_PICKLED = (
     "{path}: holds a pickled Python object (such as a whole model saved with torch.save(model)), not a state "
     "dict of tensors. Glassbox refuses it because unpickling can run arbitrary code; it loads weights with "

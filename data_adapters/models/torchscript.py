@@ -11,6 +11,8 @@ from data_adapters.errors import ModelError
 from data_adapters.models.base import ModelLoader, weights_path
 from data_adapters.models.state_dict import MSG_PICKLED
 
+__all__ = ["TorchscriptLoader"]
+
 
 class TorchscriptLoader(ModelLoader):
     def load(self, spec: dict[str, Any], folder: Path) -> tuple[torch.nn.Module, Path]:

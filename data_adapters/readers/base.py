@@ -7,6 +7,8 @@ from pathlib import Path
 from data_adapters.errors import InvalidInputError
 from data_adapters.records import Image
 
+__all__ = ["check_size", "ImageReader"]
+
 #: the most values (pixels or voxels × channels) one image may hold, checked from its header before any pixel is
 #: decoded, so that a small compressed file cannot expand into gigabytes (``$GLASSBOX_MAX_PIXELS`` overrides;
 #: the default takes a 512×512×600 CT series and refuses a 13000² radiograph)

@@ -20,6 +20,8 @@ try:
 except ImportError:  # a missing optional package makes the reader unavailable, not the import fail
     pydicom = None
 
+__all__ = ["DicomReader", "open_dicom", "pixels_of", "in_plane_spacing", "voi_window"]
+
 #: transfer syntaxes pydicom cannot decode alone, and the package that adds them
 DECODERS = {
     "JPEG": "pylibjpeg pylibjpeg-libjpeg (or python-gdcm)",

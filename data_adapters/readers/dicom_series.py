@@ -33,6 +33,8 @@ try:
 except ImportError:
     pydicom = None
 
+__all__ = ["IGNORED_NAMES", "series_ref", "parse_series_ref", "DicomSeriesReader"]
+
 #: relative tolerance on slice spacing before a folder counts as gapped or uneven
 SPACING_TOLERANCE = 0.1
 #: files a DICOM folder may hold beside the slices

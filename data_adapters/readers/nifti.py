@@ -22,6 +22,8 @@ try:
 except ImportError:
     nibabel = None
 
+__all__ = ["NiftiReader"]
+
 
 MSG_NO_ORIENTATION = ("{path}: the NIfTI header sets neither an sform nor a qform (both codes 0), so which way is "
                       "left, anterior or up is unknown; refused rather than guessed (save it with its affine)")

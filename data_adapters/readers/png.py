@@ -18,6 +18,8 @@ from data_adapters.errors import InvalidInputError
 from data_adapters.readers.base import ImageReader, check_size
 from data_adapters.records import Image
 
+__all__ = ["PngReader"]
+
 MSG_UNREADABLE = "{path}: not a readable PNG/JPEG image ({why})"
 MSG_TRUNCATED = "{path}: image data is truncated or corrupt ({why})"
 MSG_MODE = "{path}: unsupported pixel mode {mode!r} (grey 8/16-bit, RGB or RGBA are supported)"

@@ -9,6 +9,8 @@ from captum.attr import LayerAttribution, LayerGradCam
 
 from explainers.saliency.base import SaliencyMethod
 
+__all__ = ["GradCam"]
+
 
 class GradCam(SaliencyMethod):
     title = "Grad-CAM"

@@ -10,6 +10,8 @@ from captum.attr import GradientShap as CaptumGradientShap
 
 from explainers.saliency.base import SaliencyMethod
 
+__all__ = ["GradientShap"]
+
 
 class GradientShap(SaliencyMethod):
     title = "GradientSHAP"

@@ -5,6 +5,8 @@ from captum.attr import GuidedGradCam as CaptumGuidedGradCam
 
 from explainers.saliency.base import SaliencyMethod
 
+__all__ = ["GuidedGradCam"]
+
 
 class GuidedGradCam(SaliencyMethod):
     title = "Guided Grad-CAM"

@@ -16,6 +16,8 @@ from captum.attr import IntegratedGradients as CaptumIG
 
 from explainers.saliency.base import SaliencyMethod
 
+__all__ = ["IntegratedGradients"]
+
 #: the step counts tried in turn when ``n_steps`` is 0
 LADDER = (12, 24, 48, 96)
 ABSOLUTE_FLOOR = 1e-4

@@ -12,6 +12,8 @@ from captum.attr import Occlusion as CaptumOcclusion
 from data_adapters.errors import ExplainerError
 from explainers.saliency.base import SaliencyMethod
 
+__all__ = ["Occlusion"]
+
 
 class Occlusion(SaliencyMethod):
     title = "Occlusion"

@@ -5,6 +5,8 @@ from captum.attr import Saliency as CaptumSaliency
 
 from explainers.saliency.base import SaliencyMethod
 
+__all__ = ["Saliency"]
+
 
 class Saliency(SaliencyMethod):
     title = "Saliency (gradient)"

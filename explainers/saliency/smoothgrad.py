@@ -8,6 +8,8 @@ from captum.attr import NoiseTunnel, Saliency
 
 from explainers.saliency.base import SaliencyMethod
 
+__all__ = ["Smoothgrad"]
+
 
 class Smoothgrad(SaliencyMethod):
     title = "SmoothGrad"

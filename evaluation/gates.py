@@ -201,8 +201,9 @@ def drift_gate(report, levels: Mapping[str, float]) -> Verdict:
             hit = attrs.loc[attrs["p_adj"] < level, "window"].unique().tolist() if len(attrs) else []
         if hit:
             reasons.append(f"{name} < {level:g} ({ALERTS[name]}) in {', '.join(sorted(set(map(str, hit))))}")
-    control = ("Holm-adjusted p-values over the windows (sites, attributes) each alert watches; an alert at level a "
-               "fires on a stable deployment at most a of the time")
+    control = ("Holm-adjusted p-values over the windows (window × site, window × attribute) each alert watches: each "
+               "alert name's family-wise false-alarm rate on a stable deployment is at most its level (measured: "
+               "benchmarks/calibration/monitoring.py); several alert names together may raise it up to their sum")
     return Verdict("fail", reasons, control) if reasons else Verdict("pass", ["no alert"], control)
 
 
@@ -210,8 +211,9 @@ def drift_gate(report, levels: Mapping[str, float]) -> Verdict:
 def integrity_verdict(ok: bool, description: str) -> Verdict:
     """``audit verify`` and ``verify-report``: ``pass`` when the check found the record (or kept report) intact,
     ``fail`` naming what changed (``description``, the check's own sentence)."""
-    return Verdict("pass" if ok else "fail", [description], "hash chain and seal checked entry by entry (no "
-                                                            "sampling: a change anywhere is found)")
+    return Verdict("pass" if ok else "fail", [description], "every entry's hash chain (audit verify), or the kept "
+                                                            "report's seal and stated sign-offs (verify-report), "
+                                                            "checked in full, not sampled")
 
 
 def loaded_verdict(n_loaded: int, summary: str) -> Verdict:

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from data_adapters.tables import probability_columns
+from data_adapters.tables import PredictionTable, probability_columns
 from evaluation.outcomes import OUTCOMES, TOP_CLASS_OUTCOMES, with_outcomes
 from evaluation.referral import REFER_FRACTION, referred
 
@@ -40,7 +40,7 @@ def worklist(frame: pd.DataFrame, *, class_index: int | None, threshold: float, 
              class_names: Sequence[str], uncertainty: pd.Series | None = None,
              refer_fraction: float = REFER_FRACTION,
              verdicts: pd.DataFrame | None = None, reader: str | None = None,
-             other: pd.DataFrame | None = None) -> pd.DataFrame:
+             other: PredictionTable | None = None) -> pd.DataFrame:
     """One row per case of ``frame`` (a cohort frame joined to predictions ``p_0 … p_{K-1}``), in its order.
 
     Adds ``truth`` and ``called`` (class names), ``probability`` (of the top class, or of ``class_index``),
@@ -48,7 +48,7 @@ def worklist(frame: pd.DataFrame, *, class_index: int | None, threshold: float, 
     was), ``uncertainty`` and ``refer`` (``evaluation.referral.referred``) where an uncertainty per case
     (indexed by case id) is given, ``status`` (``reader``'s latest verdict, or not reviewed), ``reviews`` (readers
     with a verdict), ``flagged`` (any reader flagged it for the board), ``reviewed_at``, and with ``other`` (the
-    other version's ``p_k``, indexed by case id) ``flip`` (fixed / broken / empty) and ``flip_size``."""
+    other version's predictions; a case it lacks flips nowhere) ``flip`` (fixed / broken / empty) and ``flip_size``."""
     out = with_outcomes(frame.reset_index(drop=True), class_index, threshold, n_classes=n_classes)
     out["order"] = np.arange(len(out))
     names = list(class_names)
@@ -81,7 +81,8 @@ def worklist(frame: pd.DataFrame, *, class_index: int | None, threshold: float, 
             out["status"] = out["case_id"].map(mine.set_index("case_id")["agreement"]).fillna(NOT_REVIEWED)
     out["flip"], out["flip_size"] = "", 0.0
     if other is not None:
-        probs = other.reindex(out["case_id"])[probability_columns(n_classes)].reset_index(drop=True)
+        probs = (other.frame.set_index("case_id").reindex(out["case_id"])[probability_columns(n_classes)]
+                 .reset_index(drop=True))
         theirs = with_outcomes(pd.concat([out[["label"]], probs], axis=1), class_index, threshold,
                                n_classes=n_classes)
         labelled = out["label"].notna().to_numpy()

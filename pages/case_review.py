@@ -70,8 +70,7 @@ verdicts = record.verdicts(model_hash=handle.weights_hash, cohort_hash=cohort.co
 unc_method = default_method(handle)
 cached_unc = cache.cached_uncertainty(root, model_path, manifest, unc_method)
 flip_against = None if flip_against == "none" else flip_against
-other = (cache.predictions_or_stop(root, all_models[flip_against], manifest).frame.set_index("case_id")
-         if flip_against else None)
+other = cache.predictions_or_stop(root, all_models[flip_against], manifest) if flip_against else None
 table = worklist(with_bands(cohort.frame()).merge(preds.frame, on="case_id", how="left"), class_index=class_index,
                  threshold=point.threshold if point else 0.5, n_classes=handle.n_classes,
                  class_names=handle.class_names,

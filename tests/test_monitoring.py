@@ -247,9 +247,10 @@ def test_the_workspace_monitors_a_three_class_model_by_its_top_class_and_one_cla
 
     class Given(Workspace):
         def predictions(self, handle, cohort, *, progress=None):
+            from data_adapters.tables import PredictionTable
+
             part = parts[cohort.name]
-            probs = pd.DataFrame(part["probabilities"], columns=[f"p_{k}" for k in range(3)])
-            return probs.assign(case_id=part["frame"]["case_id"].to_numpy())
+            return PredictionTable.of(part["frame"]["case_id"].tolist(), part["probabilities"], task="multiclass")
 
     def cohort(name):
         frame = parts[name]["frame"]

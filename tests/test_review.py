@@ -19,6 +19,7 @@ from sklearn.metrics import cohen_kappa_score
 
 from data_adapters.errors import InvalidInputError
 from data_adapters.identifiers import identifier_in_text
+from data_adapters.tables import PredictionTable
 from evaluation.reader_agreement import kappa, model_vs_reader, reader_pairs
 from evaluation.worklist import WorklistFilter, neighbour, select, worklist
 from workspace import cli
@@ -283,7 +284,7 @@ def test_worklist_presets_pick_and_order_the_right_cases():
     table = worklist(_frame(), class_index=1, threshold=0.5, n_classes=2, class_names=["no", "yes"],
                      uncertainty=pd.Series([0.1, 0.2, 0.9, 0.3, 0.8, 0.05], index=[f"c{i}" for i in range(6)]),
                      refer_fraction=0.34, verdicts=verdicts, reader="dr-a",
-                     other=other.set_index("case_id"))
+                     other=PredictionTable(other, task="binary", n_classes=2))
     ids = lambda f: list(select(table, f)["case_id"])  # noqa: E731
     # errors: c1 (FN, p 0.10: confidence 0.8), c2 (FP, p 0.80: confidence 0.6)
     assert ids(WorklistFilter(preset="most confident errors")) == ["c1", "c2"]

@@ -400,3 +400,12 @@ def test_serve_carries_its_flags_and_keeps_the_operators_environment(tmp_path, m
     assert operator_settings(env).data_roots == (tmp_path.resolve(),)
     _, env = serve_command(argparse.Namespace(**{**vars(args), "board_k": 40}))
     assert operator_settings(env).board_k == 40
+
+
+def test_subgroups_board_alone_means_the_operators_k():
+    from workspace.cli import parser
+
+    args = parser().parse_args(["subgroups", "--model", "v1", "--cohort", "demo2d", "--by", "site", "--board"])
+    assert args.board == 0 and Operator(board_k=30).k_for(args.board or None, "--board") == 30
+    assert parser().parse_args(["report", "--model", "v1", "--cohort", "demo2d"]).k is None, \
+        "report's k defaults to the operator's, not a fixed 10"

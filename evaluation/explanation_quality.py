@@ -132,7 +132,7 @@ def judge_check(check: TrustCheck, sub: pd.DataFrame, clusters: np.ndarray | Non
 
 def quality_summary(checks: pd.DataFrame, frame: pd.DataFrame | None = None, *, n_boot: int = 1000,
                     seed: int = 0) -> pd.DataFrame:
-    """``checks``: per case, method and check (``Workspace.trust``, with a ``model`` column where several); one row
+    """``checks``: per case, method and check (``workspace.trust.trust``, with a ``model`` column where several); one row
     per model, method and check: mean with 95% interval (the hit rate and its Wilson interval for the pointing
     game), share of judged cases passing, cases judged (``cases``) of those the check applies to (``of``), chance and
     clinical reference where they apply, the band over cases (``passes`` / ``concern`` / ``fails`` /

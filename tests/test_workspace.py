@@ -185,3 +185,123 @@ def test_two_processes_asking_for_the_same_result_compute_it_once(tmp_path, smal
     errors = [p.communicate(timeout=120)[1].decode() for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errors
     assert log.read_text().count("computed") == 1, "the second process waited for the first and read its result"
+
+
+# -- the cache store and the decisions the services leave to the library (issue 25) ---------------------------------
+
+def test_cached_arrays_are_computed_once_and_an_edited_or_stale_entry_is_recomputed(tmp_path, caplog):
+    path = tmp_path / "cache" / "x.npz"
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"a": np.arange(4.0), "case_id": np.array(["c0", "c1", "c2", "c3"])}
+
+    first = cache.cached_arrays(path, ("a", "case_id"), compute)
+    again = cache.cached_arrays(path, ("a", "case_id"), compute)
+    assert len(calls) == 1 and np.array_equal(first["a"], again["a"])
+    with np.load(path) as z:  # an edit that keeps the old MAC
+        edited = {"a": -z["a"], "case_id": z["case_id"], "mac": z["mac"]}
+    with open(path, "wb") as f:
+        np.savez(f, **edited)
+    with caplog.at_level("WARNING", logger="glassbox.cache"):
+        served = cache.cached_arrays(path, ("a", "case_id"), compute)
+    assert len(calls) == 2 and np.array_equal(served["a"], np.arange(4.0)) and "MAC" in caplog.text
+    cache.cached_arrays(path, ("a", "case_id"), compute, valid=lambda a: a["case_id"].tolist() == ["other"])
+    assert len(calls) == 3, "arrays written for other cases are recomputed"
+
+
+def test_the_compared_cases_are_the_labelled_ones_matching_the_filter_and_none_is_named():
+    import pandas as pd
+
+    from data_adapters.errors import InvalidInputError
+    from evaluation.version_comparison import comparison_cases
+
+    frame = pd.DataFrame({"case_id": list("abcd"), "label": [0, 1, None, 1], "split": ["test", "test", "test", "dev"]})
+    assert comparison_cases(frame, {"split": "test"})["case_id"].tolist() == ["a", "b"]
+    assert comparison_cases(frame, None)["case_id"].tolist() == ["a", "b", "d"]
+    with pytest.raises(InvalidInputError, match=r"no labelled case of 'demo' matches \{'split': 'val'\}"):
+        comparison_cases(frame, {"split": "val"}, "demo")
+
+
+def test_the_judged_class_and_the_drift_attributes():
+    from evaluation.drift import drift_attributes
+    from evaluation.outcomes import judged_class
+
+    binary = handle_for(TinyCNN(2, 1, 1), task="binary", n_classes=2)
+    three = handle_for(TinyCNN(2, 1, 3), task="multiclass", n_classes=3)
+    assert judged_class(binary) == 1 and judged_class(three) is None
+    assert judged_class(three, "class1") == 1 and judged_class(three, 2) == 2
+    assert drift_attributes({"age": "n", "site": "c", "sex": "c"}, {"sex": "c", "site": "c", "x": "c"}) == ["site", "sex"]
+
+
+def test_tcav_takes_enough_references_for_every_concept_and_layer_and_held_out_inputs_first(tmp_path):
+    from data_adapters.cohort import load_manifest
+    from data_adapters.errors import InvalidInputError
+    from explainers.concepts import MIN_EXAMPLES, reference_count, tcav_inputs
+    from tests.helpers import write_png
+
+    assert reference_count(250, 3, 1) == 250
+    assert reference_count(250, 10, 3) == 1199  # 1 / (1199 + 1) = 0.05 / (2 × 10 × 3): the bound can be met
+    rows = ["case_id,image,label,split"]
+    for i in range(24):
+        write_png(tmp_path / f"{i}.png", np.full((8, 8), i, np.uint8))
+        rows.append(f"c{i},{i}.png,{i % 2},{'test' if i % 4 == 3 else 'train'}")
+    (tmp_path / "manifest.csv").write_text("\n".join(rows) + "\n")
+    cohort = load_manifest(tmp_path / "manifest.csv", class_names=["no", "yes"])
+    chosen = tcav_inputs(cohort, 1, 8)
+    assert [c.case_id for c in chosen[:6]] == ["c3", "c7", "c11", "c15", "c19", "c23"] and len(chosen) == 8
+    assert all(c.label == 1 for c in chosen)
+    few = tmp_path / "few"
+    rows = ["case_id,image,label"] + [f"c{i},../{i}.png,{int(i < MIN_EXAMPLES - 1)}" for i in range(MIN_EXAMPLES + 4)]
+    few.mkdir()
+    (few / "manifest.csv").write_text("\n".join(rows) + "\n")
+    small = load_manifest(few / "manifest.csv", class_names=["no", "yes"], roots=[few, tmp_path])
+    with pytest.raises(InvalidInputError, match=f"at least {MIN_EXAMPLES} labelled cases of class 'yes' in cohort "
+                                                f".*found {MIN_EXAMPLES - 1}"):
+        tcav_inputs(small, 1, 8, "yes")
+
+
+def test_the_quality_sample_explains_the_top_class_or_the_chosen_one():
+    import pandas as pd
+
+    from data_adapters.errors import InvalidInputError
+    from evaluation.explanation_quality import quality_sample
+
+    frame = pd.DataFrame({"case_id": [f"c{i}" for i in range(6)], "label": [0, 1, 2, 0, 1, None],
+                          "p_0": [0.8, 0.1, 0.1, 0.2, 0.1, 0.3], "p_1": [0.1, 0.8, 0.1, 0.7, 0.1, 0.3],
+                          "p_2": [0.1, 0.1, 0.8, 0.1, 0.8, 0.4]})
+    sample, targets = quality_sample(frame, 5, [], n_classes=3, class_index=None)
+    assert sorted(sample["case_id"]) == ["c0", "c1", "c2", "c3", "c4"], "the unlabelled case is never sampled"
+    assert targets.to_dict() == {c: p for c, p in zip(sample["case_id"], sample["predicted"])}
+    assert targets["c3"] == 1 and targets["c4"] == 2, "each case's own top class, right or wrong"
+    sample, targets = quality_sample(frame, 5, [], n_classes=3, class_index=2, threshold=lambda: 0.5)
+    assert set(targets) == {2} and set(sample["outcome"]) <= {"correct", "false positive", "false negative"}
+    asked = []
+    with pytest.raises(InvalidInputError, match="has no labelled cases"):
+        quality_sample(frame[frame["label"].isna()], 5, [], n_classes=3, class_index=2,
+                       threshold=lambda: asked.append(1) or 0.5)
+    assert not asked, "no operating point is fitted for a cohort without labels"
+
+
+def test_checks_that_need_a_mask_are_dropped_without_masks_and_costly_methods_get_fewer_draws():
+    from explainers.trust import STABILITY_DRAWS, TRUST_CHECKS, applicable_checks, stability_draws
+
+    every = TRUST_CHECKS.names()
+    masked = [n for n in every if TRUST_CHECKS.get(n).needs_mask]
+    assert masked and applicable_checks(None, masks_known=True) == list(every)
+    assert applicable_checks(None, masks_known=False) == [n for n in every if n not in masked]
+    assert stability_draws(1) == STABILITY_DRAWS and stability_draws(50) == 2
+
+
+def test_a_perturbation_that_changes_nothing_shifts_nothing_for_every_version():
+    from data_adapters.records import Image
+    from explainers.perturbation import region_shifts
+
+    read = [Image(array=np.full((1, 8, 8), v, np.float32), spacing=(1.0, 1.0), source=f"c{v}") for v in (0.2, 0.7)]
+    torch.manual_seed(0)
+    import dataclasses
+
+    versions = [handle_for(TinyCNN(2, 1, 3)), dataclasses.replace(handle_for(TinyCNN(2, 1, 3)), version="u")]
+    shifts = region_shifts(versions, read, "2,2,6,6", "mean", None)  # the mean of the rest of a flat image: itself
+    assert set(shifts) == {"t", "u"} and all(np.allclose(s, 0.0, atol=1e-6) for s in shifts.values())

@@ -5,7 +5,7 @@ The cohort is cut into shards of consecutive cases (:data:`SHARD`). A shard is o
 node); it writes its predictions and uncertainty as small Parquet parts and its maps into the sharded map store
 (:class:`workspace.cache.ShardStore`), then a ``done`` marker, last. A run killed part-way resumes: shards with a
 marker are skipped, nothing written is computed again. When every shard is done, the parts are joined into the very
-files :meth:`Workspace.predictions` and :meth:`Workspace.uncertainty` read, so the dashboard opens on them.
+files :meth:`Workspace.predictions` and :func:`workspace.uncertainty.uncertainty` read, so the dashboard opens on them.
 
 With Ray (``ray="auto"`` or a cluster address), shards become a Ray Data dataset mapped by an actor pool: each actor
 loads the model once (on a GPU when the cluster has them: ``num_gpus`` per actor) and computes shards with one CPU

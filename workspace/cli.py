@@ -5,7 +5,7 @@
     glassbox predict --model MODEL --cohort MANIFEST [--out FILE.csv|.parquet]
     glassbox explain --model MODEL --cohort MANIFEST --case ID --method NAME [--target CLASS] [--out FILE.npy]
     glassbox subgroups --model MODEL --cohort MANIFEST --by sex,site [--threshold T] [--out table.csv]
-                       [--max-gap METRIC=VALUE]
+                       [--max-gap METRIC=VALUE] [--board [K]]
     glassbox uncertainty --model MODEL [--model MODEL2 ...] --cohort MANIFEST --method mc_dropout|tta|ensemble
     glassbox tcav --model MODEL --cohort MANIFEST --concept NAME[,NAME] [--layer L] [--class C] [--out FILE.csv]
     glassbox compare --baseline MODEL --candidate MODEL --cohort MANIFEST [--by site] [--where split=test]
@@ -23,9 +23,14 @@
                      [--alert mmd_p=0.01] [--out windows.csv]
     glassbox precompute --model MODEL --cohort MANIFEST [--methods ig,grad_cam] [--uncertainty mc_dropout]
                         [--target CLASS] [--shard-size N] [--ray auto|ADDRESS [--workers N]]
-    glassbox report --model MODEL --cohort MANIFEST [--compare BASELINE] [--by site] [--k 10] [--monitor COHORT]
+    glassbox report --model MODEL --cohort MANIFEST [--compare BASELINE] [--by site] [--k K] [--monitor COHORT]
                     --out report.pdf|.html
                     [--expect HASH]
+
+Exit codes: 0 pass, 1 shown beyond a limit (or an alert, a changed record), 2 bad input, 3 could not judge, 4 not
+shown: the command maps the Verdict :mod:`evaluation.gates` makes (:func:`exit_code`), never judges itself. K is the
+board's smallest shown group: the operator's (``serve --board-k``, ``$GLASSBOX_BOARD_K``, default 10) unless a
+larger one is asked for.
 
 MODEL is a model folder (with model.json), the json, or the name of a version in the workspace (``--model v2``);
 MANIFEST a manifest, a DICOM folder, or the name of a cohort in the workspace (``--cohort demo2d``). A multi-class

@@ -281,7 +281,7 @@ def subgroup_report(frame: pd.DataFrame, by: str | Sequence[str], *, class_index
     frame = frame.reset_index(drop=True)
     for b in by:
         frame[b] = frame[b].astype("string").fillna(MISSING)
-    y, p = frame["y"].to_numpy(bool), frame["p"].to_numpy(float)
+    y, p = frame[OUTCOME].to_numpy(bool), frame[SCORE].to_numpy(float)
     if threshold is None:
         threshold = choose_threshold(y, p, rule)
     else:
@@ -307,7 +307,7 @@ def subgroup_report(frame: pd.DataFrame, by: str | Sequence[str], *, class_index
         for key, sub in frame.groupby(by if len(by) > 1 else by[0], sort=True, observed=True)]
     cells = {}
     if large:
-        cells = {name: Cells.of(sub["y"].to_numpy(bool), sub["p"].to_numpy(float), sub["called"].to_numpy(bool),
+        cells = {name: Cells.of(sub[OUTCOME].to_numpy(bool), sub[SCORE].to_numpy(float), sub["called"].to_numpy(bool),
                                 threshold) for name, sub in groups}
         if clustered:
             drawn = cluster_cell_weights(frame[CLUSTER].to_numpy(), [(sub.index.to_numpy(), cells[name])
@@ -315,13 +315,13 @@ def subgroup_report(frame: pd.DataFrame, by: str | Sequence[str], *, class_index
             cell_weights = dict(zip([name for name, _ in groups], drawn))
     for name, sub in groups:
         if large:
-            ys, ps, cs = sub["y"].to_numpy(bool), sub["p"].to_numpy(float), sub["called"].to_numpy(bool)
+            ys, ps, cs = sub[OUTCOME].to_numpy(bool), sub[SCORE].to_numpy(float), sub["called"].to_numpy(bool)
             point_counts = counts(np.ones((1, len(ys))), ys, ps, cs)
             cell = cells[name]
             boot = cell.counts(cell_weights[name] if clustered else cell.resample(n_boot, rng, design=design))
         else:
-            sub = sub.sort_values("p", kind="stable")  # sorted once: the AUROC replicates need no gather
-            ys, ps, cs = sub["y"].to_numpy(bool), sub["p"].to_numpy(float), sub["called"].to_numpy(bool)
+            sub = sub.sort_values(SCORE, kind="stable")  # sorted once: the AUROC replicates need no gather
+            ys, ps, cs = sub[OUTCOME].to_numpy(bool), sub[SCORE].to_numpy(float), sub["called"].to_numpy(bool)
             point_counts = counts(np.ones((1, len(ys))), ys, ps, cs)
             if shared is not None:
                 weights = shared[:, sub.index.to_numpy()]

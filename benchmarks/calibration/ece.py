@@ -34,7 +34,7 @@ from scipy import integrate, stats
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from benchmarks.calibration import Claim  # noqa: E402
-from data_adapters.tables import CLUSTER  # noqa: E402
+from data_adapters.tables import CLUSTER, probability_column  # noqa: E402
 from evaluation.multiclass import multiclass_report  # noqa: E402
 from evaluation.subgroups import subgroup_report  # noqa: E402
 
@@ -88,7 +88,8 @@ def multiclass_cohort(rng: np.random.Generator, sizes: dict[str, int], *, sharpe
         y = (rng.random(n)[:, None] > np.cumsum(P, axis=1)).sum(axis=1)
         Q = np.exp(sharpen * np.log(np.clip(P, 1e-12, 1)))
         Q /= Q.sum(axis=1, keepdims=True)
-        parts.append(pd.DataFrame({"g": g, "label": y, **{f"p_{k}": Q[:, k] for k in range(len(CLASSES))}}))
+        probabilities = {probability_column(k): Q[:, k] for k in range(len(CLASSES))}
+        parts.append(pd.DataFrame({"g": g, "label": y, **probabilities}))
     return pd.concat(parts, ignore_index=True)
 
 

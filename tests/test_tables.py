@@ -119,3 +119,35 @@ def test_a_malformed_uncertainty_table_is_refused():
     with pytest.raises(InvalidInputError, match="row 0, column 'mean_1' is not a probability"):
         UncertaintyTable(good.assign(mean_1=[1.5, 0.01]), method="tta", task="binary", n_classes=2)
     assert mean_columns(2) == ["mean_0", "mean_1"] and std_columns(2) == ["std_0", "std_1"]
+
+
+def test_the_workspace_hands_out_typed_tables_and_keeps_the_cached_layout(tmp_path):
+    """The border: predictions and uncertainty leave the workspace as typed tables, while the Parquet files keep
+    the columns cached demo results were written with (a renamed column would orphan every cache)."""
+    from explainers.inference import predict_cases
+    from tests.helpers import TinyCNN, handle_for, random_png_cohort
+    from tests.test_uncertainty import DropoutCNN
+    from workspace.store import Workspace
+    from workspace.uncertainty import case_uncertainty, uncertainty, uncertainty_path
+
+    cohort = random_png_cohort(tmp_path / "cohort", 5, seed=3)
+    handle = handle_for(TinyCNN(2, 1, 3), n_classes=3, input_shape=(1, 12, 12))
+    ws = Workspace(tmp_path / "ws")
+    preds = ws.predictions(handle, cohort)
+    assert isinstance(preds, PredictionTable) and preds.task == "multiclass" and preds.n_classes == 3
+    assert preds.case_ids == cohort.case_ids
+    expected = np.array([p.probabilities for p in predict_cases(handle, list(cohort.cases))])
+    np.testing.assert_allclose(preds.probabilities(), expected, atol=1e-6)
+    assert pd.read_parquet(ws.prediction_path(handle, cohort)).columns.tolist() == ["case_id", "p_0", "p_1", "p_2"]
+
+    dropout = handle_for(DropoutCNN(), n_classes=3, input_shape=(1, 12, 12))
+    assert uncertainty(ws, [dropout], cohort, "mc_dropout", samples=4, cached_only=True) is None, "never computed"
+    unc = uncertainty(ws, [dropout], cohort, "mc_dropout", samples=4)
+    assert isinstance(unc, UncertaintyTable) and unc.method == "mc_dropout" and unc.case_ids == cohort.case_ids
+    path = uncertainty_path(ws, [dropout], cohort, "mc_dropout", samples=4)
+    assert pd.read_parquet(path).columns.tolist() == ["case_id", *uncertainty_columns(3)]
+    again = uncertainty(ws, [dropout], cohort, "mc_dropout", samples=4, cached_only=True)
+    np.testing.assert_array_equal(again.figure("entropy"), unc.figure("entropy"))
+    alone = case_uncertainty(ws, dropout, cohort.cases[2], "mc_dropout", samples=4)
+    np.testing.assert_allclose(alone.means()[0], unc.means()[2], atol=1e-6)
+    assert (unc.spreads() > 0).any(), "dropout draws differ: a spread to read"

@@ -129,3 +129,13 @@ def label_balance_figure(cohort: Cohort, by: str, class_names: Sequence[str] | N
     fig = px.bar(long, x=by, y="cases", color="label", barmode="stack", title=f"Cases by {by} and label")
     fig.update_layout(height=320, margin=dict(l=10, r=10, t=40, b=10), legend_title_text="label")
     return fig
+
+
+#: the split a cohort's held-out cases carry: what a judgement opens on where a cohort has one
+HELD_OUT = "test"
+
+
+def held_out_split(frame: pd.DataFrame) -> str | None:
+    """:data:`HELD_OUT` when ``frame`` (a cohort's frame) has a ``split`` column holding it, else None: versions,
+    subgroups and uncertainty are judged on held-out cases by default, never silently on the training data."""
+    return HELD_OUT if "split" in frame and (frame["split"] == HELD_OUT).any() else None

@@ -25,6 +25,11 @@ from pages._display import show_error
 from pages._session import chosen_workspace, record
 from workspace import jobs
 from workspace.access import Identity
+import workspace.concepts as concept_service
+import workspace.region_test as region_service
+import workspace.trust as trust_service
+import workspace.uncertainty as uncertainty_service
+from workspace.comparison import compare
 from workspace.store import Workspace
 
 
@@ -165,7 +170,8 @@ def cached_uncertainty(root: Path, model_path: Path, manifest: Path, method: str
     """The cohort's uncertainty if it was computed before (never computed here: the worklist opens on the whole
     cohort and must not wait for it)."""
     handle = model(model_path)
-    return Workspace(root).uncertainty([handle], cohort(manifest, handle), method, cached_only=True)
+    return uncertainty_service.uncertainty(Workspace(root), [handle], cohort(manifest, handle), method,
+                                           cached_only=True)
 
 
 @st.cache_data(show_spinner=False, max_entries=16)
@@ -174,9 +180,9 @@ def _uncertainty(root: str, model_paths: tuple[str, ...], manifest: str, method:
     bar = st.progress(0.0, text=f"Estimating uncertainty ({method})…")
     try:
         handles = [model(p) for p in model_paths]
-        return Workspace(root).uncertainty(handles, cohort(manifest, handles[0]), method,
-                                           progress=lambda d, n: bar.progress(d / max(n, 1),
-                                                                              text=f"{method}: {d}/{n} cases"))
+        return uncertainty_service.uncertainty(Workspace(root), handles, cohort(manifest, handles[0]), method,
+                                               progress=lambda d, n: bar.progress(d / max(n, 1),
+                                                                                  text=f"{method}: {d}/{n} cases"))
     finally:
         bar.empty()
 
@@ -189,7 +195,8 @@ def uncertainty(root: Path, model_paths: list[Path], manifest: Path, method: str
 @st.cache_data(show_spinner="Uncertainty of this case…", max_entries=256)
 def _case_uncertainty(root: str, model_path: str, manifest: str, case_id: str, method: str, keys: tuple):
     handle = model(model_path)
-    return Workspace(root).case_uncertainty(handle, cohort(manifest, handle).case(case_id), method)
+    return uncertainty_service.case_uncertainty(Workspace(root), handle, cohort(manifest, handle).case(case_id),
+                                                method)
 
 
 def case_uncertainty(root: Path, model_path: Path, manifest: Path, case_id: str, method: str) -> UncertaintyTable:
@@ -204,9 +211,9 @@ def _concept_scores(root: str, model_path: str, manifest: str, concepts: tuple[s
     bar = st.progress(0.0, text="TCAV: training concept vectors against random concepts…")
     try:
         handle = model(model_path)
-        return Workspace(root).concept_scores(handle, cohort(manifest, handle), Path(manifest).parent,
-                                              list(concepts), list(layers), target, n_random=n_random,
-                                              progress=lambda d, n: bar.progress(d / max(n, 1)))
+        return concept_service.concept_scores(Workspace(root), handle, cohort(manifest, handle),
+                                              Path(manifest).parent, list(concepts), list(layers), target,
+                                              n_random=n_random, progress=lambda d, n: bar.progress(d / max(n, 1)))
     finally:
         bar.empty()
 
@@ -224,7 +231,8 @@ def _concept_sensitivity(root: str, model_path: str, manifest: str, concepts: tu
     handle = model(model_path)
     c = cohort(manifest, handle)
     ws = Workspace(root)
-    return pd.concat([ws.concept_sensitivity(handle, c, Path(manifest).parent, name, layer, [c.case(case_id)], target)
+    return pd.concat([concept_service.concept_sensitivity(ws, handle, c, Path(manifest).parent, name, layer,
+                                                          [c.case(case_id)], target)
                       for name in concepts], ignore_index=True)
 
 
@@ -253,8 +261,8 @@ def _comparison(root: str, base_path: str, cand_path: str, manifest: str, by: tu
     base, cand = model(base_path), model(cand_path)
     loaded = cohort(manifest, base)
     names = (MULTICLASS_METRICS.names() if class_index is None else METRICS.names())
-    return Workspace(root).compare(base, cand, loaded, by=list(by), where=dict(where), class_index=class_index,
-                                   margins={m: margin for m in names})
+    return compare(Workspace(root), base, cand, loaded, by=list(by), where=dict(where), class_index=class_index,
+                   margins={m: margin for m in names})
 
 
 def comparison(root: Path, base_path: Path, cand_path: Path, manifest: Path, by: list[str], where: dict[str, str],
@@ -271,8 +279,8 @@ def _map_agreement(root: str, paths: tuple[str, ...], manifest: str, case_ids: t
     try:
         handles = [model(p) for p in paths]
         loaded = cohort(manifest, handles[0])
-        return Workspace(root).map_agreement(handles, [loaded.case(c) for c in case_ids], method, list(targets),
-                                             progress=lambda d, n: bar.progress(d / max(n, 1)))
+        return trust_service.map_agreement(Workspace(root), handles, [loaded.case(c) for c in case_ids], method,
+                                           list(targets), progress=lambda d, n: bar.progress(d / max(n, 1)))
     finally:
         bar.empty()
 
@@ -289,7 +297,8 @@ def _region_test(root: str, paths: tuple[str, ...], manifest: str, case_ids: tup
                  frame: pd.DataFrame, by: tuple[str, ...], class_index: int | None, keys: tuple) -> pd.DataFrame:
     handles = [model(p) for p in paths]
     loaded = cohort(manifest, handles[0])
-    return Workspace(root).region_test(handles, loaded, list(case_ids), region, how, frame, list(by), class_index)
+    return region_service.region_test(Workspace(root), handles, loaded, list(case_ids), region, how, frame, list(by),
+                                      class_index)
 
 
 def region_test(root: Path, paths: list[Path], manifest: Path, case_ids: list[str], region: str, how: str,
@@ -304,7 +313,7 @@ def _trust(root: str, model_path: str, manifest: str, case_ids: tuple[str, ...],
            keys: tuple) -> pd.DataFrame:
     handle = model(model_path)
     loaded = cohort(manifest, handle)
-    return Workspace(root).trust(handle, loaded, [loaded.case(c) for c in case_ids], method, target)
+    return trust_service.trust(Workspace(root), handle, loaded, [loaded.case(c) for c in case_ids], method, target)
 
 
 def trust(root: Path, model_path: Path, manifest: Path, case_ids: list[str], method: str, target: int) -> pd.DataFrame:
@@ -319,9 +328,9 @@ def _explanation_quality(root: str, model_path: str, manifest: str, methods: tup
     bar = st.progress(0.0, text="Trust checks: maps, randomised models, deletion curves, noise…")
     try:
         handle = model(model_path)
-        return Workspace(root).explanation_quality(handle, cohort(manifest, handle), list(methods), n_cases=n_cases,
-                                                   strata=list(strata),
-                                                   progress=lambda d, n: bar.progress(d / max(n, 1)))
+        return trust_service.explanation_quality(Workspace(root), handle, cohort(manifest, handle), list(methods),
+                                                 n_cases=n_cases, strata=list(strata),
+                                                 progress=lambda d, n: bar.progress(d / max(n, 1)))
     finally:
         bar.empty()
 

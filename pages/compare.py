@@ -9,9 +9,9 @@ from streamlit.errors import StreamlitAPIException
 
 from data_adapters.errors import GlassboxError
 from data_adapters.tables import ENTROPY
-from evaluation.cohort_summary import group_columns
+from evaluation.cohort_summary import group_columns, held_out_split
 from evaluation.figures import agreement_figure, delta_forest, flip_scatter
-from evaluation.outcomes import uses_top_class
+from evaluation.outcomes import judged_class, uses_top_class
 from evaluation.gates import noninferiority_gate
 from evaluation.version_comparison import FLIP_KINDS, mcnemar_design, paired_error_detection, tcav_difference
 from explainers.uncertainty import default_method
@@ -48,11 +48,12 @@ margin = c[3].number_input("Margin", 0.0, 0.5, 0.02, 0.005, format="%.3f", key="
 top_view = uses_top_class(handle)
 views = ([None] if top_view else []) + list(range(handle.n_classes))
 c = st.columns([1, 2])
-k = c[0].selectbox("Judge", views, index=0 if top_view else handle.n_classes - 1, key="cmp_class",
+k = c[0].selectbox("Judge", views, index=views.index(judged_class(handle)), key="cmp_class",
                    format_func=lambda i: "top class vs label" if i is None else (
                        f"{handle.class_names[i]} vs rest" if top_view else handle.class_names[i]))
 splits = sorted(cohort.frame()["split"].dropna().unique()) if "split" in cohort.attribute_schema else []
-split = c[1].selectbox("Cases from split", ["all", *splits], index=1 + splits.index("test") if "test" in splits else 0,
+held_out = held_out_split(cohort.frame())
+split = c[1].selectbox("Cases from split", ["all", *splits], index=1 + splits.index(held_out) if held_out else 0,
                        key="cmp_split", help="Compare on held-out cases, not the training data")
 where = {} if split == "all" else {"split": split}
 try:

@@ -5,7 +5,7 @@ import streamlit as st
 
 from data_adapters.errors import GlassboxError
 from data_adapters.tables import OUTCOME, SCORE
-from evaluation.cohort_summary import group_columns, with_bands
+from evaluation.cohort_summary import group_columns, held_out_split, with_bands
 from evaluation.figures import confusion_figure, forest_plot, reliability_diagram, roc_by_group
 from evaluation.metrics import METRICS
 from evaluation.multiclass import MULTICLASS_METRICS, confusion_by_group, multiclass_report
@@ -62,7 +62,7 @@ else:
 subset = {}
 if "split" in cohort.attribute_schema:
     subset["split"] = c[2].multiselect("Cases from split", sorted(cohort.frame()["split"].dropna().unique()),
-                                       default=["test"] if "test" in set(cohort.frame()["split"]) else [],
+                                       default=[s for s in [held_out_split(cohort.frame())] if s],
                                        key="sub_split", help="Evaluate on held-out cases only")
 if not by:
     st.info("Pick at least one attribute.")

@@ -6,7 +6,7 @@ import streamlit as st
 from data_adapters.errors import GlassboxError
 from data_adapters.tables import CLUSTER, probability_column, probability_columns
 from evaluation.calibration import check_reliability, ece_expected_by_chance, recalibrate
-from evaluation.cohort_summary import group_columns, with_bands
+from evaluation.cohort_summary import group_columns, held_out_split, with_bands
 from evaluation.figures import (
     reliability_diagram,
     risk_coverage_figure,
@@ -85,8 +85,8 @@ if cohort.frame()["label"].isna().all():  # e.g. a folder of DICOM studies: no e
 preds = cache.predictions_or_stop(root, model_path, manifest)
 measures = unc[["case_id", "entropy", "mutual_information", "std"]]
 frame = labelled_frame(with_bands(cohort.frame()), preds, k if k is not None else 0).merge(measures, on="case_id")
-if "split" in frame and (frame["split"] == "test").any():
-    splits = st.multiselect("Cases from split", sorted(frame["split"].dropna().unique()), default=["test"],
+if held_out := held_out_split(frame):
+    splits = st.multiselect("Cases from split", sorted(frame["split"].dropna().unique()), default=[held_out],
                             key="unc_split", help="Judge uncertainty on held-out cases, not the training data")
     frame = frame[frame["split"].isin(splits)] if splits else frame
 if k is None:

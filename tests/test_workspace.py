@@ -305,3 +305,13 @@ def test_a_perturbation_that_changes_nothing_shifts_nothing_for_every_version():
     versions = [handle_for(TinyCNN(2, 1, 3)), dataclasses.replace(handle_for(TinyCNN(2, 1, 3)), version="u")]
     shifts = region_shifts(versions, read, "2,2,6,6", "mean", None)  # the mean of the rest of a flat image: itself
     assert set(shifts) == {"t", "u"} and all(np.allclose(s, 0.0, atol=1e-6) for s in shifts.values())
+
+
+def test_judgements_open_on_the_held_out_split_where_a_cohort_has_one():
+    import pandas as pd
+
+    from evaluation.cohort_summary import held_out_split
+
+    assert held_out_split(pd.DataFrame({"split": ["train", "test", None]})) == "test"
+    assert held_out_split(pd.DataFrame({"split": ["train", "dev"]})) is None
+    assert held_out_split(pd.DataFrame({"site": ["A"]})) is None

@@ -57,7 +57,7 @@ from tqdm import tqdm
 from data_adapters.errors import GlassboxError, InvalidInputError
 from data_adapters.records import ModelHandle
 from data_adapters.tables import ENTROPY, MUTUAL_INFORMATION, mean_column, probability_column, std_column
-from evaluation.cohort_summary import board_decision, with_bands
+from evaluation.cohort_summary import board_decision, held_out_split, with_bands
 from evaluation.explanation_quality import in_words, quality_summary
 from evaluation.gates import (ALERTS, alert_levels, cav_gate, drift_gate, gap_limits, integrity_verdict, loaded_verdict,
                               margins, noninferiority_gate, same_report, shown_gaps)
@@ -605,9 +605,9 @@ def cmd_compare(args: argparse.Namespace) -> int:
     banded = with_bands(cohort.frame())
     by, notes = group_by(banded, args.by, attributes) if args.by else ([], [])
     where = list(args.where)
-    if not where and "split" in attributes and (banded["split"] == "test").any():
-        where = ["split=test"]
-        notes.append("judged on split 'test' (held out); --where changes it")
+    if not where and (held_out := held_out_split(banded)):
+        where = [f"split={held_out}"]
+        notes.append(f"judged on split {held_out!r} (held out); --where changes it")
     select_where(banded[banded["label"].notna()], where, attributes)  # names the values when one does not exist
     chosen = dict(clause.partition("=")[::2] for clause in where)
     result = compare(ws, base, cand, cohort, by=by, where=chosen, class_index=k, margins=gates or None,

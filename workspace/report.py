@@ -41,7 +41,7 @@ from data_adapters.preprocessing import on_model_grid
 from data_adapters.readers import read_image
 from data_adapters.records import Cohort, ModelHandle
 from data_adapters.tables import CLUSTER, ENTROPY, OUTCOME, SCORE
-from evaluation.cohort_summary import board_decision, group_counts, with_bands
+from evaluation.cohort_summary import board_decision, group_counts, held_out_split, with_bands
 from evaluation.explanation_quality import in_words as trust_in_words
 from evaluation.explanation_quality import quality_summary
 from evaluation.figures import forest_plot, plain_figure
@@ -136,7 +136,7 @@ def gather(ws: Workspace, handle: ModelHandle, cohort: Cohort, *, baseline: Mode
     if missing:
         raise InvalidInputError(f"--by {','.join(missing)}: not an attribute of {cohort.name!r}; available: "
                                 f"{', '.join(c for c in frame_all.columns if not c.startswith('_') and c not in ('case_id', 'image', 'mask', 'label'))}")
-    split = "test" if "split" in frame_all and (frame_all["split"] == "test").any() else None
+    split = held_out_split(frame_all)
     synthetic = is_generated(ws.root, cohort.name)
     evidence: dict = {"synthetic": synthetic, "k": int(k), "split": split or "all labelled cases", "by": by}
     figs: dict[str, str] = {}

@@ -185,9 +185,9 @@ class _Table:
         if (index < 0).any():
             missing = case_ids[int(np.flatnonzero(index < 0)[0])]
             raise InvalidInputError(f"{type(self).__name__}: case {missing!r} is not in the table")
-        return self._replace(self._frame.iloc[index])
+        return self._replace(self._frame.iloc[index], index)
 
-    def _replace(self, frame: pd.DataFrame):
+    def _replace(self, frame: pd.DataFrame, index: np.ndarray):
         raise NotImplementedError
 
 
@@ -195,10 +195,13 @@ class PredictionTable(_Table):
     """A model's per-case probabilities: ``case_id`` and :func:`probability_columns` (one per class).
 
     ``task``: ``binary``, ``multiclass`` (rows sum to 1) or ``multilabel`` (independent probabilities).
-    Extra columns of ``frame`` are dropped.
+    Extra columns of ``frame`` are dropped. :meth:`with_cohort` adds each case's label and patient from a cohort's
+    frame (:meth:`labels`, :meth:`clusters`), kept beside the probabilities, never in :attr:`frame`.
     """
 
-    __slots__ = ()
+    __slots__ = ("_labels", "_clusters")
+    _labels: pd.arrays.IntegerArray | None
+    _clusters: np.ndarray | None
 
     def __init__(self, frame: pd.DataFrame, *, task: str, n_classes: int) -> None:
         what = "predictions"
@@ -206,7 +209,7 @@ class PredictionTable(_Table):
         frame = _frame_of(frame, columns, what)[[CASE_ID, *columns]]
         values = frame[columns].to_numpy(np.float64)
         _check_probabilities(values, columns, what, task in SINGLE_LABEL)
-        self._set(_frame=frame, task=task, n_classes=int(n_classes))
+        self._set(_frame=frame, task=task, n_classes=int(n_classes), _labels=None, _clusters=None)
 
     @classmethod
     def of(cls, case_ids: Sequence[str], probabilities: np.ndarray, *, task: str) -> PredictionTable:
@@ -219,8 +222,47 @@ class PredictionTable(_Table):
         frame.insert(0, CASE_ID, list(case_ids))
         return cls(frame, task=task, n_classes=probabilities.shape[1])
 
-    def _replace(self, frame: pd.DataFrame) -> PredictionTable:
-        return PredictionTable(frame, task=self.task, n_classes=self.n_classes)
+    def _replace(self, frame: pd.DataFrame, index: np.ndarray) -> PredictionTable:
+        out = PredictionTable(frame, task=self.task, n_classes=self.n_classes)
+        out._set(_labels=None if self._labels is None else self._labels[index],
+                 _clusters=None if self._clusters is None else self._clusters[index])
+        return out
+
+    def with_cohort(self, cohort_frame: pd.DataFrame) -> PredictionTable:
+        """This table with each case's :data:`LABEL` (nullable: unlabelled cases are missing) and, where the cohort
+        knows every case's patient, its :data:`CLUSTER`, from a cohort's frame holding every case of the table.
+        A single-label task's labels must be class indices."""
+        missing = [c for c in (CASE_ID, LABEL) if c not in cohort_frame.columns]
+        if missing:
+            raise InvalidInputError(f"cohort frame: column(s) {', '.join(map(repr, missing))} missing")
+        index = pd.Index(cohort_frame[CASE_ID]).get_indexer(self._frame[CASE_ID])
+        if (index < 0).any():
+            case = self._frame[CASE_ID].iloc[int(np.flatnonzero(index < 0)[0])]
+            raise InvalidInputError(f"predictions: case {case!r} is not in the cohort")
+        try:
+            labels = pd.array(cohort_frame[LABEL].iloc[index].to_numpy(), dtype="Int64")
+        except (TypeError, ValueError) as e:
+            raise InvalidInputError("cohort frame: column 'label' must hold class indices (or be empty)") from e
+        values = labels.to_numpy(dtype="float64", na_value=np.nan)
+        bad = ~np.isnan(values) & ((values < 0) | (values >= self.n_classes))
+        if self.task in SINGLE_LABEL and bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise InvalidInputError(f"cohort frame: case {self.case_ids[row]!r} has label {int(values[row])}, not a "
+                                    f"class index in 0..{self.n_classes - 1}")
+        clusters = None
+        if CLUSTER in cohort_frame.columns and cohort_frame[CLUSTER].notna().all():
+            clusters = cohort_frame[CLUSTER].iloc[index].to_numpy()
+        out = PredictionTable(self._frame, task=self.task, n_classes=self.n_classes)
+        out._set(_labels=labels, _clusters=clusters)
+        return out
+
+    def labels(self) -> pd.arrays.IntegerArray | None:
+        """``(n,)`` each case's label (missing where unlabelled), or None before :meth:`with_cohort`."""
+        return None if self._labels is None else self._labels.copy()
+
+    def clusters(self) -> np.ndarray | None:
+        """``(n,)`` each case's patient code (images of one patient share it), or None where not known."""
+        return None if self._clusters is None else self._clusters.copy()
 
     def probabilities(self) -> np.ndarray:
         """``(n, K)`` float64, rows in :attr:`case_ids` order."""
@@ -269,7 +311,7 @@ class UncertaintyTable(_Table):
         frame.insert(0, CASE_ID, list(case_ids))
         return cls(frame, method=method, task=task, n_classes=k)
 
-    def _replace(self, frame: pd.DataFrame) -> UncertaintyTable:
+    def _replace(self, frame: pd.DataFrame, index: np.ndarray) -> UncertaintyTable:
         return UncertaintyTable(frame, method=self.method, task=self.task, n_classes=self.n_classes)
 
     def means(self) -> np.ndarray:

@@ -151,3 +151,24 @@ def test_the_workspace_hands_out_typed_tables_and_keeps_the_cached_layout(tmp_pa
     alone = case_uncertainty(ws, dropout, cohort.cases[2], "mc_dropout", samples=4)
     np.testing.assert_allclose(alone.means()[0], unc.means()[2], atol=1e-6)
     assert (unc.spreads() > 0).any(), "dropout draws differ: a spread to read"
+
+
+def test_a_table_joined_to_its_cohort_carries_labels_and_patients_in_its_own_case_order():
+    p = np.array([[0.1, 0.9], [0.7, 0.3], [0.5, 0.5]])
+    table = PredictionTable(_frame(p, ["b", "a", "c"]), task="binary", n_classes=2)
+    assert table.labels() is None and table.clusters() is None, "nothing known before the join"
+    cohort = pd.DataFrame({"case_id": ["a", "b", "c", "d"], "label": pd.array([0, 1, None, 1], dtype="Int64"),
+                           CLUSTER: [7, 8, 8, 9]})
+    joined = table.with_cohort(cohort)
+    assert joined.labels().tolist() == [1, 0, pd.NA] and joined.clusters().tolist() == [8, 7, 8]
+    np.testing.assert_array_equal(joined.probabilities(), p)
+    assert list(joined.frame.columns) == ["case_id", "p_0", "p_1"], "labels never enter the frame a page merges"
+    picked = joined.select(["c", "b"])
+    assert picked.clusters().tolist() == [8, 8] and picked.labels().tolist() == [pd.NA, 1]
+    again = pickle.loads(pickle.dumps(joined))
+    assert again.clusters().tolist() == [8, 7, 8]
+    assert table.with_cohort(cohort.drop(columns=[CLUSTER])).clusters() is None, "patients unknown: no clusters"
+    with pytest.raises(InvalidInputError, match="case 'c' is not in the cohort"):
+        table.with_cohort(cohort[cohort["case_id"] != "c"])
+    with pytest.raises(InvalidInputError, match="case 'a' has label 2, not a class index in 0..1"):
+        table.with_cohort(cohort.assign(label=pd.array([2, 1, None, 1], dtype="Int64")))

@@ -50,7 +50,7 @@ from explainers.inference import probabilities_of
 from explainers.seeding import case_seed
 
 __all__ = ["TRUST_CHECKS", "TrustCheck", "CheckInputs", "band", "map_problem", "randomised", "COULD_NOT_JUDGE",
-           "UNDEFINED", "POINTING_REFERENCE", "mass", "pointing", "rank"]
+           "UNDEFINED", "POINTING_REFERENCE", "mass", "pointing", "rank", "STABILITY_DRAWS"]
 
 #: a verdict over cases that cannot be reached (every value undefined, too few judged): never a pass
 COULD_NOT_JUDGE = "could not judge"

@@ -84,7 +84,8 @@ RULES = (
          "how many cases a fraction means (rounding, ties) is the referral policy; written twice it disagrees",
          "evaluation/referral.py (one function that returns the referred cases)"),
     Rule("default-choice", "a widget's index= chosen by a condition (x if cond else y), other than reopening on "
-                           "what is there (x in options, last is not None)",
+                           "what is there (x in options, last is not None) or finding a value chosen elsewhere "
+                           "(options.index(chosen) if chosen else 0)",
          "a default (uncertainty method, class view) is a policy: chosen in one place it is the same on every page",
          "a policy function in the library (e.g. explainers.uncertainty.default_method), called by every page"),
     Rule("torchscript-check", "isinstance(..., torch.jit.ScriptModule) or any torch.jit use",
@@ -190,6 +191,13 @@ def _restores(test: ast.expr) -> bool:
                                                  for o in test.ops)
 
 
+def _looks_up(body: ast.expr) -> bool:
+    """``options.index(chosen) if chosen else 0``: the value was chosen elsewhere (a library policy, the last
+    state); the page only finds where it sits among the options."""
+    return _contains(body, lambda n: isinstance(n, ast.Call) and isinstance(n.func, ast.Attribute)
+                     and n.func.attr == "index")
+
+
 @dataclass(frozen=True)
 class _Context:
     aliases: dict[str, str]
@@ -226,7 +234,8 @@ def _match(rule: str, node: ast.AST, ctx: _Context) -> bool:
                              and (_contains(n.left, _is_len) or _contains(n.right, _is_len))) for a in node.args)
     if rule == "default-choice":
         return isinstance(node, ast.Call) and any(k.arg == "index" and isinstance(k.value, ast.IfExp)
-                                                  and not _restores(k.value.test) for k in node.keywords)
+                                                  and not _restores(k.value.test) and not _looks_up(k.value.body)
+                                                  for k in node.keywords)
     if rule == "torchscript-check":
         if isinstance(node, ast.Attribute) and node.attr in TORCHSCRIPT:
             chain = _chain(node)
@@ -295,12 +304,7 @@ class Allowed:
     mover: str  # who moves it, and under which issue
 
 
-_CLASS_VIEW = "index=0 if top_view else handle.n_classes - 1"
-_CLASS_VIEW_WHY = ("the opening class view (top class, else the last class) is written on several pages; one policy "
-                   "function on the model record (e.g. beside ModelHandle.judged_by_top_class) would say it once")
-
 ALLOWED: tuple[Allowed, ...] = (
-    Allowed("pages/compare.py", "default-choice", _CLASS_VIEW, _CLASS_VIEW_WHY, "H6 / issue 25 (policies)"),
     Allowed("pages/subgroups.py", "threshold-comparison", 'overall["ece_p"] < 0.05',
             "the page decides 'shown' / 'not shown' for the ECE consistency test at 0.05; the verdict belongs in "
             "evaluation/ (a Verdict on the report)", "unassigned, issue 25 (verdicts in evaluation)"),
@@ -390,6 +394,7 @@ PRESENTATION = [
     "choice = st.selectbox('Model version', models, index=len(models) - 1)\n",
     "a = st.radio('I', AGREEMENT, index=AGREEMENT.index(last['a']) if last is not None else None)\n",
     "c = st.selectbox('Candidate', names, index=names.index(current) if current in names else 0)\n",
+    "s = st.selectbox('Split', ['all', *splits], index=1 + splits.index(held_out) if held_out else 0)\n",
     "from evaluation.calibration import recalibrate\nresult = recalibrate(probs, labels, task)\n",
     "def fit_cohort():\n    pass\nst.button('x', on_click=fit_cohort)\nfit_cohort()\n",
     "names = frame[by].astype(str).agg(' · '.join, axis=1)\n",

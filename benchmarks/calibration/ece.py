@@ -20,6 +20,13 @@ The models (all probabilities known, so every population value is exact):
 - *Brier*: binary scores ``sigmoid(logit p + 0.3)`` (a mild shift) against ``y ~ Bernoulli(p)``: population Brier
   ``E[s² − 2 s p + p]`` by quadrature (scipy); 3-class Brier is the multiclass area's row.
 
+Measured (2026-12-04, 2-core shared box; 400 simulations as seeds 0 and 1 × 200): every claim in its band —
+false alarms 0.060 (n=200), 0.037 (any of 3 groups, Holm), 0.060 (150 patients), 3-class 0.055 and 0.068; power
+0.877 (binary, logit × 2), 0.988 (3-class); Brier coverage 0.955. The old ECE interval (200, seed 0) covered a
+calibrated model's population ECE of 0 in 0.000 of cohorts and an overconfident model's 0.102 in 0.685; "ECE above
+0.05" called the calibrated model miscalibrated in 0.885; on the patient cohorts the test with images as independent
+alarmed in 0.595 (the product's 0.060), and found the overconfident patients' model in 0.82.
+
     python benchmarks/calibration/ece.py [--sims 400] [--old]
 """
 from __future__ import annotations

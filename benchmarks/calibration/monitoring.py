@@ -16,6 +16,7 @@ of them; Holm across windows; Holm across windows × sites; Holm across windows 
   (true sensitivity 0.80); coverage of the window's sensitivity interval (Wilson clustered by patient, as the product
   does where patients are known). ``keyed=False`` drops the patient key, the plain Wilson on images (wrong here),
   so the quick test shows the row can fail. Specificity has no interval in the product (a point figure), so no row.
+  Measured (2026-12-04, 200 streams × 6 windows): 0.938 (band ≥ 0.931); images as independent 0.904.
 """
 from __future__ import annotations
 

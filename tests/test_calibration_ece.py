@@ -74,6 +74,7 @@ def test_tables_and_report_show_ece_without_an_interval_but_with_its_test():
     assert overall["ece_p_holm"] == overall["ece_p"], "overall is its own test, not in the groups' family"
     cell = _with_intervals(table, ["ece", "brier"]).set_index("group").loc["overall"]
     assert "by chance; miscalibration" in cell["ece"] and "–" not in cell["ece"] and "–" in cell["brier"]
+    assert float(cell["ece"].split(" ")[0]) == pytest.approx(overall["ece"], abs=5e-4), "the model card reads it"
 
 
 def test_the_groups_holm_adjustment_is_statsmodels():

@@ -388,8 +388,8 @@ def _with_intervals(table: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame
     if "ece" in out and "ece_chance" in table:  # ECE beside what a perfectly calibrated model reads at that n,
         # with no interval (biased at small n) but the consistency test's p (Holm over the groups)
         p = table["ece_p_holm"] if "ece_p_holm" in table else table.get("ece_p", table["ece_chance"] * np.nan)
-        out["ece"] = [(f"{v:.3f}; {c:.3f} by chance; miscalibration {'shown' if q < 0.05 else 'not shown'} "
-                       f"(p {q:.3f})" if np.isfinite(q) else f"{v:.3f}; {c:.3f} by chance") if np.isfinite(v) else ""
+        out["ece"] = [(f"{v:.3f} ({c:.3f} by chance; miscalibration {'shown' if q < 0.05 else 'not shown'}, "
+                       f"p {q:.3f})" if np.isfinite(q) else f"{v:.3f} ({c:.3f} by chance)") if np.isfinite(v) else ""
                       for v, c, q in zip(table["ece"], table["ece_chance"], p)]
     out["notes"] = table["notes"] if "notes" in table else ""
     return out

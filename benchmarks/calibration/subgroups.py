@@ -14,6 +14,10 @@ Measured (2026-12-04, 2-core shared machine): "any gap flagged" among equal grou
 counts fixed, each metric adjusted on its own) 0.44 of 100 cohorts, class mix varying but each metric on its own
 0.22, the product (class mix varying, one max-t over 9 metrics × pairs) 0.055 of 200; 5 × 1000 — 0.49, 0.19 and
 0.040. Every claim of ``claims(200)`` inside its band (3061 s).
+
+Rerun at 400 (2026-12-04, H1): coverage 0.940-0.963; power 0.990; ``--max-gap`` at the limit 0.000, equal groups
+pass 0.990; compare worse by exactly the margin 0.043 (band ≤ 0.048; 0.027 in 300 more at seed 1), equal candidate
+passes 0.917; any gap (seed 0's 200 plus 200 from seeds 100-103) 5 × 1000 0.043, 3 × 600 0.058, patients 0.055.
 """
 from __future__ import annotations
 

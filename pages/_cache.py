@@ -18,8 +18,7 @@ from data_adapters.errors import GlassboxError
 from data_adapters.models import spec_path
 from data_adapters.records import Attribution, Cohort, ModelHandle
 from data_adapters.tables import PredictionTable, UncertaintyTable
-from evaluation.metrics import METRICS
-from evaluation.multiclass import MULTICLASS_METRICS
+from evaluation.metrics import ONE_VS_REST, TOP_CLASS, metric_names
 from explainers.device import best_device
 from pages._display import show_error
 from pages._session import chosen_workspace, record
@@ -260,7 +259,7 @@ def _comparison(root: str, base_path: str, cand_path: str, manifest: str, by: tu
                 where: tuple[tuple[str, str], ...], class_index: int | None, margin: float, keys: tuple):
     base, cand = model(base_path), model(cand_path)
     loaded = cohort(manifest, base)
-    names = (MULTICLASS_METRICS.names() if class_index is None else METRICS.names())
+    names = metric_names(TOP_CLASS if class_index is None else ONE_VS_REST)
     return compare(Workspace(root), base, cand, loaded, by=list(by), where=dict(where), class_index=class_index,
                    margins={m: margin for m in names})
 

@@ -7,8 +7,8 @@ from data_adapters.errors import GlassboxError
 from data_adapters.tables import OUTCOME, SCORE
 from evaluation.cohort_summary import group_columns, held_out_split, with_bands
 from evaluation.figures import confusion_figure, forest_plot, reliability_diagram, roc_by_group
-from evaluation.metrics import METRICS
-from evaluation.multiclass import MULTICLASS_METRICS, confusion_by_group, multiclass_report
+from evaluation.metrics import ONE_VS_REST, TOP_CLASS, metric_names
+from evaluation.multiclass import confusion_by_group, multiclass_report
 from evaluation.outcomes import class_views, judged_class, uses_top_class
 from evaluation.subgroups import labelled_frame, subgroup_report
 from evaluation.cohort_summary import board_decision
@@ -136,9 +136,9 @@ st.subheader("Between-group gaps")
 st.dataframe(judged.gaps(), hide_index=True, key="sub_gaps")
 
 left, right = st.columns(2)
-metric_names = [m for m in (MULTICLASS_METRICS.names() if k is None else METRICS.names())
-                if f"{m}_lo" in report.table]  # ECE has no interval to plot
-metric = left.selectbox("Forest plot of", metric_names, key="sub_metric")
+plotted = [m for m in metric_names(TOP_CLASS if k is None else ONE_VS_REST)
+           if f"{m}_lo" in report.table]  # ECE has no interval to plot
+metric = left.selectbox("Forest plot of", plotted, key="sub_metric")
 shown = report.table if not hide else report.table[report.table["group"].astype(str).map(hide.shows)]
 chart(left, forest_plot(shown, metric), key="sub_forest")
 if k is None:

@@ -9,7 +9,7 @@ from evaluation.reader_agreement import mean_kappa, model_vs_reader, pairs_in_wo
 from evaluation.subgroups import board_view
 from pages import _selection as selection, _session as session
 from pages._display import md
-from workspace.access import board_k
+from workspace.settings import operator_settings
 
 who = session.guard("agreement")  # the role check comes before anything is read
 st.title("Reader agreement")
@@ -32,7 +32,7 @@ by = c[0].multiselect("By group", group_columns(cohort), key="agree_by")
 random_readers = c[1].toggle("For readers like these", key="agree_readers_random",
                              help="Off: the intervals are about these readers (clustered by case). On: about readers "
                                   "like them, clustered by case and by reader (two-way; wide with few readers).")
-k = board_k() if who.is_board else None
+k = operator_settings().board_k if who.is_board else None
 st.markdown(f"**{len(verdicts)}** verdicts on **{verdicts['case_id'].nunique()}** cases by "
             f"**{verdicts['reader'].nunique()}** reader(s)")
 table = model_vs_reader(verdicts, frame, by, readers="random" if random_readers else "fixed")

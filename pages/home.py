@@ -8,9 +8,9 @@ from evaluation.cohort_summary import (board_decision, group_columns, group_coun
 from evaluation.suppression import rejections_by_reason
 from pages import _selection as selection, _session as session
 from pages._display import chart, md
-from workspace.access import board_k
 from workspace.demo import demo_facts
 from workspace.report import is_generated
+from workspace.settings import operator_settings
 
 who = session.guard("home")  # the role check comes before anything is read
 st.title("Glassbox")
@@ -45,7 +45,7 @@ if facts and facts.get("checks"):
                 st.markdown(f"- {c['sentence']} (over training runs {c['spread']})")
 
 report = cohort.report
-k = board_k() if who.is_board else None  # a board sees groups under k as "<k", never a row's value or case id
+k = operator_settings().board_k if who.is_board else None  # a board sees groups under k as "<k", never a row's value or case id
 decision = board_decision(cohort, k) if k else None
 labelled = cohort.frame()["label"].dropna()
 c1, c2, c3, c4 = st.columns(4)

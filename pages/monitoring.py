@@ -8,8 +8,8 @@ from evaluation.outcomes import judged_class
 from pages import _cache as cache, _selection as selection, _session as session
 from pages._display import chart, md
 from workspace import jobs
-from workspace.access import board_k
 from workspace.monitoring import embeddings, monitor
+from workspace.settings import operator_settings
 from workspace.store import Workspace
 
 who = session.guard("monitoring")  # the role check comes before anything is read
@@ -59,7 +59,7 @@ if job is None:
     st.stop()
 if job.running or job.error:
     cache.wait_for(job)
-k = board_k() if who.is_board else None
+k = operator_settings().board_k if who.is_board else None
 report = job.result.for_board(k) if k else job.result  # a board sees no site below k, in a table or a sentence
 for line in report.warnings:
     st.warning(line)

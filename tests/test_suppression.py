@@ -258,9 +258,9 @@ def test_the_integer_program_finds_every_small_sum_the_brute_force_finds(dense, 
 
 @pytest.mark.parametrize("k", [None, 20, 68])
 def test_no_small_count_is_derivable_from_the_demos_board_views(demo_cohort, k):
-    from workspace.access import board_k
+    from workspace.settings import operator_settings
 
-    k = k or board_k()
+    k = k or operator_settings().board_k
     frame = with_bands(demo_cohort.frame())
     attributes = group_columns(demo_cohort)
     atoms = atoms_frame(frame, attributes)

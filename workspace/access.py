@@ -44,7 +44,7 @@ from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatc
 from data_adapters.errors import InvalidInputError
 
 __all__ = ["ROLES", "PAGES", "ACTIONS", "AUTH_MODES", "Identity", "Users", "users_file", "auth_mode",
-           "single_user", "operator", "board_k", "attempt_actor", "ADMIN_MESSAGES", "MAX_CLIENT_FAILURES", "NO_ROLE"]
+           "single_user", "operator", "attempt_actor", "ADMIN_MESSAGES", "MAX_CLIENT_FAILURES", "NO_ROLE"]
 
 ROLES = ("radiologist", "developer", "board", "admin")
 EVERYONE = ROLES
@@ -141,14 +141,6 @@ def auth_mode() -> str:
     if mode:
         return mode
     return "local" if users_file().exists() and Users().any_active() else "single"
-
-
-def board_k() -> int:
-    """The operator's k (:attr:`workspace.settings.Operator.board_k`): the smallest group a board view shows;
-    board members may raise it for a view, never lower it."""
-    from workspace.settings import operator_settings
-
-    return operator_settings().board_k
 
 
 def attempt_actor(name: str, key: str, known: bool) -> str:

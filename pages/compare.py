@@ -11,7 +11,7 @@ from data_adapters.errors import GlassboxError
 from data_adapters.tables import ENTROPY
 from evaluation.cohort_summary import group_columns, held_out_split
 from evaluation.figures import agreement_figure, delta_forest, flip_scatter
-from evaluation.outcomes import judged_class, uses_top_class
+from evaluation.outcomes import class_views, judged_class, uses_top_class
 from evaluation.gates import noninferiority_gate
 from evaluation.version_comparison import FLIP_KINDS, mcnemar_design, paired_error_detection, tcav_difference
 from explainers.uncertainty import default_method
@@ -46,7 +46,7 @@ margin = c[3].number_input("Margin", 0.0, 0.5, 0.02, 0.005, format="%.3f", key="
                            help="Non-inferiority margin: 'not worse' is shown when the candidate's adjusted lower "
                                 "bound lies above baseline − margin")
 top_view = uses_top_class(handle)
-views = ([None] if top_view else []) + list(range(handle.n_classes))
+views = class_views(handle)
 c = st.columns([1, 2])
 k = c[0].selectbox("Judge", views, index=views.index(judged_class(handle)), key="cmp_class",
                    format_func=lambda i: "top class vs label" if i is None else (

@@ -20,7 +20,7 @@ if __name__ == "__main__" and not st.runtime.exists():
 from data_adapters.errors import GlassboxError  # noqa: E402
 from pages._display import md  # noqa: E402
 from pages._navigation import PAGES  # noqa: E402
-from pages._selection import fitting_cohort, options  # noqa: E402
+from pages._selection import default_model, fitting_cohort, options  # noqa: E402
 from pages._session import IDENTITY, chosen_workspace, guard_server_messages, sign_in, sign_out  # noqa: E402
 from pages._state import keep_settings  # noqa: E402
 from workspace.access import auth_mode  # noqa: E402
@@ -62,11 +62,13 @@ with st.sidebar:
     if len(offered) == 1:
         st.caption(f"Workspace **{md(root.name)}**")
     def fit_cohort() -> None:  # a new model version opens on a cohort it can take (not a 2D model on volumes)
-        chosen_model = models.get(st.session_state.get("model")) or list(models.values())[-1]
+        chosen_model = models.get(st.session_state.get("model")) or models[default_model(models, latest=True)]
         st.session_state["cohort"] = fitting_cohort(chosen_model, cohorts, st.session_state.get("cohort"))
 
     if models:
-        st.selectbox("Model version", list(models), key="model", index=len(models) - 1, on_change=fit_cohort)
+        # the version the default methods run on (not a TorchScript archive), decided in data_adapters.records
+        st.selectbox("Model version", list(models), key="model", index=list(models).index(default_model(models, latest=True)),
+                     on_change=fit_cohort)
     if cohorts:
         if models and st.session_state.get("cohort") not in cohorts:
             fit_cohort()

@@ -39,7 +39,7 @@ from data_adapters.readers import read_image, reader_for
 from data_adapters.readers.dicom_series import parse_series_ref
 from data_adapters.records import Case, CaseTable, Cohort, LoadReport, Preprocessing, Rejection
 
-__all__ = ["load_manifest", "save_cohort_table", "open_cohort_table", "check_files", "REQUIRED_COLUMNS", "OPTIONAL_COLUMNS", "IDENTIFIER_COLUMNS",
+__all__ = ["load_manifest", "cohort_source", "cluster_column_of", "MANIFEST_NAMES", "LESION_COLUMNS", "save_cohort_table", "open_cohort_table", "check_files", "REQUIRED_COLUMNS", "OPTIONAL_COLUMNS", "IDENTIFIER_COLUMNS",
            "load_image_batch", "peek_fit"]
 
 Progress = Callable[[int, int], None]
@@ -56,6 +56,41 @@ IDENTIFIER_COLUMNS = frozenset({
 #: columns that say which patient an image came from: read into ``Case.patient`` as a keyed hash (never shown,
 #: cached or exported) so that intervals resample patients, not images
 PATIENT_COLUMNS = ("patient_id", "patientid", "patient", "subject_id", "subject")
+#: columns that group several images of one lesion (HAM10000's ``lesion_id``): the cluster key when no patient
+#: column is present, read the same way (a keyed hash)
+LESION_COLUMNS = ("lesion_id", "lesionid", "lesion")
+#: file names a cohort folder's manifest may have: a folder holding one of them, given as a cohort, is that manifest
+MANIFEST_NAMES = ("manifest.csv", "manifest.parquet")
+MSG_CLUSTER = ("{path}: cluster column {column!r} (settings.json cluster_column) is not in the manifest; it has "
+               "{present}")
+MSG_TWO_MANIFESTS = "{path}: the folder holds both {names}; give the one to use as the cohort"
+
+
+def cohort_source(path: str | Path) -> Path:
+    """What a cohort path names: a folder holding a manifest (:data:`MANIFEST_NAMES`) is that manifest; any other
+    path is returned as given (a manifest file, or a DICOM folder, which :func:`load_dicom_folder` checks)."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    found = [path / n for n in MANIFEST_NAMES if (path / n).is_file()]
+    if len(found) > 1:
+        raise InvalidInputError(MSG_TWO_MANIFESTS.format(path=path, names=" and ".join(f.name for f in found)))
+    return found[0] if found else path
+
+
+def cluster_column_of(columns: Sequence[str], chosen: str | None = None, *, path: str | Path = "manifest") -> str | None:
+    """The column whose values say which images belong together (resampled as one in every interval): the
+    operator's ``chosen`` one (must exist), else the first patient column, else the first lesion column."""
+    if chosen:
+        match = next((c for c in columns if c.strip().lower() == str(chosen).strip().lower()), None)
+        if match is None:
+            raise InvalidInputError(MSG_CLUSTER.format(path=path, column=chosen, present=list(columns)))
+        return match
+    for names in (PATIENT_COLUMNS, LESION_COLUMNS):
+        match = next((c for c in columns if c.strip().lower() in names), None)
+        if match is not None:
+            return match
+    return None
 
 MSG_NOT_FOUND = "{path}: manifest not found"
 MSG_ENCODING = "{path}: manifest is not UTF-8 text (byte {pos}: {why}); save it as UTF-8"
@@ -271,6 +306,7 @@ def load_manifest(
     progress: Progress | None = None,
     check: str = "auto",
     workers: int | None = None,
+    cluster_column: str | None = None,
 ) -> Cohort:
     """Load and validate a manifest.
 
@@ -286,6 +322,8 @@ def load_manifest(
     ``check``: ``pixels`` decodes every image; ``header`` reads each file once, hashes it and takes its shape from
     the header (see :func:`check_file`); ``auto`` (default) decodes under :data:`HEADER_FROM` distinct files.
     ``workers``: processes that check files (default: the CPU count, from :data:`PARALLEL_FROM` files).
+    ``cluster_column``: the operator's choice of the column that groups images (settings.json ``cluster_column``);
+    by default a patient column, else a lesion column (:func:`cluster_column_of`); the load report names it.
     Raises :class:`InvalidInputError` only when the manifest as a whole is unusable; bad rows go to the load
     report.
     """
@@ -299,7 +337,7 @@ def load_manifest(
     base = path.parent
     root_paths = [Path(r).resolve() for r in (roots or [base])]
     notes: list[str] = []
-    patient_column = next((c for c in frame.columns if c.strip().lower() in PATIENT_COLUMNS), None)
+    patient_column = cluster_column_of([str(c) for c in frame.columns], cluster_column, path=path)
     key = salt or secrets.token_hex(16)
     candidates = [c for c in frame.columns if c not in (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS, patient_column)]
     held = {c: "its name marks a direct identifier" for c in candidates if c.strip().lower() in IDENTIFIER_COLUMNS
@@ -312,8 +350,14 @@ def load_manifest(
                      "(settings.json allow_columns)")
     attributes = [c for c in candidates if c not in dropped]
     if patient_column:
-        notes.append(f"column {patient_column!r} says which patient each image came from: kept as a keyed hash "
-                     "(never shown), and intervals resample patients, not images")
+        what = "lesion" if patient_column.strip().lower() in LESION_COLUMNS else "patient"
+        how = "chosen by the operator" if cluster_column else f"says which {what} each image came from"
+        notes.append(f"cluster column {patient_column!r} ({how}): kept as a keyed hash (never shown), and "
+                     f"intervals resample {patient_column!r} clusters, not images; settings.json cluster_column "
+                     "chooses another")
+    else:
+        notes.append("no cluster column (patient_id, lesion_id, ...): intervals treat every image as independent; "
+                     "if several images share a patient or lesion, name the column in settings.json cluster_column")
     schema = {a: _attribute_kind(frame[a]) for a in attributes}
     notes.extend(_column_notes(frame, attributes, schema))
 

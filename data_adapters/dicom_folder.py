@@ -84,6 +84,20 @@ def _units(entries: list[tuple[int, Path, object]]) -> list[tuple[list[tuple[int
     return sorted(units, key=lambda u: u[0][0][0])
 
 
+def _holds_no_dicom(folder: Path, files: Sequence[Path]) -> str:
+    """Why a folder with no DICOM file in it is not a cohort, naming what it holds (counts by suffix)."""
+    kinds: dict[str, int] = defaultdict(int)
+    for p in files:
+        kinds[p.suffix.lower() or "(no suffix)"] += 1
+    held = ", ".join(f"{n:,} {k}" for k, n in sorted(kinds.items(), key=lambda kv: (-kv[1], kv[0]))[:6])
+    tables = sorted(str(p.relative_to(folder)) for p in files if p.suffix.lower() in (".csv", ".parquet"))[:3]
+    hint = (f"; if {', '.join(mask_path(t) for t in tables)} is the manifest, give that file as the cohort"
+            if tables else "")
+    return (f"{folder}: no DICOM file in this folder, so it is not a DICOM cohort; it holds {len(files):,} "
+            f"file(s): {held}{hint} (a folder is read as a manifest only when it holds manifest.csv or "
+            "manifest.parquet)")
+
+
 def load_dicom_folder(folder: str | Path, *, salt: str, input_shape: Sequence[int | None] | None = None,
                       channels: str | None = None, progress: Progress | None = None) -> Cohort:
     """Every DICOM image file under ``folder`` (recursively) becomes a case, except that a folder holding one
@@ -110,6 +124,8 @@ def load_dicom_folder(folder: str | Path, *, salt: str, input_shape: Sequence[in
         except (InvalidDicomError, OSError, EOFError, ValueError):
             rel = str(path.relative_to(folder))
             rejections.append(Rejection(row=i, case_id=None, field="image", reason=f"{mask_path(rel)}: not a DICOM file"))
+    if not entries:
+        raise InvalidInputError(_holds_no_dicom(folder, files))
     units = _units(entries)
     cases, seen = [], {}
     for k, (group, where) in enumerate(units):

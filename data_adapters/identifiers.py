@@ -66,8 +66,9 @@ _TEXT_DATE = (rf"{_DAY}[\s/.-]*(?:of\s+)?{_MONTH}[\s/.,-]*{_YEAR}|"
               rf"{_MONTH}[\s/.-]*{_DAY}(?:,\s*|\s+|[/.-]){_YEAR}")
 #: a date in any common form: candidates by pattern, each confirmed a real calendar date by dateutil
 _DATE = re.compile(rf"(?<![\w.])(?:{_NUMERIC_DATE}|{_TEXT_DATE})(?![\w])", re.IGNORECASE)
-#: an id-like code (letters and digits, at least one digit), not a year and month (``2026-01``, a window)
-_CODE = re.compile(r"(?=.*\d)(?!\d{4}[-/.]\d{1,2}$)[A-Za-z0-9-]{6,}")
+#: an id-like code (letters and digits, at least one digit; joined by ``-`` or ``_`` as in HAM10000's
+#: ``HAM_0000118``), not a year and month (``2026-01``, a window)
+_CODE = re.compile(r"(?=.*\d)(?!\d{4}[-/.]\d{1,2}$)[A-Za-z0-9_-]{6,}")
 #: a record number: 6–10 digits, optionally after a short prefix (``MRN 4821337``, ``H-00042137``)
 _RECORD_NUMBER = re.compile(r"(?:[A-Za-z]{1,4}[-#: ]?)?\d{6,10}")
 _DICOM_NAME = re.compile(r"[A-Za-z][A-Za-z'-]*\^[A-Za-z][A-Za-z'-]*")

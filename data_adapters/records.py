@@ -6,7 +6,7 @@ Records validate themselves on construction, so a malformed one never travels.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +20,7 @@ from data_adapters.tables import CLUSTER
 
 __all__ = [
     "Image", "Case", "CaseTable", "Rejection", "LoadReport", "Cohort", "Preprocessing", "ModelCard", "ModelHandle",
-    "Prediction", "Attribution", "ConceptScore", "TASKS", "CHANNELS",
+    "Prediction", "Attribution", "ConceptScore", "TASKS", "CHANNELS", "default_version",
 ]
 
 #: ``binary``: one logit, sigmoid, classes (negative, positive); ``multiclass``: C logits, softmax;
@@ -390,7 +390,8 @@ class Preprocessing:
         if self.channels:
             steps.append({"grey": "greyscale saved as colour read as one channel",
                           "luminance": "colour converted to grey (luminance)",
-                          "rgb": "greyscale repeated into three channels"}[self.channels])
+                          "rgb": "colour images passed through unchanged, greyscale ones repeated into three "
+                                 "channels"}[self.channels])
         steps.append(f"intensity '{self.intensity}'" + (f" {list(self.intensity_range)}" if self.intensity_range
                                                          else ""))
         return ", ".join(steps)
@@ -483,6 +484,17 @@ class ModelHandle:
             f"model {self.label}: target {target!r} is not a class; classes are "
             + ", ".join(f"{i}={n!r}" for i, n in enumerate(self.class_names))
         )
+
+
+def default_version(handles: Mapping[str, ModelHandle | None]) -> str | None:
+    """Which of a workspace's versions (name → loaded handle, ``None`` for one that failed to load; in the caller's
+    order of preference) the app opens on: the first whose layers take hooks (:attr:`ModelHandle.hookable`), so
+    that the default methods (Grad-CAM, TCAV) run, never a TorchScript archive that happens to be listed before
+    it; else the first that loads; else the first listed."""
+    names = list(handles)
+    return (next((n for n in names if handles[n] is not None and handles[n].hookable), None)
+            or next((n for n in names if handles[n] is not None), None)
+            or next(iter(names), None))
 
 
 @dataclass(frozen=True)

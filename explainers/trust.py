@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -138,16 +139,61 @@ def band(check: TrustCheck, value: float, chance: float | None = None) -> str:
     return "passes" if value <= check.passes else "fails" if value >= check.fails else "concern"
 
 
-def randomised(handle: ModelHandle, seed: int = 0) -> ModelHandle:
-    """A copy of ``handle`` with every layer re-initialised (seeded): what the model learnt is gone."""
-    module = copy.deepcopy(handle.module)
+def _reinitialise_tensors(module: torch.nn.Module) -> int:
+    """Re-initialise every parameter and normalisation statistic of ``module`` by name and shape, as PyTorch's own
+    layers initialise themselves (a weight of 2 or more dimensions: Kaiming-uniform with ``a=sqrt(5)``, as
+    ``Conv``/``Linear``; its bias: uniform in ``±1/sqrt(fan_in)``; a 1-D weight (normalisation scale): 1, its bias:
+    0; running mean 0, running variance 1). For a TorchScript archive, whose layers keep no ``reset_parameters``.
+    Returns how many tensors were re-initialised."""
+    params = dict(module.named_parameters())
+    buffers = dict(module.named_buffers())
+    done = 0
+    with torch.no_grad():
+        for name, p in params.items():
+            owner, _, leaf = name.rpartition(".")
+            sibling = params.get(f"{owner}.weight" if owner else "weight")
+            if p.dim() >= 2:
+                torch.nn.init.kaiming_uniform_(p, a=math.sqrt(5))
+            elif leaf == "bias" and sibling is not None and sibling.dim() >= 2:
+                fan_in = sibling[0].numel()
+                bound = 1 / math.sqrt(fan_in) if fan_in > 0 else 0.0
+                torch.nn.init.uniform_(p, -bound, bound)
+            elif leaf == "bias":
+                p.zero_()
+            else:
+                p.fill_(1.0)
+            done += 1
+        for name, b in buffers.items():
+            leaf = name.rpartition(".")[2]
+            if leaf == "running_mean":
+                b.zero_()
+            elif leaf == "running_var":
+                b.fill_(1.0)
+            elif leaf == "num_batches_tracked":
+                b.zero_()
+            else:
+                continue
+            done += 1
+    return done
+
+
+def randomised(handle: ModelHandle, seed: int = 0) -> ModelHandle | None:
+    """A copy of ``handle`` with every layer re-initialised (seeded): what the model learnt is gone. A TorchScript
+    archive is re-initialised tensor by tensor (:func:`_reinitialise_tensors`); ``None`` when the model has nothing
+    to re-initialise (then the randomisation check could not judge)."""
+    with torch.no_grad():  # a TorchScript archive copied under autograd gets non-leaf parameters
+        module = copy.deepcopy(handle.module)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        for m in module.modules():
-            if hasattr(m, "reset_parameters"):
-                m.reset_parameters()
-            if hasattr(m, "reset_running_stats"):
-                m.reset_running_stats()
+        if isinstance(module, torch.jit.ScriptModule):
+            if not _reinitialise_tensors(module):
+                return None
+        else:
+            for m in module.modules():
+                if hasattr(m, "reset_parameters"):
+                    m.reset_parameters()
+                if hasattr(m, "reset_running_stats"):
+                    m.reset_running_stats()
     module.eval()
     for p in module.parameters():
         p.requires_grad_(False)
@@ -166,7 +212,10 @@ def _spearman_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def _randomisation(inputs: CheckInputs) -> np.ndarray:
-    shuffled = inputs.recompute(randomised(inputs.handle, inputs.seed), inputs.images)
+    model = randomised(inputs.handle, inputs.seed)
+    if model is None:  # nothing to re-initialise: could not judge, never a pass or a fail
+        return np.full(len(inputs.images), np.nan)
+    shuffled = inputs.recompute(model, inputs.images)
     return _spearman_rows(_magnitude(inputs.maps), _magnitude(shuffled))
 
 
@@ -272,7 +321,7 @@ for _check in (
                band_source="0.3 / 0.6: Glassbox's thresholds (the paper shows maps should change, without a pass "
                            "mark); maps of unrelated models correlate near 0, an input-only map gives 1",
                undefined="the map on the randomised model is zero or constant everywhere, so a rank correlation with "
-                         "it is undefined (not 0)"),
+                         "it is undefined (not 0); or the model has no weights to re-initialise"),
     TrustCheck("deletion", "Faithfulness (deletion)", "Samek et al., IEEE TNNLS 2017", True, 0.1, 0.0,
                "how much faster the class probability falls when the map's most relevant pixels are removed first "
                "than in a random order (0: no better than random)", compute=_deletion,

@@ -8,7 +8,7 @@ from pathlib import Path
 import streamlit as st
 
 from data_adapters.errors import GlassboxError
-from data_adapters.records import Cohort, ModelHandle
+from data_adapters.records import Cohort, ModelHandle, default_version
 from pages._cache import cohort, fits, model
 from pages._display import md, show_error
 from pages._session import chosen_workspace, opened
@@ -22,11 +22,27 @@ def options() -> tuple[Path, dict[str, Path], dict[str, Path]]:
     return root, ws.model_paths(), ws.cohort_paths()
 
 
+def _load_or_none(path: Path) -> ModelHandle | None:
+    try:
+        return model(path)
+    except GlassboxError:
+        return None
+
+
+def default_model(models: dict[str, Path], *, latest: bool = False) -> str | None:
+    """The version to open on (:func:`data_adapters.records.default_version`: one the default methods run on, not a
+    TorchScript archive listed before it), preferring the first listed or, with ``latest``, the last."""
+    names = list(models)[::-1] if latest else list(models)
+    return default_version({name: _load_or_none(models[name]) for name in names})
+
+
 def chosen(choices: dict[str, Path], key: str) -> Path | None:
-    """The choice the sidebar's ``key`` holds, or the first one."""
+    """The choice the sidebar's ``key`` holds, or the default: for ``model``, :func:`default_model`; else the first."""
     name = st.session_state.get(key)
     if name in choices:
         return choices[name]
+    if key == "model" and choices:
+        return choices[default_model(choices)]
     return next(iter(choices.values()), None)
 
 

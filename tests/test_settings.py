@@ -228,7 +228,7 @@ def test_the_schema_engine_names_paths_and_refuses_silent_coercions():
     with pytest.raises(InvalidInputError, match=r"x\.json: must hold an object"):
         parse_json("3", "x.json")
     assert parse_json('{"a": [1, {"b": 2}]}', "x.json") == {"a": [1, {"b": 2}]}
-    assert set(SETTINGS.fields) == {"model_roots", "data_roots", "allow_columns", "operating_point"}
+    assert set(SETTINGS.fields) == {"model_roots", "data_roots", "allow_columns", "cluster_column", "operating_point"}
 
 
 def test_read_json_bounds_the_file_size(tmp_path):

@@ -65,6 +65,7 @@ SETTINGS = Obj({
     "model_roots": roots(),
     "data_roots": roots(),
     "allow_columns": ListOf(Str(), "a list of column names", unique=True),
+    "cluster_column": Str(),
     "operating_point": Obj({
         "rule": Str(check=lambda v, p: check_rule(v, p)),
         "split": Str(),

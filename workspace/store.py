@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from data_adapters.cohort import load_image_batch, load_manifest, open_cohort_table, save_cohort_table
+from data_adapters.cohort import cohort_source, load_image_batch, load_manifest, open_cohort_table, save_cohort_table
 from data_adapters.dicom_folder import load_dicom_folder
 from data_adapters.errors import InvalidInputError, RecordError
 from data_adapters.hashing import file_hash, json_hash, mac, mac_matches, salted
@@ -206,13 +206,14 @@ class Workspace:
                     input_shape: Sequence[int | None] | None = None, channels: str | None = None,
                     progress: Progress | None = None) -> Cohort:
         """A manifest (CSV/Parquet) or a folder of DICOM files; ids and patient keys hashed with the operator's
-        secret."""
-        path = Path(path)
+        secret. A folder holding ``manifest.csv``/``manifest.parquet`` is that manifest."""
+        path = cohort_source(path)
         if path.is_dir():
             return load_dicom_folder(path, salt=self.salt, input_shape=input_shape, channels=channels,
                                      progress=progress)
         roots = [Path(path).resolve().parent, *self.data_roots]
         allow = self._settings().get("allow_columns", [])
+        cluster = self._settings().get("cluster_column") or None
         if not path.is_file():
             return load_manifest(path, roots=roots)  # names what is wrong
         salt = self.salt
@@ -220,14 +221,15 @@ class Workspace:
         # only as a keyed hash of a constant, so a table made under another secret is never read
         key = json_hash("cohort-table", file_hash(path), str(path.resolve()), list(class_names or []) or None,
                         list(input_shape) if input_shape is not None else None, channels, [str(r) for r in roots],
-                        sorted(allow), salted(salt, "cohort-table"))
+                        sorted(allow), salted(salt, "cohort-table"), *([str(cluster)] if cluster else []))
         table = self.cache / "cohorts" / f"{key[:40]}.parquet"
         mac_key = integrity_key()
         cached = open_cohort_table(table, key=mac_key, roots=roots)
         if cached is not None:
             return cached
         cohort = load_manifest(path, class_names=class_names, input_shape=input_shape, channels=channels,
-                               roots=roots, salt=salt, allow_columns=allow, progress=progress)
+                               roots=roots, salt=salt, allow_columns=allow, progress=progress,
+                               cluster_column=cluster)
         cache.keep(table, lambda tmp: save_cohort_table(cohort, tmp, key=mac_key))
         return cohort
 

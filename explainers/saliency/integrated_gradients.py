@@ -1,6 +1,8 @@
 """Integrated gradients (Sundararajan et al., 2017, "Axiomatic attribution for deep networks").
 
-Baseline: the all-zero input in the model's preprocessed space (the cohort mean under z-scoring).
+Baseline: the all-zero input in the model's preprocessed space. Under z-scoring each image is normalised by its
+own statistics, so zero there is that image's own mean intensity per channel (never the cohort's); under min-max
+or range scaling it is the bottom of the scale.
 Completeness: the map sums to score(x) - score(baseline), up to the returned convergence delta.
 
 The path integral uses Captum's Gauss-Legendre rule. ``n_steps`` > 0 fixes the number of steps (default 50).

@@ -549,7 +549,8 @@ class ConceptScore:
     concept apart and it is never significant); ``reference_accuracy``: the same for the references (about 0.5).
     ``causal_*``: where the concept can be taken away from real cases, what was done and the mean change of the
     class probability with its interval (NaN when there is no causal check); ``agreement``: a sentence saying whether
-    TCAV and the causal check agree (empty without one).
+    TCAV and the causal check agree (empty without one), ``agreement_kind`` the same in one word: "agrees",
+    "disagrees" or "unclear" (the check too uncertain to confirm or contradict; empty without a check).
     """
 
     concept: str
@@ -580,3 +581,4 @@ class ConceptScore:
     causal_lo: float = float("nan")
     causal_hi: float = float("nan")
     agreement: str = ""
+    agreement_kind: str = ""

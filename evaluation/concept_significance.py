@@ -34,8 +34,8 @@ from data_adapters.records import ConceptScore
 from evaluation.inference import holm, percentile_interval, permutation_p
 from explainers.concepts import ConceptRuns
 
-__all__ = ["ALPHA", "MIN_CAV_ACCURACY", "CAUSAL_MARGIN", "GATE", "CausalCheck", "reference_p", "concept_scores",
-           "agreement"]
+__all__ = ["ALPHA", "MIN_CAV_ACCURACY", "CAUSAL_MARGIN", "GATE", "AGREES", "DISAGREES", "UNCLEAR", "CausalCheck",
+           "reference_p", "concept_scores", "agreement", "agreement_kind"]
 
 ALPHA = 0.05
 #: below this mean CAV accuracy the layer cannot tell the concept from random images: never "significant"
@@ -44,6 +44,8 @@ MIN_CAV_ACCURACY = 0.6
 #: change counts as "moves it" when its interval excludes zero and its estimate reaches the margin (the demo's own
 #: bound for "v2 ignores the marker" is 0.1)
 CAUSAL_MARGIN = 0.10
+#: how TCAV's verdict and the causal check relate (:attr:`ConceptScore.agreement_kind`); "" without a check
+AGREES, DISAGREES, UNCLEAR = "agrees", "disagrees", "unclear"
 GATE = (f"a concept is called significant only when its Holm-adjusted p is below {ALPHA:g} AND its mean CAV accuracy "
         f"is at least {MIN_CAV_ACCURACY:.2f} (below that the layer cannot tell it from random images and its score "
         "means nothing, whatever its p)")
@@ -89,22 +91,34 @@ def reference_p(observed: float, reference: np.ndarray) -> float:
     return float(permutation_p(int(exceed), len(reference)))
 
 
-def agreement(significant: bool, effect: float, causal: CausalCheck | None, what: str = "the class probability") -> str:
-    """One sentence: how the TCAV verdict and the causal check agree (empty when there is no causal check)."""
+def _agreement(significant: bool, effect: float, causal: CausalCheck | None,
+               what: str = "the class probability") -> tuple[str, str]:
+    """(kind, sentence): :data:`AGREES`, :data:`DISAGREES` or :data:`UNCLEAR` and the sentence; ("", "") without a
+    causal check."""
     if causal is None:
-        return ""
+        return "", ""
     moved = f"{causal.description} moves {what} by {causal.shift:+.2f} [{causal.lo:+.2f}, {causal.hi:+.2f}]"
     if causal.moves is None:
-        return f"{moved}: too uncertain to confirm or contradict TCAV"
+        return UNCLEAR, f"{moved}: too uncertain to confirm or contradict TCAV"
     if significant and causal.moves is False:
-        return f"significant by TCAV but {moved}: not causal (TCAV's direction is a local derivative)"
+        return DISAGREES, f"significant by TCAV but {moved}: not causal (TCAV's direction is a local derivative)"
     if significant and causal.moves:
         same = (effect > 0) == (causal.shift < 0)  # raising along the concept ⇔ taking it away lowers the score
-        return f"significant by TCAV and {moved}: " + ("the causal check agrees" if same else
-                                                       "the causal check points the other way")
+        return ((AGREES, f"significant by TCAV and {moved}: the causal check agrees") if same else
+                (DISAGREES, f"significant by TCAV and {moved}: the causal check points the other way"))
     if causal.moves:
-        return f"not significant by TCAV, yet {moved}: the model uses it (TCAV missed it)"
-    return f"not significant by TCAV, and {moved}: both say it does not matter"
+        return DISAGREES, f"not significant by TCAV, yet {moved}: the model uses it (TCAV missed it)"
+    return AGREES, f"not significant by TCAV, and {moved}: both say it does not matter"
+
+
+def agreement(significant: bool, effect: float, causal: CausalCheck | None, what: str = "the class probability") -> str:
+    """One sentence: how the TCAV verdict and the causal check agree (empty when there is no causal check)."""
+    return _agreement(significant, effect, causal, what)[1]
+
+
+def agreement_kind(significant: bool, effect: float, causal: CausalCheck | None) -> str:
+    """The same in one word: :data:`AGREES`, :data:`DISAGREES` or :data:`UNCLEAR` ("" without a causal check)."""
+    return _agreement(significant, effect, causal)[0]
 
 
 def concept_scores(runs: Sequence[ConceptRuns], *, alpha: float = ALPHA, min_accuracy: float = MIN_CAV_ACCURACY,
@@ -145,10 +159,11 @@ def concept_scores(runs: Sequence[ConceptRuns], *, alpha: float = ALPHA, min_acc
         else:
             verdict = f"not significant (adjusted p {p_adj:.2g}, smallest possible {row['p_floor']:.2g})"
         check = causal.get(row["concept"])
-        sentence = agreement(significant, row["effect"], check)
+        kind, sentence = _agreement(significant, row["effect"], check)
         out.append(ConceptScore(
             **row, p_adjusted=p_adj, significant=significant, verdict=verdict,
             causal_check=check.description if check else "",
             causal_shift=check.shift if check else math.nan, causal_lo=check.lo if check else math.nan,
-            causal_hi=check.hi if check else math.nan, agreement=sentence))
+            causal_hi=check.hi if check else math.nan, agreement=sentence,
+            agreement_kind=kind))
     return out

@@ -5,7 +5,7 @@ import streamlit as st
 
 from data_adapters.errors import GlassboxError
 from evaluation.concept_figures import TABLE_COLUMNS, tcav_figure
-from evaluation.concept_significance import GATE
+from evaluation.concept_significance import AGREES, GATE
 from explainers.concepts import concept_names, default_layers, default_target
 from pages import _cache as cache, _selection as selection, _session as session
 from pages._display import chart, md, show_error
@@ -52,9 +52,8 @@ for row in scores.itertuples():
                 f"{row.null_sensitivity:+.3f} for reference concepts (effect {row.effect:+.3f} "
                 f"[{row.effect_lo:+.3f}, {row.effect_hi:+.3f}]); TCAV {row.score:.2f} against {row.null_score:.2f}.")
     if row.agreement:
-        agrees = "agrees" in row.agreement or "both say" in row.agreement
-        (st.success if agrees else st.warning)(f"**{md(row.concept)}** at {md(row.layer)}, causal "
-                                               f"check: {md(row.agreement)}.")
+        banner = st.success if row.agreement_kind == AGREES else st.warning
+        banner(f"**{md(row.concept)}** at {md(row.layer)}, causal check: {md(row.agreement)}.")
 chart(st, tcav_figure(scores), key="tcav_fig")
 st.dataframe(scores[[c for c in TABLE_COLUMNS if c in scores]], hide_index=True, key="tcav_table")
 session.download(st, "Download TCAV table (CSV)", scores, file_name="tcav.csv", key="tcav_download", what="tcav")

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from data_adapters.errors import InvalidInputError, UnknownNameError
-from evaluation.concept_significance import CausalCheck, agreement, concept_scores, reference_p
+from evaluation.concept_significance import (AGREES, DISAGREES, UNCLEAR, CausalCheck, agreement, agreement_kind,
+                                             concept_scores, reference_p)
 from workspace import concepts as concept_service
 from explainers.concepts import (
     ConceptSet,
@@ -61,8 +62,9 @@ def test_the_demo_truths_hold_with_the_causal_check_beside_the_marker(demo_tcav)
     assert ((v2_marker["causal_lo"] > -0.1) & (v2_marker["causal_hi"] < 0.1)).all(), "v2 ignores the marker"
     for row in v2_marker.itertuples():
         assert not row.significant or "not causal" in row.agreement, row.agreement
+        assert not row.significant or row.agreement_kind == DISAGREES, row.agreement_kind
     for row in v1_marker[v1_marker["significant"]].itertuples():
-        assert "the causal check agrees" in row.agreement, row.agreement
+        assert "the causal check agrees" in row.agreement and row.agreement_kind == AGREES, row.agreement
 
 
 def test_a_run_is_a_ridge_cav_as_scikit_learn_fits_it():
@@ -130,6 +132,10 @@ def test_agreement_says_when_tcav_and_the_causal_check_disagree():
     assert "both say it does not matter" in agreement(False, 0.0, flat)
     assert "too uncertain" in agreement(True, 0.1, unclear)
     assert agreement(True, 0.1, None) == ""
+    assert [agreement_kind(True, 0.1, drop), agreement_kind(False, 0.0, flat)] == [AGREES, AGREES]
+    assert {agreement_kind(True, 0.1, flat), agreement_kind(True, -0.1, drop), agreement_kind(False, 0.0, drop)} == {
+        DISAGREES}
+    assert agreement_kind(True, 0.1, unclear) == UNCLEAR and agreement_kind(True, 0.1, None) == ""
     with pytest.raises(InvalidInputError, match="must lie in"):
         CausalCheck("x", shift=0.5, lo=-0.1, hi=0.1, n=3)
 

@@ -49,7 +49,7 @@ def concept_scores(ws: Workspace, handle: ModelHandle, cohort: Cohort, cohort_fo
     inputs = concept_lib.tcav_inputs(cohort, target_index, n_inputs, handle.class_names[target_index])
     pool = concept_lib.random_pool(cohort, pool_size, seed, exclude_class=target_index)
     references = concept_lib.reference_count(references, len(sets), len(layer_names))
-    key = json_hash("tcav", "independent-runs-reference-concepts", 3, cache.NUMERICS, handle.weights_hash,
+    key = json_hash("tcav", "independent-runs-reference-concepts", 4, cache.NUMERICS, handle.weights_hash,
                     cohort.content_hash, [s.content_hash for s in sets], [s.name for s in sets],
                     [dataclasses.astuple(s.erase)[:3] if s.erase else None for s in sets], layer_names,
                     target_index, n_random, references, pool_size, [c.case_id for c in inputs], seed)

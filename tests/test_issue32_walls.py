@@ -154,6 +154,18 @@ def test_the_sidebar_default_is_not_the_torchscript_version(tmp_path):
     assert default_model(models, latest=True) == "b-dense"  # the app prefers the latest version, still hookable
 
 
+def test_the_default_methods_run_on_a_torchscript_model():
+    from explainers.saliency import default_methods
+
+    scripted = handle_for(torch.jit.script(TinyCNN(2, 1, 2)), n_classes=2, input_shape=(1, 12, 12))
+    python = handle_for(TinyCNN(2, 1, 2), n_classes=2, input_shape=(1, 12, 12))
+    assert default_methods(python) == ["grad_cam", "saliency"]
+    assert default_methods(scripted) == ["saliency", "integrated_gradients"]
+    images = np.random.default_rng(0).random((1, 1, 12, 12)).astype(np.float32)
+    for method in default_methods(scripted):  # each runs (Grad-CAM would raise ExplainerError here)
+        assert explain(scripted, images, ["a"], method, 1)[0].array.shape[-2:] == (12, 12)
+
+
 # -- 5. the randomisation check re-initialises a TorchScript model ------------------------------------------------
 def _saliency(handle, images):
     return np.stack([a.array for a in explain(handle, images, [str(i) for i in range(len(images))], "saliency", 1)])

@@ -28,7 +28,11 @@ from explainers.saliency.occlusion import Occlusion
 from explainers.saliency.saliency import Saliency
 from explainers.saliency.smoothgrad import Smoothgrad
 
-__all__ = ["SALIENCY_METHODS", "SaliencyMethod", "explain", "explain_layer", "resolve_layer", "MSG_TORCHSCRIPT_LAYER"]
+__all__ = ["SALIENCY_METHODS", "SaliencyMethod", "explain", "explain_layer", "resolve_layer", "MSG_TORCHSCRIPT_LAYER",
+           "default_methods", "DEFAULT_METHODS"]
+
+#: the methods a page opens with: a layer method beside an input gradient
+DEFAULT_METHODS = ("grad_cam", "saliency")
 
 SALIENCY_METHODS: Registry[type[SaliencyMethod]] = Registry("saliency method")
 for _cls in (Saliency, IntegratedGradients, Smoothgrad, GradientShap, Occlusion, GradCam, GuidedGradCam):
@@ -46,6 +50,16 @@ MSG_TORCHSCRIPT_LAYER = ("model {model} is TorchScript: layer methods (Grad-CAM,
                          "TorchScript does not allow, whatever explain_layer says; use an input-gradient method "
                          "(saliency, integrated_gradients, ...) or give the model as a state dict with its network "
                          "spec")
+
+
+def default_methods(handle: ModelHandle) -> list[str]:
+    """The methods to open with for ``handle``: :data:`DEFAULT_METHODS`, less the layer methods (Grad-CAM family,
+    ``uses_layer``) a TorchScript model cannot take, with integrated gradients in their place, so no page opens
+    on an error."""
+    if handle.hookable:
+        return list(DEFAULT_METHODS)
+    kept = [m for m in DEFAULT_METHODS if not SALIENCY_METHODS.get(m).uses_layer]
+    return kept + [m for m in ("integrated_gradients",) if m not in kept]
 
 
 def explain_layer(handle: ModelHandle) -> str:

@@ -576,8 +576,11 @@ def peek_fit(path: str | Path, *, class_names: Sequence[str], input_shape: Seque
              channels: str | None = None, rows: int = 3) -> bool | None:
     """Whether a model can take this manifest, judged from its first ``rows`` rows without loading the cohort
     (labels among ``class_names``, images that fit after the channel conversion); None when it cannot tell
-    cheaply (a DICOM folder, an unreadable manifest)."""
-    path = Path(path)
+    cheaply (a DICOM folder, an unreadable manifest). A folder holding a manifest is that manifest."""
+    try:
+        path = cohort_source(path)
+    except GlassboxError:
+        return None
     if not path.is_file():
         return None
     try:

@@ -244,3 +244,11 @@ def test_integrated_gradients_names_its_baseline_as_each_images_own_mean():
     import explainers.saliency.integrated_gradients as ig
 
     assert "cohort mean" not in ig.__doc__ and "own mean intensity per channel" in ig.__doc__
+
+
+def test_a_cohort_folder_is_peeked_as_its_manifest(tmp_path):
+    from data_adapters.cohort import peek_fit
+
+    random_png_cohort(tmp_path / "c", 4, size=12, n_classes=2)
+    assert peek_fit(tmp_path / "c", class_names=["a", "b"], input_shape=(1, 12, 12)) is True
+    assert peek_fit(tmp_path / "c", class_names=["a", "b"], input_shape=(1, 16, 16)) is False

@@ -18,7 +18,8 @@ Per time window of the current cohort, against the reference cohort:
   reference's 90th percentile: about 10% while nothing has shifted);
 - **performance, by the model's own outcome**: a multi-class model by its top class against the label (or one class
   one-vs-rest, on choice), a binary model at its operating threshold. Where labels have arrived, accuracy with its
-  Wilson interval (and sensitivity and specificity for one class); everywhere, the performance the model's
+  Wilson interval (and sensitivity and specificity for one class, each with its own; clustered by patient where
+  patients are known); everywhere, the performance the model's
   probabilities expect once calibrated on the labelled reference (confidence-based estimation, as NannyML's CBPE:
   it assumes the shift changes which images arrive, not how labels follow from what the model sees, so a shift the
   model cannot feel as uncertainty is missed), shown apart from the measured one.
@@ -315,7 +316,8 @@ def _performance(view: _Outcome, q: np.ndarray, has: np.ndarray, labels: np.ndar
                else np.nan}
     row["labelled"] = int(has.sum())
     empty = dict(accuracy=np.nan, accuracy_lo=np.nan, accuracy_hi=np.nan, sensitivity=np.nan,
-                 sensitivity_lo=np.nan, sensitivity_hi=np.nan, specificity=np.nan, prevalence=np.nan)
+                 sensitivity_lo=np.nan, sensitivity_hi=np.nan, specificity=np.nan, specificity_lo=np.nan,
+                 specificity_hi=np.nan, prevalence=np.nan)
     if not has.any():
         return {**row, **empty}
     y = labels[has]
@@ -333,7 +335,12 @@ def _performance(view: _Outcome, q: np.ndarray, has: np.ndarray, labels: np.ndar
             row["sensitivity"] = float(c[pos].mean())
             row["sensitivity_lo"], row["sensitivity_hi"] = (
                 wilson(int(c[pos].sum()), int(pos.sum())) if within is None else wilson_clustered(c[pos], within[pos]))
-        row["specificity"] = float((~c[~pos]).mean()) if (~pos).any() else np.nan
+        neg = ~pos
+        if neg.any():
+            row["specificity"] = float((~c[neg]).mean())
+            row["specificity_lo"], row["specificity_hi"] = (
+                wilson(int((~c[neg]).sum()), int(neg.sum())) if within is None
+                else wilson_clustered(~c[neg], within[neg]))
         row["prevalence"] = float(pos.mean())
     return row
 

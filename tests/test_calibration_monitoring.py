@@ -33,3 +33,13 @@ def test_sensitivity_intervals_that_treat_a_patients_images_as_independent_cover
     naive, naive_total = monitoring.sensitivity_coverage(12, seed=2, spread=4.0, keyed=False)
     assert Claim("clustered", "coverage", 0.95, covered, total, "").passed
     assert not Claim("images", "coverage", 0.95, naive, naive_total, "").passed and naive < covered
+
+
+def test_specificity_intervals_that_treat_a_patients_images_as_independent_cover_below_their_band():
+    """The same for the measured specificity: clustered by patient it holds its band; the plain Wilson on images
+    (patient key dropped) falls below it, so the specificity row can fail."""
+    covered, total = monitoring.specificity_coverage(12, seed=2, spread=4.0)
+    naive, naive_total = monitoring.specificity_coverage(12, seed=2, spread=4.0, keyed=False)
+    assert total == naive_total > 0
+    assert Claim("clustered", "coverage", 0.95, covered, total, "").passed
+    assert not Claim("images", "coverage", 0.95, naive, naive_total, "").passed and naive < covered

@@ -266,3 +266,43 @@ def test_the_workspace_monitors_a_three_class_model_by_its_top_class_and_one_cla
     assert chosen.class_index == 1 and (chosen.windows["sensitivity"] == 1.0).all()
     assert "class 'class1' at threshold" in chosen.operating_point and chosen.threshold == pytest.approx(
         float(chosen.operating_point.split("threshold ")[1].split(" ")[0]), abs=5e-4)
+
+
+def test_the_measured_window_specificity_carries_wilsons_interval_clustered_by_patient_where_known():
+    """Known answer: without patients, each window's specificity interval is statsmodels' Wilson on its negatives;
+    with three images a patient sharing their call, the interval counts patients, so it is wider."""
+    import pandas as pd
+    from statsmodels.stats.proportion import proportion_confint
+
+    from data_adapters.tables import CLUSTER
+    from evaluation.drift import window_report
+
+    rng = np.random.default_rng(3)
+
+    def part(n):
+        patients = np.repeat(np.arange(n // 3), 3)
+        label = (rng.random(n // 3) < 0.4)[patients].astype(int)
+        called = np.where(label == 1, rng.random(n) < 0.8, (rng.random(n // 3) < 0.25)[patients])
+        p = np.where(called, 0.75, 0.25)
+        frame = pd.DataFrame({"label": pd.array(label, dtype="Int64"), "site": "A", "scanner": "S1",
+                              CLUSTER: patients})
+        return {"frame": frame, "embedding": rng.normal(size=(n, 4)), "probabilities": np.column_stack([1 - p, p]),
+                "intensity": rng.random((n, 4))}
+
+    reference, current = part(150), part(270)
+    current["frame"][CLUSTER] += 10_000 * (np.arange(270) // 90)
+    windows = np.repeat(["2026-01", "2026-02", "2026-03"], 90)
+    plain_current = {**current, "frame": current["frame"].drop(columns=CLUSTER)}
+    plain = window_report(reference, plain_current, windows, class_index=1, threshold=0.5, n_perm=20,
+                          by_site=None).windows
+    keyed = window_report(reference, current, windows, class_index=1, threshold=0.5, n_perm=20, by_site=None).windows
+    for w, row in plain.set_index("window").iterrows():
+        rows = (windows == w) & (current["frame"]["label"].to_numpy(int) == 0)
+        negatives_right = int((current["probabilities"][rows, 1] < 0.5).sum())
+        assert row["specificity"] == pytest.approx(negatives_right / rows.sum())
+        assert (row["specificity_lo"], row["specificity_hi"]) == pytest.approx(
+            proportion_confint(negatives_right, int(rows.sum()), method="wilson"))
+    assert ((keyed["specificity_hi"] - keyed["specificity_lo"]) > (plain["specificity_hi"] - plain["specificity_lo"])
+            ).all(), "a patient's images alike: fewer independent negatives, a wider interval"
+    assert (keyed["specificity_lo"] <= keyed["specificity"]).all() and (keyed["specificity"] <= keyed["specificity_hi"]
+                                                                        ).all()

@@ -15,8 +15,10 @@ of them; Holm across windows; Holm across windows × sites; Holm across windows 
   label (positive with chance 0.4), a positive patient's images detected with a patient-level chance Beta(4, 1)
   (true sensitivity 0.80); coverage of the window's sensitivity interval (Wilson clustered by patient, as the product
   does where patients are known). ``keyed=False`` drops the patient key, the plain Wilson on images (wrong here),
-  so the quick test shows the row can fail. Specificity has no interval in the product (a point figure), so no row.
-  Measured (2026-12-04, 200 streams × 6 windows): 0.938 (band ≥ 0.931); images as independent 0.904.
+  so the quick test shows the row can fail. Measured (2026-12-04, 200 streams × 6 windows): 0.938 (band ≥ 0.931);
+  images as independent 0.904.
+- *Measured specificity per window*: the same streams, a negative patient's images called negative with the
+  patient-level chance (true specificity 0.80); the product's interval is the same Wilson clustered by patient.
 """
 from __future__ import annotations
 
@@ -114,7 +116,7 @@ def _claims(sims: int, seed: int) -> list[Claim]:
         reference, current, windows = _stream(rng, shifted=(4, 5))
         detected += bool(_report(reference, current, windows, seed + s, sites=False).windows["alert"].any())
     UNADJUSTED[(sims, seed)] = unadjusted / sims
-    sensitivity = sensitivity_coverage(sims, seed)
+    binary = binary_coverage(sims, seed)
     design = (f"{WINDOWS} windows × {PER_WINDOW} cases against {REFERENCE}, MMD 500 permutations (floored), "
               f"α = {ALPHA}")
     return [
@@ -127,19 +129,34 @@ def _claims(sims: int, seed: int) -> list[Claim]:
         Claim("measured window accuracy interval (3-class, top class)", "coverage", 0.95, covered, sims * WINDOWS,
               f"{PER_WINDOW} images from {PER_WINDOW // 3} patients a window, patient-level accuracy Beta(4, 1); "
               "Wilson at the effective size"),
-        Claim("measured window sensitivity interval (binary, threshold 0.5)", "coverage", 0.95, *sensitivity,
-              f"{PER_WINDOW} images from {PER_WINDOW // 3} patients a window sharing a label (40% positive), "
-              "patient-level detection Beta(4, 1); Wilson clustered by patient"),
+        Claim("measured window sensitivity interval (binary, threshold 0.5)", "coverage", 0.95,
+              *binary["sensitivity"], f"{PER_WINDOW} images from {PER_WINDOW // 3} patients a window sharing a label "
+              "(40% positive), patient-level detection Beta(4, 1); Wilson clustered by patient"),
+        Claim("measured window specificity interval (binary, threshold 0.5)", "coverage", 0.95,
+              *binary["specificity"], f"{PER_WINDOW} images from {PER_WINDOW // 3} patients a window sharing a label "
+              "(60% negative), patient-level correct negative call Beta(4, 1); Wilson clustered by patient"),
     ]
 
 
 def sensitivity_coverage(sims: int, seed: int = 0, *, keyed: bool = True, spread: float = 1.0) -> tuple[int, int]:
     """Windows whose measured sensitivity interval covered the true 0.80, and windows judged (binary model at 0.5;
     ``keyed=False``: the patient key dropped, so images count as independent)."""
+    return binary_coverage(sims, seed, keyed=keyed, spread=spread)["sensitivity"]
+
+
+def specificity_coverage(sims: int, seed: int = 0, *, keyed: bool = True, spread: float = 1.0) -> tuple[int, int]:
+    """As :func:`sensitivity_coverage`, for the measured specificity interval (true 0.80)."""
+    return binary_coverage(sims, seed, keyed=keyed, spread=spread)["specificity"]
+
+
+def binary_coverage(sims: int, seed: int = 0, *, keyed: bool = True,
+                    spread: float = 1.0) -> dict[str, tuple[int, int]]:
+    """``{"sensitivity": (covered, judged), "specificity": (covered, judged)}`` over the same binary streams: windows
+    whose measured interval covered the true 0.80, and windows judged."""
     from threadpoolctl import threadpool_limits
 
     rng = np.random.default_rng([seed, 80])
-    covered = total = 0
+    counts = {m: [0, 0] for m in ("sensitivity", "specificity")}
     with threadpool_limits(1):
         for s in range(sims):
             reference, current, windows = _stream(rng, part=functools.partial(_binary_part, spread=spread))
@@ -147,10 +164,11 @@ def sensitivity_coverage(sims: int, seed: int = 0, *, keyed: bool = True, spread
                 current["frame"] = current["frame"].drop(columns=CLUSTER)
             w = window_report(reference, current, windows, class_index=1, threshold=0.5, alpha=ALPHA, n_perm=50,
                               seed=seed + s, by_site=None).windows
-            judged = w["sensitivity_lo"].notna()
-            covered += int(((w["sensitivity_lo"] <= ACCURACY) & (ACCURACY <= w["sensitivity_hi"]))[judged].sum())
-            total += int(judged.sum())
-    return covered, total
+            for m in counts:
+                judged = w[f"{m}_lo"].notna()
+                counts[m][0] += int(((w[f"{m}_lo"] <= ACCURACY) & (ACCURACY <= w[f"{m}_hi"]))[judged].sum())
+                counts[m][1] += int(judged.sum())
+    return {m: (c, t) for m, (c, t) in counts.items()}
 
 
 def old_design(sims: int, seed: int = 0) -> dict[str, float]:

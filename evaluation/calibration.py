@@ -334,6 +334,27 @@ def miscalibration_holm(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+#: the level under which the miscalibration test's p (Holm over the groups) says miscalibration is shown
+MISCALIBRATION_ALPHA = 0.05
+
+
+def miscalibration_verdict(p: float) -> str:
+    """The miscalibration test's verdict in words: ``"shown"`` where ``p`` is under :data:`MISCALIBRATION_ALPHA`,
+    ``"not shown"`` otherwise (the one place every view takes it from)."""
+    return "shown" if p < MISCALIBRATION_ALPHA else "not shown"
+
+
+def ece_text(ece: float, chance: float, p: float = float("nan")) -> str:
+    """One printable ECE cell: ``0.149 (0.060 by chance; miscalibration shown, p 0.003)`` (ECE beside what a
+    perfectly calibrated model reads at that n, with no interval, as ECE is biased at small n, and the test's
+    verdict); without a finite ``p``, ``0.149 (0.060 by chance)``; ``""`` without a finite ECE."""
+    if not np.isfinite(ece):
+        return ""
+    if not np.isfinite(p):
+        return f"{ece:.3f} ({chance:.3f} by chance)"
+    return f"{ece:.3f} ({chance:.3f} by chance; miscalibration {miscalibration_verdict(p)}, p {p:.3f})"
+
+
 def check_reliability(result: Recalibration, probs: np.ndarray, labels: np.ndarray, class_index: int | None
                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """What a recalibration's reliability diagram draws, on its check patients only (never the fit half):

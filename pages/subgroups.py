@@ -5,6 +5,7 @@ import streamlit as st
 
 from data_adapters.errors import GlassboxError
 from data_adapters.tables import OUTCOME, SCORE
+from evaluation.calibration import miscalibration_verdict
 from evaluation.cohort_summary import group_columns, held_out_split, with_bands
 from evaluation.figures import confusion_figure, forest_plot, reliability_diagram, roc_by_group
 from evaluation.metrics import ONE_VS_REST, TOP_CLASS, metric_names
@@ -95,7 +96,7 @@ else:
                 f"over every metric × pair of groups · groups under n={report.min_n} or {report.min_events} events "
                 "per class are flagged, not compared, and get no interval")
     overall = report.table.iloc[0]
-    shown = "shown" if overall["ece_p"] < 0.05 else "not shown"
+    shown = miscalibration_verdict(overall["ece_p"])
     st.caption(f"Calibration: ECE {overall['ece']:.3f}; {overall['ece_chance']:.3f} expected by chance for a "
                f"perfectly calibrated model at n={overall['n']} (column ece_chance per group: ECE is above 0 from "
                f"noise alone, most in small groups). Miscalibration {shown} (p = {overall['ece_p']:.3f}, outcomes "

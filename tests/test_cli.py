@@ -72,6 +72,25 @@ def test_subgroups_writes_the_table_and_gates_a_release(demo_root, tmp_path, cap
     assert "metric must be one of auroc, sensitivity" in capsys.readouterr().err
 
 
+def test_subgroups_prints_the_miscalibration_tests_verdict_as_the_page_and_report_word_it(demo_root, tmp_path,
+                                                                                           capsys):
+    import re
+
+    import pytest
+
+    out = tmp_path / "table.csv"
+    assert main(["subgroups", *_demo_args(demo_root, "v2"), "--by", "site", "--where", "split=test", "--n-boot",
+                 "100", "--threshold", "0.5", "--out", str(out)]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("calibration test:"))
+    found = re.match(r"calibration test: ECE overall (\d\.\d{3}) \((\d\.\d{3}) by chance; miscalibration "
+                     r"(shown|not shown), p (\d\.\d{3})\) \(outcomes redrawn", line)
+    assert found, line
+    overall = pd.read_csv(out).set_index("group").loc["overall"]
+    ece, chance, verdict, p = float(found[1]), float(found[2]), found[3], float(found[4])
+    assert (ece, chance, p) == pytest.approx((overall["ece"], overall["ece_chance"], overall["ece_p"]), abs=5e-4)
+    assert verdict == ("shown" if p < 0.05 else "not shown")
+
+
 def test_a_gate_that_could_not_judge_is_neither_pass_nor_fail(demo_root, capsys):
     args = ["subgroups", *_demo_args(demo_root, "v2"), "--by", "site", "--where", "split=test", "--n-boot", "100"]
     assert main([*args, "--max-gap", "sensitivity=0.9", "--min-n", "5000"]) == EXIT_COULD_NOT_JUDGE == 3

@@ -57,6 +57,7 @@ from tqdm import tqdm
 from data_adapters.errors import GlassboxError, InvalidInputError
 from data_adapters.records import ModelHandle
 from data_adapters.tables import ENTROPY, MUTUAL_INFORMATION, mean_column, probability_column, std_column
+from evaluation.calibration import ece_text
 from evaluation.cohort_summary import board_decision, held_out_split, with_bands
 from evaluation.explanation_quality import in_words, quality_summary
 from evaluation.gates import (ALERTS, alert_levels, cav_gate, drift_gate, gap_limits, integrity_verdict, loaded_verdict,
@@ -474,6 +475,10 @@ def cmd_subgroups(args: argparse.Namespace) -> int:
         overall = report.table.iloc[0]
         print(f"calibration: ECE overall {overall['ece']:.3f}; {overall['ece_chance']:.3f} expected by chance for a "
               f"perfectly calibrated model at n={overall['n']} (column ece_chance, per group)")
+        if "ece_p" in report.table:  # the test's verdict, worded as the Subgroups page and the report word it
+            print(f"calibration test: ECE overall {ece_text(overall['ece'], overall['ece_chance'], overall['ece_p'])}"
+                  " (outcomes redrawn as a calibrated model would give them; ece_p_holm per group, Holm over the "
+                  "groups)")
     for note in report.table.loc[report.table["notes"] != "", ["group", "notes"]].itertuples():
         if not hide or hide.shows(note.group):
             print(f"note: {note.group}: {note.notes}")

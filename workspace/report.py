@@ -41,6 +41,7 @@ from data_adapters.preprocessing import on_model_grid
 from data_adapters.readers import read_image
 from data_adapters.records import Cohort, ModelHandle
 from data_adapters.tables import CLUSTER, ENTROPY, OUTCOME, SCORE
+from evaluation.calibration import ece_text
 from evaluation.cohort_summary import board_decision, group_counts, held_out_split, with_bands
 from evaluation.explanation_quality import in_words as trust_in_words
 from evaluation.explanation_quality import quality_summary
@@ -388,9 +389,7 @@ def _with_intervals(table: pd.DataFrame, metrics: Sequence[str]) -> pd.DataFrame
     if "ece" in out and "ece_chance" in table:  # ECE beside what a perfectly calibrated model reads at that n,
         # with no interval (biased at small n) but the consistency test's p (Holm over the groups)
         p = table["ece_p_holm"] if "ece_p_holm" in table else table.get("ece_p", table["ece_chance"] * np.nan)
-        out["ece"] = [(f"{v:.3f} ({c:.3f} by chance; miscalibration {'shown' if q < 0.05 else 'not shown'}, "
-                       f"p {q:.3f})" if np.isfinite(q) else f"{v:.3f} ({c:.3f} by chance)") if np.isfinite(v) else ""
-                      for v, c, q in zip(table["ece"], table["ece_chance"], p)]
+        out["ece"] = [ece_text(v, c, q) for v, c, q in zip(table["ece"], table["ece_chance"], p)]
     out["notes"] = table["notes"] if "notes" in table else ""
     return out
 

@@ -11,7 +11,7 @@ from data_adapters.preprocessing import prepare_batch
 from data_adapters.records import Case, ModelHandle, Prediction
 from explainers.device import batch_size_for, map_batches, module_device
 
-__all__ = ["ClassScores", "probabilities", "predict_cases", "probabilities_of"]
+__all__ = ["ClassScores", "probabilities", "predict_cases", "probabilities_of", "explained_class"]
 
 Progress = Callable[[int, int], None]
 
@@ -68,3 +68,12 @@ def probabilities_of(handle: ModelHandle, images: np.ndarray, *, batch: int = 64
             x = prepare_batch(handle.preprocessing, images[start:start + batch], device)
             out.append(probabilities(handle.task, scorer(x)).float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, handle.n_classes), np.float32)
+
+
+def explained_class(handle: ModelHandle, prediction: Prediction) -> int:
+    """The class a map explains by default: what the model said about the case, i.e. its top class for a model
+    judged by its top class (single-label, more than two classes), else the positive (last) class (binary; a
+    multi-label model's last label)."""
+    if handle.judged_by_top_class:
+        return int(np.argmax(prediction.probabilities))
+    return handle.n_classes - 1

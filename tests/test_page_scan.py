@@ -308,9 +308,6 @@ ALLOWED: tuple[Allowed, ...] = (
     Allowed("pages/subgroups.py", "threshold-comparison", 'overall["ece_p"] < 0.05',
             "the page decides 'shown' / 'not shown' for the ECE consistency test at 0.05; the verdict belongs in "
             "evaluation/ (a Verdict on the report)", "unassigned, issue 25 (verdicts in evaluation)"),
-    Allowed("workspace/cli.py", "numeric-call", "np.argmax(prediction.probabilities)",
-            "`glassbox explain` picks the explained class (top class, else the last) itself; Case review does the "
-            "same from its table: one target policy in explainers/", "H3 / issue 25 (thin commands)"),
 )
 
 

@@ -227,9 +227,22 @@ def test_pages_open_on_the_class_the_model_is_judged_by():
     assert class_views(binary) == [0, 1] and judged_class(binary) == 1  # the positive class
     for handle in (three, binary):
         assert judged_class(handle) in class_views(handle)
-    for page in ("case_review", "uncertainty", "subgroups"):
+    for page in ("case_review", "uncertainty", "subgroups", "compare"):
         text = (ROOT / "pages" / f"{page}.py").read_text()
         assert "views.index(judged_class(handle))" in text and "views = class_views(handle)" in text, page
+
+
+def test_a_map_explains_the_top_class_or_else_the_positive_class_by_default():
+    from data_adapters.records import Prediction
+    from explainers.inference import explained_class
+
+    three = handle_for(TinyCNN(3, 1, 3), n_classes=3, input_shape=(1, 12, 12))
+    binary = handle_for(TinyCNN(2, 1, 3), task="binary", input_shape=(1, 12, 12))
+    assert explained_class(three, Prediction("a", (0.2, 0.5, 0.3))) == 1  # what the model said: its top class
+    assert explained_class(three, Prediction("b", (0.6, 0.1, 0.3))) == 0
+    assert explained_class(binary, Prediction("c", (0.9, 0.1))) == 1, "binary: the positive class, even when unlikely"
+    cli = (ROOT / "workspace" / "cli.py").read_text()
+    assert "explained_class(handle, prediction)" in cli and "np.argmax(prediction" not in cli
 
 
 def test_a_mask_is_binarised_once_on_the_model_grid():

@@ -72,7 +72,7 @@ from evaluation.version_comparison import comparable, mcnemar_design
 from explainers.device import best_device
 from explainers.concepts import default_target
 from explainers.perturbation import PERTURBATIONS
-from explainers.inference import predict_cases
+from explainers.inference import explained_class, predict_cases
 from explainers.saliency import SALIENCY_METHODS
 from workspace.selection import board_view, board_where, group_by, select_where
 from workspace.settings import Operator, operator_settings, safe_file_stem
@@ -386,7 +386,7 @@ def cmd_explain(args: argparse.Namespace) -> int:
     case = cohort.case(args.case)
     if args.target is None:  # what the model said about this case: its top class (binary: the positive class)
         (prediction,) = predict_cases(handle, [case])
-        target = int(np.argmax(prediction.probabilities)) if uses_top_class(handle) else handle.n_classes - 1
+        target = explained_class(handle, prediction)
     else:
         target = handle.class_index(int(args.target) if str(args.target).isdigit() else args.target)
     params = _params(args.param)

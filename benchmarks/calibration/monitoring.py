@@ -19,6 +19,7 @@ of them; Holm across windows; Holm across windows × sites; Holm across windows 
   images as independent 0.904.
 - *Measured specificity per window*: the same streams, a negative patient's images called negative with the
   patient-level chance (true specificity 0.80); the product's interval is the same Wilson clustered by patient.
+  Measured (2026-12-04, the same 200 streams × 6 windows): 0.936 (band ≥ 0.931); images as independent 0.902.
 """
 from __future__ import annotations
 

@@ -61,6 +61,8 @@ PRIVATE_IMPORTS: dict[tuple[str, str, str], str] = {
         "unit test of the CLI's progress renderer, which no command exposes on its own",
     ("benchmarks/calibration/integrity.py", "workspace.report", "_html_seal"):
         "the tamper simulation splits a report into seal and body exactly as the verifier does",
+    ("tests/test_inference.py", "evaluation.inference", "_tango_statistic"):
+        "known answer: Tango's score statistic at zero squared is statsmodels' McNemar chi-square",
     ("tests/test_calibration_ece.py", "workspace.report", "_with_intervals"):
         "asserts the report's own table cell for ECE (no interval, its test beside it) as the report formats it",
 }

@@ -1,14 +1,26 @@
 """How the pages show text, figures and errors that came from files: :func:`md` escapes anything from a file, a
 manifest, a model card, a DICOM tag or a user before it goes into Markdown; :func:`chart` draws a figure with no
-markup a file could carry; :func:`show_error` shows a Glassbox error as written."""
+markup a file could carry; :func:`show_error` shows a Glassbox error as written; :func:`heading` draws a page's
+title from the page table."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import streamlit as st
 
 from data_adapters.errors import GlassboxError
 from evaluation.figures import plain_figure
+from pages._navigation import HEADINGS
+
+
+def heading(page_file: str) -> None:
+    """Draw the heading the page table (:data:`pages._navigation.PAGES`) gives the page in ``page_file`` (a page
+    passes its ``__file__``): a page's title is written once, in the table."""
+    stem = Path(page_file).stem
+    if stem not in HEADINGS:
+        raise KeyError(f"page {stem!r} is not in pages._navigation.PAGES: add it there")
+    st.title(HEADINGS[stem])
 
 
 def chart(where, fig, **kwargs) -> None:

@@ -54,3 +54,5 @@ PAGES = (
 )
 #: page file → its navigation title
 TITLES = {p.file: p.title for p in PAGES}
+#: page file → the heading the page draws (:func:`pages._display.heading`)
+HEADINGS = {p.file: p.heading for p in PAGES}

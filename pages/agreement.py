@@ -8,11 +8,11 @@ from evaluation.cohort_summary import group_columns, with_bands
 from evaluation.reader_agreement import mean_kappa, model_vs_reader, pairs_in_words
 from evaluation.subgroups import board_view
 from pages import _selection as selection, _session as session
-from pages._display import md
+from pages._display import heading, md
 from workspace.settings import operator_settings
 
 who = session.guard("agreement")  # the role check comes before anything is read
-st.title("Reader agreement")
+heading(__file__)
 st.caption("What the readers recorded on Case review about this model version: agreement with the model per group "
            "(95% intervals clustered by case, or by patient where known: several readers' verdicts on one case are "
            "not independent, and the design effect says by how much they count less), whether its explanations "

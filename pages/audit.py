@@ -6,12 +6,13 @@ import datetime as dt
 import streamlit as st
 
 from pages import _session as session
+from pages._display import heading
 
 who = session.guard("audit")  # the role check comes before anything is read (the account re-read on every run)
 if not who.can("view_audit"):
     st.error(f"The audit log is not open to the {who.role} role.")
     st.stop()
-st.title("Audit log")
+heading(__file__)
 st.caption("Every consequential action, appended and hash-chained: each entry carries the hash of the one before, so "
            "an edited, deleted or reordered entry is found. Cases appear only as keyed hashes; models and cohorts "
            "by content hash.")

@@ -32,11 +32,11 @@ from explainers.saliency import SALIENCY_METHODS
 from explainers.trust import TRUST_CHECKS, map_problem
 from explainers.uncertainty import default_method
 from pages import _cache as cache, _selection as selection, _session as session
-from pages._display import chart, md, show_error
+from pages._display import chart, heading, md, show_error
 from pages import _review_panels as panels
 
 who = session.guard("case_review")  # the role check comes before anything is read
-st.title("Case review")
+heading(__file__)
 root, model_path, manifest, handle, cohort = selection.loaded()
 preds = cache.predictions_or_stop(root, model_path, manifest)
 

@@ -19,10 +19,10 @@ from explainers.concepts import concept_names, default_layers, default_target
 from explainers.perturbation import NAMED_REGIONS, PERTURBATIONS
 from explainers.saliency import SALIENCY_METHODS
 from pages import _cache as cache, _selection as selection, _session as session
-from pages._display import chart, md, show_error
+from pages._display import chart, heading, md, show_error
 
 who = session.guard("compare")  # the role check comes before anything is read
-st.title("Compare versions")
+heading(__file__)
 st.caption("A candidate against a baseline on the same cases: paired differences with intervals and a "
            "non-inferiority verdict per group, the cases that changed, whether the maps changed, and what happens "
            "when a region is taken away.")

@@ -8,10 +8,10 @@ from evaluation.concept_figures import TABLE_COLUMNS, tcav_figure
 from evaluation.concept_significance import AGREES, GATE
 from explainers.concepts import concept_names, default_layers, default_target
 from pages import _cache as cache, _selection as selection, _session as session
-from pages._display import chart, md, show_error
+from pages._display import chart, heading, md, show_error
 
 who = session.guard("concepts")  # the role check comes before anything is read
-st.title("Concepts")
+heading(__file__)
 st.caption("TCAV (Kim et al., 2018): does the model's score for a class rise along the direction of a concept? "
            "Each run draws its own half of the concept's examples and its own random sample (cases of the other "
            "classes, so that no random sample is itself the finding) and trains its own concept vector; the null is "

@@ -7,13 +7,13 @@ from evaluation.cohort_summary import (board_decision, group_columns, group_coun
                                        suppressed_counts)
 from evaluation.suppression import rejections_by_reason
 from pages import _selection as selection, _session as session
-from pages._display import chart, md
+from pages._display import chart, heading, md
 from workspace.demo import demo_facts
 from workspace.report import is_generated
 from workspace.settings import operator_settings
 
 who = session.guard("home")  # the role check comes before anything is read
-st.title("Glassbox")
+heading(__file__)
 st.caption("Explainability review for medical-imaging models: what the model sees, how sure it is, for whom it works.")
 
 root, model_path, manifest, handle, cohort = selection.loaded()

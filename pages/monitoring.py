@@ -6,14 +6,14 @@ import streamlit as st
 from evaluation.drift import drift_figure, drivers
 from evaluation.outcomes import judged_class
 from pages import _cache as cache, _selection as selection, _session as session
-from pages._display import chart, md
+from pages._display import chart, heading, md
 from workspace import jobs
 from workspace.monitoring import embeddings, monitor
 from workspace.settings import operator_settings
 from workspace.store import Workspace
 
 who = session.guard("monitoring")  # the role check comes before anything is read
-st.title("Monitoring")
+heading(__file__)
 st.caption("The cohort chosen in the sidebar is the incoming stream; it is compared, window by window, with the "
            "cohort the model was validated on: input drift in the model's own feature space (MMD with a permutation "
            "p-value never below 1/(permutations + 1), Holm-adjusted across windows; per site, Holm-adjusted across "

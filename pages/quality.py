@@ -9,10 +9,10 @@ from evaluation.explanation_quality import in_words, localisation_by_group, qual
 from explainers.saliency import SALIENCY_METHODS
 from explainers.trust import TRUST_CHECKS
 from pages import _cache as cache, _selection as selection, _session as session
-from pages._display import md, show_error
+from pages._display import heading, md, show_error
 
 who = session.guard("quality")  # the role check comes before anything is read
-st.title("Explanation quality")
+heading(__file__)
 st.caption("Can these maps be believed? Each method's maps are checked for randomisation (do they depend on what the "
            "model learnt?), faithfulness (does removing the pixels they point at change the prediction?), "
            "localisation (do they fall on the finding, where masks exist?) and stability (do they survive invisible "

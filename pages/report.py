@@ -9,12 +9,12 @@ import streamlit.components.v1 as components
 from data_adapters.errors import GlassboxError
 from evaluation.cohort_summary import group_columns
 from pages import _cache as cache, _selection as selection, _session as session
-from pages._display import md, show_error
+from pages._display import heading, md, show_error
 from workspace.settings import operator_settings
 from workspace.report import CHECKLIST, is_generated, model_card, pdf_bytes, render_html
 
 who = session.guard("report")  # the role check comes before anything is read
-st.title("Board report")
+heading(__file__)
 st.caption("Provenance, who is in the cohort, performance per group (small groups hidden everywhere), whether the "
            "explanations can be trusted, the comparison with an earlier version, what the readers recorded, and the "
            "lifecycle checklist with the board's own answers; HTML or PDF from one template, signed by its content "

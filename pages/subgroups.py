@@ -15,11 +15,11 @@ from evaluation.subgroups import labelled_frame, subgroup_report
 from evaluation.cohort_summary import board_decision
 from evaluation.gates import shown_gaps
 from pages import _cache as cache, _selection as selection, _session as session
-from pages._display import chart, md, show_error
+from pages._display import chart, heading, md, show_error
 from workspace.settings import operator_settings
 
 who = session.guard("subgroups")  # the role check comes before anything is read
-st.title("Subgroup performance")
+heading(__file__)
 st.caption("Is the model as good for every group of patients? Estimates with 95% bootstrap intervals; what is "
            "resampled (images within each group, or patients where the cohort says which patient each image came "
            "from) is stated below. Gaps are judged together: one family-wise error over every metric and pair.")

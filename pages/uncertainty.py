@@ -27,13 +27,13 @@ from evaluation.outcomes import class_views, judged_class, uses_top_class, with_
 from evaluation.subgroups import labelled_frame, resampling
 from explainers.uncertainty import default_method, has_dropout
 from pages import _cache as cache, _selection as selection, _session as session
-from pages._display import chart, md, show_error
+from pages._display import chart, heading, md, show_error
 
 MEASURES = {"entropy": "predictive entropy (nats)", "mutual_information": "mutual information (epistemic)",
             "std": "standard deviation of the class probability (the top class's in the top-class view)"}
 
 who = session.guard("uncertainty")  # the role check comes before anything is read
-st.title("Uncertainty")
+heading(__file__)
 st.caption("Per-case uncertainty from Monte Carlo dropout, test-time augmentation or an ensemble of versions.")
 root, model_path, manifest, handle, cohort = selection.loaded()
 _, models, _ = selection.options()

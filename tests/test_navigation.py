@@ -6,7 +6,7 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
-from pages._navigation import PAGES, TITLES
+from pages._navigation import HEADINGS, PAGES, TITLES
 from workspace.access import PAGES as ROLES_BY_PAGE
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -27,18 +27,37 @@ def test_every_page_file_is_in_the_table_once_and_the_access_policy_names_the_sa
     assert all(p.roles == ROLES_BY_PAGE[p.file] for p in PAGES)
 
 
-def _title_calls(source: str) -> list[str]:
-    """The string literals passed to ``st.title`` in a module, in order."""
-    return [node.args[0].value for node in ast.walk(ast.parse(source))
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and node.func.attr == "title"
-            and node.args and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str)]
+def _calls(source: str, name: str) -> list[ast.Call]:
+    """The calls of ``name`` (a plain name or an attribute, e.g. ``st.title``) in a module, in order."""
+    return [node for node in ast.walk(ast.parse(source)) if isinstance(node, ast.Call)
+            and ((isinstance(node.func, ast.Attribute) and node.func.attr == name)
+                 or (isinstance(node.func, ast.Name) and node.func.id == name))]
 
 
 def test_each_page_draws_the_heading_the_table_gives_it():
+    """Every page draws its heading with ``heading(__file__)`` once and writes no title of its own."""
     for page in PAGES:
         source = (ROOT / "pages" / f"{page.file}.py").read_text()
-        assert _title_calls(source)[:1] == [page.heading], page.file
-    assert _title_calls('import streamlit as st\nst.title("Elsewhere")\n') == ["Elsewhere"]  # the scan finds one
+        calls = _calls(source, "heading")
+        assert len(calls) == 1, page.file
+        assert [ast.unparse(a) for a in calls[0].args] == ["__file__"], page.file
+        assert not _calls(source, "title"), f"{page.file} writes its own st.title"
+    assert len(_calls('import streamlit as st\nst.title("Elsewhere")\n', "title")) == 1  # the scan finds one
+    assert HEADINGS == {p.file: p.heading for p in PAGES} and HEADINGS["home"] == "Glassbox"
+
+
+def test_heading_draws_the_tables_heading_for_the_page_file(monkeypatch):
+    import pytest
+
+    from pages import _display
+
+    drawn = []
+    monkeypatch.setattr(_display.st, "title", drawn.append)
+    for page in PAGES:
+        _display.heading(str(ROOT / "pages" / f"{page.file}.py"))
+    assert drawn == [p.heading for p in PAGES]
+    with pytest.raises(KeyError, match="not in pages._navigation.PAGES"):
+        _display.heading("/somewhere/pages/nowhere.py")
 
 
 def test_the_router_restates_no_title():

@@ -234,10 +234,12 @@ def test_a_model_with_nothing_to_re_initialise_could_not_be_judged():
 # -- 6. words -----------------------------------------------------------------------------------------------------
 def test_the_report_says_a_whole_number_of_missed_positives():
     source = (ROOT / "assets" / "report.html.j2").read_text()
-    fragment = re.search(r"Among 1000 cases like these.*?negatives flagged\.</p>", source, re.S).group(0)
+    fragment = re.search(r"Among 1000 cases like these.*?</p>", source, re.S).group(0)
     text = jinja2.Environment().from_string(fragment).render(
-        c={"prevalence": 0.3, "missed_per_1000": 140.0, "false_alarms_per_1000": 61.6})
+        c={"prevalence": 0.3, "missed_per_1000": 140.0, "false_alarms_per_1000": 61.6,
+           "missed_per_1000_ci": [120.0, 161.5], "false_alarms_per_1000_ci": [50.0, 75.0]})
     assert "about <b>140 positives would be missed</b>" in text and "62 negatives flagged" in text
+    assert "140.0 positives" not in text
 
 
 def test_integrated_gradients_names_its_baseline_as_each_images_own_mean():

@@ -6,18 +6,22 @@ from __future__ import annotations
 import pytest
 
 from workspace.access import Identity
-from workspace.report import gather
+from workspace.report import gather, render_html
 from workspace.store import Workspace
 
 
 @pytest.fixture(scope="module")
-def clinical(demo_root):
+def report_data(demo_root):
     ws = Workspace(demo_root)
     v2 = ws.load_model(ws.model_paths()["v2"])
     cohort = ws.cohort_for(v2, ws.resolve_cohort("demo2d"))
-    data = gather(ws, v2, cohort, by=["scanner"], k=68, author=Identity("ops", "admin"), trust_methods=(),
+    return gather(ws, v2, cohort, by=["scanner"], k=68, author=Identity("ops", "admin"), trust_methods=(),
                   figures=False)
-    return data.evidence
+
+
+@pytest.fixture(scope="module")
+def clinical(report_data):
+    return report_data.evidence
 
 
 def _sentence(evidence) -> str:
@@ -53,3 +57,20 @@ def test_the_referral_figures_have_intervals(clinical):
     # the uncertain cases referred hold the hard ones: sensitivity among the kept is at least the cohort's
     assert r["sensitivity_kept"] >= clinical["performance"]["clinical"]["sensitivity"]
     assert "among the kept cases sensitivity is" in _sentence(clinical)
+
+
+def test_the_rendered_report_prints_the_intervals(report_data):
+    """The HTML's clinical paragraph shows each interval the evidence carries, beside its point figure."""
+    html = " ".join(render_html(report_data).split())
+    c = report_data.evidence["performance"]["clinical"]
+    r = c["referral"]
+    missed = c["missed_per_1000_ci"]
+    assert f"positives would be missed</b> (95% CI {missed[0]:.1f}–{missed[1]:.1f})" in html
+    alarms = c["false_alarms_per_1000_ci"]
+    assert f"negatives flagged (95% CI {alarms[0]:.1f}–{alarms[1]:.1f})" in html
+    referred = [round(v * 100, 1) for v in r["referred_ci"]]
+    assert f"of the cases evaluated (95% CI {referred[0]}–{referred[1]}%)" in html
+    kept = [round(v * 100, 1) for v in r["sensitivity_kept_ci"]]
+    assert f"% of positives (95% CI {kept[0]}–{kept[1]}%)" in html
+    kept_missed = r["missed_per_1000_kept_ci"]
+    assert f"missed per 1000 kept (95% CI {kept_missed[0]:.1f}–{kept_missed[1]:.1f})" in html

@@ -28,7 +28,7 @@ from explainers.figures import (
     overlay_scale,
     slice_anchors,
 )
-from explainers.saliency import SALIENCY_METHODS
+from explainers.saliency import SALIENCY_METHODS, default_methods
 from explainers.trust import TRUST_CHECKS, map_problem
 from explainers.uncertainty import default_method
 from pages import _cache as cache, _selection as selection, _session as session
@@ -112,7 +112,7 @@ also = st.multiselect("Also show version(s)", versions, key="review_versions", d
 
 # -- display controls -------------------------------------------------------------------------------------
 names = SALIENCY_METHODS.names()
-methods = st.multiselect("Methods", names, default=["grad_cam", "saliency"], key="review_methods",
+methods = st.multiselect("Methods", names, default=default_methods(handle), key="review_methods",
                                   format_func=lambda n: SALIENCY_METHODS.get(n).title, max_selections=4)
 controls = st.columns(5)
 opacity = controls[0].slider("Overlay opacity", 0.0, 1.0, 0.5, 0.05, key="review_opacity")

@@ -17,7 +17,7 @@ from evaluation.version_comparison import FLIP_KINDS, mcnemar_design, paired_err
 from explainers.uncertainty import default_method
 from explainers.concepts import concept_names, default_layers, default_target
 from explainers.perturbation import NAMED_REGIONS, PERTURBATIONS
-from explainers.saliency import SALIENCY_METHODS
+from explainers.saliency import SALIENCY_METHODS, default_methods
 from pages import _cache as cache, _selection as selection, _session as session
 from pages._display import chart, heading, md, show_error
 
@@ -131,7 +131,8 @@ if len(shown):
 
 st.subheader("Did the explanations change?")
 c = st.columns([1, 1, 2])
-method = c[0].selectbox("Method", SALIENCY_METHODS.names(), index=SALIENCY_METHODS.names().index("grad_cam"),
+opening_method = default_methods(cache.model(peers[baseline]), cache.model(peers[candidate]))[0]
+method = c[0].selectbox("Method", SALIENCY_METHODS.names(), index=SALIENCY_METHODS.names().index(opening_method),
                         format_func=lambda n: SALIENCY_METHODS.get(n).title, key="cmp_method")
 extra = c[1].number_input("Plus unchanged cases", 0, 200, 16, 8, key="cmp_extra",
                           help="Maps are computed (then cached) for every changed case and this many others")

@@ -161,6 +161,8 @@ def test_the_default_methods_run_on_a_torchscript_model():
     python = handle_for(TinyCNN(2, 1, 2), n_classes=2, input_shape=(1, 12, 12))
     assert default_methods(python) == ["grad_cam", "saliency"]
     assert default_methods(scripted) == ["saliency", "integrated_gradients"]
+    # versions side by side (Compare, two-version Case review) open on what every one of them can take
+    assert default_methods(python, scripted) == default_methods(scripted) != default_methods(python, python)
     images = np.random.default_rng(0).random((1, 1, 12, 12)).astype(np.float32)
     for method in default_methods(scripted):  # each runs (Grad-CAM would raise ExplainerError here)
         assert explain(scripted, images, ["a"], method, 1)[0].array.shape[-2:] == (12, 12)

@@ -52,11 +52,11 @@ MSG_TORCHSCRIPT_LAYER = ("model {model} is TorchScript: layer methods (Grad-CAM,
                          "spec")
 
 
-def default_methods(handle: ModelHandle) -> list[str]:
-    """The methods to open with for ``handle``: :data:`DEFAULT_METHODS`, less the layer methods (Grad-CAM family,
-    ``uses_layer``) a TorchScript model cannot take, with integrated gradients in their place, so no page opens
-    on an error."""
-    if handle.hookable:
+def default_methods(*handles: ModelHandle) -> list[str]:
+    """The methods to open with for ``handles`` (one version, or the versions shown side by side):
+    :data:`DEFAULT_METHODS`, less the layer methods (Grad-CAM family, ``uses_layer``) a TorchScript model cannot
+    take, with integrated gradients in their place, so no page opens on an error."""
+    if all(h.hookable for h in handles):
         return list(DEFAULT_METHODS)
     kept = [m for m in DEFAULT_METHODS if not SALIENCY_METHODS.get(m).uses_layer]
     return kept + [m for m in ("integrated_gradients",) if m not in kept]

@@ -26,7 +26,8 @@ Multiplicity: :func:`holm` and :func:`bonferroni` (adjusted p-values, as ``stats
 
 Proportions: :func:`wilson` (Wilson 1927; as ``statsmodels`` ``proportion_confint(method="wilson")``),
 :func:`wilson_clustered` (Wilson at a design-effect-adjusted effective n, for observations clustered in cases or
-patients; Kish 1965).
+patients; Kish 1965), :func:`tango_bounds` (Tango 1998's score interval for a paired difference, its variance under
+the null; as R ``contingencytables``) with :func:`paired_design_effect` for pairs clustered in patients.
 
 P-values: :func:`permutation_p`, the smallest p-value ``n`` resamples can show is ``1 / (n + 1)`` (Phipson & Smyth
 2010).
@@ -43,7 +44,7 @@ from scipy.stats import binom, norm
 __all__ = ["Z95", "case_weights", "within_group_weights", "stratified_weights", "cluster_weights", "poisson_ones",
            "DESIGNS", "percentile_interval", "bca_interval", "quantile_mc_interval", "MaxT", "max_t", "holm",
            "bonferroni", "wilson", "design_effect", "wilson_clustered", "permutation_p", "Verdict", "OUTCOMES",
-           "combine_verdicts", "Cells", "cluster_cell_weights"]
+           "combine_verdicts", "Cells", "cluster_cell_weights", "tango_bounds", "paired_design_effect"]
 
 #: the two-sided 95% normal quantile
 Z95 = float(norm.ppf(0.975))
@@ -293,6 +294,65 @@ def wilson_clustered(successes: np.ndarray, clusters: np.ndarray, z: float = Z95
         return np.nan, np.nan
     n_eff = len(y) / design_effect(y, clusters)
     return wilson(y.mean() * n_eff, n_eff, z)
+
+
+# -- paired proportions ----------------------------------------------------------------------------------------------
+def _tango_statistic(delta0: float, gained: float, lost: float, n: float, deff: float) -> float:
+    """Tango's (1998) score statistic for H0: Δ = ``delta0`` (Δ = p_after − p_before = (gained − lost) / n), the
+    variance taken at the restricted maximum-likelihood estimate of the discordant cell under H0 (Nam 1997), times
+    the design effect ``deff``."""
+    a = 2 * n
+    b = -gained - lost + (2 * n - gained + lost) * delta0
+    c = -lost * delta0 * (1 - delta0)
+    p_lost = (math.sqrt(max(b * b - 4 * a * c, 0.0)) - b) / (2 * a)
+    var = n * (2 * p_lost + delta0 * (1 - delta0)) * deff
+    num = gained - lost - n * delta0
+    if var <= 0:
+        return 0.0 if num == 0 else math.copysign(math.inf, num)
+    return num / math.sqrt(var)
+
+
+def tango_bounds(gained: float, lost: float, n: float, z: float = Z95, deff: float = 1.0) -> tuple[float, float]:
+    """Tango's asymptotic score interval (Tango 1998; Fagerland, Lydersen & Laake 2014) for the difference of two
+    paired proportions, ``Δ = (gained − lost) / n``: ``gained`` pairs right only in the second reading (a
+    candidate's fixed cases), ``lost`` right only in the first (its broken cases), ``n`` pairs in all. Each end is
+    where the score test of ``Δ = Δ0`` reaches ``±z``, its variance taken *under* ``Δ0`` (not at the observed Δ), so
+    the one-sided test at a non-inferiority margin ``Δ0 = −margin`` holds its level where a bootstrap percentile bound
+    does not (few discordant pairs: ``benchmarks/calibration/subgroups.py``). ``z``: the normal quantile of each
+    one-sided bound (1.96: a two-sided 95% interval). ``deff``: a design effect (≥ 1) that inflates the null variance
+    where pairs come in clusters (a patient's images; :func:`paired_design_effect`). ``(nan, nan)`` for ``n == 0``.
+    As the R package ``contingencytables`` (``Tango_asymptotic_score_CI_paired_2x2``)."""
+    if n <= 0:
+        return np.nan, np.nan
+    from scipy.optimize import brentq
+
+    est = (gained - lost) / n
+    eps = 1e-12
+    f = lambda d, target: _tango_statistic(d, gained, lost, n, deff) - target  # noqa: E731
+    lo = -1.0 if est <= -1 + eps or f(-1 + eps, z) <= 0 else brentq(f, -1 + eps, est, args=(z,), xtol=1e-10)
+    hi = 1.0 if est >= 1 - eps or f(1 - eps, -z) >= 0 else brentq(f, est, 1 - eps, args=(-z,), xtol=1e-10)
+    return float(lo), float(hi)
+
+
+def paired_design_effect(change: np.ndarray, clusters: np.ndarray) -> float:
+    """The design effect of a paired difference over clustered pairs: ``change`` per pair (+1 gained, −1 lost, 0
+    concordant), ``clusters`` the cluster of each (a patient). The between-cluster variance of the mean change (with
+    the ``C / (C − 1)`` correction) over the variance of ``n`` independent pairs, at least 1; ``n / C`` where no pair
+    is discordant or every discordant pair moves one way (the variance cannot be estimated: the cautious end)."""
+    d = np.asarray(change, np.float64).ravel()
+    _, inverse = np.unique(np.asarray(clusters).ravel(), return_inverse=True)
+    n = len(d)
+    c = int(inverse.max()) + 1 if n else 0
+    if n == 0 or c == n:
+        return 1.0
+    mean = d.mean()
+    var_srs = np.sum((d - mean) ** 2) / n ** 2
+    if var_srs <= 0 or c < 2:
+        return n / max(c, 1)
+    totals = np.bincount(inverse, weights=d, minlength=c)
+    sizes = np.bincount(inverse, minlength=c).astype(np.float64)
+    var_cluster = c / (c - 1) * np.sum((totals - mean * sizes) ** 2) / n ** 2
+    return float(max(1.0, var_cluster / var_srs))
 
 
 # -- p-values --------------------------------------------------------------------------------------------------------

@@ -12,6 +12,16 @@ candidate where the metric's registry entry says lower is better: Brier, ECE) li
 Bonferroni-adjusted across the groups judged (overall included), so the chance of wrongly showing non-inferiority
 anywhere stays at most ``(1 - level) / 2``; *worse* is shown when the upper bound lies below −margin; otherwise *not
 shown*. Groups too small to judge are said so, never passed.
+
+**The bounds.** For the metrics that are a share of cases judged right (sensitivity, specificity, accuracy:
+:data:`SCORE_BOUNDED`) the bounds are Tango's score bounds for paired proportions (:func:`evaluation.inference.
+tango_bounds`), the variance taken under the null at each candidate value of the difference, so the test at −margin
+holds its level; the paired percentile bootstrap took its spread at the observed difference and passed a candidate
+worse by exactly the margin 4.2% of the time against 2.5% (about 20 discordant positives;
+``benchmarks/calibration/subgroups.py``). Where patients are known, the null variance is inflated by the design
+effect of the per-pair change between patients (:func:`evaluation.inference.paired_design_effect`). Two versions
+whose predictions are identical on every case compared differ by exactly 0, bound included. The other metrics
+(AUROC, PPV, NPV, balanced accuracy, Brier, ECE) keep the paired bootstrap's percentile bounds.
 """
 from __future__ import annotations
 
@@ -20,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-from scipy.stats import binomtest
+from scipy.stats import binomtest, norm
 
 from data_adapters.errors import InvalidInputError
 from data_adapters.tables import CLUSTER, PredictionTable, probability_column, probability_columns
@@ -29,9 +39,11 @@ from evaluation.inference import (
     case_weights,
     combine_verdicts,
     holm,
+    paired_design_effect,
     percentile_interval,
     permutation_p,
     quantile_mc_interval,
+    tango_bounds,
 )
 from evaluation.metrics import ONE_VS_REST, TOP_CLASS, Replicates, counts, entries
 from evaluation.outcomes import with_outcomes
@@ -39,13 +51,17 @@ from evaluation.subgroups import MISSING, replicate_weights, resampling
 
 __all__ = ["ComparisonReport", "paired_comparison", "flips", "flip_summary", "mcnemar", "FLIP_KINDS",
            "comparison_frame", "noninferiority_gate", "N_BOOT", "mcnemar_clustered",
-           "mcnemar_design", "paired_error_detection", "region_shift", "tcav_difference"]
+           "mcnemar_design", "paired_error_detection", "region_shift", "tcav_difference", "SCORE_BOUNDED"]
 
 #: default paired resamples: the gate's bound is a far-tail quantile (2.5% Bonferroni-divided by the groups judged),
 #: so it needs many more replicates than a central interval; its Monte Carlo interval is stated with every verdict
 N_BOOT = 4000
 
 FLIP_KINDS = ("fixed", "broken", "still wrong", "both right")
+
+#: metric → which cases it is the share judged right of, in the view it belongs to (one-vs-rest: positives,
+#: negatives; top class: all): these get Tango's score bounds, the rest the paired bootstrap's
+SCORE_BOUNDED = {"sensitivity": "positives", "specificity": "negatives", "accuracy": "all"}
 
 
 @dataclass(frozen=True)
@@ -75,18 +91,23 @@ class ComparisonReport:
         return (f"passes only what is shown not worse: in every group judged, the one-sided "
                 f"{100 * (1 - one_sided / self.adjusted_over):.2f}% lower bound of the improvement lies above −margin "
                 f"(Bonferroni over {self.adjusted_over} group(s), so the chance of wrongly showing non-inferiority "
-                f"anywhere is at most {100 * one_sided:g}%)")
+                f"anywhere is at most {100 * one_sided:g}%); the bound is Tango's score bound, its variance under the "
+                f"null, for {', '.join(SCORE_BOUNDED)}, and the paired bootstrap's percentile for the other metrics")
 
 
 def paired_comparison(frame: pd.DataFrame, base_probs: np.ndarray, cand_probs: np.ndarray, by: str | Sequence[str],
                       *, baseline: str = "baseline", candidate: str = "candidate", class_index: int | None = None,
                       thresholds: tuple[float, float] = (0.5, 0.5), margins: dict[str, float] | None = None,
                       n_boot: int = N_BOOT, level: float = 0.95, seed: int = 0, min_n: int = 30,
-                      min_events: int = 5) -> ComparisonReport:
+                      min_events: int = 5, proportion_bound: str = "score") -> ComparisonReport:
     """``frame``: the labelled cases (``label``, the attributes in ``by``, :data:`CLUSTER` where known), in the
     order of the rows of ``base_probs`` and ``cand_probs`` (``(n, K)`` each). ``class_index`` None: the top-class
     view (multi-class metrics); otherwise that class one-vs-rest, called at each version's own threshold.
-    ``margins``: metric → non-inferiority margin (default 0.02 for every metric)."""
+    ``margins``: metric → non-inferiority margin (default 0.02 for every metric). ``proportion_bound``: ``"score"``
+    (Tango's bounds for :data:`SCORE_BOUNDED`, the product's design) or ``"percentile"`` (the paired bootstrap's
+    percentile bound for every metric: the pre-2026-12 design, kept so the calibration suite can show its rate)."""
+    if proportion_bound not in ("score", "percentile"):
+        raise InvalidInputError(f"proportion_bound must be 'score' or 'percentile', not {proportion_bound!r}")
     by = [by] if isinstance(by, str) else list(by)
     missing = [b for b in by if b not in frame.columns]
     if missing:
@@ -118,6 +139,26 @@ def paired_comparison(frame: pd.DataFrame, base_probs: np.ndarray, cand_probs: n
         pb, pc = base_probs[idx, class_index], cand_probs[idx, class_index]
         return counts(w, yk, pb, pb >= thresholds[0]), counts(w, yk, pc, pc >= thresholds[1])
 
+    identical = bool(np.array_equal(base_probs, cand_probs)) and thresholds[0] == thresholds[1]
+    if class_index is None:
+        right = {"baseline": base_probs.argmax(axis=1) == y_all, "candidate": cand_probs.argmax(axis=1) == y_all}
+        positive = np.ones(len(y_all), bool)
+    else:
+        positive = y_all == class_index
+        right = {tag: (probs[:, class_index] >= cut) == positive
+                 for tag, probs, cut in (("baseline", base_probs, thresholds[0]),
+                                         ("candidate", cand_probs, thresholds[1]))}
+    clusters = frame[CLUSTER].to_numpy() if shared is not None else None
+
+    def score_bounds(metric: str, idx: np.ndarray, z: float) -> tuple[float, float]:
+        """Tango's bounds of the candidate − baseline difference in the share judged right, over the cases the
+        metric counts (its patients' design effect where known)."""
+        which = SCORE_BOUNDED[metric]
+        keep = idx[positive[idx]] if which == "positives" else idx[~positive[idx]] if which == "negatives" else idx
+        change = right["candidate"][keep].astype(int) - right["baseline"][keep].astype(int)
+        deff = paired_design_effect(change, clusters[keep]) if clusters is not None else 1.0
+        return tango_bounds(float((change > 0).sum()), float((change < 0).sum()), float(len(keep)), z, deff)
+
     rows = []
     judged = [g for g, sub in groups if not _small(sub, y_all, class_index, min_n, min_events)]
     adjusted = max(1, len(judged))
@@ -138,8 +179,15 @@ def paired_comparison(frame: pd.DataFrame, base_probs: np.ndarray, cand_probs: n
             sign = 1.0 if entry.higher_is_better else -1.0
             if len(ok) and np.isfinite(base_v) and np.isfinite(cand_v):
                 lo, hi = percentile_interval(ok, level)
-                gain_lo, gain_hi = percentile_interval(sign * ok, 1 - 2 * one_sided)
-                mc_lo, mc_hi = quantile_mc_interval(sign * ok, one_sided)
+                if proportion_bound == "score" and m in SCORE_BOUNDED and \
+                        (class_index is None) == (SCORE_BOUNDED[m] == "all"):
+                    # a score bound: no resampling in it, so no Monte Carlo error (its interval is the bound)
+                    gain_lo, gain_hi = (0.0, 0.0) if identical else \
+                        score_bounds(m, idx, float(norm.ppf(1 - one_sided)))
+                    mc_lo, mc_hi = gain_lo, gain_lo
+                else:
+                    gain_lo, gain_hi = percentile_interval(sign * ok, 1 - 2 * one_sided)
+                    mc_lo, mc_hi = quantile_mc_interval(sign * ok, one_sided)
             else:
                 lo = hi = gain_lo = gain_hi = mc_lo = mc_hi = np.nan
             margin = float(margins[m])

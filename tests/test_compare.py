@@ -269,3 +269,63 @@ def test_the_noninferiority_gate_returns_a_verdict_with_its_burden_of_proof():
         unclear.reasons[0]
     small = paired_comparison(frame, b, c, "site", class_index=1, n_boot=100, min_n=5000)
     assert noninferiority_gate(small, ["auroc"]).outcome == "could not judge"
+
+
+def test_the_sensitivity_bound_is_tangos_score_bound_on_the_flipped_positives():
+    """The gate's bound for a share judged right is Tango's score bound (evaluation.inference.tango_bounds) on the
+    positives the candidate fixed and broke, at the Bonferroni-adjusted one-sided level; AUROC keeps the bootstrap's
+    percentile; ``proportion_bound="percentile"`` is the old design (a bootstrap quantile, with Monte Carlo error)."""
+    from scipy.stats import norm
+
+    from evaluation.inference import tango_bounds
+
+    frame, b, c = _binary(np.random.default_rng(3), worse_in="B", drop=0.2)
+    report = paired_comparison(frame, b, c, "site", class_index=1, n_boot=300, margins={"sensitivity": 0.05})
+    rows = report.verdicts("sensitivity").set_index("group")
+    changes = flips(frame, b, c, class_index=1)
+    z = norm.ppf(1 - 0.025 / report.adjusted_over)
+    for group in ("overall", "B"):
+        pos = changes[(changes["label"] == 1) & ((changes["site"] == group) | (group == "overall"))]
+        lo, hi = tango_bounds((pos["change"] == "fixed").sum(), (pos["change"] == "broken").sum(), len(pos), z)
+        assert rows.loc[group, "improvement_lower"] == pytest.approx(lo, abs=1e-9)
+        assert rows.loc[group, "improvement_lower_mc_lo"] == rows.loc[group, "improvement_lower_mc_hi"] == \
+            pytest.approx(lo, abs=1e-9)
+        assert lo < rows.loc[group, "delta"] < hi
+    assert rows.loc["B", "delta"] < -0.05 and rows.loc["B", "verdict"] in ("worse", "not shown")
+    auroc = report.verdicts("auroc").iloc[0]
+    assert auroc.improvement_lower_mc_lo < auroc.improvement_lower_mc_hi  # a bootstrap quantile, with its MC error
+    old = paired_comparison(frame, b, c, "site", class_index=1, n_boot=300, margins={"sensitivity": 0.05},
+                            proportion_bound="percentile").verdicts("sensitivity").set_index("group")
+    assert old.loc["B", "improvement_lower_mc_lo"] < old.loc["B", "improvement_lower_mc_hi"]
+    assert old.loc["B", "improvement_lower"] != rows.loc["B", "improvement_lower"]
+    assert "Tango's score bound" in report.error_control
+    with pytest.raises(InvalidInputError, match="proportion_bound must be 'score' or 'percentile'"):
+        paired_comparison(frame, b, c, "site", class_index=1, n_boot=50, proportion_bound="wald")
+
+
+def test_the_score_bound_widens_where_a_patients_images_change_together():
+    """Each patient's 3 images are one case read three times: treated as 3 independent pairs the bound is too
+    narrow; with the patient key the design effect (about 3) widens it, and the clustered bound matches the bound
+    of one image per patient closely."""
+    from data_adapters.tables import CLUSTER
+
+    rng = np.random.default_rng(5)
+    n = 300
+    y = rng.random(n) < 0.5
+    base = np.where(y, 0.8, 0.2) + rng.uniform(-0.1, 0.1, n)
+    cand = np.where(y & (rng.random(n) < 0.1), 0.3, base)
+    two = lambda p: np.column_stack([1 - p, p])  # noqa: E731
+    one = pd.DataFrame({"label": y.astype(int)})
+    tripled = pd.DataFrame({"label": np.repeat(y, 3).astype(int)})
+    clustered = tripled.assign(**{CLUSTER: np.repeat(np.arange(n), 3)})
+    bound = {name: paired_comparison(f, two(np.repeat(base, k)), two(np.repeat(cand, k)), [], class_index=1,
+                                     n_boot=200).verdicts("sensitivity").iloc[0].improvement_lower
+             for name, f, k in (("one", one, 1), ("tripled", tripled, 3), ("clustered", clustered, 3))}
+    assert bound["tripled"] > bound["clustered"], bound
+    assert abs(bound["clustered"] - bound["one"]) < 0.01, bound
+
+
+def test_identical_versions_keep_a_zero_bound():
+    frame, b, _ = _binary(np.random.default_rng(4))
+    rows = paired_comparison(frame, b, b, "site", class_index=1, n_boot=100).verdicts("specificity")
+    assert (rows["improvement_lower"] == 0).all() and set(rows["verdict"]) == {"not worse (shown)"}

@@ -175,3 +175,65 @@ def test_cells_are_reexported():
     from evaluation.metrics import Cells
 
     assert inference.Cells is Cells
+
+
+def test_tango_bounds_match_the_published_worked_example():
+    """Cavo et al. 2012 (Fagerland, Lydersen & Laake 2017, ch. 8; the R package contingencytables' own test):
+    the paired table [[59, 6], [16, 80]] has Δ = (6 − 16) / 161 = −0.0621 and Tango's 95% score interval
+    −0.1240 to −0.0054."""
+    from evaluation.inference import tango_bounds
+
+    lo, hi = tango_bounds(6, 16, 161)
+    assert lo == pytest.approx(-0.1240, abs=5e-5) and hi == pytest.approx(-0.0054, abs=5e-5)
+    # the roles of the two readings swapped: the interval mirrors
+    assert tango_bounds(16, 6, 161) == pytest.approx((-hi, -lo), abs=1e-9)
+    # a wider z widens it; a design effect widens it
+    wide = tango_bounds(6, 16, 161, z=stats.norm.ppf(0.995))
+    assert wide[0] < lo and wide[1] > hi
+    assert tango_bounds(6, 16, 161, deff=2.0)[0] < lo
+    assert np.isnan(tango_bounds(0, 0, 0)).all()
+    # all pairs discordant one way: the interval reaches the end of [−1, 1]
+    assert tango_bounds(0, 20, 20)[0] == -1.0 and tango_bounds(20, 0, 20)[1] == 1.0
+
+
+def test_tango_statistic_at_zero_is_mcnemars_score_statistic():
+    """At Δ0 = 0 Tango's score statistic is McNemar's (b − c) / √(b + c): its square against statsmodels' McNemar
+    chi-square without continuity correction, so the interval excludes 0 exactly when McNemar's test rejects."""
+    from statsmodels.stats.contingency_tables import mcnemar
+
+    from evaluation.inference import _tango_statistic, tango_bounds
+
+    for gained, lost, n in ((6, 16, 161), (30, 12, 400), (3, 9, 50)):
+        stat = _tango_statistic(0.0, gained, lost, n, 1.0)
+        chi2 = mcnemar([[n - gained - lost, gained], [lost, 0]], exact=False, correction=False).statistic
+        assert stat ** 2 == pytest.approx(chi2, rel=1e-9)
+        lo, hi = tango_bounds(gained, lost, n)
+        assert (lo > 0 or hi < 0) == (chi2 > stats.chi2.ppf(0.95, 1))
+
+
+def test_tango_bound_holds_its_one_sided_level_at_a_margin_where_few_pairs_disagree():
+    """The reason it is the compare gate's bound: 400 pairs, the second reading loses 5% of 340 (about 17
+    discordant pairs, none gained), so Δ = −0.0425 exactly; the one-sided 97.5% lower bound lies above the truth in
+    at most 2.5% (+ 3 standard errors) of 2000 tables, and the Wald bound (spread at the observed Δ) more often."""
+    from evaluation.inference import tango_bounds
+
+    rng = np.random.default_rng(3)
+    truth = -0.05 * 340 / 400
+    lost = rng.binomial(340, 0.05, 2000)
+    above = sum(tango_bounds(0, int(k), 400)[0] > truth for k in lost) / 2000
+    wald = np.mean(-lost / 400 - 1.96 * np.sqrt(lost / 400 - (lost / 400) ** 2) / np.sqrt(400) > truth)
+    assert above <= 0.025 + 3 * np.sqrt(0.025 * 0.975 / 2000), above
+    assert wald > above, (wald, above)
+
+
+def test_paired_design_effect_is_one_for_independent_pairs_and_grows_with_clusters():
+    from evaluation.inference import paired_design_effect
+
+    rng = np.random.default_rng(0)
+    change = rng.choice([-1, 0, 0, 0, 1], 400)
+    assert paired_design_effect(change, np.arange(400)) == 1.0
+    # each patient's 4 images change together: the design effect is near 4
+    per_patient = rng.choice([-1, 0, 0, 0, 1], 100)
+    assert 2.5 < paired_design_effect(np.repeat(per_patient, 4), np.repeat(np.arange(100), 4)) < 5.5
+    # nothing discordant: the cautious end, n / C
+    assert paired_design_effect(np.zeros(8), np.repeat(np.arange(4), 2)) == 2.0

@@ -185,7 +185,7 @@ def randomised(handle: ModelHandle, seed: int = 0) -> ModelHandle | None:
         module = copy.deepcopy(handle.module)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        if isinstance(module, torch.jit.ScriptModule):
+        if not handle.hookable:  # a TorchScript archive: its layers' reset methods are not scripted
             if not _reinitialise_tensors(module):
                 return None
         else:

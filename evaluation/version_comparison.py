@@ -80,6 +80,13 @@ class ComparisonReport:
     resampling: str
     adjusted_over: int
     table: pd.DataFrame
+    #: "score" (Tango's bounds for :data:`SCORE_BOUNDED`) or "percentile" (the old design, every metric bootstrapped)
+    proportion_bound: str = "score"
+
+    def score_bounded(self, metric: str) -> bool:
+        """Whether ``metric``'s bound is a score bound (no resampling in it) rather than a bootstrap quantile."""
+        return self.proportion_bound == "score" and metric in SCORE_BOUNDED and \
+            (SCORE_BOUNDED[metric] == "all") == self.view.startswith("top class")
 
     def verdicts(self, metric: str) -> pd.DataFrame:
         return self.table[self.table["metric"] == metric]
@@ -217,7 +224,7 @@ def paired_comparison(frame: pd.DataFrame, base_probs: np.ndarray, cand_probs: n
     view = "top class against the label" if class_index is None else f"class {class_index} one-vs-rest"
     return ComparisonReport(baseline=baseline, candidate=candidate, by=tuple(by), view=view, level=level,
                             n_boot=n_boot, min_n=min_n, resampling=resampling(frame, stratified=False),
-                            adjusted_over=adjusted, table=pd.DataFrame(rows))
+                            adjusted_over=adjusted, table=pd.DataFrame(rows), proportion_bound=proportion_bound)
 
 
 def _groups(frame: pd.DataFrame, by: list[str]) -> list[tuple[str, pd.DataFrame]]:
@@ -452,8 +459,7 @@ def noninferiority_gate(report: ComparisonReport, metrics: Sequence[str]) -> Ver
             why = getattr(r, "why_undefined", "") if r.verdict == "undefined" else ""  # the entry's reason
             reasons.append(
                 f"{metric} at {r.group}: {r.candidate:.3f} vs {r.baseline:.3f}; {said} margin {r.margin:g} (adjusted "
-                f"lower bound of the improvement {r.improvement_lower:+.3f}, Monte Carlo interval "
-                f"{r.improvement_lower_mc_lo:+.3f} to {r.improvement_lower_mc_hi:+.3f}{close})"
+                f"lower bound of the improvement {r.improvement_lower:+.3f}, {_mc(r, report.score_bounded(metric))}{close})"
                 + (f"; undefined: {why}" if why else ""))
         if len(worse):
             verdicts.append(Verdict("fail", reasons, control))
@@ -463,9 +469,18 @@ def noninferiority_gate(report: ComparisonReport, metrics: Sequence[str]) -> Ver
             lowest = judged.loc[judged["improvement_lower"].idxmin()]
             verdicts.append(Verdict("pass", [
                 f"{metric}: not worse by more than {float(lowest['margin']):g} in any of {len(judged)} group(s) "
-                f"(lowest adjusted bound {lowest['improvement_lower']:+.3f} at {lowest['group']}, Monte Carlo interval "
-                f"{lowest['improvement_lower_mc_lo']:+.3f} to {lowest['improvement_lower_mc_hi']:+.3f})"], control))
+                f"(lowest adjusted bound {lowest['improvement_lower']:+.3f} at {lowest['group']}, "
+                f"{_mc(lowest, report.score_bounded(metric))})"], control))
     return combine_verdicts(verdicts, control)
+
+
+def _mc(row, score: bool) -> str:
+    """A bound's Monte Carlo interval in words; a score bound (no resampling in it) says so."""
+    lo, hi = (row["improvement_lower_mc_lo"], row["improvement_lower_mc_hi"]) if isinstance(row, pd.Series) else \
+        (row.improvement_lower_mc_lo, row.improvement_lower_mc_hi)
+    if score and np.isfinite(lo):
+        return "Tango's score bound, no Monte Carlo error"
+    return f"Monte Carlo interval {lo:+.3f} to {hi:+.3f}"
 
 
 def comparable(base, cand) -> None:

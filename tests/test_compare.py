@@ -299,6 +299,10 @@ def test_the_sensitivity_bound_is_tangos_score_bound_on_the_flipped_positives():
     assert old.loc["B", "improvement_lower_mc_lo"] < old.loc["B", "improvement_lower_mc_hi"]
     assert old.loc["B", "improvement_lower"] != rows.loc["B", "improvement_lower"]
     assert "Tango's score bound" in report.error_control
+    from evaluation.version_comparison import noninferiority_gate
+
+    assert "Tango's score bound, no Monte Carlo error" in noninferiority_gate(report, ["sensitivity"]).reasons[0]
+    assert "Monte Carlo interval" in noninferiority_gate(report, ["auroc"]).reasons[0]
     with pytest.raises(InvalidInputError, match="proportion_bound must be 'score' or 'percentile'"):
         paired_comparison(frame, b, c, "site", class_index=1, n_boot=50, proportion_bound="wald")
 

@@ -18,6 +18,12 @@ counts fixed, each metric adjusted on its own) 0.44 of 100 cohorts, class mix va
 Rerun at 400 (2026-12-04, H1): coverage 0.940-0.963; power 0.990; ``--max-gap`` at the limit 0.000, equal groups
 pass 0.990; compare worse by exactly the margin 0.043 (band ≤ 0.048; 0.027 in 300 more at seed 1), equal candidate
 passes 0.917; any gap (seed 0's 200 plus 200 from seeds 100-103) 5 × 1000 0.043, 3 × 600 0.058, patients 0.055.
+
+Compare's margin row at 1300 (2026-12-04, H11; seeds 0 × 400 and 1-3 × 300, the same cohorts under both bounds): the
+old paired-percentile bound passed a candidate worse by exactly the margin 54 of 1300 = 0.042 (band at 1300 ≤ 0.038:
+out); Tango's score bound (the product's since then) 22 of 1300 = 0.017, and 49 of 2700 = 0.018 with seeds 4-5 × 700
+(band ≤ 0.034). The equally sensitive candidate passes 1158 of 1300 = 0.891 (2434 of 2700 = 0.901; band ≥ 0.777).
+The score bound does not depend on ``n_boot`` (no resampling in it), so these rows can run at a small one.
 """
 from __future__ import annotations
 

@@ -333,3 +333,25 @@ def test_identical_versions_keep_a_zero_bound():
     frame, b, _ = _binary(np.random.default_rng(4))
     rows = paired_comparison(frame, b, b, "site", class_index=1, n_boot=100).verdicts("specificity")
     assert (rows["improvement_lower"] == 0).all() and set(rows["verdict"]) == {"not worse (shown)"}
+
+
+def test_top_class_accuracy_takes_the_score_bound_over_every_case():
+    """In the top-class view the share judged right is accuracy, over all cases: its bound is Tango's on the cases
+    the candidate's top class fixed and broke; balanced accuracy (not a plain share) keeps the bootstrap."""
+    from scipy.stats import norm
+
+    from evaluation.inference import tango_bounds
+
+    rng = np.random.default_rng(6)
+    n = 400
+    y = rng.integers(0, 3, n)
+    base = rng.dirichlet(np.ones(3), n) + 0.6 * np.eye(3)[y]
+    cand = np.where((rng.random(n) < 0.1)[:, None], rng.dirichlet(np.ones(3), n), base)
+    report = paired_comparison(pd.DataFrame({"label": y}), base, cand, [], n_boot=200)
+    right_b, right_c = base.argmax(1) == y, cand.argmax(1) == y
+    lo, _ = tango_bounds((right_c & ~right_b).sum(), (right_b & ~right_c).sum(), n, norm.ppf(0.975))
+    table = report.table.set_index("metric")
+    assert table.loc["accuracy", "improvement_lower"] == pytest.approx(lo, abs=1e-9)
+    assert report.score_bounded("accuracy") and not report.score_bounded("balanced_accuracy")
+    assert table.loc["balanced_accuracy", "improvement_lower_mc_lo"] < table.loc["balanced_accuracy",
+                                                                                 "improvement_lower_mc_hi"]

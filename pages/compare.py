@@ -71,7 +71,8 @@ st.markdown(f"**{md(candidate)}** against **{md(baseline)}** "
             f"{report.n_boot} paired resamples ({report.resampling}) · non-inferiority bounds Bonferroni-adjusted "
             f"over {report.adjusted_over} group(s)")
 st.caption(f"Burden of proof: {report.error_control}. 'Not shown' is neither shown not worse nor shown worse; each "
-           "bound's Monte Carlo interval (improvement_lower_mc_lo to _hi) says how far it could move with the seed.")
+           "bootstrap bound's Monte Carlo interval (improvement_lower_mc_lo to _hi) says how far it could move with the "
+           "seed; sensitivity, specificity and accuracy take Tango's score bound, which has none.")
 # the banner states the Verdict `glassbox compare --max-regression` exits on, over every metric at this margin
 verdict = noninferiority_gate(report, list(dict.fromkeys(report.table["metric"])))
 worse = report.table[report.table["verdict"] == "worse"]

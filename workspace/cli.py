@@ -1032,7 +1032,8 @@ def parser() -> argparse.ArgumentParser:
                         "(one-sided 97.5%% bound, Bonferroni over the groups); 1 when some group is shown worse; 4 "
                         "when some group is neither (not shown); 3 when no group could be judged")
     s.add_argument("--n-boot", type=_RESAMPLES, default=4000, help="paired resamples (default 4000: the "
-                   "adjusted bound is a far-tail quantile; the gate states its Monte Carlo interval)")
+                   "adjusted bootstrap bound is a far-tail quantile; the gate states its Monte Carlo interval; "
+                   "sensitivity, specificity and accuracy take Tango's score bound, which resamples nothing)")
     s.add_argument("--min-n", type=_positive_int, default=30)
     s.add_argument("--seed", type=_seed, default=0)
     s.add_argument("--out", help="the delta table (CSV), every row with its provenance")

@@ -2,7 +2,7 @@
 
 Every metric is one :class:`Metric` entry in :data:`METRICS`, keyed ``task.name``: its definition, direction, why
 it can be undefined, whether its between-group gap is judged, its resampling design and the independent
-implementation it is tested against (``tests/test_metric_registry.py`` runs every entry against its reference the
+implementation it is tested against (``tests/evaluation/test_metric_registry.py`` runs every entry against its reference the
 day it is registered). Tables, gates, comparisons, figures and reports read those facts from the entry.
 
 Two views (:data:`TASKS`): one class against the rest (``one_vs_rest``), from weighted :class:`Counts`; and each
@@ -149,7 +149,7 @@ MSG_ENTRY = "metric entry {key!r}: {what}"
 
 @dataclass(frozen=True)
 class Reference:
-    """An independent implementation a metric is tested against (``tests/test_metric_registry.py``): ``path`` the
+    """An independent implementation a metric is tested against (``tests/evaluation/test_metric_registry.py``): ``path`` the
     dotted name of a library function (scikit-learn, fairlearn), ``call(fn, *sample)`` how the metric's sample is
     passed to it. A one-vs-rest sample is ``(y, p, called)`` (booleans, the class probability, booleans); a top-class
     sample ``(y, P)`` (class indices, ``(n, K)`` probabilities); a between-group difference's adds the groups."""

@@ -11,7 +11,7 @@ rate and ECE: on five equal groups that design flagged a gap in about half of al
 **Gaps.** A gap is reported for the best and worst group, a pair chosen *after* looking at the estimates, for every
 metric and the fairness differences. All of them are judged together: one max-t (Romano & Wolf 2005) over every
 metric × every pair of comparable groups gives one critical value, so the chance that *any* gap is flagged when
-every group is equal stays at or below 5% (the calibration suite measures it: ``tests/test_calibration_subgroups.py``
+every group is equal stays at or below 5% (the calibration suite measures it: ``tests/calibration/test_calibration_subgroups.py``
 quick, the benchmark in full). Each report says so in words (:attr:`GapJudgement.error_control`).
 
 **Small groups** get their estimate but no interval ("too small to judge"), never a zero-width one; a proportion

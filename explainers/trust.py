@@ -23,7 +23,7 @@ batch). Bands are ``passes`` / ``concern`` / ``fails`` at the thresholds each ch
   Over cases the pointing game is a hit rate, always shown with its 95% interval, and read against a stated
   clinical reference as well as chance (:data:`POINTING_REFERENCE`; ``evaluation.explanation_quality``). A case
   without a finding has nothing to point at: not judged. These match Quantus 0.6 (abs=True, normalise=False) on the
-  same inputs (``tests/test_trust.py``).
+  same inputs (``tests/explainers/test_trust.py``).
 - ``stability`` (max-sensitivity; Yeh et al., NeurIPS 2019): the largest relative change of the map, ‖m(x+ε) −
   m(x)‖ / ‖m(x)‖, over 4 draws (2 for methods costing ≥ 20 forward passes, e.g. integrated gradients) of uniform
   noise of 2% of the image's intensity range. Low is good: passes ≤ 0.3, fails ≥ 0.8 (a map that changes by most of itself under invisible noise cannot be read pixel by pixel).

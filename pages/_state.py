@@ -1,6 +1,6 @@
 """Which widget state survives a page switch: the pages' settings (the reader's place, filters, display choices),
 which Streamlit would forget when a run does not draw their widget, never their actions (buttons, downloads, table
-selections), whose state Streamlit refuses to have set. ``tests/test_pages.py`` checks every action key in the
+selections), whose state Streamlit refuses to have set. ``tests/pages/test_pages.py`` checks every action key in the
 pages is excluded."""
 from __future__ import annotations
 

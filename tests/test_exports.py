@@ -47,23 +47,23 @@ IMPORTERS = (*LIBRARY, "pages", "tests", "benchmarks")  # plus app.py
 PRIVATE_IMPORTS: dict[tuple[str, str, str], str] = {
     ("benchmarks/million_cases.py", "data_adapters.cohort", "_resolve"):
         "times the manifest loader's per-row path check on its own; load_manifest is its only public door",
-    ("tests/test_bad_inputs.py", "data_adapters.cohort", "_resolve"):
+    ("tests/data_adapters/test_bad_inputs.py", "data_adapters.cohort", "_resolve"):
         "asserts the NUL-byte message at the one place every path is resolved",
-    ("tests/test_integrity.py", "data_adapters.cohort", "_table_seal"):
+    ("tests/workspace/test_integrity.py", "data_adapters.cohort", "_table_seal"):
         "forges a table sealed exactly as the writer seals it, to show a wrong key is still caught",
-    ("tests/test_uncertainty.py", "evaluation.calibration", "_log_loss"):
+    ("tests/explainers/test_uncertainty.py", "evaluation.calibration", "_log_loss"):
         "known-answer check of the per-case log loss against scikit-learn's log_loss",
     ("benchmarks/drift_windows.py", "evaluation.drift", "_sq_dists"):
         "the benchmark's naive MMD baseline reuses the product's distance kernel so only the windowing differs",
-    ("tests/test_concepts.py", "explainers.concepts", "_run_scores"):
+    ("tests/explainers/test_concepts.py", "explainers.concepts", "_run_scores"):
         "known-answer test of one TCAV run's scoring kernel (score, cosine, CAV accuracy)",
-    ("tests/test_cli.py", "workspace.cli", "_Bars"):
+    ("tests/workspace/test_cli.py", "workspace.cli", "_Bars"):
         "unit test of the CLI's progress renderer, which no command exposes on its own",
     ("benchmarks/calibration/integrity.py", "workspace.report", "_html_seal"):
         "the tamper simulation splits a report into seal and body exactly as the verifier does",
-    ("tests/test_inference.py", "evaluation.inference", "_tango_statistic"):
+    ("tests/evaluation/test_inference.py", "evaluation.inference", "_tango_statistic"):
         "known answer: Tango's score statistic at zero squared is statsmodels' McNemar chi-square",
-    ("tests/test_calibration_ece.py", "workspace.report", "_with_intervals"):
+    ("tests/calibration/test_calibration_ece.py", "workspace.report", "_with_intervals"):
         "asserts the report's own table cell for ECE (no interval, its test beside it) as the report formats it",
 }
 

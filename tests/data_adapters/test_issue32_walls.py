@@ -25,7 +25,7 @@ from tests.helpers import TinyCNN, handle_for, random_png_cohort, torchscript_bi
 from workspace.cli import main
 from workspace.store import Workspace
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 # -- 1. a cohort folder is its manifest; a folder with no DICOM names what it holds --------------------------------

@@ -172,10 +172,10 @@ def test_serve_runs_from_any_folder_and_stops_on_sigterm(demo_root, tmp_path):
 def test_the_app_runs_from_another_working_directory(demo_root, tmp_path, monkeypatch):
     from pathlib import Path
 
-    from tests.test_pages import page
+    from tests.pages.test_pages import page
 
     monkeypatch.chdir(tmp_path)  # assets/logo.svg and the pages resolve from the package, not from here
-    at = page(str(Path(__file__).resolve().parent.parent / "app.py"), demo_root)
+    at = page(str(Path(__file__).resolve().parents[2] / "app.py"), demo_root)
     assert not at.exception and at.title[0].value == "Glassbox"
 
 

@@ -215,7 +215,7 @@ def test_one_cases_uncertainty_alone_equals_its_row_of_the_cohorts(demo_ws, demo
 
 
 def test_the_uncertainty_command_says_whether_recalibration_helps_on_held_out_patients(demo_root, tmp_path, capsys):
-    from tests.test_cli import _demo_args
+    from tests.workspace.test_cli import _demo_args
     from workspace.cli import main
 
     assert main(["uncertainty", *_demo_args(demo_root, "v1"), "--model", str(demo_root / "models" / "v2"),

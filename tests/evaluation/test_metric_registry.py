@@ -1,4 +1,4 @@
-"""The metric registry's contract, generated from the registry (after timm's ``tests/test_models.py`` and
+"""The metric registry's contract, generated from the registry (after timm's ``tests/data_adapters/test_models.py`` and
 scikit-learn's ``parametrize_with_checks``): every registered entry states each of its facts, equals its declared
 reference implementation (scikit-learn, fairlearn) on generated data, point estimate and bootstrap replicates alike,
 and is undefined exactly where it says why. A new entry is tested the day it is registered."""

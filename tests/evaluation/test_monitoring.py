@@ -8,7 +8,7 @@ import pytest
 
 from evaluation.drift import bandwidth, drivers, holm, mmd_test
 from workspace.monitoring import monitor
-from tests.test_roles import local_auth  # noqa: F401 - the fixture
+from tests.pages.test_roles import local_auth  # noqa: F401 - the fixture
 
 
 def test_mmd_is_the_double_sum():
@@ -96,7 +96,7 @@ def test_monitor_command_exits_1_on_an_alert_and_records_it(demo_root, deploymen
 
 def test_monitoring_page_shows_the_alerts_the_figure_and_the_drivers(demo_root, demo_ws, local_auth):
     from data_adapters.models import load_model
-    from tests.test_roles import as_role
+    from tests.pages.test_roles import as_role
     from workspace import jobs
 
     handle = demo_ws.load_model(demo_ws.resolve_model("v2"))

@@ -126,7 +126,7 @@ def test_the_workspace_hands_out_typed_tables_and_keeps_the_cached_layout(tmp_pa
     the columns cached demo results were written with (a renamed column would orphan every cache)."""
     from explainers.inference import predict_cases
     from tests.helpers import TinyCNN, handle_for, random_png_cohort
-    from tests.test_uncertainty import DropoutCNN
+    from tests.explainers.test_uncertainty import DropoutCNN
     from workspace.store import Workspace
     from workspace.uncertainty import case_uncertainty, uncertainty, uncertainty_path
 

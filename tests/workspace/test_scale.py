@@ -18,7 +18,7 @@ from data_adapters.records import CaseTable
 from evaluation import metrics
 from evaluation.metrics import Cells, counts
 from tests.helpers import write_png
-from tests.test_cohort import ROWS, bad_cohort, write_manifest
+from tests.data_adapters.test_cohort import ROWS, bad_cohort, write_manifest
 
 
 _bad_cohort = bad_cohort

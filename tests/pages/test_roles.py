@@ -8,7 +8,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from pages._navigation import TITLES
-from tests.test_pages import ROOT, TIMEOUT, allow, table
+from tests.pages.test_pages import ROOT, TIMEOUT, allow, table
 from workspace.access import PAGES, ROLES, Identity, Users
 from workspace.review import Record
 

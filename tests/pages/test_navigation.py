@@ -9,7 +9,7 @@ from pathlib import Path
 from pages._navigation import HEADINGS, PAGES, TITLES
 from workspace.access import PAGES as ROLES_BY_PAGE
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def page_files() -> set[str]:

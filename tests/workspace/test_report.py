@@ -12,7 +12,7 @@ from streamlit.testing.v1 import AppTest
 
 from data_adapters.errors import InvalidInputError
 from evaluation.suppression import suppression
-from tests.test_pages import ROOT, TIMEOUT, allow
+from tests.pages.test_pages import ROOT, TIMEOUT, allow
 from workspace import cli
 from workspace.access import Identity
 from workspace.report import CHECKLIST, gather, render_html, write_report
@@ -141,7 +141,7 @@ def test_the_boards_answers_are_kept_stated_and_change_the_report(tmp_path, monk
 
 @pytest.mark.parametrize("role, can_sign", [("board", True), ("developer", False)])
 def test_report_page_signs_for_the_board_only(demo_root, monkeypatch, tmp_path, role, can_sign):
-    from tests.test_roles import account
+    from tests.pages.test_roles import account
 
     monkeypatch.setenv("GLASSBOX_AUTH", "local")
     monkeypatch.setenv("GLASSBOX_USERS_FILE", str(tmp_path / "users.sqlite"))  # sessions follow their accounts

@@ -183,7 +183,7 @@ def test_tcav_defaults_to_the_largest_class_of_a_multiclass_model(real, capsys):
 
 
 def test_pages_on_a_seven_class_colour_cohort(real):
-    from tests.test_pages import page  # streamlit only where pages are tested
+    from tests.pages.test_pages import page  # streamlit only where pages are tested
 
     at = page("pages/case_review.py", real, model="derm-v1", cohort="derm7")
     assert not at.exception and not at.error
@@ -216,7 +216,7 @@ def test_pages_on_a_seven_class_colour_cohort(real):
 
 
 def test_pages_on_a_grey_as_rgb_cohort_with_repeated_patients(real):
-    from tests.test_pages import page  # streamlit only where pages are tested
+    from tests.pages.test_pages import page  # streamlit only where pages are tested
 
     at = page("pages/subgroups.py", real, model="chest-v1", cohort="chest")
     assert not at.exception and not at.error
@@ -234,7 +234,7 @@ def test_pages_on_a_grey_as_rgb_cohort_with_repeated_patients(real):
 
 
 def test_the_app_opens_a_model_on_a_cohort_it_fits(real):
-    from tests.test_pages import page  # streamlit only where pages are tested
+    from tests.pages.test_pages import page  # streamlit only where pages are tested
 
     at = page("app.py", real)
     assert at.sidebar.selectbox(key="model").value == "derm-v1"

@@ -18,7 +18,7 @@ from streamlit.testing.v1 import AppTest
 from pages._display import md
 from pages._session import IDENTITY, guard_server_messages
 from tests.helpers import random_png_cohort, torchscript_binary_model, write_png
-from tests.test_pages import ROOT, TIMEOUT, allow
+from tests.pages.test_pages import ROOT, TIMEOUT, allow
 from workspace.access import ADMIN_MESSAGES, Identity, Users
 from workspace.review import Record, Verdict
 

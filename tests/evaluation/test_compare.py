@@ -152,7 +152,7 @@ def test_compare_writes_tables_with_provenance(demo_root, tmp_path, capsys):
 
 
 def test_compare_page_and_two_version_case_review(demo_root):
-    from tests.test_pages import page
+    from tests.pages.test_pages import page
 
     at = page("pages/compare.py", demo_root, model="v2", cohort="demo2d")
     assert not at.exception and not at.error

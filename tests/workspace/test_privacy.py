@@ -94,7 +94,7 @@ def test_pages_never_render_identifiers_of_a_dicom_folder_cohort(dicom_study, tm
 
     from streamlit.testing.v1 import AppTest
 
-    from tests.test_pages import ROOT, allow
+    from tests.pages.test_pages import ROOT, allow
 
     ws = tmp_path / "ws"
     allow(ws)
@@ -137,7 +137,7 @@ NAMES_IN_ROWS = ["DOE^JANE", "Jane_Doe_1961", "Smith_John", "7781234"]
 
 def test_a_board_member_reads_rejected_rows_as_counts_by_reason_only(tmp_path, monkeypatch):
     from tests.helpers import tiny_workspace
-    from tests.test_roles import as_role
+    from tests.pages.test_roles import as_role
 
     monkeypatch.setenv("GLASSBOX_AUTH", "local")
     monkeypatch.setenv("GLASSBOX_USERS_FILE", str(tmp_path / "users.sqlite"))

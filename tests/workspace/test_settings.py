@@ -12,7 +12,7 @@ import pytest
 from data_adapters.errors import InvalidInputError, ModelError
 from data_adapters.models import load_model, read_spec
 from data_adapters.schema import MODEL_SPEC, CARD, PREPROCESSING, parse_json, read_json, roots
-from tests.test_bundle import NET, write_bundle
+from tests.data_adapters.test_bundle import NET, write_bundle
 from workspace.settings import (
     SETTINGS,
     Operator,
@@ -292,7 +292,7 @@ def test_check_operator_names_the_first_bad_input_at_start(tmp_path, monkeypatch
 def test_the_app_refuses_to_start_on_a_bad_settings_file(tmp_path, monkeypatch):
     from streamlit.testing.v1 import AppTest
 
-    from tests.test_pages import ROOT, TIMEOUT, allow
+    from tests.pages.test_pages import ROOT, TIMEOUT, allow
 
     monkeypatch.setenv("GLASSBOX_SECRET_FILE", str(tmp_path / "secret"))
     ws = _write(tmp_path / "ws", {"data_roots": "/data"})
@@ -364,7 +364,7 @@ def test_report_and_subgroups_board_read_the_operators_k(demo_root, monkeypatch,
 def test_the_pages_read_the_operators_k(demo_root, monkeypatch):
     """The Subgroups and Report pages' k starts at the operator's k (the old Report default was 10 whatever the
     operator set)."""
-    from tests.test_pages import page
+    from tests.pages.test_pages import page
 
     monkeypatch.setenv("GLASSBOX_BOARD_K", "37")
     at = page("pages/subgroups.py", demo_root, model="v1", cohort="demo2d")

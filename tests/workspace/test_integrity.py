@@ -45,7 +45,7 @@ from workspace.cache import ShardStore
 from workspace.monitoring import embeddings
 from workspace.store import Workspace
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 BOARD = Identity("board1", "board")
 READER = Identity("dr-a", "radiologist")
 SECRET = "k" * 32
@@ -655,7 +655,7 @@ def test_a_really_full_disk_names_the_failure_keeps_the_old_file_and_the_record(
 
 
 def test_an_edited_stored_threshold_is_refitted_not_served(tmp_path, caplog):
-    from tests.test_operating_point import _as_cohort, _cohort, _Fixed
+    from tests.evaluation.test_operating_point import _as_cohort, _cohort, _Fixed
 
     ws = _Fixed(tmp_path)
     handle = handle_for(TinyCNN(2, 1, 2), task="binary", n_classes=2)

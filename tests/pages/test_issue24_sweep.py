@@ -1,6 +1,6 @@
 """Issue 24's reproductions that no other test held: each ends in a refusal, a detection or a named message.
 
-The rest of the issue's list is held by the catalogue (tests/test_catalogue.py) and the area tests; the map from each
+The rest of the issue's list is held by the catalogue (tests/workspace/test_catalogue.py) and the area tests; the map from each
 bullet to its test is in the issue's closing note (/tmp/issue24_sweep.md when it was written)."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from streamlit.testing.v1 import AppTest
 
 from data_adapters.errors import InvalidInputError
 from tests.helpers import random_png_cohort, torchscript_binary_model
-from tests.test_pages import ROOT, TIMEOUT, allow
+from tests.pages.test_pages import ROOT, TIMEOUT, allow
 from workspace.access import MAX_CLIENT_FAILURES, ROLES, Identity, Users
 from workspace.review import Record
 
@@ -131,7 +131,7 @@ def test_markdown_in_model_json_renders_as_text_on_home_for_every_role(tmp_path,
 
 
 def test_the_report_page_names_a_checklist_answer_holding_a_name_and_stores_nothing(demo_root, monkeypatch, tmp_path):
-    from tests.test_roles import account
+    from tests.pages.test_roles import account
 
     monkeypatch.setenv("GLASSBOX_AUTH", "local")
     monkeypatch.setenv("GLASSBOX_USERS_FILE", str(tmp_path / "users.sqlite"))

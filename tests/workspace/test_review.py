@@ -26,7 +26,7 @@ from workspace import cli
 from workspace.access import ACTIONS, PAGES, ROLES, Identity, Users
 from workspace.review import Record, Verdict, case_key
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RADIOLOGIST = Identity("dr-a", "radiologist")
 SECRET = "k" * 32
 

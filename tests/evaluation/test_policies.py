@@ -24,7 +24,7 @@ from evaluation.referral import (
 )
 from tests.helpers import TinyCNN, handle_for
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 class DropoutCNN(TinyCNN):

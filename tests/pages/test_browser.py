@@ -17,7 +17,7 @@ import pytest
 
 from pages._navigation import PAGES as APP_PAGES
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
          "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -39,7 +39,7 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def evil(tmp_path_factory):
     """A second workspace the operator allowed, whose models/ holds a bundle that leaves a witness if it runs."""
-    from tests.test_safeguards import _evil_workspace
+    from tests.pages.test_safeguards import _evil_workspace
 
     return _evil_workspace(tmp_path_factory.mktemp("attack"))
 

@@ -180,7 +180,7 @@ def test_two_processes_asking_for_the_same_result_compute_it_once(tmp_path, smal
     log = tmp_path / "computed.log"
     manifest = small_cohort.cases[0].image.parent / "manifest.csv"
     args = [sys.executable, "-c", CHILD, str(tmp_path / "ws"), str(model), str(manifest), str(log)]
-    procs = [subprocess.Popen(args, cwd=Path(__file__).resolve().parent.parent, stderr=subprocess.PIPE)
+    procs = [subprocess.Popen(args, cwd=Path(__file__).resolve().parents[2], stderr=subprocess.PIPE)
              for _ in range(2)]
     errors = [p.communicate(timeout=120)[1].decode() for p in procs]
     assert [p.returncode for p in procs] == [0, 0], errors

@@ -12,8 +12,8 @@ from streamlit.testing.v1 import AppTest
 
 from data_adapters.errors import InvalidInputError
 from data_adapters.models.state_dict import monai_network
-from tests.test_bundle import NET, write_bundle
-from tests.test_pages import ROOT, TIMEOUT, allow
+from tests.data_adapters.test_bundle import NET, write_bundle
+from tests.pages.test_pages import ROOT, TIMEOUT, allow
 from workspace.concepts import concept_sensitivity
 from workspace.keys import identifier_key
 from workspace.store import Workspace, allowed_workspace

@@ -168,7 +168,7 @@ def test_the_board_report_says_could_not_judge_when_kappa_is_undefined(tmp_path,
 
 def test_the_reader_agreement_page_says_could_not_judge_for_an_undefined_kappa(tmp_path, monkeypatch):
     from tests.helpers import tiny_workspace
-    from tests.test_pages import page
+    from tests.pages.test_pages import page
     from workspace.access import Identity
     from workspace.review import Record, Verdict
     from workspace.store import Workspace

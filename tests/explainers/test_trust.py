@@ -143,7 +143,7 @@ def test_the_relevance_mass_of_v2s_maps_is_the_demo_checks_figure(demo_ws, demo_
 
 
 def test_trust_command_and_explanation_quality_page(demo_root, capsys):
-    from tests.test_pages import page
+    from tests.pages.test_pages import page
     from workspace.cli import main
 
     assert main(["trust", "--model", "v2", "--cohort", "demo2d", "--methods", "saliency,grad_cam", "--cases", "8",
@@ -178,7 +178,7 @@ def test_trust_command_and_explanation_quality_page(demo_root, capsys):
 
 
 def test_case_review_shows_a_trust_strip_under_each_map(demo_root):
-    from tests.test_pages import page
+    from tests.pages.test_pages import page
 
     at = page("pages/case_review.py", demo_root, model="v2", cohort="demo2d", review_methods=["saliency"])
     assert not at.exception and not at.error

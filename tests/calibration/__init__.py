@@ -1,0 +1,1 @@
+"""Tests of calibration (tests/ mirrors the packages)."""

@@ -1,0 +1,1 @@
+"""Tests of evaluation (tests/ mirrors the packages)."""

@@ -1,0 +1,1 @@
+"""Tests of explainers (tests/ mirrors the packages)."""

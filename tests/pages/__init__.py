@@ -1,0 +1,1 @@
+"""Tests of pages (tests/ mirrors the packages)."""

@@ -1,0 +1,1 @@
+"""Tests of workspace (tests/ mirrors the packages)."""

@@ -186,7 +186,25 @@ def _uncertainty(root: str, model_paths: tuple[str, ...], manifest: str, method:
         bar.empty()
 
 
+#: uncertainty costing at least this many forward passes (cases × draws) is computed in a background job, as large
+#: cohorts' predictions are: 5,984 cases × 16 dropout draws no longer hold the page for minutes
+BACKGROUND_PASSES = 20_000
+
+
 def uncertainty(root: Path, model_paths: list[Path], manifest: Path, method: str) -> UncertaintyTable:
+    """The cohort's uncertainty table: read from the cache (``glassbox precompute`` writes it); computed here when
+    small; otherwise in a background job that widget changes and page switches do not restart, the page showing its
+    progress meanwhile."""
+    handles = [model(p) for p in model_paths]
+    loaded = cohort(manifest, handles[0])
+    ws = Workspace(root)
+    target = uncertainty_service.uncertainty_path(ws, handles, loaded, method)
+    if uncertainty_service.forward_passes(handles, loaded, method) >= BACKGROUND_PASSES and not target.is_file():
+        job = jobs.start(str(target), f"Uncertainty ({method}) of {len(loaded)} cases with {handles[0].label}",
+                         lambda progress: uncertainty_service.uncertainty(ws, handles, loaded, method,
+                                                                          progress=progress))
+        if job.running or job.error:
+            wait_for(job)
     keys = sum((_model_stamp(p) for p in model_paths), ()) + _cohort_stamp(manifest)
     return _uncertainty(str(root), tuple(map(str, model_paths)), str(manifest), method, keys)
 

@@ -22,7 +22,7 @@ from explainers import uncertainty as uncertainty_lib
 from workspace import cache
 from workspace.store import Progress, Workspace
 
-__all__ = ["case_uncertainty", "uncertainty", "uncertainty_path", "uncertainty_table"]
+__all__ = ["forward_passes", "case_uncertainty", "uncertainty", "uncertainty_path", "uncertainty_table"]
 
 
 def _used(handles: Sequence[ModelHandle], method: str) -> list[ModelHandle]:
@@ -39,6 +39,14 @@ def uncertainty_path(ws: Workspace, handles: Sequence[ModelHandle], cohort: Coho
     key = json_hash("uncertainty", "per-case-v2", cache.NUMERICS, method, params, [h.weights_hash for h in used],
                     cohort.content_hash)
     return ws.cache / "uncertainty" / f"{key[:40]}.parquet"
+
+
+def forward_passes(handles: Sequence[ModelHandle], cohort: Cohort, method: str, *, samples: int | None = None) -> int:
+    """How many forward passes :func:`uncertainty` costs on ``cohort``: cases × draws (``mc_dropout``, ``tta``) or
+    cases × versions (``ensemble``). What decides whether a page computes it while it waits or in a background job."""
+    per_case = len(_used(handles, method)) if method == "ensemble" else (
+        samples or uncertainty_lib.DEFAULT_SAMPLES.get(method) or 1)
+    return len(cohort) * per_case
 
 
 def uncertainty(ws: Workspace, handles: Sequence[ModelHandle], cohort: Cohort, method: str, *,

@@ -271,3 +271,30 @@ def test_case_review_never_computes_the_whole_cohort_on_open(tmp_path):
     assert any(m.label == "Uncertainty (entropy)" for m in at.metric)
     assert any("once the cohort's uncertainty is computed" in c.value for c in at.caption)
     assert not list((ws / "cache").rglob("uncertainty/*.parquet")), "no cohort-wide uncertainty was computed"
+
+
+def test_uncertainty_page_runs_a_large_cohort_in_the_background(tmp_path, monkeypatch):
+    """A cohort's uncertainty costing more forward passes than the page should wait for runs as a background job
+    (issue 32: MC dropout over 5,984 cases held the page for minutes): the page shows the job's progress and
+    computes nothing itself; once the job has written the cache, the page reads it."""
+    import time
+
+    import pages._cache as cache
+    from tests.helpers import tiny_workspace
+    from workspace import jobs
+
+    monkeypatch.setattr(cache, "BACKGROUND_PASSES", 1)  # the tiny cohort counts as large
+    ws = tiny_workspace(tmp_path / "ws")
+    at = page("pages/uncertainty.py", ws, model="tiny", cohort="pngs", unc_method="tta")
+    assert not at.exception and not at.error
+    running = [j for j in jobs._jobs.values() if "uncertainty" in j.key and str(ws) in j.key]
+    assert len(running) == 1 and running[0].title.startswith("Uncertainty (tta)")
+    assert not at.metric, "the page waited for the job instead of computing and drawing the cohort's figures"
+    deadline = time.time() + TIMEOUT
+    while running[0].running and time.time() < deadline:  # a condition, not a fixed sleep
+        time.sleep(0.2)
+    assert not running[0].running and running[0].error is None
+    assert list((ws / "cache").rglob("uncertainty/*.parquet")), "the job wrote the cohort's table"
+    at = page("pages/uncertainty.py", ws, model="tiny", cohort="pngs", unc_method="tta")
+    assert not at.exception and not at.error
+    assert any(m.label == "Uncertainty flags errors (AUROC)" for m in at.metric)

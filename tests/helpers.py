@@ -9,6 +9,9 @@ from PIL import Image as PILImage
 
 from data_adapters.records import ModelCard, ModelHandle, Preprocessing
 
+#: the repository root (the folder holding pyproject.toml), for tests that read the tree itself
+ROOT = Path(__file__).resolve().parent.parent
+
 
 class LinearModel(torch.nn.Module):
     """``scores = W @ x.flatten() + b``: its input gradient for class k is exactly ``W[k]``."""

@@ -31,15 +31,7 @@ from pathlib import Path
 import pytest
 
 
-def _root() -> Path:
-    here = Path(__file__).resolve().parent
-    for p in (here, *here.parents):
-        if (p / "pyproject.toml").is_file():
-            return p
-    raise RuntimeError("no pyproject.toml above tests/")
-
-
-ROOT = _root()
+from tests.helpers import ROOT  # noqa: E402 - the repository root, one definition
 LIBRARY = ("data_adapters", "explainers", "evaluation", "workspace")
 IMPORTERS = (*LIBRARY, "pages", "tests", "benchmarks")  # plus app.py
 

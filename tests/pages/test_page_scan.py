@@ -20,15 +20,7 @@ from pathlib import Path
 import pytest
 
 
-def _root() -> Path:
-    here = Path(__file__).resolve().parent
-    for p in (here, *here.parents):
-        if (p / "pyproject.toml").is_file():
-            return p
-    raise RuntimeError("no pyproject.toml above tests/")
-
-
-ROOT = _root()
+from tests.helpers import ROOT  # noqa: E402 - the repository root, one definition
 
 # -- what the rules look for (data) ------------------------------------------------------------------------------------
 #: modules whose calls are numeric work (an import alias is followed: ``from scipy.stats import norm`` → ``norm.ppf``)
